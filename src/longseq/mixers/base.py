@@ -1,0 +1,275 @@
+"""The token-mixer contract and its registry.
+
+Every method in longseq is a :class:`Mixer`: an ``nn.Module`` mapping ``[B, L, d_model]`` to
+``[B, L, d_model]``, built by name through :func:`build`. A mixer class declares what it can do
+in its :class:`MixerSpec` (given to :func:`register`) and implements one method, ``_forward``;
+the base class validates inputs, applies padding masks and provides ``step`` on top of the
+stateful forward, so that every mixer behaves the same way at the edges.
+
+    @register("my_mixer", family="linear attention", paper="...", complexity="O(N)",
+              causal=True, bidirectional=True, step=True)
+    class MyMixer(Mixer):
+        def __init__(self, d_model, *, num_heads=1, causal=False, my_option=3): ...
+        def _forward(self, x, mask, state, return_state): ...   # -> (y, new_state | None)
+
+Conventions shared by all mixers
+--------------------------------
+* ``mask``: optional bool ``[B, L]``, True = real token. Padded positions never change the output
+  at real positions; the base class zeroes the input there before ``_forward`` and zeroes the
+  output there after it. Mixers that attend must also exclude padded keys.
+* ``state``: opaque per-sequence recurrent state (a dict of tensors). ``forward(x, state=s,
+  return_state=True)`` continues a sequence; ``step`` is that with L = 1 unless a mixer overrides
+  it. A state passed to ``step``/``forward`` may be updated in place (KV caches grow in place):
+  do not reuse it afterwards; copy it first if you need to branch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = ["Mixer", "MixerSpec", "register", "names", "spec", "build", "set_debug", "debug_enabled"]
+
+_DEBUG = os.environ.get("LONGSEQ_DEBUG", "") not in ("", "0", "false", "False")
+
+
+def set_debug(enabled: bool = True) -> None:
+    """Turn on input checks that cost a device sync (NaN/inf detection in every mixer input)."""
+    global _DEBUG
+    _DEBUG = bool(enabled)
+
+
+def debug_enabled() -> bool:
+    return _DEBUG
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """What a registered mixer is and can do."""
+
+    name: str
+    family: str
+    paper: str
+    complexity: str
+    causal: bool
+    bidirectional: bool
+    step: bool
+    # A mixer that brings its own feed-forward (FLASH's GAU) tells the block builder to omit the FFN.
+    has_ffn: bool = False
+    # flops(seq_len, d_model, num_heads, causal) -> forward FLOPs per sequence (for benchmarks).
+    flops: Callable[..., float] | None = field(default=None, compare=False, repr=False)
+    cls: type | None = field(default=None, compare=False, repr=False)
+
+
+_REGISTRY: dict[str, MixerSpec] = {}
+_DISCOVERED = False
+
+
+def register(
+    name: str,
+    *,
+    family: str,
+    paper: str,
+    complexity: str,
+    causal: bool,
+    bidirectional: bool,
+    step: bool,
+    has_ffn: bool = False,
+    flops: Callable[..., float] | None = None,
+):
+    """Class decorator: register a :class:`Mixer` subclass under ``name``."""
+
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Mixer)):
+            raise TypeError(f"@register({name!r}) must decorate a subclass of longseq.mixers.Mixer")
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"mixer name {name!r} is already registered by {_REGISTRY[name].cls}")
+        if step and not causal:
+            raise ValueError(f"mixer {name!r}: step=True requires causal=True")
+        s = MixerSpec(name, family, paper, complexity, causal, bidirectional, step, has_ffn, flops, cls)
+        _REGISTRY[name] = s
+        cls.spec = s
+        return cls
+
+    return deco
+
+
+def _discover() -> None:
+    """Import every module of ``longseq.mixers`` once, so their @register decorators run."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    pkg = importlib.import_module("longseq.mixers")
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"longseq.mixers.{info.name}")
+
+
+def names() -> list[str]:
+    """Sorted names of all registered mixers."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> MixerSpec:
+    """The :class:`MixerSpec` of a registered mixer; ``ValueError`` listing the names if unknown."""
+    _discover()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown mixer {name!r}; available mixers: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build(name: str, d_model: int, *, num_heads: int = 1, causal: bool = False, **options) -> "Mixer":
+    """Build a registered mixer: ``build("softmax", 256, num_heads=4, causal=True, rope=True)``."""
+    s = spec(name)
+    if causal and not s.causal:
+        raise ValueError(f"mixer {name!r} has no causal mode (it is bidirectional only)")
+    if not causal and not s.bidirectional:
+        raise ValueError(f"mixer {name!r} has no bidirectional mode: build it with causal=True")
+    if not isinstance(d_model, int) or d_model <= 0:
+        raise ValueError(f"d_model must be a positive int, got {d_model!r}")
+    if not isinstance(num_heads, int) or num_heads <= 0:
+        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    allowed = s.cls.options()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"mixer {name!r} got unknown option(s) {unknown}; its options are: "
+            + (", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "(none)")
+        )
+    return s.cls(d_model, num_heads=num_heads, causal=causal, **options)
+
+
+class Mixer(nn.Module):
+    """Base class of all token mixers. See the module docstring for the contract."""
+
+    spec: ClassVar[MixerSpec]
+
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False):
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.causal = causal
+        # Longest sequence the mixer accepts (None = unbounded); mixers with learned
+        # length-dependent parameters (Linformer) set it.
+        self.max_len: int | None = None
+
+    # ------------------------------------------------------------------ introspection
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """Keyword options of this mixer (beyond d_model, num_heads, causal) with their defaults."""
+        sig = inspect.signature(cls.__init__)
+        return {
+            k: p.default
+            for k, p in sig.parameters.items()
+            if k not in ("self", "d_model", "num_heads", "causal")
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, num_heads={self.num_heads}, causal={self.causal}"
+
+    # ------------------------------------------------------------------ public API
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        state: dict | None = None,
+        return_state: bool = False,
+    ):
+        """``x: [B, L, d_model] -> [B, L, d_model]``; with ``return_state`` also the new state."""
+        self._check_input(x, mask)
+        stateful = state is not None or return_state
+        if stateful:
+            self._require_step("forward(state=...)/return_state")
+            if mask is not None:
+                raise ValueError("a padding mask cannot be combined with a recurrent state; "
+                                 "run each sequence unpadded, or without state")
+            if state is None:
+                state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        if mask is not None:
+            x = x * mask.unsqueeze(-1).to(x.dtype)
+        y, new_state = self._forward(x, mask, state, return_state)
+        if mask is not None:
+            y = y * mask.unsqueeze(-1).to(y.dtype)
+        return (y, new_state) if return_state else y
+
+    def step(self, x_t: torch.Tensor, state: dict):
+        """One token: ``x_t: [B, d_model]`` -> ``(y_t: [B, d_model], state)``."""
+        self._require_step("step")
+        if x_t.dim() != 2 or x_t.shape[-1] != self.d_model:
+            raise ValueError(f"step expects x_t of shape [batch, {self.d_model}], got {tuple(x_t.shape)}")
+        if _DEBUG:
+            _check_finite(x_t, "step input")
+        return self._step(x_t, state)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        """Empty recurrent state (or KV cache) for ``batch_size`` sequences."""
+        self._require_step("init_state")
+        p = next(self.parameters(), None)
+        device = device if device is not None else (p.device if p is not None else None)
+        dtype = dtype if dtype is not None else (p.dtype if p is not None else torch.get_default_dtype())
+        return self._init_state(batch_size, device, dtype)
+
+    def state_size(self, seq_len: int) -> int:
+        """Floats of recurrent state (or KV cache) held per sequence after ``seq_len`` tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not report a state size")
+
+    # ------------------------------------------------------------------ to implement
+    def _forward(self, x, mask, state, return_state):
+        """Return ``(y, new_state)``; ``new_state`` may be None when not ``return_state``."""
+        raise NotImplementedError
+
+    def _init_state(self, batch_size, device, dtype) -> dict:
+        raise NotImplementedError
+
+    def _step(self, x_t, state):
+        y, state = self._forward(x_t.unsqueeze(1), None, state, True)
+        return y.squeeze(1), state
+
+    # ------------------------------------------------------------------ checks
+    def _require_step(self, what: str) -> None:
+        if not self.spec.step:
+            raise ValueError(f"mixer {self.spec.name!r} has no recurrent mode ({what} is unsupported)")
+        if not self.causal:
+            raise ValueError(f"{what} needs a causal mixer: build {self.spec.name!r} with causal=True")
+
+    def _check_input(self, x: torch.Tensor, mask: torch.Tensor | None) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{self.spec.name}: expected x of shape [batch, length, d_model], got {shape}")
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"{self.spec.name}: expected last dim d_model={self.d_model}, got {x.shape[-1]}")
+        if x.shape[1] == 0:
+            raise ValueError(f"{self.spec.name}: empty sequence (length 0)")
+        if not x.is_floating_point():
+            raise ValueError(f"{self.spec.name}: x must be a floating-point tensor, got {x.dtype}")
+        if self.max_len is not None and x.shape[1] > self.max_len:
+            raise ValueError(f"{self.spec.name}: sequence length {x.shape[1]} exceeds max_len={self.max_len}")
+        if mask is not None:
+            if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+                raise ValueError(
+                    f"{self.spec.name}: mask must be bool of shape {tuple(x.shape[:2])} (True = real token),"
+                    f" got {mask.dtype} {tuple(mask.shape)}"
+                )
+        if _DEBUG:
+            _check_finite(x, "input")
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"non-finite values in mixer {what}: {n_nan} NaN, {n_inf} inf")
