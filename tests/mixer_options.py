@@ -9,9 +9,32 @@ A mixer missing here is built with its defaults.
 D_MODEL = 32
 NUM_HEADS = 2
 
+# One line per mixer: edit only your own line.
 OPTIONS: dict[str, dict] = {
     "softmax": {"rope": True},
     "softmax_naive": {"rope": True},
+    # sparse attention
+    "local": {},
+    "bigbird": {},
+    "hypercube": {},
+    "block_sparse": {},
+    # low-rank / gated
+    "linformer": {},
+    "transformer_ls": {},
+    "flash": {},
+    "kgv": {},
+    # kernel / linear
+    "linear": {},
+    "performer": {},
+    "mgk": {},
+    "mlk": {},
+    # state spaces
+    "s4": {},
+    "s4d": {},
+    "dss": {},
+    "s5": {},
+    "h3": {},
+    "gss": {},
 }
 
 
