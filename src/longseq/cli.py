@@ -1,0 +1,41 @@
+"""``longseq`` command line. Each subcommand lives in ``longseq/commands/<name>.py`` and exposes
+``register(subparsers)`` which adds its parser and sets ``func`` (called with the parsed args)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, commands
+
+    parser = argparse.ArgumentParser(
+        prog="longseq",
+        description="Efficient long-sequence token mixers: list them, train them on offline tasks, benchmark them.",
+    )
+    parser.add_argument("--version", action="version", version=f"longseq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"longseq.commands.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:  # user errors: a message, not a traceback
+        print(f"longseq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

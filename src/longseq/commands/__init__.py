@@ -1,0 +1,1 @@
+"""Subcommands of the ``longseq`` CLI, one module each (see ``longseq.cli``)."""
