@@ -22,7 +22,7 @@ OPTIONS: dict[str, dict] = {
     "linformer": {},
     "transformer_ls": {},
     "flash": {},
-    "kgv": {},
+    "kgv": {"rope": True},
     # kernel / linear
     "linear": {},
     "performer": {},
