@@ -1,0 +1,1 @@
+"""State-space model building blocks: HiPPO matrices, discretisation, kernels, scans."""
