@@ -19,7 +19,7 @@ OPTIONS: dict[str, dict] = {
     "hypercube": {},
     "block_sparse": {},
     # low-rank / gated
-    "linformer": {},
+    "linformer": {"k": 16, "max_len": 128},
     "transformer_ls": {},
     "flash": {},
     "kgv": {"rope": True},
