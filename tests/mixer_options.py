@@ -24,8 +24,8 @@ OPTIONS: dict[str, dict] = {
     "flash": {},
     "kgv": {"rope": True},
     # kernel / linear
-    "linear": {},
-    "performer": {},
+    "linear": {"chunk_size": 16, "rope": True},
+    "performer": {"chunk_size": 16, "num_features": 24, "redraw_interval": 1, "rope": True},
     "mgk": {},
     "mlk": {},
     # state spaces

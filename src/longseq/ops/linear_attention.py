@@ -1,0 +1,127 @@
+"""Normalised (kernel) linear attention, written once and shared by ``linear``, ``performer``, ``mlk``.
+
+Given non-negative feature maps ``q = phi(Q)``, ``k = phi(K)`` (Katharopoulos et al. 2020,
+"Transformers are RNNs", eq. 4-6), causal linear attention is
+
+    o_i = q_i^T S_i / (q_i^T z_i + eps),   S_i = sum_{j<=i} k_j v_j^T,   z_i = sum_{j<=i} k_j
+
+and the bidirectional form sums over all j. Following the layout of flash-linear-attention, the
+causal op comes in three interchangeable forms:
+
+* :func:`linear_attention_naive`     - the dense L x L kernel matrix, masked and normalised (reference);
+* :func:`linear_attention_chunk`     - chunk-parallel: quadratic inside chunks of ``chunk_size``,
+  the state ``(S, z)`` carried across chunks by a prefix sum over chunks. Memory is
+  O(L C + (L / C) Dk Dv): it never holds the ``[L, Dk, Dv]`` tensor of all per-token states;
+* :func:`linear_attention_recurrent` - token by token (the RNN view, eq. 18-20), O(Dk Dv) per token.
+
+All take ``q, k: [B, H, L, Dk]`` (already feature-mapped, >= 0), ``v: [B, H, L, Dv]`` and an
+optional ``initial_state = (S [B, H, Dk, Dv], z [B, H, Dk])``; ``output_final_state`` also
+returns the state after the last token, so that a sequence can be continued.
+
+The denominator is ``max(q^T z + eps, tiny)``: with ``eps = 0`` the result is invariant to
+rescaling all keys by one constant (what Performer's stabiliser relies on) and 0/0 is avoided.
+Padded keys must be given as zero feature vectors: they then contribute nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+__all__ = [
+    "linear_attention_naive",
+    "linear_attention_chunk",
+    "linear_attention_recurrent",
+    "linear_attention_bidirectional",
+]
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+def _normalise(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
+    """``num: [..., Dv] / den: [...]`` with ``eps`` added and the denominator kept above 0."""
+    den = (den + eps).clamp_min(torch.finfo(den.dtype).tiny)
+    return num / den.unsqueeze(-1)
+
+
+def _zero_state(q: torch.Tensor, v: torch.Tensor) -> State:
+    B, H, _, Dk = q.shape
+    S = q.new_zeros(B, H, Dk, v.shape[-1])
+    return S, q.new_zeros(B, H, Dk)
+
+
+def linear_attention_naive(q, k, v, *, causal: bool = True, eps: float = 1e-6, initial_state: State | None = None):
+    """Dense reference: ``A = q k^T`` materialised ([B, H, L, L]), masked, normalised row-wise."""
+    A = torch.einsum("bhid,bhjd->bhij", q, k)                       # [B, H, L, L]
+    if causal:
+        A = A.tril()
+    num = A @ v                                                      # [B, H, L, Dv]
+    den = A.sum(-1)                                                  # [B, H, L]
+    if initial_state is not None:
+        S0, z0 = initial_state
+        num = num + q @ S0
+        den = den + torch.einsum("bhid,bhd->bhi", q, z0)
+    return _normalise(num, den, eps)
+
+
+def linear_attention_bidirectional(q, k, v, *, eps: float = 1e-6):
+    """Non-causal linear attention in O(L Dk Dv): ``o = q (k^T v) / (q . sum_j k_j)``."""
+    S = torch.einsum("bhjd,bhje->bhde", k, v)                        # [B, H, Dk, Dv]
+    z = k.sum(2)                                                     # [B, H, Dk]
+    return _normalise(q @ S, torch.einsum("bhid,bhd->bhi", q, z), eps)
+
+
+def linear_attention_chunk(
+    q, k, v, *, chunk_size: int = 64, eps: float = 1e-6,
+    initial_state: State | None = None, output_final_state: bool = False,
+):
+    """Chunk-parallel causal linear attention; returns ``(o [B, H, L, Dv], final_state | None)``.
+
+    Inside a chunk the (C x C) masked kernel matrix is used; across chunks the state is an
+    exclusive prefix sum of the per-chunk ``k^T v`` (one ``[Dk, Dv]`` matrix per chunk).
+    A length that is not a multiple of ``chunk_size`` is zero-padded (zero keys add nothing).
+    """
+    B, H, L, Dk = q.shape
+    C = min(chunk_size, L)
+    pad = (-L) % C
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    qc, kc, vc = (rearrange(t, "b h (n c) d -> b h n c d", c=C) for t in (q, k, v))
+
+    kv = torch.einsum("bhncd,bhnce->bhnde", kc, vc)                 # [B, H, N, Dk, Dv]
+    ks = kc.sum(3)                                                   # [B, H, N, Dk]
+    S_incl, z_incl = kv.cumsum(2), ks.cumsum(2)                      # state after each chunk
+    S_prev = F.pad(S_incl[:, :, :-1], (0, 0, 0, 0, 1, 0))           # state before each chunk
+    z_prev = F.pad(z_incl[:, :, :-1], (0, 0, 1, 0))
+    if initial_state is not None:
+        S0, z0 = initial_state
+        S_prev, z_prev = S_prev + S0[:, :, None], z_prev + z0[:, :, None]
+
+    A = torch.einsum("bhncd,bhnmd->bhncm", qc, kc).tril()           # [B, H, N, C, C]
+    num = A @ vc + qc @ S_prev                                       # [B, H, N, C, Dv]
+    den = A.sum(-1) + torch.einsum("bhncd,bhnd->bhnc", qc, z_prev)   # [B, H, N, C]
+    o = rearrange(_normalise(num, den, eps), "b h n c d -> b h (n c) d")[:, :, :L]
+
+    final = None
+    if output_final_state:
+        final = (S_incl[:, :, -1], z_incl[:, :, -1])
+        if initial_state is not None:
+            final = (final[0] + initial_state[0], final[1] + initial_state[1])
+    return o, final
+
+
+def linear_attention_recurrent(
+    q, k, v, *, eps: float = 1e-6, initial_state: State | None = None, output_final_state: bool = False,
+):
+    """Token-by-token recurrence ``S_t = S_{t-1} + k_t v_t^T``, ``z_t = z_{t-1} + k_t``."""
+    S, z = initial_state if initial_state is not None else _zero_state(q, v)
+    outs = []
+    for t in range(q.shape[2]):
+        q_t, k_t, v_t = q[:, :, t], k[:, :, t], v[:, :, t]          # [B, H, D]
+        S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)                # [B, H, Dk, Dv]
+        z = z + k_t
+        num = torch.einsum("bhd,bhde->bhe", q_t, S)
+        outs.append(_normalise(num, (q_t * z).sum(-1), eps))
+    o = torch.stack(outs, dim=2)                                     # [B, H, L, Dv]
+    return o, ((S, z) if output_final_state else None)
