@@ -14,14 +14,14 @@ OPTIONS: dict[str, dict] = {
     "softmax": {"rope": True},
     "softmax_naive": {"rope": True},
     # sparse attention
-    "local": {},
+    "local": {"window": 8, "rope": True},
     "bigbird": {},
     "hypercube": {},
     "block_sparse": {},
     # low-rank / gated
     "linformer": {"k": 16, "max_len": 128},
     "transformer_ls": {},
-    "flash": {},
+    "flash": {"chunk_size": 16, "qk_dim": 8},
     "kgv": {"rope": True},
     # kernel / linear
     "linear": {"chunk_size": 16, "rope": True},
@@ -32,7 +32,7 @@ OPTIONS: dict[str, dict] = {
     "s4": {},
     "s4d": {},
     "dss": {},
-    "s5": {},
+    "s5": {"d_state": 16, "blocks": 2, "chunk": 8},
     "h3": {},
     "gss": {},
 }
