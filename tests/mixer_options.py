@@ -15,12 +15,12 @@ OPTIONS: dict[str, dict] = {
     "softmax_naive": {"rope": True},
     # sparse attention
     "local": {"window": 8, "rope": True},
-    "bigbird": {},
-    "hypercube": {},
-    "block_sparse": {},
+    "bigbird": {"block_size": 4, "num_random_blocks": 1, "rope": True},
+    "hypercube": {"block_size": 4, "rope": True},
+    "block_sparse": {"block_size": 4, "local_blocks": 1, "global_blocks": 1, "rope": True},
     # low-rank / gated
     "linformer": {"k": 16, "max_len": 128},
-    "transformer_ls": {},
+    "transformer_ls": {"window": 16, "rank": 4, "chunk_size": 8, "rope": True},
     "flash": {"chunk_size": 16, "qk_dim": 8},
     "kgv": {"rope": True},
     # kernel / linear
@@ -29,7 +29,7 @@ OPTIONS: dict[str, dict] = {
     "mgk": {},
     "mlk": {},
     # state spaces
-    "s4": {},
+    "s4": {"d_state": 8, "state_chunk": 16},
     "s4d": {},
     "dss": {},
     "s5": {"d_state": 16, "blocks": 2, "chunk": 8},
