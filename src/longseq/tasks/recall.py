@@ -115,7 +115,7 @@ def build_mqar(preset: str = "quick", seed: int = 0, **overrides) -> Task:
         meta = TaskMeta("mqar", "classification", V, 2 * kv + 1, num_classes=V // 2, preset=preset,
                         seed=seed, description="single-query associative recall (classify the value)",
                         extra={"config": cfg})
-        model_defaults = dict(d_model=64, n_layers=2, num_heads=2, pooling="last")
+        model_defaults = dict(d_model=64, n_layers=2, num_heads=2, pooling="last", position="rope")
         train_defaults = dict(steps=1500, batch_size=64, lr=3e-3, warmup=100, weight_decay=0.1)
     else:
         splits = {k: _lm_split(*mqar_sequences(rng, n, V, cfg["seq_len"], kv, cfg["power_a"]))
@@ -123,6 +123,6 @@ def build_mqar(preset: str = "quick", seed: int = 0, **overrides) -> Task:
         meta = TaskMeta("mqar", "lm", V, cfg["seq_len"], preset=preset, seed=seed,
                         description="multi-query associative recall (accuracy on query positions)",
                         extra={"config": cfg})
-        model_defaults = dict(d_model=64, n_layers=2, num_heads=2)
+        model_defaults = dict(d_model=64, n_layers=2, num_heads=2, position="rope")
         train_defaults = dict(steps=1500, batch_size=64, lr=3e-3, warmup=100, weight_decay=0.1)
     return Task(meta, splits["train"], splits["validation"], splits["test"], model_defaults, train_defaults)

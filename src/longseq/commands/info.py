@@ -1,0 +1,42 @@
+"""``longseq info RUN_DIR``: configuration and metrics of a training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="show the configuration and metrics of a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    d = Path(args.run_dir)
+    if not (d / "config.json").is_file():
+        raise FileNotFoundError(f"{d} is not a run directory (no config.json)")
+    config = json.loads((d / "config.json").read_text())
+    final = json.loads((d / "final.json").read_text()) if (d / "final.json").is_file() else None
+    evals = []
+    if (d / "metrics.jsonl").is_file():
+        evals = [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["split"] == "validation"]
+    if args.json:
+        print(json.dumps({"config": config, "final": final, "validation_history": evals}, indent=2))
+        return 0
+    t, m, tr = config["task"], config["model"], config["train"]
+    print(f"run      {d}")
+    print(f"task     {t['name']} (preset {t['preset']}, seed {t['seed']})")
+    print(f"model    {m.get('class')}: mixer {m.get('mixer')}, d_model {m.get('d_model')}, layers {m.get('n_layers')},"
+          f" heads {m.get('num_heads')}, position {m.get('position')}")
+    print(f"trainer  {tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, wd {tr['weight_decay']}")
+    for r in evals:
+        print(f"  step {r['step']:>6}: validation loss {r['loss']:.4f} accuracy {r['accuracy']:.4f}")
+    if final:
+        for split in ("validation", "test"):
+            print(f"final {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in final[split].items() if k != "count"))
+        print(f"parameters {final['num_parameters']:,}")
+    else:
+        print("(unfinished: no final.json)")
+    return 0

@@ -1,0 +1,84 @@
+"""``longseq train``: train one mixer on one task and save the run (metrics, checkpoint, model)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict:
+    """``["window=64", "rope=true"]`` -> ``{"window": 64, "rope": True}`` (values parsed as JSON when possible)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{what} must look like KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return out
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (defaults come from the task preset)")
+    g.add_argument("--d-model", type=int)
+    g.add_argument("--n-layers", type=int)
+    g.add_argument("--num-heads", type=int)
+    g.add_argument("--position", choices=["none", "sinusoidal", "learned", "rope"])
+    g.add_argument("--norm", choices=["layernorm", "rmsnorm", "none"])
+    g.add_argument("--ffn", choices=["mlp", "swiglu", "geglu", "none"])
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--mixer-option", action="append", metavar="KEY=VALUE", help="option passed to every mixer (repeatable)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a mixer on a task", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", required=True, help="task name (see `longseq list --tasks`)")
+    p.add_argument("--mixer", default="softmax",
+                   help="mixer name, or comma-separated names, one per layer (hybrid stack)")
+    p.add_argument("--preset", default="quick", help="task preset (quick, lra, ...)")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task setting override (repeatable)")
+    p.add_argument("--out", help="run directory (default runs/TASK-MIXER)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--seed", type=int, default=0, help="seeds data generation, initialisation and batch order")
+    t = p.add_argument_group("trainer (defaults come from the task preset)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--warmup", type=int)
+    t.add_argument("--grad-clip", type=float)
+    t.add_argument("--grad-accum", type=int)
+    t.add_argument("--eval-every", type=int)
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--no-progress", action="store_true")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import tasks
+    from ..train import TrainConfig, build_model, train
+
+    task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
+    mixer = args.mixer.split(",") if "," in args.mixer else args.mixer
+    mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
+    model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
+                        position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
+                        mixer_options=mixer_options)
+    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
+                                               "grad_accum", "eval_every", "threads") if getattr(args, k) is not None}
+    cfg = TrainConfig.from_dict({**task.train_defaults, **overrides, "seed": args.seed, "device": args.device,
+                                 "progress": not args.no_progress})
+    out = Path(args.out or f"runs/{args.task}-{args.mixer.replace(',', '+')}")
+    print(f"task {args.task} ({args.preset}), mixer {args.mixer}: {model.num_parameters():,} parameters -> {out}")
+    final = train(model, task, cfg, out, resume=args.resume,
+                  run_config={"cli": {"task": args.task, "mixer": args.mixer, "preset": args.preset}})
+    metric = task.meta.metric
+    for split in ("validation", "test"):
+        m = final[split]
+        print(f"{split}: {metric} {m.get(metric, m['accuracy']):.4f}  loss {m['loss']:.4f}")
+    return 0

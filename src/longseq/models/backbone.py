@@ -1,0 +1,159 @@
+"""Residual blocks of token mixers and the token-embedding backbone shared by all models.
+
+A block is pre-norm (Xiong et al. 2020): ``x + Drop(Mixer(Norm(x)))`` then ``x + Drop(FFN(Norm(x)))``;
+the FFN is omitted for mixers that bring their own (``spec.has_ffn``, e.g. FLASH's GAU).
+Each layer may use a different mixer (hybrid stacks): ``mixer`` is a name or a list with one
+entry per layer, each a name or a dict ``{"name": ..., **options}``.
+
+Positions: ``none``, ``sinusoidal`` or ``learned`` are added to the embedding; ``rope`` is
+passed as ``rope=True`` to every layer whose mixer accepts that option (SSM layers need no
+positions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import mixers
+from ..nn.layers import FeedForward, make_norm, sinusoidal_table
+
+POSITIONS = ("none", "sinusoidal", "learned", "rope")
+
+
+def layer_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | None) -> list[dict[str, Any]]:
+    """Resolve the per-layer mixer names, options and causal flags (``causal=None``: bidirectional
+    where the mixer allows it, else causal)."""
+    entries = list(mixer) if isinstance(mixer, (list, tuple)) else [mixer] * n_layers
+    if len(entries) != n_layers:
+        raise ValueError(f"mixer list has {len(entries)} entries but n_layers={n_layers}")
+    plan = []
+    for i, e in enumerate(entries):
+        if isinstance(e, str):
+            name, opts = e, {}
+        elif isinstance(e, dict) and "name" in e:
+            name, opts = e["name"], {k: v for k, v in e.items() if k != "name"}
+        else:
+            raise ValueError(f"layer {i}: a mixer entry must be a name or a dict with a 'name' key, got {e!r}")
+        s = mixers.spec(name)
+        c = causal
+        if c is None:
+            c = not s.bidirectional
+        plan.append({"name": name, "options": {**(mixer_options or {}), **opts}, "causal": bool(c)})
+    return plan
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, *, mixer: str, mixer_options: dict, num_heads: int, causal: bool,
+                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = make_norm(norm, d_model)
+        self.mixer = mixers.build(mixer, d_model, num_heads=num_heads, causal=causal, **mixer_options)
+        self.drop = nn.Dropout(dropout)
+        self.ffn = None
+        if not self.mixer.spec.has_ffn and ffn != "none":
+            self.norm2 = make_norm(norm, d_model)
+            self.ffn = FeedForward(d_model, ffn, ffn_mult, dropout)
+
+    def forward(self, x, mask=None, state=None, return_state=False):
+        h = self.mixer(self.norm1(x), mask, state=state, return_state=return_state)
+        if return_state:
+            h, state = h
+        x = x + self.drop(h)
+        if self.ffn is not None:
+            x = x + self.drop(self.ffn(self.norm2(x)))
+        return (x, state) if return_state else x
+
+    def step(self, x_t, state):
+        h, state = self.mixer.step(self.norm1(x_t), state)
+        x_t = x_t + self.drop(h)
+        if self.ffn is not None:
+            x_t = x_t + self.drop(self.ffn(self.norm2(x_t)))
+        return x_t, state
+
+
+class Backbone(nn.Module):
+    """Token embedding + positions + blocks + final norm: ``ids [B, L] -> hidden [B, L, d_model]``."""
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, mixer="softmax", mixer_options=None,
+                 num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm", ffn: str = "mlp",
+                 ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None):
+        super().__init__()
+        if position not in POSITIONS:
+            raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
+        if position == "learned" and not max_len:
+            raise ValueError("position='learned' needs max_len (the longest sequence the table covers)")
+        self.d_model, self.position, self.max_len = d_model, position, max_len
+        plan = layer_plan(mixer, n_layers, mixer_options, causal)
+        if position == "rope":
+            with_rope = [p for p in plan if "rope" in mixers.spec(p["name"]).cls.options()]
+            if not with_rope:
+                raise ValueError("position='rope' but no layer's mixer has a 'rope' option "
+                                 f"(mixers: {sorted({p['name'] for p in plan})})")
+            for p in with_rope:
+                p["options"] = {**p["options"], "rope": True}
+        self.plan = plan
+        self.embed = nn.Embedding(vocab_size, d_model)
+        if position == "learned":
+            self.pos_embed = nn.Embedding(max_len, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=num_heads, causal=p["causal"],
+                  norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout)
+            for p in plan
+        )
+        self.norm = make_norm(norm, d_model)
+
+    @property
+    def supports_step(self) -> bool:
+        return all(b.mixer.spec.step and b.mixer.causal for b in self.blocks)
+
+    def _embed(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
+        L = ids.shape[-1]
+        if self.max_len is not None and offset + L > self.max_len:
+            raise ValueError(f"sequence length {offset + L} exceeds the model's max_len={self.max_len}")
+        x = self.embed(ids)
+        if self.position == "sinusoidal":
+            x = x + sinusoidal_table(L, self.d_model, offset, ids.device, x.dtype)
+        elif self.position == "learned":
+            x = x + self.pos_embed(torch.arange(offset, offset + L, device=ids.device))
+        return self.drop(x)
+
+    def _check_ids(self, ids: torch.Tensor) -> None:
+        if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
+            raise ValueError(f"expected integer token ids of shape [batch, length], got {ids.dtype} {tuple(ids.shape)}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.embed.num_embeddings):
+            raise ValueError(f"token ids must lie in [0, {self.embed.num_embeddings}), "
+                             f"got range [{int(ids.min())}, {int(ids.max())}]")
+
+    def forward(self, ids, mask=None, state=None, return_state=False):
+        self._check_ids(ids)
+        if state is not None or return_state:
+            state = state if state is not None else self.init_state(ids.shape[0], ids.device)
+            x = self._embed(ids, state["pos"])
+            new_layers = []
+            for block, s in zip(self.blocks, state["layers"]):
+                x, s = block(x, None if mask is None else mask, state=s, return_state=True)
+                new_layers.append(s)
+            return self.norm(x), {"pos": state["pos"] + ids.shape[1], "layers": new_layers}
+        x = self._embed(ids, 0)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        if not self.supports_step:
+            bad = sorted({b.mixer.spec.name for b in self.blocks if not b.mixer.spec.step})
+            raise ValueError(f"recurrent decoding needs every layer's mixer to support step; these do not: {bad}")
+        return {"pos": 0, "layers": [b.mixer.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks]}
+
+    def step(self, ids_t: torch.Tensor, state: dict):
+        """``ids_t: [B]`` -> hidden ``[B, d_model]``."""
+        x = self._embed(ids_t[:, None], state["pos"])[:, 0]
+        new_layers = []
+        for block, s in zip(self.blocks, state["layers"]):
+            x, s = block.step(x, s)
+            new_layers.append(s)
+        return self.norm(x), {"pos": state["pos"] + 1, "layers": new_layers}

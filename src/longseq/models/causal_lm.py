@@ -1,0 +1,95 @@
+"""Causal language model: backbone of causal mixers -> tied output projection, with ``generate``.
+
+Generation uses each mixer's recurrent ``step`` (a KV cache for attention, an O(1) state for
+SSMs and linear attention) when every layer supports it: the prompt is prefilled in one chunked
+forward that returns the state, then tokens are decoded one at a time. Otherwise it falls back
+to re-running the full forward on the growing sequence (same tokens, quadratic cost).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..tasks.base import IGNORE
+from .backbone import Backbone
+from .base import LongseqModel, model_class
+
+
+@model_class
+class CausalLM(LongseqModel):
+    def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int = 2, *, mixer="softmax",
+                 mixer_options: dict | None = None, num_heads: int = 1, norm: str = "layernorm",
+                 ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
+                 max_len: int | None = None, tie_embeddings: bool = True):
+        super().__init__()
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
+                           mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
+                           dropout=dropout, position=position, max_len=max_len, tie_embeddings=tie_embeddings)
+        self.backbone = Backbone(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
+                                 num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
+                                 dropout=dropout, position=position, max_len=max_len)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        if tie_embeddings:
+            self.lm_head.weight = self.backbone.embed.weight
+
+    def forward(self, ids, mask=None, *, state=None, return_state=False):
+        """``ids: [B, L]`` -> logits ``[B, L, vocab]`` (and the recurrent state with ``return_state``)."""
+        out = self.backbone(ids, mask, state=state, return_state=return_state)
+        if return_state:
+            h, state = out
+            return self.lm_head(h), state
+        return self.lm_head(out)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        return self.backbone.init_state(batch_size, device, dtype)
+
+    def step(self, ids_t: torch.Tensor, state: dict):
+        """``ids_t: [B]`` -> (logits ``[B, vocab]``, state)."""
+        h, state = self.backbone.step(ids_t, state)
+        return self.lm_head(h), state
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, use_cache: bool | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continue ``input_ids: [B, L]`` by ``max_new_tokens``; ``temperature=0`` is greedy.
+
+        Returns ``[B, L + max_new_tokens]``. ``use_cache=None`` uses recurrent decoding when every
+        layer supports ``step``.
+        """
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"generate expects a non-empty prompt of shape [batch, length], got {tuple(input_ids.shape)}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if use_cache is None:
+            use_cache = self.backbone.supports_step
+        was_training = self.training
+        self.eval()
+        out = input_ids
+        if use_cache:
+            logits, state = self(input_ids, return_state=True)
+            logits = logits[:, -1]
+        for i in range(max_new_tokens):
+            if not use_cache:
+                logits = self(out)[:, -1]
+            nxt = _sample(logits, temperature, top_k, generator)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if use_cache and i + 1 < max_new_tokens:
+                logits, state = self.step(nxt, state)
+        self.train(was_training)
+        return out
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
