@@ -30,8 +30,8 @@ OPTIONS: dict[str, dict] = {
     "mlk": {},
     # state spaces
     "s4": {"d_state": 8, "state_chunk": 16},
-    "s4d": {},
-    "dss": {},
+    "s4d": {"d_state": 16, "init": "inv"},
+    "dss": {"d_state": 8},
     "s5": {"d_state": 16, "blocks": 2, "chunk": 8},
     "h3": {},
     "gss": {},

@@ -1,0 +1,133 @@
+"""Diagonal state-space mixers: S4D and DSS.
+
+``s4d`` — Gu, Gupta, Goel, Ré 2022, "On the Parameterization and Initialization of Diagonal
+State Space Models" (S4D). Every channel ``h`` of the ``d_model`` channels is its own
+single-input single-output SSM of state size ``N = d_state`` (so ``num_heads`` has no effect:
+S4D has no heads, every channel is one). Continuous SSM (S4D eq. (1))::
+
+    x'(t) = A x(t) + B u(t),     y(t) = C x(t) + D u(t),     A = diag(A_0 .. A_{N/2-1}) complex
+
+kept as N/2 conjugate-pair modes (y = 2 Re(C x)), discretised with ``disc`` (``zoh``, eq. (5),
+default; or ``bilinear``), computed as the causal convolution ``y = K * u + D u`` with the
+Vandermonde kernel ``K_l = 2 Re sum_n C_n dB_n dA_n^l`` (eq. (6)) and an FFT of length >= 2L
+(:mod:`longseq.ssm.fftconv`). Initialisations ``init`` in ``lin`` (S4D-Lin, default — the
+teaching module of the S4 repository uses it), ``inv``, ``legs``, ``real``
+(:mod:`longseq.ssm.init`); ``B = 1`` (LegS: the eigenbasis B), ``C ~ CN(0,1)``, ``D ~ N(0,1)``,
+``log dt ~ U[log dt_min, log dt_max]`` per channel. A, B and dt train with their own
+learning rate ``lr`` (default 1e-3) and no weight decay.
+
+Layer (as the S4D reference module): ``y = GLU(W (GELU(SSM(u) + D u)))`` with ``W: d -> 2d``.
+
+Bidirectional mode (S4 repository): two kernels sharing A, B, dt with separate C — one over
+the past including the current position, one over the strict future (fftconv eq. (2)).
+
+``dss`` — Gupta, Gu, Berant 2022, "Diagonal State Spaces are as Effective as Structured State
+Spaces" (DSS), Proposition 1: the same layer with the DSS kernel (``variant="exp"``, default, or
+``"softmax"`` normalised over ``l_max`` positions — see :class:`longseq.ssm.kernels.DSSKernel`),
+``d_state = N`` complex modes (DSS's ``N``; default 64) initialised with skew-HiPPO, no factor 2
+(it is absorbed in ``W``). DSS's own layer has the same GELU + output projection structure; we
+use the GLU output of S4D for both so that the two differ only in the kernel.
+
+Recurrent mode (causal, S4D eq. (4)): ``x_k = dA x_{k-1} + dB u_k, y_k = 2 Re(C x_k) + D u_k``,
+O(N) per token; ``forward(state=...)`` absorbs a whole block at once (block FFT + state
+Vandermonde product). The state is stored divided by ``dB`` (``x / dB``), complex ``[B, H, N/2]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ssm.fftconv import diag_ssm_conv, fft_conv, fast_fft_size
+from ..ssm.kernels import DiagSSMKernel, DSSKernel
+from .base import Mixer, register
+
+
+def ssm_conv_flops(L: int, channels: float, modes: int) -> float:
+    """Kernel (Vandermonde, ~8 N L real flops per channel) + three real FFTs of size n + product."""
+    n = fast_fft_size(2 * L)
+    return channels * (8.0 * modes * L + 3 * 2.5 * n * math.log2(max(n, 2)) + 6.0 * n)
+
+
+def _s4d_flops(L, d, h, causal):
+    return ssm_conv_flops(L, d * (1 if causal else 2), 32) + 2.0 * L * d * 2 * d
+
+
+class _DiagonalSSM(Mixer):
+    """Shared body: kernel module in ``self.kernel``; ``y = GLU(W GELU(SSM(u) + D u))``."""
+
+    def _setup(self, kernel: nn.Module):
+        self.kernel = kernel
+        self.D = nn.Parameter(torch.randn(self.d_model))
+        self.out = nn.Linear(self.d_model, 2 * self.d_model)
+
+    def ssm(self, u: torch.Tensor, state=None, return_state: bool = False):
+        """The SSM with skip: ``u [B, H, L]`` -> ``(SSM(u) + D u [B, H, L], state)``."""
+        if self.causal and getattr(self.kernel, "recurrent", True):
+            w, log_z = self.kernel.modes()
+            y, state = diag_ssm_conv(u, w[0], log_z, state, return_state=return_state)
+        else:
+            k = self.kernel.kernel(u.shape[-1])           # [C, H, L]
+            y = fft_conv(u, k[0], None if self.causal else k[1])
+        return y + self.D.unsqueeze(-1) * u, state
+
+    def _forward(self, x, mask, state, return_state):
+        y, state = self.ssm(x.transpose(1, 2), None if state is None else state["x"], return_state)
+        y = F.glu(self.out(F.gelu(y.transpose(1, 2))), dim=-1)    # [B, L, d]
+        return y, ({"x": state} if return_state else None)
+
+    def _init_state(self, batch_size, device, dtype):
+        if not getattr(self.kernel, "recurrent", True):
+            raise ValueError(f"{self.spec.name}: this kernel variant has no recurrent form (use variant='exp')")
+        w, _ = self.kernel.modes()
+        return {"x": torch.zeros(batch_size, *w.shape[1:], dtype=w.dtype, device=device)}
+
+    def state_size(self, seq_len):
+        return 2 * self.kernel.modes()[0][0].numel()
+
+
+@register(
+    "s4d",
+    family="state space",
+    paper="Gu, Gupta, Goel, Ré 2022, On the Parameterization and Initialization of Diagonal State Space Models",
+    complexity="O(N log N)",
+    causal=True,
+    bidirectional=True,
+    step=True,
+    flops=_s4d_flops,
+)
+class S4D(_DiagonalSSM):
+    """S4D layer (see the module docstring). ``d_state`` is the real state size N (N/2 modes)."""
+
+    def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, init="lin", disc="zoh",
+                 dt_min=1e-3, dt_max=1e-1, lr=1e-3):
+        super().__init__(d_model, num_heads=num_heads, causal=causal)
+        self._setup(DiagSSMKernel(d_model, d_state, channels=1 if causal else 2, init=init, disc=disc,
+                                  dt_min=dt_min, dt_max=dt_max, lr=lr))
+
+
+def _dss_flops(L, d, h, causal):
+    return ssm_conv_flops(L, d * (1 if causal else 2), 64) + 2.0 * L * d * 2 * d
+
+
+@register(
+    "dss",
+    family="state space",
+    paper="Gupta, Gu, Berant 2022, Diagonal State Spaces are as Effective as Structured State Spaces",
+    complexity="O(N log N)",
+    causal=True,
+    bidirectional=True,
+    step=True,
+    flops=_dss_flops,
+)
+class DSS(_DiagonalSSM):
+    """DSS layer (see the module docstring). ``d_state`` is the number N of complex modes."""
+
+    def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, variant="exp", l_max=None,
+                 dt_min=1e-3, dt_max=1e-1, lr=1e-3):
+        super().__init__(d_model, num_heads=num_heads, causal=causal)
+        self._setup(DSSKernel(d_model, d_state, channels=1 if causal else 2, variant=variant, l_max=l_max,
+                              dt_min=dt_min, dt_max=dt_max, lr=lr))

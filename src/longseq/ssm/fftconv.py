@@ -1,0 +1,97 @@
+"""FFT convolution of a sequence with an SSM kernel, causal, bidirectional or block-wise.
+
+Causal (S4 Section 3.3, S4D Section 3.2)::
+
+    y_l = sum_{m <= l} K_{l-m} u_m                                                    (1)
+
+computed as ``irfft(rfft(u, n) * rfft(K, n))[:L]`` with ``n >= 2L - 1`` (no wrap-around):
+O(L log L) per channel. ``n`` is the next 5-smooth size (2^a 3^b 5^c), which pocketFFT and
+cuFFT both transform fast.
+
+Bidirectional (the S4 repository's ``bidirectional=True``): a second kernel ``K'`` runs
+backwards in time and excludes the current position (its skip term is already in ``D``)::
+
+    y_l = sum_{m <= l} K_{l-m} u_m + sum_{m > l} K'_{m-l-1} u_m                       (2)
+
+i.e. one circular convolution with ``[K, 0 ... 0, reverse(K'[:L-1])]``. Right padding is safe:
+padded positions hold zero input (the mixer base class zeroes them) so they add nothing to (2).
+
+Block-wise with state ("FlashConv", Fu et al. 2023, H3 Section 4.2): for the diagonal
+recurrence ``x_l = z x_{l-1} + u_l, y_l = Re sum_n w_n x_l`` and a sequence split into blocks
+of ``T``, each block is an FFT convolution of size ~2T plus the contribution of the state
+entering the block (``Re sum_n w_n z_n^{t+1} x_n``, a Vandermonde product), and the state is
+passed to the next block. The same code continues a sequence from a user-given state
+(``forward(state=...)``), so split forward == one forward, and length-1 input is the O(N)
+recurrent step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kernels import diag_step, vandermonde, vandermonde_transposed
+
+__all__ = ["fast_fft_size", "fft_conv", "diag_ssm_conv"]
+
+
+def fast_fft_size(n: int) -> int:
+    """Smallest ``2^a 3^b 5^c >= n``."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. (1), or (2) with ``k_back``: ``u [..., H, L]``, ``k, k_back [H, <=L]`` -> ``[..., H, L]``.
+
+    Computed in float32 at least (there is no half-precision FFT on the CPU) and cast back.
+    """
+    L, dtype = u.shape[-1], u.dtype
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    n = fast_fft_size(2 * L)
+    k = k[..., :L].to(work)
+    if k_back is not None:
+        k_back = k_back[..., : L - 1].to(work)
+        gap = n - k.shape[-1] - k_back.shape[-1]
+        k = torch.cat([k, k.new_zeros(*k.shape[:-1], gap), k_back.flip(-1)], dim=-1)  # [H, n]
+    y = torch.fft.irfft(torch.fft.rfft(u.to(work), n=n) * torch.fft.rfft(k, n=n), n=n)
+    return y[..., :L].to(dtype)
+
+
+def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: torch.Tensor | None = None,
+                  *, return_state: bool = False, block_size: int | None = None):
+    """Causal diagonal SSM ``x_l = z x_{l-1} + u_l, y_l = Re sum_n w_n x_{l,n}`` from ``x_{-1} = state``.
+
+    ``u [..., H, L]`` real, ``w, log_z [H, N]`` complex, ``state [..., H, N]`` complex or None
+    (zero). Returns ``(y [..., H, L], x_{L-1} or None)``. With ``block_size`` the FFT runs on
+    blocks of that length and the state is carried between them (O(L) memory, FFT size 2T).
+    """
+    L = u.shape[-1]
+    if L == 1 and state is not None:                       # the recurrent step
+        y, x = diag_step(u[..., 0].to(log_z.real.dtype), w, log_z, state)
+        return y.unsqueeze(-1).to(u.dtype), x
+    T = L if block_size is None else min(block_size, L)
+    k = vandermonde(w, log_z, T)                           # [H, T]
+    ys = []
+    for start in range(0, L, T):
+        uc = u[..., start : start + T]                     # [..., H, Tc]
+        y = fft_conv(uc, k)
+        if state is not None:                              # + Re sum_n w z^{t+1} x_{start-1}
+            y = y + vandermonde(w * torch.exp(log_z) * state, log_z, uc.shape[-1]).to(y.dtype)
+        last = start + T >= L
+        if not last or return_state:                       # x_{end} = z^Tc x_{start-1} + sum z^{..} u
+            x = vandermonde_transposed(uc.to(log_z.real.dtype), log_z)
+            if state is not None:
+                x = x + torch.exp(log_z * uc.shape[-1]) * state
+            state = x
+        ys.append(y)
+    return torch.cat(ys, dim=-1), (state if return_state else None)

@@ -1,0 +1,241 @@
+"""Kernels of diagonal state-space models and the diagonal recurrence.
+
+A diagonal SSM in discrete time (state ``x [N]`` complex, input ``u`` real)::
+
+    x_l = z * x_{l-1} + u_l,        y_l = Re sum_n w_n x_{l, n}                       (1)
+
+has the convolution kernel (Vandermonde product; S4D Section 3.2, eq. (6))::
+
+    K_l = Re sum_n w_n z_n^l,        l = 0 .. L-1                                      (2)
+
+Every diagonal SSM here is brought to this form: with ``dA = z`` and ``dB``, ``C`` from the
+paper, ``w = 2 C dB`` for S4D (conjugate pairs give ``2 Re``; the state in (1) is the paper's
+state divided by ``dB``) and ``w = W (e^{ΛΔ}-1)/Λ`` for DSS-exp.
+
+Speed and memory (the reason this module exists). Materialising ``z^l`` as a complex
+``[H, N, L]`` tensor costs ``O(H N L)`` memory and autograd keeps it for the backward pass: at
+L = 16K, H = 256, N/2 = 32 that is 1 GB per copy, slower than exact attention on a CPU. Instead
+:func:`vandermonde` splits ``l = j T + t`` with ``T ~ sqrt(L)``::
+
+    z^l = z^{jT} z^t    =>    K[j, t] = Re sum_n (w_n z_n^{jT}) z_n^t
+
+a (real) batched matmul of ``[H, J, 2N] x [H, 2N, T]`` (real and imaginary parts stacked). Only
+``O(H N sqrt(L))`` values are materialised and saved; the output ``[H, L]`` is the only
+``O(L)`` tensor. Powers are ``exp(l log z)``, never repeated products, so they do not drift,
+and since ``|z| <= 1`` they cannot overflow (DSS-softmax flips the growing modes, see
+:class:`DSSKernel`). The same split gives the state after a block (:func:`vandermonde_transposed`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..optim import set_optim
+from .discretize import DISCRETIZATIONS, discretize
+from .init import diagonal_init, log_dt_init
+
+__all__ = [
+    "vandermonde",
+    "vandermonde_transposed",
+    "diag_step",
+    "DiagSSMKernel",
+    "DSSKernel",
+]
+
+
+def _split(L: int) -> tuple[int, int]:
+    """Chunk size ``T`` and number of chunks ``J`` with ``J * T >= L``, ``T ~ sqrt(L)``."""
+    T = max(1, math.isqrt(L - 1) + 1) if L > 1 else 1
+    return T, -(-L // T)
+
+
+def _powers(log_z: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
+    """``z^(stride * i)`` for ``i < n``: ``[..., N, n]`` complex."""
+    i = torch.arange(n, device=log_z.device, dtype=log_z.real.dtype) * stride
+    return torch.exp(log_z.unsqueeze(-1) * i)
+
+
+def vandermonde(w: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
+    """``K[..., l] = Re sum_n w[..., n] z[..., n]^l`` for ``l < L`` (eq. 2): real ``[..., H, L]``.
+
+    ``w [..., H, N]`` (leading batch dims allowed), ``log_z [H, N]`` complex.
+    """
+    T, J = _split(L)
+    P = _powers(log_z, T)                                    # [H, N, T]      z^t
+    Q = w.unsqueeze(-1) * _powers(log_z, J, stride=T)        # [..., H, N, J] w z^{jT}
+    P = torch.cat([P.real, P.imag], dim=-2)                  # [H, 2N, T]
+    Q = torch.cat([Q.real, -Q.imag], dim=-2)                 # [..., H, 2N, J]
+    K = torch.einsum("...hnj,hnt->...hjt", Q, P)             # [..., H, J, T]
+    return K.flatten(-2)[..., :L]
+
+
+def vandermonde_transposed(u: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
+    """``x[..., h, n] = sum_l z[h, n]^(L-1-l) u[..., h, l]``: the state after ``u`` from zero.
+
+    ``u [..., H, L]`` real, ``log_z [H, N]`` -> complex ``[..., H, N]``. Chunked like
+    :func:`vandermonde` (``L - 1 - l = j T + t``), so nothing of size ``N L`` is materialised.
+    """
+    L = u.shape[-1]
+    T, J = _split(L)
+    u_rev = torch.nn.functional.pad(u.flip(-1), (0, J * T - L)).unflatten(-1, (J, T))  # [..., H, J, T]
+    P = _powers(log_z, T)                                     # [H, N, T]
+    R = torch.complex(torch.einsum("...hjt,hnt->...hjn", u_rev, P.real),
+                      torch.einsum("...hjt,hnt->...hjn", u_rev, P.imag))             # [..., H, J, N]
+    Zj = _powers(log_z, J, stride=T).transpose(-1, -2)        # [H, J, N]
+    return (R * Zj).sum(-2)
+
+
+def diag_step(u_t: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, x: torch.Tensor):
+    """One step of (1): ``u_t [..., H]``, state ``x [..., H, N]`` -> ``(y_t [..., H], x)``."""
+    x = torch.exp(log_z) * x + u_t.unsqueeze(-1)
+    return (w * x).real.sum(-1), x
+
+
+def _real_dtype(p: torch.Tensor) -> torch.dtype:
+    """Kernels are computed in float32 at least (no complex half types)."""
+    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+
+
+def _complex_param(z: torch.Tensor) -> nn.Parameter:
+    """A complex tensor stored as a real ``[..., 2]`` parameter (so that ``.to(dtype)`` works)."""
+    return nn.Parameter(torch.view_as_real(z.to(torch.complex128)).to(torch.get_default_dtype()))
+
+
+def _as_complex(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.view_as_complex(p.to(dtype).contiguous())
+
+
+class DiagSSMKernel(nn.Module):
+    """S4D: ``H`` diagonal SSMs of state size ``N`` (``N/2`` conjugate-pair modes), ``C`` channels.
+
+    Parameters (S4D Section 4, the "exp" real-part transform of the S4 repository)::
+
+        A = -exp(log_A_real) + i A_imag     [H, N/2]   (Re A < 0 throughout training)
+        B                                   [H, N/2]   complex, trained
+        C                                   [C, H, N/2] complex, ~ N(0, 1)
+        dt = exp(log_dt)                    [H]
+
+    ``A``, ``B`` and ``dt`` get their own learning rate ``lr`` and no weight decay (S4 recipe);
+    ``lr=None`` keeps the global learning rate (still without weight decay).
+    """
+
+    def __init__(self, H: int, N: int = 64, *, channels: int = 1, init: str = "lin", disc: str = "zoh",
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: float | None = 1e-3):
+        super().__init__()
+        if disc not in DISCRETIZATIONS:
+            raise ValueError(f"disc must be one of {', '.join(DISCRETIZATIONS)}; got {disc!r}")
+        A, B = diagonal_init(N, init)                                   # [N/2] each
+        self.disc = disc
+        self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max).to(torch.get_default_dtype()))
+        self.log_A_real = nn.Parameter(torch.log(-A.real).expand(H, -1).to(torch.get_default_dtype()).clone())
+        self.A_imag = nn.Parameter(A.imag.expand(H, -1).to(torch.get_default_dtype()).clone())
+        self.B = _complex_param(B.expand(H, -1))
+        self.C = _complex_param(torch.randn(channels, H, N // 2, dtype=torch.complex128))
+        tag = {"weight_decay": 0.0} if lr is None else {"lr": lr, "weight_decay": 0.0}
+        for p in (self.log_dt, self.log_A_real, self.A_imag, self.B):
+            set_optim(p, **tag)
+
+    def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(A [H, N/2], B [H, N/2], C [C, H, N/2], dt [H])`` in (at least) float32 / complex64."""
+        dtype = _real_dtype(self.log_dt)
+        A = torch.complex(-torch.exp(self.log_A_real.to(dtype)), self.A_imag.to(dtype))
+        return A, _as_complex(self.B, dtype), _as_complex(self.C, dtype), torch.exp(self.log_dt.to(dtype))
+
+    def modes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w [C, H, N/2], log_z [H, N/2])`` of eq. (1)-(2): ``w = 2 C dB``, ``log z = log dA``."""
+        A, B, C, dt = self.continuous()
+        log_z, dB = discretize(A, B, dt, self.disc)
+        return 2 * C * dB, log_z
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """``K [C, H, L]`` (eq. 2)."""
+        w, log_z = self.modes()
+        return vandermonde(w, log_z, L)
+
+
+class DSSKernel(nn.Module):
+    """DSS (Gupta, Gu, Berant 2022, Proposition 1): ``H`` channels of ``N`` complex modes.
+
+    ``variant="exp"`` (DSS_exp, Prop. 1(a), Re Λ < 0 via ``Λ = -exp(log_re) + i im``)::
+
+        K_l = Re sum_n W_n (e^{Λ_n Δ} - 1) / Λ_n  e^{Λ_n Δ l}
+
+    which is ZOH with ``B = 1`` (so it has the recurrence (1) with ``z = e^{ΛΔ}``).
+
+    ``variant="softmax"`` (DSS_softmax, Prop. 1(b), Λ unconstrained)::
+
+        K_l = Re sum_n (W_n / Λ_n) softmax_l(Λ_n Δ l)   (softmax over l = 0 .. l_max - 1)
+
+    The paper normalises over the input length L; a kernel whose value at lag l depends on the
+    length of the sequence breaks causality under padding and has no recurrent form, so here the
+    softmax runs over a fixed ``l_max`` (the task's maximum length, to which the paper pads every
+    input anyway) and inputs longer than ``l_max`` are rejected. Modes with ``Re(ΛΔ) > 0`` are
+    evaluated in the flipped form ``e^{ΛΔl}/S(e^{ΛΔ}) = e^{-ΛΔ(l_max-1-l)}/S(e^{-ΛΔ})`` (as the
+    DSS code does) so no power exceeds 1 in modulus; this variant has no ``step``.
+
+    Initialisation: Λ = skew-HiPPO (``legs`` of size ``2N``), ``W ~ CN(0, 1)``, ``log Δ ~
+    U[log dt_min, log dt_max]`` per channel. Λ and Δ get learning rate ``lr``, no weight decay.
+    """
+
+    def __init__(self, H: int, N: int = 64, *, channels: int = 1, variant: str = "exp",
+                 l_max: int | None = None, init: str = "legs",
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: float | None = 1e-3):
+        super().__init__()
+        if variant not in ("exp", "softmax"):
+            raise ValueError(f"variant must be 'exp' or 'softmax'; got {variant!r}")
+        if variant == "softmax" and not (isinstance(l_max, int) and l_max > 0):
+            raise ValueError("variant='softmax' needs l_max (a positive int): the length its softmax "
+                             f"normalises over; got l_max={l_max!r}")
+        if not isinstance(N, int) or N < 1:
+            raise ValueError(f"d_state must be a positive int, got {N!r}")
+        Lam, _ = diagonal_init(2 * N, init)                                  # [N]
+        self.variant, self.l_max = variant, l_max
+        f = torch.get_default_dtype()
+        self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max).to(f))
+        re = torch.log(-Lam.real) if variant == "exp" else Lam.real
+        self.Lambda_re = nn.Parameter(re.expand(H, -1).to(f).clone())      # log(-Re Λ) for exp
+        self.Lambda_im = nn.Parameter(Lam.imag.expand(H, -1).to(f).clone())
+        self.W = _complex_param(torch.randn(channels, H, N, dtype=torch.complex128))
+        tag = {"weight_decay": 0.0} if lr is None else {"lr": lr, "weight_decay": 0.0}
+        for p in (self.log_dt, self.Lambda_re, self.Lambda_im):
+            set_optim(p, **tag)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.variant == "exp"
+
+    def _lambda(self, dtype):
+        re = self.Lambda_re.to(dtype)
+        re = -torch.exp(re) if self.variant == "exp" else re
+        return torch.complex(re, self.Lambda_im.to(dtype))                  # [H, N]
+
+    def modes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w [C, H, N], log_z [H, N])`` of eq. (1)-(2) (``variant="exp"`` only)."""
+        if self.variant != "exp":
+            raise ValueError("DSS variant='softmax' has no recurrent form; use variant='exp'")
+        dtype = _real_dtype(self.log_dt)
+        lam = self._lambda(dtype)
+        log_z = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1) * lam      # ΛΔ
+        return _as_complex(self.W, dtype) * torch.expm1(log_z) / lam, log_z
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """``K [C, H, L]``."""
+        if self.variant == "exp":
+            w, log_z = self.modes()
+            return vandermonde(w, log_z, L)
+        if L > self.l_max:
+            raise ValueError(f"dss variant='softmax': sequence length {L} exceeds l_max={self.l_max}")
+        dtype = _real_dtype(self.log_dt)
+        lam = self._lambda(dtype)
+        lamdt = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1) * lam         # [H, N]
+        grow = lamdt.real > 0
+        log_z = torch.where(grow, -lamdt, lamdt)                             # |z| <= 1
+        S = torch.expm1(log_z * self.l_max) / torch.expm1(log_z)             # sum_{l < l_max} z^l
+        w = _as_complex(self.W, dtype) / (lam * S)                           # [C, H, N]
+        zero = torch.zeros((), dtype=w.dtype, device=w.device)
+        K = vandermonde(torch.where(grow, zero, w), log_z, self.l_max)
+        K = K + vandermonde(torch.where(grow, w, zero), log_z, self.l_max).flip(-1)
+        return K[..., :L]
