@@ -1,0 +1,32 @@
+# The two commands of the README's Quick start: `make demo` and `make test`.
+# Both create .venv when missing and install the package with the pinned torch (constraints.txt).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: install test demo data clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests
+
+demo: $(STAMP)
+	$(BIN)/python -m longseq demo
+
+data:
+	bash scripts/install_data.sh
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
