@@ -87,14 +87,16 @@ class LinformerAttention(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         L = x.shape[1]
-        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)                         # [B, L, d]
         if mask is not None:
-            keep = mask[:, None, :, None].to(x.dtype)                 # [B, 1, L, 1]
+            keep = mask[..., None].to(x.dtype)                          # [B, L, 1]
             k, v = k * keep, v * keep
-        E = self.E[:, :, :L]                                          # [H|1, k, L]
-        Fm = E if self.F is None else self.F[:, :, :L]
-        k = torch.einsum("hkn,bhnd->bhkd", E.to(k.dtype), k)          # [B, H, k, Dh]
-        v = torch.einsum("hkn,bhnd->bhkd", Fm.to(v.dtype), v)         # [B, H, k, Dh]
+        heads = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.num_heads)  # noqa: E731
+        q, k, v = heads(q), heads(k), heads(v)                          # [B, H, L, Dh] (views)
+        E = self.E[:, :, :L].to(k.dtype)                                # [H|1, k, L]
+        Fm = E if self.F is None else self.F[:, :, :L].to(v.dtype)
+        k = E @ k                                                       # [B, H, k, Dh]
+        v = Fm @ v                                                      # [B, H, k, Dh]
         p = self.dropout if self.training else 0.0
         o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)      # [B, H, L, Dh]
         return self.out(rearrange(o, "b h l d -> b l (h d)")), None
