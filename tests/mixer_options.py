@@ -33,8 +33,8 @@ OPTIONS: dict[str, dict] = {
     "s4d": {"d_state": 16, "init": "inv"},
     "dss": {"d_state": 8},
     "s5": {"d_state": 16, "blocks": 2, "chunk": 8},
-    "h3": {},
-    "gss": {},
+    "h3": {"d_state": 8, "head_dim": 4, "block_size": 16},
+    "gss": {"d_state": 8, "expand": 2},
 }
 
 

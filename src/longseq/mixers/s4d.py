@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ssm.fftconv import diag_ssm_conv, fft_conv, fast_fft_size
+from ..ssm.fftconv import fast_fft_size, ssm_apply
 from ..ssm.kernels import DiagSSMKernel, DSSKernel
 from .base import Mixer, register
 
@@ -66,13 +66,7 @@ class _DiagonalSSM(Mixer):
 
     def ssm(self, u: torch.Tensor, state=None, return_state: bool = False):
         """The SSM with skip: ``u [B, H, L]`` -> ``(SSM(u) + D u [B, H, L], state)``."""
-        if self.causal and getattr(self.kernel, "recurrent", True):
-            w, log_z = self.kernel.modes()
-            y, state = diag_ssm_conv(u, w[0], log_z, state, return_state=return_state)
-        else:
-            k = self.kernel.kernel(u.shape[-1])           # [C, H, L]
-            y = fft_conv(u, k[0], None if self.causal else k[1])
-        return y + self.D.unsqueeze(-1) * u, state
+        return ssm_apply(self.kernel, u, self.D, self.causal, state, return_state=return_state)
 
     def _forward(self, x, mask, state, return_state):
         y, state = self.ssm(x.transpose(1, 2), None if state is None else state["x"], return_state)

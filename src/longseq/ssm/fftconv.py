@@ -31,7 +31,7 @@ import torch
 
 from .kernels import diag_step, vandermonde, vandermonde_transposed
 
-__all__ = ["fast_fft_size", "fft_conv", "diag_ssm_conv"]
+__all__ = ["fast_fft_size", "fft_conv", "diag_ssm_conv", "ssm_apply"]
 
 
 def fast_fft_size(n: int) -> int:
@@ -95,3 +95,23 @@ def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: 
             state = x
         ys.append(y)
     return torch.cat(ys, dim=-1), (state if return_state else None)
+
+
+def ssm_apply(kernel, u: torch.Tensor, D: torch.Tensor, causal: bool, state: torch.Tensor | None = None,
+              *, return_state: bool = False, block_size: int | None = None):
+    """``SSM(u) + D u`` for a kernel module (:class:`~longseq.ssm.kernels.DiagSSMKernel`, ``DSSKernel``).
+
+    ``u [..., H, L]``. Causal kernels with a recurrent form go through :func:`diag_ssm_conv`
+    (state in/out, blocks); otherwise one FFT convolution with ``kernel.kernel(L)`` — channel 0
+    forward in time and, when not ``causal``, channel 1 over the strict future (eq. 2).
+    Returns ``(y [..., H, L], state or None)``.
+    """
+    if causal and getattr(kernel, "recurrent", True):
+        w, log_z = kernel.modes()
+        y, state = diag_ssm_conv(u, w[0], log_z, state, return_state=return_state, block_size=block_size)
+    else:
+        if state is not None or return_state:
+            raise ValueError("this SSM kernel has no recurrent form (state/step need a causal 'exp'/S4D kernel)")
+        k = kernel.kernel(u.shape[-1])                                  # [C, H, L]
+        y = fft_conv(u, k[0], None if causal else k[1])
+    return y + D.unsqueeze(-1).to(y.dtype) * u, state

@@ -1,0 +1,137 @@
+"""h3 and gss against their equations unrolled token by token (float64, values and gradients of
+inputs and all parameters, rtol 1e-8 / atol 1e-10)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import longseq
+from longseq.optim import param_groups
+
+TOL = dict(rtol=1e-8, atol=1e-10)
+
+
+def naive_h3(m, x):
+    """H3 Algorithm 1 as a recurrence: shift register for K, diagonal state for K'V^T."""
+    Bsz, L, d = x.shape
+    hd, nh, N = m.hd, m.nh, m.shift_C.shape[1]
+    A, Bc, C, dt = m.kernel.continuous()
+    dA, dB = torch.exp(dt[:, None] * A), (torch.exp(dt[:, None] * A) - 1) / A * Bc     # [H, N/2]
+    q, k, v = m.q_proj(x), m.k_proj(x), m.v_proj(x)
+    reg = torch.zeros(Bsz, d, N, dtype=x.dtype)            # shift SSM state x_l = [k_l, k_{l-1}, ...]
+    s = torch.zeros(Bsz, hd, hd, nh, N // 2, dtype=A.dtype)
+    outs = []
+    for l in range(L):
+        reg = torch.cat([k[:, l, :, None], reg[..., :-1]], -1)
+        kk = (reg * m.shift_C).sum(-1) + m.shift_D * k[:, l]                           # [B, d]
+        kv = kk.view(Bsz, nh, hd)[:, :, :, None] * v[:, l].view(Bsz, nh, hd)[:, :, None, :]  # [B, H, i, j]
+        kv = kv.permute(0, 2, 3, 1)                                                      # [B, i, j, H]
+        s = dA * s + dB * kv[..., None]
+        y = 2 * (C[0] * s).sum(-1).real + m.D * kv                                       # [B, i, j, H]
+        o = (q[:, l].view(Bsz, nh, hd).permute(0, 2, 1)[:, :, None, :] * y).sum(1)     # [B, j, H]
+        outs.append(o.permute(0, 2, 1).reshape(Bsz, d))                                  # (h j)
+    return m.out(torch.stack(outs, 1))
+
+
+def naive_dss_exp(kernel, D, u, causal):
+    """u [B, H, L]: forward recurrence (+ strictly-backward one when bidirectional) + D u."""
+    lam = torch.complex(-torch.exp(kernel.Lambda_re), kernel.Lambda_im)
+    dt = torch.exp(kernel.log_dt)[:, None]
+    W = torch.view_as_complex(kernel.W)
+    dA, dB = torch.exp(lam * dt), (torch.exp(lam * dt) - 1) / lam
+    L = u.shape[-1]
+
+    def run(Wc, seq):
+        x = torch.zeros(u.shape[0], *lam.shape, dtype=lam.dtype)
+        ys = []
+        for l in range(L):
+            x = dA * x + dB * seq[..., l, None]
+            ys.append((Wc * x).sum(-1).real)
+        return torch.stack(ys, -1)
+
+    y = run(W[0], u)
+    if not causal:
+        y = y + F.pad(run(W[1], u.flip(-1)), (1, 0))[..., :L].flip(-1)
+    return y + D[:, None] * u
+
+
+def naive_gss(m, x):
+    v = F.gelu(m.v_proj(x))
+    u = F.gelu(m.u_proj(x))
+    y = naive_dss_exp(m.kernel, m.D, u.transpose(1, 2), m.causal).transpose(1, 2)
+    return m.out(m.c_proj(y) * v)
+
+
+def perturb(m):
+    with torch.no_grad():
+        for p in m.kernel.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+def check(m, ref, L, d):
+    x = torch.randn(2, L, d, dtype=torch.float64, requires_grad=True)
+    y, y_ref = m(x), ref(m, x)
+    torch.testing.assert_close(y, y_ref, **TOL)
+    g = torch.randn_like(y)
+    names = ["x"] + [n for n, _ in m.named_parameters()]
+    params = [x] + list(m.parameters())
+    for n, a, b in zip(names, torch.autograd.grad((y * g).sum(), params),
+                       torch.autograd.grad((y_ref * g).sum(), params)):
+        torch.testing.assert_close(a, b, **TOL, msg=n)
+    if m.causal:
+        s = m.init_state(2)
+        ys = []
+        for t in range(L):
+            y_t, s = m.step(x[:, t].detach(), s)
+            ys.append(y_t)
+        torch.testing.assert_close(torch.stack(ys, 1), y.detach(), **TOL)
+
+
+@pytest.mark.parametrize("head_dim,block_size", [(1, None), (3, 5), (None, 16)])
+@pytest.mark.parametrize("L", [1, 37])
+def test_h3_equals_recurrence(head_dim, block_size, L):
+    torch.manual_seed(4)
+    m = perturb(longseq.mixers.build("h3", 12, num_heads=2, causal=True, d_state=6, head_dim=head_dim,
+                                     block_size=block_size).double())
+    assert m.hd == (6 if head_dim is None else head_dim)
+    check(m, naive_h3, L, 12)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("L", [1, 37])
+def test_gss_equals_recurrence(causal, L):
+    torch.manual_seed(5)
+    m = perturb(longseq.mixers.build("gss", 12, causal=causal, d_state=5, expand=2, d_ssm=4).double())
+    check(m, naive_gss, L, 12)
+
+
+def test_options_and_errors():
+    with pytest.raises(ValueError, match="bidirectional"):
+        longseq.mixers.build("h3", 12)
+    with pytest.raises(ValueError, match="head_dim"):
+        longseq.mixers.build("h3", 12, causal=True, head_dim=5)
+    with pytest.raises(ValueError, match="block_size"):
+        longseq.mixers.build("h3", 12, causal=True, block_size=0)
+    with pytest.raises(ValueError, match="d_ssm"):
+        longseq.mixers.build("gss", 12, d_ssm=0)
+    m = longseq.mixers.build("gss", 32, d_state=8)
+    assert m.u_proj.out_features == 8 and m.v_proj.out_features == 128 and m.spec.has_ffn
+
+
+@pytest.mark.parametrize("name", ["h3", "gss"])
+def test_ssm_parameters_get_their_own_group(name):
+    m = longseq.mixers.build(name, 16, causal=True, d_state=8, lr=5e-4)
+    groups = param_groups(m, lr=1e-2, weight_decay=0.05)
+    ssm = [g for g in groups if g["lr"] == 5e-4]
+    assert len(ssm) == 1 and ssm[0]["weight_decay"] == 0.0
+    assert {n.split(".")[-1] for n in ssm[0]["names"]} >= {"log_dt"}
+    assert all(n.startswith("kernel.") for n in ssm[0]["names"])
+
+
+@pytest.mark.parametrize("name", ["h3", "gss"])
+def test_bf16_forward_and_large_inputs(name):
+    m = longseq.mixers.build(name, 16, causal=True, d_state=8)
+    x = torch.randn(1, 300, 16) * 100
+    assert torch.isfinite(m(x)).all()
+    assert m.to(torch.bfloat16)(x.to(torch.bfloat16)).dtype == torch.bfloat16
