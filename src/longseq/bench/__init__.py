@@ -1,0 +1,21 @@
+"""Benchmarks on the user's own machine: which mixer is fastest and leanest at my length?
+
+* :func:`run_speed` — forward / forward+backward time, peak memory, FLOPs and GFLOP/s of longseq
+  mixers across lengths, each configuration in a fresh process, next to exact attention.
+* :func:`run_peers` — the same for the peer packages a user would otherwise install
+  (performer-pytorch, linformer, nystrom-attention, local-attention, fast-transformers, torch
+  SDPA), each next to its longseq twin.
+* :func:`run_generate` — prefill time and decoding tokens/s of a small causal LM per mixer.
+* :func:`write_report` — ``results.json``, ``results.md`` and the log-log plots.
+
+The CLI front end is ``longseq bench {speed,peers,generate}``.
+"""
+
+from .generate import GenerateConfig, run_generate
+from .peers import PEERS, available_peers, run_peers
+from .report import format_markdown, format_table, write_report
+from .speed import SpeedConfig, Target, measure_matmul_peak, run_speed, run_targets
+
+__all__ = ["SpeedConfig", "Target", "run_speed", "run_targets", "measure_matmul_peak", "PEERS",
+           "available_peers", "run_peers", "GenerateConfig", "run_generate", "format_table",
+           "format_markdown", "write_report"]

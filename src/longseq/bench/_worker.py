@@ -1,0 +1,267 @@
+"""One benchmark measurement in a fresh process: ``python -m longseq.bench._worker '<json>'``.
+
+Every configuration runs in its own interpreter so that allocator caches, thread pools and the
+peak-memory high-water mark of one measurement never leak into the next. The parent
+(:mod:`longseq.bench.speed`) passes a JSON job as the only argument; the worker prints one line
+``RESULT_PREFIX + json`` on stdout (anything else a library prints is ignored by the parent).
+
+Jobs (``job["kind"]``):
+
+* ``"module"``: build a longseq mixer (``source="mixer"``) or a peer adapter (``source="peer"``),
+  then measure forward (under ``no_grad``) and forward+backward (grads of the input and all
+  parameters) time and peak memory.
+* ``"matmul"``: fp32 square-matmul throughput, the machine's practical GFLOP/s peak.
+* ``"generate"``: prefill time and decoding tokens/s of a ``longseq.models.CausalLM``
+  (see :mod:`longseq.bench.generate`).
+
+Peak memory
+-----------
+Measured on one extra call after the timed runs (so one-time allocations of a first call, such
+as thread pools and kernel caches, are not counted), as the peak during the call minus the
+memory just before it. CUDA: ``torch.cuda.max_memory_allocated()`` minus
+``memory_allocated()``. CPU: peak resident set size (``ru_maxrss``) minus the RSS before; freed
+heap memory is first returned to the OS (``malloc_trim``) and the process high-water mark is
+reset through ``/proc/self/clear_refs`` where Linux allows it (``"rss_hwm_reset"``); elsewhere
+the lifetime ``ru_maxrss`` is used (``"ru_maxrss"``), which includes earlier peaks of the
+process and so can only over-estimate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+
+RESULT_PREFIX = "@@LONGSEQ_BENCH@@"
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "bfloat16": "bfloat16",
+           "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+# ---------------------------------------------------------------------------- memory probes
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_memory() -> None:
+    """Give memory freed by earlier calls back to the OS, so it cannot hide the next call's peak."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc; absent elsewhere
+    except (OSError, AttributeError):
+        pass
+
+
+def _maxrss_bytes() -> int:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb * (1 if sys.platform == "darwin" else 1024)
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as m: ...`` then ``m.mb``: peak extra memory of the block in MB."""
+
+    def __init__(self, device):
+        self.device = device
+        self.mb = None
+        self.method = None
+
+    def __enter__(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            self.method = "cuda_max_memory_allocated"
+        else:
+            self.method = "rss_hwm_reset" if _reset_hwm() else "ru_maxrss"
+            self._base = _rss_bytes()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            peak = _maxrss_bytes()
+        self.mb = max(0, peak - self._base) / 2**20
+        return False
+
+
+# ---------------------------------------------------------------------------- timing
+def summarize(times_s: list[float]) -> dict:
+    """Median, quartiles, min and max (in ms) of a list of wall times (in s)."""
+    ms = sorted(t * 1e3 for t in times_s)
+    n = len(ms)
+
+    def q(p):  # linear interpolation between order statistics (numpy's default)
+        x = p * (n - 1)
+        lo, hi = math.floor(x), math.ceil(x)
+        return ms[lo] + (ms[hi] - ms[lo]) * (x - lo)
+
+    return {"median": q(0.5), "q25": q(0.25), "q75": q(0.75), "min": ms[0], "max": ms[-1], "n": n,
+            "all": [round(t, 4) for t in ms]}
+
+
+def _timed(fn, sync, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _setup(job):
+    import torch
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    torch.manual_seed(int(job.get("seed", 0)))
+    device = torch.device(job.get("device") or "cpu")
+    dtype = getattr(torch, _DTYPES[job.get("dtype", "float32")])
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    return torch, device, dtype, sync
+
+
+# ---------------------------------------------------------------------------- jobs
+def build_module(job):
+    """The module a ``"module"`` job measures: ``[B, L, d_model] -> [B, L, d_model]``."""
+    if job["source"] == "mixer":
+        from longseq import mixers
+
+        return mixers.build(job["name"], job["d_model"], num_heads=job["heads"], causal=job["causal"],
+                            **job.get("options", {}))
+    from longseq.bench import peers
+
+    return peers.build(job["name"], job["d_model"], heads=job["heads"], causal=job["causal"],
+                       seq_len=job["L"], **job.get("options", {}))
+
+
+def run_module(job) -> dict:
+    torch, device, dtype, sync = _setup(job)
+    B, L, d = job["batch"], job["L"], job["d_model"]
+    warmup, repeats = int(job.get("warmup", 1)), int(job.get("repeats", 5))
+    with contextlib.redirect_stdout(sys.stderr):  # packages that print while building (performer)
+        model = build_module(job).to(device=device, dtype=dtype)
+    model.eval()  # no dropout; the benchmark measures the computation, not the regulariser
+    x = torch.randn(B, L, d, device=device, dtype=dtype)
+    grad_out = torch.randn(B, L, d, device=device, dtype=dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = {"status": "ok", "n_params": sum(p.numel() for p in model.parameters())}
+
+    def fwd():
+        with torch.no_grad():
+            return model(x)
+
+    def fwd_bwd():
+        for p in params:
+            p.grad = None
+        xg = x.detach().requires_grad_(True)
+        model(xg).backward(grad_out)
+
+    budget = job.get("time_budget")
+
+    def measure(fn, name):
+        """Time ``fn`` (median of repeats after warm-up), then the peak memory of one more call.
+
+        A first call that already exceeds the time budget is reported alone (its memory then
+        includes one-time allocations of the first call) and ends the measurement.
+        """
+        with PeakMemory(device) as m:
+            sync()
+            t0 = time.perf_counter()
+            result = fn()
+            sync()
+            first = time.perf_counter() - t0
+        if budget and first > budget:
+            out[f"{name}_ms"], out[f"peak_{name}_mb"], out["over_time_budget"] = summarize([first]), m.mb, True
+            return result
+        out[f"{name}_ms"] = summarize(_timed(fn, sync, warmup, repeats))
+        _release_free_memory()
+        with PeakMemory(device) as m:
+            fn()
+        out[f"peak_{name}_mb"], out["memory_method"] = m.mb, m.method
+        return result
+
+    y = measure(fwd, "fwd")
+    if tuple(y.shape) != (B, L, d):
+        raise RuntimeError(f"module returned shape {tuple(y.shape)}, expected {(B, L, d)}")
+    out["finite"] = bool(torch.isfinite(y).all())
+    del y
+    if job.get("backward", True) and not out.get("over_time_budget"):
+        measure(fwd_bwd, "fwdbwd")
+    out.setdefault("over_time_budget", False)
+    return out
+
+
+def run_matmul(job) -> dict:
+    """Best-of-repeats fp32 GFLOP/s of an ``n x n`` matmul (2 n^3 FLOPs each)."""
+    torch, device, _, sync = _setup(job)
+    n = int(job.get("n", 1024))
+    a = torch.randn(n, n, device=device, dtype=torch.float32)
+    b = torch.randn(n, n, device=device, dtype=torch.float32)
+    times = _timed(lambda: torch.mm(a, b), sync, int(job.get("warmup", 2)), int(job.get("repeats", 10)))
+    return {"status": "ok", "n": n, "gflops": 2 * n**3 / min(times) / 1e9,
+            "gflops_median": 2 * n**3 / summarize(times)["median"] * 1e3 / 1e9}
+
+
+def run_generate(job) -> dict:
+    from longseq.bench.generate import measure_generation
+
+    torch, device, dtype, sync = _setup(job)
+    return measure_generation(job, torch, device, dtype, sync)
+
+
+def run(job: dict) -> dict:
+    import torch
+
+    kind = job["kind"]
+    fn = {"module": run_module, "matmul": run_matmul, "generate": run_generate}[kind]
+    try:
+        return fn(job)
+    except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        oom = isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)) or any(
+            s in msg for s in ("can't allocate memory", "out of memory", "Cannot allocate memory"))
+        return {"status": "oom" if oom else "error", "error": f"{type(e).__name__}: {msg}"}
+    except Exception as e:  # reported, never raised: one failing configuration must not stop the run
+        msg = str(e).splitlines()[0] if str(e) else ""
+        return {"status": "error", "error": f"{type(e).__name__}: {msg}",
+                "traceback": traceback.format_exc(limit=4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(sys.stdin.read() if not argv or argv[0] == "-" else argv[0])
+    result = run(job)
+    sys.stdout.write("\n" + RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Autoregressive decoding speed: prompt prefill time and tokens/s of ``step`` per mixer.
+
+For each mixer a small ``longseq.models.CausalLM`` (random weights; speed does not depend on
+them) prefills a random prompt of ``prompt`` tokens into its recurrent state / KV cache with one
+stateful forward, then greedily decodes ``new`` tokens one ``model.step`` at a time. Each mixer
+runs in a fresh process (:mod:`longseq.bench._worker`) after a short warm-up (a 16-token prefill
+and 4 steps). Reported: prefill ms, decode tokens/s (batch x new / decode time), the median
+ms per step and the mean over the first and the last tenth of the steps (a growing KV cache makes
+late steps slower; a fixed-size recurrent state does not), and the peak extra memory of the
+whole generation. A mixer without a recurrent step reports its prefill (a plain forward) only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from .speed import machine_info, run_job
+
+__all__ = ["GenerateConfig", "run_generate", "measure_generation"]
+
+
+@dataclass
+class GenerateConfig:
+    prompt: int = 1024
+    new: int = 1024
+    batch: int = 1
+    d_model: int = 256
+    heads: int = 4
+    n_layers: int = 2
+    vocab_size: int = 256
+    dtype: str = "float32"
+    threads: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    timeout: float | None = 600.0  # seconds per mixer (one worker)
+    isolate: bool = True           # False: in this process (tests), see SpeedConfig.isolate
+
+    def __post_init__(self):
+        for name in ("prompt", "batch", "d_model", "heads", "n_layers", "vocab_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.new < 0:
+            raise ValueError(f"new must be >= 0, got {self.new!r}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
+    """Worker side of one mixer (called by :mod:`longseq.bench._worker` with torch set up)."""
+    from longseq import mixers
+    from longseq.bench._worker import PeakMemory, summarize
+    from longseq.models import CausalLM
+
+    B, P, N, V = job["batch"], job["prompt"], job["new"], job["vocab_size"]
+    model = CausalLM(V, job["d_model"], job["n_layers"], mixer=job["name"], num_heads=job["heads"],
+                     **job.get("options", {}))
+    model = model.to(device=device, dtype=dtype).eval()
+    prompt = torch.randint(V, (B, P), device=device)
+    has_step = mixers.spec(job["name"]).step
+    out = {"status": "ok", "n_params": sum(p.numel() for p in model.parameters()), "has_step": has_step}
+
+    @torch.no_grad()
+    def generate(ids, n_new, step_times=None):
+        sync()
+        t0 = time.perf_counter()
+        if not has_step:
+            model(ids)
+            sync()
+            return time.perf_counter() - t0, 0.0
+        logits, state = model(ids, state=model.init_state(B), return_state=True)
+        tok = logits[:, -1].argmax(-1)                                  # [B]
+        sync()
+        t1 = time.perf_counter()
+        for _ in range(n_new):
+            ts = time.perf_counter()
+            logits_t, state = model.step(tok, state)
+            tok = logits_t.argmax(-1)
+            if step_times is not None:
+                sync()
+                step_times.append(time.perf_counter() - ts)
+        sync()
+        return t1 - t0, time.perf_counter() - t1
+
+    generate(prompt[:, : min(P, 16)], min(N, 4))                        # warm-up
+    steps: list[float] = []
+    with PeakMemory(device) as m:
+        prefill_s, decode_s = generate(prompt, N, steps)
+    out |= {"prefill_ms": prefill_s * 1e3, "peak_mb": m.mb, "memory_method": m.method}
+    if not has_step:
+        out["reason"] = "mixer has no recurrent step: prefill (one forward) only"
+    elif N > 0:
+        tenth = max(1, N // 10)
+        out |= {"decode_s": decode_s, "tokens_per_s": B * N / decode_s, "step_ms": summarize(steps),
+                "step_ms_first_tenth": 1e3 * sum(steps[:tenth]) / tenth,
+                "step_ms_last_tenth": 1e3 * sum(steps[-tenth:]) / tenth}
+    return out
+
+
+def run_generate(mixer_names: list[str] | None = None, config: GenerateConfig | None = None, *,
+                 options: dict | None = None, log=None) -> dict:
+    """Prefill and decoding speed of each causal mixer (``None`` = all registered) in a fresh process."""
+    from .. import mixers
+    from .speed import SCHEMA
+
+    cfg = config or GenerateConfig()
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    options = options or {}
+    try:
+        import longseq.models  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"longseq bench generate needs longseq.models.CausalLM, which is unavailable: {e}") from e
+    names = mixers.names() if mixer_names is None else list(dict.fromkeys(mixer_names))
+    device = cfg.resolved_device()
+    res = {"schema": SCHEMA, "kind": "generate", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "config": asdict(cfg) | {"device": device}, "machine": machine_info(device, cfg.threads),
+           "targets": [], "rows": []}
+    base = {k: v for k, v in asdict(cfg).items() if k not in ("timeout", "device", "isolate")}
+    for n in names:
+        s = mixers.spec(n)
+        row = {"name": n, "source": "mixer", "prompt": cfg.prompt, "new": cfg.new, "options": options.get(n, {})}
+        res["targets"].append({"name": n, "source": "mixer", "options": row["options"]})
+        if not s.causal:
+            row |= {"status": "skipped", "reason": "no causal mode: cannot generate"}
+        else:
+            job = base | {"kind": "generate", "name": n, "device": device, "options": row["options"]}
+            row |= run_job(job, cfg.timeout, cfg.isolate)
+        res["rows"].append(row)
+        log(_progress_line(row))
+    return res
+
+
+def _progress_line(r: dict) -> str:
+    if r["status"] != "ok":
+        return f"  {r['name']:<22} {r['status']}: {r.get('reason') or r.get('error', '')}"
+    tps = f"{r['tokens_per_s']:9.1f} tok/s" if r.get("tokens_per_s") else "   (no step)"
+    return f"  {r['name']:<22} prefill {r['prefill_ms']:9.1f} ms  decode {tps}"
