@@ -71,3 +71,17 @@ def test_deterministic_presets_and_errors(name):
         tasks.build(name, preset="quick", sequence_length=3)
     with pytest.raises(ValueError, match="seq_len"):
         tasks.build(name, preset="quick", seq_len=1)
+
+
+def test_stats(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGSEQ_DATA", str(tmp_path))
+    from longseq.tasks.stats import stats
+
+    s = stats(tasks.build("listops", preset="quick", n_train=100, n_val=10, n_test=10, min_length=10, max_length=60))
+    tr = s["splits"]["train"]
+    assert s["num_classes"] == 10 and tr["n"] == 100 and sum(tr["class_counts"]) == 100
+    assert 10 < tr["length"]["min"] <= tr["length"]["median"] <= tr["length"]["max"] < 60
+    assert 0.1 <= tr["majority_baseline"] <= 1
+    s = stats(tasks.build("selective_copy", preset="quick", n_train=20, n_val=5, n_test=5))
+    assert s["kind"] == "lm" and s["splits"]["test"]["targets_per_example"] == {"min": 4, "mean": 4.0, "max": 4}
+    assert s["splits"]["train"]["length"]["max"] == s["seq_len"]
