@@ -62,7 +62,7 @@ def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
 
     B, P, N, V = job["batch"], job["prompt"], job["new"], job["vocab_size"]
     model = CausalLM(V, job["d_model"], job["n_layers"], mixer=job["name"], num_heads=job["heads"],
-                     **job.get("options", {}))
+                     mixer_options=job.get("options") or None)
     model = model.to(device=device, dtype=dtype).eval()
     prompt = torch.randint(V, (B, P), device=device)
     has_step = mixers.spec(job["name"]).step
