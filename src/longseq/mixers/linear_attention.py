@@ -37,8 +37,8 @@ Decisions for the Performer
   maximum: when a later chunk/step brings a larger one, ``S`` and ``z`` are rescaled by
   ``exp(m_old - m_new)`` (the online-softmax trick). So every feature is <= 1 (no overflow,
   even for inputs x100) and forward, prefill + steps, and split forwards agree.
-* The denominator uses ``eps = 0`` (kept > 0 by a ``tiny`` clamp), so that the stabiliser
-  cancels exactly instead of entering through ``eps``. The official code instead adds
+* The denominator uses ``eps = 0`` (a query whose denominator underflows gets output 0), so
+  that the stabiliser cancels exactly instead of entering through ``eps``. The official code instead adds
   ``1e-6`` to the denominator and ``1e-3`` inside the exponential features; without the
   latter, keys whose features all underflow simply contribute nothing.
 
@@ -207,12 +207,10 @@ def draw_random_features(m: int, d: int, *, orthogonal: bool = True, device=None
     """``[m, d]`` random features, each row marginally N(0, I_d); orthogonal within blocks of d rows."""
     if not orthogonal:
         return torch.randn(m, d, device=device, dtype=torch.float64).to(dtype)
-    blocks = []
-    for _ in range(math.ceil(m / d)):
-        Q, R = torch.linalg.qr(torch.randn(d, d, device=device, dtype=torch.float64))
-        Q = Q * torch.sign(torch.diagonal(R))[None, :]         # Haar-uniform directions (columns)
-        blocks.append(Q.T)
-    directions = torch.cat(blocks)[:m]                           # [m, d], unit rows
+    gauss = torch.randn(math.ceil(m / d), d, d, device=device, dtype=torch.float64)
+    Q, R = torch.linalg.qr(gauss)                                # [n_blocks, d, d]
+    Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :]  # Haar-uniform columns
+    directions = Q.transpose(-1, -2).reshape(-1, d)[:m]          # [m, d], unit rows
     lengths = torch.randn(m, d, device=device, dtype=torch.float64).norm(dim=1)  # chi(d)
     return (directions * lengths[:, None]).to(dtype)
 
@@ -274,7 +272,7 @@ class Performer(FeatureMapAttention):
     ``chunk_size``, ``rope``, ``bias``. See the module docstring for the decisions.
     """
 
-    eps = 0.0  # the stabilisers cancel exactly; `_normalise` keeps the denominator > 0
+    eps = 0.0  # the stabilisers cancel exactly; `_normalise` guards underflowing denominators
 
     def __init__(self, d_model, *, num_heads=1, causal=False, num_features=None, kernel="softmax",
                  orthogonal=True, redraw_interval=1000, chunk_size=64, rope=False, bias=False):

@@ -18,8 +18,9 @@ All take ``q, k: [B, H, L, Dk]`` (already feature-mapped, >= 0), ``v: [B, H, L, 
 optional ``initial_state = (S [B, H, Dk, Dv], z [B, H, Dk])``; ``output_final_state`` also
 returns the state after the last token, so that a sequence can be continued.
 
-The denominator is ``max(q^T z + eps, tiny)``: with ``eps = 0`` the result is invariant to
-rescaling all keys by one constant (what Performer's stabiliser relies on) and 0/0 is avoided.
+With ``eps = 0`` the result is invariant to rescaling all keys by one constant (what
+Performer's stabiliser relies on); a denominator that underflows (all keys' features ~0 for
+this query) gives a zero output and zero gradients instead of 0/0.
 Padded keys must be given as zero feature vectors: they then contribute nothing.
 """
 
@@ -40,9 +41,11 @@ State = tuple[torch.Tensor, torch.Tensor]
 
 
 def _normalise(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
-    """``num: [..., Dv] / den: [...]`` with ``eps`` added and the denominator kept above 0."""
-    den = (den + eps).clamp_min(torch.finfo(den.dtype).tiny)
-    return num / den.unsqueeze(-1)
+    """``num: [..., Dv] / (den: [...] + eps)``; 0 (with zero gradients) where the denominator
+    underflows (below sqrt(tiny) of the dtype), so that neither 0/0 nor 1/den^2 overflow occurs."""
+    den = (den + eps).unsqueeze(-1)
+    ok = den > torch.finfo(den.dtype).tiny ** 0.5
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def _zero_state(q: torch.Tensor, v: torch.Tensor) -> State:
