@@ -1,0 +1,261 @@
+"""S4: structured state spaces with the HiPPO-LegS matrix in diagonal-plus-low-rank form.
+
+Gu, Goel, Ré (ICLR 2022), "Efficiently Modeling Long Sequences with Structured State Spaces".
+
+Every channel ``h`` (``H = d_model`` independent copies, Section 3.4) is the SSM (eq. 1)
+``x' = A x + B u, y = C x + D u`` with ``A = Λ - P P*`` in the eigenbasis of the normal part of
+HiPPO-LegS (Theorem 1, eq. 2; :func:`longseq.ssm.hippo.dplr_legs`; ``Q = P`` as in the official
+code for LegS). The state space is real, so only ``N/2`` conjugate pairs are stored.
+
+Discretisation: bilinear (eq. 3) ``Ā = (I - Δ/2 A)^{-1}(I + Δ/2 A)``,
+``B̄ = (I - Δ/2 A)^{-1} Δ B``, via the DPLR form of Lemma C.3
+(``Ā = A_1 A_0``, ``B̄ = 2 A_1 B``, ``A_0 = 2/Δ + A``, ``A_1 = (2/Δ - A)^{-1}`` by Woodbury).
+
+Kernel (Algorithm 1 / Lemma C.3): the truncated generating function at the L-th roots of unity
+``K̂(ω) = Σ_{j<L} C Ā^j B̄ ω^j = C̃ (I - ωĀ)^{-1} B̄ = 2/(1+ω) C̃ (g(ω) - A)^{-1} B`` with
+``C̃ = C (I - Ā^L)`` and ``g(ω) = (2/Δ)(1-ω)/(1+ω)``. Multiplying through by ``(1+ω)/2`` it
+reads ``K̂ = C̃ (t - sA)^{-1} B`` with ``t = (1-ω)/Δ``, ``s = (1+ω)/2`` (no pole at ``ω = -1``)
+and Woodbury gives ``K̂ = r_CB - s r_CP r_PB / (1 + s r_PP)``, ``r_UV = Σ U V / (t - sλ)`` over
+all ``N`` states: four Cauchy sums (:mod:`longseq.ssm.cauchy`, evaluated exactly as a folded
+Vandermonde product + rfft). ``K = irfft(K̂)``; ``y = K * u + D u`` by FFT convolution of size
+``>= 2L`` (O(L log L)), then GELU and a position-wise linear layer (the S4 block; option
+``pointwise``).
+
+Decisions on points the paper leaves open:
+* ``C`` is the true output matrix (the official code trains ``C̃`` for a fixed maximal length).
+  ``C̃ = C (I - Ā^L)`` is recomputed for each length ``L`` from ``C Ā^L`` by repeated squaring of
+  the dense discrete matrix in real coordinates (``N x N``, ``log2 L`` products), so any length
+  is exact and causal outputs never depend on the total length.
+* ``Re Λ = -exp(·)`` (the official ``real_transform='exp'``) keeps ``A``'s Hermitian part negative
+  definite, hence ``Ā`` a contraction and the kernel stable for any ``Δ``.
+* Defaults: ``d_state = N = 64``, ``log Δ ~ U[log 1e-3, log 1e-1]`` per channel, ``C ~ CN(0, 1)``,
+  ``D ~ N(0, 1)``; ``Λ, P, B, log Δ`` get ``ssm_lr = 1e-3`` and no weight decay (Appendix D.2).
+* Bidirectional (official ``bidirectional=True``): a second output matrix gives a second kernel
+  ``K'`` applied backwards, ``y_l = Σ_{m<=l} K_{l-m} u_m + Σ_{m>l} K'_{m-l-1} u_m + D u_l``.
+* Recurrent ``step`` uses the DPLR discrete matrices in O(N) (Lemma C.3):
+  ``x_k = A_1 (A_0 x_{k-1} + 2 B u_k)``, ``y_k = C x_k + D u_k``. ``forward(state=...)`` adds
+  ``C Ā^{k+1} x_0`` (the same Cauchy/Woodbury machinery with ``B`` replaced by
+  ``(2/Δ + A) x_0 / 2``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
+* Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..optim import set_optim
+from ..ssm.cauchy import cauchy_roots_of_unity, roots_of_unity
+from ..ssm.hippo import dplr_legs
+from .base import Mixer, register
+
+
+def s4_flops(L: int, d: int, h: int, causal: bool, d_state: int = 64) -> float:
+    dirs = 1 if causal else 2
+    n = 1 << max(0, (2 * L - 1).bit_length())
+    kernel = (2 + 2 * dirs) * d * L * d_state * 2 + math.log2(max(L, 2)) * 2 * d * d_state**3
+    conv = (2 + dirs) * 5 * d * n * math.log2(n) / 2
+    return float(kernel + conv + 2 * L * d * d)
+
+
+def _c(t: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(t.contiguous())
+
+
+def _real_embed(d: torch.Tensor) -> torch.Tensor:
+    """Real ``[..., N, N]`` matrix of ``x -> d x`` (complex diagonal ``d [..., N/2]``) on ``[Re x; Im x]``."""
+    return torch.cat([torch.cat([torch.diag_embed(d.real), torch.diag_embed(-d.imag)], -1),
+                      torch.cat([torch.diag_embed(d.imag), torch.diag_embed(d.real)], -1)], -2)
+
+
+def row_times_power(row: torch.Tensor, A: torch.Tensor, n: int) -> torch.Tensor:
+    """``row @ A^n`` by repeated squaring: ``row [..., H, N]``, ``A [H, N, N]``."""
+    while n:
+        if n & 1:
+            row = (row.unsqueeze(-2) @ A).squeeze(-2)
+        n >>= 1
+        if n:
+            A = A @ A
+    return row
+
+
+def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tensor:
+    """``y_l = Σ_{m<=l} k_{l-m} u_m (+ Σ_{m>l} k_back_{m-l-1} u_m)``: ``u [B, H, L]``, ``k [H, L]``."""
+    L = u.shape[-1]
+    n = 1 << (2 * L - 1).bit_length()  # power of two >= 2L
+    if k_back is not None:  # lags -1, -2, ..., -L at the end of the circular buffer
+        k = torch.cat([k, k.new_zeros(k.shape[:-1] + (n - 2 * L,)), k_back.flip(-1)], -1)
+    kf = torch.fft.rfft(k, n=n)
+    return torch.fft.irfft(torch.fft.rfft(u, n=n) * kf, n=n)[..., :L]
+
+
+@register(
+    "s4",
+    family="state space",
+    paper="Gu, Goel, Ré 2022, Efficiently Modeling Long Sequences with Structured State Spaces (S4)",
+    complexity="O(N log N)",
+    causal=True,
+    bidirectional=True,
+    step=True,
+    flops=s4_flops,
+)
+class S4(Mixer):
+    """DPLR (HiPPO-LegS) SSM per channel; kernel by Cauchy + Woodbury, output by FFT convolution."""
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        d_state: int = 64,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        pointwise: bool = True,
+        ssm_lr: float = 1e-3,
+        state_chunk: int = 256,
+    ):
+        super().__init__(d_model, num_heads=num_heads, causal=causal)
+        if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
+            raise ValueError(f"s4: d_state must be an even int >= 2, got {d_state!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"s4: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        if not isinstance(state_chunk, int) or state_chunk < 1:
+            raise ValueError(f"s4: state_chunk must be a positive int, got {state_chunk!r}")
+        H, N2 = d_model, d_state // 2
+        self.d_state, self.state_chunk = d_state, state_chunk
+        dirs = 1 if causal else 2
+        Lam, P, B, _ = dplr_legs(d_state)  # [N/2] each, complex128
+        self.log_A_real = nn.Parameter(torch.log(-Lam.real).float().repeat(H, 1))           # [H, N/2]
+        self.A_imag = nn.Parameter(Lam.imag.float().repeat(H, 1))                           # [H, N/2]
+        self.P = nn.Parameter(torch.view_as_real(P).float().repeat(H, 1, 1))                # [H, N/2, 2]
+        self.B = nn.Parameter(torch.view_as_real(B).float().repeat(H, 1, 1))                # [H, N/2, 2]
+        self.C = nn.Parameter(torch.randn(dirs, H, N2, 2) * math.sqrt(0.5))                 # [dirs, H, N/2, 2]
+        self.D = nn.Parameter(torch.randn(H))                                               # [H]
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)                                                  # [H]
+        for p in (self.log_A_real, self.A_imag, self.P, self.B, self.log_dt):
+            set_optim(p, lr=ssm_lr, weight_decay=0.0)
+        self.out = nn.Linear(H, H) if pointwise else None
+
+    # ------------------------------------------------------------------ SSM pieces
+    def ssm(self, dtype=torch.float32):
+        """Continuous DPLR parameters in ``dtype``: ``Λ, P, B [H, N/2]``, ``C [dirs, H, N/2]`` complex, ``Δ [H]``."""
+        Lam = torch.complex(-self.log_A_real.to(dtype).exp(), self.A_imag.to(dtype))
+        return Lam, _c(self.P.to(dtype)), _c(self.B.to(dtype)), _c(self.C.to(dtype)), self.log_dt.to(dtype).exp()
+
+    @staticmethod
+    def dense_discrete(Lam, P, B, dt):
+        """Bilinear ``Ā [H, N, N]``, ``B̄ [H, N]`` in real coordinates ``z = [Re x; Im x]``.
+
+        With ``x_full = [x; conj x]``, ``A = diag(Λ, conj Λ) - p p*`` becomes
+        ``[[Re Λ, -Im Λ], [Im Λ, Re Λ]] - 2 q q^T``, ``q = [Re P; Im P]``; ``B -> [Re B; Im B]``.
+        ``(2/Δ - A)^{-1}`` is explicit by Woodbury (Lemma C.3's ``A_1``), then
+        ``Ā = (2/Δ - A)^{-1}(2/Δ + A) = (4/Δ) A_1 - I`` and ``B̄ = 2 A_1 B``: O(N^2), no solve.
+        """
+        N2 = Lam.shape[-1]
+        q = torch.cat([P.real, P.imag], -1)                                   # [H, N]
+        d = 1 / ((2 / dt)[:, None] - Lam)                                     # diagonal inverse  [H, N/2]
+        G = _real_embed(d)                                                    # [H, N, N]
+        Gq = (G @ q[..., None]).squeeze(-1)                                   # [H, N]
+        qG = (q[:, None, :] @ G).squeeze(-2)                                  # [H, N]
+        A1 = G - 2 * Gq[:, :, None] * qG[:, None, :] / (1 + 2 * (q * Gq).sum(-1))[:, None, None]
+        eye = torch.eye(2 * N2, dtype=dt.dtype, device=dt.device)
+        Abar = (4 / dt)[:, None, None] * A1 - eye
+        Bbar = 2 * (A1 @ torch.cat([B.real, B.imag], -1)[..., None]).squeeze(-1)
+        return Abar, Bbar
+
+    def kernel(self, L: int, dtype=torch.float32, x0: torch.Tensor | None = None):
+        """``K [dirs, H, L]`` (and ``C Ā^{k+1} x0`` for ``k < L``, ``[B, H, L]``, if ``x0 [B, H, N/2]`` is given)."""
+        Lam, P, B, C, dt = self.ssm(dtype)
+        N2 = Lam.shape[-1]
+        mu = dt[:, None] * Lam / 2                                            # [H, N/2]
+        Abar, _ = self.dense_discrete(Lam, P, B, dt)
+        CA = row_times_power(torch.cat([2 * C.real, -2 * C.imag], -1), Abar, L)  # C Ā^L, real coords
+        Ct = C - torch.complex(CA[..., :N2], -CA[..., N2:]) / 2               # C̃ = C (I - Ā^L)  [dirs, H, N/2]
+        Pc = P.conj()
+        v = [Ct * B, Ct * P, (Pc * B).unsqueeze(0), (Pc * P).unsqueeze(0)]
+        if x0 is not None:  # w = (2/Δ + A) x0 / 2, A = Λ - p p*
+            pw = 2 * (Pc * x0).real.sum(-1, keepdim=True)                    # p* x0_full  [B, H, 1]
+            w = x0 / dt[:, None] + (Lam * x0 - P * pw) / 2                   # [B, H, N/2]
+            v += [Ct[0] * w, Pc * w]
+        sizes = [t.shape[0] for t in v]
+        r = cauchy_roots_of_unity(torch.cat(v), mu, dt, L).split(sizes)      # [., H, L//2+1] each
+        s = (1 + roots_of_unity(L, r[0].dtype, r[0].device)) / 2              # [L//2+1]
+        denom = 1 + s * r[3]
+        k = torch.fft.irfft(r[0] - s * r[1] * r[2] / denom, n=L)             # [dirs, H, L]
+        if x0 is None:
+            return k
+        ks = torch.fft.irfft(r[4] - s * r[1][0] * r[5] / denom, n=L)         # [B, H, L]
+        return k, ks
+
+    # ------------------------------------------------------------------ Mixer API
+    def _forward(self, x, mask, state, return_state):
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        u = x.to(dtype).transpose(1, 2)                                       # [B, H, L]
+        L = u.shape[-1]
+        x0 = None if state is None else state["x"]
+        out = self.kernel(L, dtype, x0)
+        k, ks = (out, None) if x0 is None else out
+        y = fft_conv(u, k[0], None if self.causal else k[1])
+        y = y + self.D.to(dtype)[:, None] * u
+        if ks is not None:
+            y = y + ks
+        new_state = {"x": self._advance_state(u, x0)} if return_state else None
+        return self._post(y.transpose(1, 2).to(x.dtype)), new_state
+
+    def _post(self, y):
+        return self.out(F.gelu(y)) if self.out is not None else y
+
+    def _advance_state(self, u: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
+        """``Ā^L x0 + Σ_m Ā^m B̄ u_{L-1-m}`` (real coordinates, chunks of ``state_chunk`` steps)."""
+        Lam, P, B, _, dt = self.ssm(u.dtype)
+        Abar, Bbar = self.dense_discrete(Lam, P, B, dt)                      # [H, N, N], [H, N]
+        Bsz, H, L = u.shape
+        T = min(self.state_chunk, L)
+        S, Apow = Bbar[:, None, :], Abar                                      # S[:, m] = Ā^m B̄
+        while S.shape[1] < T:
+            S = torch.cat([S, S @ Apow.transpose(-1, -2)], 1)
+            Apow = Apow @ Apow
+        S = S[:, :T]                                                          # [H, T, N]
+        n = -(-L // T)
+        u = F.pad(u, (n * T - L, 0)).reshape(Bsz, H, n, T).flip(-1)          # zeros in front: no effect
+        contrib = torch.einsum("hmn,bhim->bhin", S, u)                        # [B, H, n, N]
+        AT_t = torch.linalg.matrix_power(Abar, T).transpose(-1, -2)          # (Ā^T)^T, for row vectors
+        z = torch.zeros_like(contrib[:, :, 0])
+        for i in range(n):  # loop over L/T chunks, not over time steps
+            z = (z.unsqueeze(-2) @ AT_t).squeeze(-2) + contrib[:, :, i]
+        if x0 is not None:
+            z0 = torch.cat([x0.real, x0.imag], -1)
+            z = z + row_times_power(z0, Abar.transpose(-1, -2), L)
+        N2 = z.shape[-1] // 2
+        return torch.complex(z[..., :N2], z[..., N2:])
+
+    def _step(self, x_t, state):
+        dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
+        u = x_t.to(dtype)                                                     # [B, H]
+        Lam, P, B, C, dt = self.ssm(dtype)
+        x, Pc = state["x"], P.conj()
+        two = (2 / dt)[:, None]
+        # A_0 x + 2 B u, with A_0 = 2/Δ + Λ - p p*  (full-vector inner products are 2 Re Σ)
+        v = (two + Lam) * x - P * (2 * (Pc * x).real.sum(-1, keepdim=True)) + 2 * B * u[..., None]
+        # A_1 v = (2/Δ - A)^{-1} v by Woodbury: D v - D p (p* D v) / (1 + p* D p)
+        Dg = 1 / (two - Lam)
+        pDv = 2 * (Pc * Dg * v).real.sum(-1, keepdim=True)
+        pDp = 2 * (Pc * Dg * P).real.sum(-1, keepdim=True)
+        x = Dg * v - Dg * P * (pDv / (1 + pDp))
+        y = 2 * (C[0] * x).real.sum(-1) + self.D.to(dtype) * u
+        return self._post(y.to(x_t.dtype)), {"x": x}
+
+    def _init_state(self, batch_size, device, dtype):
+        cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
+        return {"x": torch.zeros(batch_size, self.d_model, self.d_state // 2, dtype=cdt, device=device)}
+
+    def state_size(self, seq_len: int) -> int:
+        return self.d_model * self.d_state  # H x N/2 complex numbers
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", d_state={self.d_state}"

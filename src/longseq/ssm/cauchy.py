@@ -1,0 +1,84 @@
+"""Cauchy kernels of S4 at the roots of unity.
+
+S4 (Gu, Goel, Ré 2022, "Efficiently Modeling Long Sequences with Structured State Spaces",
+Section 3.3, Lemma C.3 and Algorithm 1) reduces the SSM generating function at the L-th roots
+of unity to four Cauchy sums ``Σ_n v_n / (z_k - λ_n)`` followed by a Woodbury correction.
+
+Here every Cauchy sum is over conjugate pairs of states (the state space is real, so the states
+``N/2..N-1`` are the conjugates of ``0..N/2-1``) and, in the form used by :mod:`longseq.mixers.s4`,
+at the points ``ω_k = exp(-2πi k / L)``::
+
+    r_v(ω) = Δ Σ_n [ v_n / ((1-ω) - (1+ω) μ_n) + conj(v_n) / ((1-ω) - (1+ω) conj(μ_n)) ],
+    μ_n = Δ λ_n / 2                                                                   (C1)
+
+(``Δ / ((1-ω) - (1+ω)μ) = 1 / ((1-ω)/Δ - (1+ω)λ/2)``: the S4 resolvent ``(g(ω) - λ)^{-1}``
+times ``(1+ω)/2``, written so that ``ω = -1`` is not a singular point.)
+
+Fast evaluation (:func:`cauchy_roots_of_unity`). With ``ā = (1+μ)/(1-μ)`` (``|ā| < 1`` when
+``Re λ < 0``), ``1/((1-ω) - (1+ω)μ) = ā / ((1+μ)(1 - āω)) = Σ_j ā^j ω^j / (1-μ)``, and on the
+L-th roots of unity ``ω^L = 1`` folds the series to length L::
+
+    1/((1-ω) - (1+ω)μ) = Σ_{m<L} ω^m ā^m / ((1-μ)(1-ā^L))
+
+so the Cauchy sums at all L roots are the DFT of a real length-L sequence
+``g_m = 2 Re Σ_n W_n ā_n^m``, ``W_n = v_n / ((1-μ_n)(1-ā_n^L))``: the Cauchy matrix at the roots
+of unity factors exactly as (DFT) x (Vandermonde). The Vandermonde product is done as a batched
+matrix product over chunks ``m = iT + j`` (``ā^m = ā^{iT} ā^j``), so only ``O(N (L/T + T))``
+complex exponentials are formed, and the ``O(N L)`` work runs in a real GEMM; one rfft then
+gives all ``L//2 + 1`` frequencies. Exact (no truncation); ``ā^L`` and ``1 - ā^L`` use
+``exp``/``expm1`` of ``L log ā`` (``log ā = 2 atanh μ``).
+
+:func:`cauchy_naive` is the direct O(N L) sum, for tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["cauchy_naive", "cauchy_roots_of_unity", "roots_of_unity", "vandermonde_real"]
+
+
+def roots_of_unity(L: int, dtype=torch.complex64, device=None) -> torch.Tensor:
+    """``ω_k = exp(-2πi k / L)`` for ``k = 0..L//2`` (the rfft frequencies) ``[L//2 + 1]``."""
+    k = torch.arange(L // 2 + 1, device=device, dtype=torch.float64)
+    return torch.polar(torch.ones_like(k), -2 * math.pi * k / L).to(dtype)
+
+
+def cauchy_naive(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """(C1) summed directly: ``v [..., H, N2]``, ``mu [H, N2]``, ``dt [H]``, ``omega [F]`` -> ``[..., H, F]``."""
+    a, b = (1 - omega), (1 + omega)  # [F]
+    d1 = a - b * mu[..., None]  # [H, N2, F]
+    d2 = a - b * mu.conj()[..., None]
+    r = (v[..., None] / d1 + v.conj()[..., None] / d2).sum(-2)
+    return dt[:, None] * r
+
+
+def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int, chunk: int | None = None) -> torch.Tensor:
+    """``g_m = 2 Re Σ_n W_n exp(m log_a_n)`` for ``m < L``: ``W [..., H, N2]``, ``log_a [H, N2]`` -> ``[..., H, L]``.
+
+    Chunked: ``m = iT + j``; ``[.., n_chunks, N2] @ [N2, T]`` per channel as one real GEMM.
+    """
+    T = chunk or max(8, 1 << math.ceil(math.log2(max(L, 1)) / 2))  # ~sqrt(L)
+    T = min(T, L)
+    n = -(-L // T)
+    j = torch.arange(T, device=W.device, dtype=log_a.real.dtype)
+    i = torch.arange(n, device=W.device, dtype=log_a.real.dtype) * T
+    Y = torch.exp(log_a[..., None] * j)                                   # [H, N2, T]
+    X = W[..., None, :] * torch.exp(log_a[:, None, :] * i[:, None])       # [..., H, n, N2]
+    Xr = torch.cat([X.real, -X.imag], -1)                                 # [..., H, n, 2 N2]
+    Yr = torch.cat([Y.real, Y.imag], -2)                                  # [H, 2 N2, T]
+    g = 2 * torch.matmul(Xr, Yr)                                          # [..., H, n, T]
+    return g.flatten(-2)[..., :L]
+
+
+def cauchy_roots_of_unity(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
+    """(C1) at ``ω_k = exp(-2πi k/L)``, ``k = 0..L//2``, through the folded Vandermonde + rfft.
+
+    ``v [..., H, N2]`` complex, ``mu [H, N2]`` complex with ``Re mu < 0``, ``dt [H]`` -> ``[..., H, L//2+1]``.
+    """
+    log_a = 2 * torch.atanh(mu)                                           # log ā  [H, N2]
+    W = v / ((1 - mu) * -torch.expm1(L * log_a))                          # [..., H, N2]
+    g = vandermonde_real(W, log_a, L)                                     # [..., H, L]
+    return dt[:, None] * torch.fft.rfft(g, n=L)
