@@ -26,8 +26,8 @@ OPTIONS: dict[str, dict] = {
     # kernel / linear
     "linear": {"chunk_size": 16, "rope": True},
     "performer": {"chunk_size": 16, "num_features": 24, "redraw_interval": 1, "rope": True},
-    "mgk": {},
-    "mlk": {},
+    "mgk": {"rope": True},
+    "mlk": {"chunk_size": 16, "rope": True},
     # state spaces
     "s4": {"d_state": 8, "state_chunk": 16},
     "s4d": {"d_state": 16, "init": "inv"},

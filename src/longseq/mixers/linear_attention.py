@@ -79,6 +79,22 @@ def linear_attention_flops(L: int, d: int, h: int, causal: bool, chunk: int = 64
     return float(proj + core)
 
 
+def project_heads(qkv: torch.Tensor, num_heads: int, n_keys: int = 1, rope: RotaryEmbedding | None = None,
+                  offset: int = 0):
+    """Split a ``[B, L, (2 + M) D]`` projection into heads, RoPE applied to queries and keys.
+
+    Returns q, v: ``[B, H, L, Dh]`` and k: ``[B, H, L, Dh]`` (M = 1) or ``[B, H, L, M, Dh]``.
+    """
+    q, k, v = rearrange(qkv, "b l (n h d) -> n b h l d", n=2 + n_keys, h=num_heads).split([1, n_keys, 1])
+    q, v = q[0], v[0]                                               # [B, H, L, Dh]
+    k = rearrange(k, "m b h l d -> b h l m d")                      # [B, H, L, M, Dh]
+    if rope is not None:
+        q = rope(q, offset)
+        k = rearrange(rope(rearrange(k, "b h l m d -> b (h m) l d"), offset), "b (h m) l d -> b h l m d",
+                      m=n_keys)
+    return q, (k[:, :, :, 0] if n_keys == 1 else k), v
+
+
 def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -108,17 +124,7 @@ class FeatureMapAttention(Mixer):
 
     # -------------------------------------------------------------- pieces
     def _project(self, x, offset):
-        """``x: [B, L, D]`` -> q, v: [B, H, L, Dh]; k: [B, H, L, Dh] (or [B, H, L, M, Dh] for M keys)."""
-        q, k, v = rearrange(self.qkv(x), "b l (n h d) -> n b h l d", h=self.num_heads, d=self.head_dim).split(
-            [1, self.n_keys, 1])
-        q, v = q[0], v[0]
-        k = k[0] if self.n_keys == 1 else rearrange(k, "m b h l d -> b h l m d")
-        if self.rope is not None:
-            q = self.rope(q, offset)
-            k = self.rope(k, offset) if self.n_keys == 1 else rearrange(
-                self.rope(rearrange(k, "b h l m d -> b (h m) l d"), offset), "b (h m) l d -> b h l m d",
-                m=self.n_keys)
-        return q, k, v
+        return project_heads(self.qkv(x), self.num_heads, self.n_keys, self.rope, offset)
 
     def _features(self, q, k, mask, state):
         raise NotImplementedError
