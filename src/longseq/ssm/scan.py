@@ -128,9 +128,10 @@ def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, chunk: int) -> tor
 def _hillis_steele(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inclusive scan along dim -2 from a zero state: (prod a_{<=t}, h_t). log2(L) steps."""
     L = b.shape[-2]
+    a, b = a.clone(), b.clone()
     d = 1
-    while d < L:
-        b = torch.cat([b[..., :d, :], torch.addcmul(b[..., d:, :], a[..., d:, :], b[..., :-d, :])], -2)
-        a = torch.cat([a[..., :d, :], a[..., d:, :] * a[..., :-d, :]], -2)
+    while d < L:  # right-hand sides are computed from the old values before the in-place update
+        b[..., d:, :] += a[..., d:, :] * b[..., :-d, :]
+        a[..., d:, :] = a[..., d:, :] * a[..., :-d, :]
         d *= 2
     return a, b
