@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from longseq import cli, mixers
-from longseq.bench import SpeedConfig, format_markdown, peers, run_peers, run_speed, write_report
+from longseq.bench import SpeedConfig, format_markdown, peers, run_speed, write_report
 from longseq.bench.speed import _predict, _predicted_stop, run_job
 
 TINY = dict(lengths=[64, 128], d_model=32, heads=2, repeats=2, warmup=1, threads=1, matmul_n=64)
@@ -188,9 +188,12 @@ def test_peers_run_with_twins_and_missing_packages_skip(monkeypatch, tmp_path):
     missing = peers.Peer("not-installed", "surely_not_an_installed_module_xyz", "not-installed", "softmax",
                          True, True, None)
     monkeypatch.setitem(peers.PEERS, missing.name, missing)
-    cfg = SpeedConfig(isolate=False, **TINY)
-    res = run_peers(["torch-sdpa", "not-installed", "linformer"], cfg, twin_options={"linformer": {"k": 16}},
-                    log=lambda m: None)
+    rc = cli.main(["bench", "peers", "--peers", "torch-sdpa,not-installed,linformer", "--options",
+                   '{"linformer": {"k": 16}}', "--lengths", "64,128", "--d-model", "32", "--heads", "2",
+                   "--repeats", "2", "--threads", "1", "--no-isolate", "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["kind"] == "peers"
     rows = {(r["source"], r["name"], r["L"]): r for r in res["rows"]}
     sdpa = rows[("peer", "torch-sdpa", 64)]
     assert sdpa["status"] == "ok" and sdpa["twin"] == "softmax" and sdpa["ratio_vs_twin"] > 0
@@ -200,7 +203,6 @@ def test_peers_run_with_twins_and_missing_packages_skip(monkeypatch, tmp_path):
         lin = rows[("peer", "linformer", 128)]
         assert lin["status"] == "ok" and lin["options"] == {"k": 16}  # mapped from the twin's options
         assert lin["ratio_vs_twin"] > 0 and rows[("mixer", "linformer", 128)]["status"] == "ok"
-    write_report(res, str(tmp_path))
     md = (tmp_path / "results.md").read_text()
     assert "torch-sdpa (peer)" in md and "`not-installed (peer)` skipped" in md
     labels = [r[0] for r in _table_rows(md)]

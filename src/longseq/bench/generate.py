@@ -106,7 +106,7 @@ def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
 
 
 def run_generate(mixer_names: list[str] | None = None, config: GenerateConfig | None = None, *,
-                 options: dict | None = None, log=None) -> dict:
+                 options: dict | None = None, log=None, on_update=None) -> dict:
     """Prefill and decoding speed of each causal mixer (``None`` = all registered) in a fresh process."""
     from .. import mixers
     from .speed import SCHEMA
@@ -135,6 +135,8 @@ def run_generate(mixer_names: list[str] | None = None, config: GenerateConfig | 
             row |= run_job(job, cfg.timeout, cfg.isolate)
         res["rows"].append(row)
         log(_progress_line(row))
+        if on_update:
+            on_update(res)
     return res
 
 

@@ -248,7 +248,7 @@ def peer_targets(peer_names: list[str] | None, causal: bool, twin_options: dict 
 
 
 def run_peers(peer_names: list[str] | None = None, config: SpeedConfig | None = None, *,
-              twin_options: dict | None = None, twins: bool = True, log=None) -> dict:
+              twin_options: dict | None = None, twins: bool = True, log=None, on_update=None) -> dict:
     """Benchmark peers next to their longseq twins (those registered) and ``softmax``."""
     from .. import mixers
 
@@ -259,4 +259,4 @@ def run_peers(peer_names: list[str] | None = None, config: SpeedConfig | None = 
         registered = set(mixers.names())
         names = list(dict.fromkeys(["softmax"] + [t.twin for t in peer if t.twin in registered]))
     own = mixer_targets(names, cfg.causal, {k: v for k, v in (twin_options or {}).items() if k in names})
-    return run_targets(own + peer, cfg, kind="peers", log=log)
+    return run_targets(own + peer, cfg, kind="peers", log=log, on_update=on_update)

@@ -117,7 +117,8 @@ def _generate_header(res: dict) -> list[str]:
         "",
         f"CausalLM, {c['n_layers']} layers, d_model {c['d_model']}, {c['heads']} heads, vocab {c['vocab_size']}, "
         f"batch {c['batch']}, {c['dtype']}, device {m['device']}, {m['torch_threads']} torch threads, "
-        f"torch {m['torch']}, {m['processor']}; greedy decoding, each mixer in a fresh process.",
+        f"torch {m['torch']}, {m['processor']}; greedy decoding, "
+        + ("each mixer in a fresh process." if c.get("isolate", True) else "all in one process."),
         "",
         "prefill: one stateful forward over the prompt; decode tok/s: batch x new tokens / decoding time; "
         "ms/step: median; first/last 10%: mean step time over the first/last tenth of the new tokens; "
@@ -141,7 +142,9 @@ def format_markdown(res: dict) -> str:
         f"{mode}, batch {c['batch']}, d_model {c['d_model']}, {c['heads']} heads, {c['dtype']}, "
         f"device {m['device']}{' (' + m['device_name'] + ')' if m.get('device_name') else ''}, "
         f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['processor']}; "
-        f"{c['repeats']} timed repeats after {c['warmup']} warm-up, each configuration in a fresh process.",
+        f"{c['repeats']} timed repeats after {c['warmup']} warm-up, "
+        + ("each configuration in a fresh process." if c.get("isolate", True)
+           else "all in one process (--no-isolate: peak memory depends on earlier runs)."),
         f"fp32 matmul peak measured in this run: {_fmt(peak)} GFLOP/s.",
         "",
         "Times: median ±(interquartile range / median). Peak MB: extra memory of one "

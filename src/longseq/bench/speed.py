@@ -231,8 +231,11 @@ def _predict(history: list[tuple[int, float]], L: int) -> float | None:
 
 
 def run_targets(targets: list[Target], cfg: SpeedConfig, *, kind: str = "speed",
-                log: Callable[[str], None] | None = None, matmul: bool = True) -> dict:
-    """Measure every target at every length of ``cfg``; the result dict is what ``results.json`` holds."""
+                log: Callable[[str], None] | None = None, matmul: bool = True,
+                on_update: Callable[[dict], None] | None = None) -> dict:
+    """Measure every target at every length of ``cfg`` (after the fp32 matmul peak unless
+    ``matmul=False``); the returned dict is what ``results.json`` holds. ``on_update(res)`` is
+    called after each measurement (the CLI saves partial results with it)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = cfg.resolved_device()
     res = {"schema": SCHEMA, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -262,13 +265,8 @@ def run_targets(targets: list[Target], cfg: SpeedConfig, *, kind: str = "speed",
             out = run_job(job, timeout, cfg.isolate)
             row |= {"options": opts} | out
             _add_flops(row, t, cfg, peak)
+            stop = _measured_stop(row, cfg)
             ms, mb = _primary(row, cfg.backward)
-            if row["status"] != "ok":
-                stop = f"{row['status']} at L={L}: {row.get('error', '')}".strip()
-            elif row.get("over_time_budget") or (cfg.time_budget and ms is not None and ms / 1e3 > cfg.time_budget):
-                stop = f"time budget: {ms / 1e3:.3g} s per call at L={L} > {cfg.time_budget:g} s"
-            elif cfg.memory_budget and mb is not None and mb > cfg.memory_budget:
-                stop = f"memory budget: {mb:.0f} MB at L={L} > {cfg.memory_budget:g} MB"
             if row["status"] == "ok" and ms is not None and mb is not None:
                 t_hist.append((L, ms))
                 m_hist.append((L, mb))
@@ -276,9 +274,25 @@ def run_targets(targets: list[Target], cfg: SpeedConfig, *, kind: str = "speed",
                 row["reason"] = stop
             res["rows"].append(row)
             log(_progress_line(row, cfg.backward))
+            if on_update:
+                _add_ratios(res, cfg.backward)
+                on_update(res)
         res["targets"][-1]["stopped"] = stop
     _add_ratios(res, cfg.backward)
     return res
+
+
+def _measured_stop(row: dict, cfg: SpeedConfig) -> str | None:
+    """Why a target stops after this measurement (failure or budget exceeded), else None."""
+    L = row["L"]
+    if row["status"] != "ok":
+        return f"{row['status']} at L={L}: {row.get('error', '')}".strip()
+    ms, mb = _primary(row, cfg.backward)
+    if row.get("over_time_budget") or (cfg.time_budget and ms is not None and ms / 1e3 > cfg.time_budget):
+        return f"time budget: {ms / 1e3:.3g} s per call at L={L} > {cfg.time_budget:g} s"
+    if cfg.memory_budget and mb is not None and mb > cfg.memory_budget:
+        return f"memory budget: {mb:.0f} MB at L={L} > {cfg.memory_budget:g} MB"
+    return None
 
 
 def _predicted_stop(cfg: SpeedConfig, t_hist, m_hist, L) -> str | None:
@@ -343,11 +357,11 @@ def _progress_line(row: dict, backward: bool) -> str:
 
 def run_speed(mixer_names: list[str] | None = None, config: SpeedConfig | None = None, *,
               options: dict | None = None, baseline: str | None = "softmax",
-              log: Callable[[str], None] | None = None) -> dict:
+              log: Callable[[str], None] | None = None, on_update: Callable[[dict], None] | None = None) -> dict:
     """Benchmark longseq mixers (``None`` = all registered); ``baseline`` is added when missing so
     that every row gets its ratio to exact attention at the same length."""
     cfg = config or SpeedConfig()
     names = None if mixer_names is None else list(dict.fromkeys(mixer_names))
     if names is not None and baseline and baseline not in names:
         names.insert(0, baseline)
-    return run_targets(mixer_targets(names, cfg.causal, options), cfg, kind="speed", log=log)
+    return run_targets(mixer_targets(names, cfg.causal, options), cfg, kind="speed", log=log, on_update=on_update)

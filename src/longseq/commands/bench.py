@@ -98,16 +98,28 @@ def _finish(res, args) -> int:
     return 0
 
 
+def _save_partial(args):
+    """Keep results.json / results.md up to date while running, so an interrupted run keeps them."""
+    if not args.out:
+        return None
+    from ..bench import write_report
+
+    return lambda res: write_report(res, args.out, plots=False)
+
+
 def run_speed(args) -> int:
     from ..bench import run_speed
 
-    return _finish(run_speed(_names(args.mixers), _speed_config(args), options=args.options), args)
+    res = run_speed(_names(args.mixers), _speed_config(args), options=args.options, on_update=_save_partial(args))
+    return _finish(res, args)
 
 
 def run_peers(args) -> int:
     from ..bench import run_peers
 
-    return _finish(run_peers(_names(args.peers), _speed_config(args), twin_options=args.options), args)
+    res = run_peers(_names(args.peers), _speed_config(args), twin_options=args.options,
+                    on_update=_save_partial(args))
+    return _finish(res, args)
 
 
 def run_generate(args) -> int:
@@ -116,4 +128,4 @@ def run_generate(args) -> int:
     cfg = GenerateConfig(prompt=args.prompt, new=args.new, batch=args.batch, d_model=args.d_model,
                          heads=args.heads, n_layers=args.layers, vocab_size=args.vocab, dtype=args.dtype,
                          threads=args.threads, device=args.device, isolate=args.isolate)
-    return _finish(run_generate(_names(args.mixers), cfg, options=args.options), args)
+    return _finish(run_generate(_names(args.mixers), cfg, options=args.options, on_update=_save_partial(args)), args)
