@@ -38,7 +38,8 @@ Decisions on ambiguous points:
   implemented. ``rope=True`` instead rotates queries and WINDOW keys (the long-range keys mix
   positions, so the long-range scores use the unrotated queries). Off by default.
 * Defaults: ``window=128`` (even, segment size of the bidirectional form / window of the causal
-  one), ``rank=32`` (r), ``chunk_size=16`` (l, enwik8 setting; the enwik8 model uses r = 1).
+  one); ``rank`` r = 32 bidirectional, r = 1 causal, with ``chunk_size`` l = 16 (the enwik8
+  setting). Causally the compressed keys number N r / l, so r <= l is required.
 * No Transformer-XL memory: a recurrent ``state`` continues the sequence instead (last w - 1
   window keys/values, the compressed keys of all completed chunks, the current chunk's raw
   keys/values/projection logits).
@@ -55,8 +56,9 @@ from ..nn.rotary import RotaryEmbedding
 from .base import Mixer, register
 
 
-def transformer_ls_flops(L: int, d: int, h: int, causal: bool, window: int = 128, rank: int = 32,
+def transformer_ls_flops(L: int, d: int, h: int, causal: bool, window: int = 128, rank: int | None = None,
                          chunk: int = 16) -> float:
+    rank = (1 if causal else 32) if rank is None else rank
     proj = 2 * L * d * 4 * d + 2 * L * d * h * rank                # q, k, v, out and W_P
     compress = 2 * 2 * L * rank * d                                # P^T K, P^T V
     keys = (L / chunk * rank / 2 + window) if causal else (rank + 2 * window)
@@ -76,15 +78,17 @@ def transformer_ls_flops(L: int, d: int, h: int, causal: bool, window: int = 128
 class LongShortAttention(Mixer):
     """Dynamic low-rank projection + segment-wise sliding window under one softmax, with DualLN."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, window=128, rank=32, chunk_size=16,
+    def __init__(self, d_model, *, num_heads=1, causal=False, window=128, rank=None, chunk_size=16,
                  rope=False, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(window, int) or window < 2 or window % 2:
             raise ValueError(f"transformer_ls: window must be an even int >= 2, got {window!r}")
-        if not isinstance(rank, int) or rank <= 0:
-            raise ValueError(f"transformer_ls: rank must be a positive int, got {rank!r}")
         if not isinstance(chunk_size, int) or chunk_size <= 0:
             raise ValueError(f"transformer_ls: chunk_size must be a positive int, got {chunk_size!r}")
+        rank = (1 if causal else 32) if rank is None else rank
+        if not isinstance(rank, int) or rank <= 0 or (causal and rank > chunk_size):
+            raise ValueError(f"transformer_ls: rank must be a positive int (<= chunk_size={chunk_size} when causal), "
+                             f"got {rank!r}")
         self.window, self.rank, self.chunk = window, rank, chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.proj = nn.Linear(d_model, num_heads * rank, bias=bias)    # W_P (dconv_fc)
@@ -137,7 +141,8 @@ class LongShortAttention(Mixer):
         s = (q @ k.transpose(-1, -2)) * scale                           # [B, H, L, M]
         if allowed is not None:
             s = s.masked_fill(~allowed, torch.finfo(s.dtype).min)
-        return s.softmax(-1) @ v, torch.logsumexp(s, dim=-1)
+        lse = torch.logsumexp(s, dim=-1)                                # [B, H, L]
+        return torch.exp(s - lse[..., None]) @ v, lse
 
     # ------------------------------------------------------------------ forward
     def _forward(self, x, mask, state, return_state):
