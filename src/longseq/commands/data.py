@@ -4,9 +4,9 @@
     longseq data stats TASK [--preset P] [--seed S] [--set KEY=VALUE ...] [--json]
 
 ``build`` materialises the task (filling the memory-mapped cache under ``$LONGSEQ_DATA``) and
-prints split sizes, fingerprints and the build time; ``stats`` prints sizes, lengths, padding and
-class balance (``longseq.tasks.stats``). ``--set`` overrides a preset setting; values are Python
-literals (``--set seq_len=512 --set permute=True --set data_dir=/data/fmnist``), anything else is
+prints split sizes, fingerprints and the build time; ``stats`` prints sizes, lengths, the padding
+fraction and class balance (``longseq.tasks.stats``) plus the task's source fingerprints.
+``--set`` overrides a preset setting; values are Python literals (``--set seq_len=512 --set permute=True --set data_dir=/data/fmnist``), anything else is
 taken as a string.
 """
 
@@ -83,10 +83,15 @@ def run_build(args) -> int:
 
 def run_stats(args) -> int:
     task, dt = _build(args.task, args)
-    from ..tasks import stats as stats_mod
+    from ..tasks import stats
 
-    st = stats_mod.stats(task)
-    st = dict(st, build_seconds=round(dt, 3))
+    st = dict(stats(task), build_seconds=round(dt, 3))
+    for s in st["splits"].values():      # share of input positions that are padding
+        if s.get("length"):
+            s["padding_fraction"] = round(1.0 - s["length"]["mean"] / task.meta.seq_len, 4)
+    for key in ("corpus_fingerprint", "source_fingerprint", "split_bytes", "pair"):
+        if key in task.meta.extra:
+            st[key] = task.meta.extra[key]
     if args.json:
         print(json.dumps(st, indent=1, sort_keys=True, default=str))
     else:

@@ -48,7 +48,7 @@ MODEL_DEFAULTS = {
     "lra": dict(d_model=128, n_layers=4, num_heads=4, pooling="mean"),   # S4 uses 6 x 512, LN
 }
 TRAIN_DEFAULTS = {
-    "quick": dict(steps=800, batch_size=32, lr=3e-3, warmup=50, weight_decay=0.05),
+    "quick": dict(steps=600, batch_size=32, lr=3e-3, warmup=50, weight_decay=0.05),
     "lra": dict(steps=50_000, batch_size=50, lr=1e-3, warmup=1000, weight_decay=0.05),
 }
 

@@ -96,6 +96,18 @@ class ByteWindowSplit(Split):
             return int(self.windows)
         return math.ceil((len(self.data) - 1) / self.seq_len)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Real (non-``IGNORE``) targets per window: ``seq_len`` except in the last evaluation window."""
+        o = self.offsets(np.arange(len(self)))
+        return np.minimum(self.seq_len, len(self.data) - 1 - o)
+
+    @property
+    def targets(self) -> "_LazyTargets":
+        """Sliceable view of the target windows (``split.targets[i:j]`` -> int64 ``[j-i, L]``),
+        materialised per slice, for code that reads targets like a tensor (``tasks.stats``)."""
+        return _LazyTargets(self)
+
     def offsets(self, index: np.ndarray) -> np.ndarray:
         index = np.asarray(index, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
@@ -122,6 +134,24 @@ class ByteWindowSplit(Split):
         h.update(np.ascontiguousarray(b["inputs"].numpy()).tobytes())
         h.update(np.ascontiguousarray(b["targets"].numpy()).tobytes())
         return h.hexdigest()
+
+
+class _LazyTargets:
+    def __init__(self, split: ByteWindowSplit):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.split), self.split.seq_len)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, slice):
+            return self.split.batch(np.arange(len(self.split))[key])["targets"]
+        return self.split.batch(np.atleast_1d(np.asarray(key)))["targets"].squeeze(0) if np.ndim(key) == 0 \
+            else self.split.batch(np.asarray(key))["targets"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ Batches: ``inputs`` int64 ``[B, 2, L]`` bytes, ``mask`` bool ``[B, 2, L]`` (True
 
 Presets:
 
-* ``quick`` — 512-byte chunks, 20,000 / 1,000 / 2,000 pairs.
+* ``quick`` — 256-byte chunks, 20,000 / 1,000 / 2,000 pairs.
 * ``lra`` — 4,000-byte chunks as in LRA, 100,000 / 4,000 / 4,000 pairs (LRA: 147,086 / 18,090 /
   17,437; our held-out chunk pools are too small for that many distinct pairs).
 """
@@ -44,7 +44,7 @@ from .lm import corpus_fingerprint, file_split, stdlib_files, stdlib_root
 SPLITS = ("train", "validation", "test")
 
 PRESETS = {
-    "quick": dict(seq_len=512, n_train=20_000, n_val=1_000, n_test=2_000, root=None, include_tests=True),
+    "quick": dict(seq_len=256, n_train=20_000, n_val=1_000, n_test=2_000, root=None, include_tests=True),
     "lra": dict(seq_len=4000, n_train=100_000, n_val=4_000, n_test=4_000, root=None, include_tests=True),
 }
 MODEL_DEFAULTS = {
@@ -52,7 +52,7 @@ MODEL_DEFAULTS = {
     "lra": dict(d_model=128, n_layers=4, num_heads=4, pooling="mean"),   # S4 uses 6 x 256, BN
 }
 TRAIN_DEFAULTS = {
-    "quick": dict(steps=800, batch_size=32, lr=2e-3, warmup=50, weight_decay=0.05),
+    "quick": dict(steps=600, batch_size=16, lr=2e-3, warmup=50, weight_decay=0.05),
     "lra": dict(steps=30_000, batch_size=32, lr=2e-3, warmup=1000, weight_decay=0.05),
 }
 
@@ -64,6 +64,8 @@ class PairSplit(Split):
     def __init__(self, chunks: torch.Tensor, pairs: torch.Tensor, labels: torch.Tensor):
         self.chunks, self.pairs, self.labels = chunks, pairs, labels
         self.inputs, self.targets, self.mask = None, labels, None
+        # real bytes per document ([N, 2]); every chunk is full-length (read by ``tasks.stats``)
+        self.lengths = np.full((len(labels), 2), chunks.shape[1], dtype=np.int64)
 
     def __repr__(self) -> str:
         return f"PairSplit({len(self)} pairs of {self.chunks.shape[1]}-byte chunks)"

@@ -27,7 +27,7 @@ predicting the most frequent class there (testament: ~0.78) — the number to be
 
 Presets:
 
-* ``quick`` — testament, 512-byte windows (~8,600 documents before balancing).
+* ``quick`` — testament, 256-byte windows (~17,000 documents before balancing).
 * ``lra`` — testament, whole chapters truncated at 4,096 bytes (951 / 119 / 119 chapters; the
   train split oversampled to 743 + 743).
 * ``lra_group`` — the 7-way group variant at 4,096 bytes.
@@ -67,7 +67,7 @@ _NT_START = 39  # Matthew
 _VERSE = re.compile(r"^([1-3]?[A-Za-z]+)(\d+):(\d+) ?(.*)$")
 
 PRESETS = {
-    "quick": dict(label="testament", seq_len=512, window=True, balance=True, source=None),
+    "quick": dict(label="testament", seq_len=256, window=True, balance=True, source=None),
     "lra": dict(label="testament", seq_len=4096, window=False, balance=True, source=None),
     "lra_group": dict(label="group", seq_len=4096, window=False, balance=True, source=None),
 }
@@ -77,7 +77,7 @@ MODEL_DEFAULTS = {
     "lra_group": dict(d_model=64, n_layers=4, num_heads=4, pooling="mean"),
 }
 TRAIN_DEFAULTS = {
-    "quick": dict(steps=800, batch_size=32, lr=2e-3, warmup=50, weight_decay=0.05),
+    "quick": dict(steps=600, batch_size=32, lr=2e-3, warmup=50, weight_decay=0.05),
     "lra": dict(steps=5_000, batch_size=16, lr=1e-3, warmup=200, weight_decay=0.05),
     "lra_group": dict(steps=5_000, batch_size=16, lr=1e-3, warmup=200, weight_decay=0.05),
 }
