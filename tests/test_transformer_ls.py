@@ -145,5 +145,7 @@ def test_large_inputs_finite_bf16_forward_and_option_errors():
         longseq.mixers.build("transformer_ls", 16, window=7)
     with pytest.raises(ValueError, match="rank"):
         longseq.mixers.build("transformer_ls", 16, rank=0)
+    with pytest.raises(ValueError, match="rank"):
+        longseq.mixers.build("transformer_ls", 16, causal=True, rank=5, chunk_size=4)
     with pytest.raises(ValueError, match="chunk_size"):
         longseq.mixers.build("transformer_ls", 16, chunk_size=0)
