@@ -209,3 +209,14 @@ def test_no_overflow_at_64k_float32(dt, init):
     w, log_z = ker.modes()
     y, x = diag_ssm_conv(u, w[0], log_z, return_state=True, block_size=16384)
     assert torch.isfinite(y).all() and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fft_conv_custom_backward_gradcheck(bidirectional):
+    u = torch.randn(2, 3, 11, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
+    kb = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
+    f = (lambda u, k, kb: fft_conv(u, k, kb)) if bidirectional else (lambda u, k, kb: fft_conv(u, k) + 0 * kb.sum())
+    torch.autograd.gradcheck(f, (u, k, kb))
+    short = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)       # kernel shorter than L
+    torch.autograd.gradcheck(lambda u, k: fft_conv(u, k), (u, short))

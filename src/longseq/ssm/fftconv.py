@@ -50,6 +50,37 @@ def fast_fft_size(n: int) -> int:
     return best
 
 
+class _FFTConv(torch.autograd.Function):
+    """``irfft(rfft(u, n) * rfft(k, n), n)[..., :L]`` with a backward made of three real FFTs.
+
+    Autograd of the plain expression saves padded copies and runs complex-to-complex FFTs of
+    size n; here the backward is the correlation with the saved spectra::
+
+        G = rfft(g, n),  du = irfft(G conj(K))[:L],  dk = irfft(sum_batch G conj(U))[:len(k)]
+
+    (exact: for 0 <= m < L, l < L the lags l - m never wrap onto the kernel since n >= 2L - 1).
+    """
+
+    @staticmethod
+    def forward(ctx, u, k, n):
+        U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)           # [..., H, n/2+1], [H, n/2+1]
+        ctx.save_for_backward(U, K)
+        ctx.n, ctx.L, ctx.k_len = n, u.shape[-1], k.shape[-1]
+        return torch.fft.irfft(U * K, n=n)[..., : u.shape[-1]]
+
+    @staticmethod
+    def backward(ctx, g):
+        U, K = ctx.saved_tensors
+        G = torch.fft.rfft(g, n=ctx.n)
+        du = dk = None
+        if ctx.needs_input_grad[0]:
+            du = torch.fft.irfft(G * K.conj(), n=ctx.n)[..., : ctx.L]
+        if ctx.needs_input_grad[1]:
+            GU = (G * U.conj()).reshape(-1, *K.shape).sum(0)               # sum over batch dims
+            dk = torch.fft.irfft(GU, n=ctx.n)[..., : ctx.k_len]
+        return du, dk, None
+
+
 def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. (1), or (2) with ``k_back``: ``u [..., H, L]``, ``k, k_back [H, <=L]`` -> ``[..., H, L]``.
 
@@ -63,8 +94,7 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = Non
         k_back = k_back[..., : L - 1].to(work)
         gap = n - k.shape[-1] - k_back.shape[-1]
         k = torch.cat([k, k.new_zeros(*k.shape[:-1], gap), k_back.flip(-1)], dim=-1)  # [H, n]
-    y = torch.fft.irfft(torch.fft.rfft(u.to(work), n=n) * torch.fft.rfft(k, n=n), n=n)
-    return y[..., :L].to(dtype)
+    return _FFTConv.apply(u.to(work), k, n).to(dtype)
 
 
 def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: torch.Tensor | None = None,

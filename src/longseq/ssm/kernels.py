@@ -52,10 +52,16 @@ def _split(L: int) -> tuple[int, int]:
     return T, -(-L // T)
 
 
-def _powers(log_z: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
-    """``z^(stride * i)`` for ``i < n``: ``[..., N, n]`` complex."""
+def _powers(log_z: torch.Tensor, n: int, stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of ``z^(stride * i)`` for ``i < n``: two real ``[..., N, n]``.
+
+    ``z^l = exp(l Re log z) (cos(l Im log z) + i sin(l Im log z))`` in real arithmetic (complex
+    ``exp`` is several times slower on CPUs and its backward saves a complex tensor).
+    """
     i = torch.arange(n, device=log_z.device, dtype=log_z.real.dtype) * stride
-    return torch.exp(log_z.unsqueeze(-1) * i)
+    mag = torch.exp(log_z.real.unsqueeze(-1) * i)
+    phase = log_z.imag.unsqueeze(-1) * i
+    return mag * torch.cos(phase), mag * torch.sin(phase)
 
 
 def vandermonde(w: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
@@ -64,11 +70,11 @@ def vandermonde(w: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
     ``w [..., H, N]`` (leading batch dims allowed), ``log_z [H, N]`` complex.
     """
     T, J = _split(L)
-    P = _powers(log_z, T)                                    # [H, N, T]      z^t
-    Q = w.unsqueeze(-1) * _powers(log_z, J, stride=T)        # [..., H, N, J] w z^{jT}
-    P = torch.cat([P.real, P.imag], dim=-2)                  # [H, 2N, T]
-    Q = torch.cat([Q.real, -Q.imag], dim=-2)                 # [..., H, 2N, J]
-    K = torch.einsum("...hnj,hnt->...hjt", Q, P)             # [..., H, J, T]
+    P_re, P_im = _powers(log_z, T)                               # [H, N, T]       z^t
+    Z_re, Z_im = _powers(log_z, J, stride=T)                     # [H, N, J]       z^{jT}
+    w_re, w_im = w.real.unsqueeze(-1), w.imag.unsqueeze(-1)      # [..., H, N, 1]
+    Q = torch.cat([w_re * Z_re - w_im * Z_im, -(w_re * Z_im + w_im * Z_re)], dim=-2)  # [..., H, 2N, J]
+    K = torch.einsum("...hnj,hnt->...hjt", Q, torch.cat([P_re, P_im], dim=-2))       # [..., H, J, T]
     return K.flatten(-2)[..., :L]
 
 
@@ -81,10 +87,10 @@ def vandermonde_transposed(u: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor
     L = u.shape[-1]
     T, J = _split(L)
     u_rev = torch.nn.functional.pad(u.flip(-1), (0, J * T - L)).unflatten(-1, (J, T))  # [..., H, J, T]
-    P = _powers(log_z, T)                                     # [H, N, T]
-    R = torch.complex(torch.einsum("...hjt,hnt->...hjn", u_rev, P.real),
-                      torch.einsum("...hjt,hnt->...hjn", u_rev, P.imag))             # [..., H, J, N]
-    Zj = _powers(log_z, J, stride=T).transpose(-1, -2)        # [H, J, N]
+    P_re, P_im = _powers(log_z, T)                            # [H, N, T]
+    R = torch.complex(torch.einsum("...hjt,hnt->...hjn", u_rev, P_re),
+                      torch.einsum("...hjt,hnt->...hjn", u_rev, P_im))               # [..., H, J, N]
+    Zj = torch.complex(*_powers(log_z, J, stride=T)).transpose(-1, -2)              # [H, J, N]
     return (R * Zj).sum(-2)
 
 
