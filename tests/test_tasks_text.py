@@ -56,9 +56,18 @@ def test_text_testament_fixture(tmp_path):
     assert build("text", preset="lra", seed=1, source=src, seq_len=128).test.fingerprint() != t.test.fingerprint()
 
 
+def test_text_balance_all(tmp_path):
+    src = str(make_export(tmp_path / "kjv.txt"))
+    t = build("text", preset="quick", source=src, seq_len=64)
+    for s in ("train", "validation", "test"):
+        c = t.meta.extra["class_counts"][s]
+        assert c[0] == c[1] > 0
+        assert t.meta.extra["majority_baseline"][s] == 0.5
+
+
 def test_text_group_windows(tmp_path):
     src = str(make_export(tmp_path / "kjv.txt"))
-    t = build("text", preset="lra_group", source=src, seq_len=64, window=True, balance=False)
+    t = build("text", preset="lra_group", source=src, seq_len=64, window=True, balance="none")
     assert t.meta.num_classes == 7
     e = t.meta.extra
     assert all(c > 0 for c in e["chapter_counts"]["train"])
@@ -74,5 +83,7 @@ def test_text_errors(tmp_path, monkeypatch):
         build("text")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build("text", source=str(tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match="balance"):
+        build("text", source=str(make_export(tmp_path / "kjv.txt")), balance=True)
     with pytest.raises(ValueError, match="label"):
         build("text", source=str(make_export(tmp_path / "kjv.txt")), label="book")

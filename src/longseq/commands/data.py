@@ -6,8 +6,8 @@
 ``build`` materialises the task (filling the memory-mapped cache under ``$LONGSEQ_DATA``) and
 prints split sizes, fingerprints and the build time; ``stats`` prints sizes, lengths, the padding
 fraction and class balance (``longseq.tasks.stats``) plus the task's source fingerprints.
-``--set`` overrides a preset setting; values are Python literals (``--set seq_len=512 --set permute=True --set data_dir=/data/fmnist``), anything else is
-taken as a string.
+``--set`` overrides a preset setting; values are Python literals (``--set seq_len=512 --set
+permute=True --set data_dir=/data/fmnist``), anything else is taken as a string.
 """
 
 from __future__ import annotations

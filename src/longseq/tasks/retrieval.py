@@ -25,7 +25,9 @@ Batches: ``inputs`` int64 ``[B, 2, L]`` bytes, ``mask`` bool ``[B, 2, L]`` (True
 
 Presets:
 
-* ``quick`` — 256-byte chunks, 20,000 / 1,000 / 2,000 pairs.
+* ``quick`` — 256-byte chunks, 20,000 / 1,000 / 2,000 pairs; a 1-layer d_model-64 softmax model
+  reaches ~0.61 validation accuracy after ~200 steps (1-2 CPU minutes). For reference, thresholding
+  the cosine similarity of the two chunks' byte histograms gets ~0.60 (0.70 at 4,000 bytes).
 * ``lra`` — 4,000-byte chunks as in LRA, 100,000 / 4,000 / 4,000 pairs (LRA: 147,086 / 18,090 /
   17,437; our held-out chunk pools are too small for that many distinct pairs).
 """
@@ -48,11 +50,11 @@ PRESETS = {
     "lra": dict(seq_len=4000, n_train=100_000, n_val=4_000, n_test=4_000, root=None, include_tests=True),
 }
 MODEL_DEFAULTS = {
-    "quick": dict(d_model=64, n_layers=2, num_heads=2, pooling="mean"),
+    "quick": dict(d_model=64, n_layers=1, num_heads=2, pooling="mean"),
     "lra": dict(d_model=128, n_layers=4, num_heads=4, pooling="mean"),   # S4 uses 6 x 256, BN
 }
 TRAIN_DEFAULTS = {
-    "quick": dict(steps=600, batch_size=16, lr=2e-3, warmup=50, weight_decay=0.05),
+    "quick": dict(steps=600, batch_size=32, lr=3e-3, warmup=50, weight_decay=0.05),
     "lra": dict(steps=30_000, batch_size=32, lr=2e-3, warmup=1000, weight_decay=0.05),
 }
 

@@ -20,17 +20,22 @@ chapter, truncated to ``seq_len`` bytes (LRA truncates reviews the same way); ``
 every chapter into consecutive ``seq_len``-byte windows (a trailing window shorter than
 ``seq_len // 4`` is dropped unless it is the chapter's only one), each labelled by its chapter.
 
-Class imbalance: with ``balance=True`` (default) the *train* split is oversampled to equal class
-counts (each class's documents tiled, the remainder a seeded subset); validation and test keep the
-natural distribution, and ``meta.extra["majority_baseline"]`` gives the accuracy of always
-predicting the most frequent class there (testament: ~0.78) — the number to beat, not 50 %.
+Class imbalance (``balance`` setting): ``"train"`` oversamples the *train* split to equal class
+counts (each class's documents tiled, the remainder a seeded subset) and keeps the natural
+distribution in validation/test, where ``meta.extra["majority_baseline"]`` is the accuracy of
+always predicting the most frequent class (testament: ~0.78) — the number to beat, not 50 %.
+``"all"`` also downsamples validation and test (seeded) to equal class counts, so chance is exactly
+1 / num_classes, as in LRA Text (IMDb is balanced). ``"none"`` keeps every split natural.
 
 Presets:
 
-* ``quick`` — testament, 256-byte windows (~17,000 documents before balancing).
-* ``lra`` — testament, whole chapters truncated at 4,096 bytes (951 / 119 / 119 chapters; the
-  train split oversampled to 743 + 743).
-* ``lra_group`` — the 7-way group variant at 4,096 bytes.
+* ``quick`` — testament, 256-byte windows, ``balance="all"``: 20,054 / 832 / 782 documents (train
+  oversampled, evaluation downsampled; chance 50 %). A 2-layer d_model-64 softmax model reaches
+  ~0.74 train accuracy after 150 steps (about a CPU minute).
+* ``lra`` — testament, whole chapters truncated at 4,096 bytes, ``balance="train"`` (951 / 119 /
+  119 chapters; train oversampled to 743 + 743; evaluation keeps all chapters, majority 0.78, as
+  downsampling would leave 52).
+* ``lra_group`` — the 7-way group variant at 4,096 bytes, ``balance="train"``.
 
 A different export (same ``bible -f`` line format: ``<Book><chapter>:<verse> <text>``) can be
 given as ``source=FILE``.
@@ -67,9 +72,9 @@ _NT_START = 39  # Matthew
 _VERSE = re.compile(r"^([1-3]?[A-Za-z]+)(\d+):(\d+) ?(.*)$")
 
 PRESETS = {
-    "quick": dict(label="testament", seq_len=256, window=True, balance=True, source=None),
-    "lra": dict(label="testament", seq_len=4096, window=False, balance=True, source=None),
-    "lra_group": dict(label="group", seq_len=4096, window=False, balance=True, source=None),
+    "quick": dict(label="testament", seq_len=256, window=True, balance="all", source=None),
+    "lra": dict(label="testament", seq_len=4096, window=False, balance="train", source=None),
+    "lra_group": dict(label="group", seq_len=4096, window=False, balance="train", source=None),
 }
 MODEL_DEFAULTS = {
     "quick": dict(d_model=64, n_layers=2, num_heads=2, pooling="mean"),
@@ -149,6 +154,14 @@ def _documents(texts: list[bytes], labels: np.ndarray, seq_len: int, window: boo
     return docs, np.asarray(ys, dtype=np.int64)
 
 
+def _undersample(rng, labels: np.ndarray) -> np.ndarray:
+    """Indices of a seeded subset with every class at the smallest class's count."""
+    counts = np.bincount(labels)
+    target = counts[counts > 0].min()
+    keep = [rng.choice(np.flatnonzero(labels == c), size=target, replace=False) for c in np.flatnonzero(counts)]
+    return np.sort(np.concatenate(keep))
+
+
 def _oversample(rng, labels: np.ndarray) -> np.ndarray:
     """Indices that give every class the largest class's count (tiled, remainder a seeded subset)."""
     counts = np.bincount(labels)
@@ -176,8 +189,13 @@ def text_arrays(export: bytes, cfg: dict, seed: int) -> dict[str, np.ndarray]:
         docs, ys = _documents([chapters[i][2] for i in idx], labels[idx], L, bool(cfg["window"]))
         if not docs:
             raise ValueError(f"text: the {split} split is empty (the export is too small)")
-        if split == "train" and cfg["balance"]:
-            keep = _oversample(rng, ys)
+        if cfg["balance"] != "none":
+            if split == "train":
+                keep = _oversample(rng, ys)
+            elif cfg["balance"] == "all":
+                keep = _undersample(rng, ys)
+            else:
+                keep = np.arange(len(ys))
             docs, ys = [docs[i] for i in keep], ys[keep]
         x = np.zeros((len(docs), L), dtype=np.uint8)
         for i, d in enumerate(docs):
@@ -195,6 +213,8 @@ def build_text(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     cfg = resolve_preset("text", PRESETS, preset, overrides)
     if cfg["label"] not in ("testament", "group"):
         raise ValueError(f"text: label must be 'testament' or 'group', got {cfg['label']!r}")
+    if cfg["balance"] not in ("none", "train", "all"):
+        raise ValueError(f"text: balance must be 'none', 'train' or 'all', got {cfg['balance']!r}")
     if int(cfg["seq_len"]) < 4:
         raise ValueError(f"text: seq_len must be >= 4, got {cfg['seq_len']!r}")
     export = export_kjv(cfg["source"])
