@@ -67,7 +67,7 @@ from ..ops.linear_attention import (
 from .base import Mixer, register
 
 
-def linear_attention_flops(L: int, d: int, h: int, causal: bool, chunk: int = 64, dk: int | None = None,
+def linear_attention_flops(L: int, d: int, h: int, causal: bool, chunk: int = 128, dk: int | None = None,
                            n_keys: int = 1) -> float:
     """Projections, feature contractions ``k^T v`` and ``q S``, plus the causal in-chunk matrices."""
     dh = d // h
@@ -112,7 +112,7 @@ class FeatureMapAttention(Mixer):
 
     eps = 1e-6
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=64, rope=False, bias=False,
+    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=128, rope=False, bias=False,
                  n_keys=1):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         _check_positive_int("chunk_size", chunk_size)
@@ -194,11 +194,11 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 class LinearAttention(FeatureMapAttention):
     """Linear Transformer attention: ``phi = elu + 1``; chunk-parallel causal form, RNN ``step``.
 
-    Options: ``chunk_size`` (causal chunk length, default 64), ``rope`` (rotary embedding on
+    Options: ``chunk_size`` (causal chunk length, default 128), ``rope`` (rotary embedding on
     q, k before the feature map), ``bias`` (projection biases).
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=64, rope=False, bias=False):
+    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=128, rope=False, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
                          bias=bias)
 
@@ -232,16 +232,17 @@ def favor_softmax_features(x: torch.Tensor, w: torch.Tensor, *, is_query: bool,
     d, m = x.shape[-1], w.shape[0]
     x = x * d ** -0.25
     logits = x @ w.T - 0.5 * (x * x).sum(-1, keepdim=True)      # [B, H, L, m] = log(sqrt(m) phi)
+    log_scale = 0.5 * math.log(m)                                 # the 1 / sqrt(m), folded into exp
     if is_query:
         stab = logits.amax(-1, keepdim=True).detach()
-        return torch.exp(logits - stab) * m ** -0.5, stab
+        return torch.exp(logits - (stab + log_scale)), stab
     if mask is not None:
         logits = logits.masked_fill(~mask[:, None, :, None], float("-inf"))
     stab = logits.amax(dim=(-2, -1)).detach()                    # [B, H]
     stab = stab.clamp_min(torch.finfo(stab.dtype).min)           # finite even with no real key
     if running_max is not None:
         stab = torch.maximum(stab, running_max)
-    return torch.exp(logits - stab[:, :, None, None]) * m ** -0.5, stab
+    return torch.exp(logits - (stab + log_scale)[:, :, None, None]), stab
 
 
 def favor_relu_features(x: torch.Tensor, w: torch.Tensor, kernel_eps: float = 1e-3) -> torch.Tensor:
@@ -249,7 +250,7 @@ def favor_relu_features(x: torch.Tensor, w: torch.Tensor, kernel_eps: float = 1e
     return F.relu(x @ w.T) * w.shape[0] ** -0.5 + kernel_eps
 
 
-def performer_flops(L, d, h, causal, chunk=64, num_features=None):
+def performer_flops(L, d, h, causal, chunk=128, num_features=None):
     dh = d // h
     m = num_features or _default_num_features(dh)
     return linear_attention_flops(L, d, h, causal, chunk, dk=m) + float(2 * 2 * L * dh * m * h)
@@ -281,7 +282,7 @@ class Performer(FeatureMapAttention):
     eps = 0.0  # the stabilisers cancel exactly; `_normalise` guards underflowing denominators
 
     def __init__(self, d_model, *, num_heads=1, causal=False, num_features=None, kernel="softmax",
-                 orthogonal=True, redraw_interval=1000, chunk_size=64, rope=False, bias=False):
+                 orthogonal=True, redraw_interval=1000, chunk_size=128, rope=False, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
                          bias=bias)
         if kernel not in ("softmax", "relu"):

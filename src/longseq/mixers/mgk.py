@@ -188,7 +188,7 @@ class MixtureOfLinearKeys(FeatureMapAttention):
     pi is learnable (softmax of per-head logits).
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, num_keys=2, chunk_size=64, rope=False, bias=False):
+    def __init__(self, d_model, *, num_heads=1, causal=False, num_keys=2, chunk_size=128, rope=False, bias=False):
         _check_mixture_options(num_keys, "learnable")
         super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
                          bias=bias, n_keys=num_keys)

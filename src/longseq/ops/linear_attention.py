@@ -75,6 +75,11 @@ def linear_attention_bidirectional(q, k, v, *, eps: float = 1e-6):
     return _normalise(q @ S, torch.einsum("bhid,bhd->bhi", q, z), eps)
 
 
+def exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
+    """Exclusive prefix sum over dim 2 of ``x: [B, H, N, ...]`` (the state before each chunk)."""
+    return x.cumsum(2) - x
+
+
 def linear_attention_chunk(
     q, k, v, *, chunk_size: int = 64, eps: float = 1e-6,
     initial_state: State | None = None, output_final_state: bool = False,
@@ -92,25 +97,22 @@ def linear_attention_chunk(
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     qc, kc, vc = (rearrange(t, "b h (n c) d -> b h n c d", c=C) for t in (q, k, v))
 
-    kv = torch.einsum("bhncd,bhnce->bhnde", kc, vc)                 # [B, H, N, Dk, Dv]
+    kv = kc.transpose(-1, -2) @ vc                                   # [B, H, N, Dk, Dv]
     ks = kc.sum(3)                                                   # [B, H, N, Dk]
-    S_incl, z_incl = kv.cumsum(2), ks.cumsum(2)                      # state after each chunk
-    S_prev = F.pad(S_incl[:, :, :-1], (0, 0, 0, 0, 1, 0))           # state before each chunk
-    z_prev = F.pad(z_incl[:, :, :-1], (0, 0, 1, 0))
+    S_prev = exclusive_cumsum(kv)                                    # state before each chunk
+    z_prev = exclusive_cumsum(ks)
     if initial_state is not None:
         S0, z0 = initial_state
         S_prev, z_prev = S_prev + S0[:, :, None], z_prev + z0[:, :, None]
 
-    A = torch.einsum("bhncd,bhnmd->bhncm", qc, kc).tril()           # [B, H, N, C, C]
+    A = (qc @ kc.transpose(-1, -2)).tril()                           # [B, H, N, C, C]
     num = A @ vc + qc @ S_prev                                       # [B, H, N, C, Dv]
-    den = A.sum(-1) + torch.einsum("bhncd,bhnd->bhnc", qc, z_prev)   # [B, H, N, C]
+    den = A.sum(-1) + (qc @ z_prev.unsqueeze(-1)).squeeze(-1)        # [B, H, N, C]
     o = rearrange(_normalise(num, den, eps), "b h n c d -> b h (n c) d")[:, :, :L]
 
     final = None
     if output_final_state:
-        final = (S_incl[:, :, -1], z_incl[:, :, -1])
-        if initial_state is not None:
-            final = (final[0] + initial_state[0], final[1] + initial_state[1])
+        final = (S_prev[:, :, -1] + kv[:, :, -1], z_prev[:, :, -1] + ks[:, :, -1])
     return o, final
 
 
