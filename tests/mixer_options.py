@@ -29,7 +29,7 @@ OPTIONS: dict[str, dict] = {
     "mgk": {"rope": True},
     "mlk": {"chunk_size": 16, "rope": True},
     # state spaces
-    "s4": {"d_state": 8, "state_chunk": 16},
+    "s4": {"d_state": 8, "state_chunk": 16, "l_max": 32},
     "s4d": {"d_state": 16, "init": "inv"},
     "dss": {"d_state": 8},
     "s5": {"d_state": 16, "blocks": 2, "chunk": 8},

@@ -1,8 +1,9 @@
 """S4 (Gu et al. 2022): Cauchy + Woodbury kernel and FFT convolution against dense references.
 
 References are written plainly here with the dense complex N x N DPLR matrix
-``A = diag(Λ, conj Λ) - p p*`` and the bilinear discretisation of eq. (3) by matrix inversion.
-Float64 tolerances: rtol 1e-8 / atol 1e-10 (the kernel path uses FFTs and repeated squaring).
+``A = diag(Λ, conj Λ) - p p*``, the bilinear discretisation of eq. (3) by matrix inversion and
+the true output matrix ``C = C̃ (I - Ā^l_max)^{-1}`` from the trained ``C̃`` by a dense inverse.
+Float64 tolerances: rtol 1e-8 / atol 1e-10 (the kernel path uses FFTs).
 """
 
 import math
@@ -12,7 +13,7 @@ import torch
 
 import longseq
 from longseq.optim import param_groups
-from longseq.ssm.cauchy import cauchy_naive, cauchy_roots_of_unity, roots_of_unity
+from longseq.ssm.cauchy import cauchy_naive, cauchy_roots_of_unity, roots_of_unity, woodbury_irfft
 
 TOL = dict(rtol=1e-8, atol=1e-10)
 H = 3
@@ -32,7 +33,10 @@ def make(causal, seed=0, d_state=8, **kw):
 
 
 def dense(m):
-    """Full complex Ā [H, N, N], B̄ [H, N], C [dirs, H, N] of eq. (3), by matrix inversion."""
+    """Full complex Ā [H, N, N], B̄ [H, N], C [dirs, H, N] of eq. (3), by matrix inversion.
+
+    ``C = C̃ (I - Ā^l_max)^{-1}`` (row vectors in the full complex state space).
+    """
     Lam = torch.complex(-m.log_A_real.exp(), m.A_imag)
     P, B, C = (torch.view_as_complex(t) for t in (m.P, m.B, m.C))
     full = lambda v: torch.cat([v, v.conj()], -1)
@@ -41,7 +45,9 @@ def dense(m):
     dt = m.log_dt.exp()[:, None, None]
     I = torch.eye(A.shape[-1], dtype=A.dtype)
     inv = torch.linalg.inv(I - dt / 2 * A)
-    return inv @ (I + dt / 2 * A), (inv @ (dt * full(B)[..., None])).squeeze(-1), full(C)
+    Abar = inv @ (I + dt / 2 * A)
+    C = (full(C).unsqueeze(-2) @ torch.linalg.inv(I - torch.linalg.matrix_power(Abar, int(m.l_max)))).squeeze(-2)
+    return Abar, (inv @ (dt * full(B)[..., None])).squeeze(-1), C
 
 
 def naive(m, x):
@@ -76,6 +82,39 @@ def test_kernel_equals_dense_powers(L):
     torch.testing.assert_close(k, torch.stack(ref, -1), **TOL)
 
 
+def test_doubling_l_max_keeps_the_kernel():
+    """An input longer than l_max converts C̃ in place (C̃_2l = C̃_l (I + Ā^l)): same true C, same kernel."""
+    m = make(True, l_max=16)
+    Abar, Bbar, C = dense(m)
+    k = m.kernel(100, torch.float64)[0]
+    assert int(m.l_max) == 128
+    ref, v = [], Bbar
+    for _ in range(100):
+        ref.append((C[0] * v).sum(-1).real)
+        v = (Abar @ v[..., None]).squeeze(-1)
+    torch.testing.assert_close(k, torch.stack(ref, -1), **TOL)
+    torch.testing.assert_close(dense(m)[2], C, **TOL)
+    m2 = make(True, l_max=128)
+    m2.load_state_dict(m.state_dict())
+    assert int(m2.l_max) == 128
+    torch.testing.assert_close(m2.kernel(100, torch.float64), m.kernel(100, torch.float64), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("L", [7, 16])
+def test_woodbury_irfft_gradients(L):
+    """The custom FFT/Woodbury backward against autograd of the plain expression (with broadcasting)."""
+    torch.manual_seed(L)
+    g = [torch.randn(*shape, L, dtype=torch.float64, requires_grad=True) for shape in ((3, H), (1, H), (3, H), (H,))]
+    s = (1 + roots_of_unity(L, torch.complex128)) / 2
+    R = [torch.fft.rfft(t, n=L) for t in g]
+    ref = torch.fft.irfft(R[0] - s * R[1] * R[2] / (1 + s * R[3]), n=L)
+    out = woodbury_irfft(*g, L)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad((out * w).sum(), g), torch.autograd.grad((ref * w).sum(), g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("L", [1, 17, 64, 489])
 def test_cauchy_fast_equals_naive(L):
     torch.manual_seed(L)
@@ -89,7 +128,7 @@ def test_cauchy_fast_equals_naive(L):
 @pytest.mark.parametrize("L", [1, 17, 100])
 def test_woodbury_spectrum_equals_resolvent(L):
     """rfft(K) == C (I - Ā^L) (I - ω Ā)^{-1} B̄ at the roots of unity (dense resolvent)."""
-    m = make(True, seed=1)
+    m = make(True, seed=1, l_max=L)  # the kernel at exactly l_max, where C (I - Ā^L) = C̃
     Abar, Bbar, C = dense(m)
     I = torch.eye(Abar.shape[-1], dtype=Abar.dtype)
     Ct = (C[0][:, None, :] @ (I - torch.linalg.matrix_power(Abar, L))).squeeze(1)  # [H, N]
@@ -129,6 +168,16 @@ def test_step_split_and_state_equal_recurrence():
     y2, s2 = m(x[:, 10:], state=s1, return_state=True)
     torch.testing.assert_close(torch.cat([y1, y2], 1), y, **TOL)
     torch.testing.assert_close(s2["x"], s["x"], **TOL)
+    with torch.no_grad():  # the cached output matrix follows in-place parameter updates
+        m.C.mul_(1.5)
+        y = naive(m, x[:, :3])
+        s = m.init_state(2)
+        for t in range(3):
+            y_t, s = m.step(x[:, t], s)
+        torch.testing.assert_close(y_t, y[:, 2], **TOL)
+        m.C.mul_(2.0)  # the state does not depend on C: the next output uses the new C
+        y_t, _ = m.step(x[:, 3], s)
+        torch.testing.assert_close(y_t, naive(m, x[:, :4])[:, 3], **TOL)
 
 
 def test_hippo_init():
@@ -167,7 +216,7 @@ def test_bf16_forward_runs():
 
 
 @pytest.mark.parametrize("opts,match", [({"d_state": 7}, "d_state"), ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"),
-                                        ({"state_chunk": 0}, "state_chunk")])
+                                        ({"state_chunk": 0}, "state_chunk"), ({"l_max": 0}, "l_max")])
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
         longseq.mixers.build("s4", 8, causal=True, **opts)

@@ -11,21 +11,31 @@ Discretisation: bilinear (eq. 3) ``Ā = (I - Δ/2 A)^{-1}(I + Δ/2 A)``,
 ``B̄ = (I - Δ/2 A)^{-1} Δ B``, via the DPLR form of Lemma C.3
 (``Ā = A_1 A_0``, ``B̄ = 2 A_1 B``, ``A_0 = 2/Δ + A``, ``A_1 = (2/Δ - A)^{-1}`` by Woodbury).
 
-Kernel (Algorithm 1 / Lemma C.3): the truncated generating function at the L-th roots of unity
-``K̂(ω) = Σ_{j<L} C Ā^j B̄ ω^j = C̃ (I - ωĀ)^{-1} B̄ = 2/(1+ω) C̃ (g(ω) - A)^{-1} B`` with
-``C̃ = C (I - Ā^L)`` and ``g(ω) = (2/Δ)(1-ω)/(1+ω)``. Multiplying through by ``(1+ω)/2`` it
+Kernel (Algorithm 1 / Lemma C.3): the truncated generating function at the ``ℓ``-th roots of unity
+``K̂(ω) = Σ_{j<ℓ} C Ā^j B̄ ω^j = C̃ (I - ωĀ)^{-1} B̄ = 2/(1+ω) C̃ (g(ω) - A)^{-1} B`` with
+``C̃ = C (I - Ā^ℓ)`` and ``g(ω) = (2/Δ)(1-ω)/(1+ω)``. Multiplying through by ``(1+ω)/2`` it
 reads ``K̂ = C̃ (t - sA)^{-1} B`` with ``t = (1-ω)/Δ``, ``s = (1+ω)/2`` (no pole at ``ω = -1``)
 and Woodbury gives ``K̂ = r_CB - s r_CP r_PB / (1 + s r_PP)``, ``r_UV = Σ U V / (t - sλ)`` over
 all ``N`` states: four Cauchy sums (:mod:`longseq.ssm.cauchy`, evaluated exactly as a folded
-Vandermonde product + rfft). ``K = irfft(K̂)``; ``y = K * u + D u`` by FFT convolution of size
-``>= 2L`` (O(L log L)), then GELU and a position-wise linear layer (the S4 block; option
-``pointwise``).
+Vandermonde product + FFT, with a custom backward for the FFT/Woodbury part). ``K = irfft(K̂)``;
+``y = K * u + D u`` by FFT convolution of size ``>= 2L`` (:func:`longseq.ssm.fftconv.fft_conv`,
+O(L log L)), then GELU and a position-wise linear layer (the S4 block; option ``pointwise``).
 
 Decisions on points the paper leaves open:
-* ``C`` is the true output matrix (the official code trains ``C̃`` for a fixed maximal length).
-  ``C̃ = C (I - Ā^L)`` is recomputed for each length ``L`` from ``C Ā^L`` by repeated squaring of
-  the dense discrete matrix in real coordinates (``N x N``, ``log2 L`` products), so any length
-  is exact and causal outputs never depend on the total length.
+* ``C̃`` is the trained parameter, as in Algorithm 1 and the official code (Appendix C.3): the
+  kernel is computed for a maximal length ``ℓ = l_max`` (option, default 1024; a persistent
+  buffer) and truncated to the input length, so no power of ``Ā`` is formed in training. At
+  construction the random output matrix ``C ~ CN(0, 1)`` is converted to ``C̃ = C (I - Ā^ℓ)``
+  (float64). An input longer than ``l_max`` doubles ``l_max`` (as often as needed) and converts
+  the parameter in place, ``C̃_{2ℓ} = C̃_ℓ (I + Ā^ℓ)`` (float64, dense ``Ā^ℓ`` by repeated
+  squaring, once per doubling, under ``no_grad``), exactly like the official ``_setup_C``. The
+  conversion is exact in exact arithmetic: outputs change only by rounding, but the state dict
+  changes (``C`` and ``l_max`` are saved together, so a checkpoint reloads consistently). Do not
+  feed a longer input between a forward and its backward (the in-place update would invalidate
+  the pending graph); an optimiser's moments for ``C`` refer to the old basis after a doubling.
+* The true ``C = C̃ (I - Ā^ℓ)^{-1}`` (dense ``N x N`` solve in real coordinates) is only needed by
+  the recurrent ``step``; it is cached while gradients are off (keyed on the parameters'
+  versions), so decoding costs O(N) per token.
 * ``Re Λ = -exp(·)`` (the official ``real_transform='exp'``) keeps ``A``'s Hermitian part negative
   definite, hence ``Ā`` a contraction and the kernel stable for any ``Δ``.
 * Defaults: ``d_state = N = 64``, ``log Δ ~ U[log 1e-3, log 1e-1]`` per channel, ``C ~ CN(0, 1)``,
@@ -35,7 +45,7 @@ Decisions on points the paper leaves open:
 * Recurrent ``step`` uses the DPLR discrete matrices in O(N) (Lemma C.3):
   ``x_k = A_1 (A_0 x_{k-1} + 2 B u_k)``, ``y_k = C x_k + D u_k``. ``forward(state=...)`` adds
   ``C Ā^{k+1} x_0`` (the same Cauchy/Woodbury machinery with ``B`` replaced by
-  ``(2/Δ + A) x_0 / 2``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
+  ``(2/Δ + A) x_0 / 2``, which needs only ``C̃``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
 """
 
@@ -48,7 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..optim import set_optim
-from ..ssm.cauchy import cauchy_roots_of_unity, roots_of_unity
+from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
+from ..ssm.fftconv import fft_conv
 from ..ssm.hippo import dplr_legs
 from .base import Mixer, register
 
@@ -56,7 +67,7 @@ from .base import Mixer, register
 def s4_flops(L: int, d: int, h: int, causal: bool, d_state: int = 64) -> float:
     dirs = 1 if causal else 2
     n = 1 << max(0, (2 * L - 1).bit_length())
-    kernel = (2 + 2 * dirs) * d * L * d_state * 2 + math.log2(max(L, 2)) * 2 * d * d_state**3
+    kernel = (2 + 2 * dirs) * d * L * d_state * 2 + (3 + dirs) * 5 * d * L * math.log2(max(L, 2)) / 2
     conv = (2 + dirs) * 5 * d * n * math.log2(n) / 2
     return float(kernel + conv + 2 * L * d * d)
 
@@ -71,6 +82,17 @@ def _real_embed(d: torch.Tensor) -> torch.Tensor:
                       torch.cat([torch.diag_embed(d.imag), torch.diag_embed(d.real)], -1)], -2)
 
 
+def _row(c: torch.Tensor) -> torch.Tensor:
+    """The functional ``x -> 2 Re(c x)`` (``c [..., N/2]`` complex) as a real row on ``[Re x; Im x]``."""
+    return torch.cat([2 * c.real, -2 * c.imag], -1)
+
+
+def _unrow(r: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_row`."""
+    N2 = r.shape[-1] // 2
+    return torch.complex(r[..., :N2], -r[..., N2:]) / 2
+
+
 def row_times_power(row: torch.Tensor, A: torch.Tensor, n: int) -> torch.Tensor:
     """``row @ A^n`` by repeated squaring: ``row [..., H, N]``, ``A [H, N, N]``."""
     while n:
@@ -80,16 +102,6 @@ def row_times_power(row: torch.Tensor, A: torch.Tensor, n: int) -> torch.Tensor:
         if n:
             A = A @ A
     return row
-
-
-def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tensor:
-    """``y_l = Σ_{m<=l} k_{l-m} u_m (+ Σ_{m>l} k_back_{m-l-1} u_m)``: ``u [B, H, L]``, ``k [H, L]``."""
-    L = u.shape[-1]
-    n = 1 << (2 * L - 1).bit_length()  # power of two >= 2L
-    if k_back is not None:  # lags -1, -2, ..., -L at the end of the circular buffer
-        k = torch.cat([k, k.new_zeros(k.shape[:-1] + (n - 2 * L,)), k_back.flip(-1)], -1)
-    kf = torch.fft.rfft(k, n=n)
-    return torch.fft.irfft(torch.fft.rfft(u, n=n) * kf, n=n)[..., :L]
 
 
 @register(
@@ -117,6 +129,7 @@ class S4(Mixer):
         pointwise: bool = True,
         ssm_lr: float = 1e-3,
         state_chunk: int = 256,
+        l_max: int = 1024,
     ):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
@@ -125,6 +138,8 @@ class S4(Mixer):
             raise ValueError(f"s4: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
         if not isinstance(state_chunk, int) or state_chunk < 1:
             raise ValueError(f"s4: state_chunk must be a positive int, got {state_chunk!r}")
+        if not isinstance(l_max, int) or l_max < 1:
+            raise ValueError(f"s4: l_max must be a positive int, got {l_max!r}")
         H, N2 = d_model, d_state // 2
         self.d_state, self.state_chunk = d_state, state_chunk
         dirs = 1 if causal else 2
@@ -133,17 +148,22 @@ class S4(Mixer):
         self.A_imag = nn.Parameter(Lam.imag.float().repeat(H, 1))                           # [H, N/2]
         self.P = nn.Parameter(torch.view_as_real(P).float().repeat(H, 1, 1))                # [H, N/2, 2]
         self.B = nn.Parameter(torch.view_as_real(B).float().repeat(H, 1, 1))                # [H, N/2, 2]
-        self.C = nn.Parameter(torch.randn(dirs, H, N2, 2) * math.sqrt(0.5))                 # [dirs, H, N/2, 2]
+        self.C = nn.Parameter(torch.randn(dirs, H, N2, 2) * math.sqrt(0.5))                 # C̃ [dirs, H, N/2, 2]
         self.D = nn.Parameter(torch.randn(H))                                               # [H]
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt)                                                  # [H]
         for p in (self.log_A_real, self.A_imag, self.P, self.B, self.log_dt):
             set_optim(p, lr=ssm_lr, weight_decay=0.0)
         self.out = nn.Linear(H, H) if pointwise else None
+        self.register_buffer("l_max", torch.tensor(l_max))
+        with torch.no_grad():  # the random draw is the true C: store C̃ = C (I - Ā^l_max)
+            C = _c(self.C.double())
+            self.C.copy_(torch.view_as_real(C - self._times_power(C, l_max)))
+        self._C_cache = None
 
     # ------------------------------------------------------------------ SSM pieces
     def ssm(self, dtype=torch.float32):
-        """Continuous DPLR parameters in ``dtype``: ``Λ, P, B [H, N/2]``, ``C [dirs, H, N/2]`` complex, ``Δ [H]``."""
+        """Continuous DPLR parameters in ``dtype``: ``Λ, P, B [H, N/2]``, ``C̃ [dirs, H, N/2]`` complex, ``Δ [H]``."""
         Lam = torch.complex(-self.log_A_real.to(dtype).exp(), self.A_imag.to(dtype))
         return Lam, _c(self.P.to(dtype)), _c(self.B.to(dtype)), _c(self.C.to(dtype)), self.log_dt.to(dtype).exp()
 
@@ -168,14 +188,46 @@ class S4(Mixer):
         Bbar = 2 * (A1 @ torch.cat([B.real, B.imag], -1)[..., None]).squeeze(-1)
         return Abar, Bbar
 
-    def kernel(self, L: int, dtype=torch.float32, x0: torch.Tensor | None = None):
-        """``K [dirs, H, L]`` (and ``C Ā^{k+1} x0`` for ``k < L``, ``[B, H, L]``, if ``x0 [B, H, N/2]`` is given)."""
-        Lam, P, B, C, dt = self.ssm(dtype)
-        N2 = Lam.shape[-1]
-        mu = dt[:, None] * Lam / 2                                            # [H, N/2]
+    def _times_power(self, C: torch.Tensor, n: int) -> torch.Tensor:
+        """``C Ā^n`` as functionals on the real state (``C [..., H, N/2]`` complex, float64 discretisation)."""
+        Lam, P, B, _, dt = self.ssm(torch.float64)
         Abar, _ = self.dense_discrete(Lam, P, B, dt)
-        CA = row_times_power(torch.cat([2 * C.real, -2 * C.imag], -1), Abar, L)  # C Ā^L, real coords
-        Ct = C - torch.complex(CA[..., :N2], -CA[..., N2:]) / 2               # C̃ = C (I - Ā^L)  [dirs, H, N/2]
+        return _unrow(row_times_power(_row(C.to(torch.complex128)), Abar, n)).to(C.dtype)
+
+    def _grow(self, L: int) -> None:
+        """Double ``l_max`` until ``>= L``: ``C̃_{2ℓ} = C̃_ℓ (I + Ā^ℓ)`` in place (official ``_setup_C``)."""
+        n = int(self.l_max)
+        if L <= n:
+            return
+        with torch.no_grad():
+            C = _c(self.C.double())
+            while n < L:
+                C = C + self._times_power(C, n)
+                n *= 2
+            self.C.copy_(torch.view_as_real(C))
+            self.l_max.fill_(n)
+
+    def output_matrix(self, dtype=torch.float32) -> torch.Tensor:
+        """The true ``C = C̃ (I - Ā^ℓ)^{-1}`` of the causal direction, ``[H, N/2]`` complex (for ``step``)."""
+        key = (dtype, self.C.device, int(self.l_max), tuple(p._version for p in self.parameters()))
+        if self._C_cache is not None and self._C_cache[0] == key:
+            return self._C_cache[1]
+        Lam, P, B, Ct, dt = self.ssm(dtype)
+        Abar, _ = self.dense_discrete(Lam, P, B, dt)
+        M = torch.eye(Abar.shape[-1], dtype=dtype, device=Abar.device) - torch.linalg.matrix_power(Abar, int(self.l_max))
+        C = _unrow(torch.linalg.solve(M.transpose(-1, -2), _row(Ct[0])))   # r_C (I - Ā^ℓ) = r_C̃
+        self._C_cache = None if torch.is_grad_enabled() else (key, C)
+        return C
+
+    def kernel(self, L: int, dtype=torch.float32, x0: torch.Tensor | None = None):
+        """``K [dirs, H, L]`` (and ``C Ā^{k+1} x0`` for ``k < L``, ``[B, H, L]``, if ``x0 [B, H, N/2]`` is given).
+
+        Computed at the length ``l_max >= L`` for which ``C̃`` is parameterised, then truncated.
+        """
+        self._grow(L)
+        n = int(self.l_max)
+        Lam, P, B, Ct, dt = self.ssm(dtype)
+        mu = dt[:, None] * Lam / 2                                            # [H, N/2]
         Pc = P.conj()
         v = [Ct * B, Ct * P, (Pc * B).unsqueeze(0), (Pc * P).unsqueeze(0)]
         if x0 is not None:  # w = (2/Δ + A) x0 / 2, A = Λ - p p*
@@ -183,13 +235,11 @@ class S4(Mixer):
             w = x0 / dt[:, None] + (Lam * x0 - P * pw) / 2                   # [B, H, N/2]
             v += [Ct[0] * w, Pc * w]
         sizes = [t.shape[0] for t in v]
-        r = cauchy_roots_of_unity(torch.cat(v), mu, dt, L).split(sizes)      # [., H, L//2+1] each
-        s = (1 + roots_of_unity(L, r[0].dtype, r[0].device)) / 2              # [L//2+1]
-        denom = 1 + s * r[3]
-        k = torch.fft.irfft(r[0] - s * r[1] * r[2] / denom, n=L)             # [dirs, H, L]
+        g = cauchy_sequences(torch.cat(v), mu, dt, n).split(sizes)           # [., H, n] each
+        k = woodbury_irfft(g[0], g[1], g[2], g[3], n)[..., :L]               # [dirs, H, L]
         if x0 is None:
             return k
-        ks = torch.fft.irfft(r[4] - s * r[1][0] * r[5] / denom, n=L)         # [B, H, L]
+        ks = woodbury_irfft(g[4], g[1][:1], g[5], g[3], n)[..., :L]          # [B, H, L]
         return k, ks
 
     # ------------------------------------------------------------------ Mixer API
@@ -206,7 +256,6 @@ class S4(Mixer):
             y = y + ks
         new_state = {"x": self._advance_state(u, x0)} if return_state else None
         return self._post(y.transpose(1, 2).to(x.dtype)), new_state
-
     def _post(self, y):
         return self.out(F.gelu(y)) if self.out is not None else y
 
@@ -237,7 +286,8 @@ class S4(Mixer):
     def _step(self, x_t, state):
         dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
         u = x_t.to(dtype)                                                     # [B, H]
-        Lam, P, B, C, dt = self.ssm(dtype)
+        Lam, P, B, _, dt = self.ssm(dtype)
+        C = self.output_matrix(dtype)
         x, Pc = state["x"], P.conj()
         two = (2 / dt)[:, None]
         # A_0 x + 2 B u, with A_0 = 2/Δ + Λ - p p*  (full-vector inner products are 2 Re Σ)
@@ -247,7 +297,7 @@ class S4(Mixer):
         pDv = 2 * (Pc * Dg * v).real.sum(-1, keepdim=True)
         pDp = 2 * (Pc * Dg * P).real.sum(-1, keepdim=True)
         x = Dg * v - Dg * P * (pDv / (1 + pDp))
-        y = 2 * (C[0] * x).real.sum(-1) + self.D.to(dtype) * u
+        y = 2 * (C * x).real.sum(-1) + self.D.to(dtype) * u
         return self._post(y.to(x_t.dtype)), {"x": x}
 
     def _init_state(self, batch_size, device, dtype):
@@ -258,4 +308,4 @@ class S4(Mixer):
         return self.d_model * self.d_state  # H x N/2 complex numbers
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", d_state={self.d_state}"
+        return super().extra_repr() + f", d_state={self.d_state}, l_max={int(self.l_max)}"

@@ -29,6 +29,15 @@ gives all ``L//2 + 1`` frequencies. Exact (no truncation); ``ā^L`` and ``1 - ā
 ``exp``/``expm1`` of ``L log ā`` (``log ā = 2 atanh μ``).
 
 :func:`cauchy_naive` is the direct O(N L) sum, for tests.
+
+Woodbury kernel (:func:`woodbury_irfft`). S4's kernel is ``K = irfft(R_a - R_b s R_c / (1 + s R_d))``
+with ``s = (1+ω)/2`` and four such sums ``R_x = rfft(g_x)``. Plain autograd of that expression
+keeps half a dozen complex ``[.., H, L/2+1]`` intermediates and differentiates ``rfft`` with
+padded complex-to-complex FFTs. :class:`_WoodburyIrfft` saves only ``R_b``, ``R_c`` and
+``e = s / (1 + s R_d)`` and back-propagates with one rfft of the incoming gradient and one irfft
+per input: for the real pair ``g -> rfft -> (elementwise, holomorphic) -> irfft -> k`` the
+``1/L`` and doubled-bin weights of the adjoints of ``irfft`` and ``rfft`` cancel exactly, so
+``dg_x = irfft(conj(∂K̂/∂R_x) rfft(dk))``.
 """
 
 from __future__ import annotations
@@ -37,7 +46,8 @@ import math
 
 import torch
 
-__all__ = ["cauchy_naive", "cauchy_roots_of_unity", "roots_of_unity", "vandermonde_real"]
+__all__ = ["cauchy_naive", "cauchy_roots_of_unity", "cauchy_sequences", "roots_of_unity", "vandermonde_real",
+           "woodbury_irfft"]
 
 
 def roots_of_unity(L: int, dtype=torch.complex64, device=None) -> torch.Tensor:
@@ -73,12 +83,54 @@ def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int, chunk: int | 
     return g.flatten(-2)[..., :L]
 
 
-def cauchy_roots_of_unity(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
-    """(C1) at ``ω_k = exp(-2πi k/L)``, ``k = 0..L//2``, through the folded Vandermonde + rfft.
+def cauchy_sequences(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
+    """Real ``g [..., H, L]`` whose ``rfft(g, n=L)`` is (C1) at ``ω_k = exp(-2πi k/L)``, ``k = 0..L//2``.
 
-    ``v [..., H, N2]`` complex, ``mu [H, N2]`` complex with ``Re mu < 0``, ``dt [H]`` -> ``[..., H, L//2+1]``.
+    ``v [..., H, N2]`` complex, ``mu [H, N2]`` complex with ``Re mu < 0``, ``dt [H]``.
     """
     log_a = 2 * torch.atanh(mu)                                           # log ā  [H, N2]
-    W = v / ((1 - mu) * -torch.expm1(L * log_a))                          # [..., H, N2]
-    g = vandermonde_real(W, log_a, L)                                     # [..., H, L]
-    return dt[:, None] * torch.fft.rfft(g, n=L)
+    W = v * (dt[:, None] / ((1 - mu) * -torch.expm1(L * log_a)))          # [..., H, N2]
+    return vandermonde_real(W, log_a, L)                                  # [..., H, L]
+
+
+def cauchy_roots_of_unity(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
+    """(C1) at ``ω_k = exp(-2πi k/L)``, ``k = 0..L//2``: ``rfft`` of :func:`cauchy_sequences` ``[..., H, L//2+1]``."""
+    return torch.fft.rfft(cauchy_sequences(v, mu, dt, L), n=L)
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum a broadcast gradient back to ``shape`` (same number of dims or fewer leading ones)."""
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    dims = [i for i, n in enumerate(shape) if n == 1 and t.shape[i] != 1]
+    return t.sum(dims, keepdim=True) if dims else t
+
+
+class _WoodburyIrfft(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ga, gb, gc, gd, L):
+        Rb, Rc, Rd = (torch.fft.rfft(g, n=L) for g in (gb, gc, gd))       # [., H, L//2+1]
+        s = (1 + roots_of_unity(L, Rb.dtype, Rb.device)) / 2
+        e = s / (1 + s * Rd)
+        ctx.save_for_backward(Rb, Rc, e)
+        ctx.L, ctx.shapes = L, (ga.shape, gb.shape, gc.shape, gd.shape)
+        return torch.fft.irfft(torch.fft.rfft(ga, n=L) - Rb * (Rc * e), n=L)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dk):
+        Rb, Rc, e = ctx.saved_tensors
+        G = torch.fft.rfft(dk, n=ctx.L)                                   # dK̂
+        q = Rc * e                                                        # s R_c / (1 + s R_d)
+        dq = -(G * Rb.conj())
+        grads = (G, -(G * q.conj()), dq * e.conj(), -(dq * (q * e).conj()))  # dR_a, dR_b, dR_c, dR_d
+        return tuple(torch.fft.irfft(_sum_to(g, shape[:-1] + (g.shape[-1],)), n=ctx.L)
+                     for g, shape in zip(grads, ctx.shapes)) + (None,)
+
+
+def woodbury_irfft(ga: torch.Tensor, gb: torch.Tensor, gc: torch.Tensor, gd: torch.Tensor, L: int) -> torch.Tensor:
+    """``irfft(R_a - R_b s R_c / (1 + s R_d), n=L)`` with ``R_x = rfft(g_x, n=L)``, ``s = (1+ω)/2``.
+
+    Real ``g_x [..., H, L]`` broadcastable against each other -> real ``[..., H, L]``.
+    """
+    return _WoodburyIrfft.apply(ga, gb, gc, gd, L)
