@@ -47,7 +47,7 @@ def _key_valid(key_mask: torch.Tensor | None, B: int, L: int, Lp: int, device) -
 def _attend(q, k, v, allowed, scale, return_lse):
     """Core: ``q: [..., Lq, Dh]``, ``k/v: [..., Lk, Dh]``, ``allowed`` bool broadcastable to
     ``[..., Lq, Lk]`` -> ``(o: [..., Lq, Dh], lse: [..., Lq] | None)``."""
-    s = torch.matmul(q, k.transpose(-1, -2)) * scale  # [..., Lq, Lk]
+    s = torch.matmul(q * scale, k.transpose(-1, -2))  # [..., Lq, Lk]
     if allowed is not None:
         s = s.masked_fill(~allowed, torch.finfo(s.dtype).min)
     o = torch.matmul(torch.softmax(s, dim=-1), v)
@@ -148,6 +148,9 @@ def block_gather_attention(
     ``key_blocks[b, h, i, :]`` (entries in ``[0, n)``; repeats count once; -1 = no block).
     ``causal`` additionally masks keys after the query (token level), ``key_mask`` padded keys.
     Cost ``O(L * m * block_size * Dh)``: the gathered K/V are ``[B, H, n, m * block_size, Dh]``.
+    A table shared by the batch and heads (``[1, 1, n, m]``) is compacted: rows are grouped by
+    their number of distinct blocks and each group gathers only those (causal layouts and
+    clipped neighbour lists do not pay for their empty entries).
     """
     B, H, L, Dh = q.shape
     blk = block_size
@@ -156,31 +159,68 @@ def block_gather_attention(
         raise ValueError(f"key_blocks must be [B|1, H|1, {n}, m], got {tuple(key_blocks.shape)}")
     scale = Dh ** -0.5 if scale is None else scale
     q, k, v = (_pad_len(t, blk, 2) for t in (q, k, v))
-    valid = _key_valid(key_mask, B, L, n * blk, q.device).view(-1, n, blk)  # [B|1, n, blk]
-
-    tbl = dedupe_blocks(key_blocks.to(q.device, torch.long)).expand(B, H, n, -1)  # [B, H, n, m]
-    m = tbl.shape[-1]
-    used = tbl >= 0
-    idx = tbl.clamp(min=0)
-    # Gather K/V blocks through one flat index_select (its backward is an index_add).
-    base = (torch.arange(B, device=q.device)[:, None] * H + torch.arange(H, device=q.device)) * n  # [B, H]
-    flat = (base[:, :, None, None] + idx).reshape(-1)                                            # [B*H*n*m]
-
-    def gather(x):  # [B, H, n*blk, Dh] -> [B, H, n, m*blk, Dh]
-        xb = x.reshape(B * H * n, blk * Dh).index_select(0, flat)
-        return xb.view(B, H, n, m * blk, Dh)
-
-    qb = rearrange(q, "b h (n i) d -> b h n i d", i=blk)  # [B, H, n, blk, Dh]
-    kg, vg = gather(k), gather(v)
-    kvalid = valid.expand(B, n, blk)[torch.arange(B, device=q.device)[:, None, None, None], idx]  # [B, H, n, m, blk]
-    kvalid = (kvalid & used[..., None]).flatten(-2)[:, :, :, None, :]                           # [B, H, n, 1, m*blk]
-    allowed = kvalid
-    if causal:
-        q_pos = torch.arange(n * blk, device=q.device).view(n, blk)                      # [n, blk]
-        k_pos = (idx[..., None] * blk + torch.arange(blk, device=q.device)).flatten(-2)  # [B, H, n, m*blk]
-        allowed = allowed & (k_pos[:, :, :, None, :] <= q_pos[:, :, None])
-    o, lse = _attend(qb, kg, vg, allowed, scale, return_lse)
+    qb = rearrange(q, "b h (n i) d -> b h n i d", i=blk)                              # [B, H, n, blk, Dh]
+    valid = None
+    if key_mask is not None or n * blk != L:
+        valid = _key_valid(key_mask, B, L, n * blk, q.device).view(-1, n, blk)       # [B|1, n, blk]
+    tbl = dedupe_blocks(key_blocks.to(q.device, torch.long))                          # [B|1, H|1, n, m]
+    k, v = (rearrange(t, "b h (n i) d -> (b h n) (i d)", i=blk) for t in (k, v))      # [B*H*n, blk*Dh]
+    if tbl.shape[:2] != (1, 1):
+        full = tbl.expand(B, H, n, -1)
+        kg, vg = (_gather(t, full, Dh).unflatten(2, (n, -1)) for t in (k, v))  # [B, H, n, m*blk, Dh]
+        o, lse = _gathered_attend(qb, kg, vg, tbl, torch.arange(n, device=q.device), valid, causal, scale, return_lse)
+        return _finish(o, lse, L, return_lse)
+    # Shared table: group the query blocks by their number c of distinct key blocks and run
+    # each group at its own width.
+    rows = tbl[0, 0].sort(dim=-1, descending=True).values   # distinct blocks first, -1 last
+    count = (rows >= 0).sum(-1)                             # [n]
+    outs, lses, order = [], [], []
+    for c in sorted(set(count.tolist())):
+        ids = (count == c).nonzero().flatten()              # the r query blocks with c key blocks
+        sub = rows[ids, :c][None, None].expand(B, H, -1, -1)
+        kg, vg = (_gather(t, sub, Dh).unflatten(2, (ids.numel(), -1)) for t in (k, v))  # [B, H, r, c*blk, Dh]
+        o, lse = _gathered_attend(qb.index_select(2, ids), kg, vg, sub, ids, valid, causal, scale, return_lse)
+        outs.append(o)
+        lses.append(lse)
+        order.append(ids)
+    order = torch.cat(order)
+    inverse = torch.argsort(order)
+    o = torch.cat(outs, dim=2).index_select(2, inverse)
+    lse = torch.cat(lses, dim=2).index_select(2, inverse) if return_lse else None
     return _finish(o, lse, L, return_lse)
+
+
+def _gather(x: torch.Tensor, tbl: torch.Tensor, Dh: int) -> torch.Tensor:
+    """Blocks ``x: [B*H*n, blk*Dh]`` listed by ``tbl: [B, H, *idx]`` (-1 read as 0) ->
+    ``[B, H, prod(idx) * blk, Dh]``: one flat index_select (its backward is one index_add)."""
+    B, H = tbl.shape[:2]
+    n = x.shape[0] // (B * H)
+    base = (torch.arange(B, device=x.device)[:, None] * H + torch.arange(H, device=x.device)) * n  # [B, H]
+    flat = (base.view(B, H, *[1] * (tbl.dim() - 2)) + tbl.clamp(min=0)).reshape(-1)
+    return x.index_select(0, flat).view(B, H, -1, Dh)
+
+
+def _gathered_attend(qb, kg, vg, tbl, q_blocks, valid, causal, scale, return_lse):
+    """Query blocks ``qb: [B, H, r, blk, Dh]`` (block numbers ``q_blocks: [r]``) against their
+    gathered key blocks ``kg, vg: [B, H, r, c * blk, Dh]``, listed in ``tbl: [B|1, H|1, r, c]``
+    (-1 = none): builds the mask (holes, padded keys, causal) and attends."""
+    B, H, r, blk, Dh = qb.shape
+    tbl = tbl.expand(B, H, r, -1)
+    c = tbl.shape[-1]
+    idx = tbl.clamp(min=0)
+    allowed = None
+    if valid is not None or bool((tbl < 0).any()):
+        allowed = (tbl >= 0)[..., None].expand(B, H, r, c, blk)                                   # [B, H, r, c, blk]
+        if valid is not None:
+            n = valid.shape[1]
+            allowed = allowed & valid.expand(B, n, blk)[torch.arange(B, device=qb.device)[:, None, None, None], idx]
+        allowed = allowed.flatten(-2)[:, :, :, None, :]                                         # [B, H, r, 1, c*blk]
+    if causal:
+        q_pos = q_blocks[:, None] * blk + torch.arange(blk, device=qb.device)                  # [r, blk]
+        k_pos = (idx[..., None] * blk + torch.arange(blk, device=qb.device)).flatten(-2)       # [B, H, r, c*blk]
+        later = k_pos[:, :, :, None, :] > q_pos[:, :, None]                                    # [B, H, r, blk, c*blk]
+        allowed = ~later if allowed is None else allowed & ~later
+    return _attend(qb, kg, vg, allowed, scale, return_lse)
 
 
 def merge_attention(o1, lse1, o2, lse2):
