@@ -99,9 +99,9 @@ def local_attention(
         raise ValueError(f"window must be a positive int, got {window!r}")
     B, H, L, Dh = q.shape
     blk = min(block_size or window, L)
-    look = -(-(window - 1) // blk)  # key blocks needed on each side
-    scale = Dh ** -0.5 if scale is None else scale
     n = -(-L // blk)
+    look = min(-(-(window - 1) // blk), n - 1)  # key blocks needed on each side
+    scale = Dh ** -0.5 if scale is None else scale
     Lp = n * blk
     q, k, v = (_pad_len(t, blk, 2) for t in (q, k, v))
     qb = rearrange(q, "b h (n i) d -> b h n i d", i=blk)  # [B, H, n, blk, Dh]
