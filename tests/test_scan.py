@@ -59,11 +59,41 @@ def test_scan_gradients(complex_, L):
         torch.testing.assert_close(x, y, **TOL)
 
 
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("L,chunk", [(1, 4), (33, 4), (130, 8), (64, 64)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_constant_a_chunked_toeplitz_values_and_gradients(complex_, L, chunk, reverse):
+    """Constant decay [P] takes the chunked Toeplitz path: values and gradients of a, b, h0 vs the loop."""
+    a, b, h0 = _inputs(L, 3, complex_, True, seed=4)
+    for t in (a, b, h0):
+        t.requires_grad_(True)
+    w = torch.randn(2, L, 3, dtype=b.dtype)
+    wl = torch.randn(2, 3, dtype=b.dtype)
+    flip = (lambda t: t.flip(-2)) if reverse else (lambda t: t)
+
+    def loss(h, last):
+        return ((h * w).sum() + (last * wl).sum()).real
+
+    h, last = linear_scan(a, b, h0, reverse=reverse, chunk=chunk)
+    h_ref, last_ref = linear_scan_reference(a, flip(b), h0)
+    h_ref = flip(h_ref)
+    torch.testing.assert_close(h, h_ref, **TOL)
+    torch.testing.assert_close(last, last_ref, **TOL)
+    g = torch.autograd.grad(loss(h, last), (a, b, h0))
+    g_ref = torch.autograd.grad(loss(h_ref, last_ref), (a, b, h0))
+    for x, y in zip(g, g_ref):
+        torch.testing.assert_close(x, y, **TOL)
+
+
 def test_scan_gradcheck_small():
     a, b, h0 = _inputs(9, 2, True, False, seed=2)
     for t in (a, b, h0):
         t.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, chunk=2)[0], (a, b, h0))
+    a, b, h0 = _inputs(9, 2, True, True, seed=2)  # constant a: chunked Toeplitz path
+    for t in (a, b, h0):
+        t.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, chunk=4)[0], (a, b, h0))
 
 
 def test_scan_constant_a_gradient_is_reduced():

@@ -13,8 +13,11 @@ B.1)::
 
 Recurrence ``x_k = Λ̄ x_{k-1} + B̄ u_k``, ``y_k = 2 Re(C̃ x_k) + D u_k`` (conjugate symmetry,
 Section 4.1 / Appendix D.2: only the ``P/2`` eigenvalues with positive imaginary part are kept and
-the output is twice the real part). It is computed with :func:`longseq.ssm.scan.linear_scan`
-(chunked log-depth parallel scan of the associative operator of Section 2.2), ``O(L)`` work.
+the output is twice the real part). It is computed with :func:`longseq.ssm.scan.linear_scan`:
+``Λ̄`` is constant in time, so inside chunks of ``chunk`` steps the states are one batched
+complex matmul with the Toeplitz matrix of powers ``Λ̄^{t-s}``, and only the chunk-end states go
+through the parallel scan of the associative operator of Section 2.2 (``O(L · chunk)`` work,
+``O(L/chunk)`` sequential depth; identical results to the plain scan).
 
 Initialisation (Section 4.3, Appendix B.1.1):
 * ``Λ``: eigenvalues of the normal part of HiPPO-LegS ("HiPPO-N", ``Re Λ = -1/2``) of size

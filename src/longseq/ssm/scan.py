@@ -19,6 +19,15 @@ function), so only ``a`` and the states ``h`` are saved — no log-depth interme
 ``g_t = dL/dh_t + conj(a_{t+1}) g_{t+1}``, ``dL/db_t = g_t``, ``dL/da_t = g_t conj(h_{t-1})``,
 ``dL/dh_0 = conj(a_0) g_0`` (torch's conjugate-Wirtinger convention for the holomorphic map).
 
+Constant decay (``a`` of shape ``[P]``, e.g. S5's ``Λ̄``, time-invariant SSMs): the recurrence is
+linear time-invariant, so inside a chunk of ``T`` steps it is a product with the lower-triangular
+Toeplitz matrix ``M_p[t, s] = a_p^{t-s}`` (``t >= s``) per state — one batched (complex) matmul of
+``O(L T P)`` work instead of ``log2 T`` elementwise passes — and only the ``L / T`` chunk-end
+states go through the log-depth scan; each position then adds ``a^{t+1} (state entering its
+chunk)``. Its backward is the adjoint recurrence (``g_t = dL/dh_t + conj(a) g_{t+1}``) through
+the same chunked product, and ``dL/da = Σ_t g_t conj(h_{t-1})``: only ``h`` is saved (the
+caller's readout keeps it anyway), no ``[..., L, P]`` copy of ``a``.
+
 Works for real and complex dtypes, time-varying or constant ``a`` (anything broadcastable to
 ``b``), any length (no padding needed by the caller).
 """
@@ -59,14 +68,20 @@ def linear_scan(
     dtype = torch.promote_types(a.dtype, b.dtype)
     if h0 is not None:
         dtype = torch.promote_types(dtype, h0.dtype)
-    a, b = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
+    const = a.numel() == a.shape[-1] if a.dim() else False
+    if const:  # time-invariant decay [P]: chunked Toeplitz products
+        b = b.to(dtype)
+        a = a.to(dtype).reshape(-1).expand(b.shape[-1])
+    else:
+        a, b = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
     if h0 is None:
         h0 = torch.zeros(b.shape[:-2] + b.shape[-1:], dtype=dtype, device=b.device)
     else:
         h0 = h0.to(dtype).expand(b.shape[:-2] + b.shape[-1:])
     if reverse:
-        a, b = a.flip(-2), b.flip(-2)
-    h = _LinearScan.apply(a, b, h0, chunk)
+        b = b.flip(-2)
+        a = a if const else a.flip(-2)
+    h = (_LinearScanConst if const else _LinearScan).apply(a, b, h0, chunk)
     if reverse:
         h = h.flip(-2)
         return h, h[..., 0, :]
@@ -104,6 +119,48 @@ class _LinearScan(torch.autograd.Function):
         grad_a = g * h_prev.conj()
         grad_h0 = a[..., 0, :].conj() * g[..., 0, :]
         return grad_a, g, grad_h0, None
+
+
+class _LinearScanConst(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, h0, chunk):
+        h = _scan_const(a, b, h0, chunk)
+        ctx.save_for_backward(a, h, h0)
+        ctx.chunk = chunk
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h):
+        a, h, h0 = ctx.saved_tensors
+        # adjoint: g_t = grad_h_t + conj(a) g_{t+1}, the same time-invariant recurrence backwards
+        g = _scan_const(a.conj(), grad_h.flip(-2), torch.zeros_like(h0), ctx.chunk).flip(-2)
+        grad_a = (g[..., 1:, :] * h[..., :-1, :].conj()).reshape(-1, a.shape[-1]).sum(0)
+        grad_a = grad_a + (g[..., 0, :] * h0.conj()).reshape(-1, a.shape[-1]).sum(0)
+        return grad_a, g, a.conj() * g[..., 0, :], None
+
+
+def _scan_const(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Time-invariant scan (no autograd): a [P], b [..., L, P], h0 [..., P] -> h [..., L, P]."""
+    L, P = b.shape[-2:]
+    T = min(chunk, L)
+    n = -(-L // T)
+    if n * T > L:  # b = 0 after the end: the extra states are dropped
+        b = torch.cat([b, b.new_zeros(b.shape[:-2] + (n * T - L, P))], -2)
+    pows = torch.cat([torch.ones_like(a)[None], torch.cumprod(a.expand(T, P), 0)])   # a^t, t = 0..T  [T+1, P]
+    t = torch.arange(T, device=b.device)
+    lag = t[:, None] - t[None, :]                                                     # [T, T]
+    M = pows[lag.clamp(min=0)] * (lag >= 0)[..., None]                                # a^{t-s} (t >= s)  [T, T, P]
+    bc = b.reshape(b.shape[:-2] + (n, T, P))                                          # [..., n, T, P]
+    h = torch.einsum("tsp,...nsp->...ntp", M, bc)                                     # from zero, per chunk
+    if n > 1:  # chunk-end states -> state entering each chunk (log-depth scan over n)
+        last = h[..., -1, :]                                                          # [..., n, P]
+        ends = _scan(pows[T].expand(last.shape), last, h0, max(2, min(chunk, 64)))
+        enter = torch.cat([h0.unsqueeze(-2), ends[..., :-1, :]], -2)                   # [..., n, P]
+    else:
+        enter = h0.unsqueeze(-2)
+    h = h + pows[1:] * enter.unsqueeze(-2)                                            # + a^{t+1} h_enter
+    return h.reshape(b.shape)[..., :L, :]
 
 
 def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, chunk: int) -> torch.Tensor:
