@@ -148,10 +148,9 @@ class _LazyTargets:
         return (len(self.split), self.split.seq_len)
 
     def __getitem__(self, key) -> torch.Tensor:
-        if isinstance(key, slice):
-            return self.split.batch(np.arange(len(self.split))[key])["targets"]
-        return self.split.batch(np.atleast_1d(np.asarray(key)))["targets"].squeeze(0) if np.ndim(key) == 0 \
-            else self.split.batch(np.asarray(key))["targets"]
+        index = np.arange(len(self.split))[key]          # slice, int or index array
+        out = self.split.batch(np.atleast_1d(index))["targets"]
+        return out[0] if np.ndim(index) == 0 else out
 
 
 # --------------------------------------------------------------------------------------------
