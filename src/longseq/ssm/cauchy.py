@@ -76,11 +76,11 @@ def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int, chunk: int | 
     j = torch.arange(T, device=W.device, dtype=log_a.real.dtype)
     i = torch.arange(n, device=W.device, dtype=log_a.real.dtype) * T
     Y = torch.exp(log_a[..., None] * j)                                   # [H, N2, T]
-    X = W[..., None, :] * torch.exp(log_a[:, None, :] * i[:, None])       # [..., H, n, N2]
+    X = (2 * W)[..., None, :] * torch.exp(log_a[:, None, :] * i[:, None])  # [..., H, n, N2]
     Xr = torch.cat([X.real, -X.imag], -1)                                 # [..., H, n, 2 N2]
     Yr = torch.cat([Y.real, Y.imag], -2)                                  # [H, 2 N2, T]
-    g = 2 * torch.matmul(Xr, Yr)                                          # [..., H, n, T]
-    return g.flatten(-2)[..., :L]
+    g = torch.matmul(Xr, Yr).flatten(-2)                                  # [..., H, n T]
+    return g if n * T == L else g[..., :L]
 
 
 def cauchy_sequences(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
