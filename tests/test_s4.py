@@ -142,7 +142,7 @@ def test_woodbury_spectrum_equals_resolvent(L):
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("L", [1, 17, 130])
 def test_fft_path_equals_unrolled_recurrence(causal, L):
-    m = make(causal)
+    m = make(causal, kernel_block=2)  # H = 3: two checkpointed channel blocks
     x = torch.randn(2, L, H, dtype=torch.float64, requires_grad=True)
     y, y_ref = m(x), naive(m, x)
     torch.testing.assert_close(y, y_ref, **TOL)
@@ -216,7 +216,7 @@ def test_bf16_forward_runs():
 
 
 @pytest.mark.parametrize("opts,match", [({"d_state": 7}, "d_state"), ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"),
-                                        ({"state_chunk": 0}, "state_chunk"), ({"l_max": 0}, "l_max")])
+                                        ({"state_chunk": 0}, "state_chunk"), ({"l_max": 0}, "l_max"), ({"kernel_block": 0}, "kernel_block")])
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
         longseq.mixers.build("s4", 8, causal=True, **opts)

@@ -51,11 +51,13 @@ Decisions on points the paper leaves open:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..optim import set_optim
 from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
@@ -104,6 +106,23 @@ def row_times_power(row: torch.Tensor, A: torch.Tensor, n: int) -> torch.Tensor:
     return row
 
 
+def _dplr_kernel(Lam, P, B, Ct, dt, x0, *, n: int, L: int):
+    """Kernel of :meth:`S4.kernel` for a block of channels, at length ``n`` (``C̃`` for ``n``), cut to ``L``."""
+    mu = dt[:, None] * Lam / 2                                            # [H, N/2]
+    Pc = P.conj()
+    v = [Ct * B, Ct * P, (Pc * B).unsqueeze(0), (Pc * P).unsqueeze(0)]
+    if x0 is not None:  # w = (2/Δ + A) x0 / 2, A = Λ - p p*
+        pw = 2 * (Pc * x0).real.sum(-1, keepdim=True)                    # p* x0_full  [B, H, 1]
+        w = x0 / dt[:, None] + (Lam * x0 - P * pw) / 2                   # [B, H, N/2]
+        v += [Ct[0] * w, Pc * w]
+    sizes = [t.shape[0] for t in v]
+    g = cauchy_sequences(torch.cat(v), mu, dt, n).split(sizes)           # [., H, n] each
+    k = woodbury_irfft(g[0], g[1], g[2], g[3], n)[..., :L]               # [dirs, H, L]
+    if x0 is None:
+        return k
+    return k, woodbury_irfft(g[4], g[1][:1], g[5], g[3], n)[..., :L]     # [B, H, L]
+
+
 @register(
     "s4",
     family="state space",
@@ -130,6 +149,7 @@ class S4(Mixer):
         ssm_lr: float = 1e-3,
         state_chunk: int = 256,
         l_max: int = 1024,
+        kernel_block: int = 32,
     ):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
@@ -140,8 +160,10 @@ class S4(Mixer):
             raise ValueError(f"s4: state_chunk must be a positive int, got {state_chunk!r}")
         if not isinstance(l_max, int) or l_max < 1:
             raise ValueError(f"s4: l_max must be a positive int, got {l_max!r}")
+        if not isinstance(kernel_block, int) or kernel_block < 1:
+            raise ValueError(f"s4: kernel_block must be a positive int, got {kernel_block!r}")
         H, N2 = d_model, d_state // 2
-        self.d_state, self.state_chunk = d_state, state_chunk
+        self.d_state, self.state_chunk, self.kernel_block = d_state, state_chunk, kernel_block
         dirs = 1 if causal else 2
         Lam, P, B, _ = dplr_legs(d_state)  # [N/2] each, complex128
         self.log_A_real = nn.Parameter(torch.log(-Lam.real).float().repeat(H, 1))           # [H, N/2]
@@ -222,25 +244,21 @@ class S4(Mixer):
     def kernel(self, L: int, dtype=torch.float32, x0: torch.Tensor | None = None):
         """``K [dirs, H, L]`` (and ``C Ā^{k+1} x0`` for ``k < L``, ``[B, H, L]``, if ``x0 [B, H, N/2]`` is given).
 
-        Computed at the length ``l_max >= L`` for which ``C̃`` is parameterised, then truncated.
+        Computed at the length ``l_max >= L`` for which ``C̃`` is parameterised, then truncated;
+        in blocks of ``kernel_block`` channels, each checkpointed when gradients are on (its
+        ``[., block, l_max]`` intermediates are recomputed in backward instead of kept).
         """
         self._grow(L)
-        n = int(self.l_max)
         Lam, P, B, Ct, dt = self.ssm(dtype)
-        mu = dt[:, None] * Lam / 2                                            # [H, N/2]
-        Pc = P.conj()
-        v = [Ct * B, Ct * P, (Pc * B).unsqueeze(0), (Pc * P).unsqueeze(0)]
-        if x0 is not None:  # w = (2/Δ + A) x0 / 2, A = Λ - p p*
-            pw = 2 * (Pc * x0).real.sum(-1, keepdim=True)                    # p* x0_full  [B, H, 1]
-            w = x0 / dt[:, None] + (Lam * x0 - P * pw) / 2                   # [B, H, N/2]
-            v += [Ct[0] * w, Pc * w]
-        sizes = [t.shape[0] for t in v]
-        g = cauchy_sequences(torch.cat(v), mu, dt, n).split(sizes)           # [., H, n] each
-        k = woodbury_irfft(g[0], g[1], g[2], g[3], n)[..., :L]               # [dirs, H, L]
+        fn = functools.partial(_dplr_kernel, n=int(self.l_max), L=L)
+        outs = []
+        for h in range(0, Lam.shape[0], self.kernel_block):
+            c = slice(h, h + self.kernel_block)
+            args = (Lam[c], P[c], B[c], Ct[:, c], dt[c], None if x0 is None else x0[:, c])
+            outs.append(checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() else fn(*args))
         if x0 is None:
-            return k
-        ks = woodbury_irfft(g[4], g[1][:1], g[5], g[3], n)[..., :L]          # [B, H, L]
-        return k, ks
+            return torch.cat(outs, -2)
+        return tuple(torch.cat(o, -2) for o in zip(*outs))
 
     # ------------------------------------------------------------------ Mixer API
     def _forward(self, x, mask, state, return_state):
