@@ -289,7 +289,7 @@ class HypercubeAttention(_BlockSparseAttention):
 
 
 # ============================================================================ block butterfly
-def block_sparse_flops(L, d, h, causal, block_size=64):
+def block_sparse_flops(L, d, h, causal, block_size=32):
     n = max(1, -(-L // block_size))
     keys = min(L, block_size * (1 + (n - 1).bit_length()))
     return float(_proj_flops(L, d) + 2 * 2 * L * keys * d * (0.5 if causal else 1.0))
@@ -313,10 +313,11 @@ class BlockButterflyAttention(_BlockSparseAttention):
     ``global_blocks`` blocks; in bidirectional mode the first ``global_blocks`` blocks also attend
     to every key. Causal mode intersects the layout with the block lower triangle and masks future
     tokens inside the diagonal block (the causal block-sparse FlashAttention convention); global
-    rows then see only their past.
+    rows then see only their past. Default ``block_size=32``: Pixelfly's block size (the coarsest
+    granularity its layouts are stored at); it also ran faster than 64 at 16K tokens on CPU.
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, block_size=64, n_factors=None,
+    def __init__(self, d_model, *, num_heads=1, causal=False, block_size=32, n_factors=None,
                  local_blocks=0, global_blocks=0, rope=False, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal, block_size=block_size, rope=rope, bias=bias)
         if n_factors is not None:

@@ -148,9 +148,8 @@ def block_gather_attention(
     ``key_blocks[b, h, i, :]`` (entries in ``[0, n)``; repeats count once; -1 = no block).
     ``causal`` additionally masks keys after the query (token level), ``key_mask`` padded keys.
     Cost ``O(L * m * block_size * Dh)``: the gathered K/V are ``[B, H, n, m * block_size, Dh]``.
-    A table shared by the batch and heads (``[1, 1, n, m]``) is compacted: rows are grouped by
-    their number of distinct blocks and each group gathers only those (causal layouts and
-    clipped neighbour lists do not pay for their empty entries).
+    Rows are grouped by their number of distinct blocks and each group gathers only those
+    (causal layouts, clipped neighbour lists and de-duplicated rows do not pay for empty entries).
     """
     B, H, L, Dh = q.shape
     blk = block_size
@@ -165,19 +164,14 @@ def block_gather_attention(
         valid = _key_valid(key_mask, B, L, n * blk, q.device).view(-1, n, blk)       # [B|1, n, blk]
     tbl = dedupe_blocks(key_blocks.to(q.device, torch.long))                          # [B|1, H|1, n, m]
     k, v = (rearrange(t, "b h (n i) d -> (b h n) (i d)", i=blk) for t in (k, v))      # [B*H*n, blk*Dh]
-    if tbl.shape[:2] != (1, 1):
-        full = tbl.expand(B, H, n, -1)
-        kg, vg = (_gather(t, full, Dh).unflatten(2, (n, -1)) for t in (k, v))  # [B, H, n, m*blk, Dh]
-        o, lse = _gathered_attend(qb, kg, vg, tbl, torch.arange(n, device=q.device), valid, causal, scale, return_lse)
-        return _finish(o, lse, L, return_lse)
-    # Shared table: group the query blocks by their number c of distinct key blocks and run
-    # each group at its own width.
-    rows = tbl[0, 0].sort(dim=-1, descending=True).values   # distinct blocks first, -1 last
-    count = (rows >= 0).sum(-1)                             # [n]
+    # Group the query blocks by their number c of distinct key blocks (the most over batch and
+    # heads) and run each group at its own width: empty entries cost nothing where all rows agree.
+    rows = tbl.sort(dim=-1, descending=True).values         # [B|1, H|1, n, m], distinct blocks first
+    count = (rows >= 0).sum(-1).amax(dim=(0, 1)).clamp(min=1)  # [n]
     outs, lses, order = [], [], []
     for c in sorted(set(count.tolist())):
         ids = (count == c).nonzero().flatten()              # the r query blocks with c key blocks
-        sub = rows[ids, :c][None, None].expand(B, H, -1, -1)
+        sub = rows[:, :, ids, :c].expand(B, H, -1, -1)      # [B, H, r, c]
         kg, vg = (_gather(t, sub, Dh).unflatten(2, (ids.numel(), -1)) for t in (k, v))  # [B, H, r, c*blk, Dh]
         o, lse = _gathered_attend(qb.index_select(2, ids), kg, vg, sub, ids, valid, causal, scale, return_lse)
         outs.append(o)
