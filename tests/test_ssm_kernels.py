@@ -152,7 +152,7 @@ def test_discretize_formulas():
 
 
 @pytest.mark.parametrize("disc", ["zoh", "bilinear"])
-@pytest.mark.parametrize("L", [1, 17, 489])
+@pytest.mark.parametrize("L", [1, 17, 489, 1047])
 def test_s4d_kernel_is_C_dA_pow_dB(disc, L):
     """K_l = 2 Re C dA^l dB materialised from the continuous parameters (small N, H)."""
     torch.manual_seed(1)

@@ -42,7 +42,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..ssm.fftconv import diag_ssm_conv, fft_conv
+from ..ssm.fftconv import diag_ssm_conv, fft_conv, with_skip
 from ..ssm.kernels import DiagSSMKernel
 from .base import Mixer, register
 from .s4d import ssm_conv_flops
@@ -88,11 +88,12 @@ class H3(Mixer):
         """``k [B, d, L]``, ``prev [B, d, N-1]`` (the keys before this block) -> ``(K', new prev)``."""
         N = self.shift_C.shape[1]
         ext = torch.cat([prev.to(k.dtype), k], dim=-1)                     # [B, d, N-1+L]
+        taps = with_skip(self.shift_C, self.shift_D)                       # C_0 + D_k at lag 0
         if k.shape[-1] == 1:                                                # recurrent step
-            y = torch.einsum("bdn,dn->bd", ext.flip(-1), self.shift_C).unsqueeze(-1)
+            y = torch.einsum("bdn,dn->bd", ext.flip(-1), taps).unsqueeze(-1)
         else:
-            y = fft_conv(ext, self.shift_C)[..., N - 1 :]
-        return y + self.shift_D.unsqueeze(-1) * k, ext[..., ext.shape[-1] - (N - 1) :]
+            y = fft_conv(ext, taps)[..., N - 1 :]
+        return y, ext[..., ext.shape[-1] - (N - 1) :]
 
     def _forward(self, x, mask, state, return_state):
         B, L, d = x.shape
@@ -102,9 +103,8 @@ class H3(Mixer):
         kv = (rearrange(k, "b (h i) l -> b i 1 h l", i=self.hd)
               * rearrange(v, "b (h j) l -> b 1 j h l", j=self.hd))         # [B, dh, dh, H, L]
         w, log_z = self.kernel.modes()
-        y, xs = diag_ssm_conv(kv, w[0], log_z, None if state is None else state["x"],
-                              return_state=return_state, block_size=self.block_size)
-        y = y + self.D.unsqueeze(-1) * kv                                  # [B, dh, dh, H, L]
+        y, xs = diag_ssm_conv(kv, w[0], log_z, None if state is None else state["x"], D=self.D,
+                              return_state=return_state, block_size=self.block_size)  # [B, dh, dh, H, L]
         y = (rearrange(q, "b (h i) l -> b i 1 h l", i=self.hd) * y).sum(1)  # [B, dh, H, L]
         y = self.out(rearrange(y, "b j h l -> b l (h j)"))
         return y, ({"k": prev, "x": xs} if return_state else None)

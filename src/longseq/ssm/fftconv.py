@@ -31,7 +31,7 @@ import torch
 
 from .kernels import diag_step, vandermonde, vandermonde_transposed
 
-__all__ = ["fast_fft_size", "fft_conv", "diag_ssm_conv", "ssm_apply"]
+__all__ = ["fast_fft_size", "fft_conv", "with_skip", "diag_ssm_conv", "ssm_apply"]
 
 
 def fast_fft_size(n: int) -> int:
@@ -97,20 +97,29 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = Non
     return _FFTConv.apply(u.to(work), k, n).to(dtype)
 
 
+def with_skip(k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
+    """Fold the skip ``D u`` into the kernel as its lag-0 tap: ``K_0 + D`` (one less ``[B, H, L]``
+    product and sum to compute and to keep for the backward pass)."""
+    if D is None:
+        return k
+    return torch.cat([k[..., :1] + D.unsqueeze(-1).to(k.dtype), k[..., 1:]], dim=-1)
+
+
 def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: torch.Tensor | None = None,
-                  *, return_state: bool = False, block_size: int | None = None):
+                  *, D: torch.Tensor | None = None, return_state: bool = False, block_size: int | None = None):
     """Causal diagonal SSM ``x_l = z x_{l-1} + u_l, y_l = Re sum_n w_n x_{l,n}`` from ``x_{-1} = state``.
 
     ``u [..., H, L]`` real, ``w, log_z [H, N]`` complex, ``state [..., H, N]`` complex or None
-    (zero). Returns ``(y [..., H, L], x_{L-1} or None)``. With ``block_size`` the FFT runs on
+    (zero); ``D [H]`` an optional skip ``+ D u``. Returns ``(y [..., H, L], x_{L-1} or None)``. With ``block_size`` the FFT runs on
     blocks of that length and the state is carried between them (O(L) memory, FFT size 2T).
     """
     L = u.shape[-1]
     if L == 1 and state is not None:                       # the recurrent step
         y, x = diag_step(u[..., 0].to(log_z.real.dtype), w, log_z, state)
-        return y.unsqueeze(-1).to(u.dtype), x
+        y = y.unsqueeze(-1).to(u.dtype)
+        return (y if D is None else y + D.unsqueeze(-1) * u), x
     T = L if block_size is None else min(block_size, L)
-    k = vandermonde(w, log_z, T)                           # [H, T]
+    k = with_skip(vandermonde(w, log_z, T), D)             # [H, T]
     ys = []
     for start in range(0, L, T):
         uc = u[..., start : start + T]                     # [..., H, Tc]
@@ -138,10 +147,8 @@ def ssm_apply(kernel, u: torch.Tensor, D: torch.Tensor, causal: bool, state: tor
     """
     if causal and getattr(kernel, "recurrent", True):
         w, log_z = kernel.modes()
-        y, state = diag_ssm_conv(u, w[0], log_z, state, return_state=return_state, block_size=block_size)
-    else:
-        if state is not None or return_state:
-            raise ValueError("this SSM kernel has no recurrent form (state/step need a causal 'exp'/S4D kernel)")
-        k = kernel.kernel(u.shape[-1])                                  # [C, H, L]
-        y = fft_conv(u, k[0], None if causal else k[1])
-    return y + D.unsqueeze(-1).to(y.dtype) * u, state
+        return diag_ssm_conv(u, w[0], log_z, state, D=D, return_state=return_state, block_size=block_size)
+    if state is not None or return_state:
+        raise ValueError("this SSM kernel has no recurrent form (state/step need a causal 'exp'/S4D kernel)")
+    k = kernel.kernel(u.shape[-1])                                      # [C, H, L]
+    return fft_conv(u, with_skip(k[0], D), None if causal else k[1]), None
