@@ -123,6 +123,12 @@ def _dplr_kernel(Lam, P, B, Ct, dt, x0, *, n: int, L: int):
     return k, woodbury_irfft(g[4], g[1][:1], g[5], g[3], n)[..., :L]     # [B, H, L]
 
 
+def _dplr_conv(u, Lam, P, B, Ct, dt, D, *, n: int, causal: bool):
+    """``K * u + D u`` for a block of channels: ``u [B, h, L]`` (kernel as in :func:`_dplr_kernel`)."""
+    k = _dplr_kernel(Lam, P, B, Ct, dt, None, n=n, L=u.shape[-1])          # [dirs, h, L]
+    return fft_conv(u, k[0], None if causal else k[1]) + D[:, None] * u
+
+
 @register(
     "s4",
     family="state space",
@@ -266,14 +272,27 @@ class S4(Mixer):
         u = x.to(dtype).transpose(1, 2)                                       # [B, H, L]
         L = u.shape[-1]
         x0 = None if state is None else state["x"]
-        out = self.kernel(L, dtype, x0)
-        k, ks = (out, None) if x0 is None else out
-        y = fft_conv(u, k[0], None if self.causal else k[1])
-        y = y + self.D.to(dtype)[:, None] * u
-        if ks is not None:
-            y = y + ks
+        if x0 is None:
+            y = self._conv_blocks(u)
+        else:
+            k, ks = self.kernel(L, dtype, x0)
+            y = fft_conv(u, k[0], None if self.causal else k[1]) + self.D.to(dtype)[:, None] * u + ks
         new_state = {"x": self._advance_state(u, x0)} if return_state else None
         return self._post(y.transpose(1, 2).to(x.dtype)), new_state
+    def _conv_blocks(self, u: torch.Tensor) -> torch.Tensor:
+        """``K * u + D u`` (``u [B, H, L]``), kernel and FFT convolution per block of ``kernel_block``
+        channels, each block checkpointed when gradients are on: backward keeps only ``u``."""
+        self._grow(u.shape[-1])
+        Lam, P, B, Ct, dt = self.ssm(u.dtype)
+        D = self.D.to(u.dtype)
+        fn = functools.partial(_dplr_conv, n=int(self.l_max), causal=self.causal)
+        ys = []
+        for h in range(0, Lam.shape[0], self.kernel_block):
+            c = slice(h, h + self.kernel_block)
+            args = (u[:, c], Lam[c], P[c], B[c], Ct[:, c], dt[c], D[c])
+            ys.append(checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() else fn(*args))
+        return torch.cat(ys, 1)
+
     def _post(self, y):
         return self.out(F.gelu(y)) if self.out is not None else y
 
