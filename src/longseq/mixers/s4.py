@@ -46,6 +46,11 @@ Decisions on points the paper leaves open:
   ``x_k = A_1 (A_0 x_{k-1} + 2 B u_k)``, ``y_k = C x_k + D u_k``. ``forward(state=...)`` adds
   ``C Ā^{k+1} x_0`` (the same Cauchy/Woodbury machinery with ``B`` replaced by
   ``(2/Δ + A) x_0 / 2``, which needs only ``C̃``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
+* Memory: the kernel and the FFT convolution run per block of ``kernel_block`` channels (default
+  32), each checkpointed when gradients are on, so backward keeps only the block's input and
+  recomputes its kernel (about a third more SSM forward work) instead of holding
+  ``[., H, l_max]`` complex intermediates; the FFT/Woodbury step has its own backward
+  (:func:`longseq.ssm.cauchy.woodbury_irfft`).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
 """
 
