@@ -222,7 +222,6 @@ class BigBirdAttention(_BlockSparseAttention):
         for b, length in enumerate(lengths.tolist()):
             t = per_seq[length]
             tbl[b, :, : t.shape[1], : t.shape[2]] = t
-            tbl[b, :, : t.shape[1], t.shape[2]:] = -1
         return tbl.to(lengths.device)
 
     def global_rows(self, n, lengths):
