@@ -11,6 +11,11 @@ each model with a small search, keeping ``n_layers`` and the mixer's options:
 3. ``d_model`` in steps of ``num_heads`` (bisection over the step count, the count grows with
    ``d_model``), then step 2 again at the new width to fine-tune.
 
+Among fitting candidates the smallest change wins (none, then ``ffn_mult``, then ``d_model``).
+When nothing fits, the closest candidate is used if its width is at least half the preset's,
+else the preset model is kept; either way it is flagged (``within=False``): shrinking to a
+degenerate width would compare a broken model, not the method.
+
 Mixers that bring their own feed-forward (FLASH's GAU, GSS: ``spec.has_ffn``) or models built
 with ``ffn="none"`` skip step 2. Counting builds the model on PyTorch's ``meta`` device (no memory,
 no initialisation work) and falls back to the CPU for a mixer whose constructor needs real
@@ -129,9 +134,17 @@ def match_budget(task, mixer: str, reference: int, overrides: dict[str, Any] | N
                 n, over2, mult = solved
                 candidates.append((n, over2, f"d_model {d0} -> {d}, ffn_mult {m0:g} -> {mult:g}"))
     fits = [c for c in candidates if _within(c[0], reference, tolerance)]
-    best = min(fits, key=lambda c: _rank(c, reference)) if fits else \
-        min(candidates, key=lambda c: abs(_ratio(c[0], reference) - 1))
-    return _result(best, reference, tolerance)
+    if fits:
+        return _result(min(fits, key=lambda c: _rank(c, reference)), reference, tolerance)
+    # Nothing fits: the closest candidate of at least half the preset width; none such (e.g.
+    # Linformer's k x max_len projections alone outweigh the softmax model) keeps the preset model
+    # rather than a degenerate width, and says what came closest.
+    close = min(candidates, key=lambda c: abs(_ratio(c[0], reference) - 1))
+    if close[1].get("d_model", d0) >= d0 / 2:
+        return _result(close, reference, tolerance)
+    n, over, _ = candidates[0]
+    how = f"none (nothing within tolerance; closest: {close[2]} at {_ratio(close[0], reference):.2f}x)"
+    return _result((n, over, how), reference, tolerance)
 
 
 def _rank(candidate, reference) -> tuple:

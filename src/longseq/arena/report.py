@@ -253,7 +253,9 @@ def format_markdown(lb: dict) -> str:
 
 
 def _time_cell(r):
-    return "-" if not r or r.get("train_s") is None else f"{r['train_s']:.0f}"
+    if not r or r.get("train_s") is None:
+        return "-"
+    return f"{r['train_s']:.1f}" if r["train_s"] < 10 else f"{r['train_s']:.0f}"
 
 
 def _published_table(lb) -> tuple[list[str], list[list[str]]]:
