@@ -240,6 +240,8 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
         stray = sorted(set(given) - set(allowed))
         if stray:
             raise ValueError(f"{what} given for {stray}, which the arena does not run (selected: {', '.join(allowed)})")
+    if isinstance(steps, dict):
+        steps = {t: v for t, v in steps.items() if t in task_names} or None
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -342,8 +344,9 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _fresh(run_dir: Path, resume: bool) -> None:
-    """Without resume, a run starts from an empty directory (the trainer appends to metrics.jsonl)."""
-    if not resume and run_dir.exists():
+    """A run that does not continue from a checkpoint starts from an empty directory (the trainer
+    appends to metrics.jsonl)."""
+    if run_dir.exists() and not (resume and (run_dir / "checkpoint.pt").exists()):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 

@@ -22,7 +22,7 @@ def _per_name(items: list[str] | None, what: str) -> dict[str, dict]:
 def register(sub) -> None:
     p = sub.add_parser("arena", help="train every mixer on every task and write a leaderboard",
                        description="Train each selected mixer on each selected task with the task preset's "
-                                   "hyperparameters, every model within 10%% of the softmax model's parameter "
+                                   "hyperparameters, every model within 10% of the softmax model's parameter "
                                    "count, evaluate on the test split, benchmark speed and memory, and write "
                                    "OUT/leaderboard.md, OUT/leaderboard.json and OUT/report.html.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -32,8 +32,8 @@ def register(sub) -> None:
                         "32), linear, s4d on mqar (4 pairs in 32 tokens, vocab 64; 600 steps) and listops "
                         "(5,000/500/500 examples; 200 steps); speed at L=256,512,1024 "
                         "(explicit --tasks/--mixers/--steps/--task-option win)")
-    p.add_argument("--mixers", help="comma-separated mixer names, or 'all' (default: all; --demo: its four)")
-    p.add_argument("--tasks", help="comma-separated task names, or 'all' (default: all; --demo: its two)")
+    p.add_argument("--mixers", help="comma-separated mixer names, or 'all' (not given: all, or the demo's four with --demo)")
+    p.add_argument("--tasks", help="comma-separated task names, or 'all' (not given: all, or the demo's two with --demo)")
     p.add_argument("--out", default="runs/arena", help="output directory (runs in OUT/runs/TASK/MIXER)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished runs, continue interrupted ones from their checkpoint")
