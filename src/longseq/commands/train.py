@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -52,9 +53,16 @@ def register(sub) -> None:
     t.add_argument("--grad-clip", type=float)
     t.add_argument("--grad-accum", type=int)
     t.add_argument("--eval-every", type=int)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--device", default="auto")
     t.add_argument("--no-progress", action="store_true")
+    d = p.add_argument_group("several processes (launch with: torchrun --nproc-per-node N -m longseq train ...)")
+    d.add_argument("--fsdp", action="store_true",
+                   help="shard parameters, gradients and optimizer state (FSDP) instead of replicating them (DDP)")
+    d.add_argument("--dist-timeout", type=float, default=300.0,
+                   help="seconds a process waits for its peers in a collective before failing")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -70,15 +78,19 @@ def run(args) -> int:
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
                         mixer_options=mixer_options)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
-                                               "grad_accum", "eval_every", "threads") if getattr(args, k) is not None}
+                                               "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads")
+                 if getattr(args, k) is not None}
     cfg = TrainConfig.from_dict({**task.train_defaults, **overrides, "seed": args.seed, "device": args.device,
-                                 "progress": not args.no_progress})
+                                 "progress": not args.no_progress,
+                                 "fsdp": args.fsdp, "dist_timeout": args.dist_timeout})
     out = Path(args.out or f"runs/{args.task}-{args.mixer.replace(',', '+')}")
-    print(f"task {args.task} ({args.preset}), mixer {args.mixer}: {model.num_parameters():,} parameters -> {out}")
+    main = int(os.environ.get("RANK", "0")) == 0     # under torchrun only rank 0 reports
+    if main:
+        print(f"task {args.task} ({args.preset}), mixer {args.mixer}: {model.num_parameters():,} parameters -> {out}")
     final = train(model, task, cfg, out, resume=args.resume,
                   run_config={"cli": {"task": args.task, "mixer": args.mixer, "preset": args.preset}})
     metric = task.meta.metric
-    for split in ("validation", "test"):
+    for split in ("validation", "test") if main else ():
         m = final[split]
         print(f"{split}: {metric} {m.get(metric, m['accuracy']):.4f}  loss {m['loss']:.4f}")
     return 0

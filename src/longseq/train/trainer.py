@@ -6,6 +6,12 @@ Reproducibility: the batch drawn at every (step, micro-batch) is a pure function
 model, optimiser, schedule and RNG states; so ``resume`` continues with the very same losses as
 an uninterrupted run (bit-exact on CPU).
 
+Several processes: under ``torchrun`` every rank calls :func:`train` with the same arguments and
+the run becomes data parallel (DDP, or FSDP with ``fsdp=True``): each rank takes its slice of the
+same global batches, losses are normalised over the global batch, evaluation sums are
+all-reduced, and rank 0 alone writes the run directory with plain (unwrapped) state dicts, so a
+checkpoint resumes under any number of processes. See :mod:`longseq.train.distributed`.
+
 Run directory layout (``out_dir``)::
 
     config.json      task, model and trainer configuration
@@ -31,6 +37,11 @@ from torch import nn
 from ..models.base import atomic_write
 from ..optim import param_groups
 from ..tasks.base import IGNORE, Split, Task
+from .distributed import (
+    DistContext, all_reduce_sum, full_model_state, full_optimizer_state, global_mean, grad_norm_value, grad_sync,
+    load_optimizer_state, rank_batch, rank_seed, restore_rng, rng_states, save_model, setup, shard, teardown, unwrap,
+    world_size, wrap,
+)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -55,6 +66,8 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
     progress: bool = True
+    fsdp: bool = False                 # several processes: shard model/optimizer with FSDP instead of DDP
+    dist_timeout: float = 300.0        # several processes: seconds a rank waits for its peers before failing
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -74,6 +87,8 @@ class TrainConfig:
                 raise ValueError(f"trainer setting {k} must be positive, got {getattr(self, k)}")
         if self.lr <= 0 or self.warmup < 0:
             raise ValueError(f"lr must be > 0 and warmup >= 0, got lr={self.lr}, warmup={self.warmup}")
+        if self.dist_timeout <= 0:
+            raise ValueError(f"dist_timeout must be positive (seconds), got {self.dist_timeout}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,8 +131,12 @@ def run_model(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches: int | None = None,
-             device=None, metric: str = "accuracy") -> dict[str, float]:
-    """Loss and accuracy summed over examples (LM: over target tokens), not averaged per batch."""
+             device=None, metric: str = "accuracy", *, ctx: DistContext | None = None) -> dict[str, float]:
+    """Loss and accuracy summed over examples (LM: over target tokens), not averaged per batch.
+
+    With the ``ctx`` of a multi-process run (every rank calls it), rank r evaluates batches
+    r, r + world, ... and the sums and counts are all-reduced: every rank returns the global result."""
+    ctx = ctx or DistContext()
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -125,7 +144,13 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
     n_batches = math.ceil(len(split) / batch_size)
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
-    for b in range(n_batches):
+    own: list[int | None] = list(range(ctx.rank, n_batches, ctx.world))
+    if ctx.active and ctx.fsdp:    # each forward all-gathers parameters: every rank runs as many
+        own += [None] * (math.ceil(n_batches / ctx.world) - len(own))
+    for b in own:
+        if b is None:              # a filler forward on the first batch, not counted
+            run_model(model, _to(split.batch(torch.arange(min(batch_size, len(split)))), device))
+            continue
         idx = torch.arange(b * batch_size, min(len(split), (b + 1) * batch_size))
         batch = _to(split.batch(idx), device)
         logits, _ = run_model(model, batch)
@@ -142,6 +167,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
             correct += int((logits.argmax(-1) == t).sum())
         loss_sum += float(lp)
         count += n
+    if ctx.active:
+        loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], ctx, device)
+        correct, count = int(correct), int(count)
     model.train(was_training)
     out = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
     if metric == "bpb":
@@ -150,15 +178,22 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
 
 
 def _save_checkpoint(path: Path, model, opt, sched, step: int, cfg: TrainConfig) -> None:
+    """Write the checkpoint of ``model`` (possibly DDP-wrapped or FSDP-sharded: then every rank
+    calls this, the state is gathered and rank 0 writes plain state dicts plus every rank's RNG)."""
+    model_state, opt_state, rng_ranks = full_model_state(model), full_optimizer_state(model, opt), rng_states()
+    if model_state is None:        # not rank 0
+        return
     ckpt = {
         "step": step,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
+        "model": model_state,
+        "optimizer": opt_state,
         "scheduler": sched.state_dict(),
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "config": asdict(cfg),
     }
+    if rng_ranks is not None:
+        ckpt["rng_ranks"] = rng_ranks
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
 
 
@@ -188,41 +223,53 @@ class _Metrics:
 
 def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.PathLike | None = None,
           resume: bool = False, run_config: dict | None = None) -> dict[str, Any]:
-    """Train ``model`` on ``task``; returns the final metrics (validation and test)."""
+    """Train ``model`` on ``task``; returns the final metrics (validation and test).
+
+    Under ``torchrun`` (or in a process group the caller initialised) every rank calls this with
+    the same arguments; ``cfg.batch_size`` stays the global batch. With ``cfg.fsdp`` the model is
+    sharded in place and stays so: read the trained model back from ``out_dir/model``."""
     cfg.validate()
+    rank_batch(cfg.batch_size, world_size())   # a clear error before any process group is joined
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    ctx, device = setup(resolve_device(cfg.device), fsdp=cfg.fsdp, timeout_s=cfg.dist_timeout)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None and ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg_record = {"task": {"name": task.meta.name, "preset": task.meta.preset, "seed": task.meta.seed},
                       "model": {"class": type(model).__name__, **getattr(model, "config", {})},
                       "train": asdict(cfg), **(run_config or {})}
+        if ctx.active:
+            cfg_record["distributed"] = {"world_size": ctx.world, "strategy": "fsdp" if ctx.fsdp else "ddp"}
         atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg_record, indent=2)))
-    metrics = _Metrics(out / "metrics.jsonl" if out is not None else None)
+    metrics = _Metrics(out / "metrics.jsonl" if out is not None and ctx.is_main else None)
 
-    torch.manual_seed(cfg.seed)
-    model.to(device).train()
-    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    start = 0
+    torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
+    model.train()
+    ckpt = None
     if resume:
         if out is None or not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
-        ck = load_checkpoint(out / CHECKPOINT)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng_cpu"])
-        if ck["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck["rng_cuda"])
-        start = ck["step"]
+        ckpt = load_checkpoint(out / CHECKPOINT)
+        model.load_state_dict(ckpt["model"])
+    model_cls, model_config = type(model), getattr(model, "config", None)
+    rebuild = (lambda: model_cls(**model_config)) if model_config is not None else None
+    net = wrap(model, ctx, device)     # what forward/backward run through (model itself on one process)
+    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    start = 0
+    if ckpt is not None:
+        load_optimizer_state(opt, ckpt["optimizer"], net)
+        sched.load_state_dict(ckpt["scheduler"])
+        restore_rng(ckpt, ctx, cfg.seed)
+        start = ckpt["step"]
         metrics.truncate_after(start)
+        del ckpt
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc=f"{task.meta.name}", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and ctx.is_main), desc=f"{task.meta.name}",
+               dynamic_ncols=True)
     n_train = len(task.train)
     t_last, tokens_since, losses = time.perf_counter(), 0, []
     history: list[dict] = []
@@ -231,18 +278,22 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
             counter = (step * cfg.grad_accum + micro) * cfg.batch_size
-            batch = _to(task.train.batch(batch_indices(n_train, cfg.batch_size, counter, cfg.seed)), device)
-            _, loss = run_model(model, batch)
-            loss = loss + _aux_loss(model)
-            (loss / cfg.grad_accum).backward()
+            batch = _to(task.train.batch(shard(batch_indices(n_train, cfg.batch_size, counter, cfg.seed), ctx)), device)
+            with grad_sync(net, ctx, sync=micro == cfg.grad_accum - 1):
+                logits = net(batch["inputs"], batch.get("mask"))
+                loss = global_mean(model.loss(logits, batch["targets"]), logits, batch["targets"], ctx)
+                loss = loss + _aux_loss(model)
+                (loss / cfg.grad_accum).backward()
             step_loss += float(loss.detach()) / cfg.grad_accum
-            tokens_since += batch["inputs"].numel()
+            tokens_since += batch["inputs"].numel() * ctx.world
+        if ctx.active:                 # the global batch's loss (the same value on every rank)
+            step_loss = all_reduce_sum([step_loss], ctx, device)[0] / ctx.world
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"non-finite training loss {step_loss} at step {step + 1}; "
                                      "lower the learning rate or enable gradient clipping")
         grad_norm = None
         if cfg.grad_clip:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
         opt.step()
         sched.step()
         losses.append(step_loss)
@@ -258,26 +309,31 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             t_last, tokens_since, losses = time.perf_counter(), 0, []
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            ev = evaluate(model, task.validation, cfg.eval_batch_size, cfg.eval_max_batches, device, task.meta.metric)
+            ev = evaluate(unwrap(net), task.validation, cfg.eval_batch_size, cfg.eval_max_batches, device,
+                          task.meta.metric, ctx=ctx)
             rec = {"step": done, "split": "validation", **ev}
             metrics.log(rec)
             history.append(rec)
-            bar.write(f"step {done}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k != "count"))
+            if ctx.is_main:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k != "count")
+                bar.write(f"step {done}: validation {shown}")
         if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            _save_checkpoint(out / CHECKPOINT, model, opt, sched, done, cfg)
+            _save_checkpoint(out / CHECKPOINT, net, opt, sched, done, cfg)
     bar.close()
 
     final = {
-        "validation": evaluate(model, task.validation, cfg.eval_batch_size, cfg.eval_max_batches, device, task.meta.metric),
-        "test": evaluate(model, task.test, cfg.eval_batch_size, cfg.eval_max_batches, device, task.meta.metric),
-        "steps": cfg.steps,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
+        split: evaluate(unwrap(net), getattr(task, split), cfg.eval_batch_size, cfg.eval_max_batches, device,
+                        task.meta.metric, ctx=ctx)
+        for split in ("validation", "test")
     }
+    final.update(steps=cfg.steps, num_parameters=sum(p.numel() for p in model.parameters()))
     if out is not None:
         metrics.log({"step": cfg.steps, "split": "test", **final["test"]})
         if hasattr(model, "save"):
-            model.save(out / "model")
-        atomic_write(out / "final.json", lambda tmp: Path(tmp).write_text(json.dumps(final, indent=2)))
+            save_model(net, out / "model", rebuild)
+        if ctx.is_main:
+            atomic_write(out / "final.json", lambda tmp: Path(tmp).write_text(json.dumps(final, indent=2)))
+    teardown(ctx)
     return final
 
 
