@@ -68,12 +68,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import torch
+
     from .. import tasks
     from ..train import TrainConfig, build_model, train
 
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
     mixer = args.mixer.split(",") if "," in args.mixer else args.mixer
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
+    torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
     model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
                         mixer_options=mixer_options)
