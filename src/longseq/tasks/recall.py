@@ -12,8 +12,9 @@ Accuracy is measured on query positions only. Fill tokens are 0.
 With ``classify=True`` the same pairs are followed by a single query key and the task is a
 ``V/2``-way classification of its value (for sequence classifiers; pool the last token).
 
-Presets: ``quick`` (vocab 512, length 64, 8 pairs, 20,000 train examples: a 2-layer softmax model
-reaches >= 0.95 query accuracy in about a minute on 2 CPU cores) and ``zoology`` (vocab 8192,
+Presets: ``quick`` (vocab 64, length 32, 4 pairs, 20,000 train examples: a 2-layer d_model-64
+softmax model with learned positions passes 0.98 query accuracy after ~1,000 steps of batch 32,
+a minute or two on 2 CPU cores; with RoPE it was still at 0.45 after 4,000 steps) and ``zoology`` (vocab 8192,
 length 256, 16 pairs, 100,000 / 3,000 as in the Zoology figure-2 sweep; alias ``lra``), and
 ``zoology-64`` / ``-128`` / ``-256`` / ``-512`` for the grid (seq_len, num_kv_pairs) = (64, 4),
 (128, 8), (256, 16), (512, 64) with the same vocabulary and sizes.
@@ -27,7 +28,7 @@ import torch
 from .base import IGNORE, Split, Task, TaskMeta, register_task, resolve_preset
 
 PRESETS = {
-    "quick": dict(vocab_size=512, seq_len=64, num_kv_pairs=8, power_a=0.01,
+    "quick": dict(vocab_size=64, seq_len=32, num_kv_pairs=4, power_a=0.01,
                   n_train=20_000, n_val=500, n_test=1_000, classify=False),
     "zoology": dict(vocab_size=8192, seq_len=256, num_kv_pairs=16, power_a=0.01,
                     n_train=100_000, n_val=1_000, n_test=3_000, classify=False),
@@ -122,14 +123,14 @@ def build_mqar(preset: str = "quick", seed: int = 0, **overrides) -> Task:
         meta = TaskMeta("mqar", "classification", V, 2 * kv + 1, num_classes=V // 2, preset=preset,
                         seed=seed, description="single-query associative recall (classify the value)",
                         extra={"config": cfg})
-        model_defaults = dict(d_model=64, n_layers=2, num_heads=2, pooling="last", position="rope")
-        train_defaults = dict(steps=1500, batch_size=64, lr=3e-3, warmup=100, weight_decay=0.1)
+        model_defaults = dict(d_model=64, n_layers=2, num_heads=2, pooling="last", position="learned")
+        train_defaults = dict(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.1)
     else:
         splits = {k: _lm_split(*mqar_sequences(rng, n, V, cfg["seq_len"], kv, cfg["power_a"]))
                   for k, n in sizes.items()}
         meta = TaskMeta("mqar", "lm", V, cfg["seq_len"], preset=preset, seed=seed,
                         description="multi-query associative recall (accuracy on query positions)",
                         extra={"config": cfg})
-        model_defaults = dict(d_model=64, n_layers=2, num_heads=2, position="rope")
-        train_defaults = dict(steps=1500, batch_size=64, lr=3e-3, warmup=100, weight_decay=0.1)
+        model_defaults = dict(d_model=64, n_layers=2, num_heads=2, position="learned")
+        train_defaults = dict(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.1)
     return Task(meta, splits["train"], splits["validation"], splits["test"], model_defaults, train_defaults)
