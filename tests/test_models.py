@@ -111,6 +111,17 @@ def test_save_load_roundtrip(tmp_path):
     assert torch.equal(lm2.lm_head.weight, lm.lm_head.weight)
 
 
+def test_saved_files_get_the_users_umask_permissions(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        CausalLM(20, 16, 1).save(tmp_path)
+    finally:
+        os.umask(old)
+    for f in ("config.json", "model.safetensors"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o644, f   # not mkstemp's 0600
+
+
 def test_load_rejects_truncated_tampered_and_corrupt(tmp_path):
     m = CausalLM(20, 16, 1)
     m.save(tmp_path)

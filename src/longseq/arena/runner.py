@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import shutil
 import sys
 import time
@@ -168,13 +167,9 @@ def plan_run(task, mixer: str, reference: int | None, model_options: dict | None
 
 # ---------------------------------------------------------------------------- records
 def write_json(path: Path, obj) -> None:
-    """Atomic write, readable like any file the user creates (mkstemp makes 0600 files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str)))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def read_json(path: Path) -> dict | None:

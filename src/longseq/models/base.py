@@ -36,13 +36,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename over ``path`` (same directory, so atomic)."""
+    """Write through ``write(tmp_path)`` then rename over ``path`` (same directory, so atomic).
+
+    The file gets the permissions of any file the user creates (``mkstemp`` makes 0600 files)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
