@@ -23,6 +23,7 @@ OPTIONS: dict[str, dict] = {
     "transformer_ls": {"window": 16, "rank": 4, "chunk_size": 8, "rope": True},
     "flash": {"chunk_size": 16, "qk_dim": 8},
     "kgv": {"rope": True},
+    "evolving": {"rope": True, "alpha": 0.5, "beta": 0.3},
     # kernel / linear
     "linear": {"chunk_size": 16, "rope": True},
     "performer": {"chunk_size": 16, "num_features": 24, "redraw_interval": 1, "rope": True},
@@ -35,6 +36,8 @@ OPTIONS: dict[str, dict] = {
     "s5": {"d_state": 16, "blocks": 2, "chunk": 8},
     "h3": {"d_state": 8, "head_dim": 4, "block_size": 16},
     "gss": {"d_state": 8, "expand": 2},
+    # training regimes (issue 8)
+    "si_attention": {"rope": True},
 }
 
 
