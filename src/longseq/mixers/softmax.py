@@ -7,6 +7,10 @@ dispatches to the IO-aware fused kernels (FlashAttention, Dao et al. 2022; memor
 attention) where the device has them and never materialises the N x N matrix there.
 ``softmax_naive`` materialises the N x N scores: the O(N^2)-memory reference and baseline.
 Both share parameters, so a state dict moves between them.
+
+``relpos`` adds a position term to the logits (DeBERTa disentangled attention, DIET; see
+:mod:`longseq.nn.relpos`): it gives a float bias ``[B|1, H, Lq, Lk]`` and the content scale,
+and the boolean mask enters that bias as ``-inf``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from ..nn.kvcache import kv_append, kv_init
+from ..nn.relpos import make_position_layer
 from ..nn.rotary import RotaryEmbedding
 from .base import Mixer, register
 
@@ -56,19 +61,25 @@ def allowed_keys(mask: torch.Tensor | None, L_q: int, L_k: int, causal: bool, de
     flops=attention_flops,
 )
 class SoftmaxAttention(Mixer):
-    """Multi-head softmax attention through SDPA, with optional RoPE and a KV cache for ``step``."""
+    """Multi-head softmax attention through SDPA, with optional RoPE, logit position terms
+    (``relpos``) and a KV cache for ``step``."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False):
+    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False, relpos=None):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
         self.rope = RotaryEmbedding(self.head_dim) if rope else None
         self.dropout = float(dropout)
+        self.relpos = make_position_layer(relpos, d_model, num_heads)
 
-    def _attend(self, q, k, v, allowed, is_causal):
-        """q: [B, H, Lq, Dh], k/v: [B, H, Lk, Dh] -> [B, H, Lq, Dh]."""
+    def _attend(self, q, k, v, allowed, is_causal, bias=None, scale=None):
+        """q: [B, H, Lq, Dh], k/v: [B, H, Lk, Dh] -> [B, H, Lq, Dh]; ``bias``: float logit term
+        ``[B|1, H, Lq, Lk]`` added after scaling ``q k^T`` by ``scale`` (default 1/sqrt(Dh))."""
         p = self.dropout if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, is_causal=is_causal)
+        if bias is not None:
+            allowed = bias if allowed is None else torch.where(allowed, bias, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, is_causal=is_causal,
+                                              scale=scale)
 
     def _forward(self, x, mask, state, return_state):
         B, L, _ = x.shape
@@ -80,11 +91,12 @@ class SoftmaxAttention(Mixer):
         if state is not None:
             k, v, new_state = kv_append(state, k, v)
         L_k = k.shape[2]
-        if mask is None and self.causal and L_k == L:
+        bias, scale = self.relpos(q, k, self.qkv) if self.relpos is not None else (None, None)
+        if mask is None and self.causal and L_k == L and bias is None:
             o = self._attend(q, k, v, None, True)          # fused causal path
         else:
             causal = self.causal and L > 1                  # one new token sees the whole cache
-            o = self._attend(q, k, v, allowed_keys(mask, L, L_k, causal, x.device), False)
+            o = self._attend(q, k, v, allowed_keys(mask, L, L_k, causal, x.device), False, bias, scale)
         return self.out(rearrange(o, "b h l d -> b l (h d)")), new_state
 
     def _init_state(self, batch_size, device, dtype):
@@ -107,8 +119,11 @@ class SoftmaxAttention(Mixer):
 class SoftmaxAttentionNaive(SoftmaxAttention):
     """``softmax(Q K^T / sqrt(d)) V`` with the score matrix materialised (O(N^2) memory)."""
 
-    def _attend(self, q, k, v, allowed, is_causal):
-        scores = torch.einsum("bhid,bhjd->bhij", q, k) * q.shape[-1] ** -0.5  # [B, H, Lq, Lk]
+    def _attend(self, q, k, v, allowed, is_causal, bias=None, scale=None):
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        scores = torch.einsum("bhid,bhjd->bhij", q, k) * scale  # [B, H, Lq, Lk]
+        if bias is not None:
+            scores = scores + bias
         if is_causal:
             allowed = allowed_keys(None, q.shape[2], k.shape[2], True, q.device)
         if allowed is not None:
