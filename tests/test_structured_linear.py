@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from longseq.nn.butterfly_linear import ButterflyLinear
 from longseq.nn.linear import linear_flops, linear_parameters, make_linear
 from longseq.nn.tensor_chain import TensorChainLinear, balanced_factors, tensor_chain_bond
 
@@ -48,7 +49,7 @@ def test_balanced_factors():
         assert math.prod(balanced_factors(n, k)) == n
 
 
-@pytest.mark.parametrize("length,d_in,d_out", [(2, 12, 10), (3, 8, 12), (4, 16, 16)])
+@pytest.mark.parametrize("length,d_in,d_out", [(2, 8, 6), (3, 8, 12), (4, 16, 16)])
 def test_tc_weight_matches_naive_chain(length, d_in, d_out):
     torch.manual_seed(0)
     layer = TensorChainLinear(d_in, d_out, length=length, bond=3).double()
@@ -79,22 +80,23 @@ def test_tc_forward_and_grads_equal_dense_matmul(length):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("length,bond,n_init", [(2, 6, 20), (3, 4, 80)])
+@pytest.mark.parametrize("length,bond,n_init", [(2, 6, 20), (3, 4, 40)])
 def test_tc_init_variance_matches_dense(length, bond, n_init):
     """Each reconstructed entry has Var = 1/(3 d_in), nn.Linear's default. The empirical variance
-    pooled over n_init inits of a 64x64 layer is unbiased with a relative spread of ~2.2% over
-    seeds (measured over 30 seeds), so the fixed-seed check uses a 10% tolerance (~4 sigma)."""
+    pooled over n_init inits of a 64x64 layer is unbiased with a relative spread over seeds of ~2.2%
+    (K=2, 20 inits) and ~3.2% (K=3, 40 inits) (measured over 30 seeds), so the fixed-seed check
+    uses a 12% tolerance (> 3.7 sigma)."""
     torch.manual_seed(1234)
     d_in = 64
     ws = torch.stack([TensorChainLinear(d_in, 64, length=length, bond=bond).weight().detach()
                       for _ in range(n_init)])
     target = 1.0 / (3 * d_in)
-    assert abs(ws.var().item() / target - 1) < 0.10
+    assert abs(ws.var().item() / target - 1) < 0.12
     assert abs(ws.mean().item()) < 0.05 * math.sqrt(target)
     # an explicit init_std is honoured too
     w = torch.stack([TensorChainLinear(d_in, 64, length=length, bond=bond, init_std=0.5).weight().detach()
                      for _ in range(n_init)])
-    assert abs(w.var().item() / 0.25 - 1) < 0.10
+    assert abs(w.var().item() / 0.25 - 1) < 0.12
 
 
 @pytest.mark.parametrize("ratio", [0.07, 0.2, 0.5])
@@ -146,3 +148,88 @@ def test_make_linear_dense_and_tc():
         make_linear("tensor_chain", 4, 4, rank=3)
     with pytest.raises(ValueError, match="unknown option"):
         make_linear("dense", 4, 4, ratio=0.1)
+
+
+# ----------------------------------------------------------------------------- butterfly
+
+
+def naive_butterfly(layer: ButterflyLinear, x: torch.Tensor) -> torch.Tensor:
+    """Dense masked matmul + low rank + gate, written from the stored parameters."""
+    b = layer.block
+    mask = layer.layout.repeat_interleave(b, 0).repeat_interleave(b, 1)           # [out, in]
+    W = torch.zeros(layer.out_features, layer.in_features, dtype=x.dtype)
+    for k, (r, c) in enumerate(zip(layer.rows.tolist(), layer.cols.tolist())):
+        W = W.index_put((torch.arange(r * b, r * b + b)[:, None], torch.arange(c * b, c * b + b)[None, :]),
+                        layer.blocks[k])
+    assert not (W.detach() * ~mask).any()
+    y = x @ W.t()
+    if layer.rank:
+        low = x @ (layer.lr_u @ layer.lr_v).t()
+        g = torch.sigmoid(x @ layer.gate.weight.t() + layer.gate.bias) if layer.gate is not None else 0.5
+        y = (1 - g) * y + g * low
+    return y + layer.bias if layer.bias is not None else y
+
+
+@pytest.mark.parametrize("d_in,d_out,opts", [
+    (64, 256, dict(block=4, butterfly_size=16, n_factors=2, rank=8)),
+    (256, 64, dict(block=4, butterfly_size=16, n_factors=3, rank=4, gate="none")),
+    (96, 48, dict(block=6, butterfly_size=8, n_factors=2, rank=0)),
+    (64, 192, dict(block=32, rank=32)),
+])
+def test_butterfly_equals_masked_dense(d_in, d_out, opts):
+    torch.manual_seed(0)
+    layer = ButterflyLinear(d_in, d_out, **opts).double()
+    x = torch.randn(3, 5, d_in, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    ref = naive_butterfly(layer, x)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    params = [p for p in layer.parameters()]
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *params], g)
+    want = torch.autograd.grad(ref, [x, *params], g)
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    # dense_weight() is the same masked matrix
+    torch.testing.assert_close(layer.dense_weight()[:, :], layer.dense_weight() * layer.layout.repeat_interleave(
+        layer.block, 0).repeat_interleave(layer.block, 1))
+
+
+def test_butterfly_mask_is_flat_block_butterfly():
+    """The stored blocks are exactly the flat block butterfly layout of nn.butterfly (shared generator)."""
+    from longseq.nn.butterfly import flat_block_butterfly_layout
+
+    layer = ButterflyLinear(128, 128, block=8, butterfly_size=16, n_factors=2, rank=0)
+    lay = flat_block_butterfly_layout(128, 128, 16, 2, 8)
+    assert torch.equal(layer.layout, lay)
+    # 16x16 coarse grid with 2 factors: 3 coarse non-zeros per row -> 3/16 density at this blocking
+    assert layer.density == pytest.approx(3 / 16)
+    assert layer.blocks.shape == (int(lay.sum()), 8, 8)
+
+
+def test_butterfly_param_and_flop_counts():
+    layer = ButterflyLinear(128, 512, block=8, butterfly_size=16, n_factors=2, rank=16)
+    nnz = int(layer.layout.sum())
+    expect_params = nnz * 64 + 16 * (128 + 512) + (128 + 1) + 512
+    assert layer.num_parameters == expect_params == linear_parameters(layer)
+    assert layer.density == pytest.approx(3 / 16)
+    expect = 2 * nnz * 64 + 2 * 16 * (128 + 512) + 3 * 512 + 2 * 128 + 512
+    assert layer.flops(10) == 10 * expect == linear_flops(layer, 10)
+    dense = torch.nn.Linear(128, 512)
+    assert layer.flops(10) < 0.4 * linear_flops(dense, 10)
+    assert layer.num_parameters < 0.4 * linear_parameters(dense)
+
+
+def test_butterfly_init_and_errors():
+    torch.manual_seed(0)
+    layer = ButterflyLinear(256, 256, block=4, rank=0, bias=False)
+    x = torch.randn(4096, 256)
+    dense = torch.nn.Linear(256, 256, bias=False)
+    ratio = layer(x).var() / dense(x).var()
+    assert 0.85 < ratio < 1.15                      # sparse rows keep the dense output variance
+    with pytest.raises(ValueError, match="gate"):
+        ButterflyLinear(64, 64, gate="scalar")
+    with pytest.raises(ValueError, match="divisible"):
+        ButterflyLinear(64, 40, block=8)
+    with pytest.raises(ValueError, match="rank"):
+        ButterflyLinear(64, 64, rank=-1)
+    assert isinstance(make_linear("butterfly", 64, 64, block=8, rank=4), ButterflyLinear)

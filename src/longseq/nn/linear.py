@@ -13,13 +13,14 @@ import inspect
 
 from torch import nn
 
+from .butterfly_linear import ButterflyLinear
 from .tensor_chain import TensorChainLinear
 
 __all__ = ["LINEAR_KINDS", "make_linear", "linear_flops", "linear_parameters"]
 
 
 def _classes() -> dict[str, type[nn.Module]]:
-    return {"dense": nn.Linear, "tensor_chain": TensorChainLinear}
+    return {"dense": nn.Linear, "butterfly": ButterflyLinear, "tensor_chain": TensorChainLinear}
 
 
 LINEAR_KINDS = tuple(_classes())
