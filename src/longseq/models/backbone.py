@@ -8,6 +8,10 @@ entry per layer, each a name or a dict ``{"name": ..., **options}``.
 Positions: ``none``, ``sinusoidal`` or ``learned`` are added to the embedding; ``rope`` is
 passed as ``rope=True`` to every layer whose mixer accepts that option (SSM layers need no
 positions).
+
+Cross-layer carry: a mixer class with ``uses_carry = True`` takes a ``carry`` keyword in
+``forward``/``step``: a dict created per forward pass (or decoding step) and shared by
+consecutive such layers (evolving attention passes its logits this way); any other layer clears it.
 """
 
 from __future__ import annotations
@@ -57,8 +61,17 @@ class Block(nn.Module):
             self.norm2 = make_norm(norm, d_model)
             self.ffn = FeedForward(d_model, ffn, ffn_mult, dropout)
 
-    def forward(self, x, mask=None, state=None, return_state=False):
-        h = self.mixer(self.norm1(x), mask, state=state, return_state=return_state)
+    def _carry_kw(self, carry: dict | None) -> dict:
+        """``{"carry": carry}`` for mixers that use it; other layers break the chain."""
+        if carry is None:
+            return {}
+        if getattr(self.mixer, "uses_carry", False):
+            return {"carry": carry}
+        carry.clear()
+        return {}
+
+    def forward(self, x, mask=None, state=None, return_state=False, carry=None):
+        h = self.mixer(self.norm1(x), mask, state=state, return_state=return_state, **self._carry_kw(carry))
         if return_state:
             h, state = h
         x = x + self.drop(h)
@@ -66,8 +79,8 @@ class Block(nn.Module):
             x = x + self.drop(self.ffn(self.norm2(x)))
         return (x, state) if return_state else x
 
-    def step(self, x_t, state):
-        h, state = self.mixer.step(self.norm1(x_t), state)
+    def step(self, x_t, state, carry=None):
+        h, state = self.mixer.step(self.norm1(x_t), state, **self._carry_kw(carry))
         x_t = x_t + self.drop(h)
         if self.ffn is not None:
             x_t = x_t + self.drop(self.ffn(self.norm2(x_t)))
@@ -133,14 +146,15 @@ class Backbone(nn.Module):
         if state is not None or return_state:
             state = state if state is not None else self.init_state(ids.shape[0], ids.device)
             x = self._embed(ids, state["pos"])
-            new_layers = []
+            new_layers, carry = [], {}
             for block, s in zip(self.blocks, state["layers"]):
-                x, s = block(x, None if mask is None else mask, state=s, return_state=True)
+                x, s = block(x, None if mask is None else mask, state=s, return_state=True, carry=carry)
                 new_layers.append(s)
             return self.norm(x), {"pos": state["pos"] + ids.shape[1], "layers": new_layers}
         x = self._embed(ids, 0)
+        carry = {}
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, carry=carry)
         return self.norm(x)
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict:
@@ -152,8 +166,8 @@ class Backbone(nn.Module):
     def step(self, ids_t: torch.Tensor, state: dict):
         """``ids_t: [B]`` -> hidden ``[B, d_model]``."""
         x = self._embed(ids_t[:, None], state["pos"])[:, 0]
-        new_layers = []
+        new_layers, carry = [], {}
         for block, s in zip(self.blocks, state["layers"]):
-            x, s = block.step(x, s)
+            x, s = block.step(x, s, carry=carry)
             new_layers.append(s)
         return self.norm(x), {"pos": state["pos"] + 1, "layers": new_layers}
