@@ -15,6 +15,7 @@ from torch import nn
 from ..tasks.base import IGNORE
 from .backbone import Backbone
 from .base import LongseqModel, model_class
+from .sibert import SIBackbone, si_logits
 
 
 @model_class
@@ -22,25 +23,32 @@ class CausalLM(LongseqModel):
     def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int = 2, *, mixer="softmax",
                  mixer_options: dict | None = None, num_heads: int = 1, norm: str = "layernorm",
                  ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
-                 max_len: int | None = None, tie_embeddings: bool = True):
+                 max_len: int | None = None, tie_embeddings: bool = True, scale_invariant: bool = False):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
                            mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                            dropout=dropout, position=position, max_len=max_len, tie_embeddings=tie_embeddings)
-        self.backbone = Backbone(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
-                                 num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                 dropout=dropout, position=position, max_len=max_len)
+        if scale_invariant:            # SIBERT architecture (Li et al. 2022): see models/sibert.py
+            self.config["scale_invariant"] = True
+        self.scale_invariant = scale_invariant
+        backbone_cls = SIBackbone if scale_invariant else Backbone
+        self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
+                                     num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
+                                     dropout=dropout, position=position, max_len=max_len)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.backbone.embed.weight
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        return si_logits(h, self.lm_head.weight) if self.scale_invariant else self.lm_head(h)
 
     def forward(self, ids, mask=None, *, state=None, return_state=False):
         """``ids: [B, L]`` -> logits ``[B, L, vocab]`` (and the recurrent state with ``return_state``)."""
         out = self.backbone(ids, mask, state=state, return_state=return_state)
         if return_state:
             h, state = out
-            return self.lm_head(h), state
-        return self.lm_head(out)
+            return self._logits(h), state
+        return self._logits(out)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
@@ -51,7 +59,7 @@ class CausalLM(LongseqModel):
     def step(self, ids_t: torch.Tensor, state: dict):
         """``ids_t: [B]`` -> (logits ``[B, vocab]``, state)."""
         h, state = self.backbone.step(ids_t, state)
-        return self.lm_head(h), state
+        return self._logits(h), state
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
