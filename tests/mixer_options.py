@@ -38,6 +38,7 @@ OPTIONS: dict[str, dict] = {
     "gss": {"d_state": 8, "expand": 2},
     # training regimes (issue 8)
     "si_attention": {"rope": True},
+    "espa": {"init": "espa", "layer_index": 2, "n_layers": 4, "max_len": 128},
 }
 
 
