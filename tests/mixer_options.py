@@ -36,6 +36,7 @@ OPTIONS: dict[str, dict] = {
     "s5": {"d_state": 16, "blocks": 2, "chunk": 8},
     "h3": {"d_state": 8, "head_dim": 4, "block_size": 16},
     "gss": {"d_state": 8, "expand": 2},
+    "spade": {"window": 8, "rope": True, "ssm_options": {"d_state": 8, "state_chunk": 16, "l_max": 32}},
     # training regimes (issue 8)
     "si_attention": {"rope": True},
     "espa": {"init": "espa", "layer_index": 2, "n_layers": 4, "max_len": 128},
