@@ -32,6 +32,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ffn", choices=["mlp", "swiglu", "geglu", "none"])
     g.add_argument("--dropout", type=float)
     g.add_argument("--mixer-option", action="append", metavar="KEY=VALUE", help="option passed to every mixer (repeatable)")
+    g.add_argument("--scale-invariant", action="store_true", default=None,
+                   help="SIBERT's scale-invariant architecture (softmax layers become si_attention); "
+                        "train it with --optimizer sgd_si")
 
 
 def register(sub) -> None:
@@ -52,6 +55,10 @@ def register(sub) -> None:
     t.add_argument("--warmup", type=int)
     t.add_argument("--grad-clip", type=float)
     t.add_argument("--grad-accum", type=int)
+    t.add_argument("--optimizer", choices=["adamw", "sgd", "sgd_si"],
+                   help="adamw (default); sgd: plain SGD + weight decay; sgd_si: SIBERT's SGD + weight decay with "
+                        "the gradient norm clipped at SI_CLIP * sqrt(2 wd / lr) * ||W||")
+    t.add_argument("--si-clip", type=float, help="sgd_si clipping factor C (default 2; 0 disables clipping)")
     t.add_argument("--eval-every", type=int)
     t.add_argument("--log-every", type=int)
     t.add_argument("--checkpoint-every", type=int)
@@ -79,10 +86,13 @@ def run(args) -> int:
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
     model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
-                        mixer_options=mixer_options)
+                        mixer_options=mixer_options, scale_invariant=args.scale_invariant)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
-                                               "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads")
+                                               "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
+                                               "optimizer", "si_clip")
                  if getattr(args, k) is not None}
+    if overrides.get("si_clip") == 0:
+        overrides["si_clip"] = None
     cfg = TrainConfig.from_dict({**task.train_defaults, **overrides, "seed": args.seed, "device": args.device,
                                  "progress": not args.no_progress,
                                  "fsdp": args.fsdp, "dist_timeout": args.dist_timeout})

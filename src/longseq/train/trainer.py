@@ -1,4 +1,5 @@
-"""A plain PyTorch training loop: AdamW with parameter groups, warmup + cosine schedule, clipping,
+"""A plain PyTorch training loop: AdamW with parameter groups (or SGD, or SIBERT's ``sgd_si``:
+:mod:`longseq.train.sgd_si`), warmup + cosine schedule, clipping,
 accumulation, periodic evaluation, JSON-lines metrics, atomic checkpoints and exact resume.
 
 Reproducibility: the batch drawn at every (step, micro-batch) is a pure function of the seed
@@ -35,13 +36,13 @@ import torch
 from torch import nn
 
 from ..models.base import atomic_write
-from ..optim import param_groups
 from ..tasks.base import IGNORE, Split, Task
 from .distributed import (
     DistContext, all_reduce_sum, full_model_state, full_optimizer_state, global_mean, grad_norm_value, grad_sync,
     load_optimizer_state, rank_batch, rank_seed, restore_rng, rng_states, save_model, setup, shard, teardown, unwrap,
     world_size, wrap,
 )
+from .sgd_si import build_optimizer, check_optimizer
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -68,6 +69,8 @@ class TrainConfig:
     progress: bool = True
     fsdp: bool = False                 # several processes: shard model/optimizer with FSDP instead of DDP
     dist_timeout: float = 300.0        # several processes: seconds a rank waits for its peers before failing
+    optimizer: str = "adamw"           # adamw | sgd | sgd_si (SIBERT's SGD + WD + clipping: train/sgd_si.py)
+    si_clip: float | None = 2.0        # sgd_si: clip the gradient norm at si_clip * sqrt(2 wd / lr) * ||W||
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -89,6 +92,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and warmup >= 0, got lr={self.lr}, warmup={self.warmup}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be positive (seconds), got {self.dist_timeout}")
+        check_optimizer(self.optimizer, self.si_clip, self.fsdp)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,7 +259,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
     model_cls, model_config = type(model), getattr(model, "config", None)
     rebuild = (lambda: model_cls(**model_config)) if model_config is not None else None
     net = wrap(model, ctx, device)     # what forward/backward run through (model itself on one process)
-    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.si_clip)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start = 0
     if ckpt is not None:
@@ -292,9 +296,11 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
             raise FloatingPointError(f"non-finite training loss {step_loss} at step {step + 1}; "
                                      "lower the learning rate or enable gradient clipping")
         grad_norm = None
-        if cfg.grad_clip:
+        if cfg.grad_clip and cfg.optimizer != "sgd_si":     # sgd_si clips relative to ||W|| itself
             grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
         opt.step()
+        if cfg.optimizer == "sgd_si" and opt.last_grad_norm is not None:
+            grad_norm = float(opt.last_grad_norm)
         sched.step()
         losses.append(step_loss)
         done = step + 1
