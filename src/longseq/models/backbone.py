@@ -5,6 +5,12 @@ the FFN is omitted for mixers that bring their own (``spec.has_ffn``, e.g. FLASH
 Each layer may use a different mixer (hybrid stacks): ``mixer`` is a name or a list with one
 entry per layer, each a name or a dict ``{"name": ..., **options}``.
 
+``shortcuts=False`` drops both residual connections (``x = Drop(Mixer(Norm(x)))``, then
+``x = Drop(FFN(Norm(x)))``); with ``norm="none"`` this is the "vanilla" transformer of He et al.
+2023 (see the ``espa`` mixer and ``ffn="tat"``, :mod:`longseq.nn.deep_vanilla`). Mixers with
+``layer_index``/``n_layers`` options (depth-dependent initialisation) receive their position in
+the stack.
+
 Positions: ``none``, ``sinusoidal`` or ``learned`` are added to the embedding; ``rope`` is
 passed as ``rope=True`` to every layer whose mixer accepts that option (SSM layers need no
 positions).
@@ -22,6 +28,7 @@ import torch
 from torch import nn
 
 from .. import mixers
+from ..nn.deep_vanilla import TATFeedForward, configure_tat_
 from ..nn.layers import FeedForward, make_norm, sinusoidal_table
 
 POSITIONS = ("none", "sinusoidal", "learned", "rope")
@@ -51,15 +58,21 @@ def layer_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | 
 
 class Block(nn.Module):
     def __init__(self, d_model: int, *, mixer: str, mixer_options: dict, num_heads: int, causal: bool,
-                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0):
+                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0,
+                 shortcuts: bool = True):
         super().__init__()
+        self.shortcuts = shortcuts
         self.norm1 = make_norm(norm, d_model)
         self.mixer = mixers.build(mixer, d_model, num_heads=num_heads, causal=causal, **mixer_options)
         self.drop = nn.Dropout(dropout)
         self.ffn = None
         if not self.mixer.spec.has_ffn and ffn != "none":
             self.norm2 = make_norm(norm, d_model)
-            self.ffn = FeedForward(d_model, ffn, ffn_mult, dropout)
+            self.ffn = (TATFeedForward(d_model, ffn_mult, dropout) if ffn == "tat"
+                        else FeedForward(d_model, ffn, ffn_mult, dropout))
+
+    def _add(self, x, h):
+        return x + self.drop(h) if self.shortcuts else self.drop(h)
 
     def _carry_kw(self, carry: dict | None) -> dict:
         """``{"carry": carry}`` for mixers that use it; other layers break the chain."""
@@ -74,16 +87,16 @@ class Block(nn.Module):
         h = self.mixer(self.norm1(x), mask, state=state, return_state=return_state, **self._carry_kw(carry))
         if return_state:
             h, state = h
-        x = x + self.drop(h)
+        x = self._add(x, h)
         if self.ffn is not None:
-            x = x + self.drop(self.ffn(self.norm2(x)))
+            x = self._add(x, self.ffn(self.norm2(x)))
         return (x, state) if return_state else x
 
     def step(self, x_t, state, carry=None):
         h, state = self.mixer.step(self.norm1(x_t), state, **self._carry_kw(carry))
-        x_t = x_t + self.drop(h)
+        x_t = self._add(x_t, h)
         if self.ffn is not None:
-            x_t = x_t + self.drop(self.ffn(self.norm2(x_t)))
+            x_t = self._add(x_t, self.ffn(self.norm2(x_t)))
         return x_t, state
 
 
@@ -92,7 +105,8 @@ class Backbone(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, mixer="softmax", mixer_options=None,
                  num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm", ffn: str = "mlp",
-                 ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None):
+                 ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
+                 shortcuts: bool = True):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
@@ -107,6 +121,9 @@ class Backbone(nn.Module):
                                  f"(mixers: {sorted({p['name'] for p in plan})})")
             for p in with_rope:
                 p["options"] = {**p["options"], "rope": True}
+        for i, p in enumerate(plan):
+            if {"layer_index", "n_layers"} <= set(mixers.spec(p["name"]).cls.options()):
+                p["options"] = {"layer_index": i, "n_layers": n_layers, **p["options"]}
         self.plan = plan
         self.embed = nn.Embedding(vocab_size, d_model)
         if position == "learned":
@@ -114,9 +131,11 @@ class Backbone(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=num_heads, causal=p["causal"],
-                  norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout)
+                  norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout, shortcuts=shortcuts)
             for p in plan
         )
+        if ffn == "tat":
+            configure_tat_(self.blocks)   # leaky-ReLU slope for this depth (TAT, Zhang et al. 2022)
         self.norm = make_norm(norm, d_model)
 
     @property

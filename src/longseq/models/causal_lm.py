@@ -23,18 +23,24 @@ class CausalLM(LongseqModel):
     def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int = 2, *, mixer="softmax",
                  mixer_options: dict | None = None, num_heads: int = 1, norm: str = "layernorm",
                  ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
-                 max_len: int | None = None, tie_embeddings: bool = True, scale_invariant: bool = False):
+                 max_len: int | None = None, tie_embeddings: bool = True, scale_invariant: bool = False,
+                 shortcuts: bool = True):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
                            mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                            dropout=dropout, position=position, max_len=max_len, tie_embeddings=tie_embeddings)
         if scale_invariant:            # SIBERT architecture (Li et al. 2022): see models/sibert.py
             self.config["scale_invariant"] = True
+        if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
+            if scale_invariant:
+                raise ValueError("shortcuts=False is not supported with scale_invariant=True")
+            self.config["shortcuts"] = False
         self.scale_invariant = scale_invariant
         backbone_cls = SIBackbone if scale_invariant else Backbone
         self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
                                      num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                     dropout=dropout, position=position, max_len=max_len)
+                                     dropout=dropout, position=position, max_len=max_len,
+                                     **({} if shortcuts else {"shortcuts": False}))
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.backbone.embed.weight
