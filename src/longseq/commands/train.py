@@ -29,12 +29,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-heads", type=int)
     g.add_argument("--position", choices=["none", "sinusoidal", "learned", "rope"])
     g.add_argument("--norm", choices=["layernorm", "rmsnorm", "none"])
-    g.add_argument("--ffn", choices=["mlp", "swiglu", "geglu", "none"])
+    g.add_argument("--ffn", choices=["mlp", "swiglu", "geglu", "tat", "none"],
+                   help="feed-forward kind; tat = TAT leaky-ReLU MLP for deep vanilla nets (He et al. 2023)")
     g.add_argument("--dropout", type=float)
     g.add_argument("--mixer-option", action="append", metavar="KEY=VALUE", help="option passed to every mixer (repeatable)")
     g.add_argument("--scale-invariant", action="store_true", default=None,
                    help="SIBERT's scale-invariant architecture (softmax layers become si_attention); "
                         "train it with --optimizer sgd_si")
+    g.add_argument("--no-shortcuts", dest="shortcuts", action="store_false", default=None,
+                   help="drop the residual connections (vanilla transformer; with --norm none --mixer espa "
+                        "--ffn tat: He et al. 2023's E-SPA recipe)")
 
 
 def register(sub) -> None:
@@ -86,7 +90,8 @@ def run(args) -> int:
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
     model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
-                        mixer_options=mixer_options, scale_invariant=args.scale_invariant)
+                        mixer_options=mixer_options, scale_invariant=args.scale_invariant,
+                        shortcuts=args.shortcuts)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
                                                "optimizer", "si_clip")
