@@ -6,11 +6,13 @@ logits mixed with its own scaled dot products. With ``S_l = Q_l K_l^T / sqrt(d_h
 ``[heads, N, N]`` map per sequence, the heads being the channels of a 2-D image):
 
     first layer:  logits_1 = S_1
-    layer l > 1:  A_l      = (1 - beta) * S_l + beta * logits_{l-1}                 (paper eq. 4)
-                  logits_l = alpha * act(Conv3x3_{H->H}(A_l)) + (1 - alpha) * A_l      (paper eq. 5)
+    layer l > 1:  A_l      = (1 - beta) * S_l + beta * logits_{l-1}              (residual link)
+                  logits_l = alpha * act(Conv3x3_{H->H}(A_l)) + (1 - alpha) * A_l   (residual conv)
     output:       softmax(logits_l) V_l, and logits_l is handed to layer l + 1.
 
-Decisions (checked against the official code; the paper text itself was not reachable here):
+These are the two residual equations of the paper's Section 3 (evolving attention) in the form
+of the official code. Decisions (checked against the official code; the paper text itself was not
+reachable from here, so its equation numbers and NLP hyper-parameters are not cited):
 
 * **Names.** ``alpha`` and ``beta`` follow the official code (``asconv2d_fixed_padding`` in
   ``EAResnet50/official/resnet/resnet_model.py`` and ``EAAugmentedConv1d`` in
@@ -166,11 +168,11 @@ class EvolvingAttention(SoftmaxAttention):
             if prev.shape != scores.shape:
                 raise ValueError(f"evolving: previous layer's logits have shape {tuple(prev.shape)}, "
                                  f"expected {tuple(scores.shape)} (same batch, heads and positions)")
-            a_in = (1.0 - self.beta) * scores + self.beta * prev          # eq. 4, [B, H, L, Lk]
+            a_in = (1.0 - self.beta) * scores + self.beta * prev          # residual link, [B, H, L, Lk]
             if ok is not None:
                 a_in = a_in.masked_fill(~ok, 0.0)
             conv, rows = self._conv(a_in, None if state is None else state.get("rows"))
-            logits = self.alpha * ACTIVATIONS[self.activation](conv) + (1.0 - self.alpha) * a_in  # eq. 5
+            logits = self.alpha * ACTIVATIONS[self.activation](conv) + (1.0 - self.alpha) * a_in
         if carry is not None:
             carry[CARRY_KEY] = logits
 
