@@ -233,3 +233,48 @@ def test_butterfly_init_and_errors():
     with pytest.raises(ValueError, match="rank"):
         ButterflyLinear(64, 64, rank=-1)
     assert isinstance(make_linear("butterfly", 64, 64, block=8, rank=4), ButterflyLinear)
+
+
+# ----------------------------------------------------------------------------- attention projections
+
+
+@pytest.mark.parametrize("mixer", ["softmax", "kgv"])
+@pytest.mark.parametrize("proj,opts", [("tensor_chain", {"ratio": 0.3}), ("butterfly", {"block": 4, "rank": 4, "gate": "none"})])
+def test_attention_proj_option(mixer, proj, opts):
+    """Structured q/k/v(/o) projections: each part is its own structured d x d layer; the mixer
+    equals a dense-projection mixer whose weights are the structured layers' dense equivalents."""
+    from longseq import mixers
+
+    torch.manual_seed(0)
+    d = 32
+    m = mixers.build(mixer, d, num_heads=2, causal=True, proj=proj, proj_options=opts, proj_out=True).double()
+    ref = mixers.build(mixer, d, num_heads=2, causal=True).double()
+
+    def dense_of(layer):                                           # -> (weight [out, in], bias)
+        if isinstance(layer, TensorChainLinear):
+            return layer.weight().t(), layer.bias
+        eye = torch.eye(layer.in_features, dtype=torch.float64)
+        b = layer(torch.zeros(1, layer.in_features, dtype=torch.float64))[0]
+        return (layer(eye) - b).t(), b
+
+    with torch.no_grad():
+        if mixer == "softmax":
+            ws, bs = zip(*[dense_of(p) for p in m.qkv.parts])
+            ref.qkv.weight.copy_(torch.cat(ws))
+            pairs = [(m.out, ref.out)]
+        else:
+            pairs = [(getattr(m, n), getattr(ref, n)) for n in ("gate", "key", "value", "out")]
+        for src, dst in pairs:
+            w, b = dense_of(src)
+            dst.weight.copy_(w)
+    # bias=False by default in the mixers; gate="none" makes the butterfly layer linear in x
+    x = torch.randn(2, 9, d, dtype=torch.float64)
+    torch.testing.assert_close(m(x), ref(x), rtol=1e-10, atol=1e-10)
+    n_dense = sum(p.numel() for p in ref.parameters())
+    n_structured = sum(p.numel() for p in m.parameters())
+    assert n_structured < 0.7 * n_dense
+    # kgv default keeps W_o dense (Anthe)
+    k = mixers.build("kgv", d, num_heads=2, causal=True, proj=proj, proj_options=opts)
+    assert type(k.out) is torch.nn.Linear and type(k.key) is not torch.nn.Linear
+    with pytest.raises(ValueError, match="unknown linear kind"):
+        mixers.build(mixer, d, num_heads=2, causal=True, proj="lowrank")

@@ -25,9 +25,12 @@ Decisions on ambiguous points:
 * Gate order: the code's default order 'qkv' ("query-g-value"); other orders are not offered.
 * ``rope=True`` rotates the (unprojected) queries and the keys per head (RoFormer) — an option,
   off by default; Anthe uses absolute H-SoftPOS embeddings outside the mixer.
-* Dense projections (Anthe's tensor-chain factorisations of W_q/W_k/W_v save parameters, not
-  FLOPs, and are outside the scope of this mixer). ``bias`` adds biases to all projections
-  (Keras Dense default is bias=True; off by default here like ``softmax``).
+* Projections: ``proj`` (``dense`` default | ``tensor_chain`` | ``butterfly``, options in
+  ``proj_options``, see :func:`longseq.nn.linear.make_linear`) is the linear kind of W_q (gate),
+  W_k and W_v. Anthe uses ``proj="tensor_chain"`` with ``proj_options={"ratio": 0.07}`` (length 2)
+  and keeps W_o dense, hence ``proj_out=False`` by default (``True`` factorises W_o too).
+  Tensor chains save parameters, not FLOPs. ``bias`` adds biases to all projections (Keras Dense
+  default is bias=True; off by default here like ``softmax``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from einops import rearrange
 from torch import nn
 
 from ..nn.kvcache import kv_append, kv_init
+from ..nn.linear import make_linear
 from ..nn.rotary import RotaryEmbedding
 from .base import Mixer, register
 from .softmax import allowed_keys, attention_flops
@@ -61,12 +65,14 @@ def kgv_flops(L: int, d: int, h: int, causal: bool) -> float:
 class KgVAttention(Mixer):
     """Anthe's KgV self-attention: unprojected queries, values gated by ``sigmoid(W_q x)``."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False):
+    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False,
+                 proj="dense", proj_options=None, proj_out=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        self.gate = nn.Linear(d_model, d_model, bias=bias)   # W_q, re-purposed as the value gate
-        self.key = nn.Linear(d_model, d_model, bias=bias)    # W_k
-        self.value = nn.Linear(d_model, d_model, bias=bias)  # W_v
-        self.out = nn.Linear(d_model, d_model, bias=bias)    # W_o
+        lin = lambda: make_linear(proj, d_model, d_model, bias, **(proj_options or {}))  # noqa: E731
+        self.gate = lin()    # W_q, re-purposed as the value gate
+        self.key = lin()     # W_k
+        self.value = lin()   # W_v
+        self.out = lin() if proj_out else nn.Linear(d_model, d_model, bias=bias)  # W_o
         self.rope = RotaryEmbedding(self.head_dim) if rope else None
         self.dropout = float(dropout)
 

@@ -8,6 +8,11 @@ attention) where the device has them and never materialises the N x N matrix the
 ``softmax_naive`` materialises the N x N scores: the O(N^2)-memory reference and baseline.
 Both share parameters, so a state dict moves between them.
 
+``proj`` (``dense`` | ``butterfly`` | ``tensor_chain``, options in ``proj_options``) replaces the
+q/k/v projections -- each d x d matrix factorised separately -- and, unless ``proj_out=False``,
+the output projection by structured layers (Pixelfly's flat block butterfly + low rank, Anthe's
+tensor chain; see :mod:`longseq.nn.linear`). ``dense`` keeps the fused ``nn.Linear``.
+
 ``relpos`` adds a position term to the logits (DeBERTa disentangled attention, DIET; see
 :mod:`longseq.nn.relpos`): it gives a float bias ``[B|1, H, Lq, Lk]`` and the content scale,
 and the boolean mask enters that bias as ``-inf``.
@@ -21,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from ..nn.kvcache import kv_append, kv_init
+from ..nn.linear import make_fused_linear, make_linear
 from ..nn.relpos import make_position_layer
 from ..nn.rotary import RotaryEmbedding
 from .base import Mixer, register
@@ -64,10 +70,13 @@ class SoftmaxAttention(Mixer):
     """Multi-head softmax attention through SDPA, with optional RoPE, logit position terms
     (``relpos``) and a KV cache for ``step``."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False, relpos=None):
+    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False, relpos=None,
+                 proj="dense", proj_options=None, proj_out=True):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
-        self.out = nn.Linear(d_model, d_model, bias=bias)
+        # proj: linear kind of the q/k/v (and, with proj_out, output) projections (nn.linear.make_linear)
+        popts = dict(proj_options or {})
+        self.qkv = make_fused_linear(proj, d_model, [d_model] * 3, bias, **popts)
+        self.out = make_linear(proj, d_model, d_model, bias, **popts) if proj_out else nn.Linear(d_model, d_model, bias)
         self.rope = RotaryEmbedding(self.head_dim) if rope else None
         self.dropout = float(dropout)
         self.relpos = make_position_layer(relpos, d_model, num_heads)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 from torch import nn
 
 from .butterfly_linear import ButterflyLinear
 from .tensor_chain import TensorChainLinear
 
-__all__ = ["LINEAR_KINDS", "make_linear", "linear_flops", "linear_parameters"]
+__all__ = ["LINEAR_KINDS", "ConcatLinear", "make_linear", "make_fused_linear", "linear_flops", "linear_parameters"]
 
 
 def _classes() -> dict[str, type[nn.Module]]:
@@ -39,6 +40,30 @@ def make_linear(kind: str, d_in: int, d_out: int, bias: bool = True, **opts) -> 
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for linear kind {kind!r}; allowed: {allowed or 'none'}")
     return cls(d_in, d_out, bias=bias, **opts)
+
+
+class ConcatLinear(nn.Module):
+    """Several ``d_in -> d_out_k`` layers applied to the same input, outputs concatenated: a fused
+    projection (e.g. q/k/v) whose parts are factorised separately, as the papers do."""
+
+    def __init__(self, parts: list[nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, x):
+        return torch.cat([p(x) for p in self.parts], dim=-1)
+
+    def flops(self, n_tokens: int) -> float:
+        return sum(linear_flops(p, n_tokens) for p in self.parts)
+
+
+def make_fused_linear(kind: str, d_in: int, d_outs: list[int], bias: bool = True, **opts) -> nn.Module:
+    """``d_in -> sum(d_outs)``: one ``nn.Linear`` for ``dense`` (the usual fused q/k/v weight), else a
+    :class:`ConcatLinear` of one ``kind`` layer per part."""
+    if kind == "dense":
+        make_linear(kind, d_in, 1, bias, **opts)             # validates the options
+        return nn.Linear(d_in, sum(d_outs), bias=bias)
+    return ConcatLinear([make_linear(kind, d_in, d, bias, **opts) for d in d_outs])
 
 
 def linear_parameters(layer: nn.Module) -> int:
