@@ -275,23 +275,26 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and ctx.is_main), desc=f"{task.meta.name}",
                dynamic_ncols=True)
     n_train = len(task.train)
-    t_last, tokens_since, losses = time.perf_counter(), 0, []
+    t_last, tokens_since, losses, aux_losses = time.perf_counter(), 0, [], []
     history: list[dict] = []
     for step in range(start, cfg.steps):
         opt.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        step_loss = step_aux = 0.0
         for micro in range(cfg.grad_accum):
             counter = (step * cfg.grad_accum + micro) * cfg.batch_size
             batch = _to(task.train.batch(shard(batch_indices(n_train, cfg.batch_size, counter, cfg.seed), ctx)), device)
             with grad_sync(net, ctx, sync=micro == cfg.grad_accum - 1):
                 logits = net(batch["inputs"], batch.get("mask"))
                 loss = global_mean(model.loss(logits, batch["targets"]), logits, batch["targets"], ctx)
-                loss = loss + _aux_loss(model)
+                aux = _aux_loss(model)
+                loss = loss + aux
                 (loss / cfg.grad_accum).backward()
             step_loss += float(loss.detach()) / cfg.grad_accum
+            if isinstance(aux, torch.Tensor):
+                step_aux += float(aux.detach()) / cfg.grad_accum
             tokens_since += batch["inputs"].numel() * ctx.world
         if ctx.active:                 # the global batch's loss (the same value on every rank)
-            step_loss = all_reduce_sum([step_loss], ctx, device)[0] / ctx.world
+            step_loss, step_aux = (v / ctx.world for v in all_reduce_sum([step_loss, step_aux], ctx, device))
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"non-finite training loss {step_loss} at step {step + 1}; "
                                      "lower the learning rate or enable gradient clipping")
@@ -303,6 +306,8 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
             grad_norm = float(opt.last_grad_norm)
         sched.step()
         losses.append(step_loss)
+        if isinstance(aux, torch.Tensor):
+            aux_losses.append(step_aux)
         done = step + 1
         bar.update(1)
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -311,9 +316,11 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
                    "lr": sched.get_last_lr()[0], "tokens_per_s": tokens_since / max(dt, 1e-9)}
             if grad_norm is not None:
                 rec["grad_norm"] = grad_norm
+            if aux_losses:             # modules' auxiliary losses (MoE balancing), included in "loss"
+                rec["aux_loss"] = sum(aux_losses) / len(aux_losses)
             metrics.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-            t_last, tokens_since, losses = time.perf_counter(), 0, []
+            t_last, tokens_since, losses, aux_losses = time.perf_counter(), 0, [], []
         if done % cfg.eval_every == 0 or done == cfg.steps:
             ev = evaluate(unwrap(net), task.validation, cfg.eval_batch_size, cfg.eval_max_batches, device,
                           task.meta.metric, ctx=ctx)
