@@ -39,6 +39,8 @@ OPTIONS: dict[str, dict] = {
     "spade": {"window": 8, "rope": True, "ssm_options": {"d_state": 8, "state_chunk": 16, "l_max": 32}},
     # training regimes (issue 8)
     "si_attention": {"rope": True},
+    "treeformer_tc": {"depth": 3},
+    "treeformer_tf": {"depth": 3, "block_size": 8},
     "espa": {"init": "espa", "layer_index": 2, "n_layers": 4, "max_len": 128},
 }
 

@@ -67,8 +67,9 @@ gradients backward).
 Cost
 ----
 Routing: h gathers of one hyperplane per token, O(N h d). TC: segment sums by node id
-(``index_add`` over [nodes] buckets) and a softmax over h + 1 path nodes: O(N h d) time and
-memory. TF: keys and queries are sorted by leaf; blocks of ``block_size`` sorted queries are
+(``index_add`` over [nodes] buckets) and a softmax over h + 1 path nodes: O(N h d) time; the
+gathers of path-node keys/values run one level at a time inside two small autograd functions,
+so memory is O(N (d + h)) plus the node tables, never [N, h + 1, d]. TF: keys and queries are sorted by leaf; blocks of ``block_size`` sorted queries are
 paired only with the key blocks that overlap their leaves' key ranges, and a segment softmax
 (scatter-max, ``index_add`` sums) combines the pairs of a query block: time and memory
 O(N (leaf size + block_size) d), never an N x N matrix (a degenerate tree that puts every key
@@ -99,6 +100,47 @@ def _tc_flops(L: int, d: int, h: int, causal: bool, depth: int = 4) -> float:
     return float(2 * L * d * 4 * d + 2 * L * 2 * depth * d + 4 * 2 * L * (depth + 1) * d)
 
 
+# ---------------------------------------------------------------------------------- gathers
+class _PathLogits(torch.autograd.Function):
+    """``out[m, n] = q[m] . table[idx[m, n]]`` without storing the gathered ``[M, P, Dh]`` rows
+    (one level at a time forward and backward: O(M Dh) temporaries instead of O(M P Dh))."""
+
+    @staticmethod
+    def forward(ctx, q, table, idx):                  # q: [M, Dh], table: [T, Dh], idx: [M, P]
+        ctx.save_for_backward(q, table, idx)
+        return torch.stack([(q * table[idx[:, n]]).sum(-1) for n in range(idx.shape[1])], -1)
+
+    @staticmethod
+    def backward(ctx, grad):                           # grad: [M, P]
+        q, table, idx = ctx.saved_tensors
+        grad_q, grad_t = torch.zeros_like(q), torch.zeros_like(table)
+        for n in range(idx.shape[1]):
+            grad_q += grad[:, n, None] * table[idx[:, n]]
+            grad_t.index_add_(0, idx[:, n], grad[:, n, None] * q)
+        return grad_q, grad_t, None
+
+
+class _PathMix(torch.autograd.Function):
+    """``out[m] = sum_n p[m, n] table[idx[m, n]]`` without storing the gathered rows."""
+
+    @staticmethod
+    def forward(ctx, p, table, idx):                  # p: [M, P], table: [T, Dh], idx: [M, P]
+        ctx.save_for_backward(p, table, idx)
+        out = p.new_zeros(p.shape[0], table.shape[1])
+        for n in range(idx.shape[1]):
+            out += p[:, n, None] * table[idx[:, n]]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                           # grad: [M, Dh]
+        p, table, idx = ctx.saved_tensors
+        grad_t = torch.zeros_like(table)
+        grad_p = torch.stack([(grad * table[idx[:, n]]).sum(-1) for n in range(idx.shape[1])], -1)
+        for n in range(idx.shape[1]):
+            grad_t.index_add_(0, idx[:, n], grad * p[:, n, None])
+        return grad_p, grad_t, None
+
+
 # ---------------------------------------------------------------------------------- routing
 def route(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, depth: int):
     """Route ``x: [B, H, L, Dh]`` through per-head trees ``w: [H, 2^h - 1, Dh]``, ``b: [H, 2^h - 1]``.
@@ -109,14 +151,15 @@ def route(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, depth: int):
     branches' sigmoids).
     """
     B, H, L, Dh = x.shape
+    n_int = w.shape[1]
+    head = (torch.arange(H, device=x.device) * n_int)[None, :, None]        # [1, H, 1] table offset
+    xf, table, bias = x.reshape(-1, Dh), w.reshape(H * n_int, Dh), b.reshape(H * n_int)
     node = torch.zeros(B, H, L, dtype=torch.long, device=x.device)
     g = torch.ones(B, H, L, dtype=x.dtype, device=x.device)
     nodes, member = [node], [g]
-    w_b = w.unsqueeze(0).expand(B, -1, -1, -1)                               # [B, H, n, Dh]
-    b_b = b.unsqueeze(0).expand(B, -1, -1)                                   # [B, H, n]
     for _ in range(depth):
-        w_n = torch.gather(w_b, 2, node.unsqueeze(-1).expand(-1, -1, -1, Dh))  # [B, H, L, Dh]
-        s = (x * w_n).sum(-1) + torch.gather(b_b, 2, node)                   # [B, H, L]
+        idx = (node + head).reshape(-1, 1)                                   # [B*H*L, 1]
+        s = (_PathLogits.apply(xf, table, idx)[:, 0] + bias[idx[:, 0]]).view(B, H, L)
         right = s > 0
         c = torch.sigmoid(torch.where(right, s, -s))                         # chosen branch
         g = g * (1.0 + (c - c.detach()))                                     # straight-through
@@ -127,31 +170,38 @@ def route(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, depth: int):
 
 
 # ---------------------------------------------------------------------------------- TC
+def _node_means(x, idx, weight, n_total):
+    """Membership-weighted mean of ``x: [M, Dh]`` per node; ``idx``/``weight``: [M, P] -> [T, Dh], [T]."""
+    x_sum = x.new_zeros(n_total, x.shape[1])
+    w_sum = weight.new_zeros(n_total).index_add(0, idx.flatten(), weight.flatten())
+    for n in range(idx.shape[1]):                      # one level at a time: O(M Dh) temporaries
+        x_sum = x_sum.index_add(0, idx[:, n], weight[:, n, None] * x)
+    # forward: integer key counts; empty nodes (count 0) are masked by the caller
+    return x_sum / w_sum.clamp_min(1.0)[:, None], w_sum
+
+
 def tc_attention(q, k, v, q_nodes, q_member, k_nodes, k_member, key_mask, n_nodes: int):
     """TC-attention over path-node aggregates. q/k/v: [G, L, Dh]; *_nodes/*_member: [G, L, h+1];
     key_mask: [G, L] bool (True = real key) or None. Returns [G, L, Dh]."""
     G, L, Dh = q.shape
     offset = (torch.arange(G, device=q.device) * n_nodes)[:, None, None]     # [G, 1, 1]
-    k_idx = (k_nodes + offset).flatten()                                     # [G*L*(h+1)]
+    k_idx = (k_nodes + offset).flatten(0, 1)                                 # [G*L, h+1] global node ids
+    q_idx = (q_nodes + offset).flatten(0, 1)
     wk = k_member if key_mask is None else k_member * key_mask[..., None].to(k_member.dtype)
-    # segment sums by node id: [G * n_nodes, Dh]
-    k_sum = k.new_zeros(G * n_nodes, Dh).index_add(0, k_idx, (wk[..., None] * k[:, :, None, :]).flatten(0, 2))
-    v_sum = v.new_zeros(G * n_nodes, Dh).index_add(0, k_idx, (wk[..., None] * v[:, :, None, :]).flatten(0, 2))
-    w_sum = wk.new_zeros(G * n_nodes).index_add(0, k_idx, wk.flatten())
-    denom = w_sum.clamp_min(1.0)       # forward: integer key counts; empty nodes are masked below
-    k_bar, v_bar = k_sum / denom[:, None], v_sum / denom[:, None]
+    wk = wk.flatten(0, 1)
+    # segment sums by node id -> mean key / value of every node: [G * n_nodes, Dh]
+    k_bar, count = _node_means(k.flatten(0, 1), k_idx, wk, G * n_nodes)
+    v_bar, _ = _node_means(v.flatten(0, 1), k_idx, wk, G * n_nodes)
 
-    q_idx = q_nodes + offset                                                 # [G, L, h+1]
-    kq, vq = k_bar[q_idx], v_bar[q_idx]                                      # [G, L, h+1, Dh]
-    empty = w_sum.detach()[q_idx] == 0                                       # [G, L, h+1]
-    logits = torch.einsum("gld,glnd->gln", q, kq) * Dh ** -0.5
+    empty = count.detach()[q_idx] == 0                                       # [G*L, h+1]
+    logits = _PathLogits.apply(q.flatten(0, 1), k_bar, q_idx) * Dh ** -0.5
     logits = logits.masked_fill(empty, float("-inf"))
     m = logits.detach().amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = q_member * torch.exp(logits - m)                                     # [G, L, h+1]
+    e = q_member.flatten(0, 1) * torch.exp(logits - m)                       # [G*L, h+1]
     z = e.sum(-1, keepdim=True)
     p = e / torch.where(z > 0, z, torch.ones_like(z))
-    return torch.einsum("gln,glnd->gld", p, vq)
+    return _PathMix.apply(p, v_bar, q_idx).view(G, L, Dh)
 
 
 # ---------------------------------------------------------------------------------- TF
