@@ -29,8 +29,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-heads", type=int)
     g.add_argument("--position", choices=["none", "sinusoidal", "learned", "rope"])
     g.add_argument("--norm", choices=["layernorm", "rmsnorm", "none"])
-    g.add_argument("--ffn", choices=["mlp", "swiglu", "geglu", "tat", "none"],
-                   help="feed-forward kind; tat = TAT leaky-ReLU MLP for deep vanilla nets (He et al. 2023)")
+    g.add_argument("--ffn", choices=["mlp", "swiglu", "geglu", "moe", "tat", "none"],
+                   help="feed-forward kind; moe = Switch Transformer top-1 experts (Fedus et al. 2021); "
+                        "tat = TAT leaky-ReLU MLP for deep vanilla nets (He et al. 2023)")
+    g.add_argument("--ffn-option", action="append", metavar="KEY=VALUE",
+                   help="feed-forward option (repeatable): moe: num_experts, capacity_factor, eval_capacity_factor, "
+                        "aux_loss_weight, z_loss_weight, expert; mlp/swiglu/geglu: linear=dense|butterfly|tensor_chain "
+                        "and that layer's options (butterfly: block, butterfly_size, n_factors, rank, gate; "
+                        "tensor_chain: ratio, length, bond)")
     g.add_argument("--dropout", type=float)
     g.add_argument("--mixer-option", action="append", metavar="KEY=VALUE", help="option passed to every mixer (repeatable)")
     g.add_argument("--scale-invariant", action="store_true", default=None,
@@ -87,11 +93,12 @@ def run(args) -> int:
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
     mixer = args.mixer.split(",") if "," in args.mixer else args.mixer
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
+    ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
     model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
                         mixer_options=mixer_options, scale_invariant=args.scale_invariant,
-                        shortcuts=args.shortcuts)
+                        shortcuts=args.shortcuts, ffn_options=ffn_options)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
                                                "optimizer", "si_clip")
