@@ -172,11 +172,15 @@ def test_tc_steps_bootstrap_schedule():
     tc.load_state_dict({k: v for k, v in tf.state_dict().items() if k != "train_steps"})
     x = torch.randn(2, 33, 24)
     tf.eval()
-    y_eval = tf(x)                                                # eval: TF, and does not count
+    torch.testing.assert_close(tf(x), tc(x))                    # before the switch: TC, eval too
+    assert int(tf.train_steps) == 0                              # eval passes do not count
     tf.train()
     torch.testing.assert_close(tf(x), tc(x))
     torch.testing.assert_close(tf(x), tc(x))
-    torch.testing.assert_close(tf(x), y_eval)                    # third training pass: TF
+    y_tf = tf(x)                                                 # third training pass: TF
+    assert not torch.allclose(y_tf, tc(x))
+    tf.eval()
+    torch.testing.assert_close(tf(x), y_tf)
     assert int(tf.train_steps) == 3
 
 

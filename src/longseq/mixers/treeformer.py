@@ -60,9 +60,9 @@ gradients backward).
   Two ways here: :func:`treeformer_bootstrap` converts a model's ``softmax`` (bidirectional) or
   TC layers into TF (or TC) layers in place, keeping q/k/v/out projections and trees; and the
   ``treeformer_tf`` option ``tc_steps=N`` runs TC-attention for the first N training forward
-  passes of the layer and TF-attention afterwards (one run from the CLI:
-  ``longseq train --mixer treeformer_tf --mixer-option tc_steps=600``). The counter is a buffer,
-  so it survives checkpoints/resume; forward passes in eval mode do not count.
+  passes of the layer and TF-attention afterwards, in training and evaluation alike (one run
+  from the CLI: ``longseq train --mixer treeformer_tf --mixer-option tc_steps=600``). The counter
+  is a buffer, so it survives checkpoints/resume; forward passes in eval mode do not count.
 
 Cost
 ----
@@ -89,14 +89,15 @@ from .base import Mixer, build, register
 __all__ = ["route", "tf_attention", "tc_attention", "treeformer_bootstrap"]
 
 
-def _tree_flops(L: int, d: int, h: int, causal: bool, depth: int = 4, leaf_keys: float | None = None) -> float:
-    proj = 2 * L * d * 4 * d
-    route_cost = 2 * L * 2 * depth * d                      # q and k through h hyperplanes
-    keys = leaf_keys if leaf_keys is not None else max(L / 2 ** depth, 1.0)
-    return float(proj + route_cost + 2 * 2 * L * keys * d)
+def _tf_flops(L: int, d: int, h: int, causal: bool, depth: int = 4) -> float:
+    """Projections, routing of q and k through ``depth`` hyperplanes, attention within leaves of
+    a balanced tree (L / 2^depth keys each)."""
+    keys = max(L / 2 ** depth, 1.0)
+    return float(2 * L * d * 4 * d + 2 * L * 2 * depth * d + 2 * 2 * L * keys * d)
 
 
 def _tc_flops(L: int, d: int, h: int, causal: bool, depth: int = 4) -> float:
+    """Projections, routing, node sums of k and v, logits and mixing over depth + 1 path nodes."""
     return float(2 * L * d * 4 * d + 2 * L * 2 * depth * d + 4 * 2 * L * (depth + 1) * d)
 
 
@@ -213,9 +214,10 @@ def _pad_to(x: torch.Tensor, n: int, value) -> torch.Tensor:
     return torch.cat([x, x.new_full(shape, value)], 1)
 
 
-def tf_attention(q, k, v, q_leaf, q_member, k_leaf, k_member, key_mask, n_leaves: int, block_size: int):
+def tf_attention(q, k, v, q_leaf, q_member, k_leaf, k_member, mask, n_leaves: int, block_size: int):
     """TF-attention: softmax over the keys of the query's leaf. q/k/v: [G, L, Dh]; *_leaf: [G, L]
-    leaf ids in [0, n_leaves); *_member: [G, L]; key_mask: [G, L] bool or None. Returns [G, L, Dh].
+    leaf ids in [0, n_leaves); *_member: [G, L]; mask: [G, L] bool (True = real token) or None:
+    padded tokens are neither keys nor (computed) queries. Returns [G, L, Dh].
 
     Keys and queries are sorted by leaf; query block b (``block_size`` sorted queries) is paired
     with every key block overlapping the key range of its leaves; scores [P, C, C] of the P pairs
@@ -226,8 +228,9 @@ def tf_attention(q, k, v, q_leaf, q_member, k_leaf, k_member, key_mask, n_leaves
     Lp = -(-L // C) * C
     nb = Lp // C
     no_key, no_query = n_leaves, n_leaves + 1                # sentinels: never equal to each other
-    if key_mask is not None:
-        k_leaf = torch.where(key_mask, k_leaf, torch.full_like(k_leaf, no_key))
+    if mask is not None:
+        k_leaf = torch.where(mask, k_leaf, torch.full_like(k_leaf, no_key))
+        q_leaf = torch.where(mask, q_leaf, torch.full_like(q_leaf, no_query))
 
     # sort by leaf (stable: ties keep sequence order)
     k_leaf_s, k_ord = torch.sort(_pad_to(k_leaf, Lp, no_key), dim=1, stable=True)      # [G, Lp]
@@ -352,7 +355,7 @@ class TreeformerTC(_Treeformer):
     causal=False,
     bidirectional=True,
     step=False,
-    flops=_tree_flops,
+    flops=_tf_flops,
 )
 class TreeformerTF(_Treeformer):
     """TF-attention: each query attends to the keys of its own leaf; ``tc_steps`` bootstraps from TC."""
@@ -372,7 +375,7 @@ class TreeformerTF(_Treeformer):
         return super().extra_repr() + f", block_size={self.block_size}, tc_steps={self.tc_steps}"
 
     def _forward(self, x, mask, state, return_state):
-        in_bootstrap = self.training and self.tc_steps > 0 and int(self.train_steps) < self.tc_steps
+        in_bootstrap = self.tc_steps > 0 and int(self.train_steps) < self.tc_steps
         if self.training:
             self.train_steps += 1
         if in_bootstrap:
