@@ -16,18 +16,23 @@ def register(sub) -> None:
     p.add_argument("--mixer", default="softmax")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--steps", type=int, help="override the preset's training steps")
+    p.add_argument("--seed", type=int, default=0, help="seeds data, initialisation and batch order")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import torch
+
     from .. import tasks
     from ..train import TrainConfig, build_model, train
 
     results = []
     for label, classify in (("causal LM", False), ("classifier", True)):
-        task = tasks.build("mqar", preset="quick", classify=classify)
+        task = tasks.build("mqar", preset="quick", classify=classify, seed=args.seed)
+        torch.manual_seed(args.seed)
         model = build_model(task, args.mixer)
-        cfg = TrainConfig.from_dict({**task.train_defaults, **({"steps": args.steps} if args.steps else {})})
+        cfg = TrainConfig.from_dict({**task.train_defaults, "seed": args.seed,
+                                     **({"steps": args.steps} if args.steps else {})})
         print(f"\n== {label}: {args.mixer} on mqar (quick{', classify' if classify else ''}), "
               f"{model.num_parameters():,} parameters")
         t0 = time.perf_counter()
