@@ -243,3 +243,20 @@ def test_path_gather_functions_gradcheck():
     idx = torch.randint(0, 4, (9, 3))
     assert torch.autograd.gradcheck(_PathLogits.apply, (q, table, idx))
     assert torch.autograd.gradcheck(_PathMix.apply, (p, table, idx))
+
+
+def test_cli_bootstrap_schedule(tmp_path, capsys):
+    """``--mixer treeformer_tf --mixer-option tc_steps=N``: TC first, TF after, counter checkpointed."""
+    from longseq.cli import main
+    from longseq.train.trainer import load_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--task", "mqar", "--task-option", "classify=true", "--task-option", "n_train=64",
+            "--task-option", "n_val=8", "--task-option", "n_test=8", "--mixer", "treeformer_tf",
+            "--mixer-option", "depth=2", "--mixer-option", "tc_steps=2", "--steps", "3", "--batch-size", "8",
+            "--d-model", "16", "--eval-every", "3", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    assert "test: accuracy" in capsys.readouterr().out
+    state = load_checkpoint(out / "checkpoint.pt")["model"]
+    counters = [v for k, v in state.items() if k.endswith("train_steps")]
+    assert counters and all(int(c) == 3 for c in counters)
