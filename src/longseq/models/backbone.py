@@ -13,7 +13,10 @@ the stack.
 
 Positions: ``none``, ``sinusoidal`` or ``learned`` are added to the embedding; ``rope`` is
 passed as ``rope=True`` to every layer whose mixer accepts that option (SSM layers need no
-positions).
+positions). ``deberta``, ``deberta_v2``, ``diet_abs`` and ``diet_rel`` enter the attention logits
+(:mod:`longseq.nn.relpos`): the backbone owns the tables shared across layers (``self.relpos``,
+options from ``position_options``) and passes them as ``relpos=`` to every layer whose mixer
+accepts that option.
 
 Cross-layer carry: a mixer class with ``uses_carry = True`` takes a ``carry`` keyword in
 ``forward``/``step``: a dict created per forward pass (or decoding step) and shared by
@@ -30,8 +33,10 @@ from torch import nn
 from .. import mixers
 from ..nn.deep_vanilla import TATFeedForward, configure_tat_
 from ..nn.layers import FeedForward, make_norm, sinusoidal_table
+from ..nn.relpos import SCHEMES as LOGIT_POSITIONS
+from ..nn.relpos import RelativePositions
 
-POSITIONS = ("none", "sinusoidal", "learned", "rope")
+POSITIONS = ("none", "sinusoidal", "learned", "rope", *LOGIT_POSITIONS)
 
 
 def layer_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | None) -> list[dict[str, Any]]:
@@ -106,7 +111,7 @@ class Backbone(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, mixer="softmax", mixer_options=None,
                  num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm", ffn: str = "mlp",
                  ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
-                 shortcuts: bool = True):
+                 shortcuts: bool = True, position_options: dict | None = None):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
@@ -121,6 +126,16 @@ class Backbone(nn.Module):
                                  f"(mixers: {sorted({p['name'] for p in plan})})")
             for p in with_rope:
                 p["options"] = {**p["options"], "rope": True}
+        if position_options and position not in LOGIT_POSITIONS:
+            raise ValueError(f"position_options apply to {', '.join(LOGIT_POSITIONS)}, not position={position!r}")
+        if position in LOGIT_POSITIONS:
+            with_relpos = [p for p in plan if "relpos" in mixers.spec(p["name"]).cls.options()]
+            if not with_relpos:
+                raise ValueError(f"position={position!r} but no layer's mixer has a 'relpos' option "
+                                 f"(mixers: {sorted({p['name'] for p in plan})})")
+            self.relpos = RelativePositions(position, d_model, num_heads, max_len=max_len, **(position_options or {}))
+            for p in with_relpos:
+                p["options"] = {**p["options"], "relpos": self.relpos}
         for i, p in enumerate(plan):
             if {"layer_index", "n_layers"} <= set(mixers.spec(p["name"]).cls.options()):
                 p["options"] = {"layer_index": i, "n_layers": n_layers, **p["options"]}

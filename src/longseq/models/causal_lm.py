@@ -24,13 +24,16 @@ class CausalLM(LongseqModel):
                  mixer_options: dict | None = None, num_heads: int = 1, norm: str = "layernorm",
                  ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
                  max_len: int | None = None, tie_embeddings: bool = True, scale_invariant: bool = False,
-                 shortcuts: bool = True):
+                 shortcuts: bool = True,
+                 position_options: dict | None = None):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
                            mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                            dropout=dropout, position=position, max_len=max_len, tie_embeddings=tie_embeddings)
         if scale_invariant:            # SIBERT architecture (Li et al. 2022): see models/sibert.py
             self.config["scale_invariant"] = True
+        if position_options:           # DeBERTa / DIET options: see nn/relpos.py
+            self.config["position_options"] = position_options
         if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
             if scale_invariant:
                 raise ValueError("shortcuts=False is not supported with scale_invariant=True")
@@ -40,7 +43,8 @@ class CausalLM(LongseqModel):
         self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
                                      num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                                      dropout=dropout, position=position, max_len=max_len,
-                                     **({} if shortcuts else {"shortcuts": False}))
+                                     **({} if shortcuts else {"shortcuts": False}),
+                                     **({"position_options": position_options} if position_options else {}))
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.backbone.embed.weight

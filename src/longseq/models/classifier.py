@@ -37,7 +37,8 @@ class SequenceClassifier(LongseqModel):
                  mixer="softmax", mixer_options: dict | None = None, num_heads: int = 1,
                  causal: bool | None = None, pooling: str = "mean", norm: str = "layernorm", ffn: str = "mlp",
                  ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
-                 pair: bool = False, scale_invariant: bool = False, shortcuts: bool = True):
+                 pair: bool = False, scale_invariant: bool = False, shortcuts: bool = True,
+                 position_options: dict | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
@@ -47,6 +48,8 @@ class SequenceClassifier(LongseqModel):
                            position=position, max_len=max_len, pair=pair)
         if scale_invariant:            # SIBERT architecture (Li et al. 2022): see models/sibert.py
             self.config["scale_invariant"] = True
+        if position_options:           # DeBERTa / DIET options: see nn/relpos.py
+            self.config["position_options"] = position_options
         if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
             if scale_invariant:
                 raise ValueError("shortcuts=False is not supported with scale_invariant=True")
@@ -56,7 +59,8 @@ class SequenceClassifier(LongseqModel):
         self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
                                      num_heads=num_heads, causal=causal, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                                      dropout=dropout, position=position, max_len=max_len,
-                                     **({} if shortcuts else {"shortcuts": False}))
+                                     **({} if shortcuts else {"shortcuts": False}),
+                                     **({"position_options": position_options} if position_options else {}))
         if scale_invariant:
             self.head = SIHead(4 * d_model if pair else d_model, num_classes, hidden=d_model if pair else None,
                                norm=norm)

@@ -18,7 +18,7 @@ def build_model(task: Task, mixer="softmax", **overrides: Any):
     if cfg.get("position") == "rope" and "position" not in user and not _any_rope(mixer, cfg.get("mixer_options")):
         cfg["position"] = "none"  # a preset's RoPE default does not apply to stacks without attention (SSMs)
     m = task.meta
-    if cfg.get("position") == "learned" and not cfg.get("max_len"):
+    if cfg.get("position") in ("learned", "diet_abs") and not cfg.get("max_len"):
         cfg["max_len"] = m.seq_len  # the table covers the task's longest input
     if m.kind == "classification":
         cfg.setdefault("pair", bool(m.extra.get("pair", False)))
