@@ -244,7 +244,7 @@ def tf_attention(q, k, v, q_leaf, q_member, k_leaf, k_member, mask, n_leaves: in
     # key range [start, end) of each query's leaf in the sorted keys, then per query block
     start = torch.searchsorted(k_leaf_s, q_leaf_s, right=False)                        # [G, Lp]
     end = torch.searchsorted(k_leaf_s, q_leaf_s, right=True)
-    end = torch.where(q_leaf_s == no_query, start, end)
+    end = torch.where(q_leaf_s == no_query, torch.zeros_like(end), end)   # no range for padding
     start_b = start.view(G, nb, C)[:, :, 0]                  # sorted leaves => ranges are sorted
     end_b = end.view(G, nb, C).amax(-1)
     kb0 = torch.div(start_b, C, rounding_mode="floor")
@@ -300,31 +300,27 @@ class _Treeformer(Mixer):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", depth={self.depth}"
 
-    def _project_and_route(self, x):
+    def _project_and_route(self, x, mask):
+        """-> q, k, v [B*H, L, Dh]; path node ids and memberships [B*H, L, h+1]; mask [B*H, L] | None."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
-        q_nodes, q_member = route(q, self.tree_w, self.tree_b, self.depth)     # [B, H, L, h+1]
-        k_nodes, k_member = route(k, self.tree_w, self.tree_b, self.depth)
-        return q, k, v, q_nodes, q_member, k_nodes, k_member
+        q_route = route(q, self.tree_w, self.tree_b, self.depth)              # [B, H, L, h+1] x 2
+        k_route = route(k, self.tree_w, self.tree_b, self.depth)
+        flat = [t.flatten(0, 1) for t in (q, k, v, *q_route, *k_route)]
+        if mask is not None:
+            mask = mask.repeat_interleave(self.num_heads, 0)
+        return (*flat, mask)
 
     def _attend_tc(self, x, mask):
-        B = x.shape[0]
-        q, k, v, qn, qm, kn, km = self._project_and_route(x)
-        flat = lambda t: t.flatten(0, 1)                                         # noqa: E731
-        key_mask = None if mask is None else mask[:, None, :].expand(-1, self.num_heads, -1).flatten(0, 1)
-        o = tc_attention(flat(q), flat(k), flat(v), flat(qn), flat(qm), flat(kn), flat(km),
-                         key_mask, 2 ** (self.depth + 1) - 1)
-        return self.out(rearrange(o, "(b h) l d -> b l (h d)", b=B))
+        q, k, v, qn, qm, kn, km, mask = self._project_and_route(x, mask)
+        o = tc_attention(q, k, v, qn, qm, kn, km, mask, 2 ** (self.depth + 1) - 1)      # [B*H, L, Dh]
+        return self.out(rearrange(o, "(b h) l d -> b l (h d)", h=self.num_heads))
 
     def _attend_tf(self, x, mask, block_size):
-        B = x.shape[0]
-        q, k, v, qn, qm, kn, km = self._project_and_route(x)
+        q, k, v, qn, qm, kn, km, mask = self._project_and_route(x, mask)
         first_leaf = 2 ** self.depth - 1                                         # heap id of leaf 0
-        leaf = lambda t: t[..., -1].flatten(0, 1) - first_leaf                   # noqa: E731
-        last = lambda t: t[..., -1].flatten(0, 1)                                # noqa: E731
-        key_mask = None if mask is None else mask[:, None, :].expand(-1, self.num_heads, -1).flatten(0, 1)
-        o = tf_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), leaf(qn), last(qm), leaf(kn),
-                         last(km), key_mask, 2 ** self.depth, block_size)
-        return self.out(rearrange(o, "(b h) l d -> b l (h d)", b=B))
+        o = tf_attention(q, k, v, qn[..., -1] - first_leaf, qm[..., -1], kn[..., -1] - first_leaf, km[..., -1],
+                         mask, 2 ** self.depth, block_size)                      # [B*H, L, Dh]
+        return self.out(rearrange(o, "(b h) l d -> b l (h d)", h=self.num_heads))
 
 
 @register(
