@@ -230,3 +230,19 @@ def test_trains_on_quick_mqar(scheme):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2
+
+
+def test_cli_train_save_load(tmp_path, capsys):
+    """`longseq train --position deberta_v2 --position-option buckets=8` trains, saves and reloads."""
+    from longseq.cli import main
+    from longseq.models.base import load
+
+    out = tmp_path / "run"
+    args = ["train", "--task", "mqar", "--task-option", "n_train=64", "--task-option", "n_val=8",
+            "--task-option", "n_test=8", "--steps", "2", "--batch-size", "8", "--d-model", "16",
+            "--position", "deberta_v2", "--position-option", "buckets=8", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    model = load(out / "model")
+    assert model.backbone.relpos.buckets == 8
+    ids = torch.randint(0, model.config["vocab_size"], (1, 12))
+    torch.testing.assert_close(model(ids), load(out / "model")(ids))

@@ -27,7 +27,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--d-model", type=int)
     g.add_argument("--n-layers", type=int)
     g.add_argument("--num-heads", type=int)
-    g.add_argument("--position", choices=["none", "sinusoidal", "learned", "rope"])
+    g.add_argument("--position", choices=["none", "sinusoidal", "learned", "rope", "deberta", "deberta_v2",
+                                          "diet_abs", "diet_rel"],
+                   help="deberta/deberta_v2 = DeBERTa disentangled attention (He et al. 2021; v2: log buckets), "
+                        "diet_abs/diet_rel = DIET logit terms (Chen et al. 2021); see longseq.nn.relpos")
+    g.add_argument("--position-option", action="append", metavar="KEY=VALUE",
+                   help="deberta/diet option (repeatable): span, buckets, max_position, rank, num_segments")
     g.add_argument("--norm", choices=["layernorm", "rmsnorm", "none"])
     g.add_argument("--ffn", choices=["mlp", "swiglu", "geglu", "moe", "tat", "none"],
                    help="feed-forward kind; moe = Switch Transformer top-1 experts (Fedus et al. 2021); "
@@ -98,7 +103,8 @@ def run(args) -> int:
     model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
                         mixer_options=mixer_options, scale_invariant=args.scale_invariant,
-                        shortcuts=args.shortcuts, ffn_options=ffn_options)
+                        shortcuts=args.shortcuts, ffn_options=ffn_options,
+                        position_options=parse_kv(args.position_option, "--position-option") or None)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
                                                "optimizer", "si_clip")
