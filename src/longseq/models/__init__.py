@@ -1,9 +1,11 @@
 """Models assembled from token mixers: :class:`SequenceClassifier`, :class:`CausalLM`, and
-``load(dir)`` for saved models."""
+``load(dir)`` for saved models, and named configurations (:func:`build_preset`)."""
 
 from .backbone import Backbone, Block, layer_plan
 from .base import LongseqModel, load
 from .causal_lm import CausalLM
 from .classifier import SequenceClassifier
+from .presets import PRESETS, build_preset, preset_config
 
-__all__ = ["Backbone", "Block", "CausalLM", "LongseqModel", "SequenceClassifier", "layer_plan", "load"]
+__all__ = ["Backbone", "Block", "CausalLM", "LongseqModel", "PRESETS", "SequenceClassifier", "build_preset",
+           "layer_plan", "load", "preset_config"]

@@ -21,6 +21,11 @@ accepts that option.
 Cross-layer carry: a mixer class with ``uses_carry = True`` takes a ``carry`` keyword in
 ``forward``/``step``: a dict created per forward pass (or decoding step) and shared by
 consecutive such layers (evolving attention passes its logits this way); any other layer clears it.
+
+Embedding (``embedding``): ``token`` (a plain table), ``hsoftpos`` (Anthe's H-SoftPOS, causal, with
+a convolution buffer in the recurrent state) or ``patches`` (ViT patches of square images: the
+hidden sequence is the patch sequence, see :meth:`Backbone.output_mask`), with options in
+``embedding_options`` (:mod:`longseq.nn.embeddings`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch import nn
 
 from .. import mixers
 from ..nn.deep_vanilla import TATFeedForward, configure_tat_
+from ..nn.embeddings import make_embedding
 from ..nn.layers import FeedForward, make_norm, sinusoidal_table
 from ..nn.relpos import SCHEMES as LOGIT_POSITIONS
 from ..nn.relpos import RelativePositions
@@ -111,7 +117,8 @@ class Backbone(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, mixer="softmax", mixer_options=None,
                  num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm", ffn: str = "mlp",
                  ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
-                 shortcuts: bool = True, position_options: dict | None = None):
+                 shortcuts: bool = True, position_options: dict | None = None,
+                 embedding: str = "token", embedding_options: dict | None = None):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
@@ -140,7 +147,8 @@ class Backbone(nn.Module):
             if {"layer_index", "n_layers"} <= set(mixers.spec(p["name"]).cls.options()):
                 p["options"] = {"layer_index": i, "n_layers": n_layers, **p["options"]}
         self.plan = plan
-        self.embed = nn.Embedding(vocab_size, d_model)
+        self.embedding = embedding
+        self.embed = make_embedding(embedding, vocab_size, d_model, **(embedding_options or {}))
         if position == "learned":
             self.pos_embed = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
@@ -155,18 +163,26 @@ class Backbone(nn.Module):
 
     @property
     def supports_step(self) -> bool:
-        return all(b.mixer.spec.step and b.mixer.causal for b in self.blocks)
+        return self.embedding != "patches" and all(b.mixer.spec.step and b.mixer.causal for b in self.blocks)
 
-    def _embed(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
-        L = ids.shape[-1]
+    def output_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The padding mask of the hidden sequence (the patch sequence for ``patches``)."""
+        return self.embed.output_mask(mask) if self.embedding == "patches" else mask
+
+    def _embed(self, ids: torch.Tensor, offset: int, state: dict | None = None):
+        """``ids [B, L]`` -> ``x [B, L', d_model]`` (and the front-end's new state when ``state``)."""
+        if self.embedding == "token":
+            x = self.embed(ids)
+        else:
+            x, state = self.embed(ids, offset, state)
+        L = x.shape[1]
         if self.max_len is not None and offset + L > self.max_len:
             raise ValueError(f"sequence length {offset + L} exceeds the model's max_len={self.max_len}")
-        x = self.embed(ids)
         if self.position == "sinusoidal":
             x = x + sinusoidal_table(L, self.d_model, offset, ids.device, x.dtype)
         elif self.position == "learned":
             x = x + self.pos_embed(torch.arange(offset, offset + L, device=ids.device))
-        return self.drop(x)
+        return self.drop(x) if state is None else (self.drop(x), state)
 
     def _check_ids(self, ids: torch.Tensor) -> None:
         if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
@@ -179,13 +195,14 @@ class Backbone(nn.Module):
         self._check_ids(ids)
         if state is not None or return_state:
             state = state if state is not None else self.init_state(ids.shape[0], ids.device)
-            x = self._embed(ids, state["pos"])
+            x, new = self._embed_stateful(ids, state)
             new_layers, carry = [], {}
             for block, s in zip(self.blocks, state["layers"]):
                 x, s = block(x, None if mask is None else mask, state=s, return_state=True, carry=carry)
                 new_layers.append(s)
-            return self.norm(x), {"pos": state["pos"] + ids.shape[1], "layers": new_layers}
+            return self.norm(x), {**new, "layers": new_layers}
         x = self._embed(ids, 0)
+        mask = self.output_mask(mask)
         carry = {}
         for block in self.blocks:
             x = block(x, mask, carry=carry)
@@ -195,13 +212,26 @@ class Backbone(nn.Module):
         if not self.supports_step:
             bad = sorted({b.mixer.spec.name for b in self.blocks if not b.mixer.spec.step})
             raise ValueError(f"recurrent decoding needs every layer's mixer to support step; these do not: {bad}")
-        return {"pos": 0, "layers": [b.mixer.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks]}
+        state = {"pos": 0, "layers": [b.mixer.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks]}
+        if self.embedding == "hsoftpos":
+            state["embed"] = self.embed.init_state(batch_size, device, dtype)
+        return state
+
+    def _embed_stateful(self, ids: torch.Tensor, state: dict):
+        """Embed a continuation: ``(x, state without "layers")`` advanced past ``ids``."""
+        new = {"pos": state["pos"] + ids.shape[1]}
+        if "embed" in state:
+            x, new["embed"] = self._embed(ids, state["pos"], state["embed"])
+        else:
+            x = self._embed(ids, state["pos"])
+        return x, new
 
     def step(self, ids_t: torch.Tensor, state: dict):
         """``ids_t: [B]`` -> hidden ``[B, d_model]``."""
-        x = self._embed(ids_t[:, None], state["pos"])[:, 0]
+        x, new = self._embed_stateful(ids_t[:, None], state)
+        x = x[:, 0]
         new_layers, carry = [], {}
         for block, s in zip(self.blocks, state["layers"]):
             x, s = block.step(x, s, carry=carry)
             new_layers.append(s)
-        return self.norm(x), {"pos": state["pos"] + 1, "layers": new_layers}
+        return self.norm(x), {**new, "layers": new_layers}

@@ -25,7 +25,8 @@ class CausalLM(LongseqModel):
                  ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
                  max_len: int | None = None, tie_embeddings: bool = True, scale_invariant: bool = False,
                  shortcuts: bool = True,
-                 position_options: dict | None = None):
+                 position_options: dict | None = None,
+                 embedding: str = "token", embedding_options: dict | None = None):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
                            mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
@@ -39,14 +40,24 @@ class CausalLM(LongseqModel):
                 raise ValueError("shortcuts=False is not supported with scale_invariant=True")
             self.config["shortcuts"] = False
         self.scale_invariant = scale_invariant
+        embed_kw = {}
+        if embedding != "token" or embedding_options:   # input front-end: see nn/embeddings.py
+            if scale_invariant:
+                raise ValueError("embedding= is not supported with scale_invariant=True")
+            if embedding == "patches":
+                raise ValueError("embedding='patches' is an image front-end for classifiers; a causal LM cannot use it")
+            embed_kw = {"embedding": embedding, "embedding_options": embedding_options}
+            self.config.update(embed_kw)
         backbone_cls = SIBackbone if scale_invariant else Backbone
         self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
                                      num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                     dropout=dropout, position=position, max_len=max_len,
+                                     dropout=dropout, position=position, max_len=max_len, **embed_kw,
                                      **({} if shortcuts else {"shortcuts": False}),
                                      **({"position_options": position_options} if position_options else {}))
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        if tie_embeddings:
+        if tie_embeddings and embedding != "token":   # logits = E (W h) through the narrower H-SoftPOS table
+            self.lm_head = self.backbone.embed.tied_head(d_model)
+        elif tie_embeddings:
             self.lm_head.weight = self.backbone.embed.weight
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ class SequenceClassifier(LongseqModel):
                  causal: bool | None = None, pooling: str = "mean", norm: str = "layernorm", ffn: str = "mlp",
                  ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
                  pair: bool = False, scale_invariant: bool = False, shortcuts: bool = True,
-                 position_options: dict | None = None):
+                 position_options: dict | None = None,
+                 embedding: str = "token", embedding_options: dict | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
@@ -55,10 +56,17 @@ class SequenceClassifier(LongseqModel):
                 raise ValueError("shortcuts=False is not supported with scale_invariant=True")
             self.config["shortcuts"] = False
         self.pooling, self.pair = pooling, pair
+        embed_kw = {}
+        if embedding != "token" or embedding_options:   # input front-end: see nn/embeddings.py
+            if scale_invariant:
+                raise ValueError("embedding= is not supported with scale_invariant=True")
+            embed_kw = {"embedding": embedding, "embedding_options": embedding_options}
+            self.config.update(embed_kw)
+        self.embedding = embedding
         backbone_cls = SIBackbone if scale_invariant else Backbone
         self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
                                      num_heads=num_heads, causal=causal, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                     dropout=dropout, position=position, max_len=max_len,
+                                     dropout=dropout, position=position, max_len=max_len, **embed_kw,
                                      **({} if shortcuts else {"shortcuts": False}),
                                      **({"position_options": position_options} if position_options else {}))
         if scale_invariant:
@@ -71,7 +79,10 @@ class SequenceClassifier(LongseqModel):
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled representation ``[B, d_model]`` of ``ids: [B, L]``."""
-        return pool(self.backbone(ids, mask), mask, self.pooling)
+        h = self.backbone(ids, mask)
+        if self.embedding == "patches":   # pool over the patch sequence
+            mask = self.backbone.output_mask(mask)
+        return pool(h, mask, self.pooling)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``ids: [B, L]`` (or ``[B, 2, L]`` when ``pair``) -> logits ``[B, num_classes]``."""

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import CausalLM, SequenceClassifier
+from ..models import CausalLM, SequenceClassifier, preset_config
 from ..tasks.base import Task
 
 
-def build_model(task: Task, mixer="softmax", **overrides: Any):
+def build_model(task: Task, mixer=None, *, model_preset: str | None = None, model_preset_options: dict | None = None,
+                **overrides: Any):
     """``SequenceClassifier`` for classification tasks, ``CausalLM`` for LM tasks.
 
     ``overrides`` (d_model, n_layers, num_heads, mixer_options, position, ...) replace the preset's
-    ``task.model_defaults``."""
+    ``task.model_defaults``. ``model_preset`` (``spade``, ``h3_hybrid``, ``anthe``:
+    :mod:`longseq.models.presets`) applies a named configuration on top of the task defaults: its
+    mixer stack unless ``mixer`` is given, and its other settings unless ``overrides`` set them.
+    ``mixer`` defaults to ``softmax``."""
     user = {k: v for k, v in overrides.items() if v is not None}
     cfg = {**task.model_defaults, **user}
+    if model_preset is not None:
+        preset = preset_config(model_preset, cfg.get("n_layers", 2), **(model_preset_options or {}))
+        preset_mixer = preset.pop("mixer")
+        mixer = preset_mixer if mixer is None else mixer
+        cfg = {**task.model_defaults, **preset, **user}
+    mixer = "softmax" if mixer is None else mixer
+    if (cfg.get("embedding") == "patches" and (cfg.get("embedding_options") or {}).get("cls_token", True)
+            and "pooling" not in user):
+        cfg["pooling"] = "first"  # ViT: classify from the class token
     if cfg.get("position") == "rope" and "position" not in user and not _any_rope(mixer, cfg.get("mixer_options")):
         cfg["position"] = "none"  # a preset's RoPE default does not apply to stacks without attention (SSMs)
     m = task.meta
@@ -22,6 +35,7 @@ def build_model(task: Task, mixer="softmax", **overrides: Any):
         cfg["max_len"] = m.seq_len  # the table covers the task's longest input (relative ones: clip at it)
     if m.kind == "classification":
         cfg.setdefault("pair", bool(m.extra.get("pair", False)))
+        cfg.pop("tie_embeddings", None)
         return SequenceClassifier(m.vocab_size, m.num_classes, mixer=mixer, **cfg)
     cfg.pop("pooling", None)
     cfg.pop("pair", None)
