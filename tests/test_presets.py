@@ -74,3 +74,19 @@ def test_errors():
     with pytest.raises(ValueError, match="attn_layers"):
         preset_config("h3_hybrid", 2, attn_layers=[2])
     assert set(preset_options("spade")) == {"window", "ssm", "combine", "ssm_options"}
+
+
+def test_cli_model_preset_and_embedding(tmp_path, capsys):
+    from longseq.cli import main
+    from longseq.models import load
+
+    base = ["train", "--task", "mqar", "--task-option", "n_train=32", "--task-option", "n_val=8",
+            "--task-option", "n_test=8", "--steps", "2", "--batch-size", "8", "--d-model", "16", "--no-progress"]
+    assert main(base + ["--model-preset", "h3_hybrid", "--model-preset-option", "attn_layers=[0]",
+                        "--out", str(tmp_path / "h3")]) == 0
+    assert "mixer h3_hybrid" in capsys.readouterr().out
+    names = [e["name"] for e in load(tmp_path / "h3" / "model").config["mixer"]]
+    assert names == ["softmax", "h3"]
+    assert main(base + ["--embedding", "hsoftpos", "--embedding-option", "levels=2", "--out", str(tmp_path / "hs")]) == 0
+    m = load(tmp_path / "hs" / "model")
+    assert m.config["embedding"] == "hsoftpos" and m.backbone.embed.levels == 2

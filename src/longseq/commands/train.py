@@ -44,6 +44,18 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "tensor_chain: ratio, length, bond)")
     g.add_argument("--dropout", type=float)
     g.add_argument("--mixer-option", action="append", metavar="KEY=VALUE", help="option passed to every mixer (repeatable)")
+    g.add_argument("--embedding", choices=["token", "hsoftpos", "patches"],
+                   help="input front-end: token table; hsoftpos = Anthe's H-SoftPOS; patches = ViT patches of "
+                        "square images (image/pathfinder; pools from the class token)")
+    g.add_argument("--embedding-option", action="append", metavar="KEY=VALUE",
+                   help="embedding option (repeatable): hsoftpos: levels, kernel_size; patches: patch_size, "
+                        "cls_token, pixel=value|embed, pixel_dim, image_size")
+    g.add_argument("--model-preset", choices=["spade", "h3_hybrid", "anthe"],
+                   help="named model configuration (mixer stack, embedding, FFN) over the task defaults; "
+                        "explicit --mixer and model flags still win")
+    g.add_argument("--model-preset-option", action="append", metavar="KEY=VALUE",
+                   help="model preset option (repeatable): spade: window, ssm, combine; h3_hybrid: attn_layers "
+                        "(0-indexed list), attention; anthe: tc_attention, tc_ffn, tc_length, levels")
     g.add_argument("--scale-invariant", action="store_true", default=None,
                    help="SIBERT's scale-invariant architecture (softmax layers become si_attention); "
                         "train it with --optimizer sgd_si")
@@ -55,8 +67,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a mixer on a task", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", required=True, help="task name (see `longseq list --tasks`)")
-    p.add_argument("--mixer", default="softmax",
-                   help="mixer name, or comma-separated names, one per layer (hybrid stack)")
+    p.add_argument("--mixer",
+                   help="mixer name, or comma-separated names, one per layer (hybrid stack); "
+                        "default softmax, or the --model-preset's stack")
     p.add_argument("--preset", default="quick", help="task preset (quick, lra, ...)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task setting override (repeatable)")
     p.add_argument("--out", help="run directory (default runs/TASK-MIXER)")
@@ -96,7 +109,8 @@ def run(args) -> int:
     from ..train import TrainConfig, build_model, train
 
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
-    mixer = args.mixer.split(",") if "," in args.mixer else args.mixer
+    mixer = None if args.mixer is None else args.mixer.split(",") if "," in args.mixer else args.mixer
+    label = args.mixer or args.model_preset or "softmax"
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
@@ -104,7 +118,11 @@ def run(args) -> int:
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
                         mixer_options=mixer_options, scale_invariant=args.scale_invariant,
                         shortcuts=args.shortcuts, ffn_options=ffn_options,
-                        position_options=parse_kv(args.position_option, "--position-option") or None)
+                        position_options=parse_kv(args.position_option, "--position-option") or None,
+                        embedding=args.embedding,
+                        embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
+                        model_preset=args.model_preset,
+                        model_preset_options=parse_kv(args.model_preset_option, "--model-preset-option") or None)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
                                                "optimizer", "si_clip")
@@ -114,12 +132,12 @@ def run(args) -> int:
     cfg = TrainConfig.from_dict({**task.train_defaults, **overrides, "seed": args.seed, "device": args.device,
                                  "progress": not args.no_progress,
                                  "fsdp": args.fsdp, "dist_timeout": args.dist_timeout})
-    out = Path(args.out or f"runs/{args.task}-{args.mixer.replace(',', '+')}")
+    out = Path(args.out or f"runs/{args.task}-{label.replace(',', '+')}")
     main = int(os.environ.get("RANK", "0")) == 0     # under torchrun only rank 0 reports
     if main:
-        print(f"task {args.task} ({args.preset}), mixer {args.mixer}: {model.num_parameters():,} parameters -> {out}")
+        print(f"task {args.task} ({args.preset}), mixer {label}: {model.num_parameters():,} parameters -> {out}")
     final = train(model, task, cfg, out, resume=args.resume,
-                  run_config={"cli": {"task": args.task, "mixer": args.mixer, "preset": args.preset}})
+                  run_config={"cli": {"task": args.task, "mixer": label, "preset": args.preset}})
     metric = task.meta.metric
     for split in ("validation", "test") if main else ():
         m = final[split]
