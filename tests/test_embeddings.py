@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from longseq.models import CausalLM, SequenceClassifier, load
 from longseq.nn.embeddings import HSoftPOS, PatchEmbedding, anthe_sinusoidal, make_embedding
 
 F64 = dict(rtol=1e-10, atol=1e-12)
@@ -145,3 +146,65 @@ def test_patch_mask_and_errors():
         make_embedding("patches", 256, 8, patch=4)
     with pytest.raises(ValueError, match="unknown embedding"):
         make_embedding("wordpiece", 256, 8)
+
+
+# ---------------------------------------------------------------- in models
+def test_causal_lm_with_hsoftpos_steps_like_forward(tmp_path):
+    torch.manual_seed(0)
+    m = CausalLM(30, 24, 2, mixer=["softmax", "s4d"], num_heads=2, embedding="hsoftpos",
+                 embedding_options={"levels": 3}).double().eval()
+    assert m.backbone.supports_step and m.backbone.embed.table.weight.shape == (30, 4)
+    ids = torch.randint(0, 30, (2, 19))
+    logits = m(ids)
+    state, steps = m.init_state(2, dtype=torch.float64), []
+    for t in range(ids.shape[1]):
+        lt, state = m.step(ids[:, t], state)
+        steps.append(lt)
+    torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=1e-9, atol=1e-9)
+    l1, s = m(ids[:, :7], return_state=True)
+    l2, _ = m(ids[:, 7:], state=s, return_state=True)
+    torch.testing.assert_close(torch.cat([l1, l2], 1), logits, rtol=1e-9, atol=1e-9)
+    ids2 = ids.clone()
+    ids2[:, 12:] = (ids2[:, 12:] + 1) % 30
+    torch.testing.assert_close(m(ids2)[:, :12], logits[:, :12], rtol=1e-12, atol=1e-12)
+    assert torch.equal(m.generate(ids[:, :4], 5, temperature=0), m.generate(ids[:, :4], 5, temperature=0, use_cache=False))
+    # tied head goes through the narrower table; save/load round trip keeps it tied
+    assert m.lm_head.table.weight is m.backbone.embed.table.weight
+    m.save(tmp_path / "m")
+    r = load(tmp_path / "m").double()
+    torch.testing.assert_close(r(ids), logits)
+    assert r.lm_head.table.weight is r.backbone.embed.table.weight
+    untied = CausalLM(30, 24, 2, embedding="hsoftpos", tie_embeddings=False)
+    assert isinstance(untied.lm_head, torch.nn.Linear)
+    with pytest.raises(ValueError, match="patches"):
+        CausalLM(30, 24, 1, embedding="patches")
+
+
+def test_classifier_with_patches_pools_the_class_token():
+    torch.manual_seed(0)
+    m = SequenceClassifier(256, 3, 16, 1, num_heads=2, pooling="first", position="learned", max_len=17,
+                           embedding="patches", embedding_options={"patch_size": 4}).double().eval()
+    ids = torch.randint(0, 256, (2, 256))                          # 16x16 images -> 16 patches + class token
+    mask = torch.ones(2, 256, dtype=torch.bool)
+    mask[1, 128:] = False                                          # bottom half of image 1 is padding
+    h = m.backbone(ids, mask)
+    assert h.shape == (2, 17, 16)
+    torch.testing.assert_close(m(ids, mask), m.head(h[:, 0]))       # classified from the class token
+    assert m.backbone.output_mask(mask)[1].tolist() == [True] * 9 + [False] * 8
+    # padding invariance: changing padded pixels changes nothing
+    ids2 = ids.clone()
+    ids2[1, 128:] = 7
+    torch.testing.assert_close(m(ids2, mask), m(ids, mask), rtol=1e-12, atol=1e-12)
+    assert not m.backbone.supports_step
+
+
+def test_builder_uses_class_token_pooling():
+    from longseq import tasks
+    from longseq.train import build_model
+
+    task = tasks.build("pathfinder", n_train=2, n_val=1, n_test=1, cache=False)
+    m = build_model(task, embedding="patches", embedding_options={"patch_size": 8}, d_model=16, n_layers=1)
+    assert m.pooling == "first" and m.backbone.embed.cls is not None
+    assert m(torch.randint(0, 256, (2, 1024))).shape == (2, 2)
+    m = build_model(task, embedding="patches", embedding_options={"cls_token": False}, d_model=16, n_layers=1)
+    assert m.pooling == "mean"
