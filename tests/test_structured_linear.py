@@ -278,3 +278,38 @@ def test_attention_proj_option(mixer, proj, opts):
     assert type(k.out) is torch.nn.Linear and type(k.key) is not torch.nn.Linear
     with pytest.raises(ValueError, match="unknown linear kind"):
         mixers.build(mixer, d, num_heads=2, causal=True, proj="lowrank")
+
+
+@pytest.mark.parametrize("ffn,ffn_options,mixer_options", [
+    ("mlp", {"linear": "butterfly", "block": 4, "rank": 4}, {"proj": "butterfly", "proj_options": {"block": 2, "rank": 4}}),
+    ("swiglu", {"linear": "tensor_chain", "ratio": 0.1}, {"proj": "tensor_chain", "proj_options": {"ratio": 0.2}}),
+    ("moe", {"num_experts": 3, "expert": "geglu"}, {}),
+])
+def test_models_take_ffn_options(ffn, ffn_options, mixer_options):
+    """CausalLM/SequenceClassifier with structured FFN matrices / projections / MoE: fewer or more
+    parameters as expected, cached decoding == full forward, config round trip."""
+    from longseq.models import CausalLM, SequenceClassifier
+
+    torch.manual_seed(0)
+    kw = dict(d_model=32, n_layers=2, num_heads=2, ffn=ffn, ffn_options=ffn_options, mixer_options=mixer_options)
+    lm = CausalLM(40, **kw).eval()
+    dense = CausalLM(40, d_model=32, n_layers=2, num_heads=2, ffn=ffn if ffn != "moe" else "mlp")
+    n, n_dense = lm.num_parameters(), dense.num_parameters()
+    assert (n > n_dense) if ffn == "moe" else (n < n_dense)
+    ids = torch.randint(0, 40, (2, 9))
+    full = lm(ids)
+    state = lm.init_state(2)
+    steps = []
+    for t in range(9):
+        logits, state = lm.step(ids[:, t], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-4, atol=1e-4)
+    assert lm.config["ffn_options"] == ffn_options
+    again = CausalLM(**lm.config)
+    assert again.num_parameters() == n
+    clf = SequenceClassifier(40, 3, **kw)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    assert clf(ids, mask).shape == (2, 3)
+    with pytest.raises(ValueError):
+        CausalLM(40, d_model=32, n_layers=1, ffn=ffn, ffn_options={"no_such_option": 1})

@@ -70,7 +70,7 @@ def layer_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | 
 class Block(nn.Module):
     def __init__(self, d_model: int, *, mixer: str, mixer_options: dict, num_heads: int, causal: bool,
                  norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0,
-                 shortcuts: bool = True):
+                 shortcuts: bool = True, ffn_options: dict | None = None):
         super().__init__()
         self.shortcuts = shortcuts
         self.norm1 = make_norm(norm, d_model)
@@ -79,8 +79,14 @@ class Block(nn.Module):
         self.ffn = None
         if not self.mixer.spec.has_ffn and ffn != "none":
             self.norm2 = make_norm(norm, d_model)
+            if ffn == "tat" and ffn_options:
+                raise ValueError(f"ffn='tat' takes no ffn_options, got {sorted(ffn_options)}")
             self.ffn = (TATFeedForward(d_model, ffn_mult, dropout) if ffn == "tat"
-                        else FeedForward(d_model, ffn, ffn_mult, dropout))
+                        else FeedForward(d_model, ffn, ffn_mult, dropout, ffn_options))
+
+    def _ffn(self, x, mask):
+        """The FFN; the padding mask reaches FeedForward (MoE routing statistics skip padding)."""
+        return self.ffn(x, mask) if isinstance(self.ffn, FeedForward) else self.ffn(x)
 
     def _add(self, x, h):
         return x + self.drop(h) if self.shortcuts else self.drop(h)
@@ -100,14 +106,14 @@ class Block(nn.Module):
             h, state = h
         x = self._add(x, h)
         if self.ffn is not None:
-            x = self._add(x, self.ffn(self.norm2(x)))
+            x = self._add(x, self._ffn(self.norm2(x), mask))
         return (x, state) if return_state else x
 
     def step(self, x_t, state, carry=None):
         h, state = self.mixer.step(self.norm1(x_t), state, **self._carry_kw(carry))
         x_t = self._add(x_t, h)
         if self.ffn is not None:
-            x_t = self._add(x_t, self.ffn(self.norm2(x_t)))
+            x_t = self._add(x_t, self._ffn(self.norm2(x_t), None))
         return x_t, state
 
 
@@ -118,7 +124,8 @@ class Backbone(nn.Module):
                  num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm", ffn: str = "mlp",
                  ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
                  shortcuts: bool = True, position_options: dict | None = None,
-                 embedding: str = "token", embedding_options: dict | None = None):
+                 embedding: str = "token", embedding_options: dict | None = None,
+                 ffn_options: dict | None = None):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
@@ -154,7 +161,7 @@ class Backbone(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=num_heads, causal=p["causal"],
-                  norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout, shortcuts=shortcuts)
+                  norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout, shortcuts=shortcuts, ffn_options=ffn_options)
             for p in plan
         )
         if ffn == "tat":

@@ -26,7 +26,8 @@ class CausalLM(LongseqModel):
                  max_len: int | None = None, tie_embeddings: bool = True, scale_invariant: bool = False,
                  shortcuts: bool = True,
                  position_options: dict | None = None,
-                 embedding: str = "token", embedding_options: dict | None = None):
+                 embedding: str = "token", embedding_options: dict | None = None,
+                 ffn_options: dict | None = None):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
                            mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
@@ -35,6 +36,10 @@ class CausalLM(LongseqModel):
             self.config["scale_invariant"] = True
         if position_options:           # DeBERTa / DIET options: see nn/relpos.py
             self.config["position_options"] = position_options
+        if ffn_options:                # MoE / structured FFN matrices: see nn/layers.py FeedForward
+            if scale_invariant:
+                raise ValueError("ffn_options are not supported with scale_invariant=True")
+            self.config["ffn_options"] = ffn_options
         if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
             if scale_invariant:
                 raise ValueError("shortcuts=False is not supported with scale_invariant=True")
@@ -53,7 +58,8 @@ class CausalLM(LongseqModel):
                                      num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                                      dropout=dropout, position=position, max_len=max_len, **embed_kw,
                                      **({} if shortcuts else {"shortcuts": False}),
-                                     **({"position_options": position_options} if position_options else {}))
+                                     **({"position_options": position_options} if position_options else {}),
+                                     **({"ffn_options": ffn_options} if ffn_options else {}))
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings and embedding != "token":   # logits = E (W h) through the narrower H-SoftPOS table
             self.lm_head = self.backbone.embed.tied_head(d_model)

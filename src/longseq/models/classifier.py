@@ -39,7 +39,8 @@ class SequenceClassifier(LongseqModel):
                  ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
                  pair: bool = False, scale_invariant: bool = False, shortcuts: bool = True,
                  position_options: dict | None = None,
-                 embedding: str = "token", embedding_options: dict | None = None):
+                 embedding: str = "token", embedding_options: dict | None = None,
+                 ffn_options: dict | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
@@ -51,6 +52,10 @@ class SequenceClassifier(LongseqModel):
             self.config["scale_invariant"] = True
         if position_options:           # DeBERTa / DIET options: see nn/relpos.py
             self.config["position_options"] = position_options
+        if ffn_options:                # MoE / structured FFN matrices: see nn/layers.py FeedForward
+            if scale_invariant:
+                raise ValueError("ffn_options are not supported with scale_invariant=True")
+            self.config["ffn_options"] = ffn_options
         if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
             if scale_invariant:
                 raise ValueError("shortcuts=False is not supported with scale_invariant=True")
@@ -68,7 +73,8 @@ class SequenceClassifier(LongseqModel):
                                      num_heads=num_heads, causal=causal, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                                      dropout=dropout, position=position, max_len=max_len, **embed_kw,
                                      **({} if shortcuts else {"shortcuts": False}),
-                                     **({"position_options": position_options} if position_options else {}))
+                                     **({"position_options": position_options} if position_options else {}),
+                                     **({"ffn_options": ffn_options} if ffn_options else {}))
         if scale_invariant:
             self.head = SIHead(4 * d_model if pair else d_model, num_classes, hidden=d_model if pair else None,
                                norm=norm)
