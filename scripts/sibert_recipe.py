@@ -19,13 +19,16 @@ from longseq import tasks
 from longseq.train import TrainConfig, build_model, train
 
 
-def run(spec: str, steps: int, wd_si: float, seed: int) -> dict:
+def run(spec: str, steps: int, wd_si: float, seed: int, init_scale: float = 1.0) -> dict:
     model_kind, optimizer, lr, *clip = spec.split(":")
     lr = float(lr)
     si_clip = (None if clip[0] == "none" else float(clip[0])) if clip else 2.0
     task = tasks.build("mqar", preset="quick", seed=seed)
     torch.manual_seed(seed)
     model = build_model(task, "softmax", scale_invariant=model_kind == "si")
+    with torch.no_grad():          # the SI model computes the same function at any init_scale
+        for p in model.parameters():
+            p.mul_(init_scale)
     wd = wd_si if optimizer == "sgd_si" else task.train_defaults["weight_decay"]
     cfg = TrainConfig.from_dict({**task.train_defaults, "steps": steps, "lr": lr, "weight_decay": wd,
                                  "optimizer": optimizer, "si_clip": si_clip, "eval_every": steps, "log_every": steps,
@@ -38,7 +41,7 @@ def run(spec: str, steps: int, wd_si: float, seed: int) -> dict:
         out = {"accuracy": round(val["accuracy"], 4), "loss": round(val["loss"], 4)}
     except FloatingPointError as e:
         out = {"accuracy": None, "loss": None, "error": str(e)[:60]}
-    return {"run": spec, "steps": steps, "wd": wd, **out, "seconds": round(time.perf_counter() - t0, 1)}
+    return {"run": spec, "steps": steps, "wd": wd, "init_scale": init_scale, **out, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:
@@ -46,13 +49,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--wd-si", type=float, default=1e-3, help="weight decay of the sgd_si runs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-scale", type=float, default=1.0, help="multiply every initial parameter by this")
     p.add_argument("--runs", nargs="+", default=["si:sgd_si:0.3", "std:adamw:3e-3", "std:sgd:0.3"],
                    help="MODEL:OPTIMIZER:LR[:SI_CLIP] with MODEL si|std, OPTIMIZER adamw|sgd|sgd_si and "
                         "SI_CLIP a number or none (sgd_si only; default 2)")
     a = p.parse_args()
     torch.set_num_threads(1)
     for spec in a.runs:
-        print(json.dumps(run(spec, a.steps, a.wd_si, a.seed)), flush=True)
+        print(json.dumps(run(spec, a.steps, a.wd_si, a.seed, a.init_scale)), flush=True)
 
 
 if __name__ == "__main__":
