@@ -114,20 +114,23 @@ class SIBlock(nn.Module):
         return x_t, state
 
 
+def _si_mixer(name: str) -> str:
+    """The scale-invariant mixer standing in for ``name`` (softmax -> si_attention)."""
+    name = "si_attention" if name in _ATTENTION_ALIASES else name
+    if name not in SI_MIXERS:
+        raise ValueError(f"scale_invariant=True: mixer {name!r} is not scale invariant; use one of "
+                         f"{', '.join(SI_MIXERS + _ATTENTION_ALIASES)} (softmax layers become si_attention)")
+    return name
+
+
 def si_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | None) -> list[dict]:
     """:func:`layer_plan` with attention layers mapped to ``si_attention``; other mixers rejected."""
     entries = list(mixer) if isinstance(mixer, (list, tuple)) else [mixer] * n_layers
-    mapped = []
-    for e in entries:
-        name = e if isinstance(e, str) else e.get("name") if isinstance(e, dict) else None
-        if name in _ATTENTION_ALIASES:
-            name = "si_attention"
-        if name is not None and name not in SI_MIXERS:
-            raise ValueError(f"scale_invariant=True: mixer {name!r} is not scale invariant; "
-                             f"use one of {', '.join(SI_MIXERS + _ATTENTION_ALIASES)} (softmax layers "
-                             "become si_attention)")
-        mapped.append(name if isinstance(e, str) else {**e, "name": name} if isinstance(e, dict) else e)
-    return layer_plan(mapped, n_layers, mixer_options, causal)
+    entries = [_si_mixer(e) if isinstance(e, str)
+               else {**e, "name": _si_mixer(e["name"])} if isinstance(e, dict) and "name" in e
+               else e                                       # malformed: layer_plan reports it
+               for e in entries]
+    return layer_plan(entries, n_layers, mixer_options, causal)
 
 
 class SIBackbone(nn.Module):
