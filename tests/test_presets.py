@@ -34,7 +34,16 @@ def test_spade_stack():
 def test_anthe_config():
     cfg = preset_config("anthe", 2)
     assert cfg["embedding"] == "hsoftpos" and cfg["ffn"] == "swiglu" and not cfg["tie_embeddings"]
-    assert all(e["name"] == "kgv" for e in cfg["mixer"])
+    assert all(e["name"] == "kgv" and e["proj"] == "tensor_chain" for e in cfg["mixer"])
+    m = build_preset("anthe", 100, d_model=64, n_layers=2, num_heads=2)
+    from longseq.nn.tensor_chain import TensorChainLinear
+
+    blk = m.backbone.blocks[0]
+    assert all(isinstance(lin, TensorChainLinear) for lin in (blk.mixer.key, blk.mixer.value, blk.mixer.gate))
+    assert all(isinstance(lin, TensorChainLinear) for lin in (blk.ffn.w1, blk.ffn.w2, blk.ffn.w3))
+    assert isinstance(blk.mixer.out, torch.nn.Linear) and isinstance(m.lm_head, torch.nn.Linear)
+    dense = CausalLM(100, 64, 2, num_heads=2, ffn="swiglu", tie_embeddings=False)
+    assert m.num_parameters() < dense.num_parameters() / 2
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -83,10 +92,8 @@ def test_cli_model_preset_and_embedding(tmp_path, capsys):
     base = ["train", "--task", "mqar", "--task-option", "n_train=32", "--task-option", "n_val=8",
             "--task-option", "n_test=8", "--steps", "2", "--batch-size", "8", "--d-model", "16", "--no-progress"]
     assert main(base + ["--model-preset", "h3_hybrid", "--model-preset-option", "attn_layers=[0]",
-                        "--out", str(tmp_path / "h3")]) == 0
+                        "--embedding", "hsoftpos", "--embedding-option", "levels=3", "--out", str(tmp_path / "h3")]) == 0
     assert "mixer h3_hybrid" in capsys.readouterr().out
-    names = [e["name"] for e in load(tmp_path / "h3" / "model").config["mixer"]]
-    assert names == ["softmax", "h3"]
-    assert main(base + ["--embedding", "hsoftpos", "--embedding-option", "levels=2", "--out", str(tmp_path / "hs")]) == 0
-    m = load(tmp_path / "hs" / "model")
-    assert m.config["embedding"] == "hsoftpos" and m.backbone.embed.levels == 2
+    m = load(tmp_path / "h3" / "model")
+    assert [e["name"] for e in m.config["mixer"]] == ["softmax", "h3"]
+    assert m.config["embedding"] == "hsoftpos" and m.backbone.embed.levels == 3

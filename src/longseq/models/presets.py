@@ -67,17 +67,10 @@ def _anthe(n_layers: int, *, tc_attention: float = 0.07, tc_ffn: float = 0.005, 
            levels: int = 2) -> dict:
     kgv = {"name": "kgv", "bias": True, "proj": "tensor_chain",          # Keras Dense layers have biases
            "proj_options": {"ratio": tc_attention, "length": tc_length}}
-    cfg = {"mixer": [dict(kgv) for _ in range(n_layers)], "embedding": "hsoftpos",
-           "embedding_options": {"levels": levels}, "ffn": "swiglu", "position": "none", "tie_embeddings": False}
-    if _models_take_ffn_options():   # tensor-chain FFN matrices (needs the models' ffn_options hook)
-        cfg["ffn_options"] = {"linear": "tensor_chain", "ratio": tc_ffn, "length": tc_length}
-    return cfg
-
-
-def _models_take_ffn_options() -> bool:
-    from .backbone import Backbone
-
-    return "ffn_options" in inspect.signature(Backbone.__init__).parameters
+    return {"mixer": [dict(kgv) for _ in range(n_layers)], "embedding": "hsoftpos",
+            "embedding_options": {"levels": levels}, "ffn": "swiglu",
+            "ffn_options": {"linear": "tensor_chain", "ratio": tc_ffn, "length": tc_length},
+            "position": "none", "tie_embeddings": False}
 
 
 _BUILDERS = {"spade": _spade, "h3_hybrid": _h3_hybrid, "anthe": _anthe}
