@@ -1,8 +1,8 @@
 """SPADE: a state space model and local attention side by side in one layer.
 
 Zuo, Liu, Jiao, Charles, Manavoglu, Zhao, Gao 2022, "Efficient Long Sequence Modeling via State
-Space Augmented Transformer" (arXiv 2212.08136), sec. 3 (eq. 4-5, Fig. 1); official fairseq code
-``microsoft/EfficientLongSequenceModeling: spade-modules/spade_layer.py``.
+Space Augmented Transformer" (arXiv 2212.08136), the SPADE layer; checked against the official
+fairseq code ``microsoft/EfficientLongSequenceModeling: spade-modules/spade_layer.py``.
 
 The bottom layer of a SPADE model feeds the (pre-)normalised input ``h`` to an S4 module and to
 local attention in parallel and merges the two:

@@ -12,10 +12,11 @@ flags still win).
                with the same window. SPADE's T5 relative-position buckets are replaced by RoPE in
                every local attention (``rope=True``); no absolute positions (``position="none"``).
                Options: ``window`` (128), ``ssm`` (``s4``), ``combine`` (``concat``), ``ssm_options``.
-``h3_hybrid``  Hybrid H3 (Fu, Dao et al. 2023, "Hungry Hungry Hippos", sec. 4.2 / 5.1): H3 layers
-               with softmax attention at ``attn_layers`` (0-indexed). Default: the paper's "layers
-               2 and N/2 + 1" (1-indexed), i.e. ``{1, N // 2}``; for N = 2 that is the single
-               layer 1 (duplicates merge), for N = 1 layer 0. The released checkpoints use other
+``h3_hybrid``  Hybrid H3 (Fu, Dao et al. 2023, "Hungry Hungry Hippos", arXiv 2212.14052): H3 layers
+               with softmax attention at ``attn_layers`` (0-indexed). Default: "layers 2 and
+               N/2 + 1" (1-indexed, the placement stated for the paper's hybrids; the paper text was
+               not re-read here), i.e. ``{1, N // 2}``; for N = 2 that is the single layer 1
+               (duplicates merge), for N = 1 layer 0. The released checkpoints use other
                placements (``--attn-layer-idx``: 125M 12 layers ``[6]``, 355M/1.3B 24 layers
                ``[8, 16]``, 2.7B 32 layers ``[8, 16, 24]``): pass them as ``attn_layers``. The
                attention layers use rotary embeddings as in the released models (``rope=True``),

@@ -4,7 +4,7 @@
 
 ``hsoftpos``  H-SoftPOS, the hierarchical embedding of Anthe (Herranz-Celotti & Rrapaj 2023,
               "Less is More! A slim architecture for optimal language translation", arXiv
-              2305.10991, sec. 3; official TF code ``neural_models_tf/special_embedding.py``,
+              2305.10991; checked against the official TF code ``neural_models_tf/special_embedding.py``,
               flag ``hsoftpos:2``). With ``n = levels`` and ``l = d // (2n)``, ``e = d - l (2n - 1)``:
 
                   x_0     = E[tokens] * sqrt(e) + PE_e(positions)          E in R^{V x e}
