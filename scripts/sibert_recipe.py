@@ -5,6 +5,17 @@ the scale-invariant model with ``sgd_si``, the standard model with AdamW, and th
 with plain SGD, over a few learning rates each, and prints validation query accuracy.
 
     python scripts/sibert_recipe.py --steps 600 --runs si:sgd_si:0.3 std:adamw:3e-3 std:sgd:0.3
+
+Measured (validation query accuracy, batch 32, warmup 100 + cosine, 1 thread; sgd_si with wd 1e-3,
+C = 2; AdamW / SGD with the preset's wd 0.1 and grad_clip 1):
+
+    1200 steps, seed 0 / seed 1:  SI + sgd_si lr 0.3   0.636 / 0.950
+                                  std + AdamW lr 3e-3   0.339 / 0.999
+    600 steps, seed 0:            SI + sgd_si  lr 0.1 / 0.3 / 1 / 3        0.289 / 0.470 / 0.363 / 0.291
+                                  std + AdamW  lr 1e-3 / 3e-3 / 1e-2       0.258 / 0.278 / 0.257
+                                  std + SGD    lr 0.3 / 1 / 3              0.026 / 0.027 / 0.028
+                                  std + sgd_si lr 0.3: 0.028; SI + AdamW lr 3e-3: 0.575
+                                  SI + sgd_si lr 0.3 without clipping: 0.470 (the clip never fired)
 """
 
 from __future__ import annotations
