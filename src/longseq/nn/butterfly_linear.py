@@ -11,10 +11,11 @@ configs ``channel_mlp_cfg/fbbflylr.yaml``).
   block-sparse with ``block x block`` blocks) -- built by
   :func:`longseq.nn.butterfly.flat_block_butterfly_layout`, the same generator the
   ``block_sparse`` attention mixer uses. Fixed before training.
-* ``W_s`` is stored as its non-zero blocks only, ``[nnz, block, block]``; the product gathers
-  the ``block``-wide input slices each block reads, multiplies all blocks in one batched matmul
-  and sums the block results into their output rows (``index_add``): FLOPs ``2 N nnz block^2``,
-  no dense ``d_out x d_in`` weight is formed.
+* ``W_s`` is stored as its non-zero blocks only, ``[nnz, block, block]``. The product groups the
+  block rows that read the same block columns (the rows of one stretched coarse butterfly row),
+  gathers each group's ``block``-wide input slices once and multiplies them by the group's blocks
+  in one batched matmul over groups (rows with fewer blocks are padded with a zero block): FLOPs
+  ``2 N nnz block^2``, no dense ``d_out x d_in`` weight is formed.
 * ``U V``: low-rank term of rank ``rank`` (``U [out, r]``, ``V [r, in]``).
 
 Defaults follow the official GPT-2/ViT configs: ``butterfly_size=16``, ``n_factors=2`` (3 coarse
@@ -67,6 +68,7 @@ class ButterflyLinear(nn.Module):
         self.register_buffer("rows", rows, persistent=False)           # [nnz]
         self.register_buffer("cols", cols, persistent=False)           # [nnz]
         self.register_buffer("layout", layout, persistent=False)       # [out/block, in/block]
+        self._build_tables(layout, rows, cols)
         self.blocks = nn.Parameter(torch.empty(len(rows), block, block))  # [nnz, out_blk, in_blk]
         self.lr_v = nn.Parameter(torch.empty(rank, in_features)) if rank else None
         self.lr_u = nn.Parameter(torch.empty(out_features, rank)) if rank else None
@@ -85,14 +87,50 @@ class ButterflyLinear(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -1 / math.sqrt(self.in_features), 1 / math.sqrt(self.in_features))
 
+    def _build_tables(self, layout: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        """Group block rows that read the same block columns (a stretched coarse butterfly row spans
+        ``out / (butterfly_size * block)`` identical block rows) so that one gathered input slab
+        serves the whole group. Groups of unequal size fall back to one block row per group; rows
+        with fewer blocks than the widest are padded with a zero block (index ``nnz``)."""
+        R, nnz = layout.shape[0], len(rows)
+        patterns, group_id = torch.unique(layout, dim=0, return_inverse=True)   # [G, C], [R]
+        sizes = torch.bincount(group_id)
+        if sizes.min() != sizes.max():
+            patterns, group_id, sizes = layout, torch.arange(R), torch.ones(R, dtype=torch.long)
+        G, g = len(patterns), int(sizes[0])
+        order = torch.argsort(group_id, stable=True)                              # block rows by group
+        group_rows = order.view(G, g)                                             # [G, g]
+        k = int(patterns.sum(1).max())
+        col_of = torch.zeros(G, k, dtype=torch.long)
+        for q in range(G):
+            c = patterns[q].nonzero().squeeze(1)
+            col_of[q, : len(c)] = c
+        index = torch.full_like(layout, nnz, dtype=torch.long)                   # [R, C] -> stored block
+        index[rows, cols] = torch.arange(nnz)
+        block_of = torch.gather(index[group_rows.reshape(-1)], 1,
+                                col_of.repeat_interleave(g, 0)).view(G, g, k)     # [G, g, k]
+        block_of = torch.where(torch.arange(k)[None, None] < patterns.sum(1)[:, None, None], block_of, nnz)
+        self.register_buffer("col_of", col_of, persistent=False)                 # [G, k]
+        self.register_buffer("block_of", block_of, persistent=False)             # [G, g, k]
+        inverse = torch.argsort(order)
+        self.register_buffer("out_order", None if torch.equal(order, torch.arange(R)) else inverse,
+                             persistent=False)
+
     def sparse(self, x: torch.Tensor) -> torch.Tensor:
-        """``(M ⊙ W_s) x`` by block gathering: ``x [N, d_in] -> [N, d_out]``."""
+        """``(M ⊙ W_s) x`` by block gathering: ``x [N, d_in] -> [N, d_out]``. Each group of block rows
+        gathers the ``k`` input slices its blocks read once and multiplies them by its blocks: one
+        batched matmul over groups, contraction ``k * block``, output ``g * block`` wide."""
         N, b = x.shape[0], self.block
-        xb = x.reshape(N, -1, b)[:, self.cols]                         # [N, nnz, b]   input slice per block
-        yb = torch.einsum("nki,koi->kno", xb, self.blocks.to(x.dtype)) # [nnz, N, b]   one bmm over blocks
-        out = x.new_zeros(self.out_features // b, N, b)                # [out/b, N, b]
-        out = out.index_add(0, self.rows, yb)                          # sum blocks into their rows
-        return out.permute(1, 0, 2).reshape(N, self.out_features)
+        G, g, k = self.block_of.shape
+        xg = x.reshape(N, -1, b).transpose(0, 1)[self.col_of]         # [G, k, N, b]  gathered input slices
+        xg = xg.permute(0, 2, 1, 3).reshape(G, N, k * b)               # [G, N, k*i]
+        w = torch.cat([self.blocks, self.blocks.new_zeros(1, b, b)])   # [nnz + 1, o, i] (last: padding)
+        w = w[self.block_of].permute(0, 2, 4, 1, 3).reshape(G, k * b, g * b)  # [G, k*i, g*o]
+        y = torch.bmm(xg, w.to(x.dtype))                               # [G, N, g*o]
+        y = y.transpose(0, 1).reshape(N, G * g, b)                     # [N, R (grouped order), b]
+        if self.out_order is not None:
+            y = y[:, self.out_order]                                   # back to block-row order
+        return y.reshape(N, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
