@@ -1,6 +1,9 @@
 """Treeformer vs softmax (SDPA) in one process: forward+backward time and peak memory.
 
-    python scripts/bench_treeformer.py [--lengths 4096 16384] [--threads 1] [--repeats 2]
+    MALLOC_MMAP_THRESHOLD_=262144 python scripts/bench_treeformer.py [--lengths 4096 16384]
+
+(the glibc setting returns freed large blocks to the OS at once, so that the RSS peak is the
+allocation peak rather than what the allocator kept from earlier calls).
 
 d_model 256, 4 heads, batch 1, float32. Each mixer is warmed up at length 1024, then one call
 per ``--repeats`` at the measured length gives the median wall time and the largest peak extra
