@@ -158,6 +158,12 @@ def test_si_model_options_errors():
         CausalLM(40, 16, 1, norm="none", scale_invariant=True)
     with pytest.raises(ValueError, match="ffn must be"):
         CausalLM(40, 16, 1, ffn="swiglu", scale_invariant=True)
+    for kw in ({"position": "deberta", "position_options": {"span": 4}}, {"shortcuts": False},
+               {"ffn_options": {"linear": "butterfly"}}, {"embedding": "hsoftpos"}):
+        with pytest.raises(ValueError, match="scale_invariant=True .SIBERT. does not support"):
+            CausalLM(40, 16, 1, max_len=8, scale_invariant=True, **kw)
+        with pytest.raises(ValueError, match="does not support"):
+            SequenceClassifier(40, 3, 16, 1, max_len=8, scale_invariant=True, **kw)
     m = CausalLM(40, 16, 2, mixer=["softmax", {"name": "si_attention"}], scale_invariant=True)
     assert [b.mixer.spec.name for b in m.backbone.blocks] == ["si_attention", "si_attention"]
     assert not any(n.endswith("bias") for n, _ in m.named_parameters())

@@ -76,6 +76,28 @@ class LongseqModel(nn.Module):
         return d
 
 
+def backbone_options(config: dict, *, scale_invariant: bool, shortcuts: bool, position_options: dict | None,
+                     embedding: str, embedding_options: dict | None, ffn_options: dict | None) -> dict:
+    """The optional backbone keywords a model passes on, recorded in ``config`` only when they are not
+    the default (older saved configs keep loading). SIBERT's backbone (``scale_invariant=True``,
+    models/sibert.py) has none of them: asking for both is refused."""
+    extra: dict = {}
+    if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
+        extra["shortcuts"] = False
+    if position_options:           # DeBERTa / DIET options: see nn/relpos.py
+        extra["position_options"] = position_options
+    if ffn_options:                # MoE / structured FFN matrices: see nn/layers.py FeedForward
+        extra["ffn_options"] = ffn_options
+    if embedding != "token" or embedding_options:   # input front-end: see nn/embeddings.py
+        extra.update(embedding=embedding, embedding_options=embedding_options)
+    if scale_invariant:
+        if extra:
+            raise ValueError(f"scale_invariant=True (SIBERT) does not support {', '.join(sorted(extra))}")
+        config["scale_invariant"] = True
+    config.update(extra)
+    return extra
+
+
 def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LongseqModel:
     """Restore a model written by ``model.save(directory)``."""
     d = Path(directory)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..tasks.base import IGNORE
 from .backbone import Backbone
-from .base import LongseqModel, model_class
+from .base import LongseqModel, backbone_options, model_class
 from .sibert import SIBackbone, si_logits
 
 
@@ -32,34 +32,16 @@ class CausalLM(LongseqModel):
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
                            mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
                            dropout=dropout, position=position, max_len=max_len, tie_embeddings=tie_embeddings)
-        if scale_invariant:            # SIBERT architecture (Li et al. 2022): see models/sibert.py
-            self.config["scale_invariant"] = True
-        if position_options:           # DeBERTa / DIET options: see nn/relpos.py
-            self.config["position_options"] = position_options
-        if ffn_options:                # MoE / structured FFN matrices: see nn/layers.py FeedForward
-            if scale_invariant:
-                raise ValueError("ffn_options are not supported with scale_invariant=True")
-            self.config["ffn_options"] = ffn_options
-        if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
-            if scale_invariant:
-                raise ValueError("shortcuts=False is not supported with scale_invariant=True")
-            self.config["shortcuts"] = False
+        extra = backbone_options(self.config, scale_invariant=scale_invariant, shortcuts=shortcuts,
+                                 position_options=position_options, embedding=embedding,
+                                 embedding_options=embedding_options, ffn_options=ffn_options)
+        if embedding == "patches":
+            raise ValueError("embedding='patches' is an image front-end for classifiers; a causal LM cannot use it")
         self.scale_invariant = scale_invariant
-        embed_kw = {}
-        if embedding != "token" or embedding_options:   # input front-end: see nn/embeddings.py
-            if scale_invariant:
-                raise ValueError("embedding= is not supported with scale_invariant=True")
-            if embedding == "patches":
-                raise ValueError("embedding='patches' is an image front-end for classifiers; a causal LM cannot use it")
-            embed_kw = {"embedding": embedding, "embedding_options": embedding_options}
-            self.config.update(embed_kw)
         backbone_cls = SIBackbone if scale_invariant else Backbone
         self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
                                      num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                     dropout=dropout, position=position, max_len=max_len, **embed_kw,
-                                     **({} if shortcuts else {"shortcuts": False}),
-                                     **({"position_options": position_options} if position_options else {}),
-                                     **({"ffn_options": ffn_options} if ffn_options else {}))
+                                     dropout=dropout, position=position, max_len=max_len, **extra)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings and embedding != "token":   # logits = E (W h) through the narrower H-SoftPOS table
             self.lm_head = self.backbone.embed.tied_head(d_model)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import Backbone
-from .base import LongseqModel, model_class
+from .base import LongseqModel, backbone_options, model_class
 from .sibert import SIBackbone, SIHead
 
 POOLINGS = ("mean", "first", "last")
@@ -48,33 +48,15 @@ class SequenceClassifier(LongseqModel):
                            mixer=mixer, mixer_options=mixer_options, num_heads=num_heads, causal=causal,
                            pooling=pooling, norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout,
                            position=position, max_len=max_len, pair=pair)
-        if scale_invariant:            # SIBERT architecture (Li et al. 2022): see models/sibert.py
-            self.config["scale_invariant"] = True
-        if position_options:           # DeBERTa / DIET options: see nn/relpos.py
-            self.config["position_options"] = position_options
-        if ffn_options:                # MoE / structured FFN matrices: see nn/layers.py FeedForward
-            if scale_invariant:
-                raise ValueError("ffn_options are not supported with scale_invariant=True")
-            self.config["ffn_options"] = ffn_options
-        if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
-            if scale_invariant:
-                raise ValueError("shortcuts=False is not supported with scale_invariant=True")
-            self.config["shortcuts"] = False
+        extra = backbone_options(self.config, scale_invariant=scale_invariant, shortcuts=shortcuts,
+                                 position_options=position_options, embedding=embedding,
+                                 embedding_options=embedding_options, ffn_options=ffn_options)
         self.pooling, self.pair = pooling, pair
-        embed_kw = {}
-        if embedding != "token" or embedding_options:   # input front-end: see nn/embeddings.py
-            if scale_invariant:
-                raise ValueError("embedding= is not supported with scale_invariant=True")
-            embed_kw = {"embedding": embedding, "embedding_options": embedding_options}
-            self.config.update(embed_kw)
         self.embedding = embedding
         backbone_cls = SIBackbone if scale_invariant else Backbone
         self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
                                      num_heads=num_heads, causal=causal, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                     dropout=dropout, position=position, max_len=max_len, **embed_kw,
-                                     **({} if shortcuts else {"shortcuts": False}),
-                                     **({"position_options": position_options} if position_options else {}),
-                                     **({"ffn_options": ffn_options} if ffn_options else {}))
+                                     dropout=dropout, position=position, max_len=max_len, **extra)
         if scale_invariant:
             self.head = SIHead(4 * d_model if pair else d_model, num_classes, hidden=d_model if pair else None,
                                norm=norm)
