@@ -59,9 +59,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..nn.kvcache import kv_append, kv_init
+from ..nn.kvcache import kv_init
 from .base import register
-from .softmax import SoftmaxAttention, attention_flops
+from .softmax import SoftmaxAttention, attention_flops, rotate_and_cache
 
 CARRY_KEY = "attn_logits"
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
@@ -149,12 +149,7 @@ class EvolvingAttention(SoftmaxAttention):
     def _forward(self, x, mask, state, return_state):
         B, L, _ = x.shape
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
-        offset = 0 if state is None else state["len"]
-        if self.rope is not None:
-            q, k = self.rope(q, offset), self.rope(k, offset)
-        new_state = None
-        if state is not None:
-            k, v, new_state = kv_append(state, k, v)
+        q, k, v, new_state = rotate_and_cache(q, k, v, self.rope, state)
         L_k = k.shape[2]
         ok = pair_mask(mask, L, L_k, self.causal, x.device)                    # [B|1, 1, L, Lk] | None
         scores = torch.einsum("bhid,bhjd->bhij", q, k) * self.head_dim ** -0.5  # [B, H, L, Lk]

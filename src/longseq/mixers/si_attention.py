@@ -29,10 +29,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..nn.kvcache import kv_append, kv_init
+from ..nn.kvcache import kv_init
 from ..nn.rotary import RotaryEmbedding
 from .base import Mixer, register
-from .softmax import allowed_keys, attention_flops
+from .softmax import allowed_keys, attention_flops, rotate_and_cache
 
 
 def relu_normalised_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -70,12 +70,7 @@ class ScaleInvariantAttention(Mixer):
     def _forward(self, x, mask, state, return_state):
         B, L, _ = x.shape
         q, k, v = (rearrange(f(x), "b l (h d) -> b h l d", h=self.num_heads) for f in (self.q, self.k, self.v))
-        offset = 0 if state is None else state["len"]
-        if self.rope is not None:
-            q, k = self.rope(q, offset), self.rope(k, offset)
-        new_state = None
-        if state is not None:
-            k, v, new_state = kv_append(state, k, v)
+        q, k, v, new_state = rotate_and_cache(q, k, v, self.rope, state)
         causal = self.causal and L > 1                           # one new token sees the whole cache
         allowed = allowed_keys(mask, L, k.shape[2], causal, x.device)
         o = relu_normalised_attention(q, k, v, allowed)          # [B, H, L, Dh]

@@ -56,6 +56,19 @@ def allowed_keys(mask: torch.Tensor | None, L_q: int, L_k: int, causal: bool, de
     return allowed | (k_pos == q_pos)[None, None]
 
 
+
+def rotate_and_cache(q, k, v, rope, state):
+    """The preamble of every q·k attention with a KV cache: RoPE at the cache's offset, then the new
+    keys/values appended. ``q, k, v: [B, H, L, Dh]`` -> ``(q, k, v, new_state)``, k and v now
+    covering cache + new tokens (``new_state`` None without a state)."""
+    offset = 0 if state is None else state["len"]
+    if rope is not None:
+        q, k = rope(q, offset), rope(k, offset)
+    if state is None:
+        return q, k, v, None
+    k, v, new_state = kv_append(state, k, v)
+    return q, k, v, new_state
+
 @register(
     "softmax",
     family="exact attention",
@@ -93,12 +106,7 @@ class SoftmaxAttention(Mixer):
     def _forward(self, x, mask, state, return_state):
         B, L, _ = x.shape
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
-        offset = 0 if state is None else state["len"]
-        if self.rope is not None:
-            q, k = self.rope(q, offset), self.rope(k, offset)
-        new_state = None
-        if state is not None:
-            k, v, new_state = kv_append(state, k, v)
+        q, k, v, new_state = rotate_and_cache(q, k, v, self.rope, state)
         L_k = k.shape[2]
         bias, scale = self.relpos(q, k, self.qkv) if self.relpos is not None else (None, None)
         if mask is None and self.causal and L_k == L and bias is None:

@@ -45,6 +45,14 @@ from ..nn.relpos import RelativePositions
 POSITIONS = ("none", "sinusoidal", "learned", "rope", *LOGIT_POSITIONS)
 
 
+def check_token_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    """Refuse anything but integer ``[batch, length]`` ids within ``[0, vocab_size)``."""
+    if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
+        raise ValueError(f"expected integer token ids of shape [batch, length], got {ids.dtype} {tuple(ids.shape)}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
+
+
 def layer_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | None) -> list[dict[str, Any]]:
     """Resolve the per-layer mixer names, options and causal flags (``causal=None``: bidirectional
     where the mixer allows it, else causal)."""
@@ -192,11 +200,7 @@ class Backbone(nn.Module):
         return self.drop(x) if state is None else (self.drop(x), state)
 
     def _check_ids(self, ids: torch.Tensor) -> None:
-        if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
-            raise ValueError(f"expected integer token ids of shape [batch, length], got {ids.dtype} {tuple(ids.shape)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.embed.num_embeddings):
-            raise ValueError(f"token ids must lie in [0, {self.embed.num_embeddings}), "
-                             f"got range [{int(ids.min())}, {int(ids.max())}]")
+        check_token_ids(ids, self.embed.num_embeddings)
 
     def forward(self, ids, mask=None, state=None, return_state=False):
         self._check_ids(ids)

@@ -48,7 +48,7 @@ from torch import nn
 
 from .. import mixers
 from ..nn.layers import sinusoidal_table
-from .backbone import POSITIONS, layer_plan
+from .backbone import POSITIONS, check_token_ids, layer_plan
 
 SI_MIXERS = ("si_attention",)
 _ATTENTION_ALIASES = ("softmax", "softmax_naive")
@@ -184,11 +184,7 @@ class SIBackbone(nn.Module):
         return self.drop(x)
 
     def _check_ids(self, ids: torch.Tensor) -> None:
-        if ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
-            raise ValueError(f"expected integer token ids of shape [batch, length], got {ids.dtype} {tuple(ids.shape)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.embed.num_embeddings):
-            raise ValueError(f"token ids must lie in [0, {self.embed.num_embeddings}), "
-                             f"got range [{int(ids.min())}, {int(ids.max())}]")
+        check_token_ids(ids, self.embed.num_embeddings)
 
     def forward(self, ids, mask=None, state=None, return_state=False):
         self._check_ids(ids)
