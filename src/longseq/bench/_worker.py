@@ -70,6 +70,15 @@ def _release_free_memory() -> None:
 
 
 def _maxrss_bytes() -> int:
+    """The resident-set high-water mark: ``VmHWM`` (what ``clear_refs`` resets; ``getrusage``'s
+    ``ru_maxrss`` can keep an older, larger peak), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb * (1 if sys.platform == "darwin" else 1024)
 
