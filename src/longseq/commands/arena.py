@@ -28,7 +28,7 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="quick", choices=["quick", "lra"], help="task presets to train with")
     p.add_argument("--demo", action="store_true",
-                   help="the `make demo` subset (about 6-8 minutes on 2 CPU cores): mixers softmax, local (window "
+                   help="the `make demo` subset (about 10 minutes on 2 CPU cores): mixers softmax, local (window "
                         "32), linear, s4d on mqar (quick preset: 4 pairs in 32 tokens, vocab 64; 2,000 steps) and "
                         "listops (5,000/500/500 examples; 200 steps); speed at L=256,512,1024 "
                         "(explicit --tasks/--mixers/--steps/--task-option win)")
