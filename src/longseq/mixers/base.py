@@ -25,15 +25,15 @@ Conventions shared by all mixers
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
+
+from .._discover import import_submodules
 
 __all__ = ["Mixer", "MixerSpec", "register", "names", "spec", "build", "set_debug", "debug_enabled"]
 
@@ -69,7 +69,6 @@ class MixerSpec:
 
 
 _REGISTRY: dict[str, MixerSpec] = {}
-_DISCOVERED = False
 
 
 def register(
@@ -103,14 +102,7 @@ def register(
 
 def _discover() -> None:
     """Import every module of ``longseq.mixers`` once, so their @register decorators run."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    pkg = importlib.import_module("longseq.mixers")
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_") and info.name != "base":
-            importlib.import_module(f"longseq.mixers.{info.name}")
+    import_submodules("longseq.mixers")
 
 
 def names() -> list[str]:

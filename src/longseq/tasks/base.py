@@ -20,6 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .._discover import import_submodules
+
 IGNORE = -100
 KINDS = ("classification", "lm")
 
@@ -80,7 +82,6 @@ class Task:
 
 
 _TASKS: dict[str, Callable[..., Task]] = {}
-_DISCOVERED = False
 
 
 def register_task(name: str):
@@ -94,17 +95,8 @@ def register_task(name: str):
 
 
 def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    import importlib
-    import pkgutil
-
-    pkg = importlib.import_module("longseq.tasks")
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_") and info.name != "base":
-            importlib.import_module(f"longseq.tasks.{info.name}")
+    """Import every module of ``longseq.tasks`` once, so their @register_task decorators run."""
+    import_submodules("longseq.tasks")
 
 
 def names() -> list[str]:
