@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import longseq
 from longseq.nn.rotary import RotaryEmbedding
+from reference import assert_matches_reference
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
@@ -75,14 +76,7 @@ def build(name, causal, rope, d=24, h=2, **kw):
 def check_values_and_grads(m, ref_fn, L, masked=True):
     x = torch.randn(2, L, m.d_model, dtype=torch.float64)
     mask = (torch.arange(L)[None] < torch.tensor([L, max(1, L // 2)])[:, None]) if masked else None
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = m(xa, mask), ref_fn(m, xb, mask)
-    torch.testing.assert_close(ya, yb, **TOL)
-    g = torch.randn_like(ya)
-    grads_a = torch.autograd.grad((ya * g).sum(), [xa, *m.parameters()])
-    grads_b = torch.autograd.grad((yb * g).sum(), [xb, *m.parameters()])
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_matches_reference(m, ref_fn, x, mask, **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False])
