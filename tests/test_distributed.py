@@ -22,6 +22,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import shutil
 import socket
 import time
@@ -164,12 +165,23 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """``n`` ports that are free now, drawn BELOW the kernel's ephemeral range: gloo's own
+    connections (scenario A) take ephemeral ports, and one of them could otherwise land on a
+    port picked for scenario B or C before that scenario binds it."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng, ports = random.Random(), []
+    while len(ports) < n:
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
