@@ -13,7 +13,11 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-from longseq.mixers.linear_attention import draw_random_features, favor_softmax_features
+from longseq.mixers.linear_attention import (
+    draw_random_features,
+    favor_attention_bidirectional,
+    favor_softmax_features,
+)
 from longseq.nn.rotary import RotaryEmbedding
 from longseq.ops.linear_attention import linear_attention_bidirectional, linear_attention_chunk
 from reference import assert_matches_reference
@@ -181,3 +185,22 @@ def test_invalid_options():
         longseq.mixers.build("performer", 16, num_features=0)
     with pytest.raises(ValueError, match="redraw_interval"):
         longseq.mixers.build("performer", 16, redraw_interval=-3)
+
+
+@pytest.mark.parametrize("L,block", [(1, 4), (37, 8), (64, 16), (130, 1024)])
+def test_blocked_bidirectional_equals_feature_product(L, block):
+    """The fused blocked function (``performer``'s non-causal path) against the plain features and
+    the dense kernel matrix, several blocks, a padded sequence; values and q/k/v gradients."""
+    torch.manual_seed(L)
+    B, H, d, m = 2, 2, 12, 20
+    q, k, v = (torch.randn(B, H, L, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    w = draw_random_features(m, d, dtype=torch.float64)
+    mask = torch.arange(L)[None] < torch.tensor([L, max(1, L // 3)])[:, None]
+    A = plain_features(q, w, "softmax") @ plain_features(k, w, "softmax").transpose(-1, -2)
+    A = A * mask[:, None, None, :]
+    ref = (A @ v) / A.sum(-1, keepdim=True)
+    out = favor_attention_bidirectional(q, k, v, w, mask, block_size=block)
+    torch.testing.assert_close(out, ref, **TOL)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((out * g).sum(), (q, k, v)), torch.autograd.grad((ref * g).sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)

@@ -69,10 +69,16 @@ def linear_attention_naive(q, k, v, *, causal: bool = True, eps: float = 1e-6, i
 
 
 def linear_attention_bidirectional(q, k, v, *, eps: float = 1e-6):
-    """Non-causal linear attention in O(L Dk Dv): ``o = q (k^T v) / (q . sum_j k_j)``."""
-    S = torch.einsum("bhjd,bhje->bhde", k, v)                        # [B, H, Dk, Dv]
-    z = k.sum(2)                                                     # [B, H, Dk]
-    return _normalise(q @ S, torch.einsum("bhid,bhd->bhi", q, z), eps)
+    """Non-causal linear attention in O(L Dk Dv): ``o = q (k^T v) / (q . sum_j k_j)``.
+
+    The key sum rides along as an extra value column of ones, so that numerator and
+    denominator come from one product ``q [k^T v, sum_j k_j]`` (and one gradient for q).
+    """
+    Dv = v.shape[-1]
+    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)            # [B, H, L, Dv + 1]
+    S = k.transpose(-1, -2) @ v1                                     # [B, H, Dk, Dv + 1]
+    num = q @ S                                                      # [B, H, L, Dv + 1]
+    return _normalise(num[..., :Dv], num[..., Dv], eps)
 
 
 def exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
