@@ -47,9 +47,11 @@ Decisions on points the paper leaves open:
   ``C Ā^{k+1} x_0`` (the same Cauchy/Woodbury machinery with ``B`` replaced by
   ``(2/Δ + A) x_0 / 2``, which needs only ``C̃``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
 * Memory: the kernel and the FFT convolution run per block of ``kernel_block`` channels (default
-  32), each checkpointed when gradients are on, so backward keeps only the block's input and
-  recomputes its kernel (about a third more SSM forward work) instead of holding
-  ``[., H, l_max]`` complex intermediates; the FFT/Woodbury step has its own backward
+  32) inside one autograd function (:class:`_S4Conv`) that keeps only its inputs; backward
+  recomputes each block's kernel under autograd (about a third more SSM forward work) instead of
+  holding ``[., H, l_max]`` complex intermediates, and writes input gradients into one
+  ``[B, L, H]`` buffer (no per-block zero-filled full-size gradients). The skip ``D`` is the
+  kernel's lag-0 tap. The FFT/Woodbury step has its own backward
   (:func:`longseq.ssm.cauchy.woodbury_irfft`).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
 """
@@ -66,7 +68,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..optim import set_optim
 from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
-from ..ssm.fftconv import fft_conv
+from ..ssm.fftconv import fast_fft_size, fft_conv
 from ..ssm.hippo import dplr_legs
 from .base import Mixer, register
 
@@ -128,10 +130,85 @@ def _dplr_kernel(Lam, P, B, Ct, dt, x0, *, n: int, L: int):
     return k, woodbury_irfft(g[4], g[1][:1], g[5], g[3], n)[..., :L]     # [B, H, L]
 
 
-def _dplr_conv(u, Lam, P, B, Ct, dt, D, *, n: int, causal: bool):
-    """``K * u + D u`` for a block of channels: ``u [B, h, L]`` (kernel as in :func:`_dplr_kernel`)."""
-    k = _dplr_kernel(Lam, P, B, Ct, dt, None, n=n, L=u.shape[-1])          # [dirs, h, L]
-    return fft_conv(u, k[0], None if causal else k[1]) + D[:, None] * u
+def _conv_spectrum(k: torch.Tensor, D: torch.Tensor, n: int, causal: bool) -> torch.Tensor:
+    """``rfft`` (size ``n``) of the circular kernel of eq. (2) with the skip ``D`` as lag-0 tap:
+    ``[K_0 + D, K_1 .. K_{L-1}, 0 .. 0, K'_{L-2} .. K'_0]`` from ``k [dirs, h, L]`` -> ``[h, n//2+1]``."""
+    L = k.shape[-1]
+    kc = k.new_zeros(k.shape[1], n)                                       # [h, n]
+    kc[:, :L] = k[0]
+    kc[:, 0] += D
+    if not causal and L > 1:
+        kc[:, n - L + 1:] = k[1, :, : L - 1].flip(-1)
+    return torch.fft.rfft(kc, n=n)
+
+
+def _channel_blocks(H: int, block: int):
+    return [slice(h, h + block) for h in range(0, H, block)]
+
+
+class _S4Conv(torch.autograd.Function):
+    """``y = K * u + D u`` (eq. 1 or 2) for ``u [B, L, H]``, kernel and FFT convolution per block of channels.
+
+    Forward keeps nothing but its inputs (``u`` and the ``[H, N/2]`` SSM parameters). Backward
+    recomputes, per block, the kernel under autograd (Cauchy + Woodbury, :func:`_dplr_kernel`) and
+    the spectra of ``u`` and of the circular kernel, then (``n >= 2L``, no wrap-around)::
+
+        G = rfft(dy, n),  du = irfft(G conj(K̂_c))[:L],  dk_c = irfft(Σ_batch G conj(Û))
+
+    where ``dk_c`` splits into ``dK = dk_c[:L]``, ``dK'_m = dk_c[n-1-m]`` and ``dD = dk_c[0]``;
+    ``dK, dK'`` go back through the block's kernel graph. Gradients are written into full-size
+    buffers per block, so no ``[B, L, H]`` tensor is zero-filled or summed per block.
+    """
+
+    @staticmethod
+    def forward(ctx, u, Lam, P, B, Ct, dt, D, n_kernel, causal, block):
+        Bsz, L, H = u.shape
+        n = fast_fft_size(2 * L)
+        y = torch.empty_like(u)                                           # [B, L, H]
+        for c in _channel_blocks(H, block):
+            k = _dplr_kernel(Lam[c], P[c], B[c], Ct[:, c], dt[c], None, n=n_kernel, L=L)   # [dirs, h, L]
+            U = torch.fft.rfft(u[..., c].transpose(-1, -2), n=n)           # [B, h, n//2+1]
+            y[..., c] = torch.fft.irfft(U * _conv_spectrum(k, D[c], n, causal), n=n)[..., :L].transpose(-1, -2)
+        ctx.save_for_backward(u, Lam, P, B, Ct, dt, D)
+        ctx.n_kernel, ctx.causal, ctx.block = n_kernel, causal, block
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        u, Lam, P, B, Ct, dt, D = ctx.saved_tensors
+        Bsz, L, H = u.shape
+        n = fast_fft_size(2 * L)
+        need = ctx.needs_input_grad
+        du = torch.empty_like(u) if need[0] else None
+        grads = [torch.zeros_like(t) if need[i + 1] else None for i, t in enumerate((Lam, P, B, Ct, dt, D))]
+        for c in _channel_blocks(H, ctx.block):
+            leaves = [t[c].detach().requires_grad_(need[i + 1]) for i, t in enumerate((Lam, P, B))]
+            leaves += [Ct[:, c].detach().requires_grad_(need[4]), dt[c].detach().requires_grad_(need[5])]
+            with torch.enable_grad():
+                k = _dplr_kernel(*leaves, None, n=ctx.n_kernel, L=L)        # [dirs, h, L]
+            G = torch.fft.rfft(dy[..., c].transpose(-1, -2), n=n)          # [B, h, n//2+1]
+            if du is not None:
+                Kc = _conv_spectrum(k.detach(), D[c], n, ctx.causal)
+                du[..., c] = torch.fft.irfft(G * Kc.conj(), n=n)[..., :L].transpose(-1, -2)
+            if not any(need[1:7]):
+                continue
+            U = torch.fft.rfft(u[..., c].transpose(-1, -2), n=n)
+            dkc = torch.fft.irfft((G * U.conj()).sum(0), n=n)             # [h, n]
+            if need[6]:
+                grads[5][c] = dkc[:, 0]
+            if k.requires_grad:
+                dk = [dkc[:, :L]]
+                if not ctx.causal:
+                    dk.append(F.pad(dkc[:, n - L + 1:].flip(-1), (0, 1)))   # dK'_m = dk_c[n-1-m], K'_{L-1} unused
+                wanted = [(i, t) for i, t in enumerate(leaves) if t.requires_grad]
+                gs = torch.autograd.grad(k, [t for _, t in wanted], torch.stack(dk))
+                for (i, _), g in zip(wanted, gs):
+                    if i == 3:
+                        grads[i][:, c] = g
+                    else:
+                        grads[i][c] = g
+        return (du, *grads, None, None, None)
 
 
 @register(
@@ -274,29 +351,21 @@ class S4(Mixer):
     # ------------------------------------------------------------------ Mixer API
     def _forward(self, x, mask, state, return_state):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        u = x.to(dtype).transpose(1, 2)                                       # [B, H, L]
-        L = u.shape[-1]
         x0 = None if state is None else state["x"]
         if x0 is None:
-            y = self._conv_blocks(u)
+            y = self._conv_blocks(x.to(dtype))                                # [B, L, H]
         else:
-            k, ks = self.kernel(L, dtype, x0)
-            y = fft_conv(u, k[0], None if self.causal else k[1]) + self.D.to(dtype)[:, None] * u + ks
-        new_state = {"x": self._advance_state(u, x0)} if return_state else None
-        return self._post(y.transpose(1, 2).to(x.dtype)), new_state
+            u = x.to(dtype).transpose(1, 2)                                   # [B, H, L]
+            k, ks = self.kernel(u.shape[-1], dtype, x0)
+            y = (fft_conv(u, k[0], None if self.causal else k[1]) + self.D.to(dtype)[:, None] * u + ks).transpose(1, 2)
+        new_state = {"x": self._advance_state(x.to(dtype).transpose(1, 2), x0)} if return_state else None
+        return self._post(y.to(x.dtype)), new_state
+
     def _conv_blocks(self, u: torch.Tensor) -> torch.Tensor:
-        """``K * u + D u`` (``u [B, H, L]``), kernel and FFT convolution per block of ``kernel_block``
-        channels, each block checkpointed when gradients are on: backward keeps only ``u``."""
-        self._grow(u.shape[-1])
+        """``K * u + D u`` for ``u [B, L, H]`` by :class:`_S4Conv` (blocks of ``kernel_block`` channels)."""
+        self._grow(u.shape[1])
         Lam, P, B, Ct, dt = self.ssm(u.dtype)
-        D = self.D.to(u.dtype)
-        fn = functools.partial(_dplr_conv, n=int(self.l_max), causal=self.causal)
-        ys = []
-        for h in range(0, Lam.shape[0], self.kernel_block):
-            c = slice(h, h + self.kernel_block)
-            args = (u[:, c], Lam[c], P[c], B[c], Ct[:, c], dt[c], D[c])
-            ys.append(checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() else fn(*args))
-        return torch.cat(ys, 1)
+        return _S4Conv.apply(u, Lam, P, B, Ct, dt, self.D.to(u.dtype), int(self.l_max), self.causal, self.kernel_block)
 
     def _post(self, y):
         return self.out(F.gelu(y)) if self.out is not None else y

@@ -68,19 +68,26 @@ def cauchy_naive(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, omega: tor
 def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int, chunk: int | None = None) -> torch.Tensor:
     """``g_m = 2 Re Σ_n W_n exp(m log_a_n)`` for ``m < L``: ``W [..., H, N2]``, ``log_a [H, N2]`` -> ``[..., H, L]``.
 
-    Chunked: ``m = iT + j``; ``[.., n_chunks, N2] @ [N2, T]`` per channel as one real GEMM.
+    Chunked: ``m = iT + j``, ``ā^m = ā^{iT} ā^j``; per channel one real GEMM
+    ``[S n_chunks, 2 N2] @ [2 N2, T]`` over all ``S`` leading sequences (complex numbers as
+    ``[Re, Im]`` pairs, powers as ``exp(m Re log ā) (cos, sin)(m Im log ā)`` in real arithmetic).
     """
     T = chunk or max(8, 1 << math.ceil(math.log2(max(L, 1)) / 2))  # ~sqrt(L)
     T = min(T, L)
     n = -(-L // T)
-    j = torch.arange(T, device=W.device, dtype=log_a.real.dtype)
-    i = torch.arange(n, device=W.device, dtype=log_a.real.dtype) * T
-    Y = torch.exp(log_a[..., None] * j)                                   # [H, N2, T]
-    X = (2 * W)[..., None, :] * torch.exp(log_a[:, None, :] * i[:, None])  # [..., H, n, N2]
-    Xr = torch.cat([X.real, -X.imag], -1)                                 # [..., H, n, 2 N2]
-    Yr = torch.cat([Y.real, Y.imag], -2)                                  # [H, 2 N2, T]
-    g = torch.matmul(Xr, Yr).flatten(-2)                                  # [..., H, n T]
-    return g if n * T == L else g[..., :L]
+    lead, (H, N2) = W.shape[:-2], W.shape[-2:]
+    a, b = log_a.real, log_a.imag                                         # [H, N2]
+    j = torch.arange(T, device=W.device, dtype=a.dtype)
+    i = torch.arange(n, device=W.device, dtype=a.dtype) * T
+    aj, bj = a[..., None] * j, b[..., None] * j                           # [H, N2, T]
+    Yr = torch.cat([aj.exp() * bj.cos(), aj.exp() * bj.sin()], -2)        # ā^j as [Re; Im]  [H, 2 N2, T]
+    ai, bi = a[:, None, :] * i[:, None], b[:, None, :] * i[:, None]       # [H, n, N2]
+    Er, Ei = ai.exp() * bi.cos(), ai.exp() * bi.sin()                     # ā^{iT}
+    Wr, Wi = torch.view_as_real(2 * W).reshape(-1, H, N2, 2).permute(3, 1, 0, 2)[:, :, :, None, :]  # [H, S, 1, N2]
+    Er, Ei = Er[:, None], Ei[:, None]                                     # [H, 1, n, N2]
+    Xr = torch.cat([Wr * Er - Wi * Ei, -(Wr * Ei + Wi * Er)], -1)         # [Re X, -Im X]  [H, S, n, 2 N2]
+    g = torch.bmm(Xr.reshape(H, -1, 2 * N2), Yr).reshape(H, -1, n * T)   # [H, S, n T]
+    return g[..., :L].transpose(0, 1).reshape(*lead, H, L)
 
 
 def cauchy_sequences(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
