@@ -149,3 +149,23 @@ def test_large_inputs_finite_bf16_forward_and_option_errors():
         longseq.mixers.build("transformer_ls", 16, causal=True, rank=5, chunk_size=4)
     with pytest.raises(ValueError, match="chunk_size"):
         longseq.mixers.build("transformer_ls", 16, chunk_size=0)
+
+
+def test_prefill_in_pieces_over_several_query_blocks_values_and_grads():
+    """Continuing a state with inputs longer than the causal kernel's query block (64): cached
+    window keys, a partly filled chunk and a memory of compressed keys, several blocks each."""
+    m = make(16, 2, True, window=6, rank=2, chunk_size=4, rope=True)
+    x = torch.randn(1, 230, 16, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    s, parts, prev = None, [], 0
+    for c in (70, 161, 230):
+        y_p, s = m(x[:, prev:c], state=s, return_state=True)
+        parts.append(y_p)
+        prev = c
+    y_parts = torch.cat(parts, 1)
+    torch.testing.assert_close(y_parts, y, **TOL)
+    torch.testing.assert_close(y, dense_ls(m, x, None, True), **TOL)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad((y * g).sum(), [x, *m.parameters()]),
+                    torch.autograd.grad((y_parts * g).sum(), [x, *m.parameters()])):
+        torch.testing.assert_close(a, b, **TOL)

@@ -50,10 +50,116 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from ..ops import block_gather_attention, local_attention, merge_attention
+from ..ops import block_gather_attention, merge_attention
 from ..nn.rotary import RotaryEmbedding
 from .base import Mixer, register
+
+
+def _block_plan(L: int, block: int, n_w: int, w: int, n_c: int, l: int, r: int, n_mem: int, G: int,
+                masked: bool) -> list[tuple[int, ...]]:
+    """Per block of queries ``[i0, i1)``: the long-range keys it may see, a prefix ``[0, M)`` (the
+    memory, then the compressed keys of chunks before the chunk of the block's last query), of
+    which ``[0, M0)`` are seen by all its queries (none when ``masked``: padded chunks), and
+    its window keys ``[j0, j1)`` (indices into the window keys, whose first ``n_w`` are cached)."""
+    plan = []
+    for i0 in range(0, L, block):
+        i1 = min(i0 + block, L)
+        M = n_mem + r * min(G, (n_c + i1 - 1) // l)
+        M0 = 0 if masked else n_mem + r * min(G, (n_c + i0) // l)
+        plan.append((i0, i1, M0, M, max(0, n_w + i0 - w + 1), n_w + i1))
+    return plan
+
+
+def _block_allowed(i0, i1, M0, M, j0, j1, n_w, w, q_chunk, key_chunk, long_ok, win_ok):
+    """bool ``[B|1, 1, i1 - i0, M - M0 + j1 - j0]``: which of the long-range keys ``[M0, M)`` (of
+    earlier chunks) and of the window keys ``[j0, j1)`` each query of the block sees."""
+    allowed_long = key_chunk[None, None, M0:M] < q_chunk[None, i0:i1, None]             # [1, n, M - M0]
+    if long_ok is not None:
+        allowed_long = allowed_long & long_ok[:, None, M0:M]
+    rel = torch.arange(n_w + i0, n_w + i1, device=q_chunk.device)[:, None] - torch.arange(j0, j1, device=q_chunk.device)
+    allowed_win = ((rel >= 0) & (rel < w))[None]                                          # [1, n, j1 - j0]
+    if win_ok is not None:
+        allowed_win = allowed_win & win_ok[:, None, j0:j1]
+    B = max(allowed_long.shape[0], allowed_win.shape[0])
+    return torch.cat([allowed_long.expand(B, -1, -1), allowed_win.expand(B, -1, -1)], -1)[:, None]
+
+
+class _CausalLongShort(torch.autograd.Function):
+    """One softmax per query over its long-range keys ``K_bar`` (plain query ``q``) and its window
+    keys (``q_w``, rotated when ``rope``), computed over blocks of queries (flash-attention style):
+    each block sees only a prefix of ``K_bar`` and a band of window keys, and nothing of size
+    ``L x (number of keys)`` is kept: the backward recomputes each block's probabilities from the
+    saved row maxima and sums. A query with no allowed key gets output 0.
+
+    ``exp`` is evaluated at ``max(s - rowmax, -80)``: a probability below ``e^-80 = 1.8e-35``
+    (relative to the row's largest) is raised to that, a change far below float32 resolution,
+    because ``exp`` of more negative arguments (masked scores included, which are then zeroed)
+    takes a 4-30x slower path on CPU.
+
+    Backward per block, with ``P`` the probabilities and ``D_i = sum_d dO_id O_id``:
+    ``dS = P (dO V^T - D)``, ``dQ = dS K / sqrt(Dh)``, ``dK = dS^T Q / sqrt(Dh)``, ``dV = P^T dO``.
+    """
+
+    @staticmethod
+    def forward(ctx, q, qw, kl, vl, kw, vw, q_chunk, key_chunk, long_ok, win_ok, plan, n_w, w):
+        scale = q.shape[-1] ** -0.5
+        q, qw = q * scale, qw * scale
+        o = torch.empty_like(q)
+        rowmax, inv_sum = q.new_empty(q.shape[:-1] + (1,)), q.new_empty(q.shape[:-1] + (1,))  # [B, H, L, 1]
+        for i0, i1, M0, M, j0, j1 in plan:
+            allowed = _block_allowed(i0, i1, M0, M, j0, j1, n_w, w, q_chunk, key_chunk, long_ok, win_ok)
+            s = _CausalLongShort._scores(q, qw, kl, kw, i0, i1, M0, M, j0, j1, allowed)
+            m = s.amax(-1, keepdim=True).clamp_min_(torch.finfo(s.dtype).min)   # finite for empty rows
+            p = _CausalLongShort._exp(s, m, M0, allowed)
+            total = p.sum(-1, keepdim=True)
+            inv = torch.where(total > 0, 1 / total.clamp_min(torch.finfo(s.dtype).tiny), 0.0)
+            p.mul_(inv)
+            rowmax[:, :, i0:i1], inv_sum[:, :, i0:i1] = m, inv
+            o[:, :, i0:i1] = p[..., :M] @ vl[:, :, :M] + p[..., M:] @ vw[:, :, j0:j1]
+        ctx.save_for_backward(q, qw, kl, vl, kw, vw, q_chunk, key_chunk, long_ok, win_ok, o, rowmax, inv_sum)
+        ctx.plan, ctx.n_w, ctx.w = plan, n_w, w
+        return o
+
+    @staticmethod
+    def _scores(q, qw, kl, kw, i0, i1, M0, M, j0, j1, allowed):
+        """``[q K_bar^T, q_w K_w^T]`` (queries pre-scaled) of one query block, -inf where not allowed
+        (``allowed`` covers the columns from ``M0`` on)."""
+        s = torch.cat([q[:, :, i0:i1] @ kl[:, :, :M].transpose(-1, -2),
+                       qw[:, :, i0:i1] @ kw[:, :, j0:j1].transpose(-1, -2)], -1)
+        s[..., M0:].masked_fill_(~allowed, float("-inf"))
+        return s                                                     # [B, H, n, M + j1 - j0]
+
+    @staticmethod
+    def _exp(s, m, M0, allowed):
+        """Unnormalised probabilities ``exp(max(s - m, -80))``, 0 where not allowed (in place)."""
+        p = s.sub_(m).clamp_min_(-80.0).exp_()
+        p[..., M0:].masked_fill_(~allowed, 0.0)
+        return p
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, do):
+        q, qw, kl, vl, kw, vw, q_chunk, key_chunk, long_ok, win_ok, o, rowmax, inv_sum = ctx.saved_tensors
+        dq, dqw = torch.empty_like(q), torch.empty_like(qw)
+        dkl, dvl, dkw, dvw = (torch.zeros_like(t) for t in (kl, vl, kw, vw))
+        D = (do * o).sum(-1, keepdim=True)                             # [B, H, L, 1]
+        for i0, i1, M0, M, j0, j1 in ctx.plan:
+            allowed = _block_allowed(i0, i1, M0, M, j0, j1, ctx.n_w, ctx.w, q_chunk, key_chunk, long_ok, win_ok)
+            s = _CausalLongShort._scores(q, qw, kl, kw, i0, i1, M0, M, j0, j1, allowed)
+            p = _CausalLongShort._exp(s, rowmax[:, :, i0:i1], M0, allowed).mul_(inv_sum[:, :, i0:i1])
+            do_b = do[:, :, i0:i1]
+            dp = torch.cat([do_b @ vl[:, :, :M].transpose(-1, -2), do_b @ vw[:, :, j0:j1].transpose(-1, -2)], -1)
+            ds = dp.sub_(D[:, :, i0:i1]).mul_(p)                       # d loss / d (scaled) scores
+            dq[:, :, i0:i1] = ds[..., :M] @ kl[:, :, :M]
+            dqw[:, :, i0:i1] = ds[..., M:] @ kw[:, :, j0:j1]
+            dkl[:, :, :M] += ds[..., :M].transpose(-1, -2) @ q[:, :, i0:i1]
+            dkw[:, :, j0:j1] += ds[..., M:].transpose(-1, -2) @ qw[:, :, i0:i1]
+            dvl[:, :, :M] += p[..., :M].transpose(-1, -2) @ do_b
+            dvw[:, :, j0:j1] += p[..., M:].transpose(-1, -2) @ do_b
+        scale = q.shape[-1] ** -0.5
+        return dq.mul_(scale), dqw.mul_(scale), dkl, dvl, dkw, dvw, *([None] * 7)
 
 
 def transformer_ls_flops(L: int, d: int, h: int, causal: bool, window: int = 128, rank: int | None = None,
@@ -171,44 +277,39 @@ class LongShortAttention(Mixer):
             state = self._init_state(B, x.device, x.dtype)
         pos = state["pos"]
         q, qw, k, v, kw, vw, logits = self._inputs(x, pos)
-        scale = self.head_dim ** -0.5
 
-        # short-term: the last w tokens, with the cached w - 1 before this input
+        # short-term keys: the last w tokens, with the cached w - 1 before this input
         n_w = state["win_k"].shape[2]
         kw_all = torch.cat([state["win_k"], kw], 2)                     # [B, H, n_w + L, Dh]
         vw_all = torch.cat([state["win_v"], vw], 2)
-        q_pad = torch.cat([qw.new_zeros(B, H, n_w, qw.shape[-1]), qw], 2)
-        key_mask = None if mask is None else torch.cat([mask.new_ones(B, n_w), mask], 1)
-        o_win, lse_win = local_attention(q_pad, kw_all, vw_all, w, causal=True, key_mask=key_mask,
-                                         return_lse=True)
-        o_win, lse_win = o_win[:, :, n_w:], lse_win[:, :, n_w:]
+        win_ok = None if mask is None else torch.cat([mask.new_ones(B, n_w), mask], 1)
 
-        # long-range: compressed keys of every completed chunk (chunks aligned to absolute positions)
+        # long-range keys: compressed keys of every completed chunk (chunks aligned to absolute positions)
         n_c = state["cur_k"].shape[2]
         k_raw = torch.cat([state["cur_k"], k], 2)                        # [B, H, n_c + L, Dh]
         v_raw = torch.cat([state["cur_v"], v], 2)
         lg_raw = torch.cat([state["cur_p"], logits], 2)                  # [B, H, n_c + L, r]
-        N = n_c + L
-        full = N // l                                                    # completed chunks
+        full = (n_c + L) // l                                            # completed chunks
         valid = torch.ones(B, full * l, dtype=torch.bool, device=x.device)
         if mask is not None:
             valid = torch.cat([mask.new_ones(B, n_c), mask], 1)[:, : full * l]
         chunked = lambda t: t[:, :, : full * l].unflatten(2, (full, l))  # noqa: E731  [B, H, G, l, *]
         valid_c = valid.view(B, 1, full, l)
         kb, vb = self._compress(chunked(k_raw), chunked(v_raw), chunked(lg_raw), valid_c)  # [B, H, G, r, Dh]
-        kb, vb = kb.flatten(2, 3), vb.flatten(2, 3)                      # [B, H, G r, Dh]
-        k_long = torch.cat([state["mem_k"], kb], 2)                      # [B, H, M, Dh]
-        v_long = torch.cat([state["mem_v"], vb], 2)
-        # query at relative position i (of the n_c + L) sees new chunk c iff c < i // l and c has a real token
-        i = torch.arange(n_c, N, device=x.device)
-        c = torch.arange(full, device=x.device).repeat_interleave(r)
-        chunk_real = valid_c.any(-1)[:, 0].repeat_interleave(r, -1)      # [B, G r]
-        allowed = (c[None, :] < (i // l)[:, None])[None] & chunk_real[:, None, :]  # [B, L, G r]
+        k_long = torch.cat([state["mem_k"], kb.flatten(2, 3)], 2)        # [B, H, M, Dh]
+        v_long = torch.cat([state["mem_v"], vb.flatten(2, 3)], 2)
+        # query i (relative position n_c + i) sees compressed key j iff its chunk is earlier and has a
+        # real token; the memory's chunks (index -1) are all earlier
         n_mem = state["mem_k"].shape[2]
-        allowed = torch.cat([allowed.new_ones(B, L, n_mem), allowed], -1)[:, None]  # [B, 1, L, M]
-        o_long, lse_long = self._attend_long(q, k_long, v_long, allowed, scale)
-
-        o, _ = merge_attention(o_long, lse_long, o_win, lse_win)
+        key_chunk = torch.cat([torch.full((n_mem,), -1, device=x.device),
+                               torch.arange(full, device=x.device).repeat_interleave(r)])    # [M]
+        q_chunk = torch.arange(n_c, n_c + L, device=x.device) // l                          # [L]
+        long_ok = None
+        if mask is not None:
+            long_ok = torch.cat([mask.new_ones(B, n_mem), valid_c.any(-1)[:, 0].repeat_interleave(r, -1)], 1)
+        plan = _block_plan(L, max(w, 64), n_w, w, n_c, l, r, n_mem, full, masked=long_ok is not None)
+        o = _CausalLongShort.apply(q, qw, k_long, v_long, kw_all, vw_all, q_chunk, key_chunk, long_ok, win_ok,
+                                   plan, n_w, w)                         # [B, H, L, Dh]
         y = self.out(rearrange(o, "b h l d -> b l (h d)"))
         new_state = None
         if return_state:
