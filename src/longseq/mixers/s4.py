@@ -47,12 +47,14 @@ Decisions on points the paper leaves open:
   ``C Ā^{k+1} x_0`` (the same Cauchy/Woodbury machinery with ``B`` replaced by
   ``(2/Δ + A) x_0 / 2``, which needs only ``C̃``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
 * Memory: the kernel and the FFT convolution run per block of ``kernel_block`` channels (default
-  32) inside one autograd function (:class:`_S4Conv`) that keeps only its inputs; backward
-  recomputes each block's kernel under autograd (about a third more SSM forward work) instead of
-  holding ``[., H, l_max]`` complex intermediates, and writes input gradients into one
-  ``[B, L, H]`` buffer (no per-block zero-filled full-size gradients). The skip ``D`` is the
-  kernel's lag-0 tap. The FFT/Woodbury step has its own backward
-  (:func:`longseq.ssm.cauchy.woodbury_irfft`).
+  16: at L = 16K the block's transients, not the saved tensors, set the peak) inside one autograd
+  function (:class:`_S4Conv`) that keeps only its inputs; backward recomputes each block's kernel
+  under autograd (about a third more SSM forward work) instead of holding ``[., H, l_max]``
+  complex intermediates, and writes input gradients into one ``[B, L, H]`` buffer (no per-block
+  zero-filled full-size gradients). The skip ``D`` is the kernel's lag-0 tap. The FFT/Woodbury
+  step and the Vandermonde product have their own backward (:mod:`longseq.ssm.cauchy`). The
+  position-wise ``GELU -> linear`` runs in row chunks and keeps only its input
+  (:class:`_GeluLinear`).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
 """
 
@@ -162,53 +164,107 @@ class _S4Conv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, Lam, P, B, Ct, dt, D, n_kernel, causal, block):
-        Bsz, L, H = u.shape
-        n = fast_fft_size(2 * L)
         y = torch.empty_like(u)                                           # [B, L, H]
-        for c in _channel_blocks(H, block):
-            k = _dplr_kernel(Lam[c], P[c], B[c], Ct[:, c], dt[c], None, n=n_kernel, L=L)   # [dirs, h, L]
-            U = torch.fft.rfft(u[..., c].transpose(-1, -2), n=n)           # [B, h, n//2+1]
-            y[..., c] = torch.fft.irfft(U * _conv_spectrum(k, D[c], n, causal), n=n)[..., :L].transpose(-1, -2)
+        for c in _channel_blocks(u.shape[-1], block):
+            y[..., c] = _S4Conv._block_forward(u[..., c], (Lam[c], P[c], B[c], Ct[:, c], dt[c]), D[c], n_kernel, causal)
         ctx.save_for_backward(u, Lam, P, B, Ct, dt, D)
         ctx.n_kernel, ctx.causal, ctx.block = n_kernel, causal, block
         return y
 
     @staticmethod
+    def _block_forward(u, ssm, D, n_kernel, causal):
+        """``u [B, L, h]`` -> ``y [B, L, h]`` (a function, so the block's temporaries die on return)."""
+        L = u.shape[1]
+        n = fast_fft_size(2 * L)
+        k = _dplr_kernel(*ssm, None, n=n_kernel, L=L)                     # [dirs, h, L]
+        U = torch.fft.rfft(u.transpose(-1, -2), n=n)                      # [B, h, n//2+1]
+        U *= _conv_spectrum(k, D, n, causal)
+        return torch.fft.irfft(U, n=n)[..., :L].transpose(-1, -2)
+
+    @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
         u, Lam, P, B, Ct, dt, D = ctx.saved_tensors
-        Bsz, L, H = u.shape
-        n = fast_fft_size(2 * L)
         need = ctx.needs_input_grad
         du = torch.empty_like(u) if need[0] else None
         grads = [torch.zeros_like(t) if need[i + 1] else None for i, t in enumerate((Lam, P, B, Ct, dt, D))]
-        for c in _channel_blocks(H, ctx.block):
-            leaves = [t[c].detach().requires_grad_(need[i + 1]) for i, t in enumerate((Lam, P, B))]
-            leaves += [Ct[:, c].detach().requires_grad_(need[4]), dt[c].detach().requires_grad_(need[5])]
-            with torch.enable_grad():
-                k = _dplr_kernel(*leaves, None, n=ctx.n_kernel, L=L)        # [dirs, h, L]
-            G = torch.fft.rfft(dy[..., c].transpose(-1, -2), n=n)          # [B, h, n//2+1]
+        for c in _channel_blocks(u.shape[-1], ctx.block):
+            ssm = [t[c].detach().requires_grad_(need[i + 1]) for i, t in enumerate((Lam, P, B))]
+            ssm += [Ct[:, c].detach().requires_grad_(need[4]), dt[c].detach().requires_grad_(need[5])]
+            du_c, gs, dD = _S4Conv._block_backward(ctx, dy[..., c], u[..., c], ssm, D[c])
             if du is not None:
-                Kc = _conv_spectrum(k.detach(), D[c], n, ctx.causal)
-                du[..., c] = torch.fft.irfft(G * Kc.conj(), n=n)[..., :L].transpose(-1, -2)
-            if not any(need[1:7]):
-                continue
-            U = torch.fft.rfft(u[..., c].transpose(-1, -2), n=n)
-            dkc = torch.fft.irfft((G * U.conj()).sum(0), n=n)             # [h, n]
-            if need[6]:
-                grads[5][c] = dkc[:, 0]
-            if k.requires_grad:
-                dk = [dkc[:, :L]]
-                if not ctx.causal:
-                    dk.append(F.pad(dkc[:, n - L + 1:].flip(-1), (0, 1)))   # dK'_m = dk_c[n-1-m], K'_{L-1} unused
-                wanted = [(i, t) for i, t in enumerate(leaves) if t.requires_grad]
-                gs = torch.autograd.grad(k, [t for _, t in wanted], torch.stack(dk))
-                for (i, _), g in zip(wanted, gs):
-                    if i == 3:
-                        grads[i][:, c] = g
-                    else:
-                        grads[i][c] = g
+                du[..., c] = du_c
+            if dD is not None:
+                grads[5][c] = dD
+            for i, g in gs:
+                if i == 3:
+                    grads[i][:, c] = g
+                else:
+                    grads[i][c] = g
         return (du, *grads, None, None, None)
+
+    @staticmethod
+    def _block_backward(ctx, dy, u, ssm, D):
+        """One block's ``du [B, L, h]``, ``[(index, grad)]`` of the SSM parameters and ``dD``."""
+        need, L = ctx.needs_input_grad, u.shape[1]
+        n = fast_fft_size(2 * L)
+        with torch.enable_grad():
+            k = _dplr_kernel(*ssm, None, n=ctx.n_kernel, L=L)             # [dirs, h, L]
+        G = torch.fft.rfft(dy.transpose(-1, -2), n=n)                     # [B, h, n//2+1]
+        du = None
+        if need[0]:
+            du = torch.fft.irfft(G * _conv_spectrum(k.detach(), D, n, ctx.causal).conj(), n=n)[..., :L].transpose(-1, -2)
+        if not any(need[1:7]):
+            return du, [], None
+        G *= torch.fft.rfft(u.transpose(-1, -2), n=n).conj()
+        dkc = torch.fft.irfft(G.sum(0), n=n)                              # [h, n]
+        del G
+        gs = []
+        if k.requires_grad:
+            dk = dkc.new_zeros(k.shape)                                   # [dirs, h, L]
+            dk[0] = dkc[:, :L]
+            if not ctx.causal:
+                dk[1, :, : L - 1] = dkc[:, n - L + 1:].flip(-1)           # dK'_m = dk_c[n-1-m]; K'_{L-1} unused
+            wanted = [i for i, t in enumerate(ssm) if t.requires_grad]
+            gs = list(zip(wanted, torch.autograd.grad(k, [ssm[i] for i in wanted], dk)))
+        return du, gs, (dkc[:, 0] if need[6] else None)
+
+
+POINTWISE_ROWS = 2048  # rows (positions) per chunk of the position-wise part
+
+
+class _GeluLinear(torch.autograd.Function):
+    """``gelu(y) W^T + b`` over rows of ``y [..., H]`` in chunks of ``rows``, saving only ``y``.
+
+    The position-wise part of the S4 block. Plain autograd would keep ``gelu(y)`` as well (one
+    more ``[B, L, H]`` tensor) and build it whole; here it is recomputed per chunk in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, y, weight, bias, rows):
+        y2 = y.reshape(-1, y.shape[-1])                                   # [R, H]
+        out = y2.new_empty(y2.shape[0], weight.shape[0])
+        for r in range(0, y2.shape[0], rows):
+            torch.addmm(bias, F.gelu(y2[r : r + rows]), weight.t(), out=out[r : r + rows])
+        ctx.save_for_backward(y2, weight)
+        ctx.rows, ctx.shape = rows, y.shape
+        return out.reshape(*y.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dz):
+        y2, weight = ctx.saved_tensors
+        dz2 = dz.reshape(-1, weight.shape[0])
+        dy = torch.empty_like(y2) if ctx.needs_input_grad[0] else None
+        dW = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for r in range(0, y2.shape[0], ctx.rows):
+            yr, dzr = y2[r : r + ctx.rows], dz2[r : r + ctx.rows]
+            if dW is not None:
+                dW.addmm_(dzr.t(), F.gelu(yr))
+            if dy is not None:
+                dy[r : r + ctx.rows] = torch.ops.aten.gelu_backward(dzr @ weight, yr)
+        db = dz2.sum(0) if ctx.needs_input_grad[2] else None
+        return (None if dy is None else dy.reshape(ctx.shape)), dW, db, None
 
 
 @register(
@@ -237,7 +293,7 @@ class S4(Mixer):
         ssm_lr: float = 1e-3,
         state_chunk: int = 256,
         l_max: int = 1024,
-        kernel_block: int = 32,
+        kernel_block: int = 16,
     ):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
@@ -368,7 +424,7 @@ class S4(Mixer):
         return _S4Conv.apply(u, Lam, P, B, Ct, dt, self.D.to(u.dtype), int(self.l_max), self.causal, self.kernel_block)
 
     def _post(self, y):
-        return self.out(F.gelu(y)) if self.out is not None else y
+        return _GeluLinear.apply(y, self.out.weight, self.out.bias, POINTWISE_ROWS) if self.out is not None else y
 
     def _advance_state(self, u: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         """``Ā^L x0 + Σ_m Ā^m B̄ u_{L-1-m}`` (real coordinates, chunks of ``state_chunk`` steps)."""

@@ -65,29 +65,80 @@ def cauchy_naive(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, omega: tor
     return dt[:, None] * r
 
 
+def _powers(log_a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``ā^m = exp(m log ā)`` for ``log_a [H, N2]`` complex, ``m [M]`` real -> ``[H, N2, M]`` (real exp, cos, sin)."""
+    return torch.polar(torch.exp(log_a.real[..., None] * m), log_a.imag[..., None] * m)
+
+
+class _VandermondeReal(torch.autograd.Function):
+    """:func:`vandermonde_real` with a hand-written backward that keeps only ``W`` and ``log ā``.
+
+    Forward, per leading sequence ``s``: ``G_s = X_s Y`` per channel, one real GEMM with
+    ``X_s[i] = 2 W_s ā^{iT}`` (``[n, N2]`` complex read as ``[n, 2 N2]`` real ``(Re, Im)`` pairs) and
+    ``Y[(k, Re/Im), j] = (Re ā_k^j, -Im ā_k^j)``, so ``G_s[i, j] = 2 Re Σ_k W_{s,k} ā_k^{iT+j}``.
+    Backward rebuilds the small ``X_s, Y`` and runs ``dX_s = dG_s Y^T``, ``dY = Σ_s X_s^T dG_s``
+    (the GEMMs autograd would run), then the holomorphic chain rule in PyTorch's convention:
+    ``dW_s = Σ_i conj(2 E_i) dX_{s,i}``, ``dE = Σ_s conj(2 W_s) dX_s``,
+    ``d log ā = Σ_m m conj(ā^m) d(ā^m)`` for ``E_i = ā^{iT}`` and ``ā^j``.
+    """
+
+    @staticmethod
+    def _factors(log_a, L, T):
+        n = -(-L // T)
+        i = torch.arange(n, device=log_a.device, dtype=log_a.real.dtype) * T
+        j = torch.arange(T, device=log_a.device, dtype=log_a.real.dtype)
+        P = _powers(log_a, j)                                             # ā^j  [H, N2, T]
+        Y = torch.stack([P.real, -P.imag], -2).flatten(-3, -2)             # [H, 2 N2, T]
+        E = (2 * _powers(log_a, i)).transpose(-1, -2).contiguous()        # 2 ā^{iT}  [H, n, N2]
+        return i, j, n, P, Y, E
+
+    @staticmethod
+    def forward(ctx, W, log_a, L, T):
+        S, H, N2 = W.shape
+        _, _, n, _, Y, E = _VandermondeReal._factors(log_a, L, T)
+        g = Y.new_empty(S, H, n * T)
+        for s in range(S):
+            X = torch.view_as_real(W[s, :, None, :] * E).flatten(-2)      # [H, n, 2 N2]
+            torch.bmm(X, Y, out=g[s].view(H, n, T))
+        ctx.save_for_backward(W, log_a)
+        ctx.L, ctx.T = L, T
+        return g[..., :L]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dg):
+        W, log_a = ctx.saved_tensors
+        L, T = ctx.L, ctx.T
+        S, H, N2 = W.shape
+        i, j, n, P, Y, E = _VandermondeReal._factors(log_a, L, T)
+        dg = dg if n * T == L else torch.nn.functional.pad(dg, (0, n * T - L))
+        dY, dE, dW = torch.zeros_like(Y), torch.zeros_like(E), torch.empty_like(W)
+        for s in range(S):
+            X = torch.view_as_real(W[s, :, None, :] * E).flatten(-2)      # [H, n, 2 N2]
+            dG = dg[s].reshape(H, n, T)
+            dY.baddbmm_(X.transpose(-1, -2), dG)
+            dX = torch.view_as_complex(torch.bmm(dG, Y.transpose(-1, -2)).unflatten(-1, (N2, 2)))  # [H, n, N2]
+            dW[s] = (dX * E.conj()).sum(-2)
+            dE += W[s, :, None, :].conj() * dX
+        dY = dY.unflatten(-2, (N2, 2))
+        dP = torch.complex(dY[..., 0, :], -dY[..., 1, :])                  # [H, N2, T]
+        dlog_a = (P.conj() * dP) @ j.to(P.dtype) + i.to(E.dtype) @ (E.conj() * dE)
+        return dW, dlog_a, None, None
+
+
 def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int, chunk: int | None = None) -> torch.Tensor:
     """``g_m = 2 Re Σ_n W_n exp(m log_a_n)`` for ``m < L``: ``W [..., H, N2]``, ``log_a [H, N2]`` -> ``[..., H, L]``.
 
-    Chunked: ``m = iT + j``, ``ā^m = ā^{iT} ā^j``; per channel one real GEMM
-    ``[S n_chunks, 2 N2] @ [2 N2, T]`` over all ``S`` leading sequences (complex numbers as
-    ``[Re, Im]`` pairs, powers as ``exp(m Re log ā) (cos, sin)(m Im log ā)`` in real arithmetic).
+    Chunked: ``m = iT + j``, ``ā^m = ā^{iT} ā^j``; per sequence one batched real GEMM
+    ``[H, n_chunks, 2 N2] @ [H, 2 N2, T]`` (complex numbers as ``(Re, Im)`` pairs), so only
+    ``O(N (L/T + T))`` powers are formed (:class:`_VandermondeReal`, which keeps only ``W`` and
+    ``log_a`` for backward).
     """
     T = chunk or max(8, 1 << math.ceil(math.log2(max(L, 1)) / 2))  # ~sqrt(L)
     T = min(T, L)
-    n = -(-L // T)
     lead, (H, N2) = W.shape[:-2], W.shape[-2:]
-    a, b = log_a.real, log_a.imag                                         # [H, N2]
-    j = torch.arange(T, device=W.device, dtype=a.dtype)
-    i = torch.arange(n, device=W.device, dtype=a.dtype) * T
-    aj, bj = a[..., None] * j, b[..., None] * j                           # [H, N2, T]
-    Yr = torch.cat([aj.exp() * bj.cos(), aj.exp() * bj.sin()], -2)        # ā^j as [Re; Im]  [H, 2 N2, T]
-    ai, bi = a[:, None, :] * i[:, None], b[:, None, :] * i[:, None]       # [H, n, N2]
-    Er, Ei = ai.exp() * bi.cos(), ai.exp() * bi.sin()                     # ā^{iT}
-    Wr, Wi = torch.view_as_real(2 * W).reshape(-1, H, N2, 2).permute(3, 1, 0, 2)[:, :, :, None, :]  # [H, S, 1, N2]
-    Er, Ei = Er[:, None], Ei[:, None]                                     # [H, 1, n, N2]
-    Xr = torch.cat([Wr * Er - Wi * Ei, -(Wr * Ei + Wi * Er)], -1)         # [Re X, -Im X]  [H, S, n, 2 N2]
-    g = torch.bmm(Xr.reshape(H, -1, 2 * N2), Yr).reshape(H, -1, n * T)   # [H, S, n T]
-    return g[..., :L].transpose(0, 1).reshape(*lead, H, L)
+    g = _VandermondeReal.apply(W.reshape(-1, H, N2).contiguous(), log_a.contiguous(), L, T)
+    return g.reshape(*lead, H, L)
 
 
 def cauchy_sequences(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
