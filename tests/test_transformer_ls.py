@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import longseq
+from longseq.mixers import transformer_ls
 from longseq.nn import RotaryEmbedding
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -78,7 +79,9 @@ CASES = [(1, 24, 2, False), (63, 24, 2, True), (65, 120, 2, False), (203, 24, 3,
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("L,d,h,masked", CASES)
-def test_matches_dense_single_softmax_values_and_grads(causal, L, d, h, masked):
+@pytest.mark.parametrize("query_block", [1024, 24])
+def test_matches_dense_single_softmax_values_and_grads(causal, L, d, h, masked, query_block, monkeypatch):
+    monkeypatch.setattr(transformer_ls, "QUERY_BLOCK", query_block)
     m = make(d, h, causal, seed=L, window=12, rank=3, chunk_size=5, rope=L % 2 == 1)
     x = torch.randn(2, L, d, dtype=torch.float64)
     mask = (torch.arange(L)[None] < torch.tensor([L, max(1, L // 2 + 1)])[:, None]) if masked else None
@@ -151,9 +154,11 @@ def test_large_inputs_finite_bf16_forward_and_option_errors():
         longseq.mixers.build("transformer_ls", 16, chunk_size=0)
 
 
-def test_prefill_in_pieces_over_several_query_blocks_values_and_grads():
-    """Continuing a state with inputs longer than the causal kernel's query block (64): cached
+@pytest.mark.parametrize("query_block", [1024, 16])
+def test_prefill_in_pieces_over_several_query_blocks_values_and_grads(query_block, monkeypatch):
+    """Continuing a state with inputs longer than the causal kernel's query super-block: cached
     window keys, a partly filled chunk and a memory of compressed keys, several blocks each."""
+    monkeypatch.setattr(transformer_ls, "QUERY_BLOCK", query_block)
     m = make(16, 2, True, window=6, rank=2, chunk_size=4, rope=True)
     x = torch.randn(1, 230, 16, dtype=torch.float64, requires_grad=True)
     y = m(x)
