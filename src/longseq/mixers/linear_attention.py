@@ -42,6 +42,11 @@ Decisions for the Performer
   ``1e-6`` to the denominator and ``1e-3`` inside the exponential features; without the
   latter, keys whose features all underflow simply contribute nothing.
 
+Speed (no change to the function): the non-causal softmax-kernel Performer runs as one autograd
+function, :func:`favor_attention_bidirectional` (features made block by block, in place, with a
+hand-written backward); the feature map alone (causal path) is :class:`_FavorFeatures`, whose
+backward keeps only the features.
+
 RoPE (``rope=True``, both mixers): the rotary embedding is applied to ``q`` and ``k`` before the
 feature map. For the Performer this gives an unbiased estimate of RoPE softmax attention
 (rotations keep the kernel ``exp(q^T k)`` of the rotated vectors); for the Linear

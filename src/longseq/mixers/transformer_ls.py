@@ -20,11 +20,15 @@ X_c W_P`` gives r compressed keys per chunk, and a query at t sees the compresse
 chunks strictly before its own chunk, plus a window of exactly the last ``w`` tokens (itself
 included). Cost O(N (N r / l + w) d): sub-quadratic by the factor r / l, not linear.
 
-Implementation: the window part uses the shared block-local kernels of ``longseq.ops``
-(``block_gather_attention`` with half-segment blocks for the bidirectional segment window,
-``local_attention`` for the causal window) with their per-query log-sum-exp, and the long-range
-part is merged exactly through ``merge_attention``: the result is the single softmax over the
-union of both key sets (tested against that literal softmax in tests/test_transformer_ls.py).
+Implementation: bidirectionally, the window part uses the shared block-local kernel
+``block_gather_attention`` of ``longseq.ops`` (half-segment blocks) with its per-query
+log-sum-exp, and the long-range part is merged exactly through ``merge_attention``. Causally,
+both key sets go through one softmax in :class:`_CausalLongShort`, a flash-attention-style
+kernel over query blocks with a recomputing backward: a block scores only the prefix of
+compressed keys it may see and the window band around it, so memory is O(N d) (the dense
+``N x N r / l`` scores of a plain implementation made the memory grow 2.7x per doubling of N).
+Both are tested against the literal single softmax over the union in
+tests/test_transformer_ls.py.
 
 Decisions on ambiguous points:
 
