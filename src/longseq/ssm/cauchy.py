@@ -73,36 +73,34 @@ def _powers(log_a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 class _VandermondeReal(torch.autograd.Function):
     """:func:`vandermonde_real` with a hand-written backward that keeps only ``W`` and ``log ā``.
 
-    Forward, per leading sequence ``s``: ``G_s = X_s Y`` per channel, one real GEMM with
-    ``X_s[i] = 2 W_s ā^{iT}`` (``[n, N2]`` complex read as ``[n, 2 N2]`` real ``(Re, Im)`` pairs) and
-    ``Y[(k, Re/Im), j] = (Re ā_k^j, -Im ā_k^j)``, so ``G_s[i, j] = 2 Re Σ_k W_{s,k} ā_k^{iT+j}``.
-    Backward rebuilds the small ``X_s, Y`` and runs ``dX_s = dG_s Y^T``, ``dY = Σ_s X_s^T dG_s``
-    (the GEMMs autograd would run), then the holomorphic chain rule in PyTorch's convention:
-    ``dW_s = Σ_i conj(2 E_i) dX_{s,i}``, ``dE = Σ_s conj(2 W_s) dX_s``,
+    Forward, per channel, one real GEMM ``G = X Y`` over all ``S`` sequences at once:
+    ``X[(s, i)] = 2 W_s ā^{iT}`` (``[S n, N2]`` complex read as ``[S n, 2 N2]`` real ``(Re, Im)``
+    pairs) and ``Y[(k, Re/Im), j] = (Re ā_k^j, -Im ā_k^j)``, so
+    ``G[(s, i), j] = 2 Re Σ_k W_{s,k} ā_k^{iT+j}``. Backward rebuilds the small ``X, Y`` and runs
+    ``dX = dG Y^T``, ``dY = X^T dG`` (the GEMMs autograd would run), then the holomorphic chain
+    rule in PyTorch's convention: ``dW_s = Σ_i conj(2 E_i) dX_{s,i}``, ``dE = Σ_s conj(2 W_s) dX_s``,
     ``d log ā = Σ_m m conj(ā^m) d(ā^m)`` for ``E_i = ā^{iT}`` and ``ā^j``.
     """
 
     @staticmethod
-    def _factors(log_a, L, T):
+    def _factors(W, log_a, L, T):
         n = -(-L // T)
         i = torch.arange(n, device=log_a.device, dtype=log_a.real.dtype) * T
         j = torch.arange(T, device=log_a.device, dtype=log_a.real.dtype)
         P = _powers(log_a, j)                                             # ā^j  [H, N2, T]
         Y = torch.stack([P.real, -P.imag], -2).flatten(-3, -2)             # [H, 2 N2, T]
-        E = (2 * _powers(log_a, i)).transpose(-1, -2).contiguous()        # 2 ā^{iT}  [H, n, N2]
-        return i, j, n, P, Y, E
+        E = (2 * _powers(log_a, i)).transpose(-1, -2).unsqueeze(1)        # 2 ā^{iT}  [H, 1, n, N2]
+        X = W.transpose(0, 1).contiguous().unsqueeze(2) * E               # [H, S, n, N2]
+        return i, j, n, P, Y, E, X
 
     @staticmethod
     def forward(ctx, W, log_a, L, T):
         S, H, N2 = W.shape
-        _, _, n, _, Y, E = _VandermondeReal._factors(log_a, L, T)
-        g = Y.new_empty(S, H, n * T)
-        for s in range(S):
-            X = torch.view_as_real(W[s, :, None, :] * E).flatten(-2)      # [H, n, 2 N2]
-            torch.bmm(X, Y, out=g[s].view(H, n, T))
+        _, _, n, _, Y, _, X = _VandermondeReal._factors(W, log_a, L, T)
+        g = torch.bmm(torch.view_as_real(X).reshape(H, S * n, 2 * N2), Y)  # [H, S n, T]
         ctx.save_for_backward(W, log_a)
         ctx.L, ctx.T = L, T
-        return g[..., :L]
+        return g.view(H, S, n * T)[..., :L].transpose(0, 1)               # [S, H, L] (a view)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -110,19 +108,16 @@ class _VandermondeReal(torch.autograd.Function):
         W, log_a = ctx.saved_tensors
         L, T = ctx.L, ctx.T
         S, H, N2 = W.shape
-        i, j, n, P, Y, E = _VandermondeReal._factors(log_a, L, T)
+        i, j, n, P, Y, E, X = _VandermondeReal._factors(W, log_a, L, T)
         dg = dg if n * T == L else torch.nn.functional.pad(dg, (0, n * T - L))
-        dY, dE, dW = torch.zeros_like(Y), torch.zeros_like(E), torch.empty_like(W)
-        for s in range(S):
-            X = torch.view_as_real(W[s, :, None, :] * E).flatten(-2)      # [H, n, 2 N2]
-            dG = dg[s].reshape(H, n, T)
-            dY.baddbmm_(X.transpose(-1, -2), dG)
-            dX = torch.view_as_complex(torch.bmm(dG, Y.transpose(-1, -2)).unflatten(-1, (N2, 2)))  # [H, n, N2]
-            dW[s] = (dX * E.conj()).sum(-2)
-            dE += W[s, :, None, :].conj() * dX
+        dG = dg.transpose(0, 1).reshape(H, S * n, T)
+        dY = torch.bmm(torch.view_as_real(X).reshape(H, S * n, 2 * N2).transpose(-1, -2), dG)  # [H, 2 N2, T]
+        dX = torch.view_as_complex(torch.bmm(dG, Y.transpose(-1, -2)).view(H, S, n, N2, 2))   # [H, S, n, N2]
+        dW = (dX * E.conj()).sum(-2).transpose(0, 1)                      # [S, H, N2]
+        dE = (W.transpose(0, 1).unsqueeze(2).conj() * dX).sum(1)          # [H, n, N2]
         dY = dY.unflatten(-2, (N2, 2))
         dP = torch.complex(dY[..., 0, :], -dY[..., 1, :])                  # [H, N2, T]
-        dlog_a = (P.conj() * dP) @ j.to(P.dtype) + i.to(E.dtype) @ (E.conj() * dE)
+        dlog_a = (P.conj() * dP) @ j.to(P.dtype) + i.to(E.dtype) @ (E[:, 0].conj() * dE)
         return dW, dlog_a, None, None
 
 
