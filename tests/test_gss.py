@@ -89,9 +89,14 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(gss_module, "_channel_group", lambda batch, L: 3)
 
 
+@pytest.mark.parametrize("long_memory", [False, True])
 @pytest.mark.parametrize("L", [1, 17, 489, 1047])
-def test_shared_kernel_equals_closed_form(L):
+def test_shared_kernel_equals_closed_form(L, long_memory):
+    """Also with modes of very different decay, so chunks past the first keep only some modes."""
     m = build(causal=False)
+    if long_memory:
+        with torch.no_grad():
+            m.kernel.Lambda_re.copy_(torch.tensor([-9.0, -4.0, 0.5, -6.5, -2.0]))
     w, log_z = m.kernel.modes()
     k = gss_module.shared_vandermonde(w, log_z, L)
     k_ref = naive_kernel(m, L)
