@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from .chunked import diag_ssm_chunked
 from .kernels import diag_step, vandermonde, vandermonde_transposed
 
 __all__ = ["fast_fft_size", "fft_conv", "with_skip", "diag_ssm_conv", "ssm_apply"]
@@ -137,15 +138,29 @@ def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: 
 
 
 def ssm_apply(kernel, u: torch.Tensor, D: torch.Tensor, causal: bool, state: torch.Tensor | None = None,
-              *, return_state: bool = False, block_size: int | None = None):
+              *, return_state: bool = False, block_size: int | None = None, method: str = "fft"):
     """``SSM(u) + D u`` for a kernel module (:class:`~longseq.ssm.kernels.DiagSSMKernel`, ``DSSKernel``).
 
-    ``u [..., H, L]``. Causal kernels with a recurrent form go through :func:`diag_ssm_conv`
-    (state in/out, blocks); otherwise one FFT convolution with ``kernel.kernel(L)`` — channel 0
+    ``u [..., H, L]``. ``method="fft"`` (default), and kernels without a recurrent form
+    (DSS-softmax): causal recurrent kernels go through :func:`diag_ssm_conv` (state in/out,
+    ``block_size`` blocks), otherwise one FFT convolution with ``kernel.kernel(L)`` — channel 0
     forward in time and, when not ``causal``, channel 1 over the strict future (eq. 2).
+    ``method="chunked"`` (what ``s4d``/``dss`` use) runs kernels with a recurrent form through
+    :func:`longseq.ssm.chunked.diag_ssm_chunked` from ``kernel.modes()`` (``w [C, H, N]``,
+    ``log_z [H, N]``) — causal with state in/out, or bidirectional (channel 1 = the strict-future
+    kernel); a length-1 input with a state is the recurrent step.
     Returns ``(y [..., H, L], state or None)``.
     """
-    if causal and getattr(kernel, "recurrent", True):
+    if method not in ("chunked", "fft"):
+        raise ValueError(f"method must be 'chunked' or 'fft'; got {method!r}")
+    recurrent = getattr(kernel, "recurrent", True)
+    if method == "chunked" and recurrent and not (u.shape[-1] == 1 and state is not None):
+        if not causal and (state is not None or return_state):
+            raise ValueError("state/step need a causal SSM (the bidirectional form has no recurrent state)")
+        w, log_z = kernel.modes()
+        return diag_ssm_chunked(u, w[0], log_z, w_back=None if causal else w[1], D=D, state=state,
+                                return_state=return_state)
+    if causal and recurrent:
         w, log_z = kernel.modes()
         return diag_ssm_conv(u, w[0], log_z, state, D=D, return_state=return_state, block_size=block_size)
     if state is not None or return_state:

@@ -1,0 +1,293 @@
+"""Chunked ("Toeplitz in the chunk + state passing") convolutions: the diagonal SSM and short FIRs.
+
+The diagonal SSM of :mod:`.kernels` (``x_l = z x_{l-1} + u_l``, ``y_l = Re sum_n w_n x_{l,n}``,
+kernel ``K_l = Re sum_n w_n z_n^l``) cut into chunks of ``T`` positions, ``l = j T + t``
+(the block form of SSD, Dao & Gu 2024, Section 6, and of FlashConv, H3 Section 4.2)::
+
+    (1) inside a chunk       y_{j,s}  = sum_{t <= s} K_{s-t} u_{j,t}              [H, JB, T] @ [H, T, T]
+    (2) chunk-end states     S_j      = sum_t z^{T-1-t} u_{j,t}                  [H, JB, T] @ [H, T, 2N]
+    (3) carried over chunks  X_j      = z^T X_{j-1} + S_j     (X_{-1} = the given state; J steps)
+    (4) from earlier chunks  y_{j,s} += Re sum_n w_n z_n^{s+1} X_{j-1,n}         [H, JB, 2N] @ [H, 2N, T]
+
+(complex numbers as stacked real and imaginary parts, so (1), (2), (4) are three real batched
+matmuls). Work ``O(L H (T + N))`` and memory ``O(L H)``, i.e. O(L) in the sequence length for a
+fixed chunk — against ``O(L log L)`` for the FFT convolution of size ``2L`` — and nothing of size
+``N L`` or ``L^2`` is ever built. The strict-future kernel of the bidirectional mode
+(``y_l += sum_{m > l} K'_{m-l-1} u_m``, :mod:`.fftconv` eq. (2)) is the same computation run
+backwards: its lags ``0 .. T-2`` fill the strictly upper part of the chunk's Toeplitz matrix (one
+matmul (1) serves both directions), ``S'_j = sum_t z^t u_{j,t}`` is carried from the last chunk
+to the first and adds ``Re sum_n w'_n z_n^{T-1-s} X'_{j+1,n}``. The skip ``D u`` is the lag-0 tap.
+
+Memory: the backward keeps only the input in chunk layout (one ``[H, B L]`` tensor) and the
+parameters; the coefficient matrices (``[H, T, T]``, ``[H, T, 2C]``, ``[H, 2C, T]``) and the carried
+states ``[H, B J, 2C]`` are rebuilt in the backward (:class:`_DiagChunked`). Plain autograd kept
+all of them plus ~18 ``[H, N, T]`` intermediates of the coefficients: 170 MB at L = 16K, d = 256,
+N/2 = 32 modes, bidirectional, against 16 MB now.
+
+:func:`fir_conv` is the finite-kernel special case (no state): the H3 shift SSM is a causal FIR of
+length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the previous chunk.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["diag_ssm_chunked", "fir_conv", "DEFAULT_CHUNK"]
+
+DEFAULT_CHUNK = 128
+
+
+def _toeplitz(k: torch.Tensor, k_back: torch.Tensor | None, T: int) -> torch.Tensor:
+    """``M [H, T, T]`` with ``(u @ M)_s = sum_{t<=s} k_{s-t} u_t + sum_{t>s} k_back_{t-s-1} u_t``.
+
+    ``k [H, T]`` (lags 0 .. T-1), ``k_back [H, >= T-1]`` or None (causal).
+    """
+    back = k.new_zeros(k.shape[0], T - 1) if k_back is None else k_back[:, : T - 1].flip(-1)
+    ext = torch.cat([back, k], dim=-1)                                   # [H, 2T-1], lag 0 at T-1
+    return ext.unfold(-1, T, 1).flip(1)                                  # [H, t, s] = ext[T-1 + s-t]
+
+
+def _to_chunks(u: torch.Tensor, T: int, front: torch.Tensor | None = None):
+    """``u [..., H, L]`` -> ``[H, M, J, T]`` (``M`` = batch, zero-padded at the end; ``front``
+    ``[..., H, F]`` is put before ``u``), the work dtype is ``u``'s."""
+    H = u.shape[-2]
+    uh = u.movedim(-2, 0).reshape(H, -1, u.shape[-1])                    # [H, M, L]
+    if front is not None:
+        uh = torch.cat([front.movedim(-2, 0).reshape(H, -1, front.shape[-1]).to(uh.dtype), uh], dim=-1)
+    n = uh.shape[-1]
+    J = -(-n // T)
+    return F.pad(uh, (0, J * T - n)).contiguous().unflatten(-1, (J, T))
+
+
+def _from_chunks(y: torch.Tensor, batch: torch.Size, L: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[H, M, J, T]`` -> ``[..., H, L]`` (the first ``L`` positions)."""
+    H = y.shape[0]
+    return y.flatten(-2)[..., :L].reshape(H, *batch, L).movedim(0, -2).to(dtype)
+
+
+def _carry(S: torch.Tensor, a: torch.Tensor, E0: torch.Tensor | None, nf: int) -> torch.Tensor:
+    """Exclusive scan over chunks, (3): ``E_j`` = the state entering chunk ``j``.
+
+    ``S [H, M, J, C]`` complex, ``a [H, C]`` (``z^T``), ``E0 [H, M, nf]`` or None. The first ``nf``
+    channels run forwards (``E_0 = E0``, ``E_j = a E_{j-1} + S_{j-1}``), the others backwards
+    (``E_{J-1} = 0``, ``E_j = a E_{j+1} + S_{j+1}``). A loop over the ``J = L / T`` chunks.
+    """
+    J = S.shape[2]
+    f, b = slice(0, nf), slice(nf, None)
+    af, ab = a[:, None, f], a[:, None, b]
+    E = torch.empty_like(S)
+    E[:, :, 0, f] = 0 if E0 is None else E0
+    E[:, :, J - 1, b] = 0
+    for j in range(1, J):
+        E[:, :, j, f] = af * E[:, :, j - 1, f] + S[:, :, j - 1, f]
+        E[:, :, J - 1 - j, b] = ab * E[:, :, J - j, b] + S[:, :, J - j, b]
+    return E
+
+
+def _carry_adjoint(gE: torch.Tensor, a: torch.Tensor, E: torch.Tensor, nf: int):
+    """Backward of :func:`_carry`, part 1: the adjoint recurrence ``G_{j-1} = dE_{j-1} + conj(a) G_j``
+    (torch's conjugate-Wirtinger convention; computed in place of ``gE``), ``da = sum_j G_j
+    conj(E_{j-1})``, ``dE0 = G_0``. Returns ``(G, da, dE0)``; ``dS`` is :func:`_shift` of ``G``."""
+    J = E.shape[2]
+    f, b = slice(0, nf), slice(nf, None)
+    af, ab = a[:, None, f].conj(), a[:, None, b].conj()
+    G = gE
+    for j in range(J - 1, 0, -1):
+        G[:, :, j - 1, f] += af * G[:, :, j, f]
+        G[:, :, J - j, b] += ab * G[:, :, J - 1 - j, b]
+    da = torch.cat([(G[:, :, 1:, f] * E[:, :, :-1, f].conj()).sum((1, 2)),
+                    (G[:, :, :-1, b] * E[:, :, 1:, b].conj()).sum((1, 2))], dim=-1)
+    return G, da, G[:, :, 0, f].clone()
+
+
+def _shift(G: torch.Tensor, nf: int) -> torch.Tensor:
+    """Backward of :func:`_carry`, part 2: ``dS_{j-1} = G_j`` (forward channels), ``dS_{j+1} = G_j``
+    (backward channels), in place."""
+    J = G.shape[2]
+    f, b = slice(0, nf), slice(nf, None)
+    G[:, :, : J - 1, f] = G[:, :, 1:, f].clone()
+    G[:, :, J - 1, f] = 0
+    G[:, :, 1:, b] = G[:, :, : J - 1, b].clone()
+    G[:, :, 0, b] = 0
+    return G
+
+
+def _zpowers(log_z: torch.Tensor, T: int) -> torch.Tensor:
+    """``Z [H, N, T+1]`` complex, ``Z[..., t] = z^t = exp(t log z)`` (never repeated products)."""
+    return torch.exp(log_z.unsqueeze(-1) * torch.arange(T + 1, device=log_z.device, dtype=log_z.real.dtype))
+
+
+def _toeplitz_coef(Z, w, w_back, D, T):
+    """(1)'s matrix from ``K_t = Re sum_n w_n z_n^t`` (+ ``D`` at lag 0) and ``K'``: ``[H, T, T]``."""
+    k = (w.unsqueeze(-1) * Z[..., :T]).real.sum(-2)                     # [H, T]
+    if D is not None:
+        k = torch.cat([k[:, :1] + D.unsqueeze(-1), k[:, 1:]], dim=-1)
+    k_back = None if w_back is None else (w_back.unsqueeze(-1) * Z[..., : T - 1]).real.sum(-2)
+    return _toeplitz(k, k_back, T)
+
+
+def _in_coef(Z, T, bidirectional):
+    """(2)'s matrix ``[H, T, 2C]``: columns (n.re, n.im) of ``z^{T-1-t}`` (and ``z^t`` backwards)."""
+    P = [Z[..., :T].flip(-1)] + ([Z[..., :T]] if bidirectional else [])
+    return torch.cat([torch.view_as_real(p.transpose(1, 2)).flatten(-2) for p in P], dim=-1)
+
+
+def _out_coef(Z, w, w_back, T):
+    """(4)'s matrix ``[H, 2C, T]``: rows (n.re, n.im) with ``Re(q e) = q.re e.re - q.im e.im`` for
+    ``q = w z^{t+1}`` (and ``w' z^{T-1-t}`` backwards)."""
+    Q = [w.unsqueeze(-1) * Z[..., 1:]]
+    if w_back is not None:
+        Q.append(w_back.unsqueeze(-1) * Z[..., :T].flip(-1))
+    return torch.cat([torch.stack([q.real, -q.imag], dim=2).flatten(1, 2) for q in Q], dim=1)
+
+
+def _as_real(E: torch.Tensor) -> torch.Tensor:
+    """``[H, M, J, C]`` complex -> ``[H, M J, 2C]`` real (a view)."""
+    return torch.view_as_real(E).flatten(-2).flatten(1, 2)
+
+
+def _as_complex(S: torch.Tensor, M: int) -> torch.Tensor:
+    """``[H, M J, 2C]`` real -> ``[H, M, J, C]`` complex (a view)."""
+    return torch.view_as_complex(S.unflatten(-1, (-1, 2)).unflatten(1, (M, -1)))
+
+
+class _DiagChunked(torch.autograd.Function):
+    """(1)-(4) on ``ub [H, M J, T]``, keeping only ``ub`` and the parameters for the backward.
+
+    Everything else — the ``[H, T, T]``, ``[H, T, 2C]``, ``[H, 2C, T]`` coefficient matrices, their
+    ``[H, N, T]`` intermediates, the states ``E`` — is rebuilt in the backward (the coefficients
+    from ``Z = z^t``, the states by one matmul and the carry), and the small coefficient graphs are
+    differentiated one at a time, so at most one of them is alive. Outputs ``y [H, M J, T]`` and
+    the state entering the last chunk ``[H, M, N]``.
+    """
+
+    @staticmethod
+    def forward(ctx, ub, w, log_z, w_back, D, E0, M, T):
+        H, N = log_z.shape
+        J = ub.shape[1] // M
+        Z = _zpowers(log_z, T)
+        y = torch.bmm(ub, _toeplitz_coef(Z, w, w_back, D, T))                       # (1)
+        E_last = torch.zeros(H, M, N, dtype=Z.dtype, device=ub.device) if E0 is None else E0
+        if J > 1 or E0 is not None:
+            dirs = 1 if w_back is None else 2
+            S = _as_complex(torch.bmm(ub, _in_coef(Z, T, w_back is not None)), M)  # (2)
+            E = _carry(S, Z[..., T].repeat(1, dirs), E0, N)                       # (3)
+            del S
+            y.baddbmm_(_as_real(E), _out_coef(Z, w, w_back, T))                   # (4)
+            E_last = E[:, :, J - 1, :N].clone()
+        ctx.save_for_backward(ub, w, log_z, w_back, D, E0)
+        ctx.M, ctx.T = M, T
+        return y, E_last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, gE_last):
+        ub, w, log_z, w_back, D, E0 = ctx.saved_tensors
+        M, T = ctx.M, ctx.T
+        N = log_z.shape[-1]
+        J = ub.shape[1] // M
+        gy = gy.contiguous()
+        with torch.enable_grad():
+            lz = log_z.detach().requires_grad_()
+            Z = _zpowers(lz, T)
+        leaves = [None if t is None else t.detach().requires_grad_() for t in (Z, w, w_back, D)]
+        Zl, wl, wbl, Dl = leaves
+        grads = [None] * 4
+
+        def collect(out, grad_out):                       # coefficient gradient -> leaf gradients
+            idx = [i for i, t in enumerate(leaves) if t is not None]
+            got = torch.autograd.grad(out, [leaves[i] for i in idx], grad_out, allow_unused=True)
+            for i, g in zip(idx, got):
+                if g is not None:
+                    grads[i] = g if grads[i] is None else grads[i] + g
+
+        with torch.enable_grad():
+            A = _toeplitz_coef(Zl, wl, wbl, Dl, T)
+        du = torch.bmm(gy, A.detach().transpose(1, 2))                            # (1)
+        collect(A, torch.bmm(ub.transpose(1, 2), gy))
+        del A
+        dE0 = None
+        if J > 1 or E0 is not None:
+            dirs = 1 if w_back is None else 2
+            a = Zl.detach()[..., T].repeat(1, dirs)
+            with torch.enable_grad():
+                P = _in_coef(Zl, T, w_back is not None)
+                Q = _out_coef(Zl, wl, wbl, T)
+            E = _carry(_as_complex(torch.bmm(ub, P.detach()), M), a, E0, N)      # (2), (3) again
+            dE = torch.bmm(gy, Q.detach().transpose(1, 2))                        # (4)
+            collect(Q, torch.bmm(_as_real(E).transpose(1, 2), gy))
+            del Q
+            dE = _as_complex(dE, M)
+            dE[:, :, J - 1, :N] += gE_last
+            G, da, dE0 = _carry_adjoint(dE, a, E, N)                              # (3)
+            del dE, E
+            dS = _shift(G, N)
+            del G
+            with torch.enable_grad():
+                collect(Zl[..., T].repeat(1, dirs), da)
+            dS = _as_real(dS)
+            du.baddbmm_(dS, P.detach().transpose(1, 2))                            # (2)
+            collect(P, torch.bmm(ub.transpose(1, 2), dS))
+            if E0 is None:
+                dE0 = None
+        gZ, gw, gwb, gD = grads
+        glz = None
+        if ctx.needs_input_grad[2] and gZ is not None:
+            glz, = torch.autograd.grad(Z, lz, gZ)
+        return du, gw, glz, gwb, gD, dE0, None, None
+
+
+def diag_ssm_chunked(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *,
+                     w_back: torch.Tensor | None = None, D: torch.Tensor | None = None,
+                     state: torch.Tensor | None = None, return_state: bool = False,
+                     chunk: int = DEFAULT_CHUNK):
+    """The diagonal SSM by (1)-(4): ``u [..., H, L]`` real, ``w, log_z [H, N]`` complex.
+
+    ``w_back [H, N]``: bidirectional, adds the strict-future kernel ``K'_m = Re sum_n w'_n z_n^m``
+    (no state then). ``D [H]``: skip ``+ D u``. ``state [..., H, N]``: ``x_{-1}`` (None = zero).
+    Returns ``(y [..., H, L], x_{L-1} [..., H, N] or None)``; computed in ``log_z``'s real dtype.
+    """
+    if w_back is not None and (state is not None or return_state):
+        raise ValueError("diag_ssm_chunked: a state needs the causal form (w_back=None)")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    *batch, H, L = u.shape
+    N = log_z.shape[-1]
+    T = min(chunk, L)
+    uc = _to_chunks(u.to(log_z.real.dtype), T)                          # [H, M, J, T]
+    M, J = uc.shape[1], uc.shape[2]
+    ub = uc.flatten(1, 2)                                                # [H, M J, T]
+
+    E0 = None if state is None else state.movedim(-2, 0).reshape(H, M, N).to(log_z.dtype)
+    Dw = None if D is None else D.to(uc.dtype)
+    y, E_last = _DiagChunked.apply(ub, w, log_z, w_back, Dw, E0, M, T)
+    new_state = None
+    if return_state:                                                     # x_{L-1}: last (partial) chunk
+        Tc = L - (J - 1) * T
+        P = _in_coef(_zpowers(log_z, Tc - 1), Tc, False)                 # z^{Tc-1-t}  [H, Tc, 2N]
+        x = torch.view_as_complex(torch.bmm(uc[:, :, J - 1, :Tc], P).unflatten(-1, (N, 2)))  # [H, M, N]
+        x = x + torch.exp(log_z * Tc).unsqueeze(1) * E_last
+        new_state = x.reshape(H, *batch, N).movedim(0, -2)
+    return _from_chunks(y.unflatten(1, (M, J)), torch.Size(batch), L, u.dtype), new_state
+
+
+def fir_conv(u: torch.Tensor, k: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal FIR ``y_l = sum_{i < n} k_i u_{l-i}``: ``u [..., H, L]``, ``k [H, n]`` -> ``[..., H, L]``.
+
+    ``prev [..., H, n-1]``: the inputs before ``u`` (None = zeros). Chunks of ``T = n`` positions:
+    ``y_j = u_j @ lower(k) + u_{j-1} @ upper(k)`` — the lags ``s - t`` inside the chunk and
+    ``s + T - t`` (``t > s``) from the previous one — two batched matmuls, O(L n) work.
+    """
+    *batch, H, L = u.shape
+    T = k.shape[-1]
+    front = u.new_zeros(*batch, H, T if prev is None else 1)            # a chunk before u
+    if prev is not None:
+        front = torch.cat([front, prev.to(u.dtype)], dim=-1)
+    uc = _to_chunks(u, T, front)                                         # [H, M, J+1, T]
+    M, J1 = uc.shape[1], uc.shape[2]
+    ub = uc.flatten(1, 2)
+    k = k.to(u.dtype)
+    y_cur = torch.bmm(ub, _toeplitz(k, None, T)).unflatten(1, (M, J1))[:, :, 1:]
+    y_prev = torch.bmm(ub, _toeplitz(torch.zeros_like(k), k.flip(-1), T)).unflatten(1, (M, J1))[:, :, :-1]
+    return _from_chunks(y_cur + y_prev, torch.Size(batch), L, u.dtype)

@@ -1,0 +1,163 @@
+"""The chunked fast paths (longseq.ssm.chunked) against plain recurrences written here, in float64
+(values and gradients of inputs, parameters and states; rtol 1e-9 / atol 1e-10), at odd lengths
+and chunk sizes; the mixers' ``method="chunked"`` against their ``method="fft"``; the s4d/dss
+recomputing GELU -> linear -> GLU against autograd."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import longseq
+from longseq.mixers.s4d import gelu_linear_glu
+from longseq.ssm.chunked import diag_ssm_chunked, fir_conv
+from longseq.ssm.kernels import DiagSSMKernel
+
+TOL = dict(rtol=1e-9, atol=1e-10)
+
+
+def rand_modes(H, N, seed):
+    g = torch.Generator().manual_seed(seed)
+    log_z = torch.complex(-0.3 * torch.rand(H, N, generator=g, dtype=torch.float64) - 0.01,
+                          torch.randn(H, N, generator=g, dtype=torch.float64))
+    return torch.randn(H, N, generator=g, dtype=torch.complex128), log_z
+
+
+def naive_ssm(u, w, log_z, w_back=None, D=None, state=None):
+    """x_l = z x_{l-1} + u_l, y_l = Re sum w x_l (+ the strict future with w_back) + D u, unrolled."""
+    L = u.shape[-1]
+    x = torch.zeros(*u.shape[:-1], w.shape[-1], dtype=w.dtype) if state is None else state
+    ys = []
+    for l in range(L):
+        x = torch.exp(log_z) * x + u[..., l, None]
+        ys.append((w * x).real.sum(-1))
+    y = torch.stack(ys, -1)
+    if w_back is not None:          # y_l += sum_{m > l} Re sum w' z^{m-l-1} u_m: the reversed recurrence
+        xb, yb = torch.zeros_like(x), []
+        for l in range(L - 1, -1, -1):
+            yb.append((w_back * xb).real.sum(-1))
+            xb = torch.exp(log_z) * xb + u[..., l, None]
+        y = y + torch.stack(yb[::-1], -1)
+    if D is not None:
+        y = y + D[:, None] * u
+    return y, x
+
+
+def check_grads(out, ref, inputs):
+    g = [torch.randn_like(o) if not o.is_complex() else torch.randn_like(o) for o in out]
+
+    def loss(ys):
+        return sum((y * gy).real.sum() if not y.is_complex() else (y.conj() * gy).real.sum() for y, gy in zip(ys, g))
+
+    for a, b in zip(torch.autograd.grad(loss(out), inputs), torch.autograd.grad(loss(ref), inputs)):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("L,chunk", [(1, 128), (17, 4), (17, 128), (489, 64), (1047, 128), (63, 7)])
+def test_causal_with_state_matches_recurrence(L, chunk):
+    w, log_z = rand_modes(3, 4, L)
+    D = torch.randn(3, dtype=torch.float64)
+    u = torch.randn(2, 3, L, dtype=torch.float64)
+    for state in (None, torch.randn(2, 3, 4, dtype=torch.complex128)):
+        inputs = [t.clone().requires_grad_() for t in (u, w, log_z, D)] + \
+            ([] if state is None else [state.clone().requires_grad_()])
+        s0 = None if state is None else inputs[4]
+        y, x = diag_ssm_chunked(inputs[0], *inputs[1:3], D=inputs[3], state=s0, return_state=True, chunk=chunk)
+        y_ref, x_ref = naive_ssm(inputs[0], *inputs[1:3], D=inputs[3], state=s0)
+        torch.testing.assert_close(y, y_ref, **TOL)
+        torch.testing.assert_close(x, x_ref, **TOL)
+        check_grads([y, x], [y_ref, x_ref], inputs)
+
+
+@pytest.mark.parametrize("L,chunk", [(1, 128), (17, 5), (489, 128), (1047, 64)])
+def test_bidirectional_matches_two_recurrences(L, chunk):
+    w, log_z = rand_modes(3, 4, L + 1)
+    w_back = torch.randn(3, 4, dtype=torch.complex128)
+    D = torch.randn(3, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (torch.randn(2, 3, L, dtype=torch.float64), w, log_z, w_back, D)]
+    u, w, log_z, w_back, D = inputs
+    y, _ = diag_ssm_chunked(u, w, log_z, w_back=w_back, D=D, chunk=chunk)
+    y_ref, _ = naive_ssm(u, w, log_z, w_back=w_back, D=D)
+    torch.testing.assert_close(y, y_ref, **TOL)
+    check_grads([y], [y_ref], inputs)
+    with pytest.raises(ValueError, match="causal"):
+        diag_ssm_chunked(u, w, log_z, w_back=w_back, return_state=True)
+
+
+def test_split_forward_with_state_equals_one_forward():
+    w, log_z = rand_modes(4, 6, 0)
+    u = torch.randn(2, 4, 301, dtype=torch.float64)
+    y, x = diag_ssm_chunked(u, w, log_z, return_state=True, chunk=32)
+    y1, s = diag_ssm_chunked(u[..., :77], w, log_z, return_state=True, chunk=32)
+    y2, s = diag_ssm_chunked(u[..., 77:], w, log_z, state=s, return_state=True, chunk=32)
+    torch.testing.assert_close(torch.cat([y1, y2], -1), y, **TOL)
+    torch.testing.assert_close(s, x, **TOL)
+
+
+def test_leading_batch_dims_and_strided_input():
+    w, log_z = rand_modes(3, 4, 1)
+    u = torch.randn(2, 5, 40, 3, dtype=torch.float64).transpose(-1, -2)   # [2, 5, H, L], strided
+    y, _ = diag_ssm_chunked(u, w, log_z, chunk=16)
+    torch.testing.assert_close(y, naive_ssm(u, w, log_z)[0], **TOL)
+
+
+@pytest.mark.parametrize("dt", [1e-3, 1e-1])
+def test_no_overflow_at_64k_float32(dt):
+    ker = DiagSSMKernel(2, 64, channels=2, init="lin", dt_min=dt, dt_max=dt)
+    w, log_z = ker.modes()
+    u = torch.randn(1, 2, 65536)
+    y, x = diag_ssm_chunked(u, w[0], log_z, return_state=True)
+    yb, _ = diag_ssm_chunked(u, w[0], log_z, w_back=w[1])
+    assert torch.isfinite(y).all() and torch.isfinite(x).all() and torch.isfinite(yb).all()
+
+
+def naive_fir(u, k, prev):
+    n = k.shape[-1]
+    ext = F.pad(u, (n - 1, 0)) if prev is None else torch.cat([prev, u], -1)
+    return torch.stack([(ext[..., l : l + n].flip(-1) * k).sum(-1) for l in range(u.shape[-1])], -1)
+
+
+@pytest.mark.parametrize("L", [1, 17, 489])
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_fir_conv_matches_direct_sum(L, n):
+    for with_prev in (False, True):
+        inputs = [torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True),
+                  torch.randn(3, n, dtype=torch.float64, requires_grad=True)]
+        if with_prev:
+            inputs.append(torch.randn(2, 3, n - 1, dtype=torch.float64, requires_grad=True))
+        prev = inputs[2] if with_prev else None
+        y, y_ref = fir_conv(inputs[0], inputs[1], prev), naive_fir(inputs[0], inputs[1], prev)
+        torch.testing.assert_close(y, y_ref, **TOL)
+        check_grads([y], [y_ref], inputs)
+
+
+@pytest.mark.parametrize("name,causal,opts", [
+    ("s4d", False, {}), ("s4d", True, {"disc": "bilinear"}), ("dss", False, {}), ("dss", True, {}),
+    ("h3", True, {"head_dim": 3}),
+])
+@pytest.mark.parametrize("L", [1, 150])
+def test_mixer_chunked_equals_fft(name, causal, opts, L):
+    torch.manual_seed(0)
+    ms = [longseq.mixers.build(name, 12, causal=causal, d_state=6, method=m, **opts).double()
+          for m in ("chunked", "fft")]
+    with torch.no_grad():
+        for p in ms[0].kernel.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ms[1].load_state_dict(ms[0].state_dict())
+    x = torch.randn(2, L, 12, dtype=torch.float64, requires_grad=True)
+    ys = [m(x) for m in ms]
+    torch.testing.assert_close(ys[0], ys[1], **TOL)
+    g = torch.randn_like(ys[0])
+    grads = [torch.autograd.grad((y * g).sum(), [x] + list(m.parameters())) for y, m in zip(ys, ms)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, **TOL)
+    with pytest.raises(ValueError, match="method"):
+        longseq.mixers.build(name, 12, causal=causal, method="scan")
+
+
+def test_gelu_linear_glu_matches_autograd():
+    lin = torch.nn.Linear(12, 24).double()
+    y = torch.randn(3, 37, 12, dtype=torch.float64).transpose(0, 1).requires_grad_()  # strided [37, 3, 12]
+    out = gelu_linear_glu(y, lin, rows=10)
+    ref = F.glu(lin(F.gelu(y)), dim=-1)
+    torch.testing.assert_close(out, ref, **TOL)
+    check_grads([out], [ref], [y, lin.weight, lin.bias])
