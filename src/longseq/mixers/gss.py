@@ -21,19 +21,20 @@ The simplified DSS of the GSS pseudo-code (``kernel="gss"``, the default): ONE s
 i.e. the diagonal recurrence ``x_l = e^Λ x_{l-1} + U_l``, ``Y_l = Re Σ_n w_{h,n} x_{l,n} + D U_l``
 with ``w = C (e^Λ - 1)/Λ`` (ZOH with B = 1, Δ = 1).
 
-Speed and memory at long L (the reason for the two custom pieces below):
+Speed and memory at long L (issue 4; three custom autograd functions that save almost nothing):
 
-* Kernel. Because Λ is shared, ``K[c, h, jT + t] = Re Σ_n (w_{c,h,n} z_n^{jT}) z_n^t`` is ONE real
-  matmul ``[C·H·J, 2N] @ [2N, T]`` over powers ``z^t`` shared by every channel
-  (:func:`shared_vandermonde`). ``T ~ sqrt(C·H·L)`` balances the two small elementwise tensors
-  (``[C·H, J, N]`` and ``[N, T]``): nothing of size ``N·L`` is materialised, and the matmul is
-  the only O(C·H·N·L) work. The sequence mixing is then one FFT convolution per channel
-  (:func:`longseq.ssm.fftconv.fft_conv`), O(L log L).
-* Gated branch. Autograd would keep ``x W_v``, ``V``, ``U_c`` and ``U_c ⊙ V`` (four ``[L, F]``
-  tensors, 64 MB each at L = 16K, F = 1024) plus ``[L, F]`` gradients. :class:`_GatedOut` runs
-  ``x, Y -> out`` in sequence chunks and saves only the pre-activation ``x W_v + b_v``; the
-  backward recomputes ``V`` (elementwise) and ``U_c = Y W_c`` (an ``[L, H] @ [H, F]`` matmul, cheap
-  since H = E/4) chunk by chunk.
+* Kernel (:func:`shared_vandermonde`). Because Λ is shared, ``K[c, h, jT + t] = Re Σ_n (w_{c,h,n}
+  z_n^{jT}) z_n^t`` is a real matmul ``[C·H·J, 2N] @ [2N, T]`` over powers ``z^t`` shared by every
+  channel, ``T ~ sqrt(C·H·L)``: nothing of size ``N·L`` is materialised. Chunks in which a mode has
+  decayed below ``e^-70`` are skipped (exact to 1e-30, :func:`_plan`): at the random init almost
+  every mode is gone after a few hundred lags, so the 16K kernel costs one chunk; modes that learn
+  long memory are kept, up to the full ``O(C·H·N·L)``.
+* Convolution (:class:`_ChannelFFTConv`): eq. (1)/(2) of :mod:`longseq.ssm.fftconv` by FFT,
+  O(L log L), a few channels at a time, recomputing the spectra in the backward.
+* Gated branch (:class:`_GatedOut`). Autograd would keep ``x W_v``, ``V``, ``U_c`` and ``U_c ⊙ V``
+  (four ``[L, F]`` tensors, 64 MB each at L = 16K, F = 1024) plus ``[L, F]`` gradients. Here it
+  runs in sequence chunks and saves only ``x W_v + b_v``; the backward recomputes ``V``
+  (elementwise) and ``U_c = Y W_c`` (an ``[L, H + 1] @ [H + 1, F]`` matmul, cheap since H = E/4).
 
 Decisions on ambiguous points:
 * Kernel: ``kernel="gss"`` follows the paper's simplified DSS as read in the reference notes
@@ -43,14 +44,14 @@ Decisions on ambiguous points:
   ``kernel="dss"`` keeps the previous per-channel DSS_exp kernel
   (:class:`longseq.ssm.kernels.DSSKernel`: skew-HiPPO Λ per channel, learned Δ with log Δ ~
   U[log dt_min, log dt_max]) — what this mixer used before; ``dt_min``/``dt_max`` only apply to it.
-* Λ (and Δ for ``kernel="dss"``) get learning rate ``lr`` and no weight decay (the DSS recipe;
-  the GSS paper trains everything with one optimiser — ``lr=None`` gives that, still without weight
-  decay). C and D are ordinary weights.
+* Λ (and Δ for ``kernel="dss"``) get learning rate ``lr`` and no weight decay (the DSS recipe; the
+  GSS paper's optimiser settings for Λ are not verified here; ``lr=None`` keeps the global rate).
+  C and D are ordinary weights.
 * The paper's layer also holds the pre-LayerNorm and the residual; here the block builder owns
   both (as for every mixer), so the mixer is the map above. GSS stacks these layers without a
   separate feed-forward (the F = 4E gated branch is its FFN, as in GAU), hence ``has_ffn=True``.
-  Projections keep their biases (the pseudo-code's dense layers); lucidrains' extra LayerNorm
-  inside DSS is not in the paper's equations and is not used.
+  The lucidrains reading adds a LayerNorm inside DSS and drops the projection biases; neither is
+  in the reference notes' equations, so neither is done here (the projections keep their biases).
 * Bidirectional mode (not in the paper, a language-model layer): a second set of C over the
   strict future, as in ``s4d`` (eq. (2) of :mod:`longseq.ssm.fftconv`). U is zeroed at padded
   positions (GELU(bias) is not zero) so right padding never reaches real positions through the
@@ -104,7 +105,8 @@ def _plan(log_z: torch.Tensor, T: int, J: int) -> tuple[torch.Tensor, list[tuple
     dropping it changes no kernel value (or gradient) by more than 1e-30 relative. At the paper's
     initialisation (``|Re Λ| = exp(N(0, 1))``) nearly every mode is gone after a few hundred lags,
     so the kernel costs ~one chunk instead of ``J``; modes that learn long memory (``Re Λ -> 0``)
-    are kept to the end, up to the full ``O(rows N L)``.
+    are kept to the end, up to the full ``O(rows N L)``. (The matmul shapes depend on Λ: one small
+    host read of the ``J`` per-chunk counts.)
     """
     rate = -log_z.real.detach()                                          # [N] >= 0
     order = torch.argsort(rate)
