@@ -17,9 +17,10 @@ Kernel (Algorithm 1 / Lemma C.3): the truncated generating function at the ``ℓ
 reads ``K̂ = C̃ (t - sA)^{-1} B`` with ``t = (1-ω)/Δ``, ``s = (1+ω)/2`` (no pole at ``ω = -1``)
 and Woodbury gives ``K̂ = r_CB - s r_CP r_PB / (1 + s r_PP)``, ``r_UV = Σ U V / (t - sλ)`` over
 all ``N`` states: four Cauchy sums (:mod:`longseq.ssm.cauchy`, evaluated exactly as a folded
-Vandermonde product + FFT, with a custom backward for the FFT/Woodbury part). ``K = irfft(K̂)``;
-``y = K * u + D u`` by FFT convolution of size ``>= 2L`` (:func:`longseq.ssm.fftconv.fft_conv`,
-O(L log L)), then GELU and a position-wise linear layer (the S4 block; option ``pointwise``).
+Vandermonde product + FFT, with custom backwards for the Vandermonde and FFT/Woodbury parts).
+``K = irfft(K̂)``; ``y = K * u + D u`` by FFT convolution of size ``>= 2L`` (:class:`_S4Conv`;
+:func:`longseq.ssm.fftconv.fft_conv` when continuing from a state), O(L log L), then GELU and a
+position-wise linear layer (the S4 block; option ``pointwise``).
 
 Decisions on points the paper leaves open:
 * ``C̃`` is the trained parameter, as in Algorithm 1 and the official code (Appendix C.3): the

@@ -67,7 +67,8 @@ def cauchy_naive(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, omega: tor
 
 def _powers(log_a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``ā^m = exp(m log ā)`` for ``log_a [H, N2]`` complex, ``m [M]`` real -> ``[H, N2, M]`` (real exp, cos, sin)."""
-    return torch.polar(torch.exp(log_a.real[..., None] * m), log_a.imag[..., None] * m)
+    r, phi = torch.exp(log_a.real[..., None] * m), log_a.imag[..., None] * m
+    return torch.complex(r * phi.cos(), r * phi.sin())  # = torch.polar(r, phi), which is ~2x slower on CPU
 
 
 class _VandermondeReal(torch.autograd.Function):
@@ -175,10 +176,12 @@ class _WoodburyIrfft(torch.autograd.Function):
         Rb, Rc, e = ctx.saved_tensors
         G = torch.fft.rfft(dk, n=ctx.L)                                   # dK̂
         q = Rc * e                                                        # s R_c / (1 + s R_d)
-        dq = -(G * Rb.conj())
-        grads = (G, -(G * q.conj()), dq * e.conj(), -(dq * (q * e).conj()))  # dR_a, dR_b, dR_c, dR_d
-        return tuple(torch.fft.irfft(_sum_to(g, shape[:-1] + (g.shape[-1],)), n=ctx.L)
-                     for g, shape in zip(grads, ctx.shapes)) + (None,)
+        m = G * Rb.conj()                                                 # -dq
+        # dR_a, dR_b, -dR_c, dR_d (signs on the smaller, unbroadcast factors; dg_c negated after irfft)
+        grads = (G, G * (-q).conj(), m * e.conj(), m * (q * e).conj())
+        dg = [torch.fft.irfft(_sum_to(g, shape[:-1] + (g.shape[-1],)), n=ctx.L) for g, shape in zip(grads, ctx.shapes)]
+        dg[2].neg_()
+        return (*dg, None)
 
 
 def woodbury_irfft(ga: torch.Tensor, gb: torch.Tensor, gc: torch.Tensor, gd: torch.Tensor, L: int) -> torch.Tensor:
