@@ -141,7 +141,7 @@ def test_woodbury_spectrum_equals_resolvent(L):
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("L", [1, 17, 130])
+@pytest.mark.parametrize("L", [1, 17, 130, 489])
 def test_fft_path_equals_unrolled_recurrence(causal, L):
     m = make(causal, kernel_block=2)  # H = 3: two checkpointed channel blocks
     x = torch.randn(2, L, H, dtype=torch.float64, requires_grad=True)
