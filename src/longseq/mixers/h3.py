@@ -24,7 +24,7 @@ Computation (option ``method``, both tested equal to the token-by-token recurren
 
 * ``"chunked"`` (default) — the shift SSM is a length-N FIR: a banded Toeplitz product in
   chunks of N positions (two batched matmuls, O(L N), :func:`longseq.ssm.chunked.fir_conv`); the
-  diagonal SSM runs in its block form (Toeplitz matmul inside chunks of 128 positions, the state
+  diagonal SSM runs in its block form (Toeplitz matmul inside chunks of 64 positions, the state
   carried between chunks, :func:`longseq.ssm.chunked.diag_ssm_chunked`), O(L) work, only its
   input kept for the backward.
 * ``"fft"`` — the paper's FlashConv (Section 4.2): both SSMs as FFT convolutions; sequences

@@ -24,7 +24,7 @@ Fast paths (option ``method``; both tested equal to the unrolled recurrence in f
 
 * ``"fft"`` — the paper's computation: FFT convolution of length >= 2L
   (:mod:`longseq.ssm.fftconv`), O(L log L).
-* ``"chunked"`` — the same SSM in its block form, chunks of 128 positions: a Toeplitz matmul
+* ``"chunked"`` — the same SSM in its block form, chunks of 64 positions: a Toeplitz matmul
   inside each chunk plus the N/2 modes' state passed between chunks
   (:mod:`longseq.ssm.chunked`), O(L) work, only the input kept for the backward.
 

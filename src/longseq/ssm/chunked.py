@@ -22,7 +22,8 @@ Memory: the backward keeps only the input in chunk layout (one ``[H, B L]`` tens
 parameters; the coefficient matrices (``[H, T, T]``, ``[H, T, 2C]``, ``[H, 2C, T]``) and the carried
 states ``[H, B J, 2C]`` are rebuilt in the backward (:class:`_DiagChunked`). Plain autograd kept
 all of them plus ~18 ``[H, N, T]`` intermediates of the coefficients: 170 MB at L = 16K, d = 256,
-N/2 = 32 modes, bidirectional, against 16 MB now.
+N/2 = 32 modes, bidirectional, against 16 MB now; the coefficient gradients are pulled back by
+hand, not through an autograd graph.
 
 :func:`fir_conv` is the finite-kernel special case (no state): the H3 shift SSM is a causal FIR of
 length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the previous chunk.
@@ -35,7 +36,10 @@ import torch.nn.functional as F
 
 __all__ = ["diag_ssm_chunked", "fir_conv", "DEFAULT_CHUNK"]
 
-DEFAULT_CHUNK = 128
+DEFAULT_CHUNK = 64
+"""Chunk length ``T``: the coefficient matrices grow like ``H T (T + 4N)``, the carried states like
+``H (L / T) 4N``; at L = 16K, d = 256, N/2 = 32 modes (bidirectional, fwd+bwd, the benchmark
+harness's RSS peak) T = 64 measured 239 MB against 278 MB for T = 128."""
 
 
 def _toeplitz(k: torch.Tensor, k_back: torch.Tensor | None, T: int) -> torch.Tensor:
@@ -157,9 +161,11 @@ class _DiagChunked(torch.autograd.Function):
 
     Everything else — the ``[H, T, T]``, ``[H, T, 2C]``, ``[H, 2C, T]`` coefficient matrices, their
     ``[H, N, T]`` intermediates, the states ``E`` — is rebuilt in the backward (the coefficients
-    from ``Z = z^t``, the states by one matmul and the carry), and the small coefficient graphs are
-    differentiated one at a time, so at most one of them is alive. Outputs ``y [H, M J, T]`` and
-    the state entering the last chunk ``[H, M, N]``.
+    from ``Z = z^t``, the states by one matmul and the carry). The coefficient gradients are pulled
+    back onto ``Z``, ``w``, ``w'``, ``D`` by hand (they are rearrangements of ``Z`` and products
+    ``w Z``), so no autograd graph of ``[H, N, T]`` intermediates is built; only ``Z = exp(t log z)``
+    is differentiated by autograd. Outputs ``y [H, M J, T]`` and the state entering the last chunk
+    ``[H, M, N]``.
     """
 
     @staticmethod
@@ -185,56 +191,70 @@ class _DiagChunked(torch.autograd.Function):
     def backward(ctx, gy, gE_last):
         ub, w, log_z, w_back, D, E0 = ctx.saved_tensors
         M, T = ctx.M, ctx.T
-        N = log_z.shape[-1]
+        H, N = log_z.shape
         J = ub.shape[1] // M
+        bidir = w_back is not None
         gy = gy.contiguous()
         with torch.enable_grad():
             lz = log_z.detach().requires_grad_()
-            Z = _zpowers(lz, T)
-        leaves = [None if t is None else t.detach().requires_grad_() for t in (Z, w, w_back, D)]
-        Zl, wl, wbl, Dl = leaves
-        grads = [None] * 4
+            Zg = _zpowers(lz, T)
+        Z = Zg.detach()
+        # gradients of the coefficient matrices, pulled back by hand onto Z = z^t, w, w', D
+        # (torch's convention for complex leaves: d/dRe + i d/dIm; Re(w z) -> conj(w), conj(z))
+        gZ, gw = torch.zeros_like(Z), torch.zeros_like(w)
+        gwb = None if w_back is None else torch.zeros_like(w_back)
 
-        def collect(out, grad_out):                       # coefficient gradient -> leaf gradients
-            idx = [i for i, t in enumerate(leaves) if t is not None]
-            got = torch.autograd.grad(out, [leaves[i] for i in idx], grad_out, allow_unused=True)
-            for i, g in zip(idx, got):
-                if g is not None:
-                    grads[i] = g if grads[i] is None else grads[i] + g
-
-        with torch.enable_grad():
-            A = _toeplitz_coef(Zl, wl, wbl, Dl, T)
-        du = torch.bmm(gy, A.detach().transpose(1, 2))                            # (1)
-        collect(A, torch.bmm(ub.transpose(1, 2), gy))
+        A = _toeplitz_coef(Z, w, w_back, D, T)                                    # (1)
+        du = torch.bmm(gy, A.transpose(1, 2))
         del A
+        with torch.enable_grad():                                 # diagonal sums of dA: unfold's adjoint
+            ext = torch.zeros(H, 2 * T - 1, dtype=ub.dtype, device=ub.device, requires_grad=True)
+            dext, = torch.autograd.grad(ext.unfold(-1, T, 1).flip(1), ext, torch.bmm(ub.transpose(1, 2), gy))
+        dk = dext[:, T - 1 :].unsqueeze(1)                                        # [H, 1, T]
+        gZ[..., :T] += dk * w.conj().unsqueeze(-1)
+        gw += (dk * Z[..., :T].conj()).sum(-1)
+        gD = None if D is None else dext[:, T - 1].clone()
+        if bidir:
+            dkb = dext[:, : T - 1].flip(-1).unsqueeze(1)                          # [H, 1, T-1]
+            gZ[..., : T - 1] += dkb * w_back.conj().unsqueeze(-1)
+            gwb += (dkb * Z[..., : T - 1].conj()).sum(-1)
+        del dext
         dE0 = None
         if J > 1 or E0 is not None:
-            dirs = 1 if w_back is None else 2
-            a = Zl.detach()[..., T].repeat(1, dirs)
-            with torch.enable_grad():
-                P = _in_coef(Zl, T, w_back is not None)
-                Q = _out_coef(Zl, wl, wbl, T)
-            E = _carry(_as_complex(torch.bmm(ub, P.detach()), M), a, E0, N)      # (2), (3) again
-            dE = torch.bmm(gy, Q.detach().transpose(1, 2))                        # (4)
-            collect(Q, torch.bmm(_as_real(E).transpose(1, 2), gy))
+            dirs = 2 if bidir else 1
+            a = Z[..., T].repeat(1, dirs)
+            P = _in_coef(Z, T, bidir)                                             # [H, T, 2C]
+            E = _carry(_as_complex(torch.bmm(ub, P), M), a, E0, N)               # (2), (3) again
+            Q = _out_coef(Z, w, w_back, T)                                        # [H, 2C, T]
+            dE = torch.bmm(gy, Q.transpose(1, 2))                                 # (4)
             del Q
+            dQ = torch.bmm(_as_real(E).transpose(1, 2), gy).unflatten(1, (-1, 2))  # [H, C, 2, T]
+            gq = torch.complex(dQ[:, :, 0], -dQ[:, :, 1])                         # d q  [H, C, T]
+            del dQ
+            gZ[..., 1:] += gq[:, :N] * w.conj().unsqueeze(-1)                     # q = w z^{t+1}
+            gw += (gq[:, :N] * Z[..., 1:].conj()).sum(-1)
+            if bidir:                                                             # q' = w' z^{T-1-t}
+                gqb = gq[:, N:].flip(-1)
+                gZ[..., :T] += gqb * w_back.conj().unsqueeze(-1)
+                gwb += (gqb * Z[..., :T].conj()).sum(-1)
+            del gq
             dE = _as_complex(dE, M)
             dE[:, :, J - 1, :N] += gE_last
             G, da, dE0 = _carry_adjoint(dE, a, E, N)                              # (3)
             del dE, E
-            dS = _shift(G, N)
+            gZ[..., T] += da[:, :N] + (da[:, N:] if bidir else 0)
+            dS = _as_real(_shift(G, N))
             del G
-            with torch.enable_grad():
-                collect(Zl[..., T].repeat(1, dirs), da)
-            dS = _as_real(dS)
-            du.baddbmm_(dS, P.detach().transpose(1, 2))                            # (2)
-            collect(P, torch.bmm(ub.transpose(1, 2), dS))
+            du.baddbmm_(dS, P.transpose(1, 2))                                    # (2)
+            dP = _as_complex(torch.bmm(ub.transpose(1, 2), dS), 1).squeeze(1).transpose(1, 2)  # [H, C, T]
+            gZ[..., :T] += dP[:, :N].flip(-1)                                     # z^{T-1-t}
+            if bidir:
+                gZ[..., :T] += dP[:, N:]                                          # z^t
             if E0 is None:
                 dE0 = None
-        gZ, gw, gwb, gD = grads
         glz = None
-        if ctx.needs_input_grad[2] and gZ is not None:
-            glz, = torch.autograd.grad(Z, lz, gZ)
+        if ctx.needs_input_grad[2]:
+            glz, = torch.autograd.grad(Zg, lz, gZ)
         return du, gw, glz, gwb, gD, dE0, None, None
 
 
