@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-from longseq.mixers.s4d import gelu_linear_glu
 from longseq.ssm.chunked import diag_ssm_chunked, fir_conv
 from longseq.ssm.kernels import DiagSSMKernel
 
@@ -152,12 +151,3 @@ def test_mixer_chunked_equals_fft(name, causal, opts, L):
         torch.testing.assert_close(a, b, **TOL)
     with pytest.raises(ValueError, match="method"):
         longseq.mixers.build(name, 12, causal=causal, method="scan")
-
-
-def test_gelu_linear_glu_matches_autograd():
-    lin = torch.nn.Linear(12, 24).double()
-    y = torch.randn(3, 37, 12, dtype=torch.float64).transpose(0, 1).requires_grad_()  # strided [37, 3, 12]
-    out = gelu_linear_glu(y, lin, rows=10)
-    ref = F.glu(lin(F.gelu(y)), dim=-1)
-    torch.testing.assert_close(out, ref, **TOL)
-    check_grads([out], [ref], [y, lin.weight, lin.bias])

@@ -55,7 +55,7 @@ Decisions on points the paper leaves open:
   zero-filled full-size gradients). The skip ``D`` is the kernel's lag-0 tap. The FFT/Woodbury
   step and the Vandermonde product have their own backward (:mod:`longseq.ssm.cauchy`). The
   position-wise ``GELU -> linear`` runs in row chunks and keeps only its input
-  (:class:`_GeluLinear`).
+  (:func:`longseq.nn.pointwise.gelu_linear`).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
 """
 
@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..nn.pointwise import gelu_linear
 from ..optim import set_optim
 from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
 from ..ssm.fftconv import fast_fft_size, fft_conv
@@ -234,40 +235,6 @@ class _S4Conv(torch.autograd.Function):
 POINTWISE_ROWS = 2048  # rows (positions) per chunk of the position-wise part
 
 
-class _GeluLinear(torch.autograd.Function):
-    """``gelu(y) W^T + b`` over rows of ``y [..., H]`` in chunks of ``rows``, saving only ``y``.
-
-    The position-wise part of the S4 block. Plain autograd would keep ``gelu(y)`` as well (one
-    more ``[B, L, H]`` tensor) and build it whole; here it is recomputed per chunk in backward.
-    """
-
-    @staticmethod
-    def forward(ctx, y, weight, bias, rows):
-        y2 = y.reshape(-1, y.shape[-1])                                   # [R, H]
-        out = y2.new_empty(y2.shape[0], weight.shape[0])
-        for r in range(0, y2.shape[0], rows):
-            torch.addmm(bias, F.gelu(y2[r : r + rows]), weight.t(), out=out[r : r + rows])
-        ctx.save_for_backward(y2, weight)
-        ctx.rows, ctx.shape = rows, y.shape
-        return out.reshape(*y.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dz):
-        y2, weight = ctx.saved_tensors
-        dz2 = dz.reshape(-1, weight.shape[0])
-        dy = torch.empty_like(y2) if ctx.needs_input_grad[0] else None
-        dW = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
-        for r in range(0, y2.shape[0], ctx.rows):
-            yr, dzr = y2[r : r + ctx.rows], dz2[r : r + ctx.rows]
-            if dW is not None:
-                dW.addmm_(dzr.t(), F.gelu(yr))
-            if dy is not None:
-                dy[r : r + ctx.rows] = torch.ops.aten.gelu_backward(dzr @ weight, yr)
-        db = dz2.sum(0) if ctx.needs_input_grad[2] else None
-        return (None if dy is None else dy.reshape(ctx.shape)), dW, db, None
-
-
 @register(
     "s4",
     family="state space",
@@ -425,7 +392,7 @@ class S4(Mixer):
         return _S4Conv.apply(u, Lam, P, B, Ct, dt, self.D.to(u.dtype), int(self.l_max), self.causal, self.kernel_block)
 
     def _post(self, y):
-        return _GeluLinear.apply(y, self.out.weight, self.out.bias, POINTWISE_ROWS) if self.out is not None else y
+        return gelu_linear(y, self.out, rows=POINTWISE_ROWS) if self.out is not None else y
 
     def _advance_state(self, u: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         """``Ā^L x0 + Σ_m Ā^m B̄ u_{L-1-m}`` (real coordinates, chunks of ``state_chunk`` steps)."""

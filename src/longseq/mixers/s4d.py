@@ -18,7 +18,7 @@ learning rate ``lr`` (default 1e-3) and no weight decay.
 
 Layer (as the S4D reference module): ``y = GLU(W (GELU(SSM(u) + D u)))`` with ``W: d -> 2d``;
 the position-wise part runs in row blocks and recomputes GELU and ``W`` in the backward
-(:func:`gelu_linear_glu`), so the layer keeps one ``[L, d]`` activation instead of five.
+(:func:`longseq.nn.pointwise.gelu_linear`), so the layer keeps one ``[L, d]`` activation instead of five.
 
 Fast paths (option ``method``; both tested equal to the unrolled recurrence in float64):
 
@@ -54,9 +54,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..nn.pointwise import gelu_linear
 from ..ssm.chunked import DEFAULT_CHUNK
 from ..ssm.fftconv import fast_fft_size, ssm_apply
 from ..ssm.kernels import DiagSSMKernel, DSSKernel
@@ -79,47 +79,6 @@ def _s4d_flops(L, d, h, causal):
     return chunked_flops(L, d, 32, 1 if causal else 2) + 2.0 * L * d * 2 * d
 
 
-class _GeluLinearGLU(torch.autograd.Function):
-    """``GLU(GELU(y) W^T + b)`` for ``y [R, d]``, in blocks of ``rows`` rows, keeping only ``y``.
-
-    Autograd would keep GELU's input and output ``[R, d]`` and the linear output ``[R, 2d]`` (four
-    ``[R, d]`` tensors per layer, 67 MB at R = 16K, d = 256); the backward here recomputes GELU and
-    the linear map block by block instead (one extra matmul, ~+30 % of the layer's matmul time).
-    """
-
-    @staticmethod
-    def forward(ctx, y, weight, bias, rows):
-        out = y.new_empty(y.shape)
-        for r in range(0, y.shape[0], rows):
-            out[r : r + rows] = F.glu(F.linear(F.gelu(y[r : r + rows].contiguous()), weight, bias), dim=-1)
-        ctx.save_for_backward(y, weight, bias)
-        ctx.rows = rows
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        y, weight, bias = ctx.saved_tensors
-        dy, dw, db = torch.empty_like(y), torch.zeros_like(weight), torch.zeros_like(bias)
-        for r in range(0, y.shape[0], ctx.rows):
-            yr, gr = y[r : r + ctx.rows].contiguous(), g[r : r + ctx.rows]
-            h = F.gelu(yr)
-            a, gate = F.linear(h, weight, bias).chunk(2, dim=-1)
-            s = torch.sigmoid(gate)
-            dz = torch.cat([gr * s, gr * a * s * (1 - s)], dim=-1)       # d GLU / d (a, gate)
-            dw.addmm_(dz.T, h)
-            db += dz.sum(0)
-            dy[r : r + ctx.rows] = torch.ops.aten.gelu_backward(dz @ weight, yr)
-        return dy, dw, db, None
-
-
-def gelu_linear_glu(y: torch.Tensor, linear: nn.Linear, rows: int | None = None) -> torch.Tensor:
-    """``GLU(linear(GELU(y)))`` for ``y [..., d]`` (see :class:`_GeluLinearGLU`)."""
-    rows = rows or max(256, (1 << 20) // y.shape[-1])                   # [rows, 2d] blocks of ~8 MB
-    out = _GeluLinearGLU.apply(y.reshape(-1, y.shape[-1]), linear.weight, linear.bias, rows)
-    return out.view(*y.shape[:-1], -1)
-
-
 class _DiagonalSSM(Mixer):
     """Shared body: kernel module in ``self.kernel``; ``y = GLU(W GELU(SSM(u) + D u))``."""
 
@@ -136,7 +95,7 @@ class _DiagonalSSM(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         y, state = self.ssm(x.transpose(1, 2), None if state is None else state["x"], return_state)
-        y = gelu_linear_glu(y.transpose(1, 2), self.out)                 # [B, L, d]
+        y = gelu_linear(y.transpose(1, 2), self.out, glu=True)                 # [B, L, d]
         return y, ({"x": state} if return_state else None)
 
     def _init_state(self, batch_size, device, dtype):

@@ -1,0 +1,37 @@
+"""longseq.nn.pointwise.gelu_linear (the S4 / S4D block outputs) against plain autograd, float64.
+
+Blocks of 10 rows over 37 x 3 rows (the last block partial), strided input, values and the
+gradients of the input, weight and bias (rtol 1e-10)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from longseq.nn.pointwise import gelu_linear
+
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("glu", [False, True])
+def test_gelu_linear_matches_autograd(glu):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 24).double()
+    y = torch.randn(3, 37, 12, dtype=torch.float64).transpose(0, 1).requires_grad_()   # strided [37, 3, 12]
+    out = gelu_linear(y, lin, glu=glu, rows=10)
+    ref = lin(F.gelu(y))
+    ref = F.glu(ref, dim=-1) if glu else ref
+    torch.testing.assert_close(out, ref, **TOL)
+    g = torch.randn_like(ref)
+    inputs = [y, lin.weight, lin.bias]
+    for a, b in zip(torch.autograd.grad((out * g).sum(), inputs), torch.autograd.grad((ref * g).sum(), inputs)):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_gelu_linear_without_bias_and_frozen_weight():
+    lin = torch.nn.Linear(8, 8, bias=False).double().requires_grad_(False)
+    y = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    out = gelu_linear(y, lin, rows=2)
+    (dy,) = torch.autograd.grad(out.sum(), [y])
+    (dy_ref,) = torch.autograd.grad(lin(F.gelu(y)).sum(), [y])
+    torch.testing.assert_close(out, lin(F.gelu(y)), **TOL)
+    torch.testing.assert_close(dy, dy_ref, **TOL)
