@@ -28,7 +28,8 @@ level, and only trees passing the length filter are written out. Data is cached 
 
 Presets:
 * ``quick``: lengths 50 < L < 250 (padded to 249), 20,000 / 1,000 / 1,000 examples; a 2-layer
-  softmax model (d_model 64) trains in a few CPU minutes and beats chance (10%) clearly.
+  softmax model (d_model 64, learned positions) trains in a few CPU minutes and beats the
+  majority class (about 20%; uniform chance 10%) clearly.
 * ``lra``: the published setting, lengths 500 < L < 2000 (padded to 1999), 96,000 / 2,000 / 2,000.
 """
 
@@ -53,8 +54,11 @@ PRESETS = {
                 max_depth=10, max_args=10, p_op=0.25),
 }
 MODEL_DEFAULTS = {
-    "quick": dict(d_model=64, n_layers=2, num_heads=4, pooling="mean"),
-    "lra": dict(d_model=128, n_layers=6, num_heads=4, pooling="mean"),
+    # Learned positions: without any, attention sees a bag of tokens and cannot parse the nesting
+    # (measured: a 2-layer softmax model stayed at the majority class, 0.205 test after 1,500 steps;
+    # with learned positions it reached 0.35 validation accuracy by step 500).
+    "quick": dict(d_model=64, n_layers=2, num_heads=4, pooling="mean", position="learned"),
+    "lra": dict(d_model=128, n_layers=6, num_heads=4, pooling="mean", position="learned"),
 }
 TRAIN_DEFAULTS = {
     "quick": dict(steps=1500, batch_size=32, lr=1e-3, warmup=100, weight_decay=0.05),
