@@ -127,3 +127,12 @@ def test_bf16_forward_and_large_inputs(name):
     x = torch.randn(1, 300, 16) * 100
     assert torch.isfinite(m(x)).all()
     assert m.to(torch.bfloat16)(x.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_legs_init_cache_survives_a_meta_build():
+    """The arena counts parameters on the meta device; the cached LegS init must stay real."""
+    with torch.device("meta"):
+        longseq.mixers.build("dss", 16)
+    m = longseq.mixers.build("dss", 16)
+    assert all(p.device.type == "cpu" for p in m.parameters())
+    assert torch.isfinite(m(torch.randn(1, 9, 16))).all()
