@@ -10,7 +10,8 @@ def assert_matches_reference(m, reference, x, mask, **tol):
     ya, yb = m(xa, mask), reference(m, xb, mask)
     torch.testing.assert_close(ya, yb, **tol)
     g = torch.randn_like(ya)
+    names = ["x"] + [n for n, _ in m.named_parameters()]
     grads_a = torch.autograd.grad((ya * g).sum(), [xa, *m.parameters()])
     grads_b = torch.autograd.grad((yb * g).sum(), [xb, *m.parameters()])
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(a, b, **tol)
+    for n, a, b in zip(names, grads_a, grads_b):
+        torch.testing.assert_close(a, b, **tol, msg=lambda err, n=n: f"gradient of {n}: {err}")
