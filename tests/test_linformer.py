@@ -32,8 +32,9 @@ def plain_linformer(m, x, mask):
 
 @pytest.mark.parametrize("sharing", ["headwise", "kv", "none"])
 @pytest.mark.parametrize("L,d,h,kk,masked", [(1, 24, 2, 8, False), (63, 24, 3, 16, True), (65, 120, 2, 16, False),
-                                             (300, 24, 2, 32, True)])
+                                             (300, 24, 2, 32, True), (320, 24, 2, 16, True)])
 def test_matches_plain_formula_values_and_grads(sharing, L, d, h, kk, masked):
+    """L < max_len uses the first L columns of E, F; L == max_len (320) takes them whole."""
     torch.manual_seed(L + d)
     m = longseq.mixers.build("linformer", d, num_heads=h, k=kk, max_len=320, sharing=sharing).double()
     x = torch.randn(2, L, d, dtype=torch.float64)

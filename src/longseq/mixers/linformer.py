@@ -92,11 +92,17 @@ class LinformerAttention(Mixer):
             keep = mask[..., None].to(x.dtype)                          # [B, L, 1]
             k, v = k * keep, v * keep
         heads = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.num_heads)  # noqa: E731
-        q, k, v = heads(q), heads(k), heads(v)                          # [B, H, L, Dh] (views)
-        E = self.E[:, :, :L].to(k.dtype)                                # [H|1, k, L]
-        Fm = E if self.F is None else self.F[:, :, :L].to(v.dtype)
-        k = E @ k                                                       # [B, H, k, Dh]
-        v = Fm @ v                                                      # [B, H, k, Dh]
+        # The first L columns (no slice at L == max_len: its backward would zero-fill and copy).
+        first = (lambda P: P) if L == self.max_len else (lambda P: P[:, :, :L])  # noqa: E731
+        E = first(self.E).to(k.dtype)                                   # [H|1, k, L]
+        Fm = E if self.F is None else first(self.F).to(v.dtype)
+        if E.shape[0] == 1:
+            # One E (F) for all heads: compress before splitting heads, one [k, L] @ [L, d] GEMM
+            # per batch element instead of a broadcast batched matmul over strided head views.
+            k, v = heads(E.squeeze(0) @ k), heads(Fm.squeeze(0) @ v)        # [B, H, k, Dh]
+        else:
+            k, v = E @ heads(k), Fm @ heads(v)                          # [B, H, k, Dh]
+        q = heads(q)                                                    # [B, H, L, Dh] (view)
         p = self.dropout if self.training else 0.0
         o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)      # [B, H, L, Dh]
         return self.out(rearrange(o, "b h l d -> b l (h d)")), None
