@@ -10,6 +10,8 @@ import torch.nn.functional as F
 import longseq
 from longseq.mixers import gss as gss_module
 from longseq.optim import param_groups
+from longseq.ssm import fftconv
+from longseq.ssm.vandermonde import vandermonde, vandermonde_transposed
 from reference import assert_matches_reference
 
 TOL = dict(rtol=1e-8, atol=1e-10)
@@ -87,7 +89,7 @@ def build(causal, kernel="gss", **kw):
 def small_chunks(monkeypatch):
     """Several row chunks in the gated branch and several channel groups in the FFT convolution."""
     monkeypatch.setattr(gss_module, "_chunk_rows", lambda F_dim: 7)
-    monkeypatch.setattr(gss_module, "_channel_group", lambda batch, L: 3)
+    monkeypatch.setattr(fftconv, "_channel_group", lambda batch, n: 3)
 
 
 @pytest.mark.parametrize("long_memory", [False, True])
@@ -99,7 +101,7 @@ def test_shared_kernel_equals_closed_form(L, long_memory):
         with torch.no_grad():
             m.kernel.Lambda_re.copy_(torch.tensor([-9.0, -4.0, 0.5, -6.5, -2.0]))
     w, log_z = m.kernel.modes()
-    k = gss_module.shared_vandermonde(w, log_z, L)
+    k = vandermonde(w, log_z, L)
     k_ref = naive_kernel(m, L)
     torch.testing.assert_close(k, k_ref, **TOL)
     g = torch.randn_like(k)
@@ -113,7 +115,7 @@ def test_state_after_a_sequence_equals_closed_form():
     m = build(causal=True)
     _, log_z = m.kernel.modes()
     u = torch.randn(2, 4, 300, dtype=torch.float64)
-    x = gss_module.shared_vandermonde_transposed(u, log_z)
+    x = vandermonde_transposed(u, log_z)
     powers = torch.exp(log_z[:, None] * torch.arange(299, -1, -1, dtype=torch.float64))           # z^(L-1-l)
     torch.testing.assert_close(x, (u[..., None, :] * powers).sum(-1).to(x.dtype), **TOL)
 
@@ -176,8 +178,8 @@ def test_float32_kernel_keeps_the_phase_of_long_lags():
         m.kernel.Lambda_re.fill_(-7.0)                   # |z| = exp(-e^-7): slow decay, long lags matter
         m.kernel.Lambda_im.uniform_(3.0, 4.0)            # Im Λ ~ 20..55
     w, log_z = m.kernel.modes()
-    k32 = gss_module.shared_vandermonde(w, log_z, 16384)
-    k64 = gss_module.shared_vandermonde(w.to(torch.complex128), log_z.to(torch.complex128), 16384)
+    k32 = vandermonde(w, log_z, 16384)
+    k64 = vandermonde(w.to(torch.complex128), log_z.to(torch.complex128), 16384)
     assert (k32 - k64).abs().max() < 1e-3 * k64.abs().max()
 
 

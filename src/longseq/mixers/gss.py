@@ -21,16 +21,15 @@ The simplified DSS of the GSS pseudo-code (``kernel="gss"``, the default): ONE s
 i.e. the diagonal recurrence ``x_l = e^Λ x_{l-1} + U_l``, ``Y_l = Re Σ_n w_{h,n} x_{l,n} + D U_l``
 with ``w = C (e^Λ - 1)/Λ`` (ZOH with B = 1, Δ = 1).
 
-Speed and memory at long L (issue 4; three custom autograd functions that save almost nothing):
+Speed and memory at long L (issue 4; the SSM pieces are the shared ones of :mod:`longseq.ssm`):
 
-* Kernel (:func:`shared_vandermonde`). Because Λ is shared, ``K[c, h, jT + t] = Re Σ_n (w_{c,h,n}
-  z_n^{jT}) z_n^t`` is a real matmul ``[C·H·J, 2N] @ [2N, T]`` over powers ``z^t`` shared by every
-  channel, ``T ~ sqrt(C·H·L)``: nothing of size ``N·L`` is materialised. Chunks in which a mode has
-  decayed below ``e^-70`` are skipped (exact to 1e-30, :func:`_plan`): at the random init almost
-  every mode is gone after a few hundred lags, so the 16K kernel costs one chunk; modes that learn
-  long memory are kept, up to the full ``O(C·H·N·L)``.
-* Convolution (:class:`_ChannelFFTConv`): eq. (1)/(2) of :mod:`longseq.ssm.fftconv` by FFT,
-  O(L log L), a few channels at a time, recomputing the spectra in the backward.
+* Kernel: :class:`longseq.ssm.kernels.SharedDSSKernel` through
+  :func:`longseq.ssm.vandermonde.vandermonde` with modes shared by every channel — one real
+  matmul ``[C·H·J, 2N] @ [2N, T]`` over powers ``z^t``, ``T ~ sqrt(C·H·L)``; chunks in which a
+  mode has decayed below ``e^-70`` are skipped (at the random init the 16K kernel costs about one
+  chunk; modes that learn long memory are kept); the backward saves only ``w`` and ``Λ``.
+* Convolution: :func:`longseq.ssm.fftconv.kernel_conv`, eq. (1)/(2) there, O(L log L), a few
+  channels at a time, recomputing the spectra in the backward.
 * Gated branch (:class:`_GatedOut`). Autograd would keep ``x W_v``, ``V``, ``U_c`` and ``U_c ⊙ V``
   (four ``[L, F]`` tensors, 64 MB each at L = 16K, F = 1024) plus ``[L, F]`` gradients. Here it
   runs in sequence chunks and saves only ``x W_v + b_v``; the backward recomputes ``V``
@@ -67,213 +66,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..optim import set_optim
-from ..ssm.fftconv import fast_fft_size, ssm_apply, with_skip
-from ..ssm.kernels import DSSKernel
+from ..ssm.fftconv import fast_fft_size, kernel_conv, ssm_apply
+from ..ssm.kernels import DSSKernel, SharedDSSKernel
+from ..ssm.vandermonde import vandermonde, vandermonde_transposed
 from .base import Mixer, register
 
 KERNELS = ("gss", "dss")
-
-
-# ---------------------------------------------------------------------------- shared-mode kernel
-def _split(L: int, rows: int) -> tuple[int, int]:
-    """Chunk ``T`` and count ``J`` (``J T >= L``) minimising ``rows·J + T`` (the elementwise work)."""
-    T = min(L, max(1, round(math.sqrt(rows * L))))
-    return T, -(-L // T)
-
-
-def _powers(log_z: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
-    """``z^(stride i)`` for ``i < n``: complex ``[N, n]`` (no autograd; see :class:`_SharedVandermonde`).
-
-    Phases ``l Im log z`` reach ~1e5 at L = 16K, where float32 has lost the angle: they are
-    formed in float64 and reduced modulo 2π before the cosine and sine.
-    """
-    i = torch.arange(n, device=log_z.device, dtype=log_z.real.dtype) * stride
-    mag = torch.exp(log_z.real.unsqueeze(-1) * i)
-    phase = torch.remainder(log_z.imag.unsqueeze(-1).double() * i.double(), 2 * math.pi).to(mag.dtype)
-    return torch.polar(mag, phase)
-
-
-NEGLIGIBLE = 70.0      # |z|^l < e^-70 ~ 4e-31: below float64 resolution of any kernel value
-
-
-def _plan(log_z: torch.Tensor, T: int, J: int) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
-    """Modes sorted slowest-decaying first, and runs ``(j0, j1, m)``: chunks ``j0 <= j < j1`` get
-    contributions from the first ``m`` sorted modes only — those with ``|z|^{jT} >= e^-70``.
-
-    Chunk ``j`` of mode ``n`` is ``w z^{jT} z^t`` with ``|z^{jT}| < e^-70`` once ``jT |Re log z| > 70``;
-    dropping it changes no kernel value (or gradient) by more than 1e-30 relative. At the paper's
-    initialisation (``|Re Λ| = exp(N(0, 1))``) nearly every mode is gone after a few hundred lags,
-    so the kernel costs ~one chunk instead of ``J``; modes that learn long memory (``Re Λ -> 0``)
-    are kept to the end, up to the full ``O(rows N L)``. (The matmul shapes depend on Λ: one small
-    host read of the ``J`` per-chunk counts.)
-    """
-    rate = -log_z.real.detach()                                          # [N] >= 0
-    order = torch.argsort(rate)
-    limit = torch.arange(J, device=rate.device, dtype=rate.dtype) * T    # lag jT of each chunk
-    alive = (rate[None, :] * limit[:, None] < NEGLIGIBLE).sum(-1).tolist()   # [J] modes per chunk
-    runs, j0 = [], 0
-    for j in range(1, J + 1):
-        if j == J or alive[j] != alive[j0]:
-            if alive[j0] > 0:
-                runs.append((j0, j, alive[j0]))
-            j0 = j
-    return order, runs
-
-
-class _SharedVandermonde(torch.autograd.Function):
-    """``K[..., jT + t] = Re Σ_n (w_n z_n^{jT}) z_n^t``: matmuls ``[..., J, 2m] @ [2m, T]`` over the
-    modes still alive in each run of chunks (:func:`_plan`; ``m = N`` for every chunk in the worst case).
-
-    Saves only ``w`` and ``log z``; the backward rebuilds the powers (``O(rows·J·N + N·T)``
-    elementwise work) instead of keeping them and autograd's copies of every intermediate.
-    Gradients (real loss, ``grad = ∂/∂Re + i ∂/∂Im``) with ``q = w z^{jT}``, ``p = z^t``::
-
-        dq = dK p̄ᵀ,  dp = Σ q̄ dK,  dw = Σ_j dq z̄^{jT},  dlog z = Σ_t dp t p̄ + Σ_j (Σ dq w̄) jT z̄^{jT}
-    """
-
-    @staticmethod
-    def _factors(w, log_z, L):
-        T, J = _split(L, w[..., 0].numel())
-        order, runs = _plan(log_z, T, J)
-        log_z, w = log_z[order], w[..., order]                           # sorted modes
-        P = _powers(log_z, T)                                            # [N, T]   z^t
-        Z = _powers(log_z, J, stride=T).T                                # [J, N]   z^{jT}
-        q = w.unsqueeze(-2) * Z                                          # [..., J, N]
-        Qs = torch.stack([q.real, -q.imag], dim=-1).flatten(-2)          # [..., J, 2N]  (Re, -Im) per mode
-        Ps = torch.stack([P.real, P.imag], dim=1).flatten(0, 1)          # [2N, T]       (Re, Im) per mode
-        return T, J, order, runs, w, log_z, P, Z, Qs, Ps
-
-    @staticmethod
-    def forward(ctx, w, log_z, L):
-        T, J, _, runs, _, _, _, _, Qs, Ps = _SharedVandermonde._factors(w, log_z, L)
-        K = Qs.new_zeros(*Qs.shape[:-1], T)                              # [..., J, T]
-        for j0, j1, m in runs:
-            torch.matmul(Qs[..., j0:j1, : 2 * m], Ps[: 2 * m], out=K[..., j0:j1, :])
-        ctx.save_for_backward(w, log_z)
-        ctx.L = L
-        return K.flatten(-2)[..., :L]
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dK):
-        w0, log_z0 = ctx.saved_tensors
-        L = ctx.L
-        T, J, order, runs, w, log_z, P, Z, Qs, Ps = _SharedVandermonde._factors(w0, log_z0, L)
-        dK = F.pad(dK, (0, J * T - L)).unflatten(-1, (J, T))            # [..., J, T]
-        dQs, dPs = torch.zeros_like(Qs), torch.zeros_like(Ps)
-        for j0, j1, m in runs:
-            dQs[..., j0:j1, : 2 * m] = dK[..., j0:j1, :] @ Ps[: 2 * m].T
-            dPs[: 2 * m] += Qs[..., j0:j1, : 2 * m].flatten(0, -2).T @ dK[..., j0:j1, :].flatten(0, -2)
-        dq = torch.complex(dQs[..., 0::2], -dQs[..., 1::2])              # d/dRe q + i d/dIm q
-        dP = torch.complex(dPs[0::2], dPs[1::2])                         # [N, T]
-        dw = (dq * Z.conj()).sum(-2)
-        dZ = (dq * w.unsqueeze(-2).conj()).flatten(0, -3).sum(0)        # [J, N]
-        t = torch.arange(T, device=w.device, dtype=w.real.dtype)
-        jT = torch.arange(J, device=w.device, dtype=w.real.dtype) * T
-        dlog_z = (dP * P.conj() * t).sum(-1) + (dZ * Z.conj() * jT[:, None]).sum(0)
-        dw0, dlog_z0 = torch.empty_like(dw), torch.empty_like(dlog_z)
-        dw0[..., order], dlog_z0[order] = dw, dlog_z                     # undo the sort
-        return dw0, dlog_z0, None
-
-
-def shared_vandermonde(w: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
-    """``K[..., l] = Re Σ_n w[..., n] z_n^l``, ``l < L``: ``w [..., N]`` complex, ``log_z [N]`` -> real ``[..., L]``."""
-    return _SharedVandermonde.apply(w, log_z, L)
-
-
-def shared_vandermonde_transposed(u: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
-    """``x[..., n] = Σ_l z_n^(L-1-l) u[..., l]`` (the state after ``u`` from zero): ``u [..., L]`` real -> ``[..., N]`` complex."""
-    L = u.shape[-1]
-    T, J = _split(L, u[..., 0].numel())
-    u_rev = F.pad(u.flip(-1), (0, J * T - L)).unflatten(-1, (J, T))  # [..., J, T]   lag L-1-l = jT + t
-    P = _powers(log_z, T)                                            # [N, T]
-    R = u_rev @ torch.cat([P.real, P.imag], dim=0).T                 # [..., J, 2N]
-    Z = _powers(log_z, J, stride=T).T                                # [J, N]
-    N = log_z.shape[-1]
-    return (torch.complex(R[..., :N], R[..., N:]) * Z).sum(-2)
-
-
-class SharedDSSKernel(nn.Module):
-    """GSS's simplified DSS: ``N`` modes ``Λ`` shared by ``H`` channels, ``Δ = 1``, ``C [C, H, N]``."""
-
-    def __init__(self, H: int, N: int = 512, *, channels: int = 1, lr: float | None = 1e-3):
-        super().__init__()
-        f = torch.get_default_dtype()
-        self.Lambda_re = nn.Parameter(torch.randn(N, dtype=f))      # Re Λ = -exp(Λ_re)
-        self.Lambda_im = nn.Parameter(torch.randn(N, dtype=f))      # Im Λ = exp(Λ_im)
-        self.C = nn.Parameter(torch.randn(channels, H, N, 2, dtype=f))  # real, imaginary
-        tag = {"weight_decay": 0.0} if lr is None else {"lr": lr, "weight_decay": 0.0}
-        for p in (self.Lambda_re, self.Lambda_im):
-            set_optim(p, **tag)
-
-    def modes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(w [C, H, N], log_z = Λ [N])``: ``x_l = e^Λ x_{l-1} + u_l``, ``y_l = Re Σ_n w_n x_{l,n}``."""
-        dtype = torch.float32 if self.C.dtype in (torch.float16, torch.bfloat16) else self.C.dtype
-        lam = torch.complex(-torch.exp(self.Lambda_re.to(dtype)), torch.exp(self.Lambda_im.to(dtype)))
-        C = torch.view_as_complex(self.C.to(dtype).contiguous())
-        return C * (torch.expm1(lam) / lam), lam
-
-
-# ---------------------------------------------------------------------------- convolution
-def _full_kernel(k: torch.Tensor, n: int) -> torch.Tensor:
-    """``k [C, h, L]`` -> the length-``n`` circular kernel ``[h, n]`` of eq. (1) (C = 1) or (2) (C = 2)."""
-    L = k.shape[-1]
-    out = k.new_zeros(k.shape[1], n)
-    out[:, :L] = k[0]
-    if k.shape[0] == 2 and L > 1:
-        out[:, n - L + 1 :] = k[1, :, : L - 1].flip(-1)
-    return out
-
-
-class _ChannelFFTConv(torch.autograd.Function):
-    """``y [B, H, L]`` = causal (``k [1, H, L]``) or bidirectional (``k [2, H, L]``, the second over
-    the strict future) convolution of ``u [B, H, L]``; FFT size ``n = fast_fft_size(2L)``.
-
-    The same product as :func:`longseq.ssm.fftconv.fft_conv`, computed ``group`` channels at a
-    time and saving only ``u`` and ``k`` (the spectra are recomputed in the backward): its
-    ``[B, H, n]`` transients and saved spectra were most of this mixer's memory at L = 16K.
-    """
-
-    @staticmethod
-    def forward(ctx, u, k, group):
-        L, n = u.shape[-1], fast_fft_size(2 * u.shape[-1])
-        y = torch.empty_like(u)
-        for h in range(0, u.shape[1], group):
-            K = torch.fft.rfft(_full_kernel(k[:, h : h + group], n), n=n)        # [g, n/2+1]
-            U = torch.fft.rfft(u[:, h : h + group], n=n)                           # [B, g, n/2+1]
-            y[:, h : h + group] = torch.fft.irfft(U.mul_(K), n=n)[..., :L]
-        ctx.save_for_backward(u, k)
-        ctx.group = group
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        u, k = ctx.saved_tensors
-        L, n, group = u.shape[-1], fast_fft_size(2 * u.shape[-1]), ctx.group
-        du, dk = torch.empty_like(u), torch.empty_like(k)
-        for h in range(0, u.shape[1], group):
-            K = torch.fft.rfft(_full_kernel(k[:, h : h + group], n), n=n).conj_physical_()
-            G = torch.fft.rfft(g[:, h : h + group], n=n)                           # [B, g, n/2+1]
-            du[:, h : h + group] = torch.fft.irfft(G * K, n=n)[..., :L]
-            G.mul_(torch.fft.rfft(u[:, h : h + group], n=n).conj_physical_())
-            dfull = torch.fft.irfft(G.sum(0), n=n)                                 # [g, n]
-            dk[0, h : h + group] = dfull[:, :L]
-            if k.shape[0] == 2:
-                dk[1, h : h + group, : L - 1] = dfull[:, n - L + 1 :].flip(-1)
-                dk[1, h : h + group, L - 1 :] = 0
-        return du, dk, None
-
-
-def channel_fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """:class:`_ChannelFFTConv` in float32 at least (no half-precision FFT on CPUs), cast back."""
-    work = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
-    return _ChannelFFTConv.apply(u.to(work), k.to(work), _channel_group(u.shape[0], u.shape[-1])).to(u.dtype)
-
-
-def _channel_group(batch: int, L: int) -> int:
-    return max(1, (1 << 18) // (batch * L))        # channels per FFT: ~1 MB transients (float32, n ~ 2L)
 
 
 # ---------------------------------------------------------------------------- gated branch
@@ -392,13 +190,13 @@ class GSS(Mixer):
         if L == 1 and state is not None:                                    # the recurrent step
             x = torch.exp(log_z) * state + u.to(w.real.dtype)               # [B, H, N]
             return ((w[0] * x).real.sum(-1, keepdim=True) + D[:, None] * u).to(u.dtype), x
-        k = shared_vandermonde(w, log_z, L)                                 # [C, H, L]
-        y = channel_fft_conv(u, torch.cat([with_skip(k[:1], D), k[1:]]))
+        k = vandermonde(w, log_z, L)                                        # [C, H, L]
+        y = kernel_conv(u, k, D)
         if state is not None:                                               # + Re Σ w z^{l+1} x_{-1}
-            y = y + shared_vandermonde(w[0] * torch.exp(log_z) * state, log_z, L).to(y.dtype)
+            y = y + vandermonde(w[0] * torch.exp(log_z) * state, log_z, L).to(y.dtype)
         if not return_state:
             return y, None
-        x = shared_vandermonde_transposed(u.to(w.real.dtype), log_z)       # [B, H, N]
+        x = vandermonde_transposed(u, log_z)                                # [B, H, N]
         if state is not None:
             x = x + torch.exp(log_z * L) * state
         return y, x

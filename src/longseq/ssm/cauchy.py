@@ -25,8 +25,8 @@ so the Cauchy sums at all L roots are the DFT of a real length-L sequence
 of unity factors exactly as (DFT) x (Vandermonde). The Vandermonde product is done as a batched
 matrix product over chunks ``m = iT + j`` (``ā^m = ā^{iT} ā^j``), so only ``O(N (L/T + T))``
 complex exponentials are formed, and the ``O(N L)`` work runs in a real GEMM; one rfft then
-gives all ``L//2 + 1`` frequencies. Exact (no truncation); ``ā^L`` and ``1 - ā^L`` use
-``exp``/``expm1`` of ``L log ā`` (``log ā = 2 atanh μ``).
+gives all ``L//2 + 1`` frequencies (:func:`longseq.ssm.vandermonde.vandermonde`). Exact (no
+truncation); ``ā^L`` and ``1 - ā^L`` use ``exp``/``expm1`` of ``L log ā`` (``log ā = 2 atanh μ``).
 
 :func:`cauchy_naive` is the direct O(N L) sum, for tests.
 
@@ -45,6 +45,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .vandermonde import vandermonde
 
 __all__ = ["cauchy_naive", "cauchy_roots_of_unity", "cauchy_sequences", "roots_of_unity", "vandermonde_real",
            "woodbury_irfft"]
@@ -65,76 +67,11 @@ def cauchy_naive(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, omega: tor
     return dt[:, None] * r
 
 
-def _powers(log_a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``ā^m = exp(m log ā)`` for ``log_a [H, N2]`` complex, ``m [M]`` real -> ``[H, N2, M]`` (real exp, cos, sin)."""
-    r, phi = torch.exp(log_a.real[..., None] * m), log_a.imag[..., None] * m
-    return torch.complex(r * phi.cos(), r * phi.sin())  # = torch.polar(r, phi), which is ~2x slower on CPU
-
-
-class _VandermondeReal(torch.autograd.Function):
-    """:func:`vandermonde_real` with a hand-written backward that keeps only ``W`` and ``log ā``.
-
-    Forward, per channel, one real GEMM ``G = X Y`` over all ``S`` sequences at once:
-    ``X[(s, i)] = 2 W_s ā^{iT}`` (``[S n, N2]`` complex read as ``[S n, 2 N2]`` real ``(Re, Im)``
-    pairs) and ``Y[(k, Re/Im), j] = (Re ā_k^j, -Im ā_k^j)``, so
-    ``G[(s, i), j] = 2 Re Σ_k W_{s,k} ā_k^{iT+j}``. Backward rebuilds the small ``X, Y`` and runs
-    ``dX = dG Y^T``, ``dY = X^T dG`` (the GEMMs autograd would run), then the holomorphic chain
-    rule in PyTorch's convention: ``dW_s = Σ_i conj(2 E_i) dX_{s,i}``, ``dE = Σ_s conj(2 W_s) dX_s``,
-    ``d log ā = Σ_m m conj(ā^m) d(ā^m)`` for ``E_i = ā^{iT}`` and ``ā^j``.
-    """
-
-    @staticmethod
-    def _factors(W, log_a, L, T):
-        n = -(-L // T)
-        i = torch.arange(n, device=log_a.device, dtype=log_a.real.dtype) * T
-        j = torch.arange(T, device=log_a.device, dtype=log_a.real.dtype)
-        P = _powers(log_a, j)                                             # ā^j  [H, N2, T]
-        Y = torch.stack([P.real, -P.imag], -2).flatten(-3, -2)             # [H, 2 N2, T]
-        E = (2 * _powers(log_a, i)).transpose(-1, -2).unsqueeze(1)        # 2 ā^{iT}  [H, 1, n, N2]
-        X = W.transpose(0, 1).contiguous().unsqueeze(2) * E               # [H, S, n, N2]
-        return i, j, n, P, Y, E, X
-
-    @staticmethod
-    def forward(ctx, W, log_a, L, T):
-        S, H, N2 = W.shape
-        _, _, n, _, Y, _, X = _VandermondeReal._factors(W, log_a, L, T)
-        g = torch.bmm(torch.view_as_real(X).reshape(H, S * n, 2 * N2), Y)  # [H, S n, T]
-        ctx.save_for_backward(W, log_a)
-        ctx.L, ctx.T = L, T
-        return g.view(H, S, n * T)[..., :L].transpose(0, 1)               # [S, H, L] (a view)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dg):
-        W, log_a = ctx.saved_tensors
-        L, T = ctx.L, ctx.T
-        S, H, N2 = W.shape
-        i, j, n, P, Y, E, X = _VandermondeReal._factors(W, log_a, L, T)
-        dg = dg if n * T == L else torch.nn.functional.pad(dg, (0, n * T - L))
-        dG = dg.transpose(0, 1).reshape(H, S * n, T)
-        dY = torch.bmm(torch.view_as_real(X).reshape(H, S * n, 2 * N2).transpose(-1, -2), dG)  # [H, 2 N2, T]
-        dX = torch.view_as_complex(torch.bmm(dG, Y.transpose(-1, -2)).view(H, S, n, N2, 2))   # [H, S, n, N2]
-        dW = (dX * E.conj()).sum(-2).transpose(0, 1)                      # [S, H, N2]
-        dE = (W.transpose(0, 1).unsqueeze(2).conj() * dX).sum(1)          # [H, n, N2]
-        dY = dY.unflatten(-2, (N2, 2))
-        dP = torch.complex(dY[..., 0, :], -dY[..., 1, :])                  # [H, N2, T]
-        dlog_a = (P.conj() * dP) @ j.to(P.dtype) + i.to(E.dtype) @ (E[:, 0].conj() * dE)
-        return dW, dlog_a, None, None
-
-
-def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int, chunk: int | None = None) -> torch.Tensor:
-    """``g_m = 2 Re Σ_n W_n exp(m log_a_n)`` for ``m < L``: ``W [..., H, N2]``, ``log_a [H, N2]`` -> ``[..., H, L]``.
-
-    Chunked: ``m = iT + j``, ``ā^m = ā^{iT} ā^j``; per sequence one batched real GEMM
-    ``[H, n_chunks, 2 N2] @ [H, 2 N2, T]`` (complex numbers as ``(Re, Im)`` pairs), so only
-    ``O(N (L/T + T))`` powers are formed (:class:`_VandermondeReal`, which keeps only ``W`` and
-    ``log_a`` for backward).
-    """
-    T = chunk or max(8, 1 << math.ceil(math.log2(max(L, 1)) / 2))  # ~sqrt(L)
-    T = min(T, L)
-    lead, (H, N2) = W.shape[:-2], W.shape[-2:]
-    g = _VandermondeReal.apply(W.reshape(-1, H, N2).contiguous(), log_a.contiguous(), L, T)
-    return g.reshape(*lead, H, L)
+def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int) -> torch.Tensor:
+    """``g_m = 2 Re Σ_n W_n exp(m log_a_n)`` for ``m < L``: ``W [..., H, N2]``, ``log_a [H, N2]`` -> ``[..., H, L]``
+    (:func:`longseq.ssm.vandermonde.vandermonde`: chunked real matmuls, a backward keeping only
+    ``W`` and ``log_a``)."""
+    return vandermonde(2 * W, log_a, L)
 
 
 def cauchy_sequences(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:

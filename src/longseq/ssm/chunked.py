@@ -34,6 +34,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .vandermonde import powers
+
 __all__ = ["diag_ssm_chunked", "fir_conv", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 64
@@ -118,8 +120,8 @@ def _shift(G: torch.Tensor, nf: int) -> torch.Tensor:
 
 
 def _zpowers(log_z: torch.Tensor, T: int) -> torch.Tensor:
-    """``Z [H, N, T+1]`` complex, ``Z[..., t] = z^t = exp(t log z)`` (never repeated products)."""
-    return torch.exp(log_z.unsqueeze(-1) * torch.arange(T + 1, device=log_z.device, dtype=log_z.real.dtype))
+    """``Z [H, N, T+1]`` complex, ``Z[..., t] = z^t`` (:func:`longseq.ssm.vandermonde.powers`)."""
+    return powers(log_z, T + 1)
 
 
 def _toeplitz_coef(Z, w, w_back, D, T):
@@ -156,6 +158,96 @@ def _as_complex(S: torch.Tensor, M: int) -> torch.Tensor:
     return torch.view_as_complex(S.unflatten(-1, (-1, 2)).unflatten(1, (M, -1)))
 
 
+def _group_size(H: int, rows: int, cols: int) -> int:
+    """Channels per group: ~4 MB (float32) for each ``[g, rows, cols]`` transient (carried states,
+    their gradients), so the per-group buffers, not ``H`` times them, set the memory peak."""
+    return max(1, min(H, (1 << 20) // max(1, rows * cols)))
+
+
+def _chunked_forward(ub, w, log_z, w_back, D, E0, M, T):
+    """(1)-(4) for one group of channels: ``(y [g, M J, T], state entering the last chunk [g, M, N])``."""
+    H, N = log_z.shape
+    J = ub.shape[1] // M
+    Z = _zpowers(log_z, T)
+    y = torch.bmm(ub, _toeplitz_coef(Z, w, w_back, D, T))                           # (1)
+    E_last = torch.zeros(H, M, N, dtype=Z.dtype, device=ub.device) if E0 is None else E0
+    if J > 1 or E0 is not None:
+        dirs = 1 if w_back is None else 2
+        S = _as_complex(torch.bmm(ub, _in_coef(Z, T, w_back is not None)), M)      # (2)
+        E = _carry(S, Z[..., T].repeat(1, dirs), E0, N)                           # (3)
+        del S
+        y.baddbmm_(_as_real(E), _out_coef(Z, w, w_back, T))                       # (4)
+        E_last = E[:, :, J - 1, :N].clone()
+    return y, E_last
+
+
+def _chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z):
+    """Gradients of :func:`_chunked_forward` for one group of channels:
+    ``(du, dw, dlog_z, dw_back, dD, dE0)``."""
+    H, N = log_z.shape
+    J = ub.shape[1] // M
+    bidir = w_back is not None
+    with torch.enable_grad():
+        lz = log_z.detach().requires_grad_()
+        Zg = _zpowers(lz, T)
+    Z = Zg.detach()
+    # gradients of the coefficient matrices, pulled back by hand onto Z = z^t, w, w', D
+    # (torch's convention for complex leaves: d/dRe + i d/dIm; Re(w z) -> conj(w), conj(z))
+    gZ, gw = torch.zeros_like(Z), torch.zeros_like(w)
+    gwb = None if w_back is None else torch.zeros_like(w_back)
+
+    A = _toeplitz_coef(Z, w, w_back, D, T)                                        # (1)
+    du = torch.bmm(gy, A.transpose(1, 2))
+    del A
+    with torch.enable_grad():                                     # diagonal sums of dA: unfold's adjoint
+        ext = torch.zeros(H, 2 * T - 1, dtype=ub.dtype, device=ub.device, requires_grad=True)
+        dext, = torch.autograd.grad(ext.unfold(-1, T, 1).flip(1), ext, torch.bmm(ub.transpose(1, 2), gy))
+    dk = dext[:, T - 1 :].unsqueeze(1)                                            # [H, 1, T]
+    gZ[..., :T] += dk * w.conj().unsqueeze(-1)
+    gw += (dk * Z[..., :T].conj()).sum(-1)
+    gD = None if D is None else dext[:, T - 1].clone()
+    if bidir:
+        dkb = dext[:, : T - 1].flip(-1).unsqueeze(1)                              # [H, 1, T-1]
+        gZ[..., : T - 1] += dkb * w_back.conj().unsqueeze(-1)
+        gwb += (dkb * Z[..., : T - 1].conj()).sum(-1)
+    del dext
+    dE0 = None
+    if J > 1 or E0 is not None:
+        dirs = 2 if bidir else 1
+        a = Z[..., T].repeat(1, dirs)
+        P = _in_coef(Z, T, bidir)                                                 # [H, T, 2C]
+        E = _carry(_as_complex(torch.bmm(ub, P), M), a, E0, N)                   # (2), (3) again
+        Q = _out_coef(Z, w, w_back, T)                                            # [H, 2C, T]
+        dE = torch.bmm(gy, Q.transpose(1, 2))                                     # (4)
+        del Q
+        dQ = torch.bmm(_as_real(E).transpose(1, 2), gy).unflatten(1, (-1, 2))     # [H, C, 2, T]
+        gq = torch.complex(dQ[:, :, 0], -dQ[:, :, 1])                             # d q  [H, C, T]
+        del dQ
+        gZ[..., 1:] += gq[:, :N] * w.conj().unsqueeze(-1)                         # q = w z^{t+1}
+        gw += (gq[:, :N] * Z[..., 1:].conj()).sum(-1)
+        if bidir:                                                                 # q' = w' z^{T-1-t}
+            gqb = gq[:, N:].flip(-1)
+            gZ[..., :T] += gqb * w_back.conj().unsqueeze(-1)
+            gwb += (gqb * Z[..., :T].conj()).sum(-1)
+        del gq
+        dE = _as_complex(dE, M)
+        dE[:, :, J - 1, :N] += gE_last
+        G, da, dE0 = _carry_adjoint(dE, a, E, N)                                  # (3)
+        del dE, E
+        gZ[..., T] += da[:, :N] + (da[:, N:] if bidir else 0)
+        dS = _as_real(_shift(G, N))
+        del G
+        du.baddbmm_(dS, P.transpose(1, 2))                                        # (2)
+        dP = _as_complex(torch.bmm(ub.transpose(1, 2), dS), 1).squeeze(1).transpose(1, 2)  # [H, C, T]
+        gZ[..., :T] += dP[:, :N].flip(-1)                                         # z^{T-1-t}
+        if bidir:
+            gZ[..., :T] += dP[:, N:]                                              # z^t
+        if E0 is None:
+            dE0 = None
+    glz = torch.autograd.grad(Zg, lz, gZ)[0] if need_log_z else None
+    return du, gw, glz, gwb, gD, dE0
+
+
 class _DiagChunked(torch.autograd.Function):
     """(1)-(4) on ``ub [H, M J, T]``, keeping only ``ub`` and the parameters for the backward.
 
@@ -164,98 +256,51 @@ class _DiagChunked(torch.autograd.Function):
     from ``Z = z^t``, the states by one matmul and the carry). The coefficient gradients are pulled
     back onto ``Z``, ``w``, ``w'``, ``D`` by hand (they are rearrangements of ``Z`` and products
     ``w Z``), so no autograd graph of ``[H, N, T]`` intermediates is built; only ``Z = exp(t log z)``
-    is differentiated by autograd. Outputs ``y [H, M J, T]`` and the state entering the last chunk
-    ``[H, M, N]``.
+    is differentiated by autograd. Channels are independent: forward and backward run over groups
+    of channels (:func:`_group_size`), so the carried states and their gradients (``[g, M J, 2C]``
+    complex) are transients of one group, not of all ``H``. Outputs ``y [H, M J, T]`` and the state
+    entering the last chunk ``[H, M, N]``.
     """
 
     @staticmethod
     def forward(ctx, ub, w, log_z, w_back, D, E0, M, T):
         H, N = log_z.shape
-        J = ub.shape[1] // M
-        Z = _zpowers(log_z, T)
-        y = torch.bmm(ub, _toeplitz_coef(Z, w, w_back, D, T))                       # (1)
-        E_last = torch.zeros(H, M, N, dtype=Z.dtype, device=ub.device) if E0 is None else E0
-        if J > 1 or E0 is not None:
-            dirs = 1 if w_back is None else 2
-            S = _as_complex(torch.bmm(ub, _in_coef(Z, T, w_back is not None)), M)  # (2)
-            E = _carry(S, Z[..., T].repeat(1, dirs), E0, N)                       # (3)
-            del S
-            y.baddbmm_(_as_real(E), _out_coef(Z, w, w_back, T))                   # (4)
-            E_last = E[:, :, J - 1, :N].clone()
+        g = _group_size(H, ub.shape[1], 2 * N * (1 if w_back is None else 2))
+        y = torch.empty_like(ub)
+        E_last = ub.new_empty(H, M, N, dtype=log_z.dtype)
+        for c in (slice(h, h + g) for h in range(0, H, g)):
+            y[c], E_last[c] = _chunked_forward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), M, T)
         ctx.save_for_backward(ub, w, log_z, w_back, D, E0)
-        ctx.M, ctx.T = M, T
+        ctx.M, ctx.T, ctx.g = M, T, g
         return y, E_last
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, gE_last):
         ub, w, log_z, w_back, D, E0 = ctx.saved_tensors
-        M, T = ctx.M, ctx.T
-        H, N = log_z.shape
-        J = ub.shape[1] // M
-        bidir = w_back is not None
+        H = log_z.shape[0]
         gy = gy.contiguous()
-        with torch.enable_grad():
-            lz = log_z.detach().requires_grad_()
-            Zg = _zpowers(lz, T)
-        Z = Zg.detach()
-        # gradients of the coefficient matrices, pulled back by hand onto Z = z^t, w, w', D
-        # (torch's convention for complex leaves: d/dRe + i d/dIm; Re(w z) -> conj(w), conj(z))
-        gZ, gw = torch.zeros_like(Z), torch.zeros_like(w)
-        gwb = None if w_back is None else torch.zeros_like(w_back)
+        if gE_last is None:
+            gE_last = torch.zeros(H, ctx.M, log_z.shape[1], dtype=log_z.dtype, device=ub.device)
+        grads = [torch.empty_like(ub), torch.empty_like(w), torch.empty_like(log_z), _like(w_back), _like(D),
+                 _like(E0)]
+        for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
+            parts = _chunked_backward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), gy[c],
+                                      gE_last[c], ctx.M, ctx.T, ctx.needs_input_grad[2])
+            for out, part in zip(grads, parts):
+                if out is not None and part is not None:
+                    out[c] = part
+        if not ctx.needs_input_grad[2]:
+            grads[2] = None
+        return (*grads, None, None)
 
-        A = _toeplitz_coef(Z, w, w_back, D, T)                                    # (1)
-        du = torch.bmm(gy, A.transpose(1, 2))
-        del A
-        with torch.enable_grad():                                 # diagonal sums of dA: unfold's adjoint
-            ext = torch.zeros(H, 2 * T - 1, dtype=ub.dtype, device=ub.device, requires_grad=True)
-            dext, = torch.autograd.grad(ext.unfold(-1, T, 1).flip(1), ext, torch.bmm(ub.transpose(1, 2), gy))
-        dk = dext[:, T - 1 :].unsqueeze(1)                                        # [H, 1, T]
-        gZ[..., :T] += dk * w.conj().unsqueeze(-1)
-        gw += (dk * Z[..., :T].conj()).sum(-1)
-        gD = None if D is None else dext[:, T - 1].clone()
-        if bidir:
-            dkb = dext[:, : T - 1].flip(-1).unsqueeze(1)                          # [H, 1, T-1]
-            gZ[..., : T - 1] += dkb * w_back.conj().unsqueeze(-1)
-            gwb += (dkb * Z[..., : T - 1].conj()).sum(-1)
-        del dext
-        dE0 = None
-        if J > 1 or E0 is not None:
-            dirs = 2 if bidir else 1
-            a = Z[..., T].repeat(1, dirs)
-            P = _in_coef(Z, T, bidir)                                             # [H, T, 2C]
-            E = _carry(_as_complex(torch.bmm(ub, P), M), a, E0, N)               # (2), (3) again
-            Q = _out_coef(Z, w, w_back, T)                                        # [H, 2C, T]
-            dE = torch.bmm(gy, Q.transpose(1, 2))                                 # (4)
-            del Q
-            dQ = torch.bmm(_as_real(E).transpose(1, 2), gy).unflatten(1, (-1, 2))  # [H, C, 2, T]
-            gq = torch.complex(dQ[:, :, 0], -dQ[:, :, 1])                         # d q  [H, C, T]
-            del dQ
-            gZ[..., 1:] += gq[:, :N] * w.conj().unsqueeze(-1)                     # q = w z^{t+1}
-            gw += (gq[:, :N] * Z[..., 1:].conj()).sum(-1)
-            if bidir:                                                             # q' = w' z^{T-1-t}
-                gqb = gq[:, N:].flip(-1)
-                gZ[..., :T] += gqb * w_back.conj().unsqueeze(-1)
-                gwb += (gqb * Z[..., :T].conj()).sum(-1)
-            del gq
-            dE = _as_complex(dE, M)
-            dE[:, :, J - 1, :N] += gE_last
-            G, da, dE0 = _carry_adjoint(dE, a, E, N)                              # (3)
-            del dE, E
-            gZ[..., T] += da[:, :N] + (da[:, N:] if bidir else 0)
-            dS = _as_real(_shift(G, N))
-            del G
-            du.baddbmm_(dS, P.transpose(1, 2))                                    # (2)
-            dP = _as_complex(torch.bmm(ub.transpose(1, 2), dS), 1).squeeze(1).transpose(1, 2)  # [H, C, T]
-            gZ[..., :T] += dP[:, :N].flip(-1)                                     # z^{T-1-t}
-            if bidir:
-                gZ[..., :T] += dP[:, N:]                                          # z^t
-            if E0 is None:
-                dE0 = None
-        glz = None
-        if ctx.needs_input_grad[2]:
-            glz, = torch.autograd.grad(Zg, lz, gZ)
-        return du, gw, glz, gwb, gD, dE0, None, None
+
+def _at(t: torch.Tensor | None, c: slice) -> torch.Tensor | None:
+    return None if t is None else t[c]
+
+
+def _like(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else torch.empty_like(t)
 
 
 def diag_ssm_chunked(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *,

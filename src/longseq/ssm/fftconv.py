@@ -28,11 +28,13 @@ recurrent step.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .chunked import diag_ssm_chunked
-from .kernels import diag_step, vandermonde, vandermonde_transposed
+from .kernels import diag_step
+from .vandermonde import vandermonde, vandermonde_transposed
 
-__all__ = ["fast_fft_size", "fft_conv", "with_skip", "diag_ssm_conv", "ssm_apply"]
+__all__ = ["fast_fft_size", "fft_conv", "kernel_conv", "with_skip", "diag_ssm_conv", "ssm_apply"]
 
 
 def fast_fft_size(n: int) -> int:
@@ -51,51 +53,103 @@ def fast_fft_size(n: int) -> int:
     return best
 
 
+def _full_kernel(k: torch.Tensor, D: torch.Tensor | None, n: int, L: int) -> torch.Tensor:
+    """``k [C, g, <=L]`` (+ ``D [g]`` at lag 0) -> the length-``n`` circular kernel ``[g, n]`` of (1)
+    (C = 1) or (2) (C = 2: ``k[1]`` holds the strict-future lags ``0 .. L-2``)."""
+    out = k.new_zeros(k.shape[1], n)
+    out[:, : k.shape[-1]] = k[0]
+    if D is not None:
+        out[:, 0] += D
+    if k.shape[0] == 2 and L > 1:
+        out[:, n - L + 1 :] = k[1, :, : L - 1].flip(-1)
+    return out
+
+
+def _channel_group(batch: int, n: int) -> int:
+    """Channels per FFT: ~2 MB of float32 transients (``[batch, g, n]``)."""
+    return max(1, (1 << 19) // (batch * n))
+
+
 class _FFTConv(torch.autograd.Function):
-    """``irfft(rfft(u, n) * rfft(k, n), n)[..., :L]`` with a backward made of three real FFTs.
+    """(1) or (2) plus ``D u`` for ``u [B, H, L]``, ``k [C, H, Lk]`` (C = 1: causal, ``Lk <= L``;
+    C = 2: with the strict-future kernel, ``Lk >= L - 1``), ``D [H]`` or None:
+    ``irfft(rfft(u, n) rfft(k_full, n))[:L]`` with ``D`` as an extra lag-0 tap.
 
-    Autograd of the plain expression saves padded copies and runs complex-to-complex FFTs of
-    size n; here the backward is the correlation with the saved spectra::
+    Memory: runs ``g`` channels at a time (:func:`_channel_group`) and saves only ``u``, ``k``,
+    ``D``; the backward recomputes the spectra (two more real FFTs) instead of keeping
+    ``[B, H, n/2+1]`` complex spectra, which with the transients of a whole-``H`` FFT were most of
+    an SSM layer's memory at L = 16K. The backward is the correlation with the spectra::
 
-        G = rfft(g, n),  du = irfft(G conj(K))[:L],  dk = irfft(sum_batch G conj(U))[:len(k)]
+        G = rfft(g, n),  du = irfft(G conj(K))[:L],  dk_full = irfft(sum_batch G conj(U))
 
     (exact: for 0 <= m < L, l < L the lags l - m never wrap onto the kernel since n >= 2L - 1).
     """
 
     @staticmethod
-    def forward(ctx, u, k, n):
-        U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)           # [..., H, n/2+1], [H, n/2+1]
-        ctx.save_for_backward(U, K)
-        ctx.n, ctx.L, ctx.k_len = n, u.shape[-1], k.shape[-1]
-        return torch.fft.irfft(U * K, n=n)[..., : u.shape[-1]]
+    def forward(ctx, u, k, D, n):
+        B, H, L = u.shape
+        g = _channel_group(B, n)
+        y = torch.empty_like(u)
+        for c in (slice(h, h + g) for h in range(0, H, g)):
+            K = torch.fft.rfft(_full_kernel(k[:, c], _at(D, c), n, L), n=n)       # [g, n/2+1]
+            U = torch.fft.rfft(u[:, c], n=n)                                        # [B, g, n/2+1]
+            y[:, c] = torch.fft.irfft(U.mul_(K), n=n)[..., :L]
+        ctx.save_for_backward(u, k, D)
+        ctx.n, ctx.g = n, g
+        return y
 
     @staticmethod
-    def backward(ctx, g):
-        U, K = ctx.saved_tensors
-        G = torch.fft.rfft(g, n=ctx.n)
-        du = dk = None
-        if ctx.needs_input_grad[0]:
-            du = torch.fft.irfft(G * K.conj(), n=ctx.n)[..., : ctx.L]
-        if ctx.needs_input_grad[1]:
-            GU = (G * U.conj()).reshape(-1, *K.shape).sum(0)               # sum over batch dims
-            dk = torch.fft.irfft(GU, n=ctx.n)[..., : ctx.k_len]
-        return du, dk, None
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        u, k, D = ctx.saved_tensors
+        (B, H, L), n = u.shape, ctx.n
+        du = torch.empty_like(u) if ctx.needs_input_grad[0] else None
+        need_k = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        dk = torch.zeros_like(k) if need_k else None
+        for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
+            G = torch.fft.rfft(grad[:, c], n=n)                                     # [B, g, n/2+1]
+            if du is not None:
+                K = torch.fft.rfft(_full_kernel(k[:, c], _at(D, c), n, L), n=n).conj_physical_()
+                du[:, c] = torch.fft.irfft(G * K, n=n)[..., :L]
+            if need_k:
+                G.mul_(torch.fft.rfft(u[:, c], n=n).conj_physical_())
+                full = torch.fft.irfft(G.sum(0), n=n)                               # [g, n]
+                dk[0, c] = full[:, : k.shape[-1]]
+                if k.shape[0] == 2 and L > 1:
+                    dk[1, c, : L - 1] = full[:, n - L + 1 :].flip(-1)
+        dD = None if D is None or not ctx.needs_input_grad[2] else dk[0, :, 0].clone()
+        return du, (dk if ctx.needs_input_grad[1] else None), dD, None
+
+
+def _at(t: torch.Tensor | None, c: slice) -> torch.Tensor | None:
+    return None if t is None else t[c]
+
+
+def kernel_conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+    """``y = K * u (+ D u)``: ``u [..., H, L]``, stacked kernels ``k [C, H, <=L]`` — C = 1 causal (1),
+    C = 2 with ``k[1]`` over the strict future (2) — and an optional skip ``D [H]``.
+
+    Computed in float32 at least (there is no half-precision FFT on the CPU) and cast back, by
+    :class:`_FFTConv` (channel groups, spectra recomputed in the backward).
+    """
+    *batch, H, L = u.shape
+    dtype = u.dtype
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    k = k[..., :L].to(work)
+    if k.shape[0] == 2 and k.shape[-1] < L:
+        k = F.pad(k, (0, L - k.shape[-1]))
+    y = _FFTConv.apply(u.to(work).reshape(-1, H, L), k, None if D is None else D.to(work), fast_fft_size(2 * L))
+    return y.view(*batch, H, L).to(dtype)
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. (1), or (2) with ``k_back``: ``u [..., H, L]``, ``k, k_back [H, <=L]`` -> ``[..., H, L]``.
-
-    Computed in float32 at least (there is no half-precision FFT on the CPU) and cast back.
-    """
-    L, dtype = u.shape[-1], u.dtype
-    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    n = fast_fft_size(2 * L)
-    k = k[..., :L].to(work)
-    if k_back is not None:
-        k_back = k_back[..., : L - 1].to(work)
-        gap = n - k.shape[-1] - k_back.shape[-1]
-        k = torch.cat([k, k.new_zeros(*k.shape[:-1], gap), k_back.flip(-1)], dim=-1)  # [H, n]
-    return _FFTConv.apply(u.to(work), k, n).to(dtype)
+    """Eq. (1), or (2) with ``k_back``: ``u [..., H, L]``, ``k, k_back [H, <=L]`` -> ``[..., H, L]``
+    (:func:`kernel_conv` of the stacked kernels)."""
+    L = u.shape[-1]
+    if k_back is None:
+        return kernel_conv(u, k.unsqueeze(0))
+    k, kb = (F.pad(t[..., :L], (0, L - t[..., :L].shape[-1])) for t in (k, k_back))
+    return kernel_conv(u, torch.stack([k, kb]))
 
 
 def with_skip(k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
@@ -166,4 +220,4 @@ def ssm_apply(kernel, u: torch.Tensor, D: torch.Tensor, causal: bool, state: tor
     if state is not None or return_state:
         raise ValueError("this SSM kernel has no recurrent form (state/step need a causal 'exp'/S4D kernel)")
     k = kernel.kernel(u.shape[-1])                                      # [C, H, L]
-    return fft_conv(u, with_skip(k[0], D), None if causal else k[1]), None
+    return kernel_conv(u, k[:1] if causal else k, D), None

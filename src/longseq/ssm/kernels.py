@@ -10,25 +10,15 @@ has the convolution kernel (Vandermonde product; S4D Section 3.2, eq. (6))::
 
 Every diagonal SSM here is brought to this form: with ``dA = z`` and ``dB``, ``C`` from the
 paper, ``w = 2 C dB`` for S4D (conjugate pairs give ``2 Re``; the state in (1) is the paper's
-state divided by ``dB``) and ``w = W (e^{ΛΔ}-1)/Λ`` for DSS-exp.
+state divided by ``dB``), ``w = W (e^{ΛΔ}-1)/Λ`` for DSS-exp and ``w = C (e^Λ - 1)/Λ`` with modes
+shared by all channels for GSS (:class:`SharedDSSKernel`).
 
-Speed and memory (the reason this module exists). Materialising ``z^l`` as a complex
-``[H, N, L]`` tensor costs ``O(H N L)`` memory and autograd keeps it for the backward pass: at
-L = 16K, H = 256, N/2 = 32 that is 1 GB per copy, slower than exact attention on a CPU. Instead
-:func:`vandermonde` splits ``l = j T + t`` with ``T ~ sqrt(L)``::
-
-    z^l = z^{jT} z^t    =>    K[j, t] = Re sum_n (w_n z_n^{jT}) z_n^t
-
-a (real) batched matmul of ``[H, J, 2N] x [H, 2N, T]`` (real and imaginary parts stacked). Only
-``O(H N sqrt(L))`` values are materialised and saved; the output ``[H, L]`` is the only
-``O(L)`` tensor. Powers are ``exp(l log z)``, never repeated products, so they do not drift,
-and since ``|z| <= 1`` they cannot overflow (DSS-softmax flips the growing modes, see
-:class:`DSSKernel`). The same split gives the state after a block (:func:`vandermonde_transposed`).
+The kernels are Vandermonde products, computed by :func:`longseq.ssm.vandermonde.vandermonde`
+(chunked real matmuls, a backward that keeps only ``w`` and ``log z``; re-exported here with
+:func:`~longseq.ssm.vandermonde.vandermonde_transposed`, the state after a block).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -36,6 +26,7 @@ from torch import nn
 from ..optim import set_optim
 from .discretize import DISCRETIZATIONS, discretize
 from .init import diagonal_init, log_dt_init
+from .vandermonde import vandermonde, vandermonde_transposed
 
 __all__ = [
     "vandermonde",
@@ -43,55 +34,8 @@ __all__ = [
     "diag_step",
     "DiagSSMKernel",
     "DSSKernel",
+    "SharedDSSKernel",
 ]
-
-
-def _split(L: int) -> tuple[int, int]:
-    """Chunk size ``T`` and number of chunks ``J`` with ``J * T >= L``, ``T ~ sqrt(L)``."""
-    T = max(1, math.isqrt(L - 1) + 1) if L > 1 else 1
-    return T, -(-L // T)
-
-
-def _powers(log_z: torch.Tensor, n: int, stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and imaginary parts of ``z^(stride * i)`` for ``i < n``: two real ``[..., N, n]``.
-
-    ``z^l = exp(l Re log z) (cos(l Im log z) + i sin(l Im log z))`` in real arithmetic (complex
-    ``exp`` is several times slower on CPUs and its backward saves a complex tensor).
-    """
-    i = torch.arange(n, device=log_z.device, dtype=log_z.real.dtype) * stride
-    mag = torch.exp(log_z.real.unsqueeze(-1) * i)
-    phase = log_z.imag.unsqueeze(-1) * i
-    return mag * torch.cos(phase), mag * torch.sin(phase)
-
-
-def vandermonde(w: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
-    """``K[..., l] = Re sum_n w[..., n] z[..., n]^l`` for ``l < L`` (eq. 2): real ``[..., H, L]``.
-
-    ``w [..., H, N]`` (leading batch dims allowed), ``log_z [H, N]`` complex.
-    """
-    T, J = _split(L)
-    P_re, P_im = _powers(log_z, T)                               # [H, N, T]       z^t
-    Z_re, Z_im = _powers(log_z, J, stride=T)                     # [H, N, J]       z^{jT}
-    w_re, w_im = w.real.unsqueeze(-1), w.imag.unsqueeze(-1)      # [..., H, N, 1]
-    Q = torch.cat([w_re * Z_re - w_im * Z_im, -(w_re * Z_im + w_im * Z_re)], dim=-2)  # [..., H, 2N, J]
-    K = torch.einsum("...hnj,hnt->...hjt", Q, torch.cat([P_re, P_im], dim=-2))       # [..., H, J, T]
-    return K.flatten(-2)[..., :L]
-
-
-def vandermonde_transposed(u: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
-    """``x[..., h, n] = sum_l z[h, n]^(L-1-l) u[..., h, l]``: the state after ``u`` from zero.
-
-    ``u [..., H, L]`` real, ``log_z [H, N]`` -> complex ``[..., H, N]``. Chunked like
-    :func:`vandermonde` (``L - 1 - l = j T + t``), so nothing of size ``N L`` is materialised.
-    """
-    L = u.shape[-1]
-    T, J = _split(L)
-    u_rev = torch.nn.functional.pad(u.flip(-1), (0, J * T - L)).unflatten(-1, (J, T))  # [..., H, J, T]
-    P_re, P_im = _powers(log_z, T)                            # [H, N, T]
-    R = torch.complex(torch.einsum("...hjt,hnt->...hjn", u_rev, P_re),
-                      torch.einsum("...hjt,hnt->...hjn", u_rev, P_im))               # [..., H, J, N]
-    Zj = torch.complex(*_powers(log_z, J, stride=T)).transpose(-1, -2)              # [H, J, N]
-    return (R * Zj).sum(-2)
 
 
 def diag_step(u_t: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, x: torch.Tensor):
@@ -245,3 +189,32 @@ class DSSKernel(nn.Module):
         K = vandermonde(torch.where(grow, zero, w), log_z, self.l_max)
         K = K + vandermonde(torch.where(grow, w, zero), log_z, self.l_max).flip(-1)
         return K[..., :L]
+
+
+class SharedDSSKernel(nn.Module):
+    """GSS's simplified DSS (Mehta et al. 2023, Figure 1): ``N`` modes ``Λ`` shared by ``H``
+    channels, ``Δ = 1``, ``C [C, H, N]`` complex; ZOH with ``B = 1``, so ``w = C (e^Λ - 1)/Λ``.
+
+    ``Λ = -exp(Λ_re) + i exp(Λ_im)`` with ``Λ_re, Λ_im ~ N(0, 1)`` (random, not HiPPO), ``Re C, Im C ~ N(0, 1)``. ``Λ`` gets learning rate ``lr``, no weight decay.
+    """
+
+    def __init__(self, H: int, N: int = 512, *, channels: int = 1, lr: float | None = 1e-3):
+        super().__init__()
+        f = torch.get_default_dtype()
+        self.Lambda_re = nn.Parameter(torch.randn(N, dtype=f))      # Re Λ = -exp(Λ_re)
+        self.Lambda_im = nn.Parameter(torch.randn(N, dtype=f))      # Im Λ = exp(Λ_im)
+        self.C = nn.Parameter(torch.randn(channels, H, N, 2, dtype=f))  # real, imaginary
+        tag = {"weight_decay": 0.0} if lr is None else {"lr": lr, "weight_decay": 0.0}
+        for p in (self.Lambda_re, self.Lambda_im):
+            set_optim(p, **tag)
+
+    def modes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w [C, H, N], log_z = Λ [N])``: ``x_l = e^Λ x_{l-1} + u_l``, ``y_l = Re Σ_n w_n x_{l,n}``."""
+        dtype = _real_dtype(self.C)
+        lam = torch.complex(-torch.exp(self.Lambda_re.to(dtype)), torch.exp(self.Lambda_im.to(dtype)))
+        return _as_complex(self.C, dtype) * (torch.expm1(lam) / lam), lam
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """``K [C, H, L]``."""
+        w, log_z = self.modes()
+        return vandermonde(w, log_z, L)
