@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import longseq
+import longseq.mixers.h3 as h3_module
 from longseq.optim import param_groups
 from reference import assert_matches_reference
 
@@ -60,6 +61,19 @@ def test_h3_equals_recurrence(head_dim, block_size, L):
                                      block_size=block_size).double())
     assert m.hd == (6 if head_dim is None else head_dim)
     check(m, naive_h3, L, 12)
+
+
+@pytest.mark.parametrize("head_dim", [1, 3])
+@pytest.mark.parametrize("L", [17, 489])
+def test_h3_head_groups_equal_recurrence(head_dim, L, monkeypatch):
+    """The training path (projections and Algorithm 1 over groups of heads, recomputed in the
+    backward) with several groups, the last partial: values and gradients of the input and every
+    parameter against the token-by-token recurrence."""
+    monkeypatch.setattr(h3_module, "_heads_per_group", lambda hd, batch, L: 3)
+    torch.manual_seed(5)
+    m = perturb(longseq.mixers.build("h3", 24, causal=True, d_state=6, head_dim=head_dim).double())
+    x = torch.randn(2, L, 24, dtype=torch.float64)
+    assert_matches_reference(m, lambda m, x, mask: naive_h3(m, x), x, None, **TOL)
 
 
 def test_options_and_errors():
