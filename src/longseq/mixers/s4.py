@@ -72,7 +72,7 @@ from torch.utils.checkpoint import checkpoint
 from ..nn.pointwise import gelu_linear
 from ..optim import set_optim
 from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
-from ..ssm.fftconv import fast_fft_size, fft_conv
+from ..ssm.fftconv import circular_kernel, fast_fft_size, fft_conv
 from ..ssm.hippo import dplr_legs
 from .base import Mixer, register
 
@@ -135,15 +135,9 @@ def _dplr_kernel(Lam, P, B, Ct, dt, x0, *, n: int, L: int):
 
 
 def _conv_spectrum(k: torch.Tensor, D: torch.Tensor, n: int, causal: bool) -> torch.Tensor:
-    """``rfft`` (size ``n``) of the circular kernel of eq. (2) with the skip ``D`` as lag-0 tap:
-    ``[K_0 + D, K_1 .. K_{L-1}, 0 .. 0, K'_{L-2} .. K'_0]`` from ``k [dirs, h, L]`` -> ``[h, n//2+1]``."""
-    L = k.shape[-1]
-    kc = k.new_zeros(k.shape[1], n)                                       # [h, n]
-    kc[:, :L] = k[0]
-    kc[:, 0] += D
-    if not causal and L > 1:
-        kc[:, n - L + 1:] = k[1, :, : L - 1].flip(-1)
-    return torch.fft.rfft(kc, n=n)
+    """``rfft`` (size ``n``) of the circular kernel of eq. (2) with the skip ``D`` as lag-0 tap
+    (:func:`longseq.ssm.fftconv.circular_kernel`) from ``k [dirs, h, L]`` -> ``[h, n//2+1]``."""
+    return torch.fft.rfft(circular_kernel(k[:1] if causal else k, D, n, k.shape[-1]), n=n)
 
 
 def _channel_blocks(H: int, block: int):

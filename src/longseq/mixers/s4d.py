@@ -32,7 +32,9 @@ Decision (measured at L = 16K, d_model 256, fwd+bwd, 1 thread, one process, on t
 2-core machine): s4d (N/2 = 32 modes) — chunked 2.3 s vs fft 3.5 s, so ``"chunked"`` is the
 default for ``s4d``. dss (N = 64 modes: the per-chunk coefficient matrices ``[H, T, 4N]`` are
 twice as large) — chunked 3.5 s / 240 MB vs fft 4.2 s / 164 MB (RSS peak), and the harness run
-had fft ahead on both, so ``dss`` keeps ``"fft"`` as its default.
+had fft ahead on both, so ``dss`` keeps ``"fft"`` as its default. Since the FFT convolution and the
+Vandermonde kernel keep only their inputs (:mod:`longseq.ssm.fftconv`, :mod:`longseq.ssm.vandermonde`),
+dss's fft path peaks at ~155 MB at 16K (bidirectional, fwd+bwd; 546 MB before).
 
 Bidirectional mode (S4 repository): two kernels sharing A, B, dt with separate C — one over
 the past including the current position, one over the strict future (fftconv eq. (2)).

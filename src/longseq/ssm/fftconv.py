@@ -34,7 +34,7 @@ from .chunked import diag_ssm_chunked
 from .kernels import diag_step
 from .vandermonde import vandermonde, vandermonde_transposed
 
-__all__ = ["fast_fft_size", "fft_conv", "kernel_conv", "with_skip", "diag_ssm_conv", "ssm_apply"]
+__all__ = ["fast_fft_size", "fft_conv", "kernel_conv", "circular_kernel", "with_skip", "diag_ssm_conv", "ssm_apply"]
 
 
 def fast_fft_size(n: int) -> int:
@@ -53,7 +53,7 @@ def fast_fft_size(n: int) -> int:
     return best
 
 
-def _full_kernel(k: torch.Tensor, D: torch.Tensor | None, n: int, L: int) -> torch.Tensor:
+def circular_kernel(k: torch.Tensor, D: torch.Tensor | None, n: int, L: int) -> torch.Tensor:
     """``k [C, g, <=L]`` (+ ``D [g]`` at lag 0) -> the length-``n`` circular kernel ``[g, n]`` of (1)
     (C = 1) or (2) (C = 2: ``k[1]`` holds the strict-future lags ``0 .. L-2``)."""
     out = k.new_zeros(k.shape[1], n)
@@ -91,7 +91,7 @@ class _FFTConv(torch.autograd.Function):
         g = _channel_group(B, n)
         y = torch.empty_like(u)
         for c in (slice(h, h + g) for h in range(0, H, g)):
-            K = torch.fft.rfft(_full_kernel(k[:, c], _at(D, c), n, L), n=n)       # [g, n/2+1]
+            K = torch.fft.rfft(circular_kernel(k[:, c], _at(D, c), n, L), n=n)       # [g, n/2+1]
             U = torch.fft.rfft(u[:, c], n=n)                                        # [B, g, n/2+1]
             y[:, c] = torch.fft.irfft(U.mul_(K), n=n)[..., :L]
         ctx.save_for_backward(u, k, D)
@@ -109,7 +109,7 @@ class _FFTConv(torch.autograd.Function):
         for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
             G = torch.fft.rfft(grad[:, c], n=n)                                     # [B, g, n/2+1]
             if du is not None:
-                K = torch.fft.rfft(_full_kernel(k[:, c], _at(D, c), n, L), n=n).conj_physical_()
+                K = torch.fft.rfft(circular_kernel(k[:, c], _at(D, c), n, L), n=n).conj_physical_()
                 du[:, c] = torch.fft.irfft(G * K, n=n)[..., :L]
             if need_k:
                 G.mul_(torch.fft.rfft(u[:, c], n=n).conj_physical_())

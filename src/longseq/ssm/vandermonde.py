@@ -116,10 +116,14 @@ class _Vandermonde(torch.autograd.Function):
         g = _group_size(N, S, T, J)
         for c in (slice(h, h + g) for h in range(0, G, g)):
             _, _, _, Qs, Ps = _factors(w[c], log_z[c], order[c], T, J)
-            K = Qs.new_zeros(Qs.shape[0], S, J, T)
-            for j0, j1, m in runs:
-                K[:, :, j0:j1] = torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(K.shape[0], -1, 2 * m),
-                                           Ps[:, : 2 * m]).view(K.shape[0], S, j1 - j0, T)
+            n = Qs.shape[0]
+            if runs == [(0, J, N)]:                                         # nothing skipped: one matmul
+                K = torch.bmm(Qs.view(n, S * J, 2 * N), Ps).view(n, S, J, T)
+            else:
+                K = Qs.new_zeros(n, S, J, T)
+                for j0, j1, m in runs:
+                    K[:, :, j0:j1] = torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(n, -1, 2 * m),
+                                               Ps[:, : 2 * m]).view(n, S, j1 - j0, T)
             out[:, c] = K.flatten(-2)[..., :L].transpose(0, 1)
         ctx.save_for_backward(w, log_z)
         ctx.L = L
@@ -141,8 +145,15 @@ class _Vandermonde(torch.autograd.Function):
             w, P, Z, Qs, Ps = _factors(w_all[c], log_z_all[c], order[c], T, J)
             n = w.shape[0]
             dK = F.pad(dK_all[c], (0, J * T - L)).unflatten(-1, (J, T))       # [g, S, J, T]
-            dQs, dPs = torch.zeros_like(Qs), torch.zeros_like(Ps)
-            for j0, j1, m in runs:
+            if runs == [(0, J, N)]:                                         # nothing skipped: two matmuls
+                dKr = dK.reshape(n, S * J, T)
+                dQs = torch.bmm(dKr, Ps.transpose(1, 2)).view(n, S, J, 2 * N)
+                dPs = torch.bmm(Qs.view(n, S * J, 2 * N).transpose(1, 2), dKr)
+                runs_left = []
+            else:
+                dQs, dPs = torch.zeros_like(Qs), torch.zeros_like(Ps)
+                runs_left = runs
+            for j0, j1, m in runs_left:
                 dKr = dK[:, :, j0:j1].reshape(n, -1, T)                          # [g, S jn, T]
                 dQs[:, :, j0:j1, : 2 * m] = torch.bmm(dKr, Ps[:, : 2 * m].transpose(1, 2)).view(n, S, j1 - j0, 2 * m)
                 dPs[:, : 2 * m] += torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(n, -1, 2 * m).transpose(1, 2), dKr)
