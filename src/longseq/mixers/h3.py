@@ -112,12 +112,13 @@ class _H3Core(torch.autograd.Function):
     def backward(ctx, g):
         x, W, b, *params = ctx.saved_tensors
         d = x.shape[-1]
-        dx, dW, db = torch.zeros_like(x), torch.zeros_like(W).view(3, d, d), torch.zeros_like(b).view(3, d)
+        dx = x.new_zeros(x.shape)                                             # contiguous, whatever x is
+        dW, db = W.new_zeros(3, d, d), b.new_zeros(3, d)
         dparams = [torch.zeros_like(t) for t in params]
         for h, c in _head_groups(params[1].shape[0], ctx.hd, ctx.heads):
             index = [c, h, h, h]                                              # taps by channel, the SSM by head
+            qkv = [t.detach().requires_grad_() for t in _project(x, W, b, c)]
             with torch.enable_grad():
-                qkv = [t.detach().requires_grad_() for t in _project(x, W, b, c)]
                 parts = [t[i].detach().requires_grad_() for t, i in zip(params, index)]
                 o = _core(*qkv, *parts, ctx.hd)
                 grads = torch.autograd.grad(o, qkv + parts, g[:, c])
