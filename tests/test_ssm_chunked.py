@@ -155,8 +155,8 @@ def test_mixer_chunked_equals_fft(name, causal, opts, L):
 
 @pytest.mark.parametrize("J", [1, 2, 7, 17, 64])
 @pytest.mark.parametrize("with_start", [False, True])
-def test_blocked_recurrence_equals_loop(J, with_start):
-    """The chunk-state carry's blocked recurrence X_j = a X_{j-1} + S_j against a plain loop."""
+def test_carry_recurrence_equals_loop(J, with_start):
+    """The chunk-state carry X_j = a X_{j-1} + S_j (chunk-major, fused steps) against a plain loop."""
     from longseq.ssm.chunked import _recurrence
     S = torch.randn(3, 2, J, 4, dtype=torch.complex128)
     a = torch.randn(3, 4, dtype=torch.complex128) * 0.6

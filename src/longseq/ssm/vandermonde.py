@@ -55,15 +55,20 @@ def powers(log_z: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
 
 
 def _split(L: int, rows: int) -> tuple[int, int]:
-    """Chunk ``T`` and count ``J`` (``J T >= L``) minimising ``rows J + T`` (the powers formed)."""
+    """Chunk ``T`` and count ``J`` (``J T >= L``) about minimising ``rows J + T`` (the powers
+    formed): ``T ~ sqrt(rows L)``, a nearby power of two when it divides ``L`` (no padding)."""
     T = min(L, max(1, round(math.sqrt(rows * L))))
+    p = 1 << max(0, round(math.log2(T)))
+    if p <= L and L % p == 0:
+        T = p
     return T, -(-L // T)
 
 
-def _plan(log_z: torch.Tensor, T: int, J: int) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
-    """Modes of each group sorted slowest-decaying first (``order [G, N]``), and runs ``(j0, j1, m)``:
-    chunks ``j0 <= j < j1`` get contributions from the first ``m`` sorted modes only — in every
-    group, those with ``|z|^{jT} >= e^-70`` (one small host read of the ``J`` per-chunk counts)."""
+def _plan(log_z: torch.Tensor, T: int, J: int) -> tuple[torch.Tensor | None, list[tuple[int, int, int]]]:
+    """Modes of each group sorted slowest-decaying first (``order [G, N]``; None when no chunk is
+    skipped, the modes then stay in place), and runs ``(j0, j1, m)``: chunks ``j0 <= j < j1`` get
+    contributions from the first ``m`` sorted modes only — in every group, those with
+    ``|z|^{jT} >= e^-70`` (one small host read of the ``J`` per-chunk counts)."""
     rate = -log_z.real.detach()                                          # [G, N] >= 0
     rate, order = torch.sort(rate, dim=-1)
     lag = torch.arange(J, device=rate.device, dtype=rate.dtype) * T      # lag jT of each chunk
@@ -74,25 +79,29 @@ def _plan(log_z: torch.Tensor, T: int, J: int) -> tuple[torch.Tensor, list[tuple
             if alive[j0] > 0:
                 runs.append((j0, j, alive[j0]))
             j0 = j
-    return order, runs
+    N = log_z.shape[-1]
+    return (None, [(0, J, N)]) if runs == [(0, J, N)] else (order, runs)
 
 
 def _group_size(N: int, S: int, T: int, J: int) -> int:
-    """Groups per slice: ~256K complex numbers (2 MB) in each of the ``[g, N, T]`` / ``[g, S, J, N]``
+    """Groups per slice: ~512K complex numbers (4 MB) in each of the ``[g, N, T]`` / ``[g, S, J, N]``
     factors, so a slice's transients, not ``G`` times them, set the memory peak."""
-    return max(1, (1 << 18) // max(1, N * (T + S * J)))
+    return max(1, (1 << 19) // max(1, N * (T + S * J)))
 
 
 def _factors(w, log_z, order, T, J):
-    """Sorted modes and the matmul factors of (2) for one slice of groups."""
+    """Sorted modes and the matmul factors of (2) for one slice of groups:
+    ``Re(q p) = q.re p.re - q.im p.im``, so ``Qs`` is ``q`` read as real pairs (a view) and ``Ps``
+    holds ``(Re p, -Im p)`` per mode."""
     G, S, N = w.shape
-    log_z = log_z.gather(-1, order)
-    w = w.gather(-1, order.unsqueeze(1).expand(G, S, N))                    # sorted modes
+    if order is not None:
+        log_z = log_z.gather(-1, order)
+        w = w.gather(-1, order.unsqueeze(1).expand(G, S, N))                # sorted modes
     P = powers(log_z, T)                                                    # [G, N, T]   z^t
     Z = powers(log_z, J, stride=T).transpose(1, 2)                          # [G, J, N]   z^{jT}
     q = w.unsqueeze(2) * Z.unsqueeze(1)                                     # [G, S, J, N]
-    Qs = torch.stack([q.real, -q.imag], -1).flatten(-2)                     # [G, S, J, 2N] (Re, -Im) per mode
-    Ps = torch.stack([P.real, P.imag], 2).flatten(1, 2)                     # [G, 2N, T]    (Re, Im) per mode
+    Qs = torch.view_as_real(q).flatten(-2)                                  # [G, S, J, 2N] (Re, Im) per mode
+    Ps = torch.stack([P.real, -P.imag], 2).flatten(1, 2)                    # [G, 2N, T]    (Re, -Im) per mode
     return w, P, Z, Qs, Ps
 
 
@@ -112,10 +121,10 @@ class _Vandermonde(torch.autograd.Function):
         G, S, N = w.shape
         T, J = _split(L, S)
         order, runs = _plan(log_z, T, J)
-        out = w.real.new_empty(S, G, L)                    # stored so that [..., H, L] outputs are views
         g = _group_size(N, S, T, J)
+        out = None if g >= G else w.real.new_empty(G, S, L)
         for c in (slice(h, h + g) for h in range(0, G, g)):
-            _, _, _, Qs, Ps = _factors(w[c], log_z[c], order[c], T, J)
+            _, _, _, Qs, Ps = _factors(w[c], log_z[c], _at(order, c), T, J)
             n = Qs.shape[0]
             if runs == [(0, J, N)]:                                         # nothing skipped: one matmul
                 K = torch.bmm(Qs.view(n, S * J, 2 * N), Ps).view(n, S, J, T)
@@ -124,10 +133,13 @@ class _Vandermonde(torch.autograd.Function):
                 for j0, j1, m in runs:
                     K[:, :, j0:j1] = torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(n, -1, 2 * m),
                                                Ps[:, : 2 * m]).view(n, S, j1 - j0, T)
-            out[:, c] = K.flatten(-2)[..., :L].transpose(0, 1)
+            if out is None:                                                 # one slice: a view, no copy
+                out = K.flatten(-2)[..., :L]
+            else:
+                out[c] = K.flatten(-2)[..., :L]
         ctx.save_for_backward(w, log_z)
         ctx.L = L
-        return out.transpose(0, 1)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -142,9 +154,10 @@ class _Vandermonde(torch.autograd.Function):
         jT = torch.arange(J, device=w_all.device, dtype=w_all.real.dtype) * T
         g = _group_size(N, S, T, J)
         for c in (slice(h, h + g) for h in range(0, G, g)):
-            w, P, Z, Qs, Ps = _factors(w_all[c], log_z_all[c], order[c], T, J)
+            w, P, Z, Qs, Ps = _factors(w_all[c], log_z_all[c], _at(order, c), T, J)
             n = w.shape[0]
-            dK = F.pad(dK_all[c], (0, J * T - L)).unflatten(-1, (J, T))       # [g, S, J, T]
+            dK = dK_all[c] if J * T == L else F.pad(dK_all[c], (0, J * T - L))
+            dK = dK.unflatten(-1, (J, T))                                       # [g, S, J, T]
             if runs == [(0, J, N)]:                                         # nothing skipped: two matmuls
                 dKr = dK.reshape(n, S * J, T)
                 dQs = torch.bmm(dKr, Ps.transpose(1, 2)).view(n, S, J, 2 * N)
@@ -158,14 +171,21 @@ class _Vandermonde(torch.autograd.Function):
                 dQs[:, :, j0:j1, : 2 * m] = torch.bmm(dKr, Ps[:, : 2 * m].transpose(1, 2)).view(n, S, j1 - j0, 2 * m)
                 dPs[:, : 2 * m] += torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(n, -1, 2 * m).transpose(1, 2), dKr)
             del dK, Qs, Ps
-            dq = torch.complex(dQs[..., 0::2], -dQs[..., 1::2])                 # [g, S, J, N]
-            dP = torch.complex(dPs[:, 0::2], dPs[:, 1::2])                      # [g, N, T]
+            dq = torch.view_as_complex(dQs.view(n, S, J, N, 2))               # [g, S, J, N]
+            dP = torch.complex(dPs[:, 0::2], -dPs[:, 1::2])                     # [g, N, T]
             dw = (dq * Z.conj().unsqueeze(1)).sum(2)                            # [g, S, N]
             dZ = (dq * w.conj().unsqueeze(2)).sum(1)                            # [g, J, N]
             dlog_z = (dP * P.conj() * t).sum(-1) + (dZ * Z.conj() * jT[:, None]).sum(1)
-            dw_all[c] = torch.empty_like(dw).scatter_(-1, order[c].unsqueeze(1).expand(n, S, N), dw)  # undo the sort
-            dlog_z_all[c] = torch.empty_like(dlog_z).scatter_(-1, order[c], dlog_z)
+            if order is None:
+                dw_all[c], dlog_z_all[c] = dw, dlog_z
+            else:                                                           # undo the sort
+                dw_all[c] = torch.empty_like(dw).scatter_(-1, order[c].unsqueeze(1).expand(n, S, N), dw)
+                dlog_z_all[c] = torch.empty_like(dlog_z).scatter_(-1, order[c], dlog_z)
         return dw_all, dlog_z_all, None
+
+
+def _at(t: torch.Tensor | None, c: slice) -> torch.Tensor | None:
+    return None if t is None else t[c]
 
 
 def _groups(w: torch.Tensor, log_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
