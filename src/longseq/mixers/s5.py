@@ -214,8 +214,8 @@ class S5(Mixer):
     def _readout(self, h: torch.Tensor, direction: int, dtype) -> torch.Tensor:
         """``2 Re(C̃ h)`` for h ``[..., P/2]`` complex -> ``[..., H]``."""
         C = self.C[direction].to(dtype)  # [H, P/2, 2]
-        Cs = torch.stack([C[..., 0], -C[..., 1]], -1)  # Re(c h) = c_r h_r - c_i h_i
-        return 2 * torch.einsum("...pc,hpc->...h", torch.view_as_real(h), Cs)
+        Cs = 2 * torch.stack([C[..., 0], -C[..., 1]], -1)  # Re(c h) = c_r h_r - c_i h_i; the 2 folded in
+        return torch.einsum("...pc,hpc->...h", torch.view_as_real(h), Cs)
 
     # ------------------------------------------------------------------ Mixer API
     def _forward(self, x, mask, state, return_state):
@@ -230,7 +230,7 @@ class S5(Mixer):
         if not self.causal:
             h_rev, _ = linear_scan(Lbar, Bu, reverse=True, chunk=self.chunk)
             y = y + self._readout(h_rev, 1, dt)
-        y = self._post((y + self.D.to(dt) * u).to(x.dtype))
+        y = self._post(torch.addcmul(y, self.D.to(dt), u).to(x.dtype))   # y + D u, one [B, L, H] buffer
         return y, ({"h": h_last} if return_state else None)
 
     def _step(self, x_t, state):
