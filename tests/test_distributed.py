@@ -93,10 +93,15 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
 
     torch.set_num_threads(1)
     root = Path(root)
+
+    def mark(stage):                       # where each rank got to, for the failure message
+        with open(root / f"progress-{rank}.txt", "a") as f:
+            f.write(stage + "\n")
     os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_WORLD_SIZE="2")
     try:
         # A: the CLI under DDP; the trainer creates (and destroys) the process group.
+        mark("A")
         os.environ["MASTER_PORT"] = str(ports[0])
         real_save = tr._save_checkpoint
 
@@ -119,6 +124,7 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
         assert not dist.is_initialized()
 
         # B: the caller's process group, the Python API, FSDP.
+        mark("B")
         os.environ["MASTER_PORT"] = str(ports[1])
         dist.init_process_group("gloo", timeout=timedelta(seconds=60))
         task = tiny_task()
@@ -140,6 +146,7 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
         dist.destroy_process_group()
 
         # C: rank 1 hangs at step 2; rank 0 must give up after dist_timeout.
+        mark("C")
         os.environ["MASTER_PORT"] = str(ports[2])
         if rank == 1:
             real_batch, calls = task.train.batch, []
@@ -185,10 +192,8 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    """Run the worker on 2 forked processes; returns the directory of their outputs."""
-    root = tmp_path_factory.mktemp("dist")
+def _run_two_ranks(root):
+    """Run the worker on 2 forked processes in ``root``; ``None`` when rank 0 finished, else why not."""
     mp = multiprocessing.get_context("fork")   # no re-import of torch in the children
     ports = _free_ports(3)
     procs = [mp.Process(target=_worker, args=(r, ports, str(root))) for r in range(2)]
@@ -200,10 +205,30 @@ def two_ranks(tmp_path_factory):
         if p.is_alive():
             p.kill()
         p.join()
+    if procs[0].exitcode == 0 and not any((root / f"error-{r}.txt").exists() for r in range(2)):
+        return None
+    report = []
     for r in range(2):
-        if (root / f"error-{r}.txt").exists():
-            pytest.fail(f"rank {r} failed:\n" + (root / f"error-{r}.txt").read_text())
-    assert procs[0].exitcode == 0, procs[0].exitcode
+        stages = (root / f"progress-{r}.txt").read_text().split() if (root / f"progress-{r}.txt").exists() else []
+        error = (root / f"error-{r}.txt").read_text() if (root / f"error-{r}.txt").exists() else "no exception"
+        report.append(f"rank {r}: exit code {procs[r].exitcode}, reached {stages or 'nothing'}:\n{error}")
+    return "\n".join(report)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """The two-rank run's output directory. A rendezvous can time out when the other rank never
+    arrives (seen once on the loaded 2-core CI machine under pytest-xdist: rank 1 vanished without
+    an exception between scenarios A and B); such a run is repeated once with fresh ports, and the
+    failure message names where each rank got to. An exception in a rank fails at once."""
+    root = tmp_path_factory.mktemp("dist")
+    why = _run_two_ranks(root)
+    if why is not None and not (root / "error-1.txt").exists() and "DistStoreError" in why:
+        print("two-rank run retried after a rendezvous timeout:\n" + why)
+        root = tmp_path_factory.mktemp("dist-retry")
+        why = _run_two_ranks(root)
+    if why is not None:
+        pytest.fail(why)
     return root
 
 
