@@ -1,4 +1,5 @@
-"""longseq.nn.pointwise.gelu_linear (the S4 / S4D block outputs) against plain autograd, float64.
+"""longseq.nn.pointwise.gelu_linear (the S4 / S4D block outputs and S5's gates) against plain
+autograd, float64.
 
 Blocks of 10 rows over 37 x 3 rows (the last block partial), strided input, values and the
 gradients of the input, weight and bias (rtol 1e-10)."""
@@ -35,3 +36,27 @@ def test_gelu_linear_without_bias_and_frozen_weight():
     (dy_ref,) = torch.autograd.grad(lin(F.gelu(y)).sum(), [y])
     torch.testing.assert_close(out, lin(F.gelu(y)), **TOL)
     torch.testing.assert_close(dy, dy_ref, **TOL)
+
+
+@pytest.mark.parametrize("gate", ["output", "input"])
+def test_gates_match_autograd(gate):
+    """S5's half_glu1 (``GELU(y) sigmoid(W GELU(y) + b)``) and half_glu2 (``y sigmoid(...)``)."""
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(12, 12).double()
+    y = torch.randn(3, 37, 12, dtype=torch.float64).transpose(0, 1).requires_grad_()   # strided [37, 3, 12]
+    out = gelu_linear(y, lin, gate=gate, rows=10)
+    h = F.gelu(y)
+    ref = (h if gate == "output" else y) * torch.sigmoid(lin(h))
+    torch.testing.assert_close(out, ref, **TOL)
+    g = torch.randn_like(ref)
+    inputs = [y, lin.weight, lin.bias]
+    for a, b in zip(torch.autograd.grad((out * g).sum(), inputs), torch.autograd.grad((ref * g).sum(), inputs)):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_head_option_errors():
+    lin = torch.nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="gate must be"):
+        gelu_linear(torch.randn(2, 4), lin, gate="both")
+    with pytest.raises(ValueError, match="exclusive"):
+        gelu_linear(torch.randn(2, 4), lin, glu=True, gate="input")

@@ -36,7 +36,7 @@ Decisions on points the paper leaves open or sets per task:
 * ``activation`` after the SSM, as in the official ``SequenceLayer``: ``half_glu1`` (default of
   the official training script: ``g = GELU(y); out = g * sigmoid(W g)``), ``half_glu2``
   (``out = y * sigmoid(W GELU(y))``), ``gelu`` (``GELU(y)``) or ``none``. The two gated forms run
-  in row blocks and keep only ``y`` for the backward (:class:`_HalfGLU`): at L = 16K, d = 256
+  in row blocks and keep only ``y`` for the backward (:func:`longseq.nn.pointwise.gelu_linear`): at L = 16K, d = 256
   (bidirectional, fwd+bwd) the layer's peak went from 277 MB to 165 MB.
 * ``Λ`` (real and imaginary parts), ``B̃`` and ``log Δ`` get their own learning rate ``ssm_lr``
   (default 1e-3) and no weight decay (Appendix G, "SSM parameters"); ``C̃``, ``D``, ``W`` use the
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.pointwise import gelu_linear
 from ..optim import set_optim
 from ..ssm.hippo import legs_normal_eig
 from ..ssm.scan import linear_scan
@@ -81,55 +82,6 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 
 def _gate_rows(d: int) -> int:
     return max(256, (1 << 20) // d)        # ~1M elements (4 MB float32) per [rows, d] buffer
-
-
-class _HalfGLU(torch.autograd.Function):
-    """The official S5 gated outputs on ``y [R, H]``, in row blocks, keeping only ``y``::
-
-        half_glu1:  g = GELU(y),  out = g * sigmoid(g W^T + b)
-        half_glu2:  g = GELU(y),  out = y * sigmoid(g W^T + b)
-
-    Autograd would keep ``y``, ``g``, the gate pre-activation and the sigmoid (four ``[R, H]``
-    tensors, 64 MB at R = 16K, H = 256); the backward recomputes ``g`` and the gate per block
-    (one extra ``[rows, H] @ [H, H]`` matmul)::
-
-        dm = dout s,  da = dout m s (1 - s),  dW = da^T g,  db = sum da,  dg = da W
-        half_glu1: dy = GELU'(y) (dg + dm);   half_glu2: dy = dm + GELU'(y) dg
-    """
-
-    @staticmethod
-    def forward(ctx, y, weight, bias, first):
-        out = torch.empty_like(y)
-        rows = _gate_rows(y.shape[1])
-        for r in range(0, y.shape[0], rows):
-            yr = y[r : r + rows]
-            g = F.gelu(yr)
-            torch.mul(g if first else yr, torch.sigmoid(F.linear(g, weight, bias)), out=out[r : r + rows])
-        ctx.save_for_backward(y, weight, bias)
-        ctx.first = first
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout):
-        y, weight, bias = ctx.saved_tensors
-        dy, dW, db = torch.empty_like(y), torch.zeros_like(weight), torch.zeros_like(bias)
-        rows = _gate_rows(y.shape[1])
-        for r in range(0, y.shape[0], rows):
-            yr, dr = y[r : r + rows], dout[r : r + rows]
-            g = F.gelu(yr)
-            s = torch.sigmoid(F.linear(g, weight, bias))
-            m = g if ctx.first else yr
-            dm = dr * s
-            da = dr * m * s * (1 - s)
-            dW.addmm_(da.T, g)
-            db += da.sum(0)
-            dg = da @ weight
-            if ctx.first:
-                dy[r : r + rows] = torch.ops.aten.gelu_backward(dg.add_(dm), yr)
-            else:
-                dy[r : r + rows] = torch.ops.aten.gelu_backward(dg, yr).add_(dm)
-        return dy, dW, db, None
 
 
 @register(
@@ -203,10 +155,9 @@ class S5(Mixer):
         return torch.float64 if x.dtype == torch.float64 else torch.float32
 
     def _post(self, y: torch.Tensor) -> torch.Tensor:
-        if self.activation.startswith("half_glu"):                    # (:class:`_HalfGLU`)
-            W, b = self.gate.weight.to(y.dtype), self.gate.bias.to(y.dtype)
-            out = _HalfGLU.apply(y.reshape(-1, y.shape[-1]), W, b, self.activation == "half_glu1")
-            return out.view_as(y)
+        if self.activation.startswith("half_glu"):
+            gate = "output" if self.activation == "half_glu1" else "input"
+            return gelu_linear(y, self.gate, gate=gate, rows=_gate_rows(y.shape[-1]))
         if self.activation == "gelu":
             return F.gelu(y)
         return y
