@@ -34,8 +34,10 @@ Woodbury kernel (:func:`woodbury_irfft`). S4's kernel is ``K = irfft(R_a - R_b s
 with ``s = (1+ω)/2`` and four such sums ``R_x = rfft(g_x)``. Plain autograd of that expression
 keeps half a dozen complex ``[.., H, L/2+1]`` intermediates and differentiates ``rfft`` with
 padded complex-to-complex FFTs. :class:`_WoodburyIrfft` saves only ``R_b``, ``R_c`` and
-``e = s / (1 + s R_d)`` and back-propagates with one rfft of the incoming gradient and one irfft
-per input: for the real pair ``g -> rfft -> (elementwise, holomorphic) -> irfft -> k`` the
+``e = s / (1 + s R_d)``. ``R_a`` enters linearly and ``irfft(rfft(g_a)) = g_a`` for length-L
+sequences, so ``K = g_a - irfft(R_b s R_c / (1 + s R_d))`` and ``dg_a = dK``: ``g_a`` (one row per
+direction) is never transformed. The backward uses one rfft of the incoming gradient and one
+irfft per other input: for the real pair ``g -> rfft -> (elementwise, holomorphic) -> irfft -> k`` the
 ``1/L`` and doubled-bin weights of the adjoints of ``irfft`` and ``rfft`` cancel exactly, so
 ``dg_x = irfft(conj(∂K̂/∂R_x) rfft(dk))``.
 """
@@ -100,12 +102,14 @@ def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 class _WoodburyIrfft(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ga, gb, gc, gd, L):
+        if ga.shape[-1] != L:
+            raise ValueError(f"woodbury_irfft: the sequences must have length L={L}, got {ga.shape[-1]}")
         Rb, Rc, Rd = (torch.fft.rfft(g, n=L) for g in (gb, gc, gd))       # [., H, L//2+1]
         s = (1 + roots_of_unity(L, Rb.dtype, Rb.device)) / 2
         e = s / (1 + s * Rd)
         ctx.save_for_backward(Rb, Rc, e)
         ctx.L, ctx.shapes = L, (ga.shape, gb.shape, gc.shape, gd.shape)
-        return torch.fft.irfft(torch.fft.rfft(ga, n=L) - Rb * (Rc * e), n=L)
+        return ga - torch.fft.irfft(Rb * (Rc * e), n=L)                   # irfft(rfft(g_a)) = g_a
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -114,11 +118,11 @@ class _WoodburyIrfft(torch.autograd.Function):
         G = torch.fft.rfft(dk, n=ctx.L)                                   # dK̂
         q = Rc * e                                                        # s R_c / (1 + s R_d)
         m = G * Rb.conj()                                                 # -dq
-        # dR_a, dR_b, -dR_c, dR_d (signs on the smaller, unbroadcast factors; dg_c negated after irfft)
-        grads = (G, G * (-q).conj(), m * e.conj(), m * (q * e).conj())
-        dg = [torch.fft.irfft(_sum_to(g, shape[:-1] + (g.shape[-1],)), n=ctx.L) for g, shape in zip(grads, ctx.shapes)]
-        dg[2].neg_()
-        return (*dg, None)
+        # dR_b, -dR_c, dR_d (signs on the smaller, unbroadcast factors; dg_c negated after irfft); dg_a = dk
+        grads = (G * (-q).conj(), m * e.conj(), m * (q * e).conj())
+        dg = [torch.fft.irfft(_sum_to(g, shape[:-1] + (g.shape[-1],)), n=ctx.L) for g, shape in zip(grads, ctx.shapes[1:])]
+        dg[1].neg_()
+        return (_sum_to(dk, ctx.shapes[0]), *dg, None)
 
 
 def woodbury_irfft(ga: torch.Tensor, gb: torch.Tensor, gc: torch.Tensor, gd: torch.Tensor, L: int) -> torch.Tensor:
