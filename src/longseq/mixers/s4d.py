@@ -32,9 +32,12 @@ Decision (measured at L = 16K, d_model 256, fwd+bwd, 1 thread, one process, on t
 2-core machine): s4d (N/2 = 32 modes) — chunked 2.3 s vs fft 3.5 s, so ``"chunked"`` is the
 default for ``s4d``. dss (N = 64 modes: the per-chunk coefficient matrices ``[H, T, 4N]`` are
 twice as large) — chunked 3.5 s / 240 MB vs fft 4.2 s / 164 MB (RSS peak), and the harness run
-had fft ahead on both, so ``dss`` keeps ``"fft"`` as its default. Since the FFT convolution and the
-Vandermonde kernel keep only their inputs (:mod:`longseq.ssm.fftconv`, :mod:`longseq.ssm.vandermonde`),
-dss's fft path peaks at ~155 MB at 16K (bidirectional, fwd+bwd; 546 MB before).
+had fft ahead on both, so ``dss`` keeps ``"fft"`` as its default. Without a state, dss's fft path
+builds the kernels a channel group at a time inside the convolution and rebuilds them in the backward
+(:func:`longseq.ssm.fftconv.grouped_kernel_conv`): no ``[2, H, L]`` kernel or kernel gradient is ever
+held, input and output stay ``[B, L, d]`` (no transposed copies), and the GELU/GLU output runs in
+blocks of 1024 rows. At 16K (bidirectional, fwd+bwd, harness RSS peak) 205 -> 104 MB, for one more
+Vandermonde evaluation per step (~+10% time).
 
 Bidirectional mode (S4 repository): two kernels sharing A, B, dt with separate C — one over
 the past including the current position, one over the strict future (fftconv eq. (2)).
@@ -60,7 +63,7 @@ from torch import nn
 
 from ..nn.pointwise import gelu_linear
 from ..ssm.chunked import DEFAULT_CHUNK
-from ..ssm.fftconv import fast_fft_size, ssm_apply
+from ..ssm.fftconv import fast_fft_size, grouped_kernel_conv, ssm_apply
 from ..ssm.kernels import DiagSSMKernel, DSSKernel
 from .base import Mixer, register
 
@@ -152,3 +155,12 @@ class DSS(_DiagonalSSM):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self._setup(DSSKernel(d_model, d_state, channels=1 if causal else 2, variant=variant, l_max=l_max,
                               dt_min=dt_min, dt_max=dt_max, lr=lr), method)
+
+    def _forward(self, x, mask, state, return_state):
+        if self.method != "fft" or state is not None or return_state:
+            return super()._forward(x, mask, state, return_state)
+        # stateless FFT path: kernels built per channel group inside the convolution, in x's layout;
+        # 1024-row GLU blocks (1-2 MB transients) are reused by the allocator where 4096-row ones
+        # (the default) were not: 144 -> 104 MB RSS peak at 16K
+        y = grouped_kernel_conv(x, self.kernel.kernel_slice, self.kernel.kernel_params(), self.D)  # [B, L, d]
+        return gelu_linear(y, self.out, glu=True, rows=1024), None

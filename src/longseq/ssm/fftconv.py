@@ -34,7 +34,8 @@ from .chunked import diag_ssm_chunked
 from .kernels import diag_step
 from .vandermonde import vandermonde, vandermonde_transposed
 
-__all__ = ["fast_fft_size", "fft_conv", "kernel_conv", "circular_kernel", "with_skip", "diag_ssm_conv", "ssm_apply"]
+__all__ = ["fast_fft_size", "fft_conv", "kernel_conv", "circular_kernel", "with_skip", "diag_ssm_conv", "ssm_apply",
+           "grouped_kernel_conv"]
 
 
 def fast_fft_size(n: int) -> int:
@@ -140,6 +141,80 @@ def kernel_conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None)
         k = F.pad(k, (0, L - k.shape[-1]))
     y = _FFTConv.apply(u.to(work).reshape(-1, H, L), k, None if D is None else D.to(work), fast_fft_size(2 * L))
     return y.view(*batch, H, L).to(dtype)
+
+
+class _GroupedKernelConv(torch.autograd.Function):
+    """(1) or (2) plus ``D u`` for channels-last ``u [B, L, H]``, with the kernel built ``g``
+    channels at a time by ``kernel_fn(c, L, *params) -> k [C, g, L]`` (differentiable in
+    ``params``; ``c`` a slice of the ``H`` channels) and never stored whole.
+
+    Memory: nothing of size ``[C, H, L]`` exists — neither the kernel (32 MB at C = 2, H = 256,
+    L = 16K) nor its gradient; saved are ``u``, ``D`` and the (small) ``params``. The backward
+    rebuilds each group's kernel under autograd (one more kernel evaluation), takes ``du`` from the
+    spectra as :class:`_FFTConv` does and pulls the group's kernel gradient
+    ``dk_full = irfft(sum_batch G conj(U))`` straight back to ``params`` and ``D``. Input and output
+    stay in the caller's ``[B, L, H]`` layout, so neither the mixer nor the input gradient needs a
+    transposed copy.
+    """
+
+    @staticmethod
+    def forward(ctx, u, D, kernel_fn, n, *params):
+        B, L, H = u.shape
+        g = _channel_group(B, n)
+        y = torch.empty_like(u)
+        for c in (slice(h, h + g) for h in range(0, H, g)):
+            K = torch.fft.rfft(circular_kernel(kernel_fn(c, L, *params), _at(D, c), n, L), n=n)   # [g, n/2+1]
+            U = torch.fft.rfft(u[:, :, c].transpose(1, 2), n=n)                               # [B, g, n/2+1]
+            y[:, :, c] = torch.fft.irfft(U.mul_(K), n=n)[..., :L].transpose(1, 2)
+        ctx.save_for_backward(u, D, *params)
+        ctx.kernel_fn, ctx.n, ctx.g = kernel_fn, n, g
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        u, D, *params = ctx.saved_tensors
+        (B, L, H), n = u.shape, ctx.n
+        need_u, need_D = ctx.needs_input_grad[0], D is not None and ctx.needs_input_grad[1]
+        need_p = list(ctx.needs_input_grad[4:])
+        du = torch.empty_like(u) if need_u else None
+        dD = torch.zeros_like(D) if need_D else None
+        dp = [torch.zeros_like(p) if need else None for p, need in zip(params, need_p)]
+        for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
+            with torch.enable_grad():                                      # this group's kernel, again
+                ps = [p.detach().requires_grad_(need) for p, need in zip(params, need_p)]
+                Dc = None if D is None else D[c].detach().requires_grad_(need_D)
+                k_full = circular_kernel(ctx.kernel_fn(c, L, *ps), Dc, n, L)                   # [g, n]
+            G = torch.fft.rfft(grad[:, :, c].transpose(1, 2), n=n)                           # [B, g, n/2+1]
+            if du is not None:
+                K = torch.fft.rfft(k_full.detach(), n=n).conj_physical_()
+                du[:, :, c] = torch.fft.irfft(G * K, n=n)[..., :L].transpose(1, 2)
+            wrt = [t for t in (*ps, Dc) if t is not None and t.requires_grad]
+            if wrt:
+                G.mul_(torch.fft.rfft(u[:, :, c].transpose(1, 2), n=n).conj_physical_())
+                grads = iter(torch.autograd.grad(k_full, wrt, torch.fft.irfft(G.sum(0), n=n)))
+                for acc in [*dp, dD]:
+                    if acc is not None:
+                        acc[c if acc is dD else slice(None)] += next(grads)
+        return (du, dD, None, None, *dp)
+
+
+def grouped_kernel_conv(u: torch.Tensor, kernel_fn, params: tuple[torch.Tensor, ...],
+                        D: torch.Tensor | None = None) -> torch.Tensor:
+    """``y = K * u (+ D u)`` for channels-last ``u [..., L, H]``, where the stacked kernels
+    ``k [C, H, L] = kernel_fn(slice(None), L, *params)`` (C = 1: causal (1); C = 2: ``k[1]`` over the
+    strict future (2)) are built a channel group at a time from the small tensors ``params``
+    and never kept (:class:`_GroupedKernelConv`). ``kernel_fn(c, L, *params)`` must return the
+    kernels of channels ``c`` only (``[C, len(c), L]``), differentiably in ``params``.
+
+    Computed in float32 at least and cast back, like :func:`kernel_conv`.
+    """
+    *batch, L, H = u.shape
+    dtype = u.dtype
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    y = _GroupedKernelConv.apply(u.to(work).reshape(-1, L, H), None if D is None else D.to(work),
+                                 kernel_fn, fast_fft_size(2 * L), *params)
+    return y.view(*batch, L, H).to(dtype)
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tensor:

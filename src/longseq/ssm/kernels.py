@@ -173,11 +173,14 @@ class DSSKernel(nn.Module):
 
     def kernel(self, L: int) -> torch.Tensor:
         """``K [C, H, L]``."""
+        return self.kernel_slice(slice(None), L, *self.kernel_params())
+
+    def kernel_params(self) -> tuple[torch.Tensor, ...]:
+        """The small tensors the kernel is a Vandermonde product of, channels in dim -2: ``(w [C, H, N],
+        log_z [H, N])`` for ``exp``; for ``softmax`` ``(w_decay [C, H, N], w_grow [C, H, N], log_z)``,
+        the modes with ``|z| <= 1`` read forwards and the flipped (growing) ones."""
         if self.variant == "exp":
-            w, log_z = self.modes()
-            return vandermonde(w, log_z, L)
-        if L > self.l_max:
-            raise ValueError(f"dss variant='softmax': sequence length {L} exceeds l_max={self.l_max}")
+            return self.modes()
         dtype = _real_dtype(self.log_dt)
         lam = self._lambda(dtype)
         lamdt = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1) * lam         # [H, N]
@@ -186,8 +189,17 @@ class DSSKernel(nn.Module):
         S = torch.expm1(log_z * self.l_max) / torch.expm1(log_z)             # sum_{l < l_max} z^l
         w = _as_complex(self.W, dtype) / (lam * S)                           # [C, H, N]
         zero = torch.zeros((), dtype=w.dtype, device=w.device)
-        K = vandermonde(torch.where(grow, zero, w), log_z, self.l_max)
-        K = K + vandermonde(torch.where(grow, w, zero), log_z, self.l_max).flip(-1)
+        return torch.where(grow, zero, w), torch.where(grow, w, zero), log_z
+
+    def kernel_slice(self, c: slice, L: int, *params: torch.Tensor) -> torch.Tensor:
+        """``K [C, g, L]`` of the channels ``c`` from :meth:`kernel_params` (differentiable in them)."""
+        if self.variant == "exp":
+            w, log_z = params
+            return vandermonde(w[:, c], log_z[c], L)
+        if L > self.l_max:
+            raise ValueError(f"dss variant='softmax': sequence length {L} exceeds l_max={self.l_max}")
+        w_decay, w_grow, log_z = (p[..., c, :] for p in params)
+        K = vandermonde(w_decay, log_z, self.l_max) + vandermonde(w_grow, log_z, self.l_max).flip(-1)
         return K[..., :L]
 
 
