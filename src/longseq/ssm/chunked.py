@@ -76,24 +76,27 @@ def _from_chunks(y: torch.Tensor, batch: torch.Size, L: int, dtype: torch.dtype)
     return y.flatten(-2)[..., :L].reshape(H, *batch, L).movedim(0, -2).to(dtype)
 
 
-def _recurrence(S: torch.Tensor, a: torch.Tensor, X0: torch.Tensor | None = None) -> torch.Tensor:
+def _recurrence(S: torch.Tensor, a: torch.Tensor, X0: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
     """Inclusive ``X_j = a X_{j-1} + S_j`` along dim 2 (``X_{-1} = X0``, None = 0): ``S [H, M, J, C]``
-    complex, ``a [H, C]``, ``X0 [H, M, C]``.
+    complex, ``a [H, C]``, ``X0 [H, M, C]``. ``reverse``: ``X_j = a X_{j+1} + S_j`` (``X_J = X0``).
 
     A loop over the ``J`` chunks on a chunk-major copy (each step one fused multiply-add on a
     contiguous ``[H, M, C]`` slice). The steps are small on purpose: a blocked (``~2 sqrt(J)``-step)
     variant was no faster on one thread and, with its larger parallel steps, several times slower
-    with two threads on a busy machine (every parallel step waits for both threads).
+    with two threads on a busy machine (every parallel step waits for both threads); re-measured
+    (H = 256, J = 256, 2 threads): 6 ms against 48-136 ms for 16-chunk blocks on strided slices.
     """
     St = S.permute(2, 0, 1, 3).contiguous()                                  # [J, H, M, C]
     X = torch.empty_like(St)
     ab = a.unsqueeze(1)
-    if X0 is None:
-        X[0] = St[0]
-    else:
-        torch.addcmul(St[0], ab, X0, out=X[0])
-    for j in range(1, St.shape[0]):
-        torch.addcmul(St[j], ab, X[j - 1], out=X[j])
+    s, x = St.unbind(0), X.unbind(0)                                         # views, made once
+    prev = X0
+    for j in (range(len(s) - 1, -1, -1) if reverse else range(len(s))):
+        if prev is None:
+            x[j].copy_(s[j])
+        else:
+            torch.addcmul(s[j], ab, prev, out=x[j])
+        prev = x[j]
     return X.permute(1, 2, 0, 3)
 
 
@@ -112,7 +115,7 @@ def _carry(S: torch.Tensor, a: torch.Tensor, E0: torch.Tensor | None, nf: int) -
     if nf < S.shape[-1]:
         E[:, :, J - 1, nf:] = 0
         if J > 1:
-            E[:, :, : J - 1, nf:] = _recurrence(S[:, :, 1:, nf:].flip(2), a[:, nf:]).flip(2)
+            E[:, :, : J - 1, nf:] = _recurrence(S[:, :, 1:, nf:], a[:, nf:], reverse=True)
     return E
 
 
@@ -123,7 +126,7 @@ def _carry_adjoint(gE: torch.Tensor, a: torch.Tensor, E: torch.Tensor, nf: int):
     ``dS`` is :func:`_shift` of ``G``."""
     f, b = slice(0, nf), slice(nf, None)
     G = torch.empty_like(gE)
-    G[..., f] = _recurrence(gE[..., f].flip(2), a[:, f].conj()).flip(2)
+    G[..., f] = _recurrence(gE[..., f], a[:, f].conj(), reverse=True)
     if nf < gE.shape[-1]:
         G[..., b] = _recurrence(gE[..., b], a[:, b].conj())
     da = torch.cat([(G[:, :, 1:, f] * E[:, :, :-1, f].conj()).sum((1, 2)),
