@@ -36,8 +36,15 @@ Decisions on points the paper leaves open or sets per task:
 * ``activation`` after the SSM, as in the official ``SequenceLayer``: ``half_glu1`` (default of
   the official training script: ``g = GELU(y); out = g * sigmoid(W g)``), ``half_glu2``
   (``out = y * sigmoid(W GELU(y))``), ``gelu`` (``GELU(y)``) or ``none``. The two gated forms run
-  in row blocks and keep only ``y`` for the backward (:func:`longseq.nn.pointwise.gelu_linear`): at L = 16K, d = 256
-  (bidirectional, fwd+bwd) the layer's peak went from 277 MB to 165 MB.
+  in row blocks of ``2^18 / d`` rows (1024 at d = 256; 1 MB transients, which the allocator reuses
+  where 4 MB ones kept adding resident memory) and keep only ``y`` for the backward
+  (:func:`longseq.nn.pointwise.gelu_linear`).
+* Without a state (training, bidirectional) the SSM is one autograd function (:class:`_S5SSM`):
+  ``y`` is a single ``[B, L, H]`` buffer (``D u`` plus the readouts added by ``addmm``), only the
+  states are saved, and the backward runs the adjoint scans itself and writes ``du`` into one
+  buffer. With a state (``forward(state=...)``/``return_state``) the same recurrence runs through
+  :func:`longseq.ssm.scan.linear_scan` under autograd; the two are tested equal. At L = 16K, d = 256
+  (bidirectional, fwd+bwd, harness RSS peak) 171 -> ~90 MB, and slightly faster.
 * ``Λ`` (real and imaginary parts), ``B̃`` and ``log Δ`` get their own learning rate ``ssm_lr``
   (default 1e-3) and no weight decay (Appendix G, "SSM parameters"); ``C̃``, ``D``, ``W`` use the
   global settings.
@@ -55,7 +62,7 @@ from torch import nn
 from ..nn.pointwise import gelu_linear
 from ..optim import set_optim
 from ..ssm.hippo import legs_normal_eig
-from ..ssm.scan import linear_scan
+from ..ssm.scan import linear_scan, lti_scan
 from .base import Mixer, register
 
 ACTIVATIONS = ("half_glu1", "half_glu2", "gelu", "none")
@@ -81,7 +88,79 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 
 
 def _gate_rows(d: int) -> int:
-    return max(256, (1 << 20) // d)        # ~1M elements (4 MB float32) per [rows, d] buffer
+    return max(64, (1 << 18) // d)         # ~256K elements (1 MB float32) per [rows, d] buffer
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``[..., P]`` complex -> ``[R, 2P]`` real (interleaved real and imaginary parts, a view)."""
+    return torch.view_as_real(t).reshape(-1, 2 * t.shape[-1])
+
+
+def _readout_matrix(C: torch.Tensor) -> torch.Tensor:
+    """``C [H, P/2, 2]`` -> ``[2 (P/2), H]`` with ``h_rows @ M = 2 Re(C̃ h)``: rows ``(2 C_re, -2 C_im)``
+    per state (``Re(c h) = c_r h_r - c_i h_i``; the factor 2 of the conjugate pairs folded in)."""
+    return (2 * torch.stack([C[..., 0], -C[..., 1]], -1)).flatten(1).T
+
+
+class _S5SSM(torch.autograd.Function):
+    """Stateless S5 SSM with skip, ``u [B, L, H]`` -> ``y = 2 Re(C̃_1 h^→ + C̃_2 h^←) + D u`` with
+    ``h^→_t = Λ̄ h^→_{t-1} + B̄ u_t`` (and ``h^←`` the same backwards in time, bidirectional only).
+
+    Memory: ``y`` is one ``[B, L, H]`` buffer (the readouts are ``addmm`` into it), only ``u``, the
+    states ``h^→, h^←`` (``[B, L, P/2]`` complex, a quarter of ``y`` at P = 64, H = 256) and the small
+    parameters are saved, and the backward writes ``du = D g + (dBu) B̄`` into one buffer — where
+    autograd kept four ``[B, L, H]`` tensors forward and built three more backward. Backward: with
+    ``dh = g M^T`` (the readout's adjoint), the adjoint recurrences ``g^→_t = dh^→_t + conj(Λ̄) g^→_{t+1}``
+    (and ``g^←`` forwards in time) give ``dBu = g^→ + g^←``, ``dΛ̄ = Σ_t g^→_t conj(h^→_{t-1}) +
+    Σ_t g^←_t conj(h^←_{t+1})`` (torch's conjugate-Wirtinger convention, as in
+    :mod:`longseq.ssm.scan`), ``dB̄ = Σ dBu ⊗ u``, ``dC̃`` from ``h^T g``, ``dD = Σ g u``.
+    """
+
+    @staticmethod
+    def forward(ctx, u, Lbar, Bbar, C, D, chunk):
+        B, L, H = u.shape
+        P = Lbar.shape[0]
+        u2 = u.reshape(-1, H)                                                        # [BL, H]
+        Bm = torch.view_as_real(Bbar).permute(1, 0, 2).reshape(H, 2 * P)             # u2 @ Bm = rows(Bu)
+        Bu = torch.view_as_complex((u2 @ Bm).view(B, L, P, 2))                        # [B, L, P/2]
+        hs = [lti_scan(Lbar, Bu, chunk=chunk)]
+        if C.shape[0] == 2:
+            hs.append(lti_scan(Lbar, Bu, reverse=True, chunk=chunk))
+        del Bu
+        y = u2 * D                                                                    # D u, then + readouts
+        for h, Cd in zip(hs, C):
+            y.addmm_(_rows(h), _readout_matrix(Cd))                                   # + 2 Re(C̃ h)
+        ctx.save_for_backward(u, Lbar, Bbar, C, D, *hs)
+        ctx.chunk = chunk
+        return y.view(B, L, H)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        u, Lbar, Bbar, C, D, *hs = ctx.saved_tensors
+        B, L, H = u.shape
+        P = Lbar.shape[0]
+        u2, g2 = u.reshape(-1, H), g.reshape(-1, H)
+        dC = torch.empty_like(C)
+        dBu, dLbar = None, torch.zeros_like(Lbar)
+        for d, (h, Cd) in enumerate(zip(hs, C)):
+            dM = _rows(h).T @ g2                                                      # [2 P/2, H]
+            dC[d] = 2 * torch.stack([dM[0::2].T, -dM[1::2].T], -1)
+            dh = torch.view_as_complex((g2 @ _readout_matrix(Cd).T).view(B, L, P, 2))  # [B, L, P/2]
+            gd = lti_scan(Lbar.conj(), dh, reverse=d == 0, chunk=ctx.chunk)          # adjoint states
+            del dh
+            if d == 0:   # h_{t-1} of the forward scan meets g_t
+                dLbar += (gd[:, 1:] * h[:, :-1].conj()).sum((0, 1))
+            else:        # h_{t+1} of the backward scan meets g_t
+                dLbar += (gd[:, :-1] * h[:, 1:].conj()).sum((0, 1))
+            dBu = gd if dBu is None else dBu.add_(gd)
+            del gd
+        Bm = torch.view_as_real(Bbar).permute(1, 0, 2).reshape(H, 2 * P)
+        dBu2 = _rows(dBu)                                                             # [BL, 2 P/2]
+        du = (g2 * D).addmm_(dBu2, Bm.T).view(B, L, H)
+        dBbar = torch.view_as_complex((u2.T @ dBu2).view(H, P, 2).permute(1, 0, 2).contiguous())
+        dD = sum((g2[r : r + 1024] * u2[r : r + 1024]).sum(0) for r in range(0, g2.shape[0], 1024))
+        return du, dLbar, dBbar, dC, dD, None
 
 
 @register(
@@ -164,15 +243,16 @@ class S5(Mixer):
 
     def _readout(self, h: torch.Tensor, direction: int, dtype) -> torch.Tensor:
         """``2 Re(C̃ h)`` for h ``[..., P/2]`` complex -> ``[..., H]``."""
-        C = self.C[direction].to(dtype)  # [H, P/2, 2]
-        Cs = 2 * torch.stack([C[..., 0], -C[..., 1]], -1)  # Re(c h) = c_r h_r - c_i h_i; the 2 folded in
-        return torch.einsum("...pc,hpc->...h", torch.view_as_real(h), Cs)
+        return (_rows(h) @ _readout_matrix(self.C[direction].to(dtype))).view(*h.shape[:-1], -1)
 
     # ------------------------------------------------------------------ Mixer API
     def _forward(self, x, mask, state, return_state):
         dt = self._compute_dtype(x)
         u = x.to(dt)                                                  # [B, L, H]
         Lbar, Bbar = self.discrete(dt)
+        if state is None and not return_state:                        # the memory-lean fused path
+            y = _S5SSM.apply(u, Lbar, Bbar, self.C.to(dt), self.D.to(dt), self.chunk)
+            return self._post(y.to(x.dtype)), None
         Bu = torch.einsum("blh,phc->blpc", u, torch.view_as_real(Bbar))
         Bu = torch.view_as_complex(Bu.contiguous())                   # [B, L, P/2]
         h0 = None if state is None else state["h"]

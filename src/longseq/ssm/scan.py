@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["linear_scan", "linear_scan_reference"]
+__all__ = ["linear_scan", "linear_scan_reference", "lti_scan"]
 
 DEFAULT_CHUNK = 64
 
@@ -86,6 +86,21 @@ def linear_scan(
         h = h.flip(-2)
         return h, h[..., 0, :]
     return h, h[..., -1, :]
+
+
+def lti_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *, reverse: bool = False,
+             chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """States ``h [..., L, P]`` of ``h_t = a h_{t-1} + b_t`` for a constant decay ``a [P]``, without
+    autograd (the chunked Toeplitz products of :class:`_LinearScanConst`): for custom backward passes
+    that run the recurrence and its adjoint themselves. ``reverse``: ``h_t = a h_{t+1} + b_t``."""
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    b = b.to(dtype)
+    if h0 is None:
+        h0 = b.new_zeros(b.shape[:-2] + b.shape[-1:])
+    with torch.no_grad():
+        if not reverse:
+            return _scan_const(a.to(dtype), b, h0.to(dtype), chunk)
+        return _scan_const(a.to(dtype), b.flip(-2), h0.to(dtype), chunk).flip(-2)
 
 
 def linear_scan_reference(a, b, h0=None):
@@ -159,7 +174,7 @@ def _scan_const(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, chunk: int) 
         enter = torch.cat([h0.unsqueeze(-2), ends[..., :-1, :]], -2)                   # [..., n, P]
     else:
         enter = h0.unsqueeze(-2)
-    h = h + pows[1:] * enter.unsqueeze(-2)                                            # + a^{t+1} h_enter
+    h = h.addcmul_(pows[1:], enter.unsqueeze(-2))                                     # + a^{t+1} h_enter
     return h.reshape(b.shape)[..., :L, :]
 
 
