@@ -73,6 +73,9 @@ def _core(q, k, v, taps, w, log_z, D, hd):
     """Algorithm 1 between the projections for a group of heads: ``q, k, v [B, c, L]`` (``c`` channels
     = heads x ``hd``), ``taps [c, N]`` (shift SSM with its skip), ``w, log_z [heads, N/2]``, ``D [heads]``."""
     kp = fir_conv(k, taps)                                                   # K' = SSM_shift(K)
+    if hd == 1:                                                              # K'V^T is elementwise
+        y, _ = diag_ssm_chunked(kp * v, w, log_z, D=D)                       # [B, c, L]
+        return q * y
     kv = rearrange(kp, "b (h i) l -> b i 1 h l", i=hd) * rearrange(v, "b (h j) l -> b 1 j h l", j=hd)
     y, _ = diag_ssm_chunked(kv, w, log_z, D=D)                               # [B, dh, dh, H, L]
     return rearrange((rearrange(q, "b (h i) l -> b i 1 h l", i=hd) * y).sum(1), "b j h l -> b (h j) l")
@@ -112,6 +115,7 @@ class _H3Core(torch.autograd.Function):
     def backward(ctx, g):
         x, W, b, *params = ctx.saved_tensors
         d = x.shape[-1]
+        x2 = x.reshape(-1, d)
         dx = x.new_zeros(x.shape)                                             # contiguous, whatever x is
         dW, db = W.new_zeros(3, d, d), b.new_zeros(3, d)
         dparams = [torch.zeros_like(t) for t in params]
@@ -121,21 +125,24 @@ class _H3Core(torch.autograd.Function):
             with torch.enable_grad():
                 parts = [t[i].detach().requires_grad_() for t, i in zip(params, index)]
                 o = _core(*qkv, *parts, ctx.hd)
-                grads = torch.autograd.grad(o, qkv + parts, g[:, c])
-            dqkv = torch.cat(grads[:3], dim=1).transpose(1, 2).reshape(-1, 3 * (c.stop - c.start))  # [B L, 3c]
-            dx.view(-1, d).addmm_(dqkv, W.view(3, d, d)[:, c].reshape(-1, d))
-            dW[:, c] = torch.mm(dqkv.T, x.reshape(-1, d)).view(3, -1, d)
-            db[:, c] = dqkv.sum(0).view(3, -1)
+                grads = torch.autograd.grad(o, qkv + parts, g[:, c].contiguous())
+            dqkv = torch.cat([t.transpose(0, 1) for t in grads[:3]]).flatten(1)   # [3c, B L], channel-major
+            dx.view(-1, d).addmm_(dqkv.T, W.view(3, d, d)[:, c].reshape(-1, d))
+            dW[:, c] = torch.mm(dqkv, x2).view(3, -1, d)
+            db[:, c] = dqkv.sum(1).view(3, -1)
             for out, part, i in zip(dparams, grads[3:], index):
                 out[i] = part
         return dx, dW.view_as(W), db.view_as(b), *dparams, None, None
 
 
 def _project(x, W, b, c):
-    """``Q, K, V [B, c, L]`` (views) of the channels ``c``: one ``[B L, d] @ [d, 3c]`` matmul."""
+    """``Q, K, V [B, c, L]`` (views) of the channels ``c``: one ``[3c, d] @ [d, B L]`` matmul, whose
+    output is channel-major ``[3c, B, L]``: every channel's sequence is contiguous, as the
+    elementwise products and the chunked SSMs want it (a ``[B L, 3c]`` product would leave them
+    strided by ``3c``)."""
     B, L, d = x.shape
-    Wc, bc = W.view(3, d, d)[:, c].reshape(-1, d), b.view(3, d)[:, c].reshape(-1)
-    qkv = torch.addmm(bc, x.reshape(-1, d), Wc.T).view(B, L, -1).transpose(1, 2)   # [B, 3c, L]
+    Wc, bc = W.view(3, d, d)[:, c].reshape(-1, d), b.view(3, d)[:, c].reshape(-1, 1)
+    qkv = torch.addmm(bc, Wc, x.reshape(-1, d).T).view(-1, B, L).transpose(0, 1)   # [B, 3c, L]
     return qkv.chunk(3, dim=1)
 
 
