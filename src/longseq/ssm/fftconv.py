@@ -183,19 +183,24 @@ class _GroupedKernelConv(torch.autograd.Function):
         for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
             with torch.enable_grad():                                      # this group's kernel, again
                 ps = [p.detach().requires_grad_(need) for p, need in zip(params, need_p)]
-                Dc = None if D is None else D[c].detach().requires_grad_(need_D)
-                k_full = circular_kernel(ctx.kernel_fn(c, L, *ps), Dc, n, L)                   # [g, n]
+                k = ctx.kernel_fn(c, L, *ps)                                                  # [C, g, L]
             G = torch.fft.rfft(grad[:, :, c].transpose(1, 2), n=n)                           # [B, g, n/2+1]
             if du is not None:
-                K = torch.fft.rfft(k_full.detach(), n=n).conj_physical_()
+                K = torch.fft.rfft(circular_kernel(k.detach(), _at(D, c), n, L), n=n).conj_physical_()
                 du[:, :, c] = torch.fft.irfft(G * K, n=n)[..., :L].transpose(1, 2)
-            wrt = [t for t in (*ps, Dc) if t is not None and t.requires_grad]
-            if wrt:
+            if any(need_p) or need_D:
                 G.mul_(torch.fft.rfft(u[:, :, c].transpose(1, 2), n=n).conj_physical_())
-                grads = iter(torch.autograd.grad(k_full, wrt, torch.fft.irfft(G.sum(0), n=n)))
-                for acc in [*dp, dD]:
-                    if acc is not None:
-                        acc[c if acc is dD else slice(None)] += next(grads)
+                full = torch.fft.irfft(G.sum(0), n=n)                                        # d k_full [g, n]
+                if need_D:
+                    dD[c] = full[:, 0]
+                if any(need_p):                                            # d k_full -> d k -> params
+                    dk = torch.zeros_like(k)
+                    dk[0] = full[:, :L]
+                    if k.shape[0] == 2 and L > 1:
+                        dk[1, :, : L - 1] = full[:, n - L + 1 :].flip(-1)
+                    wrt = [p for p in ps if p.requires_grad]
+                    for acc, gr in zip([a for a in dp if a is not None], torch.autograd.grad(k, wrt, dk)):
+                        acc += gr
         return (du, dD, None, None, *dp)
 
 
