@@ -36,7 +36,7 @@ had fft ahead on both, so ``dss`` keeps ``"fft"`` as its default. Without a stat
 builds the kernels a channel group at a time inside the convolution and rebuilds them in the backward
 (:func:`longseq.ssm.fftconv.grouped_kernel_conv`): no ``[2, H, L]`` kernel or kernel gradient is ever
 held, input and output stay ``[B, L, d]`` (no transposed copies), and the GELU/GLU output runs in
-blocks of 1024 rows. At 16K (bidirectional, fwd+bwd, harness RSS peak) 205 -> 104 MB, for one more
+blocks of 2048 rows. At 16K (bidirectional, fwd+bwd, harness RSS peak) 205 -> 104 MB, for one more
 Vandermonde evaluation per step (~+10% time).
 
 Bidirectional mode (S4 repository): two kernels sharing A, B, dt with separate C — one over
@@ -160,7 +160,7 @@ class DSS(_DiagonalSSM):
         if self.method != "fft" or state is not None or return_state:
             return super()._forward(x, mask, state, return_state)
         # stateless FFT path: kernels built per channel group inside the convolution, in x's layout;
-        # 1024-row GLU blocks (1-2 MB transients) are reused by the allocator where 4096-row ones
-        # (the default) were not: 144 -> 104 MB RSS peak at 16K
+        # 2048-row GLU blocks (2-4 MB transients) are reused by the allocator where 4096-row ones
+        # (the default) were not: 144 -> ~100 MB RSS peak at 16K
         y = grouped_kernel_conv(x, self.kernel.kernel_slice, self.kernel.kernel_params(), self.D)  # [B, L, d]
-        return gelu_linear(y, self.out, glu=True, rows=1024), None
+        return gelu_linear(y, self.out, glu=True, rows=2048), None

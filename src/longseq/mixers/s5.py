@@ -36,7 +36,7 @@ Decisions on points the paper leaves open or sets per task:
 * ``activation`` after the SSM, as in the official ``SequenceLayer``: ``half_glu1`` (default of
   the official training script: ``g = GELU(y); out = g * sigmoid(W g)``), ``half_glu2``
   (``out = y * sigmoid(W GELU(y))``), ``gelu`` (``GELU(y)``) or ``none``. The two gated forms run
-  in row blocks of ``2^18 / d`` rows (1024 at d = 256; 1 MB transients, which the allocator reuses
+  in row blocks of ``2^19 / d`` rows (2048 at d = 256; 2 MB transients, which the allocator reuses
   where 4 MB ones kept adding resident memory) and keep only ``y`` for the backward
   (:func:`longseq.nn.pointwise.gelu_linear`).
 * Without a state (training, bidirectional) the SSM is one autograd function (:class:`_S5SSM`):
@@ -88,7 +88,7 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 
 
 def _gate_rows(d: int) -> int:
-    return max(64, (1 << 18) // d)         # ~256K elements (1 MB float32) per [rows, d] buffer
+    return max(64, (1 << 19) // d)         # ~512K elements (2 MB float32) per [rows, d] buffer
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
