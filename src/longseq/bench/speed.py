@@ -8,7 +8,8 @@ For every target (a longseq mixer, or a peer implementation, see :mod:`longseq.b
 and every length, in increasing order, a subprocess (:mod:`longseq.bench._worker`) measures
 forward time (``no_grad``), forward+backward time (gradients of the input and all parameters),
 their medians and quartiles over ``repeats`` runs after ``warmup`` runs, and the peak memory of
-one forward and one forward+backward. A target stops at the first length that exceeds the time
+a forward and of a forward+backward (median of ``memory_repeats`` more calls; see
+:mod:`longseq.bench._worker` for how CPU memory is measured). A target stops at the first length that exceeds the time
 budget (median seconds per call; forward+backward when measured) or the memory budget (MB),
 that fails (error, out of memory, crash, timeout), or whose time or memory *predicted* from the
 last two lengths (growth exponent clipped to [1, 2]) exceeds a budget; the reason is recorded
@@ -57,6 +58,7 @@ class SpeedConfig:
     backward: bool = True
     repeats: int = 5
     warmup: int = 1
+    memory_repeats: int = 3               # peak memory: median of this many extra calls
     time_budget: float | None = 30.0      # seconds per measured call
     memory_budget: float | None = None    # MB of peak extra memory
     threads: int | None = None            # torch.set_num_threads in each worker; None = torch default
@@ -71,7 +73,7 @@ class SpeedConfig:
         if not self.lengths or any(int(L) < 1 for L in self.lengths):
             raise ValueError(f"lengths must be positive integers, got {self.lengths!r}")
         self.lengths = sorted({int(L) for L in self.lengths})
-        for name in ("batch", "d_model", "heads", "repeats"):
+        for name in ("batch", "d_model", "heads", "repeats", "memory_repeats"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.warmup < 0:
@@ -114,7 +116,7 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
     """Run one worker job in a fresh interpreter and return its JSON result (never raises)."""
     if not isolate:
         return json.loads(json.dumps(_worker.run(job)))
-    cmd = [sys.executable, "-m", "longseq.bench._worker", json.dumps(job)]
+    cmd = [sys.executable, "-m", "longseq.bench._worker", json.dumps(job | {"exact_heap": True})]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_worker_env())
@@ -141,6 +143,7 @@ def _worker_env() -> dict:
 def _base_job(cfg: SpeedConfig, device: str) -> dict:
     return {"batch": cfg.batch, "d_model": cfg.d_model, "heads": cfg.heads, "causal": cfg.causal,
             "dtype": cfg.dtype, "backward": cfg.backward, "repeats": cfg.repeats, "warmup": cfg.warmup,
+            "memory_repeats": cfg.memory_repeats,
             "threads": cfg.threads, "device": device, "seed": cfg.seed, "time_budget": cfg.time_budget}
 
 
@@ -148,7 +151,7 @@ def _job_timeout(cfg: SpeedConfig) -> float | None:
     """Wall-clock limit of one worker: every call within budget, plus interpreter start-up."""
     if cfg.time_budget is None:
         return None
-    calls = (cfg.warmup + cfg.repeats + 1) * (2 if cfg.backward else 1)
+    calls = (cfg.warmup + cfg.repeats + cfg.memory_repeats) * (2 if cfg.backward else 1)
     return 60.0 + 2 * calls * cfg.time_budget
 
 

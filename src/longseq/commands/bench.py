@@ -48,6 +48,8 @@ def _add_common(p, *, lengths: bool = True) -> None:
                        help="also measure forward+backward (default on)")
         p.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up (default 5)")
         p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+        p.add_argument("--memory-repeats", type=int, default=3, metavar="N",
+                       help="peak memory: median of N more calls after the timed ones (default 3)")
         p.add_argument("--time-budget", type=float, default=30.0, metavar="S",
                        help="stop a mixer once one call takes longer than S seconds (default 30)")
         p.add_argument("--memory-budget", type=float, default=None, metavar="MB",
@@ -84,7 +86,8 @@ def _speed_config(args):
 
     return SpeedConfig(lengths=args.lengths, batch=args.batch, d_model=args.d_model, heads=args.heads,
                        causal=args.causal, dtype=args.dtype, backward=args.backward, repeats=args.repeats,
-                       warmup=args.warmup, time_budget=args.time_budget, memory_budget=args.memory_budget,
+                       warmup=args.warmup, memory_repeats=args.memory_repeats, time_budget=args.time_budget,
+                       memory_budget=args.memory_budget,
                        threads=args.threads, device=args.device, isolate=args.isolate)
 
 
