@@ -4,6 +4,7 @@ gradients of every input; rtol 1e-9 / atol 1e-10 for values, 1e-8 for gradients)
 * :func:`longseq.ssm.vandermonde.vandermonde` (modes per channel or shared, decayed chunks
   skipped, groups processed in slices) against ``Re sum_n w_n exp(l log z_n)`` materialised;
 * :func:`longseq.ssm.vandermonde.vandermonde_transposed` against ``sum_l z^(L-1-l) u_l``;
+* :func:`longseq.ssm.vandermonde.powers` against ``exp(i log z)``;
 * :func:`longseq.ssm.fftconv.kernel_conv` (channel groups, spectra recomputed in the backward,
   skip ``D`` as a lag-0 tap) against the direct double sum of eq. (1)/(2) of :mod:`.fftconv`.
 """
@@ -13,7 +14,7 @@ import torch
 
 from longseq.ssm import fftconv, vandermonde as vmod
 from longseq.ssm.fftconv import kernel_conv
-from longseq.ssm.vandermonde import vandermonde, vandermonde_transposed
+from longseq.ssm.vandermonde import powers, vandermonde, vandermonde_transposed
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 GTOL = dict(rtol=1e-8, atol=1e-8)
@@ -97,3 +98,25 @@ def test_kernel_conv_values_and_grads(L, Lk, bidirectional, slices):
     g = torch.randn_like(y)
     for a, b in zip(torch.autograd.grad((y * g).sum(), (u, k, D)), torch.autograd.grad((ref * g).sum(), (u, k, D))):
         torch.testing.assert_close(a, b, **GTOL)
+
+
+@pytest.mark.parametrize("n,stride", [(1, 1), (64, 1), (65, 1), (1000, 3), (1025, 64)])
+def test_powers_equal_direct_exponentials(n, stride):
+    """``powers`` (two exact tables and a product above 64 entries) against ``exp(stride i log z)``
+    formed directly in float64: values, and the gradient of ``log z`` (float64, 1e-10 relative)."""
+    torch.manual_seed(n)
+    log_z = torch.complex(-torch.rand(3, 5, dtype=torch.float64) * 0.05, torch.randn(3, 5, dtype=torch.float64) * 2)
+    log_z.requires_grad_()
+    i = torch.arange(n, dtype=torch.float64) * stride
+    ref = torch.exp(log_z.unsqueeze(-1) * i)                               # [3, 5, n]
+    out = powers(log_z, n, stride)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    w = torch.randn_like(ref)
+    g_out, = torch.autograd.grad((out * w).real.sum(), log_z)
+    g_ref, = torch.autograd.grad((ref * w).real.sum(), log_z)
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-10, atol=1e-10)
+    lz32 = log_z.detach().to(torch.complex64)                               # float32: ~1e-6 relative
+    ref32 = torch.exp(lz32.to(torch.complex128).unsqueeze(-1) * i)          # of the rounded log z
+    big = ref32.abs() > 1e-20                                               # above float32 underflow
+    err = (powers(lz32, n, stride).to(torch.complex128) - ref32).abs() / ref32.abs()
+    assert err[big].max() < 1e-5

@@ -22,9 +22,9 @@ interleaved real and imaginary parts), so only ``O(N (rows J + T))`` powers are 
   kept to the end (the full ``O(rows N L)`` in the worst case).
 * :class:`_Vandermonde` saves only ``w`` and ``log z``; the backward rebuilds the powers
   (``O(N (rows J + T))`` elementwise work) and runs the two transposed matmuls.
-* Powers are ``exp(l log z)``, never repeated products, so they do not drift; the phases
-  ``l Im log z`` (up to ~1e5 at L = 16K, where float32 has lost the angle) are formed in float64
-  and reduced modulo 2π before the cosine and sine (:func:`powers`).
+* Powers are ``exp(l log z)`` (or the product of two such, :func:`powers`), never repeated
+  products, so they do not drift; the phases ``l Im log z`` (up to ~1e5 at L = 16K, where float32
+  has lost the angle) are formed in float64 and reduced modulo 2π before the cosine and sine.
 
 :func:`vandermonde_transposed` is the adjoint product, the state after a block of inputs.
 """
@@ -45,9 +45,23 @@ NEGLIGIBLE = 70.0
 def powers(log_z: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
     """``z^(stride i)`` for ``i < n``: complex ``[..., N, n]`` from ``log_z [..., N]``.
 
-    Real ``exp``, ``cos``, ``sin`` (complex ``exp`` is several times slower on CPUs), the phase in
-    float64 reduced modulo 2π. Differentiable (autograd), though :class:`_Vandermonde` does not need it.
+    For ``n > 64``, ``i = b j + k`` (``b ~ sqrt(n)``) and ``z^(stride i) = z^(stride b j) z^(stride k)``:
+    two tables of ``~sqrt(n)`` exact powers (:func:`_exact_powers`) and one complex product per
+    entry — one rounding more (float32: 1.2e-6 against 1.1e-6 relative error to float64, dominated
+    by the phase), but ``2 sqrt(n)`` instead of ``n`` exponentials, cosines and sines per mode:
+    N = 512, n = 1024 (GSS's kernel chunk) 19 -> 2.6 ms. Differentiable (autograd).
     """
+    if n <= 64:
+        return _exact_powers(log_z, n, stride)
+    b = 1 << ((n - 1).bit_length() + 1) // 2                                # ~sqrt(n), a power of two
+    hi = _exact_powers(log_z, -(-n // b), stride * b)                        # z^(stride b j)  [..., N, n/b]
+    lo = _exact_powers(log_z, b, stride)                                     # z^(stride k)    [..., N, b]
+    return (hi.unsqueeze(-1) * lo.unsqueeze(-2)).flatten(-2)[..., :n]
+
+
+def _exact_powers(log_z: torch.Tensor, n: int, stride: int) -> torch.Tensor:
+    """``exp(stride i log z)`` for ``i < n``: real ``exp``, ``cos``, ``sin`` (complex ``exp`` is several
+    times slower on CPUs), the phase in float64 reduced modulo 2π."""
     i = torch.arange(n, device=log_z.device, dtype=torch.float64) * stride
     mag = torch.exp(log_z.real.unsqueeze(-1) * i.to(log_z.real.dtype))
     phase = torch.remainder(log_z.imag.unsqueeze(-1).double() * i, 2 * math.pi).to(mag.dtype)
