@@ -112,8 +112,8 @@ def _factors(w, log_z, order, T, J):
         log_z = log_z.gather(-1, order)
         w = w.gather(-1, order.unsqueeze(1).expand(G, S, N))                # sorted modes
     P = powers(log_z, T)                                                    # [G, N, T]   z^t
-    Z = powers(log_z, J, stride=T).transpose(1, 2)                          # [G, J, N]   z^{jT}
-    q = w.unsqueeze(2) * Z.unsqueeze(1)                                     # [G, S, J, N]
+    Z = powers(log_z, J, stride=T).transpose(1, 2).contiguous()             # [G, J, N]   z^{jT}
+    q = (w.unsqueeze(2) * Z.unsqueeze(1)).contiguous()                      # [G, S, J, N]
     Qs = torch.view_as_real(q).flatten(-2)                                  # [G, S, J, 2N] (Re, Im) per mode
     Ps = torch.stack([P.real, -P.imag], 2).flatten(1, 2)                    # [G, 2N, T]    (Re, -Im) per mode
     return w, P, Z, Qs, Ps
