@@ -54,11 +54,14 @@ def main(speed_dir: str, causal_dir: str, peers_dir: str, gen_dir: str) -> None:
     print(f"Produced {speed['created']} on the project's CI-class machine: {m['cpu_count']} CPU cores "
           f"({m['processor']}, {m['platform']}), Python {m['python']}, torch {m['torch']}, "
           f"{m['torch_threads']} torch threads, fp32 matmul peak {m['matmul_fp32_gflops']:.0f} GFLOP/s "
-          "measured in the same run. Nothing else ran during the bidirectional speed, causal speed and peers runs (the generation run is older: it predates the chunked SSM and fused attention paths, see its own header). Batch "
+          "measured in the same run. Nothing else ran during the bidirectional and causal speed runs (the peers "
+          "and generation runs are older, see their own headers). Batch "
           f"{c['batch']}, d_model {c['d_model']}, {c['heads']} heads, {c['dtype']}, "
           f"{'causal' if c['causal'] else 'bidirectional'} (causal-only mixers: see the causal run), median of "
           f"{c['repeats']} timed runs after {c['warmup']} warm-up; every configuration in a fresh process; "
-          "peak memory = the resident-set high-water mark during one call minus the RSS before it. "
+          "peak memory = the resident-set high-water mark during one call minus the RSS before it, measured "
+          "after a warm-up call in a second fresh process whose glibc mmap threshold is fixed at 64 KB (every "
+          "tensor its own mapping, freed at once: the peak of the live tensors; see longseq/bench/_worker.py). "
           f"A mixer stops at the first length over {c['time_budget']:.0f} s per call. Ratios are within this "
           "run; absolute times on shared machines vary.\n")
     print("Commands (from the repository root, `make install` first; see benchmarks/README.md):\n")

@@ -12,7 +12,7 @@ import torch
 
 from longseq import cli, mixers
 from longseq.bench import SpeedConfig, format_markdown, peers, run_speed, write_report
-from longseq.bench.speed import _predict, _predicted_stop, run_job
+from longseq.bench.speed import _predict, _predicted_stop, run_job, run_module_job
 
 TINY = dict(lengths=[64, 128], d_model=32, heads=2, repeats=2, warmup=1, threads=1, matmul_n=64)
 ROW_KEYS = {"name", "source", "L", "status", "fwd_ms", "fwdbwd_ms", "peak_fwd_mb", "peak_fwdbwd_mb", "flops_fwd",
@@ -59,17 +59,20 @@ def test_speed_cli(tmp_path, capsys):
 
 
 def test_worker_runs_in_a_fresh_process():
-    """The default path: one configuration in its own interpreter, JSON back on stdout."""
+    """The default path: timing in one interpreter, peak memory in a second one with an exact heap
+    (fixed mmap threshold), JSON back on stdout."""
     job = {"kind": "module", "source": "mixer", "name": "softmax", "options": {}, "L": 64, "batch": 1,
            "d_model": 32, "heads": 2, "causal": True, "dtype": "float32", "backward": True, "repeats": 2,
-           "warmup": 1, "threads": 1, "device": "cpu", "seed": 0, "time_budget": None}
-    r = run_job(job, timeout=300)
+           "warmup": 1, "threads": 1, "device": "cpu", "seed": 0, "time_budget": None, "memory_repeats": 3}
+    r = run_module_job(job, timeout=300)
     assert r["status"] == "ok", r
-    assert r["fwd_ms"]["n"] == 2 and r["fwdbwd_ms"]["n"] == 2 and r["worker_s"] > 0
+    assert r["fwd_ms"]["n"] == 2 and r["fwdbwd_ms"]["n"] == 2 and r["worker_s"] > 0 and r["finite"]
     assert r["peak_fwdbwd_mb"] >= 0 and r["memory_method"].split("+")[0] in ("rss_hwm_reset", "ru_maxrss")
     assert len(r["peak_fwdbwd_mb_all"]) == 3 and abs(r["peak_fwdbwd_mb"] - sorted(r["peak_fwdbwd_mb_all"])[1]) < 0.01
-    if sys.platform == "linux":  # a worker of its own: the exact-heap measurement (glibc mallopt)
+    if sys.platform == "linux":
         assert r["memory_method"].endswith("+mmap64k"), r["memory_method"]
+    timing_only = run_job(job | {"measure": "time"}, timeout=300)
+    assert timing_only["status"] == "ok" and "peak_fwdbwd_mb" not in timing_only
     bad = run_job(job | {"name": "no_such_mixer"}, isolate=False)
     assert bad["status"] == "error" and "unknown mixer" in bad["error"]
 

@@ -16,25 +16,25 @@ Jobs (``job["kind"]``):
 
 Peak memory
 -----------
-Measured on ``memory_repeats`` (default 3) extra calls after the timed runs (so one-time
-allocations of a first call, such as thread pools and kernel caches, are not counted), each as the
-peak during the call minus the memory just before it; the median is reported
-(``peak_*_mb``, all values in ``peak_*_mb_all``). CUDA: ``torch.cuda.max_memory_allocated()``
-minus ``memory_allocated()``. CPU: peak resident set size minus the RSS before; freed heap memory
-is first returned to the OS (``malloc_trim``) and the process high-water mark is reset through
-``/proc/self/clear_refs`` where Linux allows it (``"rss_hwm_reset"``); elsewhere the lifetime
-``ru_maxrss`` is used (``"ru_maxrss"``), which includes earlier peaks of the process and so can
-only over-estimate.
+Measured after a warm-up call (so one-time allocations of a first call, such as thread pools and
+kernel caches, are not counted), as the peak during a call minus the memory just before it; the
+median of ``memory_repeats`` calls (default 1) is reported as ``peak_*_mb`` (all values in
+``peak_*_mb_all``). CUDA: ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()``.
+CPU: peak resident set size minus the RSS before; freed heap memory is first returned to the OS
+(``malloc_trim``) and the process high-water mark is reset through ``/proc/self/clear_refs``
+where Linux allows it (``"rss_hwm_reset"``); elsewhere the lifetime ``ru_maxrss`` is used
+(``"ru_maxrss"``), which includes earlier peaks of the process and so can only over-estimate.
 
-On glibc, in a worker process of its own (job key ``exact_heap``, set by
-:func:`longseq.bench.speed.run_job`), the measured calls run with a fixed ``mmap`` threshold of
-64 KB (``mallopt``, set after the timed runs, so timing is not affected; method
-``"rss_hwm_reset+mmap64k"``): every tensor of
-64 KB or more is then its own mapping, returned to the OS when freed, and the RSS peak is the
-peak of the live tensors. Without it glibc's adaptive threshold serves multi-MB tensors from the
-heap, and whether freed heap blocks are reused or fresh pages are touched varies from call to
-call: the same SDPA forward+backward at L = 16K read 148-243 MB over four calls of one process,
-against 145.3-146.1 MB with the fixed threshold.
+The parent (:func:`longseq.bench.speed.run_module_job`) times a configuration in one worker
+(``job["measure"] = "time"``) and measures its memory in a second one (``"memory"``) started with
+glibc's ``mmap`` threshold fixed at 64 KB (``MALLOC_MMAP_THRESHOLD_``; method suffix
+``"+mmap64k"``): every tensor of 64 KB or more is then its own mapping, returned to the OS when
+freed, so the RSS peak is the peak of the live tensors. With glibc's adaptive threshold,
+multi-MB tensors come from the heap and whether freed heap blocks are reused or fresh pages are
+touched varies from call to call: the same SDPA forward+backward at L = 16K read 148-243 MB over
+four calls of one process, against 145.4 MB on each of four calls now (causal s4d: 140-188 MB
+against 109.5 MB). The fixed threshold makes allocation 2-3x slower, hence the separate process.
+``"both"`` (the default; in-process runs) times and then measures in the same process.
 """
 
 from __future__ import annotations
@@ -78,15 +78,6 @@ def _release_free_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)  # glibc; absent elsewhere
     except (OSError, AttributeError):
         pass
-
-
-def _exact_heap() -> bool:
-    """glibc: serve every allocation of 64 KB or more by its own ``mmap`` (``M_MMAP_THRESHOLD``,
-    which also turns off the adaptive threshold), so freed tensors leave the RSS at once."""
-    try:
-        return bool(ctypes.CDLL(None).mallopt(-3, 64 * 1024))          # M_MMAP_THRESHOLD = -3
-    except (OSError, AttributeError):
-        return False
 
 
 def _maxrss_bytes() -> int:
@@ -213,7 +204,9 @@ def run_module(job) -> dict:
         model(xg).backward(grad_out)
 
     budget = job.get("time_budget")
-    mem_repeats = max(1, int(job.get("memory_repeats", 3)))
+    mode = job.get("measure", "both")
+    mem_repeats = max(1, int(job.get("memory_repeats", 1)))
+    heap = "+mmap64k" if os.environ.get("MALLOC_MMAP_THRESHOLD_") == str(64 * 1024) else ""
 
     def timed(fn, name):
         """Time ``fn`` (median of repeats after warm-up). Returns the first call's result and
@@ -227,13 +220,13 @@ def run_module(job) -> dict:
             first = time.perf_counter() - t0
         if budget and first > budget:
             out[f"{name}_ms"], out[f"peak_{name}_mb"], out["over_time_budget"] = summarize([first]), m.mb, True
-            out["memory_method"] = m.method
+            out["memory_method"] = m.method + heap
             return result, False
         out[f"{name}_ms"] = summarize(_timed(fn, sync, warmup, repeats))
         return result, True
 
-    def peak(fn, name, exact):
-        """The median peak memory of ``mem_repeats`` more calls (after all timing: see the module doc)."""
+    def peak(fn, name):
+        """The median peak memory of ``mem_repeats`` calls (after at least one earlier call)."""
         mbs = []
         for _ in range(mem_repeats):
             _release_free_memory()
@@ -241,20 +234,29 @@ def run_module(job) -> dict:
                 fn()
             mbs.append(m.mb)
         out[f"peak_{name}_mb"], out[f"peak_{name}_mb_all"] = sorted(mbs)[len(mbs) // 2], [round(v, 2) for v in mbs]
-        out["memory_method"] = m.method + ("+mmap64k" if exact else "")
+        out["memory_method"] = m.method + heap
 
+    calls = {"fwd": fwd} | ({"fwdbwd": fwd_bwd} if job.get("backward", True) else {})
+    if mode == "memory":                                        # a worker of its own: warm up, measure
+        for name, fn in calls.items():
+            y = fn()
+            if name == "fwd":
+                out["finite"] = bool(torch.isfinite(y).all())
+                del y
+            peak(fn, name)
+        out.setdefault("over_time_budget", False)
+        return out
     y, ok = timed(fwd, "fwd")
     if tuple(y.shape) != (B, L, d):
         raise RuntimeError(f"module returned shape {tuple(y.shape)}, expected {(B, L, d)}")
     out["finite"] = bool(torch.isfinite(y).all())
     del y
     measured = {"fwd": fwd} if ok else {}
-    if ok and job.get("backward", True) and timed(fwd_bwd, "fwdbwd")[1]:
+    if ok and "fwdbwd" in calls and timed(fwd_bwd, "fwdbwd")[1]:
         measured["fwdbwd"] = fwd_bwd
-    # after all timing (it slows allocation), and only in a worker's own process (it is permanent)
-    exact = device.type == "cpu" and bool(measured) and job.get("exact_heap", False) and _exact_heap()
-    for name, fn in measured.items():
-        peak(fn, name, exact)
+    if mode == "both":
+        for name, fn in measured.items():
+            peak(fn, name)
     out.setdefault("over_time_budget", False)
     return out
 

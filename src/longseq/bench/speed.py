@@ -8,7 +8,7 @@ For every target (a longseq mixer, or a peer implementation, see :mod:`longseq.b
 and every length, in increasing order, a subprocess (:mod:`longseq.bench._worker`) measures
 forward time (``no_grad``), forward+backward time (gradients of the input and all parameters),
 their medians and quartiles over ``repeats`` runs after ``warmup`` runs, and the peak memory of
-a forward and of a forward+backward (median of ``memory_repeats`` more calls; see
+a forward and of a forward+backward (in a second fresh process, after a warm-up call; see
 :mod:`longseq.bench._worker` for how CPU memory is measured). A target stops at the first length that exceeds the time
 budget (median seconds per call; forward+backward when measured) or the memory budget (MB),
 that fails (error, out of memory, crash, timeout), or whose time or memory *predicted* from the
@@ -58,7 +58,7 @@ class SpeedConfig:
     backward: bool = True
     repeats: int = 5
     warmup: int = 1
-    memory_repeats: int = 3               # peak memory: median of this many extra calls
+    memory_repeats: int = 1               # peak memory: median of this many calls after a warm-up
     time_budget: float | None = 30.0      # seconds per measured call
     memory_budget: float | None = None    # MB of peak extra memory
     threads: int | None = None            # torch.set_num_threads in each worker; None = torch default
@@ -116,10 +116,13 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
     """Run one worker job in a fresh interpreter and return its JSON result (never raises)."""
     if not isolate:
         return json.loads(json.dumps(_worker.run(job)))
-    cmd = [sys.executable, "-m", "longseq.bench._worker", json.dumps(job | {"exact_heap": True})]
+    cmd = [sys.executable, "-m", "longseq.bench._worker", json.dumps(job)]
+    env = _worker_env()
+    if job.get("measure") == "memory":                       # exact heap: see longseq.bench._worker
+        env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_worker_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "error": f"worker killed after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -130,6 +133,21 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit code {proc.returncode}"
     return {"status": "crashed", "error": f"worker {why}: " + " | ".join(tail)}
+
+
+def run_module_job(job: dict, timeout: float | None = None, isolate: bool = True) -> dict:
+    """A ``"module"`` job: in-process both at once; isolated, timing in one fresh worker and
+    peak memory in another (with an exact heap, see :mod:`longseq.bench._worker`)."""
+    if not isolate:
+        return run_job(job, timeout, isolate)
+    out = run_job(job | {"measure": "time"}, timeout, isolate)
+    if out.get("status") != "ok" or out.get("over_time_budget"):
+        return out
+    mem = run_job(job | {"measure": "memory"}, timeout, isolate)
+    if mem.get("status") != "ok":
+        return mem | {k: v for k, v in out.items() if k.endswith("_ms")}
+    return out | {k: v for k, v in mem.items() if k.startswith("peak_") or k in ("memory_method", "finite")} | {
+        "worker_s": round(out.get("worker_s", 0) + mem.get("worker_s", 0), 3)}
 
 
 def _worker_env() -> dict:
@@ -151,7 +169,7 @@ def _job_timeout(cfg: SpeedConfig) -> float | None:
     """Wall-clock limit of one worker: every call within budget, plus interpreter start-up."""
     if cfg.time_budget is None:
         return None
-    calls = (cfg.warmup + cfg.repeats + cfg.memory_repeats) * (2 if cfg.backward else 1)
+    calls = (cfg.warmup + cfg.repeats + 1 + cfg.memory_repeats) * (2 if cfg.backward else 1)
     return 60.0 + 2 * calls * cfg.time_budget
 
 
@@ -265,7 +283,7 @@ def run_targets(targets: list[Target], cfg: SpeedConfig, *, kind: str = "speed",
                 continue
             opts = _options_for_length(t, L)
             job = base | {"kind": "module", "source": t.source, "name": t.name, "L": L, "options": opts}
-            out = run_job(job, timeout, cfg.isolate)
+            out = run_module_job(job, timeout, cfg.isolate)
             row |= {"options": opts} | out
             _add_flops(row, t, cfg, peak)
             stop = _measured_stop(row, cfg)

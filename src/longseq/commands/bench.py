@@ -48,8 +48,8 @@ def _add_common(p, *, lengths: bool = True) -> None:
                        help="also measure forward+backward (default on)")
         p.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up (default 5)")
         p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-        p.add_argument("--memory-repeats", type=int, default=3, metavar="N",
-                       help="peak memory: median of N more calls after the timed ones (default 3)")
+        p.add_argument("--memory-repeats", type=int, default=1, metavar="N",
+                       help="peak memory: median of N calls after a warm-up (default 1)")
         p.add_argument("--time-budget", type=float, default=30.0, metavar="S",
                        help="stop a mixer once one call takes longer than S seconds (default 30)")
         p.add_argument("--memory-budget", type=float, default=None, metavar="MB",
