@@ -37,8 +37,9 @@ chunked took 6.2 s against 9.2 s for fft, so it is the default.
 Memory (training path: ``method="chunked"``, no state): the Q/K/V projections and Algorithm 1 up to
 the output projection run over groups of heads inside one autograd function that keeps only ``x``
 and the parameters (:class:`_H3Core`; the backward recomputes a group's projections and SSMs and
-back-propagates them). At 16K, d_model 256, fwd+bwd: 296 MB -> ~125 MB peak, and faster than the
-plain autograd graph (fewer full-size copies). Decoding and ``forward(state=...)`` use the plain path. Both continue from a given state,
+back-propagates them). At 16K, d_model 256, fwd+bwd: 296 MB -> 95 MB peak (benchmarks/RESULTS.md),
+and faster than the plain autograd graph (fewer full-size copies). Q, K, V come out of the
+projection channel-major, so the elementwise products and the SSMs read contiguous rows. Decoding and ``forward(state=...)`` use the plain path. Both continue from a given state,
 and one token is the O(d d_h N) recurrent step (state: the last N-1 keys for the shift SSM and
 the diagonal state ``[d_h, d_h, H, N/2]``).
 
