@@ -51,6 +51,8 @@ import time
 import traceback
 
 RESULT_PREFIX = "@@LONGSEQ_BENCH@@"
+EXACT_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
+"""Environment of a ``"memory"`` worker: glibc serves every block of 64 KB or more by its own mmap."""
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "bfloat16": "bfloat16",
            "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
@@ -206,7 +208,7 @@ def run_module(job) -> dict:
     budget = job.get("time_budget")
     mode = job.get("measure", "both")
     mem_repeats = max(1, int(job.get("memory_repeats", 1)))
-    heap = "+mmap64k" if os.environ.get("MALLOC_MMAP_THRESHOLD_") == str(64 * 1024) else ""
+    heap = "+mmap64k" if all(os.environ.get(k) == v for k, v in EXACT_HEAP_ENV.items()) else ""
 
     def timed(fn, name):
         """Time ``fn`` (median of repeats after warm-up). Returns the first call's result and

@@ -143,8 +143,8 @@ def format_markdown(res: dict) -> str:
         f"device {m['device']}{' (' + m['device_name'] + ')' if m.get('device_name') else ''}, "
         f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['processor']}; "
         f"{c['repeats']} timed repeats after {c['warmup']} warm-up, "
-        + ("each configuration in a fresh process (peak memory in a second one with an exact heap)." if c.get("isolate", True)
-           else "all in one process (--no-isolate: peak memory depends on earlier runs)."),
+        + ("each configuration in a fresh process (peak memory in a second one with an exact heap)."
+           if c.get("isolate", True) else "all in one process (--no-isolate: peak memory depends on earlier runs)."),
         f"fp32 matmul peak measured in this run: {_fmt(peak)} GFLOP/s.",
         "",
         "Times: median ±(interquartile range / median). Peak MB: extra memory of one "

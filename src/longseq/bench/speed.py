@@ -9,8 +9,8 @@ and every length, in increasing order, a subprocess (:mod:`longseq.bench._worker
 forward time (``no_grad``), forward+backward time (gradients of the input and all parameters),
 their medians and quartiles over ``repeats`` runs after ``warmup`` runs, and the peak memory of
 a forward and of a forward+backward (in a second fresh process, after a warm-up call; see
-:mod:`longseq.bench._worker` for how CPU memory is measured). A target stops at the first length that exceeds the time
-budget (median seconds per call; forward+backward when measured) or the memory budget (MB),
+:mod:`longseq.bench._worker` for how CPU memory is measured). A target stops at the first length
+that exceeds the time budget (median seconds per call; forward+backward when measured) or the memory budget (MB),
 that fails (error, out of memory, crash, timeout), or whose time or memory *predicted* from the
 last two lengths (growth exponent clipped to [1, 2]) exceeds a budget; the reason is recorded
 and the longer lengths are listed as skipped. Analytic FLOPs come from ``spec.flops``;
@@ -119,7 +119,7 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
     cmd = [sys.executable, "-m", "longseq.bench._worker", json.dumps(job)]
     env = _worker_env()
     if job.get("measure") == "memory":                       # exact heap: see longseq.bench._worker
-        env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
+        env |= _worker.EXACT_HEAP_ENV
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

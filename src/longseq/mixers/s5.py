@@ -96,6 +96,18 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t).reshape(-1, 2 * t.shape[-1])
 
 
+def _input_matrix(Bbar: torch.Tensor) -> torch.Tensor:
+    """``B̄ [P/2, H]`` complex -> ``M [H, 2 (P/2)]`` real with ``u @ M`` = rows of ``B̄ u``
+    (interleaved real and imaginary parts per state)."""
+    return torch.view_as_real(Bbar).permute(1, 0, 2).reshape(Bbar.shape[1], -1)
+
+
+def _input(u: torch.Tensor, Bbar: torch.Tensor) -> torch.Tensor:
+    """``B̄ u`` ``[B, L, P/2]`` complex for ``u [B, L, H]``: one real matmul."""
+    B, L, H = u.shape
+    return torch.view_as_complex((u.reshape(-1, H) @ _input_matrix(Bbar)).view(B, L, -1, 2))
+
+
 def _readout_matrix(C: torch.Tensor) -> torch.Tensor:
     """``C [H, P/2, 2]`` -> ``[2 (P/2), H]`` with ``h_rows @ M = 2 Re(C̃ h)``: rows ``(2 C_re, -2 C_im)``
     per state (``Re(c h) = c_r h_r - c_i h_i``; the factor 2 of the conjugate pairs folded in)."""
@@ -119,10 +131,8 @@ class _S5SSM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, Lbar, Bbar, C, D, chunk):
         B, L, H = u.shape
-        P = Lbar.shape[0]
         u2 = u.reshape(-1, H)                                                        # [BL, H]
-        Bm = torch.view_as_real(Bbar).permute(1, 0, 2).reshape(H, 2 * P)             # u2 @ Bm = rows(Bu)
-        Bu = torch.view_as_complex((u2 @ Bm).view(B, L, P, 2))                        # [B, L, P/2]
+        Bu = _input(u, Bbar)                                                          # [B, L, P/2]
         hs = [lti_scan(Lbar, Bu, chunk=chunk)]
         if C.shape[0] == 2:
             hs.append(lti_scan(Lbar, Bu, reverse=True, chunk=chunk))
@@ -155,9 +165,8 @@ class _S5SSM(torch.autograd.Function):
                 dLbar += (gd[:, :-1] * h[:, 1:].conj()).sum((0, 1))
             dBu = gd if dBu is None else dBu.add_(gd)
             del gd
-        Bm = torch.view_as_real(Bbar).permute(1, 0, 2).reshape(H, 2 * P)
         dBu2 = _rows(dBu)                                                             # [BL, 2 P/2]
-        du = (g2 * D).addmm_(dBu2, Bm.T).view(B, L, H)
+        du = (g2 * D).addmm_(dBu2, _input_matrix(Bbar).T).view(B, L, H)
         dBbar = torch.view_as_complex((u2.T @ dBu2).view(H, P, 2).permute(1, 0, 2).contiguous())
         dD = sum((g2[r : r + 1024] * u2[r : r + 1024]).sum(0) for r in range(0, g2.shape[0], 1024))
         return du, dLbar, dBbar, dC, dD, None
@@ -253,8 +262,7 @@ class S5(Mixer):
         if state is None and not return_state:                        # the memory-lean fused path
             y = _S5SSM.apply(u, Lbar, Bbar, self.C.to(dt), self.D.to(dt), self.chunk)
             return self._post(y.to(x.dtype)), None
-        Bu = torch.einsum("blh,phc->blpc", u, torch.view_as_real(Bbar))
-        Bu = torch.view_as_complex(Bu.contiguous())                   # [B, L, P/2]
+        Bu = _input(u, Bbar)                                          # [B, L, P/2]
         h0 = None if state is None else state["h"]
         h, h_last = linear_scan(Lbar, Bu, h0, chunk=self.chunk)       # [B, L, P/2]
         y = self._readout(h, 0, dt)

@@ -33,7 +33,6 @@ length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the p
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
