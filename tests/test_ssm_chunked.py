@@ -153,16 +153,18 @@ def test_mixer_chunked_equals_fft(name, causal, opts, L):
         longseq.mixers.build(name, 12, causal=causal, method="scan")
 
 
-@pytest.mark.parametrize("J", [1, 2, 7, 17, 64])
+@pytest.mark.parametrize("J", [1, 2, 3, 7, 16, 17, 64, 300])
 @pytest.mark.parametrize("with_start", [False, True])
-def test_carry_recurrence_equals_loop(J, with_start):
-    """The chunk-state carry X_j = a X_{j-1} + S_j (chunk-major, fused steps) against a plain loop."""
+@pytest.mark.parametrize("reverse", [False, True])
+def test_carry_recurrence_equals_loop(J, with_start, reverse):
+    """The chunk-state carry X_j = a X_{j-1} + S_j (two-level: inside blocks of ~sqrt(J) chunks, then
+    over the blocks), forwards and backwards in j, against a plain loop (complex128, 1e-12)."""
     from longseq.ssm.chunked import _recurrence
     S = torch.randn(3, 2, J, 4, dtype=torch.complex128)
     a = torch.randn(3, 4, dtype=torch.complex128) * 0.6
     X0 = torch.randn(3, 2, 4, dtype=torch.complex128) if with_start else None
-    x, ref = torch.zeros(3, 2, 4, dtype=torch.complex128) if X0 is None else X0, []
-    for j in range(J):
+    x, ref = torch.zeros(3, 2, 4, dtype=torch.complex128) if X0 is None else X0, [None] * J
+    for j in (reversed(range(J)) if reverse else range(J)):
         x = a[:, None] * x + S[:, :, j]
-        ref.append(x)
-    torch.testing.assert_close(_recurrence(S, a, X0), torch.stack(ref, 2), rtol=1e-12, atol=1e-12)
+        ref[j] = x
+    torch.testing.assert_close(_recurrence(S, a, X0, reverse=reverse), torch.stack(ref, 2), rtol=1e-12, atol=1e-12)

@@ -34,14 +34,23 @@ Computation (option ``method``, both tested equal to the token-by-token recurren
 Decision: at L = 16K, d_model 256, causal fwd+bwd (1 thread each, the two runs side by side on the shared machine)
 chunked took 6.2 s against 9.2 s for fft, so it is the default.
 
-Memory (training path: ``method="chunked"``, no state): the Q/K/V projections and Algorithm 1 up to
-the output projection run over groups of heads inside one autograd function that keeps only ``x``
-and the parameters (:class:`_H3Core`; the backward recomputes a group's projections and SSMs and
-back-propagates them). At 16K, d_model 256, fwd+bwd: 296 MB -> 95 MB peak (benchmarks/RESULTS.md),
-and faster than the plain autograd graph (fewer full-size copies). Q, K, V come out of the
-projection channel-major, so the elementwise products and the SSMs read contiguous rows. Decoding and ``forward(state=...)`` use the plain path. Both continue from a given state,
-and one token is the O(d d_h N) recurrent step (state: the last N-1 keys for the shift SSM and
-the diagonal state ``[d_h, d_h, H, N/2]``).
+Training path (``method="chunked"``, no state, float32/float64 input): one autograd function,
+:class:`_H3Core`, from ``x`` to the output projection. The forward computes ``Q, K, V`` with one
+matmul into a channel-major buffer that is already the SSMs' ``[channels, B, chunks, T]`` layout,
+runs Algorithm 1 over groups of heads and the output projection as one matmul; it keeps ``x``
+and ``Q, K, V``. The backward works per group of 32 channels at L = 16K (every ``[c, B, L]``
+tensor is a transient of one group): ``head_dim = 1`` has a hand-written backward
+(:func:`_core_chunks_backward`: the diagonal SSM's backward also returns its forward output, the
+FIR's backward is :func:`longseq.ssm.chunked.fir_chunks_backward`), other head sizes go through
+autograd on the recomputed group. Measured at 16K, d_model 256, causal fwd+bwd, 2 threads (one
+process, interleaved runs): 0.49 s -> 0.33 s, peak 95 -> 120 MB (causal SDPA: 3.6 s, 145 MB).
+Where the time goes: the eight ``d x d`` matmuls ~180 ms, the FIR and the diagonal SSM ~150 ms.
+Keeping ``Q, K, V`` (48 MB) instead of recomputing them saves three matmuls; fusing the output
+projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept.
+Half-precision inputs take the plain path (SSMs in float32). Decoding and ``forward(state=...)``
+also use the plain path; both continue from a given state, and one token is the O(d d_h N)
+recurrent step (state: the last N-1 keys for the shift SSM and the diagonal state
+``[d_h, d_h, H, N/2]``).
 
 Causal only (decision): H3 is built for autoregressive language modelling — the shift SSM
 remembers the previous tokens and the diagonal SSM accumulates ``K'V^T`` over the past, which
@@ -55,10 +64,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ssm.chunked import diag_ssm_chunked, fir_conv
+from ..ssm.chunked import (DEFAULT_CHUNK, chunked_backward, chunked_forward, diag_ssm_chunked, fir_chunks,
+                            fir_chunks_backward, fir_conv)
 from ..ssm.fftconv import diag_ssm_conv, fft_conv, with_skip
 from ..ssm.kernels import DiagSSMKernel
 from .base import Mixer, register
@@ -82,69 +93,126 @@ def _core(q, k, v, taps, w, log_z, D, hd):
     return rearrange((rearrange(q, "b (h i) l -> b i 1 h l", i=hd) * y).sum(1), "b j h l -> b (h j) l")
 
 
+def _core_chunks(q, k, v, taps, w, log_z, D, T):
+    """:func:`_core` for ``head_dim = 1`` in chunk layout: ``q, k, v [c, B, J, T]`` (channel-major;
+    positions padded at the end change nothing before them: everything is causal) -> ``[c, B, J, T]``."""
+    c, B, J, _ = q.shape
+    u = fir_chunks(k, taps).mul_(v)                                          # K' V  (hd = 1)
+    y, _ = chunked_forward(u.view(c, B * J, T), w, log_z, None, D, None, B, T)
+    return y.view_as(q).mul_(q)
+
+
+def _core_chunks_backward(q, k, v, taps, w, log_z, D, go, T):
+    """Hand-written backward of :func:`_core_chunks` for the output gradient ``go``, recomputing
+    ``K'`` and ``K'V``: ``(o, dqkv [3, c, B, J, T], dtaps, dw, dlog_z, dD)``. The diagonal SSM's
+    backward rebuilds its forward anyway and returns ``y`` too
+    (:func:`longseq.ssm.chunked.chunked_backward`)."""
+    c, B, J, _ = q.shape
+    kp = fir_chunks(k, taps)
+    u = kp * v
+    dy = go * q
+    zero = w.new_zeros(c, B, w.shape[-1])
+    du, dw, dlz, _, dD, _, y = chunked_backward(u.view(c, B * J, T), w, log_z, None, D, None,
+                                                 dy.view(c, B * J, T), zero, B, T, True, want_y=True)
+    del u, dy
+    y, du = y.view_as(q), du.view_as(q)
+    dqkv = q.new_empty(3, *q.shape)
+    torch.mul(go, y, out=dqkv[0])                                            # dQ = dO Y
+    torch.mul(du, kp, out=dqkv[2])                                           # dV = d(K'V) K'
+    del kp
+    _, dtaps = fir_chunks_backward(k, taps, du.mul_(v), out=dqkv[1])         # dK from dK' = d(K'V) V
+    return y.mul_(q), dqkv, dtaps, dw, dlz, dD
+
+
+def _core_autograd_backward(q, k, v, taps, w, log_z, D, go, hd):
+    """:func:`_core`'s backward by autograd on the recomputed forward (any ``head_dim``); tensors
+    ``[B, c, L]``: ``(o, dq, dk, dv, dtaps, dw, dlog_z, dD)``."""
+    leaves = [t.detach().requires_grad_() for t in (q, k, v, taps, w, log_z, D)]
+    with torch.enable_grad():
+        o = _core(*leaves, hd)
+        grads = torch.autograd.grad(o, leaves, go)
+    return (o.detach(), *grads)
+
+
 def _heads_per_group(hd: int, batch: int, L: int) -> int:
     """Heads per group of :class:`_H3Core`: ~512K elements (2 MB float32) per ``[B, dh, dh, heads, L]`` transient."""
     return max(1, (1 << 19) // (batch * hd * hd * L))
 
 
 class _H3Core(torch.autograd.Function):
-    """The projections ``Q, K, V`` and :func:`_core` over groups of heads, keeping only ``x`` and the
-    parameters: ``x [B, L, d]``, ``W [3d, d]``, ``b [3d]`` (``W_Q, W_K, W_V`` stacked) -> ``[B, d, L]``.
+    """The training path, projections included: ``x [B, L, d]``, ``W [3d, d]``, ``b [3d]`` (``W_Q,
+    W_K, W_V`` stacked), the SSM parameters, ``Wo [d, d]``, ``bo [d]`` (output projection) -> ``[B, L, d]``.
 
-    Heads are independent between the projections, so forward and backward run a group of heads
-    at a time (``Q, K, V`` of the group by one ``[B L, d] @ [d, 3c]`` matmul); the
-    backward recomputes the group's projections and :func:`_core` under autograd, back-propagates
-    them, and accumulates ``dx += dQKV^T W``, ``dW = dQKV x``. Plain autograd kept ``Q, K, V``,
-    ``K'``, ``K'V^T`` (twice), the SSM output and the banded-Toeplitz inputs, and their gradients
-    (16K, d = 256: 296 MB fwd+bwd peak); here all of them are per-group transients, at the price of
-    the projections' forward once more.
+    Forward: ``Q, K, V`` by one ``[3d, d] @ [d, B L]`` matmul into a channel-major ``[3, d, B, L']``
+    buffer (every channel's sequence contiguous and, with ``L'`` the length rounded up to the chunk
+    ``T``, already in the ``[c, B, J, T]`` chunk layout of the SSMs: no copies), Algorithm 1 over
+    groups of heads, then the output projection as one matmul. Saved: ``x`` and ``Q, K, V``
+    (``3 B L d``) — recomputing them cost three of the eight ``d x d`` matmuls of the step.
+
+    Backward: ``dO = g W_o`` (one matmul, channel-major; per group it took twice as long), then per
+    group of heads (every ``[c, B, L]`` tensor below is a transient of one group):
+    :func:`_core_chunks_backward` (``head_dim = 1``, hand-written) or autograd on the recomputed
+    :func:`_core`; ``dW_o[:, c] = g^T O_c``; ``dx += dQKV_c^T W_c``, ``dW_c = dQKV_c x``. The output
+    projection's input ``O`` is never kept (a separate ``nn.Linear`` would save it).
     """
 
     @staticmethod
-    def forward(ctx, x, W, b, taps, w, log_z, D, hd, heads):
+    def forward(ctx, x, W, b, taps, w, log_z, D, Wo, bo, hd, heads, T):
         B, L, d = x.shape
-        o = x.new_empty(B, d, L)
+        Lp = -(-L // T) * T
+        x2 = (x if Lp == L else F.pad(x, (0, 0, 0, Lp - L))).reshape(-1, d)             # [B L', d]
+        qkv = torch.addmm(b.unsqueeze(1), W, x2.T).view(3, d, B, Lp)
+        o = x.new_empty(d, B, Lp)
         for h, c in _head_groups(w.shape[0], hd, heads):
-            q, k, v = _project(x, W, b, c)
-            o[:, c] = _core(q, k, v, taps[c], w[h], log_z[h], D[h], hd)
-        ctx.save_for_backward(x, W, b, taps, w, log_z, D)
-        ctx.hd, ctx.heads = hd, heads
-        return o
+            q, k, v = qkv[:, c].unbind(0)                                                   # [c, B, L']
+            if hd == 1:
+                o[c] = _core_chunks(*(t.view(-1, B, Lp // T, T) for t in (q, k, v)), taps[c], w[h],
+                                    log_z[h], D[h], T).view(-1, B, Lp)
+            else:
+                o[c] = _core(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), taps[c], w[h],
+                             log_z[h], D[h], hd).transpose(0, 1)
+        out = torch.addmm(bo, o.view(d, -1).T, Wo.T).view(B, Lp, d)
+        ctx.save_for_backward(x2, qkv, W, taps, w, log_z, D, Wo)
+        ctx.hd, ctx.heads, ctx.T, ctx.L = hd, heads, T, L
+        return out[:, :L] if Lp > L else out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        x, W, b, *params = ctx.saved_tensors
-        d = x.shape[-1]
-        x2 = x.reshape(-1, d)
-        dx = x.new_zeros(x.shape)                                             # contiguous, whatever x is
-        dW, db = W.new_zeros(3, d, d), b.new_zeros(3, d)
-        dparams = [torch.zeros_like(t) for t in params]
-        for h, c in _head_groups(params[1].shape[0], ctx.hd, ctx.heads):
-            index = [c, h, h, h]                                              # taps by channel, the SSM by head
-            qkv = [t.detach().requires_grad_() for t in _project(x, W, b, c)]
-            with torch.enable_grad():
-                parts = [t[i].detach().requires_grad_() for t, i in zip(params, index)]
-                o = _core(*qkv, *parts, ctx.hd)
-                grads = torch.autograd.grad(o, qkv + parts, g[:, c].contiguous())
-            dqkv = torch.cat([t.transpose(0, 1) for t in grads[:3]]).flatten(1)   # [3c, B L], channel-major
-            dx.view(-1, d).addmm_(dqkv.T, W.view(3, d, d)[:, c].reshape(-1, d))
+        x2, qkv, W, taps, w, log_z, D, Wo = ctx.saved_tensors
+        _, d, B, Lp = qkv.shape
+        T, hd = ctx.T, ctx.hd
+        g2 = (g if Lp == ctx.L else F.pad(g, (0, 0, 0, Lp - ctx.L))).reshape(-1, d)    # [B L', d]
+        dx = torch.zeros_like(x2)
+        dW, db, dWo = W.new_zeros(3, d, d), W.new_zeros(3, d), torch.zeros_like(Wo)
+        dparams = [torch.zeros_like(t) for t in (taps, w, log_z, D)]
+        gO = torch.mm(Wo.T, g2.T)                                                           # dO [d, B L']
+        for h, c in _head_groups(w.shape[0], hd, ctx.heads):
+            params = (taps[c], w[h], log_z[h], D[h])
+            q, k, v = qkv[:, c].unbind(0)                                                   # [c, B, L']
+            go = gO[c]
+            if hd == 1:
+                q, k, v, go = (t.view(-1, B, Lp // T, T) for t in (q, k, v, go))
+                o, dqkv, *dparts = _core_chunks_backward(q, k, v, *params, go, T)
+            else:
+                q, k, v, go = (t.view(-1, B, Lp).transpose(0, 1) for t in (q, k, v, go))
+                o, *grads = _core_autograd_backward(q, k, v, *params, go, hd)
+                o, dparts = o.transpose(0, 1), grads[3:]
+                dqkv = torch.stack([t.transpose(0, 1).reshape(t.shape[1], -1) for t in grads[:3]])
+                del grads
+            del q, k, v, go
+            dWo[:, c] = torch.mm(g2.T, o.reshape(o.shape[0], -1).T)
+            del o
+            dqkv = dqkv.view(-1, B * Lp)                                                    # [3c, B L']
+            dx.addmm_(dqkv.T, W.view(3, d, d)[:, c].reshape(-1, d))
             dW[:, c] = torch.mm(dqkv, x2).view(3, -1, d)
             db[:, c] = dqkv.sum(1).view(3, -1)
-            for out, part, i in zip(dparams, grads[3:], index):
+            del dqkv                                                                        # before the next group
+            for out, part, i in zip(dparams, dparts, (c, h, h, h)):                         # taps by channel
                 out[i] = part
-        return dx, dW.view_as(W), db.view_as(b), *dparams, None, None
-
-
-def _project(x, W, b, c):
-    """``Q, K, V [B, c, L]`` (views) of the channels ``c``: one ``[3c, d] @ [d, B L]`` matmul, whose
-    output is channel-major ``[3c, B, L]``: every channel's sequence is contiguous, as the
-    elementwise products and the chunked SSMs want it (a ``[B L, 3c]`` product would leave them
-    strided by ``3c``)."""
-    B, L, d = x.shape
-    Wc, bc = W.view(3, d, d)[:, c].reshape(-1, d), b.view(3, d)[:, c].reshape(-1, 1)
-    qkv = torch.addmm(bc, Wc, x.reshape(-1, d).T).view(-1, B, L).transpose(0, 1)   # [B, 3c, L]
-    return qkv.chunk(3, dim=1)
+        dx = dx.view(B, Lp, d)
+        return (dx[:, : ctx.L] if Lp > ctx.L else dx, dW.view_as(W), db.view(-1), *dparams, dWo, g2.sum(0),
+                None, None, None)
 
 
 def _head_groups(nh: int, hd: int, heads: int):
@@ -208,18 +276,20 @@ class H3(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         B, L, d = x.shape
-        if self.method == "chunked" and state is None and not return_state:       # the training path
-            w, log_z = self.kernel.modes()
+        w, log_z = self.kernel.modes()
+        if self.method == "chunked" and state is None and not return_state and x.dtype == log_z.real.dtype:
+            # the training path (float32/float64; half-precision inputs take the plain path below,
+            # which runs the SSMs in float32)
             W = torch.cat([p.weight for p in (self.q_proj, self.k_proj, self.v_proj)])
             b = torch.cat([p.bias for p in (self.q_proj, self.k_proj, self.v_proj)])
             taps = with_skip(self.shift_C, self.shift_D).to(x.dtype)
-            o = _H3Core.apply(x, W, b, taps, w[0], log_z, self.D, self.hd, _heads_per_group(self.hd, B, L))
-            return self.out(o.transpose(1, 2)), None
+            T = max(DEFAULT_CHUNK, taps.shape[-1])
+            return _H3Core.apply(x, W, b, taps, w[0], log_z, self.D, self.out.weight, self.out.bias, self.hd,
+                                 _heads_per_group(self.hd, B, L), T), None
         q, k, v = (rearrange(p(x), "b l d -> b d l") for p in (self.q_proj, self.k_proj, self.v_proj))
         k, prev = self._shift_ssm(k, None if state is None else state["k"], return_state)  # [B, d, L]
         kv = (rearrange(k, "b (h i) l -> b i 1 h l", i=self.hd)
               * rearrange(v, "b (h j) l -> b 1 j h l", j=self.hd))         # [B, dh, dh, H, L]
-        w, log_z = self.kernel.modes()
         x0 = None if state is None else state["x"]
         if self.method == "fft" or (L == 1 and x0 is not None):
             y, xs = diag_ssm_conv(kv, w[0], log_z, x0, D=self.D, return_state=return_state,

@@ -25,7 +25,7 @@ all of them plus ~18 ``[H, N, T]`` intermediates of the coefficients: 170 MB at 
 N/2 = 32 modes, bidirectional, against 16 MB now; the coefficient gradients are pulled back by
 hand, not through an autograd graph. Forward and backward run over groups of channels, so the
 carried states and their gradients are transients of one group (s4d at 16K: 316 -> 144 MB peak);
-the carry (3) is a loop of small fused steps over a chunk-major copy (:func:`_recurrence`).
+the carry (3) is a two-level loop of ~2 sqrt(J) small fused steps (:func:`_recurrence`).
 
 :func:`fir_conv` is the finite-kernel special case (no state): the H3 shift SSM is a causal FIR of
 length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the previous chunk.
@@ -33,13 +33,15 @@ length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the p
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
 
 from .vandermonde import powers
 
-__all__ = ["diag_ssm_chunked", "fir_conv", "DEFAULT_CHUNK"]
+__all__ = ["diag_ssm_chunked", "chunked_forward", "chunked_backward", "fir_conv", "fir_chunks",
+           "fir_chunks_backward", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 64
 """Chunk length ``T``: the coefficient matrices grow like ``H T (T + 4N)``, the carried states like
@@ -79,24 +81,42 @@ def _recurrence(S: torch.Tensor, a: torch.Tensor, X0: torch.Tensor | None = None
     """Inclusive ``X_j = a X_{j-1} + S_j`` along dim 2 (``X_{-1} = X0``, None = 0): ``S [H, M, J, C]``
     complex, ``a [H, C]``, ``X0 [H, M, C]``. ``reverse``: ``X_j = a X_{j+1} + S_j`` (``X_J = X0``).
 
-    A loop over the ``J`` chunks on a chunk-major copy (each step one fused multiply-add on a
-    contiguous ``[H, M, C]`` slice). The steps are small on purpose: a blocked (``~2 sqrt(J)``-step)
-    variant was no faster on one thread and, with its larger parallel steps, several times slower
-    with two threads on a busy machine (every parallel step waits for both threads); re-measured
-    (H = 256, J = 256, 2 threads): 6 ms against 48-136 ms for 16-chunk blocks on strided slices.
+    Two levels, ``~2 sqrt(J)`` sequential steps instead of ``J``: the ``J`` chunks are cut into ``nb``
+    blocks of ``b ~ sqrt(J)``; (i) the recurrence runs inside every block at once from a zero start
+    (``b`` steps, each one fused multiply-add over all blocks: a contiguous ``[nb, H, M, C]`` slice of
+    a step-major copy), (ii) the state entering each block, ``Y_m = a^b Y_{m-1} + (end of block
+    m-1)``, is carried over the blocks (``nb`` steps), (iii) ``X_{m, i} += a^{i+1} Y_m`` in one
+    broadcast. Each step is a small op whose cost is mostly its dispatch, so the step count sets
+    the time: H3 at L = 16K (J = 256 chunks, three recurrences per group of 32 channels) spent
+    ~35 ms of its ~355 ms fwd+bwd in the one-level loop.
     """
-    St = S.permute(2, 0, 1, 3).contiguous()                                  # [J, H, M, C]
-    X = torch.empty_like(St)
-    ab = a.unsqueeze(1)
-    s, x = St.unbind(0), X.unbind(0)                                         # views, made once
-    prev = X0
-    for j in (range(len(s) - 1, -1, -1) if reverse else range(len(s))):
-        if prev is None:
-            x[j].copy_(s[j])
-        else:
-            torch.addcmul(s[j], ab, prev, out=x[j])
-        prev = x[j]
-    return X.permute(1, 2, 0, 3)
+    H, M, J, C = S.shape
+    b = math.isqrt(J - 1) + 1 if J > 1 else 1                                # ceil(sqrt(J))
+    nb = -(-J // b)
+    pad = nb * b - J                                   # zero chunks where the recurrence ends
+    St = S.permute(2, 0, 1, 3)                                               # [J, H, M, C]
+    if pad:
+        zeros = St.new_zeros(pad, H, M, C)
+        St = torch.cat([zeros, St] if reverse else [St, zeros])
+    Xl = St.reshape(nb, b, H, M, C).transpose(0, 1).contiguous()            # [b, nb, H, M, C]
+    ab = a.unsqueeze(1)                                                      # [H, 1, C]
+    x = Xl.unbind(0)
+    first, last, step = (b - 1, 0, -1) if reverse else (0, b - 1, 1)
+    for i in range(first + step, last + step, step):                         # (i) inside the blocks
+        x[i].addcmul_(ab, x[i - step])
+    Y = torch.empty_like(Xl[0])                                              # [nb, H, M, C] entering block m
+    y = Y.unbind(0)
+    m0 = nb - 1 if reverse else 0
+    if X0 is None:
+        y[m0].zero_()
+    else:
+        y[m0].copy_(X0)
+    pw = torch.cumprod(ab.expand(b, H, 1, C), dim=0)                          # a^(i+1)  [b, H, 1, C]
+    for m in range(m0 + step, nb - 1 - m0 + step, step):                     # (ii) over the blocks
+        torch.addcmul(x[last][m - step], pw[b - 1], y[m - step], out=y[m])  # Y_m = a^b Y_prev + X_prev
+    Xl.addcmul_((pw.flip(0) if reverse else pw).unsqueeze(1), Y.unsqueeze(0))  # (iii) a^(steps from the entry)
+    X = Xl.transpose(0, 1).reshape(nb * b, H, M, C)
+    return (X[pad:] if reverse else X[:J]).permute(1, 2, 0, 3)
 
 
 def _carry(S: torch.Tensor, a: torch.Tensor, E0: torch.Tensor | None, nf: int) -> torch.Tensor:
@@ -190,8 +210,11 @@ def _group_size(H: int, rows: int, cols: int) -> int:
     return max(1, min(H, (1 << 20) // max(1, rows * cols)))
 
 
-def _chunked_forward(ub, w, log_z, w_back, D, E0, M, T):
-    """(1)-(4) for one group of channels: ``(y [g, M J, T], state entering the last chunk [g, M, N])``."""
+def chunked_forward(ub, w, log_z, w_back, D, E0, M, T):
+    """(1)-(4) for one group of channels, ``ub [g, M J, T]`` (``M`` sequences of ``J`` chunks),
+    ``w, log_z [g, N]``, ``w_back [g, N]`` or None, ``D [g]`` or None, ``E0 [g, M, N]`` or None:
+    ``(y [g, M J, T], state entering the last chunk [g, M, N])``. No autograd graph (the caller's
+    backward is :func:`chunked_backward`)."""
     H, N = log_z.shape
     J = ub.shape[1] // M
     Z = _zpowers(log_z, T)
@@ -207,9 +230,10 @@ def _chunked_forward(ub, w, log_z, w_back, D, E0, M, T):
     return y, E_last
 
 
-def _chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z):
-    """Gradients of :func:`_chunked_forward` for one group of channels:
-    ``(du, dw, dlog_z, dw_back, dD, dE0)``."""
+def chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z, want_y=False):
+    """Gradients of :func:`chunked_forward` for one group of channels:
+    ``(du, dw, dlog_z, dw_back, dD, dE0, y)``; ``want_y``: also the forward's ``y`` (else None),
+    from the coefficient matrices and states the backward rebuilds anyway."""
     H, N = log_z.shape
     J = ub.shape[1] // M
     bidir = w_back is not None
@@ -224,6 +248,7 @@ def _chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z
 
     A = _toeplitz_coef(Z, w, w_back, D, T)                                        # (1)
     du = torch.bmm(gy, A.transpose(1, 2))
+    y = torch.bmm(ub, A) if want_y else None
     del A
     with torch.enable_grad():                                     # diagonal sums of dA: unfold's adjoint
         ext = torch.zeros(H, 2 * T - 1, dtype=ub.dtype, device=ub.device, requires_grad=True)
@@ -245,6 +270,8 @@ def _chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z
         E = _carry(_as_complex(torch.bmm(ub, P), M), a, E0, N)                   # (2), (3) again
         Q = _out_coef(Z, w, w_back, T)                                            # [H, 2C, T]
         dE = torch.bmm(gy, Q.transpose(1, 2))                                     # (4)
+        if want_y:
+            y.baddbmm_(_as_real(E), Q)
         del Q
         dQ = torch.bmm(_as_real(E).transpose(1, 2), gy).unflatten(1, (-1, 2))     # [H, C, 2, T]
         gq = torch.complex(dQ[:, :, 0], -dQ[:, :, 1])                             # d q  [H, C, T]
@@ -271,7 +298,7 @@ def _chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z
         if E0 is None:
             dE0 = None
     glz = torch.autograd.grad(Zg, lz, gZ)[0] if need_log_z else None
-    return du, gw, glz, gwb, gD, dE0
+    return du, gw, glz, gwb, gD, dE0, y
 
 
 class _DiagChunked(torch.autograd.Function):
@@ -295,7 +322,7 @@ class _DiagChunked(torch.autograd.Function):
         y = torch.empty_like(ub)
         E_last = ub.new_empty(H, M, N, dtype=log_z.dtype)
         for c in (slice(h, h + g) for h in range(0, H, g)):
-            y[c], E_last[c] = _chunked_forward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), M, T)
+            y[c], E_last[c] = chunked_forward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), M, T)
         ctx.save_for_backward(ub, w, log_z, w_back, D, E0)
         ctx.M, ctx.T, ctx.g = M, T, g
         return y, E_last
@@ -311,8 +338,8 @@ class _DiagChunked(torch.autograd.Function):
         grads = [torch.empty_like(ub), torch.empty_like(w), torch.empty_like(log_z), _like(w_back), _like(D),
                  _like(E0)]
         for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
-            parts = _chunked_backward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), gy[c],
-                                      gE_last[c], ctx.M, ctx.T, ctx.needs_input_grad[2])
+            parts = chunked_backward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), gy[c],
+                                      gE_last[c], ctx.M, ctx.T, ctx.needs_input_grad[2])[:6]
             for out, part in zip(grads, parts):
                 if out is not None and part is not None:
                     out[c] = part
@@ -363,12 +390,70 @@ def diag_ssm_chunked(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *,
     return _from_chunks(y.unflatten(1, (M, J)), torch.Size(batch), L, u.dtype), new_state
 
 
+def _fir_matrices(k: torch.Tensor, T: int):
+    """The two ``[H, T, T]`` matrices of a causal FIR ``k [H, n]`` (``n <= T``) on chunks of ``T``:
+    ``y_j = u_j @ low + u_{j-1} @ up`` — lags ``s - t`` inside the chunk, ``s + T - t`` (``t > s``)
+    from the previous one."""
+    kT = F.pad(k, (0, T - k.shape[-1]))
+    return _toeplitz(kT, None, T), _toeplitz(torch.zeros_like(kT), kT.flip(-1), T)
+
+
+def fir_chunks(uc: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Causal FIR ``y_l = sum_{i < n} k_i u_{l-i}`` on ``uc [H, M, J, T]`` (``M`` sequences of ``J``
+    chunks, zero before each), ``k [H, n]``, ``n <= T`` -> ``[H, M, J, T]``: two batched matmuls."""
+    H, M, J, T = uc.shape
+    low, up = _fir_matrices(k.to(uc.dtype), T)
+    y = torch.bmm(uc.reshape(H, M * J, T), low).view(H, M, J, T)
+    if J > 1:
+        y[:, :, 1:] += torch.matmul(uc[:, :, :-1], up.unsqueeze(1))
+    return y
+
+
+def fir_chunks_backward(uc: torch.Tensor, k: torch.Tensor, gc: torch.Tensor, out: torch.Tensor | None = None):
+    """Gradients of :func:`fir_chunks` for the output gradient ``gc [H, M, J, T]``: ``(du, dk)``
+    (``du`` written into ``out`` when given, a contiguous ``[H, M, J, T]`` tensor).
+
+    ``du`` is the anti-causal FIR of ``gc`` (the transposed matrices, the next chunk's part).
+    ``dk_i = sum_l g_l u_{l-i}``: ``R = [u_{j-1}; u_j]^T g_j`` summed over chunks (``[H, 2T, T]``,
+    row ``p`` = position ``p - T`` relative to the chunk) holds lag ``s + T - p`` at ``(p, s)``; the
+    lags ``0 .. T-1`` are its diagonals ``p = s + T - i``, summed through one strided view.
+    """
+    H, M, J, T = uc.shape
+    n = k.shape[-1]
+    low, up = _fir_matrices(k.to(uc.dtype), T)
+    g = gc.reshape(H, M * J, T)
+    du = torch.bmm(g, low.transpose(1, 2), out=None if out is None else out.view(H, M * J, T)).view(H, M, J, T)
+    r_cur = torch.bmm(uc.reshape(H, M * J, T).transpose(1, 2), g)                 # [H, T, T]
+    if J > 1:
+        du[:, :, :-1] += torch.matmul(gc[:, :, 1:], up.transpose(1, 2).unsqueeze(1))
+        r_prev = torch.matmul(uc[:, :, :-1].transpose(-1, -2), gc[:, :, 1:]).sum(1)
+    else:
+        r_prev = torch.zeros_like(r_cur)
+    R = torch.cat([r_prev, r_cur], dim=1)                                          # [H, 2T, T]
+    diag = R.as_strided((H, T, T), (2 * T * T, T, T + 1), R.storage_offset() + T)  # [h, a, s] = R[s+a+1, s]
+    return du, diag.sum(-1).flip(-1)[:, :n].to(k.dtype)                  # row a holds lag T-1-a
+
+
+class _FIR(torch.autograd.Function):
+    """:func:`fir_chunks` with :func:`fir_chunks_backward` (keeps only its inputs)."""
+
+    @staticmethod
+    def forward(ctx, uc, k):
+        ctx.save_for_backward(uc, k)
+        return fir_chunks(uc, k)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        uc, k = ctx.saved_tensors
+        return fir_chunks_backward(uc, k, g.contiguous())
+
+
 def fir_conv(u: torch.Tensor, k: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
     """Causal FIR ``y_l = sum_{i < n} k_i u_{l-i}``: ``u [..., H, L]``, ``k [H, n]`` -> ``[..., H, L]``.
 
-    ``prev [..., H, n-1]``: the inputs before ``u`` (None = zeros). Chunks of ``T = n`` positions:
-    ``y_j = u_j @ lower(k) + u_{j-1} @ upper(k)`` — the lags ``s - t`` inside the chunk and
-    ``s + T - t`` (``t > s``) from the previous one — two batched matmuls, O(L n) work.
+    ``prev [..., H, n-1]``: the inputs before ``u`` (None = zeros). Chunks of ``T = n`` positions
+    with one chunk before ``u`` holding ``prev`` (:func:`fir_chunks`), O(L n) work.
     """
     *batch, H, L = u.shape
     T = k.shape[-1]
@@ -376,9 +461,5 @@ def fir_conv(u: torch.Tensor, k: torch.Tensor, prev: torch.Tensor | None = None)
     if prev is not None:
         front = torch.cat([front, prev.to(u.dtype)], dim=-1)
     uc = _to_chunks(u, T, front)                                         # [H, M, J+1, T]
-    M, J1 = uc.shape[1], uc.shape[2]
-    ub = uc.flatten(1, 2)
-    k = k.to(u.dtype)
-    y_cur = torch.bmm(ub, _toeplitz(k, None, T)).unflatten(1, (M, J1))[:, :, 1:]
-    y_prev = torch.bmm(ub, _toeplitz(torch.zeros_like(k), k.flip(-1), T)).unflatten(1, (M, J1))[:, :, :-1]
-    return _from_chunks(y_cur + y_prev, torch.Size(batch), L, u.dtype)
+    y = _FIR.apply(uc, k.to(u.dtype))[:, :, 1:]
+    return _from_chunks(y, torch.Size(batch), L, u.dtype)
