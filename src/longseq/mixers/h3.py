@@ -93,13 +93,14 @@ def _core(q, k, v, taps, w, log_z, D, hd):
     return rearrange((rearrange(q, "b (h i) l -> b i 1 h l", i=hd) * y).sum(1), "b j h l -> b (h j) l")
 
 
-def _core_chunks(q, k, v, taps, w, log_z, D, T):
+def _core_chunks(q, k, v, taps, w, log_z, D, T, out):
     """:func:`_core` for ``head_dim = 1`` in chunk layout: ``q, k, v [c, B, J, T]`` (channel-major;
-    positions padded at the end change nothing before them: everything is causal) -> ``[c, B, J, T]``."""
+    positions padded at the end change nothing before them: everything is causal), written into
+    ``out`` (contiguous, the same shape)."""
     c, B, J, _ = q.shape
     u = fir_chunks(k, taps).mul_(v)                                          # K' V  (hd = 1)
-    y, _ = chunked_forward(u.view(c, B * J, T), w, log_z, None, D, None, B, T)
-    return y.view_as(q).mul_(q)
+    chunked_forward(u.view(c, B * J, T), w, log_z, None, D, None, B, T, out=out.view(c, B * J, T))
+    out.mul_(q)
 
 
 def _core_chunks_backward(q, k, v, taps, w, log_z, D, go, T):
@@ -166,8 +167,8 @@ class _H3Core(torch.autograd.Function):
         for h, c in _head_groups(w.shape[0], hd, heads):
             q, k, v = qkv[:, c].unbind(0)                                                   # [c, B, L']
             if hd == 1:
-                o[c] = _core_chunks(*(t.view(-1, B, Lp // T, T) for t in (q, k, v)), taps[c], w[h],
-                                    log_z[h], D[h], T).view(-1, B, Lp)
+                q, k, v, oc = (t.view(-1, B, Lp // T, T) for t in (q, k, v, o[c]))
+                _core_chunks(q, k, v, taps[c], w[h], log_z[h], D[h], T, out=oc)
             else:
                 o[c] = _core(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), taps[c], w[h],
                              log_z[h], D[h], hd).transpose(0, 1)

@@ -210,15 +210,15 @@ def _group_size(H: int, rows: int, cols: int) -> int:
     return max(1, min(H, (1 << 20) // max(1, rows * cols)))
 
 
-def chunked_forward(ub, w, log_z, w_back, D, E0, M, T):
+def chunked_forward(ub, w, log_z, w_back, D, E0, M, T, out=None):
     """(1)-(4) for one group of channels, ``ub [g, M J, T]`` (``M`` sequences of ``J`` chunks),
     ``w, log_z [g, N]``, ``w_back [g, N]`` or None, ``D [g]`` or None, ``E0 [g, M, N]`` or None:
-    ``(y [g, M J, T], state entering the last chunk [g, M, N])``. No autograd graph (the caller's
-    backward is :func:`chunked_backward`)."""
+    ``(y [g, M J, T], state entering the last chunk [g, M, N])``; ``y`` is written into ``out``
+    (contiguous) when given. No autograd graph (the caller's backward is :func:`chunked_backward`)."""
     H, N = log_z.shape
     J = ub.shape[1] // M
     Z = _zpowers(log_z, T)
-    y = torch.bmm(ub, _toeplitz_coef(Z, w, w_back, D, T))                           # (1)
+    y = torch.bmm(ub, _toeplitz_coef(Z, w, w_back, D, T), out=out)                  # (1)
     E_last = torch.zeros(H, M, N, dtype=Z.dtype, device=ub.device) if E0 is None else E0
     if J > 1 or E0 is not None:
         dirs = 1 if w_back is None else 2
@@ -322,7 +322,8 @@ class _DiagChunked(torch.autograd.Function):
         y = torch.empty_like(ub)
         E_last = ub.new_empty(H, M, N, dtype=log_z.dtype)
         for c in (slice(h, h + g) for h in range(0, H, g)):
-            y[c], E_last[c] = chunked_forward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), M, T)
+            _, E_last[c] = chunked_forward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), M, T,
+                                           out=y[c])
         ctx.save_for_backward(ub, w, log_z, w_back, D, E0)
         ctx.M, ctx.T, ctx.g = M, T, g
         return y, E_last
