@@ -228,3 +228,38 @@ def test_generate_cli(tmp_path):
     assert row["status"] == "ok", row
     assert row["tokens_per_s"] > 0 and row["prefill_ms"] > 0 and row["step_ms"]["n"] == 8
     assert _table_rows((out / "results.md").read_text())[0][0] == "softmax"
+
+
+def test_ratios_alternate_rounds_and_report(tmp_path, capsys, monkeypatch):
+    """bench ratios: per round the baseline, then each mixer; the speed-up of a round is the
+    baseline's time over the mixer's; the median and range are over the rounds."""
+    import longseq.bench.ratios as ratios_module
+    from longseq.bench import RatioConfig, format_ratios, run_ratios
+
+    order, real = [], ratios_module.run_job
+
+    def spy(job, *a, **k):
+        order.append((job["name"], job["measure"]))
+        return real(job, *a, **k)
+
+    monkeypatch.setattr(ratios_module, "run_job", spy)
+    cfg = RatioConfig(lengths=[64], d_model=32, heads=2, repeats=2, warmup=1, threads=1, isolate=False, rounds=3)
+    res = run_ratios(["softmax_naive", "softmax"], cfg, log=None)
+    timed = [n for n, m in order if m == "time"]
+    assert timed == ["softmax", "softmax_naive"] * 3                 # alternation, baseline first
+    assert [n for n, m in order if m == "memory"] == ["softmax", "softmax_naive"]
+    base, naive = res["rows"]
+    assert base["ratios"] == [1.0] * 3
+    assert naive["ratios"] == pytest.approx([b / m for b, m in zip(base["times_ms"], naive["times_ms"])])
+    assert naive["ratio_min"] <= naive["ratio_median"] <= naive["ratio_max"]
+    assert naive["peak_mb"] is not None
+    assert "`softmax_naive`" in format_ratios(res)
+    rc = cli.main(["bench", "ratios", "--mixers", "softmax_naive", "--lengths", "64", "--rounds", "1",
+                   "--d-model", "32", "--heads", "2", "--repeats", "1", "--threads", "1", "--no-isolate",
+                   "--out", str(tmp_path / "r")])
+    assert rc == 0 and json.loads((tmp_path / "r" / "results.json").read_text())["kind"] == "ratios"
+    assert "speed-up (median)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="one length"):
+        RatioConfig(lengths=[64, 128])
+    with pytest.raises(ValueError, match="rounds"):
+        RatioConfig(lengths=[64], rounds=0)

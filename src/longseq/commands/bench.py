@@ -1,8 +1,9 @@
-"""``longseq bench {speed,peers,generate}``: which mixer is fastest and leanest at my length?
+"""``longseq bench {speed,peers,generate,ratios}``: which mixer is fastest and leanest at my length?
 
     longseq bench speed --mixers softmax,linear --lengths 1024,4096,16384 --causal --out bench-out
     longseq bench peers --out bench-peers
     longseq bench generate --mixers softmax,s4d --prompt 1024 --new 1024
+    longseq bench ratios --mixers s4,s4d --lengths 16384 --rounds 5
 
 Each configuration runs in a fresh subprocess; results go to ``--out`` (results.json,
 results.md, speed.png, memory.png) and the table is printed. See :mod:`longseq.bench`.
@@ -80,6 +81,13 @@ def register(sub) -> None:
     _add_common(g, lengths=False)
     g.set_defaults(func=run_generate)
 
+    r = bsub.add_parser("ratios", help="speed-ups over softmax at one length, timed in alternation over rounds")
+    r.add_argument("--mixers", required=True, help="comma-separated mixer names")
+    r.add_argument("--baseline", default="softmax", help="the mixer the others are compared with (default softmax)")
+    r.add_argument("--rounds", type=int, default=5, help="alternations of the baseline and the mixers (default 5)")
+    _add_common(r)
+    r.set_defaults(func=run_ratios, lengths=[16384], repeats=3)
+
 
 def _speed_config(args):
     from ..bench import SpeedConfig
@@ -123,6 +131,17 @@ def run_peers(args) -> int:
     res = run_peers(_names(args.peers), _speed_config(args), twin_options=args.options,
                     on_update=_save_partial(args))
     return _finish(res, args)
+
+
+def run_ratios(args) -> int:
+    from ..bench import RatioConfig, format_ratios, run_ratios, write_ratios
+
+    cfg = RatioConfig(**vars(_speed_config(args)), rounds=args.rounds)
+    res = run_ratios(_csv(str)(args.mixers), cfg, baseline=args.baseline, options=args.options)
+    print(format_ratios(res))
+    if args.out:
+        print(f"wrote {', '.join(write_ratios(res, args.out))}")
+    return 0
 
 
 def run_generate(args) -> int:

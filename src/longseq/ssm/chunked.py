@@ -237,12 +237,10 @@ def chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z,
     H, N = log_z.shape
     J = ub.shape[1] // M
     bidir = w_back is not None
-    with torch.enable_grad():
-        lz = log_z.detach().requires_grad_()
-        Zg = _zpowers(lz, T)
-    Z = Zg.detach()
-    # gradients of the coefficient matrices, pulled back by hand onto Z = z^t, w, w', D
-    # (torch's convention for complex leaves: d/dRe + i d/dIm; Re(w z) -> conj(w), conj(z))
+    Z = _zpowers(log_z.detach(), T)                                               # [H, N, T+1]
+    # gradients of the coefficient matrices, pulled back by hand onto Z = z^t, w, w', D, then onto
+    # log z (torch's convention for complex leaves: d/dRe + i d/dIm; Re(w z) -> conj(w), conj(z);
+    # Z_t = exp(t log z) -> d log z = sum_t t conj(Z_t) dZ_t)
     gZ, gw = torch.zeros_like(Z), torch.zeros_like(w)
     gwb = None if w_back is None else torch.zeros_like(w_back)
 
@@ -297,7 +295,9 @@ def chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z,
             gZ[..., :T] += dP[:, N:]                                              # z^t
         if E0 is None:
             dE0 = None
-    glz = torch.autograd.grad(Zg, lz, gZ)[0] if need_log_z else None
+    glz = None
+    if need_log_z:                                   # no autograd graph of the powers (it held ~8 [H, N, T] temporaries)
+        glz = (gZ * Z.conj() * torch.arange(T + 1, device=Z.device, dtype=ub.dtype)).sum(-1)
     return du, gw, glz, gwb, gD, dE0, y
 
 
