@@ -43,7 +43,7 @@ tensor is a transient of one group): ``head_dim = 1`` has a hand-written backwar
 (:func:`_core_chunks_backward`: the diagonal SSM's backward also returns its forward output, the
 FIR's backward is :func:`longseq.ssm.chunked.fir_chunks_backward`), other head sizes go through
 autograd on the recomputed group. Measured at 16K, d_model 256, causal fwd+bwd, 2 threads (one
-process, interleaved runs): 0.49 s -> 0.33 s, peak 95 -> 120 MB (causal SDPA: 3.6 s, 145 MB).
+process, interleaved runs): 0.49 s -> 0.33 s, peak 95 -> 119 MB (causal SDPA: 3.6 s, 145 MB).
 Where the time goes: the eight ``d x d`` matmuls ~180 ms, the FIR and the diagonal SSM ~150 ms.
 Keeping ``Q, K, V`` (48 MB) instead of recomputing them saves three matmuls; fusing the output
 projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept.
