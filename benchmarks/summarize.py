@@ -1,11 +1,12 @@
 """Write benchmarks/RESULTS.md from the ``results.json`` files of ``longseq bench`` runs.
 
-    python benchmarks/summarize.py SPEED_DIR CAUSAL_DIR PEERS_DIR GENERATE_DIR > benchmarks/RESULTS.md
+    python benchmarks/summarize.py SPEED_DIR CAUSAL_DIR PEERS_DIR GENERATE_DIR [RATIOS_DIR ...] > benchmarks/RESULTS.md
 
 The headline table is at the longest length every run reached (16K): each mixer's fwd+bwd time
 and peak memory as ratios to ``softmax`` (SDPA) measured in the same run, and how its memory
 grows per doubling of L (from 4K to 16K: sqrt of the 4x ratio). The full per-length tables of
-each run follow unchanged (``results.md``).
+each run follow unchanged (``results.md``), then the ``longseq bench ratios`` runs (speed-ups at
+16K with the baseline and each mixer timed in alternation over several rounds).
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import json
 import math
 import sys
 from pathlib import Path
+
+
+RATIO_COMMANDS = {
+    "ratios-bidir": "longseq bench ratios --mixers s4,s4d,dss,s5,gss --lengths 16384 --rounds 5 --repeats 3 "
+                    "--threads 2 --out benchmarks/out/ratios-bidir\n",
+    "ratios-causal": "longseq bench ratios --causal --mixers h3,s4d,s5,gss --lengths 16384 --rounds 5 --repeats 3 "
+                     "--threads 2 --out benchmarks/out/ratios-causal\n",
+}
 
 
 def _load(d: str) -> dict:
@@ -47,16 +56,14 @@ def headline(res: dict, L: int = 16384, L0: int = 4096) -> list[str]:
     return out
 
 
-def main(speed_dir: str, causal_dir: str, peers_dir: str, gen_dir: str) -> None:
+def main(speed_dir: str, causal_dir: str, peers_dir: str, gen_dir: str, *ratio_dirs: str) -> None:
     speed = _load(speed_dir)
     m, c = speed["machine"], speed["config"]
     print("# Benchmark results\n")
     print(f"Produced {speed['created']} on the project's CI-class machine: {m['cpu_count']} CPU cores "
           f"({m['processor']}, {m['platform']}), Python {m['python']}, torch {m['torch']}, "
           f"{m['torch_threads']} torch threads, fp32 matmul peak {m['matmul_fp32_gflops']:.0f} GFLOP/s "
-          "measured in the same run. Nothing else ran during the bidirectional speed, causal speed and peers "
-          "runs (the generation run is older: it predates the chunked SSM and fused attention paths, see its "
-          "own header). Batch "
+          "measured in the same run. Nothing else ran during these runs. Batch "
           f"{c['batch']}, d_model {c['d_model']}, {c['heads']} heads, {c['dtype']}, "
           f"{'causal' if c['causal'] else 'bidirectional'} (causal-only mixers: see the causal run), median of "
           f"{c['repeats']} timed runs after {c['warmup']} warm-up; every configuration in a fresh process; "
@@ -75,13 +82,15 @@ def main(speed_dir: str, causal_dir: str, peers_dir: str, gen_dir: str) -> None:
           "--out benchmarks/out/peers\n"
           "longseq bench generate --mixers softmax,local,linear,performer,s4d,s5,h3,transformer_ls --prompt 1024 "
           "--new 256 --threads 2 --out benchmarks/out/generate\n"
-          "python benchmarks/summarize.py benchmarks/out/speed-bidir benchmarks/out/speed-causal benchmarks/out/peers "
-          "benchmarks/out/generate "
-          "> benchmarks/RESULTS.md\n```\n")
+          + "".join(RATIO_COMMANDS.get(Path(d).name, "") for d in ratio_dirs)
+          + "python benchmarks/summarize.py benchmarks/out/speed-bidir benchmarks/out/speed-causal benchmarks/out/peers "
+          "benchmarks/out/generate " + " ".join(ratio_dirs) + " > benchmarks/RESULTS.md\n```\n")
     print("## At L = 16K: every mixer vs softmax (fwd+bwd)\n")
     print("\n".join(headline(speed)) + "\n")
     print("## At L = 16K, causal mode (vs causal SDPA, which skips masked blocks: ~2x faster than bidirectional; `h3` is causal only)\n")
     print("\n".join(headline(_load(causal_dir))) + "\n")
+    for d in ratio_dirs:
+        print("## " + (Path(d) / "results.md").read_text().strip().removeprefix("# ") + "\n")
     print("## Speed and memory, 1K-16K, bidirectional\n")
     print((Path(speed_dir) / "results.md").read_text().strip() + "\n")
     print("## Speed and memory, 1K-16K, causal\n")
@@ -93,4 +102,4 @@ def main(speed_dir: str, causal_dir: str, peers_dir: str, gen_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:])

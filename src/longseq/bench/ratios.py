@@ -86,7 +86,7 @@ def format_ratios(res: dict) -> str:
     what = "fwd+bwd" if res["backward"] else "fwd"
     mode = "causal" if res["causal"] else "bidirectional"
     c, m = res["config"], res["machine"]
-    lines = [f"# longseq bench ratios: speed-up over `{res['baseline']}` at L = {res['L']}", "",
+    lines = [f"# longseq bench ratios: speed-up over `{res['baseline']}` at L = {res['L']}, {mode}", "",
              f"{mode}, {what}, batch {c['batch']}, d_model {c['d_model']}, {c['heads']} heads, {c['dtype']}, "
              f"device {c['device']}, {m.get('torch_threads')} torch threads, torch {m.get('torch')}; {res['rounds']} rounds "
              f"of `{res['baseline']}` then each mixer, every timing in a fresh worker ({c['repeats']} timed runs "
