@@ -16,8 +16,10 @@ import json
 import os
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+from ..models.base import atomic_write
 from .speed import SpeedConfig, _base_job, _job_timeout, machine_info, mixer_targets, run_job
 
 __all__ = ["RatioConfig", "run_ratios", "format_ratios", "write_ratios"]
@@ -109,9 +111,7 @@ def write_ratios(res: dict, out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for name, text in (("results.json", json.dumps(res, indent=1)), ("results.md", format_ratios(res))):
-        path = os.path.join(out_dir, name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-        paths.append(path)
+        path = Path(out_dir) / name
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
+        paths.append(str(path))
     return paths
