@@ -76,6 +76,21 @@ def test_h3_head_groups_equal_recurrence(head_dim, L, monkeypatch):
     assert_matches_reference(m, lambda m, x, mask: naive_h3(m, x), x, None, **TOL)
 
 
+def test_h3_training_path_second_backward():
+    """The training path's backward overwrites the Q, K, V it kept with their gradients and drops
+    them; a second backward through a retained graph recomputes them: the same gradients."""
+    torch.manual_seed(6)
+    m = perturb(longseq.mixers.build("h3", 12, causal=True, d_state=6).double())
+    x = torch.randn(2, 70, 12, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    loss = (y * torch.randn_like(y)).sum()
+    leaves = [x, *m.parameters()]
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    second = torch.autograd.grad(loss, leaves)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_options_and_errors():
     with pytest.raises(ValueError, match="bidirectional"):
         longseq.mixers.build("h3", 12)

@@ -105,8 +105,9 @@ def _core_chunks(q, k, v, taps, w, log_z, D, T, out):
 
 def _core_chunks_backward(q, k, v, taps, w, log_z, D, go, T):
     """Hand-written backward of :func:`_core_chunks` for the output gradient ``go``, recomputing
-    ``K'`` and ``K'V``: ``(o, dqkv [3, c, B, J, T], dtaps, dw, dlog_z, dD)``. The diagonal SSM's
-    backward rebuilds its forward anyway and returns ``y`` too
+    ``K'`` and ``K'V``, in place: ``q`` becomes ``O = Q Y`` (the output projection's input), ``go``
+    becomes ``dQ``, ``k`` and ``v`` become ``dK`` and ``dV``. Returns ``(dtaps, dw, dlog_z, dD)``. The
+    diagonal SSM's backward rebuilds its forward anyway and returns ``Y`` too
     (:func:`longseq.ssm.chunked.chunked_backward`)."""
     c, B, J, _ = q.shape
     kp = fir_chunks(k, taps)
@@ -115,14 +116,16 @@ def _core_chunks_backward(q, k, v, taps, w, log_z, D, go, T):
     zero = w.new_zeros(c, B, w.shape[-1])
     du, dw, dlz, _, dD, _, y = chunked_backward(u.view(c, B * J, T), w, log_z, None, D, None,
                                                  dy.view(c, B * J, T), zero, B, T, True, want_y=True)
-    del u, dy
+    del dy
     y, du = y.view_as(q), du.view_as(q)
-    dqkv = q.new_empty(3, *q.shape)
-    torch.mul(go, y, out=dqkv[0])                                            # dQ = dO Y
-    torch.mul(du, kp, out=dqkv[2])                                           # dV = d(K'V) K'
-    del kp
-    _, dtaps = fir_chunks_backward(k, taps, du.mul_(v), out=dqkv[1])         # dK from dK' = d(K'V) V
-    return y.mul_(q), dqkv, dtaps, dw, dlz, dD
+    q.mul_(y)                                                                # O = Q Y
+    go.mul_(y)                                                               # dQ = dO Y
+    del y
+    torch.mul(du, v, out=u)                                                  # dK' = d(K'V) V
+    torch.mul(du, kp, out=v)                                                 # dV = d(K'V) K'
+    del kp, du
+    _, dtaps = fir_chunks_backward(k, taps, u, out=k)                        # dK (k is read first)
+    return dtaps, dw, dlz, dD
 
 
 def _core_autograd_backward(q, k, v, taps, w, log_z, D, go, hd):
@@ -173,47 +176,48 @@ class _H3Core(torch.autograd.Function):
                 o[c] = _core(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), taps[c], w[h],
                              log_z[h], D[h], hd).transpose(0, 1)
         out = torch.addmm(bo, o.view(d, -1).T, Wo.T).view(B, Lp, d)
-        ctx.save_for_backward(x2, qkv, W, taps, w, log_z, D, Wo)
+        ctx.save_for_backward(x2, W, b, taps, w, log_z, D, Wo)
+        ctx.qkv = qkv                        # an intermediate: the backward overwrites it, then drops it
         ctx.hd, ctx.heads, ctx.T, ctx.L = hd, heads, T, L
         return out[:, :L] if Lp > L else out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        x2, qkv, W, taps, w, log_z, D, Wo = ctx.saved_tensors
-        _, d, B, Lp = qkv.shape
-        T, hd = ctx.T, ctx.hd
+        x2, W, b, taps, w, log_z, D, Wo = ctx.saved_tensors
+        qkv, ctx.qkv = ctx.qkv, None
+        BLp, d = x2.shape
+        T, hd, Lp = ctx.T, ctx.hd, -(-ctx.L // ctx.T) * ctx.T
+        B = BLp // Lp
+        if qkv is None:              # a second backward through a retained graph: the first consumed it
+            qkv = torch.addmm(b.unsqueeze(1), W, x2.T).view(3, d, B, Lp)
         g2 = (g if Lp == ctx.L else F.pad(g, (0, 0, 0, Lp - ctx.L))).reshape(-1, d)    # [B L', d]
-        dx = torch.zeros_like(x2)
-        dW, db, dWo = W.new_zeros(3, d, d), W.new_zeros(3, d), torch.zeros_like(Wo)
         dparams = [torch.zeros_like(t) for t in (taps, w, log_z, D)]
-        gO = torch.mm(Wo.T, g2.T)                                                           # dO [d, B L']
+        gO = torch.mm(Wo.T, g2.T).view(d, B, Lp)                                           # dO, then dQ
         for h, c in _head_groups(w.shape[0], hd, ctx.heads):
             params = (taps[c], w[h], log_z[h], D[h])
             q, k, v = qkv[:, c].unbind(0)                                                   # [c, B, L']
-            go = gO[c]
-            if hd == 1:
-                q, k, v, go = (t.view(-1, B, Lp // T, T) for t in (q, k, v, go))
-                o, dqkv, *dparts = _core_chunks_backward(q, k, v, *params, go, T)
+            if hd == 1:                    # in place: q -> O, gO -> dQ, k -> dK, v -> dV
+                dparts = _core_chunks_backward(*(t.view(-1, B, Lp // T, T) for t in (q, k, v)), *params,
+                                               gO[c].view(-1, B, Lp // T, T), T)
             else:
-                q, k, v, go = (t.view(-1, B, Lp).transpose(0, 1) for t in (q, k, v, go))
-                o, *grads = _core_autograd_backward(q, k, v, *params, go, hd)
-                o, dparts = o.transpose(0, 1), grads[3:]
-                dqkv = torch.stack([t.transpose(0, 1).reshape(t.shape[1], -1) for t in grads[:3]])
-                del grads
-            del q, k, v, go
-            dWo[:, c] = torch.mm(g2.T, o.reshape(o.shape[0], -1).T)
-            del o
-            dqkv = dqkv.view(-1, B * Lp)                                                    # [3c, B L']
-            dx.addmm_(dqkv.T, W.view(3, d, d)[:, c].reshape(-1, d))
-            dW[:, c] = torch.mm(dqkv, x2).view(3, -1, d)
-            db[:, c] = dqkv.sum(1).view(3, -1)
-            del dqkv                                                                        # before the next group
+                o, dq, dk, dv, *dparts = _core_autograd_backward(
+                    *(t.transpose(0, 1) for t in (q, k, v)), *params, gO[c].transpose(0, 1), hd)
+                for dst, src in zip((q, gO[c], k, v), (o, dq, dk, dv)):
+                    dst.copy_(src.transpose(0, 1))
+                del o, dq, dk, dv
+            del q, k, v
             for out, part, i in zip(dparams, dparts, (c, h, h, h)):                         # taps by channel
                 out[i] = part
+        # every group done: qkv holds (O, dK, dV) and gO holds dQ — one matmul each for the weights
+        O, dkv, dq = qkv[0].view(d, -1), qkv[1:].view(2 * d, -1), gO.view(d, -1)
+        dWo = torch.mm(g2.T, O.T)
+        dx = torch.mm(dq.T, W[:d]).addmm_(dkv.T, W[d:])                                    # [B L', d]
+        dW = torch.cat([torch.mm(dq, x2), torch.mm(dkv, x2)])
+        db = torch.cat([dq.sum(1), dkv.sum(1)])
+        del qkv, gO, O, dkv, dq
         dx = dx.view(B, Lp, d)
-        return (dx[:, : ctx.L] if Lp > ctx.L else dx, dW.view_as(W), db.view(-1), *dparams, dWo, g2.sum(0),
-                None, None, None)
+        return (dx[:, : ctx.L] if Lp > ctx.L else dx, dW, db, *dparams, dWo, g2.sum(0), None, None, None)
 
 
 def _head_groups(nh: int, hd: int, heads: int):

@@ -34,6 +34,7 @@ length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the p
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -166,33 +167,84 @@ def _shift(G: torch.Tensor, nf: int) -> torch.Tensor:
     return G
 
 
-def _zpowers(log_z: torch.Tensor, T: int) -> torch.Tensor:
-    """``Z [H, N, T+1]`` complex, ``Z[..., t] = z^t`` (:func:`longseq.ssm.vandermonde.powers`)."""
-    return powers(log_z, T + 1)
+class _Coef(NamedTuple):
+    """The coefficients of (1)-(4) for a group of ``H`` channels (``C = N`` causal, ``2N``
+    bidirectional: forward modes then backward ones), every ``[H, T(+1), .]`` table with the chunk
+    position ``t`` before the mode (so that ``[H, T, 2C]`` real views of complex tables are free)."""
+
+    Z: torch.Tensor            # [H, T+1, N] complex, z^t
+    A: torch.Tensor            # [H, T, T]   (1), the Toeplitz matrix of K (+ K', D)
+    P: torch.Tensor            # [H, T, 2C]  (2), (Re, Im) of z^{T-1-t} (and z^t backwards)
+    Qt: torch.Tensor           # [H, T, 2C]  (4) transposed, (Re, -Im) of w z^{t+1} (and w' z^{T-1-t})
+    a: torch.Tensor            # [H, C]      (3), z^T
 
 
-def _toeplitz_coef(Z, w, w_back, D, T):
-    """(1)'s matrix from ``K_t = Re sum_n w_n z_n^t`` (+ ``D`` at lag 0) and ``K'``: ``[H, T, T]``."""
-    k = (w.unsqueeze(-1) * Z[..., :T]).real.sum(-2)                     # [H, T]
+def _coefficients(w, log_z, w_back, D, T) -> _Coef:
+    """:class:`_Coef` from ``w, log_z [H, N]``, ``w_back [H, N]`` or None, ``D [H]`` or None: one table
+    of powers and one product ``V = w z^t``; ``K_t = Re sum_n V_{t,n}`` (``t < T``) and (4) are read off ``V``."""
+    Z = powers(log_z, T + 1).transpose(1, 2).contiguous()                        # [H, T+1, N]
+    V = w.unsqueeze(1) * Z
+    sign = torch.tensor([1.0, -1.0], dtype=V.real.dtype, device=V.device)
+    k = V.real[:, :T].sum(-1)                                                     # [H, T]
     if D is not None:
-        k = torch.cat([k[:, :1] + D.unsqueeze(-1), k[:, 1:]], dim=-1)
-    k_back = None if w_back is None else (w_back.unsqueeze(-1) * Z[..., : T - 1]).real.sum(-2)
-    return _toeplitz(k, k_back, T)
-
-
-def _in_coef(Z, T, bidirectional):
-    """(2)'s matrix ``[H, T, 2C]``: columns (n.re, n.im) of ``z^{T-1-t}`` (and ``z^t`` backwards)."""
-    P = [Z[..., :T].flip(-1)] + ([Z[..., :T]] if bidirectional else [])
-    return torch.cat([torch.view_as_real(p.transpose(1, 2)).flatten(-2) for p in P], dim=-1)
-
-
-def _out_coef(Z, w, w_back, T):
-    """(4)'s matrix ``[H, 2C, T]``: rows (n.re, n.im) with ``Re(q e) = q.re e.re - q.im e.im`` for
-    ``q = w z^{t+1}`` (and ``w' z^{T-1-t}`` backwards)."""
-    Q = [w.unsqueeze(-1) * Z[..., 1:]]
+        k[:, 0] += D
+    P = [torch.view_as_real(Z[:, :T].flip(1))]                                    # z^{T-1-t}
+    Qt = [torch.view_as_real(V[:, 1:]) * sign]                                    # w z^{t+1}
+    k_back = None
     if w_back is not None:
-        Q.append(w_back.unsqueeze(-1) * Z[..., :T].flip(-1))
-    return torch.cat([torch.stack([q.real, -q.imag], dim=2).flatten(1, 2) for q in Q], dim=1)
+        Vb = w_back.unsqueeze(1) * Z[:, :T]
+        k_back = Vb.real[:, : T - 1].sum(-1)
+        P.append(torch.view_as_real(Z[:, :T]))                                    # z^t
+        Qt.append(torch.view_as_real(Vb.flip(1)) * sign)                          # w' z^{T-1-t}
+    a = Z[:, T].repeat(1, len(P))
+    return _Coef(Z, _toeplitz(k, k_back, T), torch.cat(P, dim=2).flatten(2), torch.cat(Qt, dim=2).flatten(2), a)
+
+
+def _coefficients_backward(cf: _Coef, w, w_back, has_D, dext, gQt, gP, ga, need_log_z):
+    """Pull the gradients of the coefficients back onto ``(w, log_z, w_back, D)``: ``dext [H, 2T-1]``
+    (of the Toeplitz taps, lag 0 at ``T-1``, :func:`_diagonal_sums`), ``gQt, gP [H, T, 2C]`` and
+    ``ga [H, C]`` (None when (2)-(4) were not used). torch's convention for complex leaves
+    (``d/dRe + i d/dIm``): ``V = w Z`` gives ``dw = sum_t dV conj(Z)``, ``dZ = dV conj(w)``; ``Z_t =
+    exp(t log z)`` gives ``d log z = sum_t t conj(Z_t) dZ_t`` (by hand: autograd through the powers
+    held ~8 ``[H, N, T]`` temporaries)."""
+    Z = cf.Z
+    T = Z.shape[1] - 1
+    N = Z.shape[2]
+    gV = torch.zeros_like(Z)                                                      # d V = d (w z^t)
+    gV[:, :T] += dext[:, T - 1 :].unsqueeze(-1)                                   # K_t = Re sum_n V_t
+    if gQt is not None:                                                           # (Re, -Im) V_{t+1}
+        gV[:, 1:] += torch.view_as_complex(gQt[..., : 2 * N].unflatten(-1, (N, 2))).conj()
+    gw = (gV * Z.conj()).sum(1)
+    gZ = gV.mul_(w.conj().unsqueeze(1))
+    gwb = None
+    if w_back is not None:                                                        # V' = w' z^t, t < T
+        gVb = torch.zeros_like(Z[:, :T])
+        gVb[:, : T - 1] += dext[:, : T - 1].flip(-1).unsqueeze(-1)
+        if gQt is not None:
+            gVb += torch.view_as_complex(gQt[..., 2 * N :].unflatten(-1, (N, 2))).conj().flip(1)
+        gwb = (gVb * Z[:, :T].conj()).sum(1)
+        gZ[:, :T] += gVb.mul_(w_back.conj().unsqueeze(1))
+    if gP is not None:                                                            # P = (Re, Im) Z
+        gPc = torch.view_as_complex(gP.unflatten(-1, (-1, 2)))                   # [H, T, C]
+        gZ[:, :T] += gPc[..., :N].flip(1)
+        if w_back is not None:
+            gZ[:, :T] += gPc[..., N:]
+        gZ[:, T] += ga[:, :N] if w_back is None else ga[:, :N] + ga[:, N:]
+    gD = dext[:, T - 1].clone() if has_D else None
+    glz = None
+    if need_log_z:
+        t = torch.arange(T + 1, device=Z.device, dtype=Z.real.dtype)
+        glz = (gZ.mul_(Z.conj()) * t.unsqueeze(-1)).sum(1)
+    return gw, glz, gwb, gD
+
+
+def _diagonal_sums(R: torch.Tensor) -> torch.Tensor:
+    """``R [H, P, T]`` -> ``[H, P + T - 1]``: entry ``i`` sums the diagonal ``p - s = i - (T - 1)``,
+    through one strided view of ``R`` padded with ``T - 1`` zero rows on each side."""
+    H, P, T = R.shape
+    buf = F.pad(R, (0, 0, T - 1, T - 1))                                          # [H, P + 2T - 2, T]
+    n = P + T - 1
+    return buf.as_strided((H, n, T), (buf.stride(0), T, T + 1)).sum(-1)          # [h, a, s] = buf[s + a, s]
 
 
 def _as_real(E: torch.Tensor) -> torch.Tensor:
@@ -218,15 +270,12 @@ def chunked_forward(ub, w, log_z, w_back, D, E0, M, T, out=None):
     (contiguous) when given. No autograd graph (the caller's backward is :func:`chunked_backward`)."""
     H, N = log_z.shape
     J = ub.shape[1] // M
-    Z = _zpowers(log_z, T)
-    y = torch.bmm(ub, _toeplitz_coef(Z, w, w_back, D, T), out=out)                  # (1)
-    E_last = torch.zeros(H, M, N, dtype=Z.dtype, device=ub.device) if E0 is None else E0
+    cf = _coefficients(w, log_z, w_back, D, T)
+    y = torch.bmm(ub, cf.A, out=out)                                              # (1)
+    E_last = torch.zeros(H, M, N, dtype=cf.Z.dtype, device=ub.device) if E0 is None else E0
     if J > 1 or E0 is not None:
-        dirs = 1 if w_back is None else 2
-        S = _as_complex(torch.bmm(ub, _in_coef(Z, T, w_back is not None)), M)      # (2)
-        E = _carry(S, Z[..., T].repeat(1, dirs), E0, N)                           # (3)
-        del S
-        y.baddbmm_(_as_real(E), _out_coef(Z, w, w_back, T))                       # (4)
+        E = _carry(_as_complex(torch.bmm(ub, cf.P), M), cf.a, E0, N)              # (2), (3)
+        y.baddbmm_(_as_real(E), cf.Qt.transpose(1, 2))                            # (4)
         E_last = E[:, :, J - 1, :N].clone()
     return y, E_last
 
@@ -234,71 +283,32 @@ def chunked_forward(ub, w, log_z, w_back, D, E0, M, T, out=None):
 def chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z, want_y=False):
     """Gradients of :func:`chunked_forward` for one group of channels:
     ``(du, dw, dlog_z, dw_back, dD, dE0, y)``; ``want_y``: also the forward's ``y`` (else None),
-    from the coefficient matrices and states the backward rebuilds anyway."""
+    from the coefficient matrices and states the backward rebuilds anyway. The coefficients'
+    gradients are pulled back by hand (:func:`_coefficients_backward`), not through autograd."""
     H, N = log_z.shape
     J = ub.shape[1] // M
-    bidir = w_back is not None
-    Z = _zpowers(log_z.detach(), T)                                               # [H, N, T+1]
-    # gradients of the coefficient matrices, pulled back by hand onto Z = z^t, w, w', D, then onto
-    # log z (torch's convention for complex leaves: d/dRe + i d/dIm; Re(w z) -> conj(w), conj(z);
-    # Z_t = exp(t log z) -> d log z = sum_t t conj(Z_t) dZ_t)
-    gZ, gw = torch.zeros_like(Z), torch.zeros_like(w)
-    gwb = None if w_back is None else torch.zeros_like(w_back)
-
-    A = _toeplitz_coef(Z, w, w_back, D, T)                                        # (1)
-    du = torch.bmm(gy, A.transpose(1, 2))
-    y = torch.bmm(ub, A) if want_y else None
-    del A
-    with torch.enable_grad():                                     # diagonal sums of dA: unfold's adjoint
-        ext = torch.zeros(H, 2 * T - 1, dtype=ub.dtype, device=ub.device, requires_grad=True)
-        dext, = torch.autograd.grad(ext.unfold(-1, T, 1).flip(1), ext, torch.bmm(ub.transpose(1, 2), gy))
-    dk = dext[:, T - 1 :].unsqueeze(1)                                            # [H, 1, T]
-    gZ[..., :T] += dk * w.conj().unsqueeze(-1)
-    gw += (dk * Z[..., :T].conj()).sum(-1)
-    gD = None if D is None else dext[:, T - 1].clone()
-    if bidir:
-        dkb = dext[:, : T - 1].flip(-1).unsqueeze(1)                              # [H, 1, T-1]
-        gZ[..., : T - 1] += dkb * w_back.conj().unsqueeze(-1)
-        gwb += (dkb * Z[..., : T - 1].conj()).sum(-1)
-    del dext
-    dE0 = None
+    cf = _coefficients(w, log_z.detach(), w_back, D, T)
+    du = torch.bmm(gy, cf.A.transpose(1, 2))                                      # (1)
+    y = torch.bmm(ub, cf.A) if want_y else None
+    dext = _diagonal_sums(torch.bmm(ub.transpose(1, 2), gy)).flip(-1)             # d taps, lag 0 at T-1
+    gQt = gP = ga = dE0 = None
     if J > 1 or E0 is not None:
-        dirs = 2 if bidir else 1
-        a = Z[..., T].repeat(1, dirs)
-        P = _in_coef(Z, T, bidir)                                                 # [H, T, 2C]
-        E = _carry(_as_complex(torch.bmm(ub, P), M), a, E0, N)                   # (2), (3) again
-        Q = _out_coef(Z, w, w_back, T)                                            # [H, 2C, T]
-        dE = torch.bmm(gy, Q.transpose(1, 2))                                     # (4)
+        E = _carry(_as_complex(torch.bmm(ub, cf.P), M), cf.a, E0, N)              # (2), (3) again
+        Er = _as_real(E)
         if want_y:
-            y.baddbmm_(_as_real(E), Q)
-        del Q
-        dQ = torch.bmm(_as_real(E).transpose(1, 2), gy).unflatten(1, (-1, 2))     # [H, C, 2, T]
-        gq = torch.complex(dQ[:, :, 0], -dQ[:, :, 1])                             # d q  [H, C, T]
-        del dQ
-        gZ[..., 1:] += gq[:, :N] * w.conj().unsqueeze(-1)                         # q = w z^{t+1}
-        gw += (gq[:, :N] * Z[..., 1:].conj()).sum(-1)
-        if bidir:                                                                 # q' = w' z^{T-1-t}
-            gqb = gq[:, N:].flip(-1)
-            gZ[..., :T] += gqb * w_back.conj().unsqueeze(-1)
-            gwb += (gqb * Z[..., :T].conj()).sum(-1)
-        del gq
-        dE = _as_complex(dE, M)
+            y.baddbmm_(Er, cf.Qt.transpose(1, 2))
+        gQt = torch.bmm(gy.transpose(1, 2), Er)                                   # (4)  [H, T, 2C]
+        dE = _as_complex(torch.bmm(gy, cf.Qt), M)
         dE[:, :, J - 1, :N] += gE_last
-        G, da, dE0 = _carry_adjoint(dE, a, E, N)                                  # (3)
-        del dE, E
-        gZ[..., T] += da[:, :N] + (da[:, N:] if bidir else 0)
+        G, ga, dE0 = _carry_adjoint(dE, cf.a, E, N)                               # (3)
+        del dE, E, Er
         dS = _as_real(_shift(G, N))
         del G
-        du.baddbmm_(dS, P.transpose(1, 2))                                        # (2)
-        dP = _as_complex(torch.bmm(ub.transpose(1, 2), dS), 1).squeeze(1).transpose(1, 2)  # [H, C, T]
-        gZ[..., :T] += dP[:, :N].flip(-1)                                         # z^{T-1-t}
-        if bidir:
-            gZ[..., :T] += dP[:, N:]                                              # z^t
+        du.baddbmm_(dS, cf.P.transpose(1, 2))                                     # (2)
+        gP = torch.bmm(ub.transpose(1, 2), dS)                                    # [H, T, 2C]
         if E0 is None:
             dE0 = None
-    glz = None
-    if need_log_z:                                   # no autograd graph of the powers (it held ~8 [H, N, T] temporaries)
-        glz = (gZ * Z.conj() * torch.arange(T + 1, device=Z.device, dtype=ub.dtype)).sum(-1)
+    gw, glz, gwb, gD = _coefficients_backward(cf, w, w_back, D is not None, dext, gQt, gP, ga, need_log_z)
     return du, gw, glz, gwb, gD, dE0, y
 
 
@@ -385,7 +395,7 @@ def diag_ssm_chunked(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *,
     new_state = None
     if return_state:                                                     # x_{L-1}: last (partial) chunk
         Tc = L - (J - 1) * T
-        P = _in_coef(_zpowers(log_z, Tc - 1), Tc, False)                 # z^{Tc-1-t}  [H, Tc, 2N]
+        P = torch.view_as_real(powers(log_z, Tc).flip(-1).transpose(1, 2).contiguous()).flatten(-2)  # z^{Tc-1-t} [H, Tc, 2N]
         x = torch.view_as_complex(torch.bmm(uc[:, :, J - 1, :Tc], P).unflatten(-1, (N, 2)))  # [H, M, N]
         x = x + torch.exp(log_z * Tc).unsqueeze(1) * E_last
         new_state = x.reshape(H, *batch, N).movedim(0, -2)
@@ -400,12 +410,13 @@ def _fir_matrices(k: torch.Tensor, T: int):
     return _toeplitz(kT, None, T), _toeplitz(torch.zeros_like(kT), kT.flip(-1), T)
 
 
-def fir_chunks(uc: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def fir_chunks(uc: torch.Tensor, k: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Causal FIR ``y_l = sum_{i < n} k_i u_{l-i}`` on ``uc [H, M, J, T]`` (``M`` sequences of ``J``
-    chunks, zero before each), ``k [H, n]``, ``n <= T`` -> ``[H, M, J, T]``: two batched matmuls."""
+    chunks, zero before each), ``k [H, n]``, ``n <= T`` -> ``[H, M, J, T]`` (written into ``out``, a
+    contiguous tensor of that shape, when given): two batched matmuls."""
     H, M, J, T = uc.shape
     low, up = _fir_matrices(k.to(uc.dtype), T)
-    y = torch.bmm(uc.reshape(H, M * J, T), low).view(H, M, J, T)
+    y = torch.bmm(uc.reshape(H, M * J, T), low, out=None if out is None else out.view(H, M * J, T)).view(H, M, J, T)
     if J > 1:
         y[:, :, 1:] += torch.matmul(uc[:, :, :-1], up.unsqueeze(1))
     return y
@@ -413,27 +424,29 @@ def fir_chunks(uc: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 def fir_chunks_backward(uc: torch.Tensor, k: torch.Tensor, gc: torch.Tensor, out: torch.Tensor | None = None):
     """Gradients of :func:`fir_chunks` for the output gradient ``gc [H, M, J, T]``: ``(du, dk)``
-    (``du`` written into ``out`` when given, a contiguous ``[H, M, J, T]`` tensor).
+    (``du`` written into ``out`` when given, a contiguous ``[H, M, J, T]`` tensor; it may be ``uc``
+    itself, which is read before ``du`` is written).
 
     ``du`` is the anti-causal FIR of ``gc`` (the transposed matrices, the next chunk's part).
     ``dk_i = sum_l g_l u_{l-i}``: ``R = [u_{j-1}; u_j]^T g_j`` summed over chunks (``[H, 2T, T]``,
     row ``p`` = position ``p - T`` relative to the chunk) holds lag ``s + T - p`` at ``(p, s)``; the
-    lags ``0 .. T-1`` are its diagonals ``p = s + T - i``, summed through one strided view.
+    lags ``0 .. T-1`` are its diagonals ``p - s = T - i`` (:func:`_diagonal_sums`).
     """
     H, M, J, T = uc.shape
     n = k.shape[-1]
     low, up = _fir_matrices(k.to(uc.dtype), T)
     g = gc.reshape(H, M * J, T)
-    du = torch.bmm(g, low.transpose(1, 2), out=None if out is None else out.view(H, M * J, T)).view(H, M, J, T)
     r_cur = torch.bmm(uc.reshape(H, M * J, T).transpose(1, 2), g)                 # [H, T, T]
     if J > 1:
-        du[:, :, :-1] += torch.matmul(gc[:, :, 1:], up.transpose(1, 2).unsqueeze(1))
         r_prev = torch.matmul(uc[:, :, :-1].transpose(-1, -2), gc[:, :, 1:]).sum(1)
     else:
         r_prev = torch.zeros_like(r_cur)
-    R = torch.cat([r_prev, r_cur], dim=1)                                          # [H, 2T, T]
-    diag = R.as_strided((H, T, T), (2 * T * T, T, T + 1), R.storage_offset() + T)  # [h, a, s] = R[s+a+1, s]
-    return du, diag.sum(-1).flip(-1)[:, :n].to(k.dtype)                  # row a holds lag T-1-a
+    sums = _diagonal_sums(torch.cat([r_prev, r_cur], dim=1))                       # [H, 3T-1]
+    dk = sums[:, T : 2 * T].flip(-1)[:, :n].to(k.dtype)                            # lag s + T - p at 2T-1-lag
+    du = torch.bmm(g, low.transpose(1, 2), out=None if out is None else out.view(H, M * J, T)).view(H, M, J, T)
+    if J > 1:
+        du[:, :, :-1] += torch.matmul(gc[:, :, 1:], up.transpose(1, 2).unsqueeze(1))
+    return du, dk
 
 
 class _FIR(torch.autograd.Function):
