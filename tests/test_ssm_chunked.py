@@ -153,13 +153,14 @@ def test_mixer_chunked_equals_fft(name, causal, opts, L):
         longseq.mixers.build(name, 12, causal=causal, method="scan")
 
 
-@pytest.mark.parametrize("J", [1, 2, 3, 7, 16, 17, 64, 300])
+@pytest.mark.parametrize("J", [1, 2, 3, 7, 16, 17, 63, 64, 255, 300])
 @pytest.mark.parametrize("with_start", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_carry_recurrence_equals_loop(J, with_start, reverse):
-    """The chunk-state carry X_j = a X_{j-1} + S_j (two-level: inside blocks of ~sqrt(J) chunks, then
-    over the blocks), forwards and backwards in j, against a plain loop (complex128, 1e-12)."""
-    from longseq.ssm.chunked import _recurrence
+    """The chunk-state carry X_j = a X_{j-1} + S_j (two-level, in place: inside blocks of ~sqrt(J)
+    chunks, over the blocks, then the remainder), forwards and backwards in j, on a strided slice of
+    the channels (as the bidirectional mode runs it), against a plain loop (complex128, 1e-12)."""
+    from longseq.ssm.chunked import _scan_
     S = torch.randn(3, 2, J, 4, dtype=torch.complex128)
     a = torch.randn(3, 4, dtype=torch.complex128) * 0.6
     X0 = torch.randn(3, 2, 4, dtype=torch.complex128) if with_start else None
@@ -167,4 +168,12 @@ def test_carry_recurrence_equals_loop(J, with_start, reverse):
     for j in (reversed(range(J)) if reverse else range(J)):
         x = a[:, None] * x + S[:, :, j]
         ref[j] = x
-    torch.testing.assert_close(_recurrence(S, a, X0, reverse=reverse), torch.stack(ref, 2), rtol=1e-12, atol=1e-12)
+    buf = torch.zeros(3, 2, J, 7, dtype=torch.complex128)
+    X = buf[..., 2:6]                                                    # not contiguous
+    X.copy_(S)
+    if X0 is not None:
+        X[:, :, -1 if reverse else 0] += a[:, None] * X0
+    out = _scan_(X, a, reverse=reverse)
+    assert out.data_ptr() == X.data_ptr()
+    torch.testing.assert_close(X, torch.stack(ref, 2), rtol=1e-12, atol=1e-12)
+    assert not buf[..., :2].abs().any() and not buf[..., 6:].abs().any()

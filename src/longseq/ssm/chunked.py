@@ -25,7 +25,7 @@ all of them plus ~18 ``[H, N, T]`` intermediates of the coefficients: 170 MB at 
 N/2 = 32 modes, bidirectional, against 16 MB now; the coefficient gradients are pulled back by
 hand, not through an autograd graph. Forward and backward run over groups of channels, so the
 carried states and their gradients are transients of one group (s4d at 16K: 316 -> 144 MB peak);
-the carry (3) is a two-level loop of ~2 sqrt(J) small fused steps (:func:`_recurrence`).
+the carry (3) is a two-level loop of ~2 sqrt(J) small fused steps, in place (:func:`_scan_`).
 
 :func:`fir_conv` is the finite-kernel special case (no state): the H3 shift SSM is a causal FIR of
 length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the previous chunk.
@@ -78,47 +78,58 @@ def _from_chunks(y: torch.Tensor, batch: torch.Size, L: int, dtype: torch.dtype)
     return y.flatten(-2)[..., :L].reshape(H, *batch, L).movedim(0, -2).to(dtype)
 
 
-def _recurrence(S: torch.Tensor, a: torch.Tensor, X0: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
-    """Inclusive ``X_j = a X_{j-1} + S_j`` along dim 2 (``X_{-1} = X0``, None = 0): ``S [H, M, J, C]``
-    complex, ``a [H, C]``, ``X0 [H, M, C]``. ``reverse``: ``X_j = a X_{j+1} + S_j`` (``X_J = X0``).
+def _blocks(J: int) -> int:
+    """Block length ``b`` of :func:`_scan_` for ``J`` chunks: the fewest sequential steps ``(b - 1) +
+    (J // b - 1) + J % b`` (inside the blocks, over them, the remainder)."""
+    r = math.isqrt(J)
+    return min(range(max(1, r // 2), 2 * r + 2), key=lambda b: (b - 1) + (J // b - 1) + J % b)
 
-    Two levels, ``~2 sqrt(J)`` sequential steps instead of ``J``: the ``J`` chunks are cut into ``nb``
-    blocks of ``b ~ sqrt(J)``; (i) the recurrence runs inside every block at once from a zero start
-    (``b`` steps, each one fused multiply-add over all blocks: a contiguous ``[nb, H, M, C]`` slice of
-    a step-major copy), (ii) the state entering each block, ``Y_m = a^b Y_{m-1} + (end of block
-    m-1)``, is carried over the blocks (``nb`` steps), (iii) ``X_{m, i} += a^{i+1} Y_m`` in one
-    broadcast. Each step is a small op whose cost is mostly its dispatch, so the step count sets
-    the time: H3 at L = 16K (J = 256 chunks, three recurrences per group of 32 channels) spent
-    ~35 ms of its ~355 ms fwd+bwd in the one-level loop (J steps); the two levels took 13 ms off
-    (interleaved runs in one process, 2 threads).
+
+def _scan_(X: torch.Tensor, a: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """In place along dim 2: ``X_j <- X_j + a X_{j-1}`` for ``j = 1 .. J-1`` in order (``reverse``:
+    ``X_j <- X_j + a X_{j+1}`` for ``j = J-2 .. 0``), i.e. the inclusive recurrence started from ``X_0``
+    (``X_{J-1}``). ``X [H, M, J, C]`` complex, any strides; ``a [H, C]``. Returns ``X``.
+
+    Two levels, ~``2 sqrt(J)`` sequential steps instead of ``J`` (each step is a small op whose cost is
+    mostly its dispatch, so the step count sets the time): the chunks are cut into ``nb`` blocks of
+    ``b`` (:func:`_blocks`; a remainder of ``r < b`` chunks at the far end is run last, step by step),
+    viewed as ``[H, M, nb, b, C]`` without copying. (i) The recurrence runs inside every block at once
+    (``b - 1`` fused multiply-adds on ``[H, M, nb, C]`` slices), the first block exactly, the others
+    from a zero start; (ii) the state leaving each block, ``F_m = (end of block m) + a^b F_{m-1}``, is
+    carried over the blocks (``nb - 1`` steps); (iii) ``X_{m, i} += a^(i+1) F_{m-1}`` in one broadcast.
+    H3 at L = 16K spent ~35 ms of its ~355 ms fwd+bwd in a one-level loop (J steps); two levels took
+    13 ms off, and working in place (no step-major copy) took the copies off as well.
     """
-    H, M, J, C = S.shape
-    b = math.isqrt(J - 1) + 1 if J > 1 else 1                                # ceil(sqrt(J))
-    nb = -(-J // b)
-    pad = nb * b - J                                   # zero chunks where the recurrence ends
-    St = S.permute(2, 0, 1, 3)                                               # [J, H, M, C]
-    if pad:
-        zeros = St.new_zeros(pad, H, M, C)
-        St = torch.cat([zeros, St] if reverse else [St, zeros])
-    Xl = St.reshape(nb, b, H, M, C).transpose(0, 1).contiguous()            # [b, nb, H, M, C]
-    ab = a.unsqueeze(1)                                                      # [H, 1, C]
-    x = Xl.unbind(0)
-    first, last, step = (b - 1, 0, -1) if reverse else (0, b - 1, 1)
-    for i in range(first + step, last + step, step):                         # (i) inside the blocks
-        x[i].addcmul_(ab, x[i - step])
-    Y = torch.empty_like(Xl[0])                                              # [nb, H, M, C] entering block m
-    y = Y.unbind(0)
-    m0 = nb - 1 if reverse else 0
-    if X0 is None:
-        y[m0].zero_()
-    else:
-        y[m0].copy_(X0)
-    pw = torch.cumprod(ab.expand(b, H, 1, C), dim=0)                          # a^(i+1)  [b, H, 1, C]
-    for m in range(m0 + step, nb - 1 - m0 + step, step):                     # (ii) over the blocks
-        torch.addcmul(x[last][m - step], pw[b - 1], y[m - step], out=y[m])  # Y_m = a^b Y_prev + X_prev
-    Xl.addcmul_((pw.flip(0) if reverse else pw).unsqueeze(1), Y.unsqueeze(0))  # (iii) a^(steps from the entry)
-    X = Xl.transpose(0, 1).reshape(nb * b, H, M, C)
-    return (X[pad:] if reverse else X[:J]).permute(1, 2, 0, 3)
+    J = X.shape[2]
+    if J < 2:
+        return X
+    b = _blocks(J)
+    nb, r = J // b, J % b
+    main = (X[:, :, J - nb * b :] if reverse else X[:, :, : nb * b]).unflatten(2, (nb, b))   # [H, M, nb, b, C]
+    ab = a[:, None, None, :]                                                 # [H, 1, 1, C]
+    steps = range(b - 2, -1, -1) if reverse else range(1, b)
+    for i in steps:                                                          # (i) inside the blocks
+        main[:, :, :, i].addcmul_(ab, main[:, :, :, i + 1 if reverse else i - 1])
+    if nb > 1:
+        pw = torch.cumprod(a.unsqueeze(1).expand(-1, b, -1), dim=1)          # a^(i+1)  [H, b, C]
+        ends = main[:, :, :, 0 if reverse else b - 1]                        # [H, M, nb, C]
+        F_ = torch.empty_like(ends)
+        blocks = range(nb - 1, -1, -1) if reverse else range(nb)
+        prev = None
+        for m in blocks:                                                     # (ii) over the blocks
+            if prev is None:
+                F_[:, :, m] = ends[:, :, m]
+            else:
+                torch.addcmul(ends[:, :, m], pw[:, None, b - 1], F_[:, :, prev], out=F_[:, :, m])
+            prev = m
+        if reverse:                                                          # (iii) a^(steps from the entry)
+            main[:, :, :-1].addcmul_(pw.flip(1)[:, None, None], F_[:, :, 1:, None])
+        else:
+            main[:, :, 1:].addcmul_(pw[:, None, None], F_[:, :, :-1, None])
+    tail = range(r - 1, -1, -1) if reverse else range(nb * b, J)
+    for j in tail:                                                           # the remainder
+        X[:, :, j].addcmul_(a.unsqueeze(1), X[:, :, j + 1 if reverse else j - 1])
+    return X
 
 
 def _carry(S: torch.Tensor, a: torch.Tensor, E0: torch.Tensor | None, nf: int) -> torch.Tensor:
@@ -126,45 +137,41 @@ def _carry(S: torch.Tensor, a: torch.Tensor, E0: torch.Tensor | None, nf: int) -
 
     ``S [H, M, J, C]`` complex, ``a [H, C]`` (``z^T``), ``E0 [H, M, nf]`` or None. The first ``nf``
     channels run forwards (``E_0 = E0``, ``E_j = a E_{j-1} + S_{j-1}``), the others backwards
-    (``E_{J-1} = 0``, ``E_j = a E_{j+1} + S_{j+1}``) (:func:`_recurrence`).
+    (``E_{J-1} = 0``, ``E_j = a E_{j+1} + S_{j+1}``): ``S`` shifted by one chunk, then :func:`_scan_`.
     """
-    J = S.shape[2]
+    f, b = slice(0, nf), slice(nf, None)
     E = torch.empty_like(S)
-    E[:, :, 0, :nf] = 0 if E0 is None else E0
-    if J > 1:
-        E[:, :, 1:, :nf] = _recurrence(S[:, :, : J - 1, :nf], a[:, :nf], E0)
+    E[:, :, 0, f] = 0 if E0 is None else E0
+    E[:, :, 1:, f] = S[:, :, :-1, f]
+    _scan_(E[..., f], a[:, f])
     if nf < S.shape[-1]:
-        E[:, :, J - 1, nf:] = 0
-        if J > 1:
-            E[:, :, : J - 1, nf:] = _recurrence(S[:, :, 1:, nf:], a[:, nf:], reverse=True)
+        E[:, :, -1, b] = 0
+        E[:, :, :-1, b] = S[:, :, 1:, b]
+        _scan_(E[..., b], a[:, b], reverse=True)
     return E
 
 
 def _carry_adjoint(gE: torch.Tensor, a: torch.Tensor, E: torch.Tensor, nf: int):
-    """Backward of :func:`_carry`, part 1: the adjoint recurrence ``G_{j-1} = dE_{j-1} + conj(a) G_j``
-    (torch's conjugate-Wirtinger convention; backwards in time for the forward channels, forwards
-    for the others), ``da = sum_j G_j conj(E_{j-1})``, ``dE0 = G_0``. Returns ``(G, da, dE0)``;
-    ``dS`` is :func:`_shift` of ``G``."""
+    """Backward of :func:`_carry` for ``gE = dL/dE``: ``(dS, da, dE0)``.
+
+    The adjoint recurrence (torch's conjugate-Wirtinger convention) ``G_{j-1} = gE_{j-1} + conj(a)
+    G_j`` (backwards in time for the forward channels, forwards for the others) gives ``dS_j =
+    G_{j+1}`` (``G_{j-1}`` backwards), which obeys the same recurrence on ``gE`` shifted by one chunk:
+    ``dS`` comes from one shifted copy and :func:`_scan_`. ``da = sum_j G_j conj(E_{j-1}) = sum_j dS_j
+    conj(E_j)`` for both directions; ``dE0 = G_0 = gE_0 + conj(a) dS_0``.
+    """
     f, b = slice(0, nf), slice(nf, None)
-    G = torch.empty_like(gE)
-    G[..., f] = _recurrence(gE[..., f], a[:, f].conj(), reverse=True)
+    ac = a.conj()
+    dS = torch.empty_like(gE)
+    dS[:, :, -1, f] = 0
+    dS[:, :, :-1, f] = gE[:, :, 1:, f]
+    _scan_(dS[..., f], ac[:, f], reverse=True)
     if nf < gE.shape[-1]:
-        G[..., b] = _recurrence(gE[..., b], a[:, b].conj())
-    da = torch.cat([(G[:, :, 1:, f] * E[:, :, :-1, f].conj()).sum((1, 2)),
-                    (G[:, :, :-1, b] * E[:, :, 1:, b].conj()).sum((1, 2))], dim=-1)
-    return G, da, G[:, :, 0, f].clone()
-
-
-def _shift(G: torch.Tensor, nf: int) -> torch.Tensor:
-    """Backward of :func:`_carry`, part 2: ``dS_{j-1} = G_j`` (forward channels), ``dS_{j+1} = G_j``
-    (backward channels), in place."""
-    J = G.shape[2]
-    f, b = slice(0, nf), slice(nf, None)
-    G[:, :, : J - 1, f] = G[:, :, 1:, f].clone()
-    G[:, :, J - 1, f] = 0
-    G[:, :, 1:, b] = G[:, :, : J - 1, b].clone()
-    G[:, :, 0, b] = 0
-    return G
+        dS[:, :, 0, b] = 0
+        dS[:, :, 1:, b] = gE[:, :, :-1, b]
+        _scan_(dS[..., b], ac[:, b])
+    da = (dS * E.conj()).sum((1, 2))
+    return dS, da, torch.addcmul(gE[:, :, 0, f], ac[:, None, f], dS[:, :, 0, f])
 
 
 class _Coef(NamedTuple):
@@ -300,10 +307,9 @@ def chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z,
         gQt = torch.bmm(gy.transpose(1, 2), Er)                                   # (4)  [H, T, 2C]
         dE = _as_complex(torch.bmm(gy, cf.Qt), M)
         dE[:, :, J - 1, :N] += gE_last
-        G, ga, dE0 = _carry_adjoint(dE, cf.a, E, N)                               # (3)
+        dS, ga, dE0 = _carry_adjoint(dE, cf.a, E, N)                              # (3)
         del dE, E, Er
-        dS = _as_real(_shift(G, N))
-        del G
+        dS = _as_real(dS)
         du.baddbmm_(dS, cf.P.transpose(1, 2))                                     # (2)
         gP = torch.bmm(ub.transpose(1, 2), dS)                                    # [H, T, 2C]
         if E0 is None:
