@@ -39,14 +39,21 @@ Training path (``method="chunked"``, no state, float32/float64 input): one autog
 matmul into a channel-major buffer that is already the SSMs' ``[channels, B, chunks, T]`` layout,
 runs Algorithm 1 over groups of heads and the output projection as one matmul; it keeps ``x``
 and ``Q, K, V``. The backward works per group of 32 channels at L = 16K (every ``[c, B, L]``
-tensor is a transient of one group): ``head_dim = 1`` has a hand-written backward
+tensor is a transient of one group) and in place: each group's ``dQ, dK, dV`` and ``O`` (the
+output projection's input) replace its ``dO`` and ``Q, K, V``, which are dead by then, so the
+weight gradients are one matmul each after the loop. ``head_dim = 1`` has a hand-written backward
 (:func:`_core_chunks_backward`: the diagonal SSM's backward also returns its forward output, the
 FIR's backward is :func:`longseq.ssm.chunked.fir_chunks_backward`), other head sizes go through
-autograd on the recomputed group. Measured at 16K, d_model 256, causal fwd+bwd, 2 threads (one
-process, interleaved runs): 0.49 s -> 0.33 s, peak 95 -> 119 MB (causal SDPA: 3.6 s, 145 MB).
-Where the time goes: the eight ``d x d`` matmuls ~180 ms, the FIR and the diagonal SSM ~150 ms.
-Keeping ``Q, K, V`` (48 MB) instead of recomputing them saves three matmuls; fusing the output
-projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept.
+autograd on the recomputed group. Measured at 16K, d_model 256, causal fwd+bwd, 2 threads:
+0.49 s -> 0.30 s over this path's versions, peak 103 MB (causal SDPA: 3.6 s, 145 MB).
+Where the time goes (one process, 2 threads): the eight ``d x d`` matmuls ~165 ms (close to
+this machine's matmul rate; the 48 MB ``Q, K, V`` buffer alone takes ~10 ms of page faults: above
+glibc's 32 MB limit it is a fresh mapping every call), the FIR ~40 ms, the diagonal SSM ~90 ms,
+the elementwise products ~12 ms.
+Keeping ``Q, K, V`` instead of recomputing them saves three matmuls; fusing the output
+projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept. Tried and
+measured, not kept: groups of 64 channels (no faster, +23 MB), keeping the SSM's chunk states for
+the backward (-4 ms for +14 MB).
 Half-precision inputs take the plain path (SSMs in float32). Decoding and ``forward(state=...)``
 also use the plain path; both continue from a given state, and one token is the O(d d_h N)
 recurrent step (state: the last N-1 keys for the shift SSM and the diagonal state
@@ -154,10 +161,14 @@ class _H3Core(torch.autograd.Function):
     (``3 B L d``) — recomputing them cost three of the eight ``d x d`` matmuls of the step.
 
     Backward: ``dO = g W_o`` (one matmul, channel-major; per group it took twice as long), then per
-    group of heads (every ``[c, B, L]`` tensor below is a transient of one group):
+    group of heads (every ``[c, B, L]`` tensor below is a transient of one group)
     :func:`_core_chunks_backward` (``head_dim = 1``, hand-written) or autograd on the recomputed
-    :func:`_core`; ``dW_o[:, c] = g^T O_c``; ``dx += dQKV_c^T W_c``, ``dW_c = dQKV_c x``. The output
-    projection's input ``O`` is never kept (a separate ``nn.Linear`` would save it).
+    :func:`_core`, in place: ``Q_c -> O_c``, ``dO_c -> dQ_c``, ``K_c -> dK_c``, ``V_c -> dV_c``. After the
+    loop ``dW_o = g^T O``, ``dx = dQKV^T W``, ``dW = dQKV x`` are one matmul each (per group they took
+    ~20 ms longer at 16K) and no ``dQKV`` or ``dx`` is held during the loop. ``Q, K, V`` live on
+    ``ctx``, not in ``save_for_backward``: the backward consumes and drops them, and a second
+    backward through a retained graph recomputes them from ``x``. The output projection's input
+    ``O`` is never kept (a separate ``nn.Linear`` would save it).
     """
 
     @staticmethod
