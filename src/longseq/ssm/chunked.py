@@ -189,7 +189,7 @@ class _Coef(NamedTuple):
 def _coefficients(w, log_z, w_back, D, T) -> _Coef:
     """:class:`_Coef` from ``w, log_z [H, N]``, ``w_back [H, N]`` or None, ``D [H]`` or None: one table
     of powers and one product ``V = w z^t``; ``K_t = Re sum_n V_{t,n}`` (``t < T``) and (4) are read off ``V``."""
-    Z = powers(log_z, T + 1).transpose(1, 2).contiguous()                        # [H, T+1, N]
+    Z = powers(log_z, T + 1, positions_first=True)                                # [H, T+1, N]
     V = w.unsqueeze(1) * Z
     sign = torch.tensor([1.0, -1.0], dtype=V.real.dtype, device=V.device)
     k = V.real[:, :T].sum(-1)                                                     # [H, T]
@@ -204,7 +204,8 @@ def _coefficients(w, log_z, w_back, D, T) -> _Coef:
         P.append(torch.view_as_real(Z[:, :T]))                                    # z^t
         Qt.append(torch.view_as_real(Vb.flip(1)) * sign)                          # w' z^{T-1-t}
     a = Z[:, T].repeat(1, len(P))
-    return _Coef(Z, _toeplitz(k, k_back, T), torch.cat(P, dim=2).flatten(2), torch.cat(Qt, dim=2).flatten(2), a)
+    P, Qt = (t[0] if len(t) == 1 else torch.cat(t, dim=2) for t in (P, Qt))      # [H, T, C, 2]
+    return _Coef(Z, _toeplitz(k, k_back, T), P.flatten(2), Qt.flatten(2), a)
 
 
 def _coefficients_backward(cf: _Coef, w, w_back, has_D, dext, gQt, gP, ga, need_log_z):
@@ -401,7 +402,7 @@ def diag_ssm_chunked(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *,
     new_state = None
     if return_state:                                                     # x_{L-1}: last (partial) chunk
         Tc = L - (J - 1) * T
-        P = torch.view_as_real(powers(log_z, Tc).flip(-1).transpose(1, 2).contiguous()).flatten(-2)  # z^{Tc-1-t} [H, Tc, 2N]
+        P = torch.view_as_real(powers(log_z, Tc, positions_first=True).flip(-2)).flatten(-2)  # z^{Tc-1-t} [H, Tc, 2N]
         x = torch.view_as_complex(torch.bmm(uc[:, :, J - 1, :Tc], P).unflatten(-1, (N, 2)))  # [H, M, N]
         x = x + torch.exp(log_z * Tc).unsqueeze(1) * E_last
         new_state = x.reshape(H, *batch, N).movedim(0, -2)

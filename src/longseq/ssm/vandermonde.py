@@ -42,8 +42,9 @@ NEGLIGIBLE = 70.0
 """``|z|^l < e^-70 ~ 4e-31``: a mode's chunk whose first power is below this is skipped."""
 
 
-def powers(log_z: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
-    """``z^(stride i)`` for ``i < n``: complex ``[..., N, n]`` from ``log_z [..., N]``.
+def powers(log_z: torch.Tensor, n: int, stride: int = 1, positions_first: bool = False) -> torch.Tensor:
+    """``z^(stride i)`` for ``i < n``: complex ``[..., N, n]`` from ``log_z [..., N]`` (``[..., n, N]``
+    with ``positions_first``, computed in that layout rather than transposed).
 
     For ``n > 64``, ``i = b j + k`` (``b ~ sqrt(n)``) and ``z^(stride i) = z^(stride b j) z^(stride k)``:
     two tables of ``~sqrt(n)`` exact powers (:func:`_exact_powers`) and one complex product per
@@ -52,19 +53,25 @@ def powers(log_z: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
     N = 512, n = 1024 (GSS's kernel chunk) 19 -> 2.6 ms. Differentiable (autograd).
     """
     if n <= 64:
-        return _exact_powers(log_z, n, stride)
+        return _exact_powers(log_z, n, stride, positions_first)
     b = 1 << ((n - 1).bit_length() + 1) // 2                                # ~sqrt(n), a power of two
-    hi = _exact_powers(log_z, -(-n // b), stride * b)                        # z^(stride b j)  [..., N, n/b]
-    lo = _exact_powers(log_z, b, stride)                                     # z^(stride k)    [..., N, b]
+    hi = _exact_powers(log_z, -(-n // b), stride * b, positions_first)       # z^(stride b j)  [..., N, n/b]
+    lo = _exact_powers(log_z, b, stride, positions_first)                    # z^(stride k)    [..., N, b]
+    if positions_first:
+        return (hi.unsqueeze(-2) * lo.unsqueeze(-3)).flatten(-3, -2)[..., :n, :]
     return (hi.unsqueeze(-1) * lo.unsqueeze(-2)).flatten(-2)[..., :n]
 
 
-def _exact_powers(log_z: torch.Tensor, n: int, stride: int) -> torch.Tensor:
+def _exact_powers(log_z: torch.Tensor, n: int, stride: int, positions_first: bool = False) -> torch.Tensor:
     """``exp(stride i log z)`` for ``i < n``: real ``exp``, ``cos``, ``sin`` (complex ``exp`` is several
     times slower on CPUs), the phase in float64 reduced modulo 2π."""
     i = torch.arange(n, device=log_z.device, dtype=torch.float64) * stride
-    mag = torch.exp(log_z.real.unsqueeze(-1) * i.to(log_z.real.dtype))
-    phase = torch.remainder(log_z.imag.unsqueeze(-1).double() * i, 2 * math.pi).to(mag.dtype)
+    if positions_first:                                                      # [..., n, N]
+        i, log_z = i.unsqueeze(-1), log_z.unsqueeze(-2)
+    else:                                                                    # [..., N, n]
+        log_z = log_z.unsqueeze(-1)
+    mag = torch.exp(log_z.real * i.to(log_z.real.dtype))
+    phase = torch.remainder(log_z.imag.double() * i, 2 * math.pi).to(mag.dtype)
     return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
 
 
@@ -112,7 +119,7 @@ def _factors(w, log_z, order, T, J):
         log_z = log_z.gather(-1, order)
         w = w.gather(-1, order.unsqueeze(1).expand(G, S, N))                # sorted modes
     P = powers(log_z, T)                                                    # [G, N, T]   z^t
-    Z = powers(log_z, J, stride=T).transpose(1, 2).contiguous()             # [G, J, N]   z^{jT}
+    Z = powers(log_z, J, stride=T, positions_first=True)                    # [G, J, N]   z^{jT}
     q = (w.unsqueeze(2) * Z.unsqueeze(1)).contiguous()                      # [G, S, J, N]
     Qs = torch.view_as_real(q).flatten(-2)                                  # [G, S, J, 2N] (Re, Im) per mode
     Ps = torch.stack([P.real, -P.imag], 2).flatten(1, 2)                    # [G, 2N, T]    (Re, -Im) per mode
@@ -243,5 +250,5 @@ def vandermonde_transposed(u: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor
     R = torch.bmm(u_rev.reshape(G, -1, T), torch.cat([P.real, P.imag], dim=1).transpose(1, 2))  # [G, S J, 2N]
     N = lz.shape[-1]
     R = torch.complex(R[..., :N], R[..., N:]).view(G, S, J, N)
-    x = (R * powers(lz, J, stride=T).transpose(1, 2).unsqueeze(1)).sum(2)   # [G, S, N]
+    x = (R * powers(lz, J, stride=T, positions_first=True).unsqueeze(1)).sum(2)   # [G, S, N]
     return _ungroup(x, how)
