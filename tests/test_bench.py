@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from longseq import cli, mixers
 from longseq.bench import SpeedConfig, format_markdown, peers, run_speed, write_report
-from longseq.bench.speed import _predict, _predicted_stop, run_job, run_module_job
+from longseq.bench.speed import _predict, _predicted_stop, run_job, run_module_job, worker_command
 
 TINY = dict(lengths=[64, 128], d_model=32, heads=2, repeats=2, warmup=1, threads=1, matmul_n=64)
 ROW_KEYS = {"name", "source", "L", "status", "fwd_ms", "fwdbwd_ms", "peak_fwd_mb", "peak_fwdbwd_mb", "flops_fwd",
@@ -75,6 +76,23 @@ def test_worker_runs_in_a_fresh_process():
     assert timing_only["status"] == "ok" and "peak_fwdbwd_mb" not in timing_only
     bad = run_job(job | {"name": "no_such_mixer"}, isolate=False)
     assert bad["status"] == "error" and "unknown mixer" in bad["error"]
+
+
+def test_worker_stderr_is_clean_and_crash_reports_say_why(monkeypatch):
+    """A worker prints nothing on stderr when all is well (no runpy warning that would end up as
+    the reason of a crash), and a killed worker is reported as such, with its stderr tail if any."""
+    job = {"kind": "module", "source": "mixer", "name": "softmax", "options": {}, "L": 16, "batch": 1,
+           "d_model": 8, "heads": 2, "causal": True, "dtype": "float32", "backward": False, "repeats": 1,
+           "warmup": 0, "threads": 1, "device": "cpu", "seed": 0, "measure": "time"}
+    proc = subprocess.run(worker_command(job), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+    import longseq.bench.speed as speed_module
+
+    for rc, err, expected in [(-9, "", "worker killed (out of memory?)"),
+                              (1, "a\nb\nc\nValueError: x", "worker exit code 1: b | c | ValueError: x")]:
+        monkeypatch.setattr(speed_module.subprocess, "run",
+                            lambda *a, rc=rc, err=err, **k: subprocess.CompletedProcess(a, rc, "", err))
+        assert run_job(job) == {"status": "crashed", "error": expected}
 
 
 def test_speed_api_baseline_ratios_and_report(tmp_path):

@@ -116,7 +116,7 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
     """Run one worker job in a fresh interpreter and return its JSON result (never raises)."""
     if not isolate:
         return json.loads(json.dumps(_worker.run(job)))
-    cmd = [sys.executable, "-m", "longseq.bench._worker", json.dumps(job)]
+    cmd = worker_command(job)
     env = _worker_env()
     if job.get("measure") == "memory":                       # exact heap: see longseq.bench._worker
         env |= _worker.EXACT_HEAP_ENV
@@ -132,7 +132,15 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
             return res
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit code {proc.returncode}"
-    return {"status": "crashed", "error": f"worker {why}: " + " | ".join(tail)}
+    return {"status": "crashed", "error": f"worker {why}" + (": " + " | ".join(tail) if tail else "")}
+
+
+def worker_command(job: dict) -> list[str]:
+    """The worker's command line. ``-c`` and an import rather than ``-m longseq.bench._worker``:
+    the package imports ``_worker`` first, and ``-m`` then prints runpy's "found in sys.modules"
+    warning on stderr, which became the last line of every crash report."""
+    return [sys.executable, "-c", "import sys; from longseq.bench._worker import main; sys.exit(main(sys.argv[1:]))",
+            json.dumps(job)]
 
 
 def run_module_job(job: dict, timeout: float | None = None, isolate: bool = True) -> dict:
