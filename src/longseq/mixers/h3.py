@@ -53,7 +53,7 @@ the elementwise products ~12 ms.
 Keeping ``Q, K, V`` instead of recomputing them saves three matmuls; fusing the output
 projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept. Tried and
 measured, not kept: groups of 64 channels (no faster, +23 MB), keeping the SSM's chunk states for
-the backward (-4 ms for +14 MB).
+the backward (-4 ms for +14 MB), keeping ``K'`` and ``Y`` for it (-10 ms for +28 MB).
 Half-precision inputs take the plain path (SSMs in float32). Decoding and ``forward(state=...)``
 also use the plain path; both continue from a given state, and one token is the O(d d_h N)
 recurrent step (state: the last N-1 keys for the shift SSM and the diagonal state
