@@ -17,12 +17,16 @@ import sys
 from pathlib import Path
 
 
-RATIO_COMMANDS = {
-    "ratios-bidir": "longseq bench ratios --mixers s4,s4d,dss,s5,gss --lengths 16384 --rounds 5 --repeats 3 "
-                    "--threads 2 --out benchmarks/out/ratios-bidir\n",
-    "ratios-causal": "longseq bench ratios --causal --mixers h3,s4d,s5,gss --lengths 16384 --rounds 5 --repeats 3 "
-                     "--threads 2 --out benchmarks/out/ratios-causal\n",
-}
+def ratio_command(d: str) -> str:
+    """The ``longseq bench ratios`` command line of a ratios run, read from its ``results.json``
+    (so the listed command is the one that made the numbers, rounds included)."""
+    res = _load(d)
+    c = res["config"]
+    mixers = ",".join(r["name"] for r in res["rows"] if r["name"] != res["baseline"])
+    return ("longseq bench ratios " + ("--causal " if res["causal"] else "") + f"--mixers {mixers} "
+            + ("" if res["baseline"] == "softmax" else f"--baseline {res['baseline']} ")
+            + f"--lengths {res['L']} --rounds {res['rounds']} --repeats {c['repeats']} --threads {c['threads']} "
+            f"--out {d}\n")
 
 
 def _load(d: str) -> dict:
@@ -82,7 +86,7 @@ def main(speed_dir: str, causal_dir: str, peers_dir: str, gen_dir: str, *ratio_d
           "--out benchmarks/out/peers\n"
           "longseq bench generate --mixers softmax,local,linear,performer,s4d,s5,h3,transformer_ls --prompt 1024 "
           "--new 256 --threads 2 --out benchmarks/out/generate\n"
-          + "".join(RATIO_COMMANDS.get(Path(d).name, "") for d in ratio_dirs)
+          + "".join(ratio_command(d) for d in ratio_dirs)
           + "python benchmarks/summarize.py benchmarks/out/speed-bidir benchmarks/out/speed-causal benchmarks/out/peers "
           "benchmarks/out/generate " + " ".join(ratio_dirs) + " > benchmarks/RESULTS.md\n```\n")
     print("## At L = 16K: every mixer vs softmax (fwd+bwd)\n")
