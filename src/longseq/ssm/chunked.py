@@ -19,7 +19,7 @@ matmul (1) serves both directions), ``S'_j = sum_t z^t u_{j,t}`` is carried from
 to the first and adds ``Re sum_n w'_n z_n^{T-1-s} X'_{j+1,n}``. The skip ``D u`` is the lag-0 tap.
 
 Memory: the backward keeps only the input in chunk layout (one ``[H, B L]`` tensor) and the
-parameters; the coefficient matrices (``[H, T, T]``, ``[H, T, 2C]``, ``[H, 2C, T]``) and the carried
+parameters; the coefficient tables (``[H, T, T]``, two ``[H, T, 2C]``, :class:`_Coef`) and the carried
 states ``[H, B J, 2C]`` are rebuilt in the backward (:class:`_DiagChunked`). Plain autograd kept
 all of them plus ~18 ``[H, N, T]`` intermediates of the coefficients: 170 MB at L = 16K, d = 256,
 N/2 = 32 modes, bidirectional, against 16 MB now; the coefficient gradients are pulled back by
@@ -322,12 +322,11 @@ def chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z,
 class _DiagChunked(torch.autograd.Function):
     """(1)-(4) on ``ub [H, M J, T]``, keeping only ``ub`` and the parameters for the backward.
 
-    Everything else — the ``[H, T, T]``, ``[H, T, 2C]``, ``[H, 2C, T]`` coefficient matrices, their
-    ``[H, N, T]`` intermediates, the states ``E`` — is rebuilt in the backward (the coefficients
-    from ``Z = z^t``, the states by one matmul and the carry). The coefficient gradients are pulled
-    back onto ``Z``, ``w``, ``w'``, ``D`` by hand (they are rearrangements of ``Z`` and products
-    ``w Z``), so no autograd graph of ``[H, N, T]`` intermediates is built; only ``Z = exp(t log z)``
-    is differentiated by autograd. Channels are independent: forward and backward run over groups
+    Everything else — the coefficient tables (:class:`_Coef`), the states ``E`` — is rebuilt in the
+    backward (the coefficients from ``Z = z^t``, the states by one matmul and the carry). The
+    coefficient gradients are pulled back onto ``w``, ``log z``, ``w'``, ``D`` by hand
+    (:func:`_coefficients_backward`: the tables are rearrangements of ``Z`` and products ``w Z``), so
+    no autograd graph is built. Channels are independent: forward and backward run over groups
     of channels (:func:`_group_size`), so the carried states and their gradients (``[g, M J, 2C]``
     complex) are transients of one group, not of all ``H``. Outputs ``y [H, M J, T]`` and the state
     entering the last chunk ``[H, M, N]``.
