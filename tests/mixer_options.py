@@ -30,13 +30,13 @@ OPTIONS: dict[str, dict] = {
     "mgk": {"rope": True},
     "mlk": {"chunk_size": 16, "rope": True},
     # state spaces
-    "s4": {"d_state": 8, "state_chunk": 16, "l_max": 32},
+    "s4": {"d_state": 8, "chunk_size": 16, "l_max": 32},
     "s4d": {"d_state": 16, "init": "inv"},
     "dss": {"d_state": 8},
-    "s5": {"d_state": 16, "blocks": 2, "chunk": 8},
-    "h3": {"d_state": 8, "head_dim": 4, "block_size": 16},
+    "s5": {"d_state": 16, "blocks": 2, "chunk_size": 8},
+    "h3": {"d_state": 8, "head_dim": 4, "chunk_size": 16},
     "gss": {"d_state": 8, "expand": 2},
-    "spade": {"window": 8, "rope": True, "ssm_options": {"d_state": 8, "state_chunk": 16, "l_max": 32}},
+    "spade": {"window": 8, "rope": True, "ssm_options": {"d_state": 8, "chunk_size": 16, "l_max": 32}},
     # training regimes (issue 8)
     "si_attention": {"rope": True},
     "treeformer_tc": {"depth": 3},
@@ -47,3 +47,10 @@ OPTIONS: dict[str, dict] = {
 
 def options_for(name: str) -> dict:
     return dict(OPTIONS.get(name, {}))
+
+
+def heads_for(name: str) -> int:
+    """NUM_HEADS for mixers with attention heads, 1 for the others (MixerSpec.heads)."""
+    import longseq
+
+    return longseq.mixers.heads_for(name, NUM_HEADS)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import longseq
-from mixer_options import D_MODEL, NUM_HEADS, options_for
+from mixer_options import D_MODEL, heads_for, options_for
 
 F64 = dict(rtol=1e-7, atol=1e-9)
 
@@ -25,7 +25,7 @@ STEP_CASES = [n for n in longseq.mixers.names() if longseq.mixers.spec(n).step]
 
 def make(name, causal, dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
-    m = longseq.mixers.build(name, D_MODEL, num_heads=NUM_HEADS, causal=causal, **options_for(name))
+    m = longseq.mixers.build(name, D_MODEL, num_heads=heads_for(name), causal=causal, **options_for(name))
     return m.to(dtype).eval()
 
 
@@ -131,10 +131,10 @@ def test_spec_is_honest(name):
     assert s.causal or s.bidirectional
     if not s.causal:
         with pytest.raises(ValueError, match="causal"):
-            longseq.mixers.build(name, D_MODEL, num_heads=NUM_HEADS, causal=True, **options_for(name))
+            longseq.mixers.build(name, D_MODEL, num_heads=heads_for(name), causal=True, **options_for(name))
     if not s.bidirectional:
         with pytest.raises(ValueError, match="bidirectional"):
-            longseq.mixers.build(name, D_MODEL, num_heads=NUM_HEADS, causal=False, **options_for(name))
+            longseq.mixers.build(name, D_MODEL, num_heads=heads_for(name), causal=False, **options_for(name))
 
 
 def test_registry_errors():

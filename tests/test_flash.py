@@ -106,14 +106,13 @@ def test_padded_keys_do_not_enter_the_linear_state():
     torch.testing.assert_close(m(x, mask)[:, :7], m(x[:, :7]), **TOL)
 
 
-def test_num_heads_does_not_change_the_single_head_gau():
-    x = torch.randn(1, 20, 16, dtype=torch.float64)
-    torch.manual_seed(3)
-    a = longseq.mixers.build("flash", 16, num_heads=1, chunk_size=8).double()
-    torch.manual_seed(3)
-    b = longseq.mixers.build("flash", 16, num_heads=4, chunk_size=8).double()
-    torch.testing.assert_close(a(x), b(x), **TOL)
-    assert longseq.mixers.spec("flash").has_ffn
+def test_the_single_head_gau_refuses_num_heads():
+    with pytest.raises(ValueError, match="no attention heads"):
+        longseq.mixers.build("flash", 16, num_heads=4, chunk_size=8)
+    with pytest.raises(ValueError, match="'expansion' is now 'expand'"):
+        longseq.mixers.build("flash", 16, expansion=2.0)
+    spec = longseq.mixers.spec("flash")
+    assert spec.has_ffn and not spec.heads
 
 
 def test_large_inputs_finite_bf16_forward_and_option_errors():

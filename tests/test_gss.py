@@ -1,7 +1,7 @@
 """gss against its equations written plainly (float64): the simplified DSS kernel against its
 closed form, the whole mixer against the recurrence unrolled token by token (values and gradients
 of the input and every parameter, rtol 1e-8 / atol 1e-10), split forward with a carried state and
-``step`` against one forward; the ``kernel="dss"`` option against the per-channel DSS recurrence."""
+``step`` against one forward; the ``variant="dss"`` option against the per-channel DSS recurrence."""
 
 import pytest
 import torch
@@ -47,7 +47,7 @@ def naive_shared_ssm(m, u):
 
 
 def naive_dss_exp(m, u):
-    """The ``kernel="dss"`` option: per-channel Λ and learned Δ (DSS_exp), same recurrence."""
+    """The ``variant="dss"`` option: per-channel Λ and learned Δ (DSS_exp), same recurrence."""
     k = m.kernel
     lam = torch.complex(-torch.exp(k.Lambda_re), k.Lambda_im)
     dt = torch.exp(k.log_dt)[:, None]
@@ -78,7 +78,7 @@ def naive_gss(m, x):
 
 def build(causal, kernel="gss", **kw):
     torch.manual_seed(5)
-    m = longseq.mixers.build("gss", 12, causal=causal, d_state=5, expand=2, d_ssm=4, kernel=kernel, **kw).double()
+    m = longseq.mixers.build("gss", 12, causal=causal, d_state=5, expand=2, d_ssm=4, variant=kernel, **kw).double()
     with torch.no_grad():
         for p in m.kernel.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -184,7 +184,7 @@ def test_float32_kernel_keeps_the_phase_of_long_lags():
 
 
 def test_options_and_errors():
-    for bad in [dict(d_ssm=0), dict(expand=0), dict(d_state=0), dict(kernel="s4")]:
+    for bad in [dict(d_ssm=0), dict(expand=0), dict(d_state=0), dict(variant="s4")]:
         with pytest.raises(ValueError, match=next(iter(bad))):
             longseq.mixers.build("gss", 12, **bad)
     m = longseq.mixers.build("gss", 32, d_state=8)
@@ -196,7 +196,7 @@ def test_options_and_errors():
 @pytest.mark.parametrize("kernel,names", [("gss", {"Lambda_re", "Lambda_im"}),
                                           ("dss", {"Lambda_re", "Lambda_im", "log_dt"})])
 def test_ssm_parameters_get_their_own_group(kernel, names):
-    m = longseq.mixers.build("gss", 16, causal=True, d_state=8, lr=5e-4, kernel=kernel)
+    m = longseq.mixers.build("gss", 16, causal=True, d_state=8, ssm_lr=5e-4, variant=kernel)
     groups = param_groups(m, lr=1e-2, weight_decay=0.05)
     ssm = [g for g in groups if g["lr"] == 5e-4]
     assert len(ssm) == 1 and ssm[0]["weight_decay"] == 0.0

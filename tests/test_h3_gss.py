@@ -53,12 +53,12 @@ def check(m, ref, L, d):
         torch.testing.assert_close(torch.stack(ys, 1), m(x).detach(), **TOL)
 
 
-@pytest.mark.parametrize("head_dim,block_size", [(1, None), (3, 5), (None, 16)])
+@pytest.mark.parametrize("head_dim,chunk_size", [(1, None), (3, 5), (None, 16)])
 @pytest.mark.parametrize("L", [1, 37])
-def test_h3_equals_recurrence(head_dim, block_size, L):
+def test_h3_equals_recurrence(head_dim, chunk_size, L):
     torch.manual_seed(4)
     m = perturb(longseq.mixers.build("h3", 12, num_heads=2, causal=True, d_state=6, head_dim=head_dim,
-                                     block_size=block_size).double())
+                                     chunk_size=chunk_size).double())
     assert m.hd == (6 if head_dim is None else head_dim)
     check(m, naive_h3, L, 12)
 
@@ -96,12 +96,14 @@ def test_options_and_errors():
         longseq.mixers.build("h3", 12)
     with pytest.raises(ValueError, match="head_dim"):
         longseq.mixers.build("h3", 12, causal=True, head_dim=5)
-    with pytest.raises(ValueError, match="block_size"):
-        longseq.mixers.build("h3", 12, causal=True, block_size=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        longseq.mixers.build("h3", 12, causal=True, chunk_size=0)
+    with pytest.raises(ValueError, match="'block_size' is now 'chunk_size'"):
+        longseq.mixers.build("h3", 12, causal=True, block_size=16)
 
 
 def test_ssm_parameters_get_their_own_group():
-    m = longseq.mixers.build("h3", 16, causal=True, d_state=8, lr=5e-4)
+    m = longseq.mixers.build("h3", 16, causal=True, d_state=8, ssm_lr=5e-4)
     groups = param_groups(m, lr=1e-2, weight_decay=0.05)
     ssm = [g for g in groups if g["lr"] == 5e-4]
     assert len(ssm) == 1 and ssm[0]["weight_decay"] == 0.0

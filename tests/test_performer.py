@@ -58,7 +58,7 @@ def performer_reference(m, x, mask=None):
 @pytest.mark.parametrize("L", [1, 63, 65, 200])
 def test_equals_explicit_feature_product_values_and_grads(causal, kernel, rope, L):
     torch.manual_seed(L)
-    m = longseq.mixers.build("performer", 24, num_heads=2, causal=causal, kernel=kernel, rope=rope,
+    m = longseq.mixers.build("performer", 24, num_heads=2, causal=causal, variant=kernel, rope=rope,
                              num_features=20, chunk_size=16).double().eval()
     x = torch.randn(2, L, 24, dtype=torch.float64)
     mask = torch.arange(L)[None] < torch.tensor([L, max(1, L // 2)])[:, None]
@@ -155,7 +155,7 @@ def test_state_is_consistent_and_guarded_against_redraws():
 def test_stabilised_features_no_overflow_x100_and_bf16():
     for causal in (True, False):
         for kernel in ("softmax", "relu"):
-            m = longseq.mixers.build("performer", 32, num_heads=2, causal=causal, kernel=kernel, chunk_size=16)
+            m = longseq.mixers.build("performer", 32, num_heads=2, causal=causal, variant=kernel, chunk_size=16)
             x = (torch.randn(2, 100, 32) * 100).requires_grad_()
             y = m(x)
             y.square().mean().backward()
@@ -179,8 +179,8 @@ def test_step_rescales_state_when_a_larger_key_arrives():
 
 
 def test_invalid_options():
-    with pytest.raises(ValueError, match="kernel"):
-        longseq.mixers.build("performer", 16, kernel="cosine")
+    with pytest.raises(ValueError, match="variant"):
+        longseq.mixers.build("performer", 16, variant="cosine")
     with pytest.raises(ValueError, match="num_features"):
         longseq.mixers.build("performer", 16, num_features=0)
     with pytest.raises(ValueError, match="redraw_interval"):

@@ -7,8 +7,8 @@ from longseq.models import CausalLM, SequenceClassifier, build_preset, preset_co
 from longseq.models.presets import PRESETS, h3_attention_layers, preset_options
 
 SMALL = {
-    "spade": {"window": 4, "ssm_options": {"d_state": 8, "l_max": 32, "state_chunk": 8}},
-    "h3_hybrid": {"h3_options": {"d_state": 8, "block_size": 16}},
+    "spade": {"window": 4, "ssm_options": {"d_state": 8, "l_max": 32, "chunk_size": 8}},
+    "h3_hybrid": {"h3_options": {"d_state": 8, "chunk_size": 16}},
     "anthe": {},
 }
 
@@ -95,5 +95,5 @@ def test_cli_model_preset_and_embedding(tmp_path, capsys):
                         "--embedding", "hsoftpos", "--embedding-option", "levels=3", "--out", str(tmp_path / "h3")]) == 0
     assert "mixer h3_hybrid" in capsys.readouterr().out
     m = load(tmp_path / "h3" / "model")
-    assert [e["name"] for e in m.config["mixer"]] == ["softmax", "h3"]
+    assert [e["mixer"] for e in m.config["layers"]] == ["softmax", "h3"]
     assert m.config["embedding"] == "hsoftpos" and m.backbone.embed.levels == 3

@@ -143,7 +143,7 @@ def test_woodbury_spectrum_equals_resolvent(L):
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("L", [1, 17, 130, 489])
 def test_fft_path_equals_unrolled_recurrence(causal, L):
-    m = make(causal, kernel_block=2)  # H = 3: two checkpointed channel blocks
+    m = make(causal, channel_chunk=2)  # H = 3: two checkpointed channel blocks
     x = torch.randn(2, L, H, dtype=torch.float64, requires_grad=True)
     y, y_ref = m(x), naive(m, x)
     torch.testing.assert_close(y, y_ref, **TOL)
@@ -156,7 +156,7 @@ def test_fft_path_equals_unrolled_recurrence(causal, L):
 
 
 def test_step_split_and_state_equal_recurrence():
-    m = make(True, state_chunk=4)
+    m = make(True, chunk_size=4)
     x = torch.randn(2, 23, H, dtype=torch.float64)
     y = naive(m, x)
     s = m.init_state(2)
@@ -217,7 +217,7 @@ def test_bf16_forward_runs():
 
 
 @pytest.mark.parametrize("opts,match", [({"d_state": 7}, "d_state"), ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"),
-                                        ({"state_chunk": 0}, "state_chunk"), ({"l_max": 0}, "l_max"), ({"kernel_block": 0}, "kernel_block")])
+                                        ({"chunk_size": 0}, "chunk_size"), ({"l_max": 0}, "l_max"), ({"channel_chunk": 0}, "channel_chunk")])
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
         longseq.mixers.build("s4", 8, causal=True, **opts)
@@ -244,7 +244,7 @@ def test_pointwise_block_equals_reference(causal, monkeypatch):
     ``linear(gelu(naive SSM))``: values and gradients of the input and every parameter."""
     monkeypatch.setattr(s4_module, "POINTWISE_ROWS", 10)  # 2 x 37 rows: 8 chunks, the last partial
     torch.manual_seed(3)
-    m = longseq.mixers.build("s4", H, causal=causal, d_state=8, pointwise=True, kernel_block=2).double()
+    m = longseq.mixers.build("s4", H, causal=causal, d_state=8, pointwise=True, channel_chunk=2).double()
     x = torch.randn(2, 37, H, dtype=torch.float64, requires_grad=True)
     y = m(x)
     y_ref = m.out(torch.nn.functional.gelu(naive(m, x)))

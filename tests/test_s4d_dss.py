@@ -103,7 +103,7 @@ def test_dss_softmax_bidirectional_and_errors():
 
 @pytest.mark.parametrize("name", ["s4d", "dss"])
 def test_ssm_parameters_get_their_own_group(name):
-    m = longseq.mixers.build(name, 16, causal=True, lr=2e-3)
+    m = longseq.mixers.build(name, 16, causal=True, ssm_lr=2e-3)
     groups = param_groups(m, lr=1e-2, weight_decay=0.05)
     ssm = [g for g in groups if g["lr"] == 2e-3]
     assert len(ssm) == 1 and ssm[0]["weight_decay"] == 0.0

@@ -21,7 +21,7 @@ H = 12
 
 def make(causal, seed=0, **kw):
     torch.manual_seed(seed)
-    opts = dict(d_state=8, blocks=2, chunk=4, activation="none")
+    opts = dict(d_state=8, blocks=2, chunk_size=4, activation="none")
     opts.update(kw)
     m = longseq.mixers.build("s5", H, causal=causal, **opts).double()
     with torch.no_grad():  # random (not init) parameters, kept stable
@@ -171,7 +171,7 @@ def test_bf16_forward_runs():
 @pytest.mark.parametrize(
     "opts,match",
     [({"d_state": 10, "blocks": 2}, "d_state"), ({"blocks": 0}, "blocks"), ({"activation": "relu"}, "activation"),
-     ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"), ({"chunk": 6}, "chunk")],
+     ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"), ({"chunk_size": 6}, "chunk_size")],
 )
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):

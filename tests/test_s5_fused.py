@@ -21,7 +21,7 @@ def grads(y, x, m, w):
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("L", [1, 1047])
 def test_fused_equals_unrolled_recurrence(causal, L):
-    m = make(causal, seed=L, chunk=64)
+    m = make(causal, seed=L, chunk_size=64)
     x = torch.randn(2, L, H, dtype=torch.float64, requires_grad=True)
     y, y_ref = m(x), naive(m, x)
     tol = TOL if L < 100 else LOOSE
@@ -34,7 +34,7 @@ def test_fused_equals_unrolled_recurrence(causal, L):
 @pytest.mark.parametrize("activation", ["half_glu1", "none"])
 def test_fused_equals_stateful_path(activation):
     """Causal: the fused path (no state) and the autograd ``linear_scan`` path (``return_state``)."""
-    m = make(True, seed=1, chunk=8, activation=activation)
+    m = make(True, seed=1, chunk_size=8, activation=activation)
     x = torch.randn(3, 77, H, dtype=torch.float64, requires_grad=True)
     y = m(x)
     y_state, _ = m(x, return_state=True)
@@ -45,7 +45,7 @@ def test_fused_equals_stateful_path(activation):
 
 
 def test_right_padding_does_not_reach_real_positions():
-    m = make(False, seed=2, chunk=8)
+    m = make(False, seed=2, chunk_size=8)
     x = torch.randn(2, 50, H, dtype=torch.float64)
     mask = torch.ones(2, 50, dtype=torch.bool)
     mask[1, 31:] = False

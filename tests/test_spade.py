@@ -10,7 +10,7 @@ from longseq import mixers
 
 F64 = dict(rtol=1e-7, atol=1e-9)
 D = 24
-SMALL_S4 = {"d_state": 8, "state_chunk": 16, "l_max": 64}
+SMALL_S4 = {"d_state": 8, "chunk_size": 16, "l_max": 64}
 
 
 def make(causal, combine="concat", ssm="s4", **kw):

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict:
     """``["window=64", "rope=true"]`` -> ``{"window": 64, "rope": True}`` (values parsed as JSON when possible)."""
+    from ..models.config import parse_value
+
     out = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"{what} must look like KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+        out[k] = parse_value(v)
     return out
+
+
+def parse_mixer(text: str | None):
+    """``--mixer``: a name (every layer), or a stack ``'s4d(d_state=64)*3,softmax(rope=true)'``
+    (one entry per layer: :func:`longseq.models.config.parse_layers`)."""
+    from ..models.config import parse_layers
+
+    if text is None:
+        return None
+    if any(c in text for c in ",(*"):
+        return parse_layers(text)
+    return text.strip()
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +53,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "and that layer's options (butterfly: block, butterfly_size, n_factors, rank, gate; "
                         "tensor_chain: ratio, length, bond)")
     g.add_argument("--dropout", type=float)
-    g.add_argument("--mixer-option", action="append", metavar="KEY=VALUE", help="option passed to every mixer (repeatable)")
+    g.add_argument("--mixer-option", action="append", metavar="KEY=VALUE",
+                   help="option for every layer whose mixer has it (repeatable; an option no layer has is an error)")
     g.add_argument("--embedding", choices=["token", "hsoftpos", "patches"],
                    help="input front-end: token table; hsoftpos = Anthe's H-SoftPOS; patches = ViT patches of "
                         "square images (image/pathfinder; pools from the class token)")
@@ -68,7 +79,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a mixer on a task", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", required=True, help="task name (see `longseq list --tasks`)")
     p.add_argument("--mixer",
-                   help="mixer name, or comma-separated names, one per layer (hybrid stack); "
+                   help="mixer name (every layer), or a stack with one entry per layer, each NAME, NAME(KEY=VALUE,...) "
+                        "and optionally *N to repeat it: 's4d(d_state=64)*3,softmax(rope=true)'; "
                         "default softmax, or the --model-preset's stack")
     p.add_argument("--preset", default="quick", help="task preset (quick, lra, ...)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task setting override (repeatable)")
@@ -109,8 +121,9 @@ def run(args) -> int:
     from ..train import TrainConfig, build_model, train
 
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
-    mixer = None if args.mixer is None else args.mixer.split(",") if "," in args.mixer else args.mixer
-    label = args.mixer or args.model_preset or "softmax"
+    mixer = parse_mixer(args.mixer)
+    label = (",".join(sorted({sp.mixer for sp in mixer}, key=[sp.mixer for sp in mixer].index))
+             if isinstance(mixer, list) else mixer or args.model_preset or "softmax")
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)

@@ -4,6 +4,7 @@ Each module of this package holds one method family and registers its mixers wit
 :func:`register`; modules are discovered automatically, so adding a mixer is one file.
 """
 
-from .base import Mixer, MixerSpec, build, debug_enabled, names, register, set_debug, spec
+from .base import RENAMED_OPTIONS, Mixer, MixerSpec, build, debug_enabled, heads_for, names, register, set_debug, spec
 
-__all__ = ["Mixer", "MixerSpec", "build", "names", "register", "spec", "set_debug", "debug_enabled"]
+__all__ = ["Mixer", "MixerSpec", "RENAMED_OPTIONS", "build", "heads_for", "names", "register", "spec", "set_debug",
+           "debug_enabled"]

@@ -35,7 +35,8 @@ from torch import nn
 
 from .._discover import import_submodules
 
-__all__ = ["Mixer", "MixerSpec", "register", "names", "spec", "build", "set_debug", "debug_enabled"]
+__all__ = ["Mixer", "MixerSpec", "register", "names", "spec", "build", "heads_for", "set_debug", "debug_enabled",
+           "RENAMED_OPTIONS"]
 
 _DEBUG = os.environ.get("LONGSEQ_DEBUG", "") not in ("", "0", "false", "False")
 
@@ -66,9 +67,28 @@ class MixerSpec:
     # flops(seq_len, d_model, num_heads, causal) -> forward FLOPs per sequence (for benchmarks).
     flops: Callable[..., float] | None = field(default=None, compare=False, repr=False)
     cls: type | None = field(default=None, compare=False, repr=False)
+    # Declared capabilities (read from the spec, never from module attributes by name):
+    # heads: the mixer splits d_model into num_heads attention heads. Mixers without heads (the SSMs,
+    #   FLASH's single-head GAU) refuse num_heads != 1 in build(); models pass the model's num_heads
+    #   only to layers whose mixer has heads.
+    heads: bool = True
+    # uses_carry: forward/step take a ``carry`` dict shared with the neighbouring layers of the same
+    #   kind (evolving attention passes its logits); see models/backbone.py.
+    uses_carry: bool = False
+    # max_len_option: the constructor option bounding the sequence length (learned length-dependent
+    #   parameters: Linformer's projections, E-SPA's kernels), or None for unbounded mixers.
+    max_len_option: str | None = None
+    # aux_loss: the mixer exposes an auxiliary loss tensor ``aux_loss`` after each forward, which the
+    #   trainer adds to the loss (no registered mixer does today; MoE feed-forwards do, see nn/moe.py).
+    aux_loss: bool = False
+    # renamed: {old option name: current name} for options renamed since models were saved with them.
+    renamed: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 _REGISTRY: dict[str, MixerSpec] = {}
+# {mixer name: {old option name: current name}}: filled by register(renamed=...), read by build() (to
+# name the new option in its error) and by models.config.upgrade_options (to load old saved configs).
+RENAMED_OPTIONS: dict[str, dict[str, str]] = {}
 
 
 def register(
@@ -82,8 +102,14 @@ def register(
     step: bool,
     has_ffn: bool = False,
     flops: Callable[..., float] | None = None,
+    heads: bool = True,
+    uses_carry: bool = False,
+    max_len_option: str | None = None,
+    aux_loss: bool = False,
+    renamed: dict[str, str] | None = None,
 ):
-    """Class decorator: register a :class:`Mixer` subclass under ``name``."""
+    """Class decorator: register a :class:`Mixer` subclass under ``name`` (capabilities: see
+    :class:`MixerSpec`)."""
 
     def deco(cls):
         if not (isinstance(cls, type) and issubclass(cls, Mixer)):
@@ -92,8 +118,14 @@ def register(
             raise ValueError(f"mixer name {name!r} is already registered by {_REGISTRY[name].cls}")
         if step and not causal:
             raise ValueError(f"mixer {name!r}: step=True requires causal=True")
-        s = MixerSpec(name, family, paper, complexity, causal, bidirectional, step, has_ffn, flops, cls)
+        if max_len_option is not None and max_len_option not in cls.options():
+            raise ValueError(f"mixer {name!r}: max_len_option={max_len_option!r} is not one of its options")
+        s = MixerSpec(name, family, paper, complexity, causal, bidirectional, step, has_ffn, flops, cls,
+                      heads=heads, uses_carry=uses_carry, max_len_option=max_len_option, aux_loss=aux_loss,
+                      renamed=dict(renamed or {}))
         _REGISTRY[name] = s
+        if renamed:
+            RENAMED_OPTIONS[name] = dict(renamed)
         cls.spec = s
         return cls
 
@@ -130,7 +162,14 @@ def build(name: str, d_model: int, *, num_heads: int = 1, causal: bool = False, 
         raise ValueError(f"d_model must be a positive int, got {d_model!r}")
     if not isinstance(num_heads, int) or num_heads <= 0:
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if not s.heads and num_heads != 1:
+        raise ValueError(f"mixer {name!r} has no attention heads (num_heads is not used): leave num_heads at 1, "
+                         f"got {num_heads}")
     allowed = s.cls.options()
+    old = sorted(k for k in options if k in s.renamed)
+    if old:
+        raise ValueError(f"mixer {name!r}: option(s) renamed: "
+                         + ", ".join(f"{k!r} is now {s.renamed[k]!r}" for k in old))
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(
@@ -138,6 +177,11 @@ def build(name: str, d_model: int, *, num_heads: int = 1, causal: bool = False, 
             + (", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "(none)")
         )
     return s.cls(d_model, num_heads=num_heads, causal=causal, **options)
+
+
+def heads_for(name: str, num_heads: int) -> int:
+    """``num_heads`` for a mixer with attention heads, 1 for one without (``MixerSpec.heads``)."""
+    return num_heads if spec(name).heads else 1
 
 
 class Mixer(nn.Module):

@@ -62,6 +62,7 @@ INITS = ("espa", "uspa", "shaped")
     bidirectional=False,
     step=True,
     flops=attention_flops,
+    max_len_option="max_len",
 )
 class SignalPreservingAttention(Mixer):
     """Causal multi-head attention with the E-SPA / U-SPA / shaped initialisation and a KV cache."""

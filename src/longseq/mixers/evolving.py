@@ -43,7 +43,7 @@ reachable from here, so its equation numbers and NLP hyper-parameters are not ci
   rows the shifted kernel reads above the new query), so ``step`` equals ``forward``.
 * **Cross-layer hook.** The previous logits arrive through ``carry``, a dict that
   :class:`~longseq.models.backbone.Block` passes, for one forward pass, to consecutive layers whose
-  mixer sets ``uses_carry = True`` (key ``"attn_logits"``, ``[B, H, L_q, L_k]``: rows of the current
+  mixer is registered with ``uses_carry=True`` (key ``"attn_logits"``, ``[B, H, L_q, L_k]``: rows of the current
   queries). Gradients flow through it (the residual path of the paper's Figure 2).
 
 Cost: O(N^2) time and memory by design (the logits are materialised, the conv adds
@@ -99,6 +99,7 @@ def pair_mask(mask: torch.Tensor | None, L_q: int, L_k: int, causal: bool, devic
     bidirectional=True,
     step=True,
     flops=evolving_flops,
+    uses_carry=True,
 )
 class EvolvingAttention(SoftmaxAttention):
     """Softmax attention whose logits evolve from the previous layer's through a residual 3x3 conv.
@@ -107,8 +108,6 @@ class EvolvingAttention(SoftmaxAttention):
     layer's logits), ``activation`` (``relu`` | ``leaky_relu``), plus ``rope``, ``dropout`` and
     ``bias`` of :class:`SoftmaxAttention`. Consumes/produces ``carry["attn_logits"]``.
     """
-
-    uses_carry = True
 
     def __init__(self, d_model, *, num_heads=1, causal=False, alpha=0.5, beta=0.3, activation="relu",
                  rope=False, dropout=0.0, bias=False):

@@ -29,11 +29,11 @@ Decisions on ambiguous points:
   paper's pseudo-code applies RoPE to Q and K); ``rel_pos_bias`` (default on) adds the paper's
   learned Toeplitz bias B[i, j] = w[j - i] inside chunks (2C - 1 parameters). Inside a chunk
   only relative positions enter, so chunks are aligned to absolute positions 0, C, 2C, ...
-* Single head, as in the paper (GAU's single head "suffices", sec. 2): ``num_heads`` is accepted
-  for interface compatibility and does not change the computation.
+* Single head, as in the paper (GAU's single head "suffices", sec. 2): registered with
+  ``heads=False``, so ``num_heads`` other than 1 is refused (models pass it only to mixers with heads).
 * GAU replaces attention AND feed-forward (registered with ``has_ffn=True``). The pre-norm and
   residual of eq. 4 are left to the block that holds the mixer. Defaults as in the paper:
-  e = 2d (``expansion=2``), s = 128 (``qk_dim``), C = 256 (``chunk_size``); gamma ~ N(0, 0.02^2),
+  e = 2d (``expand=2``), s = 128 (``qk_dim``), C = 256 (``chunk_size``); gamma ~ N(0, 0.02^2),
   beta = 0; ``bias`` on W and W_o as in the paper.
 * Recurrent state (``step``): S = sum over completed chunks of K^lin^T V / C, plus the current
   chunk's cache of K^quad, K^lin, V (< C tokens); when a chunk completes its K^lin^T V is folded
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.rotary import RotaryEmbedding
+from ..utils.validate import check_int, check_number
 from .base import Mixer, register
 
 QQ, KQ, QL, KL = range(4)  # the four scale-offset heads: quad query/key, linear query/key
@@ -70,20 +71,22 @@ def flash_flops(L: int, d: int, h: int, causal: bool, chunk: int = 256, s: int =
     step=True,
     has_ffn=True,
     flops=flash_flops,
+    heads=False,
+    renamed={"expansion": "expand"},
 )
 class FlashGAU(Mixer):
     """Gated Attention Unit with mixed chunk attention (relu^2 inside chunks, linear across)."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=256, qk_dim=128, expansion=2.0,
+    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=256, qk_dim=128, expand=2.0,
                  rope=True, rel_pos_bias=True, bias=True):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        if not isinstance(chunk_size, int) or chunk_size <= 0:
-            raise ValueError(f"flash: chunk_size must be a positive int, got {chunk_size!r}")
+        check_int("chunk_size", chunk_size, min=1, owner="flash")
         if not isinstance(qk_dim, int) or qk_dim <= 0 or (rope and qk_dim % 2):
             raise ValueError(f"flash: qk_dim must be a positive int (even with rope=True), got {qk_dim!r}")
-        if not expansion > 0 or int(expansion * d_model) < 1:
-            raise ValueError(f"flash: expansion must be > 0, got {expansion!r}")
-        self.chunk, self.s, self.e = chunk_size, qk_dim, int(expansion * d_model)
+        check_number("expand", expand, min=0, min_open=True, owner="flash")
+        if int(expand * d_model) < 1:
+            raise ValueError(f"flash: expand * d_model must be >= 1, got expand={expand!r}")
+        self.chunk, self.s, self.e = chunk_size, qk_dim, int(expand * d_model)
         self.hidden = nn.Linear(d_model, 2 * self.e + self.s, bias=bias)   # W, b -> [U | V | Z]
         self.gamma = nn.Parameter(torch.randn(4, self.s) * 0.02)          # [4, s]
         self.beta = nn.Parameter(torch.zeros(4, self.s))                  # [4, s]

@@ -11,7 +11,7 @@ GAU-style gating around a simplified DSS kernel with a dimension reduction (E = 
 
 The SSM runs on the reduced H channels, which is what makes GSS faster than DSS at equal width.
 
-The simplified DSS of the GSS pseudo-code (``kernel="gss"``, the default): ONE set of
+The simplified DSS of the GSS pseudo-code (``variant="gss"``, the default): ONE set of
 ``N = d_state = 512`` complex modes shared by all H channels, Δ fixed to 1::
 
     Λ = -exp(Λ_re) + i exp(Λ_im) ∈ C^N,   Λ_re, Λ_im ~ N(0, 1)       (random, not HiPPO)
@@ -37,15 +37,15 @@ Speed and memory at long L (issue 4; the SSM pieces are the shared ones of :mod:
   ``U_c = Y W_c`` (an ``[L, H + 1] @ [H + 1, F]`` matmul, cheap since H = E/4).
 
 Decisions on ambiguous points:
-* Kernel: ``kernel="gss"`` follows the paper's simplified DSS as read in the reference notes
+* Kernel: ``variant="gss"`` follows the paper's simplified DSS as read in the reference notes
   (../shared/reference/methods.md §15: shared Λ, random N(0, 1) init, Δ = 1, C ∈ C^{H×N}; the
   third-party lucidrains/gated-state-spaces-pytorch reading agrees). The paper's full text was
   not retrievable with our search tools, so the exact wording of Section 3 is not verified here.
-  ``kernel="dss"`` keeps the previous per-channel DSS_exp kernel
+  ``variant="dss"`` keeps the previous per-channel DSS_exp kernel
   (:class:`longseq.ssm.kernels.DSSKernel`: skew-HiPPO Λ per channel, learned Δ with log Δ ~
   U[log dt_min, log dt_max]) — what this mixer used before; ``dt_min``/``dt_max`` only apply to it.
-* Λ (and Δ for ``kernel="dss"``) get learning rate ``lr`` and no weight decay (the DSS recipe; the
-  GSS paper's optimiser settings for Λ are not verified here; ``lr=None`` keeps the global rate).
+* Λ (and Δ for ``variant="dss"``) get learning rate ``ssm_lr`` and no weight decay (the DSS recipe; the
+  GSS paper's optimiser settings for Λ are not verified here; ``ssm_lr=None`` keeps the global rate).
   C and D are ordinary weights.
 * The paper's layer also holds the pre-LayerNorm and the residual; here the block builder owns
   both (as for every mixer), so the mixer is the map above. GSS stacks these layers without a
@@ -70,6 +70,7 @@ from torch import nn
 from ..ssm.fftconv import fast_fft_size, kernel_conv, ssm_apply
 from ..ssm.kernels import DSSKernel, SharedDSSKernel
 from ..ssm.vandermonde import vandermonde, vandermonde_transposed
+from ..utils.validate import check_choice, check_int
 from .base import Mixer, register
 
 KERNELS = ("gss", "dss")
@@ -157,27 +158,24 @@ def _gss_flops(L, d, h, causal):
     step=True,
     has_ffn=True,
     flops=_gss_flops,
+    heads=False,
+    renamed={"lr": "ssm_lr", "kernel": "variant"},
 )
 class GSS(Mixer):
     def __init__(self, d_model, *, num_heads=1, causal=False, expand=4, d_ssm=None, d_state=512,
-                 kernel="gss", dt_min=1e-3, dt_max=1e-1, lr=1e-3):
+                 variant="gss", dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        H = max(1, d_model // 4) if d_ssm is None else d_ssm
-        if not isinstance(H, int) or H < 1:
-            raise ValueError(f"d_ssm must be a positive int or None (d_model // 4), got {d_ssm!r}")
-        if not isinstance(expand, int) or expand < 1:
-            raise ValueError(f"expand must be a positive int, got {expand!r}")
-        if not isinstance(d_state, int) or d_state < 1:
-            raise ValueError(f"d_state must be a positive int, got {d_state!r}")
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+        H = max(1, d_model // 4) if d_ssm is None else check_int("d_ssm (None: d_model // 4)", d_ssm, min=1, owner="gss")
+        check_int("expand", expand, min=1, owner="gss")
+        check_int("d_state", d_state, min=1, owner="gss")
+        check_choice("variant", variant, KERNELS, owner="gss")
         Fdim, C = expand * d_model, 1 if causal else 2
         self.v_proj = nn.Linear(d_model, Fdim)
         self.u_proj = nn.Linear(d_model, H)
-        if kernel == "gss":
-            self.kernel = SharedDSSKernel(H, d_state, channels=C, lr=lr)
+        if variant == "gss":
+            self.kernel = SharedDSSKernel(H, d_state, channels=C, lr=ssm_lr)
         else:
-            self.kernel = DSSKernel(H, d_state, channels=C, variant="exp", dt_min=dt_min, dt_max=dt_max, lr=lr)
+            self.kernel = DSSKernel(H, d_state, channels=C, variant="exp", dt_min=dt_min, dt_max=dt_max, lr=ssm_lr)
         self.D = nn.Parameter(torch.randn(H))
         self.c_proj = nn.Linear(H, Fdim)
         self.out = nn.Linear(Fdim, d_model)

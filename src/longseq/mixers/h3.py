@@ -28,7 +28,7 @@ Computation (option ``method``, both tested equal to the token-by-token recurren
   carried between chunks, :func:`longseq.ssm.chunked.diag_ssm_chunked`), O(L) work, only its
   input kept for the backward.
 * ``"fft"`` — the paper's FlashConv (Section 4.2): both SSMs as FFT convolutions; sequences
-  longer than ``block_size`` are cut into blocks, each an FFT convolution of size ~2*block_size,
+  longer than ``chunk_size`` are cut into blocks, each an FFT convolution of size ~2*chunk_size,
   with the SSM state carried from block to block.
 
 Decision: at L = 16K, d_model 256, causal fwd+bwd (1 thread each, the two runs side by side on the shared machine)
@@ -79,6 +79,7 @@ from ..ssm.chunked import (DEFAULT_CHUNK, chunked_backward, chunked_forward, dia
                             fir_chunks_backward, fir_conv)
 from ..ssm.fftconv import diag_ssm_conv, fft_conv, with_skip
 from ..ssm.kernels import DiagSSMKernel
+from ..utils.validate import check_choice, check_int, check_optional
 from .base import Mixer, register
 from .s4d import chunked_flops
 
@@ -246,20 +247,18 @@ def _head_groups(nh: int, hd: int, heads: int):
     bidirectional=False,
     step=True,
     flops=_h3_flops,
+    renamed={"lr": "ssm_lr", "block_size": "chunk_size"},
 )
 class H3(Mixer):
-    def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, head_dim=1, block_size=4096,
-                 dt_min=1e-3, dt_max=1e-1, lr=1e-3, method="chunked"):
+    def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, head_dim=1, chunk_size=4096,
+                 dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3, method="chunked"):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        if method not in ("chunked", "fft"):
-            raise ValueError(f"method must be 'chunked' or 'fft'; got {method!r}")
-        self.method = method
+        self.method = check_choice("method", method, ("chunked", "fft"), owner="h3")
         hd = d_model // num_heads if head_dim is None else head_dim
         if not isinstance(hd, int) or hd < 1 or d_model % hd:
             raise ValueError(f"head_dim must be a positive int dividing d_model={d_model} (or None), got {head_dim!r}")
-        if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
-            raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-        self.hd, self.nh, self.block_size = hd, d_model // hd, block_size
+        check_optional(check_int, "chunk_size", chunk_size, min=1, owner="h3")
+        self.hd, self.nh, self.block_size = hd, d_model // hd, chunk_size
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -267,7 +266,7 @@ class H3(Mixer):
         self.shift_C = nn.Parameter(torch.empty(d_model, d_state))
         nn.init.kaiming_uniform_(self.shift_C, a=math.sqrt(5))
         self.shift_D = nn.Parameter(torch.randn(d_model))
-        self.kernel = DiagSSMKernel(self.nh, d_state, init="lin", disc="zoh", dt_min=dt_min, dt_max=dt_max, lr=lr)
+        self.kernel = DiagSSMKernel(self.nh, d_state, init="lin", disc="zoh", dt_min=dt_min, dt_max=dt_max, lr=ssm_lr)
         self.D = nn.Parameter(torch.randn(self.nh))
         self.out = nn.Linear(d_model, d_model)
 

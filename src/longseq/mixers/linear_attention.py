@@ -18,7 +18,7 @@ r = 1..m, applied to ``x = q / d^(1/4)`` and ``k / d^(1/4)`` so that
 random features (Section 2.4): blocks of ``d`` orthogonal directions (QR of a Gaussian matrix,
 signs fixed so the directions are Haar-uniform) with lengths drawn from the chi(d)
 distribution of Gaussian vector norms, so each ``w_r`` is marginally N(0, I_d).
-``kernel="relu"`` is the paper's generalised ReLU kernel ``phi(x) = relu(W x) / sqrt(m) + 1e-3``
+``variant="relu"`` is the paper's generalised ReLU kernel ``phi(x) = relu(W x) / sqrt(m) + 1e-3``
 (the ``+1e-3`` stabiliser and no ``d^(-1/4)`` scaling follow the official code).
 
 Decisions for the Performer
@@ -70,6 +70,7 @@ from ..ops.linear_attention import (
     linear_attention_chunk,
     linear_attention_recurrent,
 )
+from ..utils.validate import check_choice, check_int, check_optional
 from .base import Mixer, register
 
 
@@ -397,27 +398,27 @@ def _default_num_features(head_dim: int) -> int:
     bidirectional=True,
     step=True,
     flops=performer_flops,
+    renamed={"kernel": "variant"},
 )
 class Performer(FeatureMapAttention):
     """FAVOR+ attention with positive orthogonal random features and scheduled feature redraws.
 
-    Options: ``num_features`` (m; None = round(d_head ln d_head)), ``kernel`` ("softmax" or
-    "relu"), ``orthogonal`` (orthogonal random features, default True; False = i.i.d. Gaussian),
+    Options: ``num_features`` (m; None = round(d_head ln d_head)), ``variant`` (the kernel
+    approximated: "softmax" or "relu"), ``orthogonal`` (orthogonal random features, default True; False = i.i.d. Gaussian),
     ``redraw_interval`` (training forwards between redraws; None = never; default 1000),
     ``chunk_size``, ``rope``, ``bias``. See the module docstring for the decisions.
     """
 
     eps = 0.0  # the stabilisers cancel exactly; `_normalise` guards underflowing denominators
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, num_features=None, kernel="softmax",
+    def __init__(self, d_model, *, num_heads=1, causal=False, num_features=None, variant="softmax",
                  orthogonal=True, redraw_interval=1000, chunk_size=128, rope=False, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
                          bias=bias)
-        if kernel not in ("softmax", "relu"):
-            raise ValueError(f"kernel must be 'softmax' or 'relu', got {kernel!r}")
-        _check_positive_int("num_features", num_features, allow_none=True)
-        _check_positive_int("redraw_interval", redraw_interval, allow_none=True)
-        self.kernel = kernel
+        check_choice("variant", variant, ("softmax", "relu"), owner="performer")
+        check_optional(check_int, "num_features", num_features, min=1, owner="performer")
+        check_optional(check_int, "redraw_interval", redraw_interval, min=1, owner="performer")
+        self.kernel = variant
         self.orthogonal = bool(orthogonal)
         self.redraw_interval = redraw_interval
         self.num_features = num_features or _default_num_features(self.head_dim)

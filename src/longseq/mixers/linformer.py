@@ -60,6 +60,7 @@ def linformer_flops(L: int, d: int, h: int, causal: bool, k: int = 256) -> float
     bidirectional=True,
     step=False,
     flops=linformer_flops,
+    max_len_option="max_len",
 )
 class LinformerAttention(Mixer):
     """Multi-head attention over keys/values compressed along the sequence by learned E, F."""

@@ -47,7 +47,7 @@ Decisions on points the paper leaves open:
   ``x_k = A_1 (A_0 x_{k-1} + 2 B u_k)``, ``y_k = C x_k + D u_k``. ``forward(state=...)`` adds
   ``C Ā^{k+1} x_0`` (the same Cauchy/Woodbury machinery with ``B`` replaced by
   ``(2/Δ + A) x_0 / 2``, which needs only ``C̃``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
-* Memory: the kernel and the FFT convolution run per block of ``kernel_block`` channels (default
+* Memory: the kernel and the FFT convolution run per block of ``channel_chunk`` channels (default
   16: at L = 16K the block's transients, not the saved tensors, set the peak) inside one autograd
   function (:class:`_S4Conv`) that keeps only its inputs; backward recomputes each block's kernel
   under autograd (about a third more SSM forward work) instead of holding ``[., H, l_max]``
@@ -74,6 +74,7 @@ from ..optim import set_optim
 from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
 from ..ssm.fftconv import circular_kernel, fast_fft_size, fft_conv
 from ..ssm.hippo import dplr_legs
+from ..utils.validate import check_int
 from .base import Mixer, register
 
 
@@ -238,6 +239,8 @@ POINTWISE_ROWS = 2048  # rows (positions) per chunk of the position-wise part
     bidirectional=True,
     step=True,
     flops=s4_flops,
+    heads=False,
+    renamed={"state_chunk": "chunk_size", "kernel_block": "channel_chunk"},
 )
 class S4(Mixer):
     """DPLR (HiPPO-LegS) SSM per channel; kernel by Cauchy + Woodbury, output by FFT convolution."""
@@ -253,23 +256,21 @@ class S4(Mixer):
         dt_max: float = 1e-1,
         pointwise: bool = True,
         ssm_lr: float = 1e-3,
-        state_chunk: int = 256,
+        chunk_size: int = 256,
         l_max: int = 1024,
-        kernel_block: int = 16,
+        channel_chunk: int = 16,
     ):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
             raise ValueError(f"s4: d_state must be an even int >= 2, got {d_state!r}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"s4: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if not isinstance(state_chunk, int) or state_chunk < 1:
-            raise ValueError(f"s4: state_chunk must be a positive int, got {state_chunk!r}")
-        if not isinstance(l_max, int) or l_max < 1:
-            raise ValueError(f"s4: l_max must be a positive int, got {l_max!r}")
-        if not isinstance(kernel_block, int) or kernel_block < 1:
-            raise ValueError(f"s4: kernel_block must be a positive int, got {kernel_block!r}")
+        check_int("chunk_size", chunk_size, min=1, owner="s4")
+        check_int("l_max", l_max, min=1, owner="s4")
+        check_int("channel_chunk", channel_chunk, min=1, owner="s4")
         H, N2 = d_model, d_state // 2
-        self.d_state, self.state_chunk, self.kernel_block = d_state, state_chunk, kernel_block
+        # internal names kept (state_chunk: the state-passing chunk, kernel_block: channels per kernel block)
+        self.d_state, self.state_chunk, self.kernel_block = d_state, chunk_size, channel_chunk
         dirs = 1 if causal else 2
         Lam, P, B, _ = dplr_legs(d_state)  # [N/2] each, complex128
         self.log_A_real = nn.Parameter(torch.log(-Lam.real).float().repeat(H, 1))           # [H, N/2]

@@ -2,8 +2,8 @@
 
 ``s4d`` — Gu, Gupta, Goel, Ré 2022, "On the Parameterization and Initialization of Diagonal
 State Space Models" (S4D). Every channel ``h`` of the ``d_model`` channels is its own
-single-input single-output SSM of state size ``N = d_state`` (so ``num_heads`` has no effect:
-S4D has no heads, every channel is one). Continuous SSM (S4D eq. (1))::
+single-input single-output SSM of state size ``N = d_state`` (S4D has no heads, every
+channel is one: registered with ``heads=False``, so ``num_heads`` other than 1 is refused). Continuous SSM (S4D eq. (1))::
 
     x'(t) = A x(t) + B u(t),     y(t) = C x(t) + D u(t),     A = diag(A_0 .. A_{N/2-1}) complex
 
@@ -14,7 +14,7 @@ Vandermonde kernel ``K_l = 2 Re sum_n C_n dB_n dA_n^l`` (eq. (6)) — by FFT or 
 teaching module of the S4 repository uses it), ``inv``, ``legs``, ``real``
 (:mod:`longseq.ssm.init`); ``B = 1`` (LegS: the eigenbasis B), ``C ~ CN(0,1)``, ``D ~ N(0,1)``,
 ``log dt ~ U[log dt_min, log dt_max]`` per channel. A, B and dt train with their own
-learning rate ``lr`` (default 1e-3) and no weight decay.
+learning rate ``ssm_lr`` (default 1e-3) and no weight decay.
 
 Layer (as the S4D reference module): ``y = GLU(W (GELU(SSM(u) + D u)))`` with ``W: d -> 2d``;
 the position-wise part runs in row blocks and recomputes GELU and ``W`` in the backward
@@ -122,15 +122,17 @@ class _DiagonalSSM(Mixer):
     bidirectional=True,
     step=True,
     flops=_s4d_flops,
+    heads=False,
+    renamed={"lr": "ssm_lr"},
 )
 class S4D(_DiagonalSSM):
     """S4D layer (see the module docstring). ``d_state`` is the real state size N (N/2 modes)."""
 
     def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, init="lin", disc="zoh",
-                 dt_min=1e-3, dt_max=1e-1, lr=1e-3, method="chunked"):
+                 dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3, method="chunked"):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self._setup(DiagSSMKernel(d_model, d_state, channels=1 if causal else 2, init=init, disc=disc,
-                                  dt_min=dt_min, dt_max=dt_max, lr=lr), method)
+                                  dt_min=dt_min, dt_max=dt_max, lr=ssm_lr), method)
 
 
 def _dss_flops(L, d, h, causal):
@@ -146,15 +148,17 @@ def _dss_flops(L, d, h, causal):
     bidirectional=True,
     step=True,
     flops=_dss_flops,
+    heads=False,
+    renamed={"lr": "ssm_lr"},
 )
 class DSS(_DiagonalSSM):
     """DSS layer (see the module docstring). ``d_state`` is the number N of complex modes."""
 
     def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, variant="exp", l_max=None,
-                 dt_min=1e-3, dt_max=1e-1, lr=1e-3, method="fft"):
+                 dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3, method="fft"):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self._setup(DSSKernel(d_model, d_state, channels=1 if causal else 2, variant=variant, l_max=l_max,
-                              dt_min=dt_min, dt_max=dt_max, lr=lr), method)
+                              dt_min=dt_min, dt_max=dt_max, lr=ssm_lr), method)
 
     def _forward(self, x, mask, state, return_state):
         if self.method != "fft" or state is not None or return_state:

@@ -14,10 +14,10 @@ B.1)::
 Recurrence ``x_k = Λ̄ x_{k-1} + B̄ u_k``, ``y_k = 2 Re(C̃ x_k) + D u_k`` (conjugate symmetry,
 Section 4.1 / Appendix D.2: only the ``P/2`` eigenvalues with positive imaginary part are kept and
 the output is twice the real part). It is computed with :func:`longseq.ssm.scan.linear_scan`:
-``Λ̄`` is constant in time, so inside chunks of ``chunk`` steps the states are one batched
+``Λ̄`` is constant in time, so inside chunks of ``chunk_size`` steps the states are one batched
 complex matmul with the Toeplitz matrix of powers ``Λ̄^{t-s}``, and only the chunk-end states go
-through the parallel scan of the associative operator of Section 2.2 (``O(L · chunk)`` work,
-``O(L/chunk)`` sequential depth; identical results to the plain scan).
+through the parallel scan of the associative operator of Section 2.2 (``O(L · chunk_size)`` work,
+``O(L/chunk_size)`` sequential depth; identical results to the plain scan).
 
 Initialisation (Section 4.3, Appendix B.1.1):
 * ``Λ``: eigenvalues of the normal part of HiPPO-LegS ("HiPPO-N", ``Re Λ = -1/2``) of size
@@ -63,6 +63,7 @@ from ..nn.pointwise import gelu_linear
 from ..optim import set_optim
 from ..ssm.hippo import legs_normal_eig
 from ..ssm.scan import linear_scan, lti_scan
+from ..utils.validate import check_choice, check_int
 from .base import Mixer, register
 
 ACTIVATIONS = ("half_glu1", "half_glu2", "gelu", "none")
@@ -181,6 +182,8 @@ class _S5SSM(torch.autograd.Function):
     bidirectional=True,
     step=True,
     flops=s5_flops,
+    heads=False,
+    renamed={"chunk": "chunk_size"},
 )
 class S5(Mixer):
     """MIMO diagonal SSM (``H -> H`` through ``P`` states) with ZOH and a parallel scan."""
@@ -197,21 +200,20 @@ class S5(Mixer):
         dt_max: float = 1e-1,
         activation: str = "half_glu1",
         ssm_lr: float = 1e-3,
-        chunk: int = 64,
+        chunk_size: int = 64,
     ):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        if not isinstance(blocks, int) or blocks < 1:
-            raise ValueError(f"s5: blocks must be a positive int, got {blocks!r}")
+        check_int("blocks", blocks, min=1, owner="s5")
         if not isinstance(d_state, int) or d_state < 2 or d_state % (2 * blocks) != 0:
             raise ValueError(f"s5: d_state must be a positive multiple of 2*blocks={2 * blocks}, got {d_state!r}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"s5: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"s5: activation must be one of {ACTIVATIONS}, got {activation!r}")
-        if chunk < 2 or chunk & (chunk - 1):
-            raise ValueError(f"s5: chunk must be a power of two >= 2, got {chunk}")
+        check_choice("activation", activation, ACTIVATIONS, owner="s5")
+        check_int("chunk_size", chunk_size, min=2, owner="s5")
+        if chunk_size & (chunk_size - 1):
+            raise ValueError(f"s5: chunk_size must be a power of two >= 2, got {chunk_size}")
         H, P = d_model, d_state
-        self.d_state, self.activation, self.chunk = P, activation, chunk
+        self.d_state, self.activation, self.chunk = P, activation, chunk_size
         dirs = 1 if causal else 2
 
         Lam, V = block_hippo_n(P, blocks)  # [P/2], [P, P/2]

@@ -18,7 +18,7 @@ positions). ``deberta``, ``deberta_v2``, ``diet_abs`` and ``diet_rel`` enter the
 options from ``position_options``) and passes them as ``relpos=`` to every layer whose mixer
 accepts that option.
 
-Cross-layer carry: a mixer class with ``uses_carry = True`` takes a ``carry`` keyword in
+Cross-layer carry: a mixer registered with ``uses_carry=True`` takes a ``carry`` keyword in
 ``forward``/``step``: a dict created per forward pass (or decoding step) and shared by
 consecutive such layers (evolving attention passes its logits this way); any other layer clears it.
 
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import mixers
+from .config import resolve_layers
 from ..nn.deep_vanilla import TATFeedForward, configure_tat_
 from ..nn.embeddings import make_embedding
 from ..nn.layers import FeedForward, make_norm, sinusoidal_table
@@ -53,25 +54,25 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError(f"token ids must lie in [0, {vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
 
 
-def layer_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | None) -> list[dict[str, Any]]:
-    """Resolve the per-layer mixer names, options and causal flags (``causal=None``: bidirectional
-    where the mixer allows it, else causal)."""
-    entries = list(mixer) if isinstance(mixer, (list, tuple)) else [mixer] * n_layers
-    if len(entries) != n_layers:
-        raise ValueError(f"mixer list has {len(entries)} entries but n_layers={n_layers}")
+def layer_plan(mixer, n_layers: int | None, mixer_options: dict | None, causal: bool | None,
+               layers: list | None = None, *, num_heads: int = 1, ffn: str = "mlp", ffn_mult: float = 4.0,
+               ffn_options: dict | None = None) -> list[dict[str, Any]]:
+    """Resolve each layer's mixer, options, causal flag, heads and feed-forward from the shorthand
+    (``mixer``/``mixer_options``) or ``layers`` (:func:`longseq.models.config.resolve_layers`).
+    ``causal=None``: bidirectional where the mixer allows it, else causal. ``num_heads`` reaches
+    only mixers with heads (``MixerSpec.heads``)."""
     plan = []
-    for i, e in enumerate(entries):
-        if isinstance(e, str):
-            name, opts = e, {}
-        elif isinstance(e, dict) and "name" in e:
-            name, opts = e["name"], {k: v for k, v in e.items() if k != "name"}
-        else:
-            raise ValueError(f"layer {i}: a mixer entry must be a name or a dict with a 'name' key, got {e!r}")
-        s = mixers.spec(name)
-        c = causal
+    for spec_ in resolve_layers(mixer, n_layers, mixer_options, layers):
+        s = mixers.spec(spec_.mixer)
+        c = spec_.causal if spec_.causal is not None else causal
         if c is None:
             c = not s.bidirectional
-        plan.append({"name": name, "options": {**(mixer_options or {}), **opts}, "causal": bool(c)})
+        heads = spec_.num_heads if spec_.num_heads is not None else num_heads
+        plan.append({"name": spec_.mixer, "options": dict(spec_.options), "causal": bool(c),
+                     "num_heads": heads if s.heads else 1,
+                     "ffn": spec_.ffn if spec_.ffn is not None else ffn,
+                     "ffn_mult": spec_.ffn_mult if spec_.ffn_mult is not None else ffn_mult,
+                     "ffn_options": spec_.ffn_options if spec_.ffn_options is not None else ffn_options})
     return plan
 
 
@@ -103,7 +104,7 @@ class Block(nn.Module):
         """``{"carry": carry}`` for mixers that use it; other layers break the chain."""
         if carry is None:
             return {}
-        if getattr(self.mixer, "uses_carry", False):
+        if self.mixer.spec.uses_carry:
             return {"carry": carry}
         carry.clear()
         return {}
@@ -128,19 +129,21 @@ class Block(nn.Module):
 class Backbone(nn.Module):
     """Token embedding + positions + blocks + final norm: ``ids [B, L] -> hidden [B, L, d_model]``."""
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, mixer="softmax", mixer_options=None,
-                 num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm", ffn: str = "mlp",
-                 ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
-                 shortcuts: bool = True, position_options: dict | None = None,
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int | None = None, *, mixer="softmax",
+                 mixer_options=None, num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm",
+                 ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
+                 max_len: int | None = None, shortcuts: bool = True, position_options: dict | None = None,
                  embedding: str = "token", embedding_options: dict | None = None,
-                 ffn_options: dict | None = None):
+                 ffn_options: dict | None = None, layers: list | None = None):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
         if position == "learned" and not max_len:
             raise ValueError("position='learned' needs max_len (the longest sequence the table covers)")
         self.d_model, self.position, self.max_len = d_model, position, max_len
-        plan = layer_plan(mixer, n_layers, mixer_options, causal)
+        plan = layer_plan(mixer, n_layers, mixer_options, causal, layers, num_heads=num_heads, ffn=ffn,
+                          ffn_mult=ffn_mult, ffn_options=ffn_options)
+        n_layers = len(plan)
         if position == "rope":
             with_rope = [p for p in plan if "rope" in mixers.spec(p["name"]).cls.options()]
             if not with_rope:
@@ -168,11 +171,12 @@ class Backbone(nn.Module):
             self.pos_embed = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=num_heads, causal=p["causal"],
-                  norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout, shortcuts=shortcuts, ffn_options=ffn_options)
+            Block(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=p["num_heads"], causal=p["causal"],
+                  norm=norm, ffn=p["ffn"], ffn_mult=p["ffn_mult"], dropout=dropout, shortcuts=shortcuts,
+                  ffn_options=p["ffn_options"])
             for p in plan
         )
-        if ffn == "tat":
+        if any(p["ffn"] == "tat" for p in plan):
             configure_tat_(self.blocks)   # leaky-ReLU slope for this depth (TAT, Zhang et al. 2022)
         self.norm = make_norm(norm, d_model)
 

@@ -1,6 +1,7 @@
 """Shared behaviour of longseq models: the constructor config and safe save/load.
 
-``model.save(dir)`` writes ``config.json`` (class name, constructor arguments, sha256 of the
+``model.save(dir)`` writes ``config.json`` (class name, config schema version, the model's
+configuration (:class:`~longseq.models.config.ModelConfig` as constructor keywords), sha256 of the
 weights) and ``model.safetensors``; :func:`load` rebuilds the model from the config and loads
 the weights. Loading never unpickles code, checks the weights' hash (a truncated or tampered
 file is reported, not half-loaded) and both files are written atomically (temp file + rename).
@@ -8,16 +9,20 @@ file is reported, not half-loaded) and both files are written atomically (temp f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+from ..utils.io import atomic_write, sha256_file
+from .config import SCHEMA, ModelConfig, upgrade_options
+
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "LongseqModel", "atomic_write", "load", "make_backbone", "model_class"]
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 _MODEL_CLASSES: dict[str, type] = {}
@@ -28,41 +33,24 @@ def model_class(cls):
     return cls
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename over ``path`` (same directory, so atomic).
-
-    The file gets the permissions of any file the user creates (``mkstemp`` makes 0600 files)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# atomic_write lives in longseq.utils.io (used by models, the trainer, the benchmarks and the arena);
+# it is re-exported here for callers that imported it from longseq.models.base.
+_sha256 = sha256_file
 
 
 class LongseqModel(nn.Module):
-    """Base of the models: subclasses store their constructor arguments in ``self.config``."""
+    """Base of the models: ``model_config`` (a :class:`ModelConfig`) and ``config``, its dict form
+    (constructor keywords: ``type(model)(**model.config)`` rebuilds the model)."""
 
     config: dict
+    model_config: ModelConfig
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | dict[str, Any]) -> LongseqModel:
+        """Build from a :class:`ModelConfig` (or its dict form)."""
+        if isinstance(config, ModelConfig):
+            config = config.to_dict()
+        return cls(**config)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -71,31 +59,34 @@ class LongseqModel(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / WEIGHTS_FILE, lambda tmp: save_model(self, tmp))
-        meta = {"class": type(self).__name__, "config": self.config, "weights_sha256": _sha256(d / WEIGHTS_FILE)}
+        meta = {"class": type(self).__name__, "schema": SCHEMA, "config": self.config,
+                "weights_sha256": sha256_file(d / WEIGHTS_FILE)}
         atomic_write(d / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
         return d
 
 
-def backbone_options(config: dict, *, scale_invariant: bool, shortcuts: bool, position_options: dict | None,
-                     embedding: str, embedding_options: dict | None, ffn_options: dict | None) -> dict:
-    """The optional backbone keywords a model passes on, recorded in ``config`` only when they are not
-    the default (older saved configs keep loading). SIBERT's backbone (``scale_invariant=True``,
-    models/sibert.py) has none of them: asking for both is refused."""
-    extra: dict = {}
-    if not shortcuts:              # vanilla (residual-free) blocks, He et al. 2023: see nn/deep_vanilla.py
-        extra["shortcuts"] = False
-    if position_options:           # DeBERTa / DIET options: see nn/relpos.py
-        extra["position_options"] = position_options
-    if ffn_options:                # MoE / structured FFN matrices: see nn/layers.py FeedForward
-        extra["ffn_options"] = ffn_options
-    if embedding != "token" or embedding_options:   # input front-end: see nn/embeddings.py
-        extra.update(embedding=embedding, embedding_options=embedding_options)
-    if scale_invariant:
-        if extra:
-            raise ValueError(f"scale_invariant=True (SIBERT) does not support {', '.join(sorted(extra))}")
-        config["scale_invariant"] = True
-    config.update(extra)
-    return extra
+_SI_UNSUPPORTED = {"shortcuts": True, "position_options": None, "ffn_options": None, "embedding": "token",
+                   "embedding_options": None}
+
+
+def make_backbone(cfg: ModelConfig, causal: bool | None):
+    """The backbone of ``cfg``: :class:`~longseq.models.backbone.Backbone`, or SIBERT's
+    :class:`~longseq.models.sibert.SIBackbone` with ``scale_invariant`` (which has none of the
+    options in ``_SI_UNSUPPORTED``: asking for both is refused)."""
+    from .backbone import Backbone
+    from .sibert import SIBackbone
+
+    common = dict(layers=[sp.to_dict() for sp in cfg.layers], num_heads=cfg.num_heads, causal=causal,
+                  norm=cfg.norm, ffn=cfg.ffn, ffn_mult=cfg.ffn_mult, dropout=cfg.dropout, position=cfg.position,
+                  max_len=cfg.max_len)
+    if cfg.scale_invariant:
+        bad = sorted(k for k, default in _SI_UNSUPPORTED.items() if getattr(cfg, k) not in (default, {}))
+        if bad:
+            raise ValueError(f"scale_invariant=True (SIBERT) does not support {', '.join(bad)}")
+        return SIBackbone(cfg.vocab_size, cfg.d_model, **common)
+    return Backbone(cfg.vocab_size, cfg.d_model, shortcuts=cfg.shortcuts, position_options=cfg.position_options,
+                    embedding=cfg.embedding, embedding_options=cfg.embedding_options, ffn_options=cfg.ffn_options,
+                    **common)
 
 
 def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LongseqModel:
@@ -112,7 +103,11 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
         raise ValueError(f"{cfg_path} is corrupt ({e}); expected keys class, config, weights_sha256") from None
     if cls_name not in _MODEL_CLASSES:
         raise ValueError(f"{cfg_path}: unknown model class {cls_name!r}; known: {', '.join(sorted(_MODEL_CLASSES))}")
-    actual = _sha256(w_path)
+    if "schema" not in meta:          # written before ModelConfig: constructor keywords, maybe old option names
+        config = upgrade_options(config, source=str(cfg_path))
+    elif meta["schema"] > SCHEMA:
+        raise ValueError(f"{cfg_path} has config schema {meta['schema']}, newer than this longseq reads ({SCHEMA})")
+    actual = sha256_file(w_path)
     if actual != digest:
         raise ValueError(f"{w_path} does not match the checksum recorded in {CONFIG_FILE} "
                          f"(expected {digest[:12]}…, found {actual[:12]}…): the file is truncated or modified")

@@ -8,45 +8,64 @@ to re-running the full forward on the growing sequence (same tokens, quadratic c
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks.base import IGNORE
-from .backbone import Backbone
-from .base import LongseqModel, backbone_options, model_class
-from .sibert import SIBackbone, si_logits
+from ..utils.constants import IGNORE
+from .base import LongseqModel, make_backbone, model_class
+from .config import ModelConfig
+from .sibert import si_logits
 
 
 @model_class
 class CausalLM(LongseqModel):
-    def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int = 2, *, mixer="softmax",
-                 mixer_options: dict | None = None, num_heads: int = 1, norm: str = "layernorm",
-                 ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
-                 max_len: int | None = None, tie_embeddings: bool = True, scale_invariant: bool = False,
-                 shortcuts: bool = True,
-                 position_options: dict | None = None,
+    """Causal LM over a stack of causal mixer layers (see :class:`~longseq.models.config.ModelConfig`).
+
+    Output head (``tie_embeddings``): tied to the token table, or a separate linear layer. Initial
+    logit scale: a fresh model should predict close to uniform (loss ~ ln V). With a tied head the
+    logits are ``h . E[v]`` with ``h`` of unit RMS after the final norm, so their standard deviation
+    is ``std(E) sqrt(d_model)``: an N(0, 1) table gives ~sqrt(d) (loss ~43 nats at V = 64, d = 64).
+    The tied table is therefore initialised with the "small init" of Nguyen & Salazar 2019
+    ("Transformers without Tears", sec. 2.2: std sqrt(2 / (5 d)), also GPT-NeoX's embedding init),
+    which gives logits of std sqrt(2/5) ~ 0.63 at any width; learned position tables get the same
+    std so tokens and positions enter the first layer at the same scale. The untied head keeps
+    ``nn.Linear``'s default (std 1/sqrt(3 d) per weight: logits of std ~0.58) and its input table
+    N(0, 1); H-SoftPOS' tied head ``E (W h)`` already has unit-scale entries (its table is N(0, 1/e),
+    nn/embeddings.py) and is left as is; SIBERT's output temperature: see models/sibert.py.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int | None = None, *,
+                 mixer: str | list = "softmax", mixer_options: dict | None = None, num_heads: int = 1,
+                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0,
+                 position: str = "none", max_len: int | None = None, tie_embeddings: bool = True,
+                 scale_invariant: bool = False, shortcuts: bool = True, position_options: dict | None = None,
                  embedding: str = "token", embedding_options: dict | None = None,
-                 ffn_options: dict | None = None):
+                 ffn_options: dict | None = None, layers: list | None = None) -> None:
         super().__init__()
-        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer,
-                           mixer_options=mixer_options, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                           dropout=dropout, position=position, max_len=max_len, tie_embeddings=tie_embeddings)
-        extra = backbone_options(self.config, scale_invariant=scale_invariant, shortcuts=shortcuts,
-                                 position_options=position_options, embedding=embedding,
-                                 embedding_options=embedding_options, ffn_options=ffn_options)
+        cfg = ModelConfig.from_dict(dict(
+            vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer, mixer_options=mixer_options,
+            layers=layers, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout,
+            position=position, max_len=max_len, tie_embeddings=tie_embeddings, scale_invariant=scale_invariant,
+            shortcuts=shortcuts, position_options=position_options, embedding=embedding,
+            embedding_options=embedding_options, ffn_options=ffn_options), kind="lm")
         if embedding == "patches":
             raise ValueError("embedding='patches' is an image front-end for classifiers; a causal LM cannot use it")
+        self.model_config, self.config = cfg, cfg.to_dict()
         self.scale_invariant = scale_invariant
-        backbone_cls = SIBackbone if scale_invariant else Backbone
-        self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
-                                     num_heads=num_heads, causal=True, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                     dropout=dropout, position=position, max_len=max_len, **extra)
+        self.backbone = make_backbone(cfg, causal=True)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings and embedding != "token":   # logits = E (W h) through the narrower H-SoftPOS table
             self.lm_head = self.backbone.embed.tied_head(d_model)
         elif tie_embeddings:
             self.lm_head.weight = self.backbone.embed.weight
+            if not scale_invariant:                   # SIBERT normalises E: its scale does not matter
+                std = math.sqrt(2.0 / (5.0 * d_model))
+                nn.init.normal_(self.backbone.embed.weight, std=std)
+                if position == "learned":
+                    nn.init.normal_(self.backbone.pos_embed.weight, std=std)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return si_logits(h, self.lm_head.weight) if self.scale_invariant else self.lm_head(h)

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import Backbone
-from .base import LongseqModel, backbone_options, model_class
-from .sibert import SIBackbone, SIHead
+from .base import LongseqModel, make_backbone, model_class
+from .config import ModelConfig
+from .sibert import SIHead
 
 POOLINGS = ("mean", "first", "last")
 
@@ -33,30 +33,29 @@ def pool(h: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
 
 @model_class
 class SequenceClassifier(LongseqModel):
-    def __init__(self, vocab_size: int, num_classes: int, d_model: int = 128, n_layers: int = 2, *,
-                 mixer="softmax", mixer_options: dict | None = None, num_heads: int = 1,
+    """Backbone -> pooling -> head (see :class:`~longseq.models.config.ModelConfig`)."""
+
+    def __init__(self, vocab_size: int, num_classes: int, d_model: int = 128, n_layers: int | None = None, *,
+                 mixer: str | list = "softmax", mixer_options: dict | None = None, num_heads: int = 1,
                  causal: bool | None = None, pooling: str = "mean", norm: str = "layernorm", ffn: str = "mlp",
                  ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
                  pair: bool = False, scale_invariant: bool = False, shortcuts: bool = True,
-                 position_options: dict | None = None,
-                 embedding: str = "token", embedding_options: dict | None = None,
-                 ffn_options: dict | None = None):
+                 position_options: dict | None = None, embedding: str = "token",
+                 embedding_options: dict | None = None, ffn_options: dict | None = None,
+                 layers: list | None = None) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
-        self.config = dict(vocab_size=vocab_size, num_classes=num_classes, d_model=d_model, n_layers=n_layers,
-                           mixer=mixer, mixer_options=mixer_options, num_heads=num_heads, causal=causal,
-                           pooling=pooling, norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout,
-                           position=position, max_len=max_len, pair=pair)
-        extra = backbone_options(self.config, scale_invariant=scale_invariant, shortcuts=shortcuts,
-                                 position_options=position_options, embedding=embedding,
-                                 embedding_options=embedding_options, ffn_options=ffn_options)
+        cfg = ModelConfig.from_dict(dict(
+            vocab_size=vocab_size, num_classes=num_classes, d_model=d_model, n_layers=n_layers, mixer=mixer,
+            mixer_options=mixer_options, layers=layers, num_heads=num_heads, causal=causal, pooling=pooling,
+            norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout, position=position, max_len=max_len, pair=pair,
+            scale_invariant=scale_invariant, shortcuts=shortcuts, position_options=position_options,
+            embedding=embedding, embedding_options=embedding_options, ffn_options=ffn_options), kind="classifier")
+        self.model_config, self.config = cfg, cfg.to_dict()
         self.pooling, self.pair = pooling, pair
         self.embedding = embedding
-        backbone_cls = SIBackbone if scale_invariant else Backbone
-        self.backbone = backbone_cls(vocab_size, d_model, n_layers, mixer=mixer, mixer_options=mixer_options,
-                                     num_heads=num_heads, causal=causal, norm=norm, ffn=ffn, ffn_mult=ffn_mult,
-                                     dropout=dropout, position=position, max_len=max_len, **extra)
+        self.backbone = make_backbone(cfg, causal=causal)
         if scale_invariant:
             self.head = SIHead(4 * d_model if pair else d_model, num_classes, hidden=d_model if pair else None,
                                norm=norm)

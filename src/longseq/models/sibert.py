@@ -22,18 +22,19 @@ that are (numerically) zero, where it keeps 0 -> 0 instead of dividing by zero.
 
   with no biases anywhere and ReLU (positively homogeneous) instead of GELU, so each branch
   is homogeneous in each of its matrices and the inner ``n`` removes the scale.
-* Output: ``logits = n(h) . (W / rms(W))^T / sqrt(d_model)``, rms over the whole matrix: the
+* Output: ``logits = tau n(h) . (W / rms(W))^T / sqrt(d_model)``, rms over the whole matrix: the
   matrix is normalised as one group, so the rows keep their relative norms (token frequencies
-  can still be learned) and the logits have unit scale at initialisation. The 1/sqrt(d_model)
-  temperature is fixed (a trained temperature would be a parameter that is not scale
-  invariant). With tied embeddings the same E feeds the input and the output; both uses are
+  can still be learned). The temperature is fixed (a trained temperature would be a parameter
+  that is not scale invariant) and the paper does not fix its value: ``tau = sqrt(2/5)`` gives
+  initial logits of std ~0.63, the scale of the standard models (a unit scale, tau = 1, starts
+  a 64-token LM 0.5 nats above ln V). With tied embeddings the same E feeds the input and the output; both uses are
   invariant to rescaling E. The pair classifier's MLP head is ``relu(W_1 n(z))`` -> ``n`` -> the
   same normalised output layer.
 
 Points the available text (the abstract) did not settle, decided here ([MEM], low confidence on
 the paper's exact form): the ReLU-normalised attention (:mod:`longseq.mixers.si_attention`),
 post-norm blocks with normalised branches, the normalised embedding sum, and the
-Frobenius-normalised output layer with a fixed 1/sqrt(d) temperature. Softmax attention layers
+Frobenius-normalised output layer with a fixed tau/sqrt(d) temperature. Softmax attention layers
 are replaced by ``si_attention`` (``"softmax"`` in the mixer list means "the model's
 attention"); other mixers are rejected, as they are not scale invariant.
 """
@@ -49,11 +50,15 @@ from torch import nn
 from .. import mixers
 from ..nn.layers import sinusoidal_table
 from .backbone import POSITIONS, check_token_ids, layer_plan
+from .config import resolve_layers
 
 SI_MIXERS = ("si_attention",)
 _ATTENTION_ALIASES = ("softmax", "softmax_naive")
 NORMS = ("layernorm", "rmsnorm")
 _FLOOR = 1e-12            # variance floor of n(): only zero vectors ever reach it
+# Fixed output temperature (times 1/sqrt(d)): initial logits of std sqrt(2/5) ~ 0.63, the scale the
+# standard models start at (models/causal_lm.py), so a fresh model predicts close to uniform.
+SI_TEMPERATURE = math.sqrt(2.0 / 5.0)
 
 
 def si_norm(x: torch.Tensor, kind: str = "layernorm") -> torch.Tensor:
@@ -66,7 +71,7 @@ def si_norm(x: torch.Tensor, kind: str = "layernorm") -> torch.Tensor:
 def si_logits(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``h: [..., d]`` (normalised) against ``weight: [n_out, d]`` normalised as one group -> ``[..., n_out]``."""
     w_hat = weight * torch.rsqrt(weight.pow(2).mean().clamp_min(_FLOOR))
-    return F.linear(h, w_hat) / math.sqrt(weight.shape[1])
+    return F.linear(h, w_hat) * (SI_TEMPERATURE / math.sqrt(weight.shape[1]))
 
 
 class SIFeedForward(nn.Module):
@@ -123,23 +128,23 @@ def _si_mixer(name: str) -> str:
     return name
 
 
-def si_plan(mixer, n_layers: int, mixer_options: dict | None, causal: bool | None) -> list[dict]:
+def si_plan(mixer, n_layers: int | None, mixer_options: dict | None, causal: bool | None,
+            layers: list | None = None, *, num_heads: int = 1) -> list[dict]:
     """:func:`layer_plan` with attention layers mapped to ``si_attention``; other mixers rejected."""
-    entries = list(mixer) if isinstance(mixer, (list, tuple)) else [mixer] * n_layers
-    entries = [_si_mixer(e) if isinstance(e, str)
-               else {**e, "name": _si_mixer(e["name"])} if isinstance(e, dict) and "name" in e
-               else e                                       # malformed: layer_plan reports it
-               for e in entries]
-    return layer_plan(entries, n_layers, mixer_options, causal)
+    specs = resolve_layers(mixer, n_layers, mixer_options, layers)
+    for sp in specs:
+        sp.mixer = _si_mixer(sp.mixer)
+    return layer_plan(None, None, None, causal, specs, num_heads=num_heads)
 
 
 class SIBackbone(nn.Module):
     """Scale-invariant counterpart of :class:`~longseq.models.backbone.Backbone` (same interface):
     ``ids [B, L] -> hidden [B, L, d_model]``, the hidden states normalised by ``n``."""
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, mixer="si_attention", mixer_options=None,
-                 num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm", ffn: str = "mlp",
-                 ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None):
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int | None = None, *, mixer="si_attention",
+                 mixer_options=None, num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm",
+                 ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
+                 max_len: int | None = None, layers: list | None = None):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
@@ -152,7 +157,10 @@ class SIBackbone(nn.Module):
             raise ValueError(f"scale_invariant=True uses the ReLU MLP (positively homogeneous): ffn must be "
                              f"'mlp' or 'none', got {ffn!r}")
         self.d_model, self.position, self.max_len, self.norm_kind = d_model, position, max_len, norm
-        plan = si_plan(mixer, n_layers, mixer_options, causal)
+        plan = si_plan(mixer, n_layers, mixer_options, causal, layers, num_heads=num_heads)
+        if any(p["ffn"] != ffn or p["ffn_mult"] != ffn_mult or p["ffn_options"] for p in plan):
+            raise ValueError("scale_invariant=True (SIBERT) has one ReLU MLP for every layer: per-layer ffn settings "
+                             "are not supported")
         if position == "rope":
             for p in plan:
                 p["options"] = {**p["options"], "rope": True}
@@ -162,7 +170,7 @@ class SIBackbone(nn.Module):
             self.pos_embed = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            SIBlock(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=num_heads, causal=p["causal"],
+            SIBlock(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=p["num_heads"], causal=p["causal"],
                     norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout)
             for p in plan
         )

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from .._discover import import_submodules
+from ..utils.constants import IGNORE
 
-IGNORE = -100
+
 KINDS = ("classification", "lm")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import CausalLM, SequenceClassifier, preset_config
+from ..models.config import resolve_layers
 from ..tasks.base import Task
 
 
@@ -25,6 +26,8 @@ def build_model(task: Task, mixer=None, *, model_preset: str | None = None, mode
         mixer = preset_mixer if mixer is None else mixer
         cfg = {**task.model_defaults, **preset, **user}
     mixer = "softmax" if mixer is None else mixer
+    if isinstance(mixer, (list, tuple)) and "n_layers" not in user:
+        cfg["n_layers"] = len(mixer)          # a per-layer stack sets the depth (an explicit n_layers must match)
     if (cfg.get("embedding") == "patches" and (cfg.get("embedding_options") or {}).get("cls_token", True)
             and "pooling" not in user):
         cfg["pooling"] = "first"  # ViT: classify from the class token
@@ -46,5 +49,5 @@ def _any_rope(mixer, mixer_options) -> bool:
     from .. import mixers
 
     entries = mixer if isinstance(mixer, (list, tuple)) else [mixer]
-    names = [e if isinstance(e, str) else e.get("name") for e in entries]
+    names = [s.mixer for s in resolve_layers(list(entries), None)]
     return any("rope" in mixers.spec(n).cls.options() for n in names)
