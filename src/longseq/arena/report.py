@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .published import load_published, published_score
-from .runner import RUN_RECORD, SCHEMA, read_json, write_json
+from ..bench import table_rows
+from .records import RUN_RECORD, SCHEMA, read_json, write_json
 
 __all__ = ["collect", "write_report", "format_markdown", "format_html"]
 
@@ -122,7 +123,6 @@ def _averages(runs, tasks, mixers) -> dict[str, dict]:
 
 
 def _speed_summary(res: dict) -> dict:
-    from ..bench.report import table_rows
 
     header, rows = table_rows(res)
     return {"config": res.get("config"), "machine": res.get("machine"), "header": header, "rows": rows}

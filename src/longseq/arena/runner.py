@@ -38,11 +38,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..models.base import atomic_write
-from .budget import TOLERANCE, match_budget
+from .. import mixers
+from .. import tasks as task_registry
+from ..bench import SpeedConfig, run_speed
+from ..bench import write_report as write_bench
+from ..train import TrainConfig, build_model, train
+from .budget import TOLERANCE, count_parameters, match_budget
+from .records import RUN_RECORD, SCHEMA, read_json, write_json
+from .report import write_report
 
-SCHEMA = "longseq.arena/1"
-RUN_RECORD = "arena.json"
 CURVE_POINTS = 10            # validation evaluations per run (training curves)
 MAX_CHECKPOINT_EVERY = 250
 
@@ -72,8 +76,6 @@ def _log_default(msg: str) -> None:
 # ---------------------------------------------------------------------------- selection
 def resolve_mixers(selection: str | list[str] | None) -> list[str]:
     """``"all"``/None = every registered mixer except the ``*_naive`` reference implementations."""
-    from .. import mixers
-
     if selection in (None, "all"):
         return [n for n in mixers.names() if not n.endswith("_naive")]
     names = selection.split(",") if isinstance(selection, str) else list(selection)
@@ -84,9 +86,7 @@ def resolve_mixers(selection: str | list[str] | None) -> list[str]:
 
 
 def resolve_tasks(selection: str | list[str] | None) -> list[str]:
-    from .. import tasks
-
-    available = tasks.names()
+    available = task_registry.names()
     if selection in (None, "all"):
         return available
     names = selection.split(",") if isinstance(selection, str) else list(selection)
@@ -100,37 +100,31 @@ def resolve_tasks(selection: str | list[str] | None) -> list[str]:
 # ---------------------------------------------------------------------------- planning
 def mixer_options_for(task, mixer: str, user: dict | None) -> dict:
     """The preset's mixer options, the user's for this mixer, and unset length options = task length."""
-    from .. import mixers
-    from ..bench.speed import LENGTH_OPTIONS
-
     opts = {**(task.model_defaults.get("mixer_options") or {}), **(user or {})}
-    allowed = mixers.spec(mixer).cls.options()
-    for k in LENGTH_OPTIONS:
-        if k in allowed and k not in opts:
-            opts[k] = task.meta.seq_len
+    k = mixers.spec(mixer).max_len_option
+    if k is not None and k not in opts:
+        opts[k] = task.meta.seq_len
     return opts
 
 
 def not_applicable(task, mixer: str, mixer_options: dict) -> str | None:
     """Why ``mixer`` cannot run ``task`` (checked before building), else None."""
-    from .. import mixers
-    from ..bench.speed import LENGTH_OPTIONS
-
     s = mixers.spec(mixer)
     if task.meta.kind == "lm" and not s.causal:
         return "bidirectional only: no causal mode for an LM task"
     L = task.meta.seq_len
-    for k in LENGTH_OPTIONS:
-        v = mixer_options.get(k)
-        if isinstance(v, int) and v < L:
-            return f"max length {k}={v} < task length {L}"
+    k = s.max_len_option
+    v = mixer_options.get(k) if k is not None else None
+    if isinstance(v, int) and v < L:
+        return f"max length {k}={v} < task length {L}"
     return None
 
 
 def _max_len_reason(model, L: int) -> str | None:
-    """A mixer module whose ``max_len`` (checked by the mixer base class) is below the task length."""
+    """A mixer whose length bound (its ``MixerSpec.max_len_option``) is below the task length."""
     for m in model.modules():
-        cap = getattr(m, "max_len", None) if hasattr(m, "spec") else None
+        k = m.spec.max_len_option if isinstance(m, mixers.Mixer) else None
+        cap = getattr(m, k, None) if k is not None else None
         if isinstance(cap, int) and cap < L:
             return f"max length {cap} < task length {L}"
     return None
@@ -145,8 +139,6 @@ def _model_overrides(model_options: dict | None, mixer_options: dict) -> dict:
 
 def reference_parameters(task, model_options: dict | None, softmax_options: dict | None) -> int:
     """Parameter count of the softmax model of ``task`` (the budget every mixer is matched to)."""
-    from .budget import count_parameters
-
     opts = mixer_options_for(task, "softmax", softmax_options)
     return count_parameters(task, "softmax", _model_overrides(model_options, opts))[0]
 
@@ -166,19 +158,6 @@ def plan_run(task, mixer: str, reference: int | None, model_options: dict | None
 
 
 # ---------------------------------------------------------------------------- records
-def write_json(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str)))
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _task_info(task) -> dict:
     m = task.meta
     return {"name": m.name, "kind": m.kind, "metric": m.metric, "seq_len": m.seq_len, "preset": m.preset,
@@ -186,8 +165,6 @@ def _task_info(task) -> dict:
 
 
 def _train_config(task, steps, seed, threads, device, train_options):
-    from ..train import TrainConfig
-
     d = {**task.train_defaults, **(train_options or {})}
     if isinstance(steps, dict):
         steps = steps.get(task.meta.name)
@@ -218,9 +195,6 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
     (``{"local": {"window": 32}}``); ``steps`` overrides every run's step count (an int, or a dict
     task -> steps). Returns the
     leaderboard (what ``leaderboard.json`` holds)."""
-    from .. import tasks as task_registry
-    from ..train import build_model, train
-    from .report import write_report
 
     if preset not in PRESETS:
         raise ValueError(f"unknown arena preset {preset!r}; presets: {', '.join(PRESETS)}")
@@ -359,8 +333,6 @@ def _jsonable(d: dict) -> dict:
 def speed_config_for(width: dict, lengths, threads, device, options: dict | None = None):
     """The arena's :class:`longseq.bench.SpeedConfig`: ``width`` = ``{"d_model", "heads"}``,
     3 timed repeats, 10 s per call at most; ``options`` override any field."""
-    from ..bench import SpeedConfig
-
     d = {"lengths": list(lengths), "threads": threads, "device": device, "repeats": 3, "warmup": 1,
          "time_budget": 10.0, **(width or {}), **(options or {})}
     return SpeedConfig(**d)
@@ -369,8 +341,6 @@ def speed_config_for(width: dict, lengths, threads, device, options: dict | None
 def _speed(out: Path, settings, mixer_names, task_names, lengths, threads, device, mixer_options, options,
            resume, log) -> None:
     """Speed and memory of the arena's mixers (``longseq.bench.run_speed``) into ``out/speed``."""
-    from ..bench import run_speed
-    from ..bench import write_report as write_bench
 
     dest = out / "speed"
     if resume and (dest / "results.json").exists():

@@ -50,6 +50,10 @@ import sys
 import time
 import traceback
 
+from longseq import mixers
+from longseq.bench import peer_modules
+from longseq.models import CausalLM
+
 RESULT_PREFIX = "@@LONGSEQ_BENCH@@"
 EXACT_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
 """Environment of a ``"memory"`` worker: glibc serves every block of 64 KB or more by its own mmap."""
@@ -173,13 +177,10 @@ def _setup(job):
 def build_module(job):
     """The module a ``"module"`` job measures: ``[B, L, d_model] -> [B, L, d_model]``."""
     if job["source"] == "mixer":
-        from longseq import mixers
-
-        return mixers.build(job["name"], job["d_model"], num_heads=job["heads"], causal=job["causal"],
+        return mixers.build(job["name"], job["d_model"], num_heads=mixers.heads_for(job["name"], job["heads"]),
+                            causal=job["causal"],
                             **job.get("options", {}))
-    from longseq.bench import peers
-
-    return peers.build(job["name"], job["d_model"], heads=job["heads"], causal=job["causal"],
+    return peer_modules.build(job["name"], job["d_model"], heads=job["heads"], causal=job["causal"],
                        seq_len=job["L"], **job.get("options", {}))
 
 
@@ -275,10 +276,56 @@ def run_matmul(job) -> dict:
 
 
 def run_generate(job) -> dict:
-    from longseq.bench.generate import measure_generation
-
     torch, device, dtype, sync = _setup(job)
     return measure_generation(job, torch, device, dtype, sync)
+
+
+def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
+    """Worker side of one :mod:`longseq.bench.generate` mixer (torch set up by :func:`_setup`)."""
+
+    B, P, N, V = job["batch"], job["prompt"], job["new"], job["vocab_size"]
+    model = CausalLM(V, job["d_model"], job["n_layers"], mixer=job["name"], num_heads=job["heads"],
+                     mixer_options=job.get("options") or None)
+    model = model.to(device=device, dtype=dtype).eval()
+    prompt = torch.randint(V, (B, P), device=device)
+    has_step = mixers.spec(job["name"]).step
+    out = {"status": "ok", "n_params": sum(p.numel() for p in model.parameters()), "has_step": has_step}
+
+    @torch.no_grad()
+    def generate(ids, n_new, step_times=None):
+        sync()
+        t0 = time.perf_counter()
+        if not has_step:
+            model(ids)
+            sync()
+            return time.perf_counter() - t0, 0.0
+        logits, state = model(ids, state=model.init_state(B), return_state=True)
+        tok = logits[:, -1].argmax(-1)                                  # [B]
+        sync()
+        t1 = time.perf_counter()
+        for _ in range(n_new):
+            ts = time.perf_counter()
+            logits_t, state = model.step(tok, state)
+            tok = logits_t.argmax(-1)
+            if step_times is not None:
+                sync()
+                step_times.append(time.perf_counter() - ts)
+        sync()
+        return t1 - t0, time.perf_counter() - t1
+
+    generate(prompt[:, : min(P, 16)], min(N, 4))                        # warm-up
+    steps: list[float] = []
+    with PeakMemory(device) as m:
+        prefill_s, decode_s = generate(prompt, N, steps)
+    out |= {"prefill_ms": prefill_s * 1e3, "peak_mb": m.mb, "memory_method": m.method}
+    if not has_step:
+        out["reason"] = "mixer has no recurrent step: prefill (one forward) only"
+    elif N > 0:
+        tenth = max(1, N // 10)
+        out |= {"decode_s": decode_s, "tokens_per_s": B * N / decode_s, "step_ms": summarize(steps),
+                "step_ms_first_tenth": 1e3 * sum(steps[:tenth]) / tenth,
+                "step_ms_last_tenth": 1e3 * sum(steps[-tenth:]) / tenth}
+    return out
 
 
 def run(job: dict) -> dict:

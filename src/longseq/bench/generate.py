@@ -16,7 +16,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from .speed import machine_info, run_job
+from ._worker import measure_generation
+from .speed import SCHEMA, machine_info, run_job
 
 __all__ = ["GenerateConfig", "run_generate", "measure_generation"]
 
@@ -54,62 +55,10 @@ class GenerateConfig:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
-    """Worker side of one mixer (called by :mod:`longseq.bench._worker` with torch set up)."""
-    from longseq import mixers
-    from longseq.bench._worker import PeakMemory, summarize
-    from longseq.models import CausalLM
-
-    B, P, N, V = job["batch"], job["prompt"], job["new"], job["vocab_size"]
-    model = CausalLM(V, job["d_model"], job["n_layers"], mixer=job["name"], num_heads=job["heads"],
-                     mixer_options=job.get("options") or None)
-    model = model.to(device=device, dtype=dtype).eval()
-    prompt = torch.randint(V, (B, P), device=device)
-    has_step = mixers.spec(job["name"]).step
-    out = {"status": "ok", "n_params": sum(p.numel() for p in model.parameters()), "has_step": has_step}
-
-    @torch.no_grad()
-    def generate(ids, n_new, step_times=None):
-        sync()
-        t0 = time.perf_counter()
-        if not has_step:
-            model(ids)
-            sync()
-            return time.perf_counter() - t0, 0.0
-        logits, state = model(ids, state=model.init_state(B), return_state=True)
-        tok = logits[:, -1].argmax(-1)                                  # [B]
-        sync()
-        t1 = time.perf_counter()
-        for _ in range(n_new):
-            ts = time.perf_counter()
-            logits_t, state = model.step(tok, state)
-            tok = logits_t.argmax(-1)
-            if step_times is not None:
-                sync()
-                step_times.append(time.perf_counter() - ts)
-        sync()
-        return t1 - t0, time.perf_counter() - t1
-
-    generate(prompt[:, : min(P, 16)], min(N, 4))                        # warm-up
-    steps: list[float] = []
-    with PeakMemory(device) as m:
-        prefill_s, decode_s = generate(prompt, N, steps)
-    out |= {"prefill_ms": prefill_s * 1e3, "peak_mb": m.mb, "memory_method": m.method}
-    if not has_step:
-        out["reason"] = "mixer has no recurrent step: prefill (one forward) only"
-    elif N > 0:
-        tenth = max(1, N // 10)
-        out |= {"decode_s": decode_s, "tokens_per_s": B * N / decode_s, "step_ms": summarize(steps),
-                "step_ms_first_tenth": 1e3 * sum(steps[:tenth]) / tenth,
-                "step_ms_last_tenth": 1e3 * sum(steps[-tenth:]) / tenth}
-    return out
-
-
 def run_generate(mixer_names: list[str] | None = None, config: GenerateConfig | None = None, *,
                  options: dict | None = None, log=None, on_update=None) -> dict:
     """Prefill and decoding speed of each causal mixer (``None`` = all registered) in a fresh process."""
     from .. import mixers
-    from .speed import SCHEMA
 
     cfg = config or GenerateConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

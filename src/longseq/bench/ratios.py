@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..models.base import atomic_write
+from ..utils.io import atomic_write
 from .speed import SpeedConfig, _base_job, _job_timeout, machine_info, mixer_targets, run_job
 
 __all__ = ["RatioConfig", "run_ratios", "format_ratios", "write_ratios"]

@@ -198,7 +198,7 @@ def machine_info(device: str, threads: int | None) -> dict:
     if device.startswith("cuda"):
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
     try:
-        from .. import __version__
+        from .._version import __version__
 
         info["longseq"] = __version__
     except ImportError:

@@ -20,7 +20,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..utils.io import atomic_write, sha256_file
+from .backbone import Backbone
 from .config import SCHEMA, ModelConfig, upgrade_options
+from .sibert import SIBackbone
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "LongseqModel", "atomic_write", "load", "make_backbone", "model_class"]
 
@@ -73,9 +75,6 @@ def make_backbone(cfg: ModelConfig, causal: bool | None):
     """The backbone of ``cfg``: :class:`~longseq.models.backbone.Backbone`, or SIBERT's
     :class:`~longseq.models.sibert.SIBackbone` with ``scale_invariant`` (which has none of the
     options in ``_SI_UNSUPPORTED``: asking for both is refused)."""
-    from .backbone import Backbone
-    from .sibert import SIBackbone
-
     common = dict(layers=[sp.to_dict() for sp in cfg.layers], num_heads=cfg.num_heads, causal=causal,
                   norm=cfg.norm, ffn=cfg.ffn, ffn_mult=cfg.ffn_mult, dropout=cfg.dropout, position=cfg.position,
                   max_len=cfg.max_len)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..utils.constants import IGNORE
 from .base import LongseqModel, make_backbone, model_class
-from .config import ModelConfig
+from .config import MODEL_KINDS, ModelConfig
 from .sibert import si_logits
 
 
@@ -119,6 +119,9 @@ class CausalLM(LongseqModel):
                 logits, state = self.step(nxt, state)
         self.train(was_training)
         return out
+
+
+MODEL_KINDS["lm"] = CausalLM
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import LongseqModel, make_backbone, model_class
-from .config import ModelConfig
+from .config import MODEL_KINDS, ModelConfig
 from .sibert import SIHead
 
 POOLINGS = ("mean", "first", "last")
@@ -84,3 +84,5 @@ class SequenceClassifier(LongseqModel):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), targets)
+
+MODEL_KINDS["classifier"] = SequenceClassifier

@@ -43,6 +43,9 @@ from ..mixers.base import RENAMED_OPTIONS
 
 KINDS = ("lm", "classifier")
 SCHEMA = 2
+# {kind: model class}: filled by the model modules (causal_lm.py: "lm", classifier.py: "classifier"),
+# so that this module needs no import of them (they import it).
+MODEL_KINDS: dict[str, type] = {}
 
 
 @dataclass
@@ -209,11 +212,10 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
     def build(self):
-        """The model this configuration describes."""
-        from .causal_lm import CausalLM
-        from .classifier import SequenceClassifier
-
-        return (CausalLM if self.kind == "lm" else SequenceClassifier).from_config(self)
+        """The model this configuration describes (the class registered for ``kind``)."""
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"no model class registered for kind {self.kind!r} (import longseq.models)")
+        return MODEL_KINDS[self.kind].from_config(self)
 
 
 def upgrade_options(config: dict[str, Any], source: str = "config") -> dict[str, Any]:

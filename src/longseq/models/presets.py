@@ -36,6 +36,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from .causal_lm import CausalLM
+from .classifier import SequenceClassifier
+
 PRESETS = ("spade", "h3_hybrid", "anthe")
 
 
@@ -107,9 +110,6 @@ def build_preset(name: str, vocab_size: int, *, num_classes: int | None = None, 
                  n_layers: int = 2, num_heads: int = 1, preset_options: dict | None = None, **overrides):
     """A :class:`CausalLM` (``num_classes=None``) or :class:`SequenceClassifier` configured by preset
     ``name``; ``overrides`` are further model keyword arguments and win over the preset's."""
-    from .causal_lm import CausalLM
-    from .classifier import SequenceClassifier
-
     cfg = {**preset_config(name, n_layers, **(preset_options or {})), **overrides}
     if num_classes is None:
         return CausalLM(vocab_size, d_model, num_heads=num_heads, **cfg)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.base import atomic_write
+from ..utils.io import atomic_write
 from ..tasks.base import IGNORE, Split, Task
 from .distributed import (
     DistContext, all_reduce_sum, full_model_state, full_optimizer_state, global_mean, grad_norm_value, grad_sync,
