@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo data clean
+.PHONY: install test lint demo data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
 
 demo: $(STAMP)
 	$(BIN)/python -m longseq arena --demo --out runs/demo

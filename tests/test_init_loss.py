@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from mixer_options import heads_for, options_for
 
 import longseq
 from longseq.models import CausalLM, SequenceClassifier
+from mixer_options import heads_for, options_for
 
 torch.set_num_threads(1)
 V, D, L = 64, 32, 48

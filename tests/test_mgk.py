@@ -18,7 +18,7 @@ TOL = dict(rtol=1e-9, atol=1e-10)
 
 def heads(m, x):
     B, L, D = x.shape
-    H, Dh, M = m.num_heads, m.head_dim, m.num_keys
+    H, Dh = m.num_heads, m.head_dim
     parts = m.qkv(x).split(D, dim=-1)                               # q, k_1 .. k_M, v
     q, v = (t.reshape(B, L, H, Dh).transpose(1, 2) for t in (parts[0], parts[-1]))
     ks = [t.reshape(B, L, H, Dh).transpose(1, 2) for t in parts[1:-1]]

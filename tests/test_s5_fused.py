@@ -9,7 +9,7 @@ the slowest modes over a thousand steps (the stateful path shows the same 2e-8 d
 import pytest
 import torch
 
-from test_s5 import H, TOL, make, naive
+from test_s5 import TOL, H, make, naive
 
 LOOSE = dict(rtol=1e-6, atol=1e-7)
 

@@ -12,7 +12,8 @@ gradients of every input; rtol 1e-9 / atol 1e-10 for values, 1e-8 for gradients)
 import pytest
 import torch
 
-from longseq.ssm import fftconv, vandermonde as vmod
+from longseq.ssm import fftconv
+from longseq.ssm import vandermonde as vmod
 from longseq.ssm.fftconv import kernel_conv
 from longseq.ssm.vandermonde import powers, vandermonde, vandermonde_transposed
 

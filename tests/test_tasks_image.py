@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from longseq.tasks import build
-from longseq.tasks import image
+from longseq.tasks import build, image
 
 
 @pytest.fixture(autouse=True)

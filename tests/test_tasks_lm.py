@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from longseq.tasks import IGNORE, build
-from longseq.tasks import lm
+from longseq.tasks import IGNORE, build, lm
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,7 @@ def reachable(img: np.ndarray, start, gap: int) -> np.ndarray:
 
 
 def components(img: np.ndarray, gap: int) -> int:
-    lit, left, n = img > 0, img > 0, 0
+    left, n = img > 0, 0
     while left.any():
         start = tuple(int(v) for v in np.argwhere(left)[0])
         left = left & ~reachable(img, start, gap)

@@ -1,6 +1,5 @@
 """retrieval (same-module chunk pairs) on a tiny fake stdlib."""
 
-import hashlib
 
 import numpy as np
 import pytest

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from longseq.tasks import build
-from longseq.tasks import text
+from longseq.tasks import build, text
 
 
 @pytest.fixture(autouse=True)

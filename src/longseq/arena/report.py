@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .published import load_published, published_score
 from ..bench import table_rows
+from .published import load_published, published_score
 from .records import RUN_RECORD, SCHEMA, read_json, write_json
 
 __all__ = ["collect", "write_report", "format_markdown", "format_html"]

@@ -36,12 +36,12 @@ import torch
 from torch import nn
 
 from .. import mixers
-from .config import resolve_layers
 from ..nn.deep_vanilla import TATFeedForward, configure_tat_
 from ..nn.embeddings import make_embedding
 from ..nn.layers import FeedForward, make_norm, sinusoidal_table
 from ..nn.relpos import SCHEMES as LOGIT_POSITIONS
 from ..nn.relpos import RelativePositions
+from .config import resolve_layers
 
 POSITIONS = ("none", "sinusoidal", "learned", "rope", *LOGIT_POSITIONS)
 

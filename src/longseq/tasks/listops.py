@@ -36,7 +36,6 @@ Presets:
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .base import Task, TaskMeta, register_task, resolve_preset
 from .cache import CompactSplit, cached, progress, source_fingerprint

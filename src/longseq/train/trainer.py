@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils.io import atomic_write
 from ..tasks.base import IGNORE, Split, Task
+from ..utils.io import atomic_write
 from .distributed import (
     DistContext, all_reduce_sum, full_model_state, full_optimizer_state, global_mean, grad_norm_value, grad_sync,
     load_optimizer_state, rank_batch, rank_seed, restore_rng, rng_states, save_model, setup, shard, teardown, unwrap,
