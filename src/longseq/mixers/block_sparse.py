@@ -43,13 +43,12 @@ from torch import nn
 from ..nn.butterfly import butterfly_neighbors
 from ..nn.rotary import RotaryEmbedding
 from ..ops.block_sparse import _attend, block_gather_attention
+from ..utils.validate import check_int
 from .base import Mixer, register
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_int(name, value, min=minimum)
 
 
 def _proj_flops(L: int, d: int) -> float:

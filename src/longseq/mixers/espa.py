@@ -46,6 +46,7 @@ from torch import nn
 
 from ..nn import deep_vanilla as dv
 from ..nn.kvcache import kv_append, kv_init
+from ..utils.validate import check_choice, check_int
 from .base import Mixer, register
 from .softmax import allowed_keys, attention_flops
 
@@ -70,14 +71,10 @@ class SignalPreservingAttention(Mixer):
     def __init__(self, d_model, *, num_heads=1, causal=False, init="espa", layer_index=0, n_layers=1,
                  gamma_final=0.005, rho_final=0.8, max_len=512, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        if init not in INITS:
-            raise ValueError(f"espa: unknown init {init!r}; choose one of: {', '.join(INITS)}")
-        if not (isinstance(n_layers, int) and n_layers >= 1):
-            raise ValueError(f"espa: n_layers must be a positive int, got {n_layers!r}")
-        if not (isinstance(layer_index, int) and 0 <= layer_index < n_layers):
-            raise ValueError(f"espa: layer_index must be an int in [0, n_layers={n_layers}), got {layer_index!r}")
-        if not (isinstance(max_len, int) and max_len >= 1):
-            raise ValueError(f"espa: max_len must be a positive int, got {max_len!r}")
+        check_choice("init", init, INITS, owner="espa")
+        check_int("n_layers", n_layers, min=1, owner="espa")
+        check_int(f"layer_index (n_layers={n_layers})", layer_index, min=0, max=n_layers - 1, owner="espa")
+        check_int("max_len", max_len, min=1, owner="espa")
         self.init, self.layer_index, self.n_layers = init, layer_index, n_layers
         self.max_len = max_len
         self.q = nn.Linear(d_model, d_model, bias=bias)

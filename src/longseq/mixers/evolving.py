@@ -60,6 +60,7 @@ from einops import rearrange
 from torch import nn
 
 from ..nn.kvcache import kv_init
+from ..utils.validate import check_choice, check_number
 from .base import register
 from .softmax import SoftmaxAttention, attention_flops, rotate_and_cache
 
@@ -112,11 +113,9 @@ class EvolvingAttention(SoftmaxAttention):
     def __init__(self, d_model, *, num_heads=1, causal=False, alpha=0.5, beta=0.3, activation="relu",
                  rope=False, dropout=0.0, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal, rope=rope, dropout=dropout, bias=bias)
-        for name, val in (("alpha", alpha), ("beta", beta)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0.0 <= val <= 1.0:
-                raise ValueError(f"evolving: {name} must be a number in [0, 1], got {val!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"evolving: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        check_number("alpha", alpha, min=0.0, max=1.0, owner="evolving")
+        check_number("beta", beta, min=0.0, max=1.0, owner="evolving")
+        check_choice("activation", activation, sorted(ACTIVATIONS), owner="evolving")
         self.alpha, self.beta, self.activation = float(alpha), float(beta), activation
         H = num_heads
         self.conv = nn.Conv2d(H, H, 3, bias=True)

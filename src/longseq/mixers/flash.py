@@ -81,8 +81,9 @@ class FlashGAU(Mixer):
                  rope=True, rel_pos_bias=True, bias=True):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("chunk_size", chunk_size, min=1, owner="flash")
-        if not isinstance(qk_dim, int) or qk_dim <= 0 or (rope and qk_dim % 2):
-            raise ValueError(f"flash: qk_dim must be a positive int (even with rope=True), got {qk_dim!r}")
+        check_int("qk_dim", qk_dim, min=1, owner="flash")
+        if rope and qk_dim % 2:
+            raise ValueError(f"flash: qk_dim must be even with rope=True, got {qk_dim!r}")
         check_number("expand", expand, min=0, min_open=True, owner="flash")
         if int(expand * d_model) < 1:
             raise ValueError(f"flash: expand * d_model must be >= 1, got expand={expand!r}")

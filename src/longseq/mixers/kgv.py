@@ -43,6 +43,7 @@ from torch import nn
 from ..nn.kvcache import kv_append, kv_init
 from ..nn.linear import make_linear
 from ..nn.rotary import RotaryEmbedding
+from ..utils.validate import check_probability
 from .base import Mixer, register
 from .softmax import allowed_keys, attention_flops
 
@@ -74,7 +75,7 @@ class KgVAttention(Mixer):
         self.value = lin()   # W_v
         self.out = lin() if proj_out else nn.Linear(d_model, d_model, bias=bias)  # W_o
         self.rope = RotaryEmbedding(self.head_dim) if rope else None
-        self.dropout = float(dropout)
+        self.dropout = float(check_probability("dropout", dropout, owner=self.spec.name))
 
     def qkv(self, x: torch.Tensor):
         """``x: [B, L, d]`` -> q, k, v ``[B, H, L, Dh]`` (before RoPE)."""

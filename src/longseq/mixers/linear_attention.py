@@ -103,11 +103,10 @@ def project_heads(qkv: torch.Tensor, num_heads: int, n_keys: int = 1, rope: Rota
 
 
 def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive int" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if allow_none:
+        check_optional(check_int, name, value, min=1)
+    else:
+        check_int(name, value, min=1)
 
 
 class FeatureMapAttention(Mixer):

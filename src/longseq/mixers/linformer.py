@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..utils.validate import check_choice, check_int, check_probability
 from .base import Mixer, register
 
 SHARING = ("headwise", "kv", "none")
@@ -68,12 +69,10 @@ class LinformerAttention(Mixer):
     def __init__(self, d_model, *, num_heads=1, causal=False, k=256, max_len=4096, sharing="headwise",
                  dropout=0.0, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        if not isinstance(k, int) or k <= 0:
-            raise ValueError(f"linformer: k (projected length) must be a positive int, got {k!r}")
-        if not isinstance(max_len, int) or max_len <= 0:
-            raise ValueError(f"linformer: max_len must be a positive int, got {max_len!r}")
-        if sharing not in SHARING:
-            raise ValueError(f"linformer: sharing must be one of {SHARING}, got {sharing!r}")
+        check_int("k (projected length)", k, min=1, owner="linformer")
+        check_int("max_len", max_len, min=1, owner="linformer")
+        check_choice("sharing", sharing, SHARING, owner="linformer")
+        check_probability("dropout", dropout, owner="linformer")
         self.k, self.sharing, self.dropout = k, sharing, float(dropout)
         self.max_len = max_len
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)

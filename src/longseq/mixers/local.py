@@ -27,6 +27,7 @@ from torch import nn
 
 from ..nn.rotary import RotaryEmbedding
 from ..ops.block_sparse import local_attention
+from ..utils.validate import check_int
 from .base import Mixer, register
 
 
@@ -50,8 +51,7 @@ class LocalAttention(Mixer):
 
     def __init__(self, d_model, *, num_heads=1, causal=False, window=128, rope=False, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise ValueError(f"local: window must be a positive int, got {window!r}")
+        check_int("window", window, min=1, owner="local")
         self.window = window
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)

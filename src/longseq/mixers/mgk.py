@@ -49,6 +49,7 @@ from einops import rearrange
 from torch import nn
 
 from ..nn.rotary import RotaryEmbedding
+from ..utils.validate import check_choice
 from .base import Mixer, register
 from .linear_attention import (
     FeatureMapAttention,
@@ -95,8 +96,7 @@ class _MixturePrior(nn.Module):
 
 def _check_mixture_options(num_keys, mixture, allowed=_MIXTURES):
     _check_positive_int("num_keys", num_keys)
-    if mixture not in allowed:
-        raise ValueError(f"mixture must be one of {allowed}, got {mixture!r}")
+    check_choice("mixture", mixture, allowed)
 
 
 @register(

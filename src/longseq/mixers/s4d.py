@@ -65,6 +65,7 @@ from ..nn.pointwise import gelu_linear
 from ..ssm.chunked import DEFAULT_CHUNK
 from ..ssm.fftconv import fast_fft_size, grouped_kernel_conv, ssm_apply
 from ..ssm.kernels import DiagSSMKernel, DSSKernel
+from ..utils.validate import check_choice
 from .base import Mixer, register
 
 
@@ -88,8 +89,7 @@ class _DiagonalSSM(Mixer):
     """Shared body: kernel module in ``self.kernel``; ``y = GLU(W GELU(SSM(u) + D u))``."""
 
     def _setup(self, kernel: nn.Module, method: str):
-        if method not in ("chunked", "fft"):
-            raise ValueError(f"method must be 'chunked' or 'fft'; got {method!r}")
+        check_choice("method", method, ("chunked", "fft"), owner=self.spec.name)
         self.kernel, self.method = kernel, method
         self.D = nn.Parameter(torch.randn(self.d_model))
         self.out = nn.Linear(self.d_model, 2 * self.d_model)

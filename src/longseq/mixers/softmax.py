@@ -29,6 +29,7 @@ from ..nn.kvcache import kv_append, kv_init
 from ..nn.linear import make_fused_linear, make_linear
 from ..nn.relpos import make_position_layer
 from ..nn.rotary import RotaryEmbedding
+from ..utils.validate import check_probability
 from .base import Mixer, register
 
 
@@ -91,7 +92,7 @@ class SoftmaxAttention(Mixer):
         self.qkv = make_fused_linear(proj, d_model, [d_model] * 3, bias, **popts)
         self.out = make_linear(proj, d_model, d_model, bias, **popts) if proj_out else nn.Linear(d_model, d_model, bias)
         self.rope = RotaryEmbedding(self.head_dim) if rope else None
-        self.dropout = float(dropout)
+        self.dropout = float(check_probability("dropout", dropout, owner=self.spec.name))
         self.relpos = make_position_layer(relpos, d_model, num_heads)
 
     def _attend(self, q, k, v, allowed, is_causal, bias=None, scale=None):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..utils.validate import check_choice, check_number
 from .base import Mixer, build, register, spec
 from .local import local_flops
 
@@ -65,14 +66,11 @@ class SPADE(Mixer):
     def __init__(self, d_model, *, num_heads=1, causal=False, window=128, rope=False, ssm="s4",
                  ssm_options=None, combine="concat", ssm_weight=0.5):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        if ssm not in SSMS:
-            raise ValueError(f"spade: unknown ssm {ssm!r}; choose one of: {', '.join(SSMS)}")
-        if combine not in COMBINES:
-            raise ValueError(f"spade: unknown combine {combine!r}; choose one of: {', '.join(COMBINES)}")
+        check_choice("ssm", ssm, SSMS, owner="spade")
+        check_choice("combine", combine, COMBINES, owner="spade")
         if ssm_options is not None and not isinstance(ssm_options, dict):
             raise ValueError(f"spade: ssm_options must be a dict of {ssm} options, got {ssm_options!r}")
-        if not 0.0 <= float(ssm_weight) <= 1.0:
-            raise ValueError(f"spade: ssm_weight must lie in [0, 1], got {ssm_weight!r}")
+        check_number("ssm_weight", ssm_weight, min=0.0, max=1.0, owner="spade")
         opts = {"pointwise": False} if ssm == "s4" else {}
         opts.update(ssm_options or {})
         self.combine, self.ssm_weight, self.window = combine, float(ssm_weight), window

@@ -58,6 +58,7 @@ from torch.autograd.function import once_differentiable
 
 from ..ops import block_gather_attention, merge_attention
 from ..nn.rotary import RotaryEmbedding
+from ..utils.validate import check_int
 from .base import Mixer, register
 
 
@@ -265,8 +266,7 @@ class LongShortAttention(Mixer):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(window, int) or window < 2 or window % 2:
             raise ValueError(f"transformer_ls: window must be an even int >= 2, got {window!r}")
-        if not isinstance(chunk_size, int) or chunk_size <= 0:
-            raise ValueError(f"transformer_ls: chunk_size must be a positive int, got {chunk_size!r}")
+        check_int("chunk_size", chunk_size, min=1, owner="transformer_ls")
         rank = (1 if causal else 32) if rank is None else rank
         if not isinstance(rank, int) or rank <= 0 or (causal and rank > chunk_size):
             raise ValueError(f"transformer_ls: rank must be a positive int (<= chunk_size={chunk_size} when causal), "

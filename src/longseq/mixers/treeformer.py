@@ -92,6 +92,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..utils.validate import check_int
 from .base import Mixer, build, register
 
 __all__ = ["route", "tf_attention", "tc_attention", "treeformer_bootstrap"]
@@ -296,8 +297,7 @@ class _Treeformer(Mixer):
         name = self.spec.name
         if causal:
             raise ValueError(f"{name}: no causal mode (a tree leaf/node mixes past and future keys)")
-        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 20:
-            raise ValueError(f"{name}: depth must be an int in [1, 20], got {depth!r}")
+        check_int("depth", depth, min=1, max=20, owner=name)
         self.depth = depth
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
@@ -366,10 +366,8 @@ class TreeformerTF(_Treeformer):
 
     def __init__(self, d_model, *, num_heads=1, causal=False, depth=4, block_size=64, tc_steps=0, bias=False):
         super().__init__(d_model, num_heads=num_heads, causal=causal, depth=depth, bias=bias)
-        if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
-            raise ValueError(f"treeformer_tf: block_size must be a positive int, got {block_size!r}")
-        if not isinstance(tc_steps, int) or isinstance(tc_steps, bool) or tc_steps < 0:
-            raise ValueError(f"treeformer_tf: tc_steps must be a non-negative int, got {tc_steps!r}")
+        check_int("block_size", block_size, min=1, owner="treeformer_tf")
+        check_int("tc_steps", tc_steps, min=0, owner="treeformer_tf")
         self.block_size = block_size
         self.tc_steps = tc_steps
         # training forward passes run so far (drives the TC -> TF bootstrap; saved in checkpoints)
