@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from longseq.mixers import build
+from longseq.mixers import build, heads_for
 
 
 def _rss_kb(field: str) -> int:
@@ -46,7 +46,7 @@ def run_once(mixer, x, backward: bool) -> float:
 
 def measure(name: str, args) -> dict:
     torch.manual_seed(0)
-    mixer = build(name, d_model=args.d_model, num_heads=args.heads, causal=args.causal)
+    mixer = build(name, d_model=args.d_model, num_heads=heads_for(name, args.heads), causal=args.causal)
     x = torch.randn(1, args.length, args.d_model, requires_grad=True)
     for _ in range(args.warmup):
         run_once(mixer, x, True)

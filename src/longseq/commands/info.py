@@ -28,7 +28,7 @@ def run(args) -> int:
     t, m, tr = config["task"], config["model"], config["train"]
     print(f"run      {d}")
     print(f"task     {t['name']} (preset {t['preset']}, seed {t['seed']})")
-    print(f"model    {m.get('class')}: mixer {m.get('mixer')}, d_model {m.get('d_model')}, layers {m.get('n_layers')},"
+    print(f"model    {m.get('class')}: mixer {_mixers(m)}, d_model {m.get('d_model')}, layers {m.get('n_layers')},"
           f" heads {m.get('num_heads')}, position {m.get('position')}")
     print(f"trainer  {tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, wd {tr['weight_decay']}")
     for r in evals:
@@ -40,3 +40,13 @@ def run(args) -> int:
     else:
         print("(unfinished: no final.json)")
     return 0
+
+
+def _mixers(model_config: dict) -> str:
+    """The layers' mixers with their options (``layers``, ModelConfig schema), or the older ``mixer`` entry."""
+    layers = model_config.get("layers")
+    if not layers:
+        return str(model_config.get("mixer"))
+    parts = [e["mixer"] + ("(" + ",".join(f"{k}={v}" for k, v in e["options"].items()) + ")" if e.get("options")
+                           else "") for e in layers]
+    return ",".join(parts)

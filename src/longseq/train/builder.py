@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import CausalLM, SequenceClassifier, preset_config
+from ..models import ModelConfig, preset_config
 from ..models.config import resolve_layers
 from ..tasks.base import Task
 
 
 def build_model(task: Task, mixer=None, *, model_preset: str | None = None, model_preset_options: dict | None = None,
                 **overrides: Any):
-    """``SequenceClassifier`` for classification tasks, ``CausalLM`` for LM tasks.
+    """``SequenceClassifier`` for classification tasks, ``CausalLM`` for LM tasks, built from the
+    :class:`~longseq.models.ModelConfig` of the task's defaults and the overrides.
 
     ``overrides`` (d_model, n_layers, num_heads, mixer_options, position, ...) replace the preset's
     ``task.model_defaults``. ``model_preset`` (``spade``, ``h3_hybrid``, ``anthe``:
@@ -39,10 +40,13 @@ def build_model(task: Task, mixer=None, *, model_preset: str | None = None, mode
     if m.kind == "classification":
         cfg.setdefault("pair", bool(m.extra.get("pair", False)))
         cfg.pop("tie_embeddings", None)
-        return SequenceClassifier(m.vocab_size, m.num_classes, mixer=mixer, **cfg)
-    cfg.pop("pooling", None)
-    cfg.pop("pair", None)
-    return CausalLM(m.vocab_size, mixer=mixer, **cfg)
+        config = ModelConfig.from_dict({"vocab_size": m.vocab_size, "num_classes": m.num_classes, "mixer": mixer,
+                                        **cfg}, kind="classifier")
+    else:
+        cfg.pop("pooling", None)
+        cfg.pop("pair", None)
+        config = ModelConfig.from_dict({"vocab_size": m.vocab_size, "mixer": mixer, **cfg}, kind="lm")
+    return config.build()
 
 
 def _any_rope(mixer, mixer_options) -> bool:
