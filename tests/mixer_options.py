@@ -37,7 +37,7 @@ OPTIONS: dict[str, dict] = {
     "h3": {"d_state": 8, "head_dim": 4, "chunk_size": 16},
     "gss": {"d_state": 8, "expand": 2},
     "spade": {"window": 8, "rope": True, "ssm_options": {"d_state": 8, "chunk_size": 16, "l_max": 32}},
-    # training regimes (issue 8)
+    # research mixers that change attention itself (README: "Training regimes")
     "si_attention": {"rope": True},
     "treeformer_tc": {"depth": 3},
     "treeformer_tf": {"depth": 3, "block_size": 8},

@@ -21,7 +21,7 @@ The simplified DSS of the GSS pseudo-code (``variant="gss"``, the default): ONE 
 i.e. the diagonal recurrence ``x_l = e^Λ x_{l-1} + U_l``, ``Y_l = Re Σ_n w_{h,n} x_{l,n} + D U_l``
 with ``w = C (e^Λ - 1)/Λ`` (ZOH with B = 1, Δ = 1).
 
-Speed and memory at long L (issue 4; the SSM pieces are the shared ones of :mod:`longseq.ssm`):
+Speed and memory at long L (the SSM pieces are the shared ones of :mod:`longseq.ssm`):
 
 * Kernel: :class:`longseq.ssm.kernels.SharedDSSKernel` through
   :func:`longseq.ssm.vandermonde.vandermonde` with modes shared by every channel — one real

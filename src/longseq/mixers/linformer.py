@@ -24,7 +24,8 @@ Decisions:
   padded keys contribute nothing and a right-padded sequence gives exactly the outputs of the
   unpadded one (same first L columns of E and F).
 * Init: E, F ~ U(-a, a) with xavier-uniform bound for fan_in = max_len, fan_out = k and gain
-  1/sqrt(2) (the fairseq reference scales its query/key/value/compression inits this way [MEM]);
+  1/sqrt(2) (the fairseq reference scales its query/key/value/compression inits this way, as remembered;
+  not re-checked against the code here);
   the projected keys then have O(1) scale for L = max_len.
 * No RoPE option: the projected keys E K mix all positions, so a rotation by position has no
   relative meaning in the scores.

@@ -11,7 +11,8 @@ homogeneous of degree 1 in W_V and W_O. In the scale-invariant model
 (:mod:`longseq.models.sibert`) the branch output is normalised before the residual sum, which
 makes the whole network invariant to rescaling each of the four matrices.
 
-Decisions (the paper's text beyond its abstract was not available to check; [MEM]):
+Decisions (the paper's text beyond its abstract was not available to check; the points below
+follow the project's reference notes, written from memory of the paper):
 * No 1/sqrt(d_head) temperature: any constant factor on q . k cancels in the normalisation.
 * No biases (a bias breaks homogeneity); W_Q, W_K, W_V, W_O are separate matrices, so each is
   its own scale-invariant parameter group.

@@ -36,7 +36,7 @@ Decisions on ambiguous points:
   -inf before the position softmax, so they carry no weight in K_bar, V_bar. A chunk with no
   real token is never attended to (causal form).
 * DualLN follows the autoregressive code and the paper: LN_L after the projection, LN_S on the
-  window keys/values, each shared by keys and values [MEM]; the LRA code's extra LayerNorm before
+  window keys/values, each shared by keys and values (as remembered from the code, not re-checked); the LRA code's extra LayerNorm before
   the projection is not used.
 * Positions: the official causal code adds Transformer-XL relative terms; they are not
   implemented. ``rope=True`` instead rotates queries and WINDOW keys (the long-range keys mix

@@ -31,8 +31,8 @@ that are (numerically) zero, where it keeps 0 -> 0 instead of dividing by zero.
   invariant to rescaling E. The pair classifier's MLP head is ``relu(W_1 n(z))`` -> ``n`` -> the
   same normalised output layer.
 
-Points the available text (the abstract) did not settle, decided here ([MEM], low confidence on
-the paper's exact form): the ReLU-normalised attention (:mod:`longseq.mixers.si_attention`),
+Points the available text (the abstract) did not settle, decided here (from the project's reference
+notes, written from memory of the paper: low confidence on its exact form): the ReLU-normalised attention (:mod:`longseq.mixers.si_attention`),
 post-norm blocks with normalised branches, the normalised embedding sum, and the
 Frobenius-normalised output layer with a fixed tau/sqrt(d) temperature. Softmax attention layers
 are replaced by ``si_attention`` (``"softmax"`` in the mixer list means "the model's

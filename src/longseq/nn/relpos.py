@@ -37,7 +37,8 @@ all layers, and ``δ(i,j) = clamp(i - j + k, 0, 2k - 1)``. Decisions:
 
 ``diet_abs`` / ``diet_rel`` — Chen et al., EMNLP 2021, "A Simple and Effective Positional
 Encoding for Transformers" (DIET, arXiv 2104.08698), sec. 4 (the primary text could not be read
-here; equations from the reference notes, marked [MEM], and the abstract)::
+here; the equations are from the project's reference notes, written from memory of the paper and
+not checked against its text, and from the abstract)::
 
     A_ij = (x_i W_Q)(x_j W_K)^T / sqrt(d_h) + P_ij + S_{s(i), s(j)}
 

@@ -19,8 +19,8 @@
            Clipping there bounds how far a single step can move W in angle, whatever the scale
            of the initialisation or of the loss.
 
-Decisions ([MEM]: only the abstract could be checked, which gives the rule up to the
-constant): C = ``si_clip`` defaults to 2 (clip at twice the equilibrium norm, so typical
+Decisions (only the abstract could be checked, which gives the rule up to the constant; the rest
+follows the project's reference notes, written from memory of the paper): C = ``si_clip`` defaults to 2 (clip at twice the equilibrium norm, so typical
 steps are untouched and only spikes are cut); ``si_clip=None`` is the recipe without its
 optional step (3). Weight decay applies to every parameter (all of them are scale invariant in
 an SI model: embeddings included, there are no biases or norm gains) and ||W|| is the global
