@@ -58,7 +58,8 @@ def _proj_flops(L: int, d: int) -> float:
 class _BlockSparseAttention(Mixer):
     """Projections, RoPE and the gather/global-row machinery shared by the three mixers."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, block_size=64, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 64,
+                 rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.block_size = _positive_int(f"{self.spec.name}: block_size", block_size)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
@@ -172,8 +173,8 @@ class BigBirdAttention(_BlockSparseAttention):
     No causal mode: the paper gives none (decoders use full attention).
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, block_size=64, num_random_blocks=3,
-                 resample=False, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 64,
+                 num_random_blocks: int = 3, resample: bool = False, rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, block_size=block_size, rope=rope, bias=bias)
         self.num_random_blocks = _positive_int("bigbird: num_random_blocks", num_random_blocks, 0)
         self.resample = bool(resample)
@@ -279,7 +280,8 @@ class HypercubeAttention(_BlockSparseAttention):
     padding does not change it. Bidirectional only, as in the paper (encoders).
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, block_size=16, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 16,
+                 rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, block_size=block_size, rope=rope, bias=bias)
 
     def key_blocks(self, n, lengths):
@@ -315,8 +317,9 @@ class BlockButterflyAttention(_BlockSparseAttention):
     granularity its layouts are stored at); it also ran faster than 64 at 16K tokens on CPU.
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, block_size=32, n_factors=None,
-                 local_blocks=0, global_blocks=0, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 32,
+                 n_factors: int | None = None, local_blocks: int = 0, global_blocks: int = 0, rope: bool = False,
+                 bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, block_size=block_size, rope=rope, bias=bias)
         if n_factors is not None:
             _positive_int("block_sparse: n_factors", n_factors)

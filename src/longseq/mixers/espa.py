@@ -68,8 +68,9 @@ INITS = ("espa", "uspa", "shaped")
 class SignalPreservingAttention(Mixer):
     """Causal multi-head attention with the E-SPA / U-SPA / shaped initialisation and a KV cache."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, init="espa", layer_index=0, n_layers=1,
-                 gamma_final=0.005, rho_final=0.8, max_len=512, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, init: str = "espa",
+                 layer_index: int = 0, n_layers: int = 1, gamma_final: float = 0.005, rho_final: float = 0.8,
+                 max_len: int = 512, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_choice("init", init, INITS, owner="espa")
         check_int("n_layers", n_layers, min=1, owner="espa")

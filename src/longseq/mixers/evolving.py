@@ -110,8 +110,9 @@ class EvolvingAttention(SoftmaxAttention):
     ``bias`` of :class:`SoftmaxAttention`. Consumes/produces ``carry["attn_logits"]``.
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, alpha=0.5, beta=0.3, activation="relu",
-                 rope=False, dropout=0.0, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, alpha: float = 0.5,
+                 beta: float = 0.3, activation: str = "relu", rope: bool = False, dropout: float = 0.0,
+                 bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, rope=rope, dropout=dropout, bias=bias)
         check_number("alpha", alpha, min=0.0, max=1.0, owner="evolving")
         check_number("beta", beta, min=0.0, max=1.0, owner="evolving")

@@ -77,8 +77,9 @@ def flash_flops(L: int, d: int, h: int, causal: bool, chunk: int = 256, s: int =
 class FlashGAU(Mixer):
     """Gated Attention Unit with mixed chunk attention (relu^2 inside chunks, linear across)."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=256, qk_dim=128, expand=2.0,
-                 rope=True, rel_pos_bias=True, bias=True):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, chunk_size: int = 256,
+                 qk_dim: int = 128, expand: float = 2.0, rope: bool = True, rel_pos_bias: bool = True,
+                 bias: bool = True) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("chunk_size", chunk_size, min=1, owner="flash")
         check_int("qk_dim", qk_dim, min=1, owner="flash")

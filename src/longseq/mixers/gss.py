@@ -162,8 +162,9 @@ def _gss_flops(L, d, h, causal):
     renamed={"lr": "ssm_lr", "kernel": "variant"},
 )
 class GSS(Mixer):
-    def __init__(self, d_model, *, num_heads=1, causal=False, expand=4, d_ssm=None, d_state=512,
-                 variant="gss", dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, expand: float = 4,
+                 d_ssm: int | None = None, d_state: int = 512, variant: str = "gss", dt_min: float = 1e-3,
+                 dt_max: float = 1e-1, ssm_lr: float | None = 1e-3) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         H = max(1, d_model // 4) if d_ssm is None else check_int("d_ssm (None: d_model // 4)", d_ssm, min=1, owner="gss")
         check_int("expand", expand, min=1, owner="gss")

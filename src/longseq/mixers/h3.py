@@ -250,8 +250,9 @@ def _head_groups(nh: int, hd: int, heads: int):
     renamed={"lr": "ssm_lr", "block_size": "chunk_size"},
 )
 class H3(Mixer):
-    def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, head_dim=1, chunk_size=4096,
-                 dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3, method="chunked"):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
+                 head_dim: int | None = 1, chunk_size: int | None = 4096, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 ssm_lr: float | None = 1e-3, method: str = "chunked") -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.method = check_choice("method", method, ("chunked", "fft"), owner="h3")
         hd = d_model // num_heads if head_dim is None else head_dim

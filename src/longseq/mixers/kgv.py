@@ -66,8 +66,9 @@ def kgv_flops(L: int, d: int, h: int, causal: bool) -> float:
 class KgVAttention(Mixer):
     """Anthe's KgV self-attention: unprojected queries, values gated by ``sigmoid(W_q x)``."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False,
-                 proj="dense", proj_options=None, proj_out=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, rope: bool = False,
+                 dropout: float = 0.0, bias: bool = False, proj: str = "dense", proj_options: dict | None = None,
+                 proj_out: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         lin = lambda: make_linear(proj, d_model, d_model, bias, **(proj_options or {}))  # noqa: E731
         self.gate = lin()    # W_q, re-purposed as the value gate

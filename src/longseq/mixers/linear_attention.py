@@ -118,8 +118,8 @@ class FeatureMapAttention(Mixer):
 
     eps = 1e-6
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=128, rope=False, bias=False,
-                 n_keys=1):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, chunk_size: int = 128,
+                 rope: bool = False, bias: bool = False, n_keys: int = 1) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         _check_positive_int("chunk_size", chunk_size)
         self.chunk_size = chunk_size
@@ -204,7 +204,8 @@ class LinearAttention(FeatureMapAttention):
     q, k before the feature map), ``bias`` (projection biases).
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, chunk_size=128, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, chunk_size: int = 128,
+                 rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
                          bias=bias)
 
@@ -410,8 +411,9 @@ class Performer(FeatureMapAttention):
 
     eps = 0.0  # the stabilisers cancel exactly; `_normalise` guards underflowing denominators
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, num_features=None, variant="softmax",
-                 orthogonal=True, redraw_interval=1000, chunk_size=128, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, num_features: int | None = None,
+                 variant: str = "softmax", orthogonal: bool = True, redraw_interval: int | None = 1000,
+                 chunk_size: int = 128, rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
                          bias=bias)
         check_choice("variant", variant, ("softmax", "relu"), owner="performer")

@@ -67,8 +67,8 @@ def linformer_flops(L: int, d: int, h: int, causal: bool, k: int = 256) -> float
 class LinformerAttention(Mixer):
     """Multi-head attention over keys/values compressed along the sequence by learned E, F."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, k=256, max_len=4096, sharing="headwise",
-                 dropout=0.0, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, k: int = 256, max_len: int = 4096,
+                 sharing: str = "headwise", dropout: float = 0.0, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("k (projected length)", k, min=1, owner="linformer")
         check_int("max_len", max_len, min=1, owner="linformer")

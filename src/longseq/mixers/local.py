@@ -49,7 +49,8 @@ def local_flops(L: int, d: int, h: int, causal: bool, window: int = 128) -> floa
 class LocalAttention(Mixer):
     """Multi-head sliding-window softmax attention with optional RoPE and a rolling KV cache."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, window=128, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, window: int = 128,
+                 rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("window", window, min=1, owner="local")
         self.window = window

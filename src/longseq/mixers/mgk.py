@@ -77,7 +77,7 @@ def mlk_flops(L: int, d: int, h: int, causal: bool, num_keys: int = 2) -> float:
 class _MixturePrior(nn.Module):
     """Per-head mixture weights pi: ``[H, M]``, learnable (softmax of logits) or an EM buffer."""
 
-    def __init__(self, num_heads: int, num_keys: int, mixture: str):
+    def __init__(self, num_heads: int, num_keys: int, mixture: str) -> None:
         super().__init__()
         self.mixture = mixture
         if mixture == "learnable":
@@ -116,8 +116,8 @@ class MixtureOfGaussianKeys(Mixer):
     ``bias``. See the module docstring for the decisions.
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, num_keys=2, mixture="learnable", rope=False,
-                 bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, num_keys: int = 2,
+                 mixture: str = "learnable", rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         _check_mixture_options(num_keys, mixture)
         self.num_keys = num_keys
@@ -188,7 +188,8 @@ class MixtureOfLinearKeys(FeatureMapAttention):
     pi is learnable (softmax of per-head logits).
     """
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, num_keys=2, chunk_size=128, rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, num_keys: int = 2,
+                 chunk_size: int = 128, rope: bool = False, bias: bool = False) -> None:
         _check_mixture_options(num_keys, "learnable")
         super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
                          bias=bias, n_keys=num_keys)

@@ -245,21 +245,9 @@ POINTWISE_ROWS = 2048  # rows (positions) per chunk of the position-wise part
 class S4(Mixer):
     """DPLR (HiPPO-LegS) SSM per channel; kernel by Cauchy + Woodbury, output by FFT convolution."""
 
-    def __init__(
-        self,
-        d_model: int,
-        *,
-        num_heads: int = 1,
-        causal: bool = False,
-        d_state: int = 64,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        pointwise: bool = True,
-        ssm_lr: float = 1e-3,
-        chunk_size: int = 256,
-        l_max: int = 1024,
-        channel_chunk: int = 16,
-    ):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, pointwise: bool = True, ssm_lr: float = 1e-3,
+                 chunk_size: int = 256, l_max: int = 1024, channel_chunk: int = 16) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
             raise ValueError(f"s4: d_state must be an even int >= 2, got {d_state!r}")

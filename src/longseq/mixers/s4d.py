@@ -128,8 +128,9 @@ class _DiagonalSSM(Mixer):
 class S4D(_DiagonalSSM):
     """S4D layer (see the module docstring). ``d_state`` is the real state size N (N/2 modes)."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, init="lin", disc="zoh",
-                 dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3, method="chunked"):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64, init: str = "lin",
+                 disc: str = "zoh", dt_min: float = 1e-3, dt_max: float = 1e-1, ssm_lr: float | None = 1e-3,
+                 method: str = "chunked") -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self._setup(DiagSSMKernel(d_model, d_state, channels=1 if causal else 2, init=init, disc=disc,
                                   dt_min=dt_min, dt_max=dt_max, lr=ssm_lr), method)
@@ -154,8 +155,9 @@ def _dss_flops(L, d, h, causal):
 class DSS(_DiagonalSSM):
     """DSS layer (see the module docstring). ``d_state`` is the number N of complex modes."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, d_state=64, variant="exp", l_max=None,
-                 dt_min=1e-3, dt_max=1e-1, ssm_lr=1e-3, method="fft"):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
+                 variant: str = "exp", l_max: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 ssm_lr: float | None = 1e-3, method: str = "fft") -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self._setup(DSSKernel(d_model, d_state, channels=1 if causal else 2, variant=variant, l_max=l_max,
                               dt_min=dt_min, dt_max=dt_max, lr=ssm_lr), method)

@@ -188,20 +188,9 @@ class _S5SSM(torch.autograd.Function):
 class S5(Mixer):
     """MIMO diagonal SSM (``H -> H`` through ``P`` states) with ZOH and a parallel scan."""
 
-    def __init__(
-        self,
-        d_model: int,
-        *,
-        num_heads: int = 1,
-        causal: bool = False,
-        d_state: int = 64,
-        blocks: int = 4,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        activation: str = "half_glu1",
-        ssm_lr: float = 1e-3,
-        chunk_size: int = 64,
-    ):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64, blocks: int = 4,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, activation: str = "half_glu1", ssm_lr: float = 1e-3,
+                 chunk_size: int = 64) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("blocks", blocks, min=1, owner="s5")
         if not isinstance(d_state, int) or d_state < 2 or d_state % (2 * blocks) != 0:

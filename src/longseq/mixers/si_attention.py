@@ -60,7 +60,7 @@ def relu_normalised_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 class ScaleInvariantAttention(Mixer):
     """Multi-head ReLU-normalised attention (output invariant to rescaling W_Q or W_K)."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, rope: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.q = nn.Linear(d_model, d_model, bias=False)
         self.k = nn.Linear(d_model, d_model, bias=False)

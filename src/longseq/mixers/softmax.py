@@ -20,6 +20,8 @@ and the boolean mask enters that bias as ``-inf``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -84,8 +86,9 @@ class SoftmaxAttention(Mixer):
     """Multi-head softmax attention through SDPA, with optional RoPE, logit position terms
     (``relpos``) and a KV cache for ``step``."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, rope=False, dropout=0.0, bias=False, relpos=None,
-                 proj="dense", proj_options=None, proj_out=True):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, rope: bool = False,
+                 dropout: float = 0.0, bias: bool = False, relpos: Any = None, proj: str = "dense",
+                 proj_options: dict | None = None, proj_out: bool = True) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         # proj: linear kind of the q/k/v (and, with proj_out, output) projections (nn.linear.make_linear)
         popts = dict(proj_options or {})

@@ -63,8 +63,9 @@ def spade_flops(L: int, d: int, h: int, causal: bool, window: int = 128, ssm: st
 class SPADE(Mixer):
     """An SSM (S4 or S4D) and sliding-window attention in parallel, merged by concat+projection or a weighted sum."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, window=128, rope=False, ssm="s4",
-                 ssm_options=None, combine="concat", ssm_weight=0.5):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, window: int = 128,
+                 rope: bool = False, ssm: str = "s4", ssm_options: dict | None = None, combine: str = "concat",
+                 ssm_weight: float = 0.5) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_choice("ssm", ssm, SSMS, owner="spade")
         check_choice("combine", combine, COMBINES, owner="spade")

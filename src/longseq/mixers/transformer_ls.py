@@ -181,7 +181,7 @@ class _SuperBlock:
     chunk of its last query; the first ``M0`` seen by all its queries: none with padded chunks) and,
     per sub-block of ``w`` queries, the spans of ``2 w`` window keys that end with the sub-block."""
 
-    def __init__(self, i0, i1, L, q_chunk, key_chunk, long_ok, n_w, w, kwp, vwp, okp):
+    def __init__(self, i0, i1, L, q_chunk, key_chunk, long_ok, n_w, w, kwp, vwp, okp) -> None:
         self.i0, self.i1, self.w = i0, i1, w
         last = q_chunk[min(i1, L) - 1]                                   # chunk of the last real query
         self.M = int((key_chunk < last).sum())                           # keys sorted by chunk
@@ -261,8 +261,8 @@ def transformer_ls_flops(L: int, d: int, h: int, causal: bool, window: int = 128
 class LongShortAttention(Mixer):
     """Dynamic low-rank projection + segment-wise sliding window under one softmax, with DualLN."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, window=128, rank=None, chunk_size=16,
-                 rope=False, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, window: int = 128,
+                 rank: int | None = None, chunk_size: int = 16, rope: bool = False, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(window, int) or window < 2 or window % 2:
             raise ValueError(f"transformer_ls: window must be an even int >= 2, got {window!r}")

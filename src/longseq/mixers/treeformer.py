@@ -292,7 +292,8 @@ def tf_attention(q, k, v, q_leaf, q_member, k_leaf, k_member, mask, n_leaves: in
 class _Treeformer(Mixer):
     """Shared projections and per-head trees of the two Treeformer layers."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, depth=4, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4,
+                 bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         name = self.spec.name
         if causal:
@@ -344,7 +345,8 @@ class _Treeformer(Mixer):
 class TreeformerTC(_Treeformer):
     """TC-attention: each query attends over the mean keys/values of the h + 1 nodes on its path."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, depth=4, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4,
+                 bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, depth=depth, bias=bias)
 
     def _forward(self, x, mask, state, return_state):
@@ -364,7 +366,8 @@ class TreeformerTC(_Treeformer):
 class TreeformerTF(_Treeformer):
     """TF-attention: each query attends to the keys of its own leaf; ``tc_steps`` bootstraps from TC."""
 
-    def __init__(self, d_model, *, num_heads=1, causal=False, depth=4, block_size=64, tc_steps=0, bias=False):
+    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4, block_size: int = 64,
+                 tc_steps: int = 0, bias: bool = False) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, depth=depth, bias=bias)
         check_int("block_size", block_size, min=1, owner="treeformer_tf")
         check_int("tc_steps", tc_steps, min=0, owner="treeformer_tf")
