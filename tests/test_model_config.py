@@ -203,3 +203,27 @@ def test_resolve_layers_copies_options():
     a, b = resolve_layers("softmax", 2, shared)
     a.options["rope"] = False
     assert b.options == {"rope": True} and shared == {"rope": True}
+
+
+def test_cli_model_config_file_and_saved_folder(tmp_path, capsys):
+    from longseq.cli import main
+
+    cfg = ModelConfig(vocab_size=999, d_model=16, num_heads=2, layers=[
+        LayerSpec("s4d", {"d_state": 8}), LayerSpec("softmax", {"rope": True}, num_heads=4, ffn="swiglu")])
+    d = cfg.to_dict()
+    d.pop("vocab_size")                                  # the task sets it
+    (tmp_path / "model.json").write_text(json.dumps(d))
+    base = ["train", "--task", "mqar", "--task-option", "n_train=16", "--task-option", "n_val=8",
+            "--task-option", "n_test=8", "--steps", "1", "--batch-size", "4", "--no-progress"]
+    assert main(base + ["--model-config", str(tmp_path / "model.json"), "--out", str(tmp_path / "a")]) == 0
+    m = load(tmp_path / "a" / "model")
+    assert m.model_config.layers == cfg.layers and m.backbone.blocks[1].mixer.num_heads == 4
+    # a saved model folder works as a configuration too
+    assert main(base + ["--model-config", str(tmp_path / "a" / "model"), "--out", str(tmp_path / "b")]) == 0
+    assert load(tmp_path / "b" / "model").model_config == m.model_config
+    capsys.readouterr()
+    assert main(base + ["--model-config", str(tmp_path / "model.json"), "--d-model", "32"]) != 0
+    assert "drop --d-model" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps({**d, "vocab_size": 7}))
+    assert main(base + ["--model-config", str(tmp_path / "bad.json")]) != 0
+    assert "does not fit task 'mqar'" in capsys.readouterr().err

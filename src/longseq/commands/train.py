@@ -67,6 +67,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-preset-option", action="append", metavar="KEY=VALUE",
                    help="model preset option (repeatable): spade: window, ssm, combine; h3_hybrid: attn_layers "
                         "(0-indexed list), attention; anthe: tc_attention, tc_ffn, tc_length, levels")
+    g.add_argument("--model-config", metavar="PATH",
+                   help="build the model from a ModelConfig JSON file or a saved model directory (every layer's "
+                        "mixer, options and overrides); the task sets the vocabulary and head; other model flags "
+                        "are refused with it")
     g.add_argument("--scale-invariant", action="store_true", default=None,
                    help="SIBERT's scale-invariant architecture (softmax layers become si_attention); "
                         "train it with --optimizer sgd_si")
@@ -118,12 +122,13 @@ def run(args) -> int:
     import torch
 
     from .. import tasks
-    from ..train import TrainConfig, build_model, train
+    from ..train import build_model
 
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
+    if args.model_config:
+        return _run(args, task, *_model_from_file(args, task))
     mixer = parse_mixer(args.mixer)
-    label = (",".join(sorted({sp.mixer for sp in mixer}, key=[sp.mixer for sp in mixer].index))
-             if isinstance(mixer, list) else mixer or args.model_preset or "softmax")
+    label = _label(mixer) if isinstance(mixer, list) else mixer or args.model_preset or "softmax"
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
@@ -136,6 +141,37 @@ def run(args) -> int:
                         embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
                         model_preset=args.model_preset,
                         model_preset_options=parse_kv(args.model_preset_option, "--model-preset-option") or None)
+    return _run(args, task, model, label)
+
+
+_MODEL_FLAGS = ("mixer", "d_model", "n_layers", "num_heads", "position", "position_option", "norm", "ffn",
+                "ffn_option", "dropout", "mixer_option", "embedding", "embedding_option", "model_preset",
+                "model_preset_option", "scale_invariant", "shortcuts")
+
+
+def _label(layers) -> str:
+    names = [sp.mixer for sp in layers]
+    return ",".join(dict.fromkeys(names))
+
+
+def _model_from_file(args, task):
+    """``--model-config``: (model, label) from a ModelConfig file or a saved model directory."""
+    import torch
+
+    from ..models.config import read_model_config
+    from ..train import build_model_from_config
+
+    given = ["--" + k.replace("_", "-") for k in _MODEL_FLAGS if getattr(args, k, None) is not None]
+    if given:
+        raise ValueError(f"--model-config states the whole model; drop {', '.join(given)} (or edit the file)")
+    torch.manual_seed(args.seed)
+    model = build_model_from_config(task, read_model_config(args.model_config))
+    return model, _label(model.model_config.layers)
+
+
+def _run(args, task, model, label) -> int:
+    from ..train import TrainConfig, train
+
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
                                                "optimizer", "si_clip")

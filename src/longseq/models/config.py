@@ -34,8 +34,10 @@ renamed since (see :data:`longseq.mixers.base.RENAMED_OPTIONS`) are mapped to th
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .. import mixers
@@ -216,6 +218,30 @@ class ModelConfig:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"no model class registered for kind {self.kind!r} (import longseq.models)")
         return MODEL_KINDS[self.kind].from_config(self)
+
+
+def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The configuration dict in ``path``: a saved model directory (its ``config.json``), a
+    ``config.json`` written by ``model.save`` (``{"class", "schema", "config", ...}``), or a plain
+    :meth:`ModelConfig.to_json` / :meth:`ModelConfig.to_dict` file. Old option names are mapped."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read a model configuration from {p}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a model configuration is a JSON object, got {type(data).__name__}")
+    if "config" in data and "class" in data:           # written by model.save
+        kind = {"CausalLM": "lm", "SequenceClassifier": "classifier"}.get(data["class"])
+        old = "schema" not in data
+        data = dict(data["config"])
+        if kind:
+            data.setdefault("kind", kind)
+        if old:
+            data = upgrade_options(data, source=str(p))
+    return data
 
 
 def upgrade_options(config: dict[str, Any], source: str = "config") -> dict[str, Any]:

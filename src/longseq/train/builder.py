@@ -55,3 +55,25 @@ def _any_rope(mixer, mixer_options) -> bool:
     entries = mixer if isinstance(mixer, (list, tuple)) else [mixer]
     names = [s.mixer for s in resolve_layers(list(entries), None)]
     return any("rope" in mixers.spec(n).cls.options() for n in names)
+
+
+def build_model_from_config(task: Task, config: dict[str, Any]):
+    """The model of a :class:`~longseq.models.ModelConfig` dict (``read_model_config``) for ``task``:
+    the vocabulary, the number of classes and the model kind come from the task (a config that
+    states other values is refused)."""
+    m = task.meta
+    cfg = dict(config)
+    kind = "classifier" if m.kind == "classification" else "lm"
+    want = {"vocab_size": m.vocab_size, "kind": kind}
+    if kind == "classifier":
+        want["num_classes"] = m.num_classes
+        cfg.pop("tie_embeddings", None)
+    else:
+        for k in ("pooling", "pair", "causal", "num_classes"):
+            cfg.pop(k, None)
+    clash = {k: cfg[k] for k in want if k in cfg and cfg[k] != want[k]}
+    if clash:
+        raise ValueError(f"the model configuration does not fit task {m.name!r}: it has "
+                         + ", ".join(f"{k}={v!r}" for k, v in clash.items()) + "; the task needs "
+                         + ", ".join(f"{k}={want[k]!r}" for k in clash))
+    return ModelConfig.from_dict({**cfg, **want}).build()
