@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lra": {"task_preset": "lra", "speed_lengths": [1024, 2048, 4096, 8192, 16384]},
 }
 
-# ``--demo``: the subset ``make demo`` runs (566 s measured on 2 CPU cores). MQAR at its quick
+# ``--demo``: the subset ``make demo`` runs (its duration: README, Quick start). MQAR at its quick
 # preset (4 pairs in 32 tokens; softmax jumps to > 0.95 near step 1,000 of 2,000), ListOps cut to
 # 5,000 training examples and 200 steps (enough to leave chance, not to converge).
 DEMO: dict[str, Any] = {

@@ -36,8 +36,8 @@ generated in chunks of 1,000, each with its own ``SeedSequence([seed, tag, chunk
 do not depend on ``workers`` (processes used for large builds).
 
 Presets:
-* ``pathfinder`` ``quick``: 32×32 (1,024 tokens), 10,000 / 500 / 1,000 images (~7 ms an image on
-  one core: about a minute once, then cached). NOT learnable by attention in a CPU budget, and not
+* ``pathfinder`` ``quick``: 32×32 (1,024 tokens), 10,000 / 500 / 1,000 images (generated once,
+  then cached; generation time: benchmarks/notes/2026-12-08-pathfinder-generation.md). NOT learnable by attention in a CPU budget, and not
   claimed to be: Transformers are known to sit at chance on Pathfinder for a long time and often
   for good (google-research/long-range-arena issue #37: 3 of 5 BigBird runs never left loss 0.693;
   #60: a Transformer at 50% with the official configuration). Measured here with ``softmax`` and
