@@ -227,3 +227,29 @@ def test_cli_model_config_file_and_saved_folder(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({**d, "vocab_size": 7}))
     assert main(base + ["--model-config", str(tmp_path / "bad.json")]) != 0
     assert "does not fit task 'mqar'" in capsys.readouterr().err
+
+
+def test_aux_losses_come_from_declared_providers_only():
+    from longseq.mixers import Mixer, register
+    from longseq.mixers import base as mixer_base
+
+    before = dict(mixer_base._REGISTRY)
+    try:
+        for name, declared in (("toy_aux", True), ("toy_undeclared", False)):
+            @register(name, family="test", paper="-", complexity="O(N)", causal=True, bidirectional=True,
+                      step=False, aux_loss=declared)
+            class Toy(Mixer):
+                def _forward(self, x, mask, state, return_state):
+                    self.aux_loss = x.pow(2).mean()          # [] a penalty on the input
+                    return x, None
+        m = CausalLM(20, 16, mixer=["toy_aux", "toy_undeclared", "toy_aux"])
+        m(_ids())
+        losses = m.aux_losses()
+        assert len(losses) == 2
+        assert losses[0] is m.backbone.blocks[0].mixer.aux_loss and losses[1] is m.backbone.blocks[2].mixer.aux_loss
+        from longseq.train.trainer import _aux_loss
+
+        assert float(_aux_loss(m).detach()) == pytest.approx(float((losses[0] + losses[1]).detach()))
+    finally:
+        mixer_base._REGISTRY.clear()
+        mixer_base._REGISTRY.update(before)

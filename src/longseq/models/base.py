@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..mixers import Mixer
+from ..nn.moe import SwitchFeedForward
 from ..utils.io import atomic_write, sha256_file
 from .backbone import Backbone
 from .config import SCHEMA, ModelConfig, upgrade_options
@@ -56,6 +58,17 @@ class LongseqModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def aux_losses(self) -> list[torch.Tensor]:
+        """Auxiliary losses of the last forward, from the modules that declare one: mixers registered
+        with ``aux_loss=True`` (``MixerSpec.aux_loss``) and Switch MoE feed-forwards (load balancing
+        and router z-loss, :mod:`longseq.nn.moe`). The trainer adds their sum to the loss."""
+        out = []
+        for m in self.modules():
+            declared = isinstance(m, SwitchFeedForward) or (isinstance(m, Mixer) and m.spec.aux_loss)
+            if declared and isinstance(m.aux_loss, torch.Tensor):
+                out.append(m.aux_loss)
+        return out
 
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.base import LongseqModel
 from ..tasks.base import IGNORE, Split, Task
 from ..utils.io import atomic_write
 from .distributed import (
@@ -352,7 +353,9 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
 
 def _aux_loss(model: nn.Module) -> torch.Tensor | float:
     """Sum of auxiliary losses that modules expose as ``aux_loss`` after a forward (e.g. MoE
-    load balancing); 0 when there are none."""
+    load balancing); 0 when there are none. longseq models name their providers (``aux_losses``)."""
+    if isinstance(model, LongseqModel):
+        return sum(model.aux_losses(), 0.0)
     total = 0.0
     for m in model.modules():
         a = getattr(m, "aux_loss", None)
