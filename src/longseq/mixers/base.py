@@ -7,7 +7,7 @@ the base class validates inputs, applies padding masks and provides ``step`` on 
 stateful forward, so that every mixer behaves the same way at the edges.
 
     @register("my_mixer", family="linear attention", paper="...", complexity="O(N)",
-              causal=True, bidirectional=True, step=True)
+              causal=True, bidirectional=True, step=True)   # + capabilities: heads, uses_carry, ...
     class MyMixer(Mixer):
         def __init__(self, d_model, *, num_heads=1, causal=False, my_option=3): ...
         def _forward(self, x, mask, state, return_state): ...   # -> (y, new_state | None)
