@@ -253,3 +253,27 @@ def test_aux_losses_come_from_declared_providers_only():
     finally:
         mixer_base._REGISTRY.clear()
         mixer_base._REGISTRY.update(before)
+
+
+def test_folders_written_by_the_code_before_model_config_load(tmp_path):
+    """tests/data/old_schema was written by commit 8ea64d0 (the last one before ModelConfig) with
+    option names renamed since (s4d ``lr``, s5 ``chunk``); it loads, warns, and gives the outputs
+    that code gave (recorded in reference.json; float32, same kernels)."""
+    import pathlib
+    import shutil
+
+    src = pathlib.Path(__file__).parent / "data" / "old_schema"
+    ref = json.loads((src / "reference.json").read_text())
+    ids = torch.tensor(ref["ids"])
+    for name, old in (("lm", "'lr' -> 'ssm_lr'"), ("clf", "'chunk' -> 'chunk_size'")):
+        shutil.copytree(src / name, tmp_path / name)          # load() only reads, but keep the fixture pristine
+        with pytest.warns(FutureWarning, match=old):
+            m = load(tmp_path / name)
+        with torch.no_grad():
+            torch.testing.assert_close(m.eval()(ids), torch.tensor(ref[name]), rtol=1e-5, atol=1e-6)
+        m.save(tmp_path / f"{name}_resaved")                  # saved again: the new schema, no warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again = load(tmp_path / f"{name}_resaved")
+        assert json.loads((tmp_path / f"{name}_resaved" / "config.json").read_text())["schema"] == 2
+        assert again.model_config == m.model_config
