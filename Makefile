@@ -22,7 +22,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests
 
 demo: $(STAMP)
-	$(BIN)/python -m longseq arena --demo --out runs/demo
+	$(BIN)/python -m longseq arena --demo --out runs/demo --overwrite
 
 data:
 	bash scripts/install_data.sh

@@ -250,7 +250,7 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
                 "tasks": task_names, "mixers": mixer_names, "steps": steps, "seed": seed, "threads": threads,
                 "device": device, "task_options": task_options, "model_options": model_options or {},
                 "train_options": train_options or {}, "mixer_options": mixer_options, "tolerance": tolerance,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "speed": speed, "speed_lengths": speed_lengths, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with DirLock(out, "arena"):
         settings = _claim(out, settings, resume, overwrite, allow_changes)
         return _run(out, settings, resume, allow_changes, speed, speed_lengths, speed_options, progress, log)

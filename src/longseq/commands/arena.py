@@ -54,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("--train-option", action="append", metavar="KEY=VALUE",
                    help="trainer setting for every run, e.g. batch_size=16 (repeatable)")
     p.add_argument("--tolerance", type=float, help="parameter budget: max relative distance to softmax (default 0.1)")
-    p.add_argument("--no-speed", action="store_true", help="skip the speed/memory benchmark")
+    p.add_argument("--no-speed", action="store_true", default=None, help="skip the speed/memory benchmark")
     p.add_argument("--speed-lengths", help="comma-separated lengths for the benchmark (default: the preset's)")
     p.add_argument("--progress", action="store_true", help="show a progress bar per run")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from OUT's run dirs")
@@ -71,6 +71,10 @@ def _from_stored(args, stored: dict) -> None:
             setattr(args, k, stored.get(k, DEFAULTS[k]))
     if args.threads is None:
         args.threads = stored.get("threads")
+    if args.no_speed is None:                # not part of the identity, but the stored choice by default
+        args.no_speed = not stored.get("speed", True)
+    if args.speed_lengths is None and stored.get("speed_lengths"):
+        args.speed_lengths = ",".join(str(n) for n in stored["speed_lengths"])
     if args.tasks is None and not args.demo:
         args.tasks = ",".join(stored.get("tasks") or []) or None
     if args.mixers is None and not args.demo:

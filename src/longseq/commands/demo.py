@@ -14,7 +14,7 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("demo", help="train a small causal LM and a classifier on associative recall")
     p.add_argument("--mixer", default="softmax")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/quick-demo", help="run directories OUT/lm and OUT/classifier")
     p.add_argument("--steps", type=int, help="override the preset's training steps")
     p.add_argument("--seed", type=int, default=0, help="seeds data, initialisation and batch order")
     p.add_argument("--overwrite", action="store_true", help="replace the runs already in OUT")

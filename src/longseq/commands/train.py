@@ -168,8 +168,8 @@ def run(args) -> int:
         print(f"task {args.task} ({args.preset}), mixer {label}: {model.num_parameters():,} parameters -> {out}")
     final = train(model, task, cfg, out, resume=args.resume, overwrite=args.overwrite,
                   allow_changes=[c for c in (args.allow_change or "").split(",") if c.strip()],
-                  run_config={"cli": {"task": args.task, "mixer": label, "preset": args.preset,
-                                      "task_options": parse_kv(args.task_option, "--task-option")}})
+                  run_config={"cli": {"task": args.task, "mixer": label, "preset": args.preset},
+                              "task_options": parse_kv(args.task_option, "--task-option")})
     metric = task.meta.metric
     for split in ("validation", "test") if main else ():
         m = final[split]

@@ -15,10 +15,11 @@ A run directory (``longseq train --out DIR``, each arena run, ``longseq demo``) 
   it is removed with a warning.
 * **New runs** into a directory holding another run's files are refused unless ``overwrite``
   (then exactly the trainer's files are removed, nothing else).
-* **Checkpoints** carry ``"sha256"``, a hash of their content (every tensor's dtype, shape and
-  bytes, every other value's repr: :func:`content_sha256`), verified on load, so a flipped byte
-  is a clear error, not silently loaded weights. The file stays a plain dict for
-  ``torch.load(..., weights_only=True)``; checkpoints written before the hash still load.
+* **Checkpoints** end with a trailer holding the sha256 of the ``torch.save`` bytes before it,
+  verified on load before anything is unpickled, so any flipped byte is a clear error, not
+  silently loaded weights. Zip readers ignore trailing bytes: the file still opens with
+  ``torch.load(..., weights_only=True)`` as a plain dict. Checkpoints written before the trailer
+  (no ``"format"`` key) still load, unchecked.
 * **Temp files** (``.NAME.XXXX.tmp``, from :func:`longseq.models.base.atomic_write` killed before
   its rename) are removed at start-up, once the lock is held.
 * **metrics.jsonl** whose last line was cut by a kill is repaired (truncated at the last complete
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -330,66 +332,52 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def content_sha256(obj: Any) -> str:
-    """sha256 of a checkpoint's content, independent of how ``torch.save`` laid it out: dict keys
-    in sorted order, tensors by dtype, shape and bytes, other values by ``repr``."""
-    h = hashlib.sha256()
-
-    def walk(o):
-        if isinstance(o, torch.Tensor):
-            t = o.detach().to("cpu").contiguous().reshape(-1)
-            h.update(f"T{t.dtype}{tuple(o.shape)}".encode())
-            if t.numel():
-                h.update(t.view(torch.uint8).numpy().tobytes())
-        elif isinstance(o, dict):
-            h.update(f"D{len(o)}".encode())
-            for k in sorted(o, key=repr):
-                h.update(repr(k).encode())
-                walk(o[k])
-        elif isinstance(o, (list, tuple)):
-            h.update(f"L{len(o)}".encode())
-            for v in o:
-                walk(v)
-        else:
-            h.update(f"V{o!r}".encode())
-
-    walk(obj)
-    return h.hexdigest()
+CHECKPOINT_FORMAT = "longseq.checkpoint/2"
+_TRAILER = b"\nlongseq-sha256:"          # + 64 hex digits + b"\n" after the zip that torch.save wrote
 
 
 def _dump(obj: dict, tmp: str) -> None:
-    torch.save(obj, tmp)
+    """``torch.save(obj)`` followed by the trailer with the sha256 of those bytes (zip readers,
+    ``torch.load`` included, ignore bytes after the archive)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    with open(tmp, "wb") as f:
+        f.write(data + _TRAILER + hashlib.sha256(data).hexdigest().encode() + b"\n")
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
-    """Write ``ckpt`` atomically with ``"sha256"``: its :func:`content_sha256` (checked on load)."""
-    ckpt = {k: v for k, v in ckpt.items() if k != "sha256"}
-    ckpt["sha256"] = content_sha256(ckpt)
+    """Write ``ckpt`` atomically, marked ``format`` = :data:`CHECKPOINT_FORMAT`, with the checksum trailer."""
     path = Path(path)
     with storage(path):
-        atomic_write(path, lambda tmp: _dump(ckpt, tmp))
+        atomic_write(path, lambda tmp: _dump({**ckpt, "format": CHECKPOINT_FORMAT}, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint; ``ValueError`` naming the file when it is corrupt or fails its checksum.
-    Checkpoints written before the checksum was added (no ``"sha256"``) load unchecked."""
+    Checkpoints written before the checksum was added load unchecked."""
     path = Path(path)
+    with storage(path):
+        raw = path.read_bytes()
+    data, expected = raw, None
+    cut = raw.rfind(_TRAILER)
+    if cut >= 0 and len(raw) - cut == len(_TRAILER) + 65:
+        data, expected = raw[:cut], raw[cut + len(_TRAILER):-1].decode("ascii", "replace")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, wrong format, pickled code...
         raise ValueError(f"checkpoint {path} is corrupt or not a longseq checkpoint ({type(e).__name__}: {e})") from None
     if not (isinstance(ckpt, dict) and "model" in ckpt and "step" in ckpt):
         raise ValueError(f"checkpoint {path} is corrupt or not a longseq checkpoint (unexpected content)")
-    if "sha256" in ckpt:
-        expected = ckpt.pop("sha256")
-        try:
-            actual = content_sha256(ckpt)
-        except Exception as e:
-            raise ValueError(f"checkpoint {path} is corrupt ({type(e).__name__}: {e})") from None
+    if ckpt.get("format") == CHECKPOINT_FORMAT or expected is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if expected is None:
+            raise ValueError(f"checkpoint {path} is corrupt: its sha256 trailer is missing or damaged")
         if actual != expected:
             raise ValueError(f"checkpoint {path} is corrupt: its content does not match the recorded sha256 "
-                             f"(expected {str(expected)[:12]}…, found {actual[:12]}…); delete it to restart "
-                             "the run, or restore it from a copy")
+                             f"(expected {expected[:12]}…, found {actual[:12]}…); delete it to restart the run, "
+                             "or restore it from a copy")
+    ckpt.pop("format", None)
     return ckpt
 
 

@@ -273,7 +273,8 @@ class _Metrics:
         cut by a kill is repaired with a warning (:func:`longseq.train.rundir.read_metrics`)."""
         if self.path is None or not self.path.exists():
             return
-        keep = [r for r in rundir.read_metrics(self.path, repair=False) if r["step"] <= step]
+        keep = [r for r in rundir.read_metrics(self.path, repair=False)   # test records: the run's end only
+                if r["step"] <= step and r.get("split") != "test"]
         rundir.write_metrics(self.path, keep)
 
     def log(self, record: dict) -> None:
