@@ -364,7 +364,9 @@ def _run(out: Path, settings: dict, resume: bool, allow_changes, speed, speed_le
                 t0 = time.perf_counter()
                 final = train(model, task, cfg, d, resume=resuming, run_config={"arena": {
                     "task": tname, "mixer": m, "preset": preset, "overrides": plan["overrides"]}},
-                    allow_changes=allow_changes if resuming else ())
+                    # the evaluation / checkpoint cadence follows the step count (_train_config)
+                    allow_changes=(*allow_changes, "eval_every", "checkpoint_every") if resuming and allow_changes
+                    else ())
                 dt = time.perf_counter() - t0
                 rec |= {"status": "done", "train_s": round(previous.get("train_s", 0.0) + dt, 2),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

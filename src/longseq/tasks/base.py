@@ -130,13 +130,13 @@ def resolve_preset(name: str, presets: dict[str, dict], preset: str, overrides: 
 
 
 def check_setting(task: str, key: str, value: Any, default: Any) -> None:
-    """A task setting must have its preset value's type (bool, int, float, str; a None default takes
-    anything the builder checks itself); integer settings the preset sets positive (sizes, counts,
+    """A task setting must have its preset value's type (bool, int, float, str; a None default or
+    value is left to the builder, which checks it itself); integer settings the preset sets positive (sizes, counts,
     lengths) must stay positive; floats must be finite."""
     def bad(what: str) -> ValueError:
         return ValueError(f"task {task!r} setting {key} must be {what}, got {value!r}")
 
-    if default is None:
+    if default is None or value is None:      # None: "unset" / "no limit", the builder decides
         return
     if isinstance(default, bool):
         if not isinstance(value, bool):

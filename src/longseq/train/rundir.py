@@ -62,6 +62,10 @@ CHANGEABLE = ("steps", "eval_every", "log_every", "checkpoint_every", "eval_batc
 IGNORED = ("train.threads", "train.device", "train.progress", "train.dist_timeout", "train.fsdp", "distributed",
            "code_version", "created", "resumed", "cli", "arena")
 
+# Sections compared only when both records have them: ``task_options`` (the CLI's ``--task-option``
+# values; the Python API passes a built task, whose meta and data fingerprints are compared anyway).
+BOTH_OR_NEITHER = ("task_options",)
+
 
 class RunDirError(ValueError):
     """A refused operation on a run directory (mismatching resume, another run's directory, locked)."""
@@ -295,7 +299,12 @@ def identity_diff(stored: dict, current: dict, allow_changes: Iterable[str] = ()
     """``(refused, allowed)``: lines ``key: stored -> current`` for every differing setting.
 
     Keys under :data:`IGNORED` are skipped; ``train.K`` for K in ``allow_changes`` goes to ``allowed``."""
-    a, b = flatten(jsonable(stored)), flatten(jsonable(current))
+    stored, current = jsonable(stored), jsonable(current)
+    for k in BOTH_OR_NEITHER:      # sections only some callers record (the CLI's task options)
+        if (k in stored) != (k in current):
+            stored.pop(k, None)
+            current.pop(k, None)
+    a, b = flatten(stored), flatten(current)
     ok = {f"train.{k}" for k in allow_changes}
     refused, allowed = [], []
     for key in sorted(set(a) | set(b)):

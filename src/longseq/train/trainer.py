@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.base import atomic_write
 from ..tasks.base import IGNORE, Split, Task
 from .distributed import (
     DistContext, all_reduce_sum, full_model_state, full_optimizer_state, global_mean, grad_norm_value, grad_sync,
@@ -392,14 +391,16 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
     lock = rundir.DirLock(out) if out is not None and ctx.is_main else None
     if lock is not None:
         lock.acquire()
+    stop = _StopOnSigint(enabled=not ctx.active)
     try:
-        return _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, ctx, device)
+        return _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, ctx, device, stop)
     finally:
+        stop.restore()
         if lock is not None:
             lock.release()
 
 
-def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, ctx, device) -> dict[str, Any]:
+def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, ctx, device, stop) -> dict[str, Any]:
     identity = _identity(task, model, cfg, run_config, ctx)
     ckpt = None
     if out is not None and ctx.is_main:
@@ -450,75 +451,72 @@ def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, 
     t_last, tokens_since = time.perf_counter(), 0
     losses, aux_losses = list(pending.get("losses", [])), list(pending.get("aux_losses", []))
     history: list[dict] = []
-    stop = _StopOnSigint(enabled=not ctx.active)
     saved = start
-    try:
-        for step in range(start, cfg.steps):
-            if stop.requested:
-                if out is not None and saved != step:
-                    _save_checkpoint(out / CHECKPOINT, net, opt, sched, step, cfg, identity=identity,
-                                     **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}))
-                bar.close()
-                where = f"; checkpoint {out / CHECKPOINT}: continue with --resume" if out is not None else ""
-                raise TrainingInterrupted(f"interrupted after step {step} of {cfg.steps}{where}")
-            opt.zero_grad(set_to_none=True)
-            step_loss = step_aux = 0.0
-            for micro in range(cfg.grad_accum):
-                counter = (step * cfg.grad_accum + micro) * cfg.batch_size
-                batch = _to(task.train.batch(shard(batch_indices(n_train, cfg.batch_size, counter, cfg.seed), ctx)), device)
-                with grad_sync(net, ctx, sync=micro == cfg.grad_accum - 1):
-                    logits = net(batch["inputs"], batch.get("mask"))
-                    loss = global_mean(model.loss(logits, batch["targets"]), logits, batch["targets"], ctx)
-                    aux = _aux_loss(model)
-                    loss = loss + aux
-                    (loss / cfg.grad_accum).backward()
-                step_loss += float(loss.detach()) / cfg.grad_accum
-                if isinstance(aux, torch.Tensor):
-                    step_aux += float(aux.detach()) / cfg.grad_accum
-                tokens_since += batch["inputs"].numel() * ctx.world
-            if ctx.active:                 # the global batch's loss (the same value on every rank)
-                step_loss, step_aux = (v / ctx.world for v in all_reduce_sum([step_loss, step_aux], ctx, device))
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(f"non-finite training loss {step_loss} at step {step + 1}; "
-                                         "lower the learning rate or enable gradient clipping")
-            grad_norm = None
-            if cfg.grad_clip and cfg.optimizer != "sgd_si":     # sgd_si clips relative to ||W|| itself
-                grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-            opt.step()
-            if cfg.optimizer == "sgd_si" and opt.last_grad_norm is not None:
-                grad_norm = float(opt.last_grad_norm)
-            sched.step()
-            losses.append(step_loss)
-            if isinstance(aux, torch.Tensor):
-                aux_losses.append(step_aux)
-            done = step + 1
-            bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                dt = time.perf_counter() - t_last
-                rec = {"step": done, "split": "train", "loss": sum(losses) / len(losses),
-                       "lr": sched.get_last_lr()[0], "tokens_per_s": tokens_since / max(dt, 1e-9)}
-                if grad_norm is not None:
-                    rec["grad_norm"] = grad_norm
-                if aux_losses:             # modules' auxiliary losses (MoE balancing), included in "loss"
-                    rec["aux_loss"] = sum(aux_losses) / len(aux_losses)
-                metrics.log(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-                t_last, tokens_since, losses, aux_losses = time.perf_counter(), 0, [], []
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                ev = evaluate(unwrap(net), task.validation, cfg.eval_batch_size, cfg.eval_max_batches, device,
-                              task.meta.metric, ctx=ctx)
-                rec = {"step": done, "split": "validation", **ev}
-                metrics.log(rec)
-                history.append(rec)
-                if ctx.is_main:
-                    shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k != "count")
-                    bar.write(f"step {done}: validation {shown}")
-            if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                _save_checkpoint(out / CHECKPOINT, net, opt, sched, done, cfg, identity=identity,
+    for step in range(start, cfg.steps):
+        if stop.requested:
+            if out is not None and saved != step:
+                _save_checkpoint(out / CHECKPOINT, net, opt, sched, step, cfg, identity=identity,
                                  **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}))
-                saved = done
-    finally:
-        stop.restore()
+            bar.close()
+            where = f"; checkpoint {out / CHECKPOINT}: continue with --resume" if out is not None else ""
+            raise TrainingInterrupted(f"interrupted after step {step} of {cfg.steps}{where}")
+        opt.zero_grad(set_to_none=True)
+        step_loss = step_aux = 0.0
+        for micro in range(cfg.grad_accum):
+            counter = (step * cfg.grad_accum + micro) * cfg.batch_size
+            batch = _to(task.train.batch(shard(batch_indices(n_train, cfg.batch_size, counter, cfg.seed), ctx)), device)
+            with grad_sync(net, ctx, sync=micro == cfg.grad_accum - 1):
+                logits = net(batch["inputs"], batch.get("mask"))
+                loss = global_mean(model.loss(logits, batch["targets"]), logits, batch["targets"], ctx)
+                aux = _aux_loss(model)
+                loss = loss + aux
+                (loss / cfg.grad_accum).backward()
+            step_loss += float(loss.detach()) / cfg.grad_accum
+            if isinstance(aux, torch.Tensor):
+                step_aux += float(aux.detach()) / cfg.grad_accum
+            tokens_since += batch["inputs"].numel() * ctx.world
+        if ctx.active:                 # the global batch's loss (the same value on every rank)
+            step_loss, step_aux = (v / ctx.world for v in all_reduce_sum([step_loss, step_aux], ctx, device))
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"non-finite training loss {step_loss} at step {step + 1}; "
+                                     "lower the learning rate or enable gradient clipping")
+        grad_norm = None
+        if cfg.grad_clip and cfg.optimizer != "sgd_si":     # sgd_si clips relative to ||W|| itself
+            grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        opt.step()
+        if cfg.optimizer == "sgd_si" and opt.last_grad_norm is not None:
+            grad_norm = float(opt.last_grad_norm)
+        sched.step()
+        losses.append(step_loss)
+        if isinstance(aux, torch.Tensor):
+            aux_losses.append(step_aux)
+        done = step + 1
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            dt = time.perf_counter() - t_last
+            rec = {"step": done, "split": "train", "loss": sum(losses) / len(losses),
+                   "lr": sched.get_last_lr()[0], "tokens_per_s": tokens_since / max(dt, 1e-9)}
+            if grad_norm is not None:
+                rec["grad_norm"] = grad_norm
+            if aux_losses:             # modules' auxiliary losses (MoE balancing), included in "loss"
+                rec["aux_loss"] = sum(aux_losses) / len(aux_losses)
+            metrics.log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+            t_last, tokens_since, losses, aux_losses = time.perf_counter(), 0, [], []
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            ev = evaluate(unwrap(net), task.validation, cfg.eval_batch_size, cfg.eval_max_batches, device,
+                          task.meta.metric, ctx=ctx)
+            rec = {"step": done, "split": "validation", **ev}
+            metrics.log(rec)
+            history.append(rec)
+            if ctx.is_main:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k != "count")
+                bar.write(f"step {done}: validation {shown}")
+        if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _save_checkpoint(out / CHECKPOINT, net, opt, sched, done, cfg, identity=identity,
+                             **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}))
+            saved = done
+    stop.restore()                 # Ctrl-C during the final evaluation interrupts at once
     bar.close()
 
     final = {
