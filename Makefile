@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 demo: $(STAMP)
-	$(BIN)/python -m longseq arena --demo --out runs/demo
+	$(BIN)/python -m longseq arena --demo --out runs/demo --overwrite
 
 data:
 	bash scripts/install_data.sh

@@ -80,7 +80,8 @@ def test_resume_skips_finished_and_continues_unfinished(tmp_path):
     s4d = out / "runs" / "mqar" / "s4d"
     (s4d / "final.json").unlink()                    # interrupted after its step-1 checkpoint
     logs = []
-    lb = run_arena("quick", ["softmax", "s4d"], ["mqar"], out, steps=3, resume=True, log=logs.append, **kw)
+    lb = run_arena("quick", ["softmax", "s4d"], ["mqar"], out, steps=3, resume=True, log=logs.append,
+                   allow_changes=["steps"], **kw)     # the stored arena ran 1 step: extending is explicit
     runs = _runs(lb)
     assert runs[("mqar", "softmax")]["steps"] == 1   # finished earlier: not rerun
     assert any("[mqar/softmax] finished earlier: skipped" in m for m in logs)
@@ -96,7 +97,7 @@ def test_resume_skips_finished_and_continues_unfinished(tmp_path):
     logs.clear()
     run_arena("quick", ["softmax", "s4d"], ["mqar"], out, steps=3, resume=True, log=logs.append, **kw)
     assert any("every run finished" in m for m in logs)
-    lb = run_arena("quick", ["softmax"], ["mqar"], out, steps=2, log=lambda s: None, **kw)
+    lb = run_arena("quick", ["softmax"], ["mqar"], out, steps=2, log=lambda s: None, overwrite=True, **kw)
     assert _runs(lb)[("mqar", "softmax")]["steps"] == 2
 
 
@@ -136,14 +137,16 @@ def test_na_reasons_and_errors_are_recorded(tmp_path, capsys):
             "--no-speed", "--threads", "1", "--mixer-option", "local.window=-1", "--model-option", "d_model=16",
             "--model-option", "n_layers=1", "--train-option", "batch_size=8", "--task-option", "listops.bogus=1"]
     args += [f"--task-option=mqar.{k}={v}" for k, v in MQAR.items()]
-    assert main(args) == 0
+    assert main(args) == 1                           # runs failed: non-zero exit with the list
     lb = json.loads((out / "leaderboard.json").read_text())
     runs = _runs(lb)
     assert runs[("mqar", "softmax")]["status"] == "done"
     assert runs[("mqar", "local")]["status"] == "error" and "window" in runs[("mqar", "local")]["error"]
     assert runs[("listops", "softmax")]["status"] == "error" and "bogus" in runs[("listops", "softmax")]["error"]
     assert "## Errors and unfinished runs" in (out / "leaderboard.md").read_text()
-    assert "1 of 4 runs done" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "1 of 4 runs done" in captured.out
+    assert "3 failure(s)" in captured.err and "mqar/local: error" in captured.err
     assert main(["arena", "--out", str(out), "--report-only"]) == 0
     assert main(["arena", "--out", str(tmp_path / "none"), "--report-only"]) == 2
     assert main(["arena", "--mixers", "nope", "--out", str(out)]) == 2

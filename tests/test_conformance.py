@@ -146,3 +146,55 @@ def test_registry_errors():
         longseq.mixers.build("softmax", 32, windw=3)
     with pytest.raises(ValueError, match="divisible"):
         longseq.mixers.build("softmax", 30, num_heads=4)
+    with pytest.raises(ValueError, match="option rope must be true or false, got 'maybe'"):
+        longseq.mixers.build("softmax", 32, rope="maybe")
+    with pytest.raises(ValueError, match="option window must be a number"):
+        longseq.mixers.build("local", 32, window="abc")
+
+
+# ---------------------------------------------------------------------------- edge inputs (issue 26)
+@pytest.mark.parametrize("name,causal", CASES, ids=IDS)
+def test_empty_batch_gives_empty_output(name, causal):
+    """B = 0: an empty output of the input's shape and dtype (the base class answers before ``_forward``);
+    with a recurrent state too."""
+    m = make(name, causal, torch.float32).train()
+    x = torch.randn(0, 5, D_MODEL, requires_grad=True)
+    y = m(x)
+    assert y.shape == (0, 5, D_MODEL) and y.dtype == x.dtype
+    y.sum().backward()                 # an empty graph is fine
+    assert m(torch.randn(0, 5, D_MODEL), torch.ones(0, 5, dtype=torch.bool)).shape == (0, 5, D_MODEL)
+    if m.spec.step and causal:
+        y, state = m(torch.randn(0, 5, D_MODEL), return_state=True)
+        assert y.shape == (0, 5, D_MODEL) and isinstance(state, dict)
+
+
+@pytest.mark.parametrize("name,causal", CASES, ids=IDS)
+def test_dtype_mismatch_is_a_clear_error(name, causal):
+    """An input whose dtype differs from the parameters' is refused, naming both dtypes; under
+    autocast (mixed precision) it is the autocast's business and accepted."""
+    m = make(name, causal, torch.float32)
+    for dt in (torch.float64, torch.float16, torch.bfloat16):
+        with pytest.raises(ValueError, match=rf"input dtype {dt}.*parameters' dtype torch.float32"):
+            m(torch.randn(2, 5, D_MODEL).to(dt))
+    m64 = make(name, causal, torch.float64)
+    with pytest.raises(ValueError, match=r"input dtype torch.float32.*torch.float64"):
+        m64(torch.randn(2, 5, D_MODEL))
+
+
+@pytest.mark.parametrize("name,causal", CASES, ids=IDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_inputs_propagate(name, causal, bad):
+    """NaN/inf in one input position is never silently turned into finite numbers: the output at that
+    position is non-finite (every mixer mixes a position with itself), and the other sequence of the
+    batch is untouched. (NaN may also reach earlier positions of its own sequence: FFT convolutions
+    and masked products multiply it by 0; that is loud, not silent, and not checked here.)"""
+    m = make(name, causal, torch.float32)
+    x = torch.randn(2, 9, D_MODEL)
+    t = 4
+    x[0, t, 3] = bad
+    with torch.no_grad():
+        y = m(x)
+        ref = m(x[1:])
+    assert not torch.isfinite(y[0, t]).all(), "non-finite input became finite output"
+    assert torch.isfinite(y[1]).all()
+    torch.testing.assert_close(y[1], ref[0], rtol=1e-5, atol=1e-6)

@@ -105,8 +105,8 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
         os.environ["MASTER_PORT"] = str(ports[0])
         real_save = tr._save_checkpoint
 
-        def save_and_keep(path, model, opt, sched, step, c):
-            real_save(path, model, opt, sched, step, c)
+        def save_and_keep(path, model, opt, sched, step, c, **kw):
+            real_save(path, model, opt, sched, step, c, **kw)
             if step == 3 and rank == 0:
                 shutil.copy(path, path.with_name("checkpoint-3.pt"))
 
@@ -141,7 +141,7 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
         dist.barrier()
         torch.manual_seed(100 + rank)
         train(build_model(task, "softmax", d_model=D_MODEL), task, cfg(fsdp=True, eval_batch_size=6, **ACCUM),
-              root / "fsdp_resume", resume=True)
+              root / "fsdp_resume", resume=True, allow_changes=["eval_batch_size"])   # from the DDP run
         assert dist.is_initialized()        # not the trainer's group: left alone
         dist.destroy_process_group()
 

@@ -239,8 +239,8 @@ def test_sgd_si_resume_is_bit_exact(tmp_path, monkeypatch):
 
     real_save = tr._save_checkpoint
 
-    def save_then_die(path, model, opt, sched, step, c):
-        real_save(path, model, opt, sched, step, c)
+    def save_then_die(path, model, opt, sched, step, c, **kw):
+        real_save(path, model, opt, sched, step, c, **kw)
         if step == 3:
             raise KeyboardInterrupt
 

@@ -46,6 +46,7 @@ from ..train import TrainConfig, build_model, train
 from .budget import TOLERANCE, count_parameters, match_budget
 from .records import RUN_RECORD, SCHEMA, read_json, write_json
 from .report import write_report
+from ..train.rundir import DirLock, RunDirError, check_allow_changes, clean_temp_files, jsonable, storage
 
 CURVE_POINTS = 10            # validation evaluations per run (training curves)
 MAX_CHECKPOINT_EVERY = 250
@@ -185,7 +186,8 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
               model_options: dict | None = None, train_options: dict | None = None,
               mixer_options: dict[str, dict] | None = None, tolerance: float = TOLERANCE,
               speed: bool = True, speed_lengths: list[int] | None = None, speed_options: dict | None = None,
-              progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: bool = False, log: Callable[[str], None] | None = None, overwrite: bool = False,
+              allow_changes: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """Train every mixer of ``mixers`` on every task of ``tasks`` with the task's ``preset``
     hyperparameters at an equal parameter budget, benchmark their speed, and write the report.
 
@@ -194,8 +196,12 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
     trainer settings for every run (``{"batch_size": 8}``); ``mixer_options``: per-mixer options
     (``{"local": {"window": 32}}``); ``steps`` overrides every run's step count (an int, or a dict
     task -> steps). Returns the
-    leaderboard (what ``leaderboard.json`` holds)."""
+    leaderboard (what ``leaderboard.json`` holds).
 
+    ``out`` belongs to one arena (:func:`_claim`): it is locked while the arena runs; an existing arena
+    there is refused unless ``resume`` (the settings must equal the stored ``arena.json``, except
+    ``steps`` when ``allow_changes`` names it) or ``overwrite`` (its runs, benchmark and report are
+    removed first)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown arena preset {preset!r}; presets: {', '.join(PRESETS)}")
     for v in (steps.values() if isinstance(steps, dict) else [steps]):
@@ -211,16 +217,70 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
             raise ValueError(f"{what} given for {stray}, which the arena does not run (selected: {', '.join(allowed)})")
     if isinstance(steps, dict):
         steps = {t: v for t, v in steps.items() if t in task_names} or None
+    allow_changes = check_allow_changes(allow_changes)
+    if set(allow_changes) - {"steps"}:
+        raise ValueError(f"an arena resume may change only steps, got {', '.join(allow_changes)}")
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = {"schema": SCHEMA, "preset": preset, "task_preset": PRESETS[preset]["task_preset"],
                 "tasks": task_names, "mixers": mixer_names, "steps": steps, "seed": seed, "threads": threads,
                 "device": device, "task_options": task_options, "model_options": model_options or {},
                 "train_options": train_options or {}, "mixer_options": mixer_options, "tolerance": tolerance,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json(out / "arena.json", settings)
+                "speed": speed, "speed_lengths": speed_lengths, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with DirLock(out, "arena"):
+        settings = _claim(out, settings, resume, overwrite, allow_changes)
+        return _run(out, settings, resume, allow_changes, speed, speed_lengths, speed_options, progress, log)
+
+
+IDENTITY = ("preset", "task_preset", "tasks", "mixers", "steps", "seed", "task_options", "model_options",
+            "train_options", "mixer_options", "tolerance")
+
+
+def _claim(out: Path, settings: dict, resume: bool, overwrite: bool, allow_changes) -> dict:
+    """Check ``out`` against the arena about to run (lock held) and write its ``arena.json``."""
+    if resume and overwrite:
+        raise RunDirError(f"resume and overwrite contradict each other (arena {out})")
+    clean_temp_files(out)
+    stored_path = out / "arena.json"
+    present = [p.name for p in (stored_path, out / "runs", out / "speed", out / "leaderboard.json") if p.exists()]
+    if resume:
+        stored = read_json(stored_path)
+        if stored is None:
+            raise FileNotFoundError(f"--resume: no readable arena.json in {out}: nothing to resume")
+        a, b = jsonable({k: stored.get(k) for k in IDENTITY}), jsonable({k: settings[k] for k in IDENTITY})
+        refused = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in IDENTITY if a[k] != b[k] and k not in allow_changes]
+        if refused:
+            raise RunDirError(f"--resume refused: the arena in {out} was started with other settings: "
+                              + "; ".join(refused) + ". Resume with its settings (arguments not given are taken "
+                              "from arena.json), or start a new arena elsewhere (or --overwrite it)"
+                              + ("" if "steps" in allow_changes else "; --allow-change steps extends the runs"))
+        settings = dict(settings, started=stored.get("started", settings["started"]))
+        if a["steps"] != b["steps"]:
+            settings["resumed"] = list(stored.get("resumed", [])) + [
+                {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "changed": [f"steps: {a['steps']!r} -> {b['steps']!r}"]}]
+    elif present:
+        if not overwrite:
+            raise RunDirError(f"{out} already holds an arena ({', '.join(present)}); continue it with --resume, "
+                              "replace it with --overwrite, or choose another --out")
+        with storage(out):
+            for name in ("runs", "speed"):
+                if (out / name).is_dir():
+                    shutil.rmtree(out / name)
+            for name in ("arena.json", "leaderboard.md", "leaderboard.json", "report.html"):
+                (out / name).unlink(missing_ok=True)
+    with storage(out / "arena.json"):
+        write_json(out / "arena.json", settings)
+    return settings
+
+
+def _run(out: Path, settings: dict, resume: bool, allow_changes, speed, speed_lengths, speed_options, progress,
+         log) -> dict[str, Any]:
+    task_names, mixer_names = settings["tasks"], settings["mixers"]
+    preset, steps, seed = settings["preset"], settings["steps"], settings["seed"]
+    threads, device, tolerance = settings["threads"], settings["device"], settings["tolerance"]
+    task_options, mixer_options = settings["task_options"], settings["mixer_options"]
+    model_options, train_options = settings["model_options"] or None, settings["train_options"] or None
 
     t_arena = time.perf_counter()
     for tname in task_names:
@@ -276,7 +336,10 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
                     + (f" ({b['ratio']:.3f} x softmax; {b['adjustment']})" if b else ""))
                 t0 = time.perf_counter()
                 final = train(model, task, cfg, d, resume=resuming, run_config={"arena": {
-                    "task": tname, "mixer": m, "preset": preset, "overrides": plan["overrides"]}})
+                    "task": tname, "mixer": m, "preset": preset, "overrides": plan["overrides"]}},
+                    # the evaluation / checkpoint cadence follows the step count (_train_config)
+                    allow_changes=(*allow_changes, "eval_every", "checkpoint_every") if resuming and allow_changes
+                    else ())
                 dt = time.perf_counter() - t0
                 rec |= {"status": "done", "train_s": round(previous.get("train_s", 0.0) + dt, 2),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -296,12 +359,28 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
         gc.collect()
 
     if speed:
-        _speed(out, settings, mixer_names, task_names, speed_lengths or PRESETS[preset]["speed_lengths"],
-               threads, device, mixer_options, speed_options, resume, log)
+        err = _speed(out, settings, mixer_names, task_names, speed_lengths or PRESETS[preset]["speed_lengths"],
+                     threads, device, mixer_options, speed_options, resume, log)
+        if err:
+            settings["speed_error"] = err
     settings["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     settings["wall_s"] = round(time.perf_counter() - t_arena, 1)
     write_json(out / "arena.json", settings)
     return write_report(out)
+
+
+def failures(out: str | Path, leaderboard: dict | None = None) -> list[str]:
+    """``TASK/MIXER: error`` for every run of the arena in ``out`` that failed (and the benchmark, if it did)."""
+    lb = leaderboard if leaderboard is not None else write_report(out)
+    bad = [f"{r['task']}/{r['mixer']}: {r['status']}" + (f": {r['error']}" if r.get("error") else "")
+           for r in lb["runs"] if r["status"] in ("error", "unfinished", "running")]
+    err = (read_json(Path(out) / "arena.json") or {}).get("speed_error")
+    return bad + ([f"speed benchmark: {err}"] if err else [])
+
+
+def stored_settings(out: str | Path) -> dict | None:
+    """The settings an arena in ``out`` was started with (``arena.json``), or None."""
+    return read_json(Path(out) / "arena.json")
 
 
 def _finished(run_dir: Path) -> bool:
@@ -339,13 +418,13 @@ def speed_config_for(width: dict, lengths, threads, device, options: dict | None
 
 
 def _speed(out: Path, settings, mixer_names, task_names, lengths, threads, device, mixer_options, options,
-           resume, log) -> None:
+           resume, log) -> str | None:
     """Speed and memory of the arena's mixers (``longseq.bench.run_speed``) into ``out/speed``."""
 
     dest = out / "speed"
     if resume and (dest / "results.json").exists():
         log("[speed] results exist: skipped")
-        return
+        return None
     width = _speed_width(out, task_names)
     cfg = speed_config_for(width, lengths, threads, device, options)
     log(f"[speed] bench: {', '.join(mixer_names)} at L = {cfg.lengths} (d_model {cfg.d_model}, {cfg.heads} heads)")
@@ -355,6 +434,8 @@ def _speed(out: Path, settings, mixer_names, task_names, lengths, threads, devic
         write_bench(res, str(dest))
     except Exception as e:  # the leaderboard does not depend on the benchmark
         log(f"[speed] failed: {type(e).__name__}: {e}")
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _speed_width(out: Path, task_names: list[str]) -> dict:

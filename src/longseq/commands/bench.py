@@ -106,7 +106,21 @@ def _finish(res, args) -> int:
     if args.out:
         paths = write_report(res, args.out)
         print(f"\nwrote {', '.join(paths)}")
-    return 0
+    return _failures(res)
+
+
+def _failures(res) -> int:
+    """Exit status 1, with the list, when a configuration raised (status ``error``). Budget stops
+    (``skipped``, ``timeout``, ``oom``, a worker killed for memory: ``crashed``) are results, not failures."""
+    import sys
+
+    bad = [r for r in res.get("rows", []) if r.get("status") == "error"]
+    if not bad:
+        return 0
+    print(f"longseq bench: {len(bad)} configuration(s) failed:\n" + "\n".join(
+        f"  {r.get('source', '')}{'/' if r.get('source') else ''}{r.get('name')} L={r.get('L', '-')}: {r.get('error', '')}"
+        for r in bad), file=sys.stderr)
+    return 1
 
 
 def _save_partial(args):

@@ -89,7 +89,12 @@ def register(sub) -> None:
     p.add_argument("--preset", default="quick", help="task preset (quick, lra, ...)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task setting override (repeatable)")
     p.add_argument("--out", help="run directory (default runs/TASK-MIXER)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt; the settings must equal the run's (OUT/config.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
+    p.add_argument("--allow-change", metavar="SETTING[,SETTING]",
+                   help="with --resume: trainer settings that may differ from the run's: steps, eval_every, "
+                        "log_every, checkpoint_every, eval_batch_size, eval_max_batches")
     p.add_argument("--seed", type=int, default=0, help="seeds data generation, initialisation and batch order")
     t = p.add_argument_group("trainer (defaults come from the task preset)")
     t.add_argument("--steps", type=int)
@@ -118,17 +123,48 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+_TRAIN_FLAGS = ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "grad_accum", "eval_every",
+                "log_every", "checkpoint_every", "threads", "optimizer", "si_clip")
+
+
+def validate_args(args, out: Path) -> None:
+    """Everything the flags alone decide, checked before the task is built or a file is written."""
+    from ..train.rundir import check_allow_changes, check_out_dir
+    from ..train.trainer import check_settings, resolve_device
+
+    given = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    if given.get("si_clip") == 0:
+        given["si_clip"] = None
+    check_settings({**given, "device": args.device})
+    for k in ("d_model", "n_layers", "num_heads"):
+        v = getattr(args, k)
+        if v is not None and v < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {v}")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.allow_change and not args.resume:
+        raise ValueError("--allow-change only applies with --resume")
+    check_allow_changes((args.allow_change or "").split(","))
+    check_out_dir(out, resume=args.resume, overwrite=args.overwrite)
+    resolve_device(args.device)
+
+
 def run(args) -> int:
     import torch
 
     from .. import tasks
     from ..train import build_model
 
+    if args.model_config:   # the default run directory is named after the file; the printed label after the layers
+        mixer, label = None, Path(args.model_config).resolve().name.removesuffix(".json")
+    else:
+        mixer = parse_mixer(args.mixer)
+        label = _label(mixer) if isinstance(mixer, list) else mixer or args.model_preset or "softmax"
+    out = Path(args.out or f"runs/{args.task}-{label.replace(',', '+')}")
+    validate_args(args, out)
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
     if args.model_config:
-        return _run(args, task, *_model_from_file(args, task))
-    mixer = parse_mixer(args.mixer)
-    label = _label(mixer) if isinstance(mixer, list) else mixer or args.model_preset or "softmax"
+        return _run(args, task, *_model_from_file(args, task), out)
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
@@ -141,7 +177,7 @@ def run(args) -> int:
                         embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
                         model_preset=args.model_preset,
                         model_preset_options=parse_kv(args.model_preset_option, "--model-preset-option") or None)
-    return _run(args, task, model, label)
+    return _run(args, task, model, label, out)
 
 
 _MODEL_FLAGS = ("mixer", "d_model", "n_layers", "num_heads", "position", "position_option", "norm", "ffn",
@@ -169,24 +205,23 @@ def _model_from_file(args, task):
     return model, _label(model.model_config.layers)
 
 
-def _run(args, task, model, label) -> int:
+def _run(args, task, model, label, out: Path) -> int:
     from ..train import TrainConfig, train
 
-    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
-                                               "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
-                                               "optimizer", "si_clip")
-                 if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     if overrides.get("si_clip") == 0:
         overrides["si_clip"] = None
     cfg = TrainConfig.from_dict({**task.train_defaults, **overrides, "seed": args.seed, "device": args.device,
                                  "progress": not args.no_progress,
                                  "fsdp": args.fsdp, "dist_timeout": args.dist_timeout})
-    out = Path(args.out or f"runs/{args.task}-{label.replace(',', '+')}")
+    cfg.validate()
     main = int(os.environ.get("RANK", "0")) == 0     # under torchrun only rank 0 reports
     if main:
         print(f"task {args.task} ({args.preset}), mixer {label}: {model.num_parameters():,} parameters -> {out}")
-    final = train(model, task, cfg, out, resume=args.resume,
-                  run_config={"cli": {"task": args.task, "mixer": label, "preset": args.preset}})
+    final = train(model, task, cfg, out, resume=args.resume, overwrite=args.overwrite,
+                  allow_changes=[c for c in (args.allow_change or "").split(",") if c.strip()],
+                  run_config={"cli": {"task": args.task, "mixer": label, "preset": args.preset},
+                              "task_options": parse_kv(args.task_option, "--task-option")})
     metric = task.meta.metric
     for split in ("validation", "test") if main else ():
         m = final[split]

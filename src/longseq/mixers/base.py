@@ -176,12 +176,33 @@ def build(name: str, d_model: int, *, num_heads: int = 1, causal: bool = False, 
             f"mixer {name!r} got unknown option(s) {unknown}; its options are: "
             + (", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "(none)")
         )
+    for k, v in options.items():
+        _check_option(name, k, v, allowed[k])
     return s.cls(d_model, num_heads=num_heads, causal=causal, **options)
 
 
 def heads_for(name: str, num_heads: int) -> int:
     """``num_heads`` for a mixer with attention heads, 1 for one without (``MixerSpec.heads``)."""
     return num_heads if spec(name).heads else 1
+
+
+def _check_option(mixer: str, key: str, value: Any, default: Any) -> None:
+    """Option values of the wrong kind are refused here (a mixer checks ranges and choices itself):
+    an option whose default is a bool takes only True/False (``rope=maybe`` is not true); a number
+    default takes a number (or None, which several options use for "off"); a string default a string."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        what = "true or false"
+    elif isinstance(default, (int, float)):
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        what = "a number"
+    elif isinstance(default, str):
+        ok = value is None or isinstance(value, str)
+        what = "a string"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"mixer {mixer!r} option {key} must be {what}, got {value!r}")
 
 
 class Mixer(nn.Module):
@@ -235,6 +256,9 @@ class Mixer(nn.Module):
                                  "run each sequence unpadded, or without state")
             if state is None:
                 state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        if x.shape[0] == 0:           # an empty batch: an empty output (and the state as given)
+            y = x * 0                 # [0, L, d_model], on the autograd graph of x
+            return (y, state) if return_state else y
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)
         y, new_state = self._forward(x, mask, state, return_state)
@@ -282,6 +306,13 @@ class Mixer(nn.Module):
         if not self.causal:
             raise ValueError(f"{what} needs a causal mixer: build {self.spec.name!r} with causal=True")
 
+    def _param_dtype(self) -> torch.dtype | None:
+        """dtype of the first real floating-point parameter (complex SSM parameters do not count)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
+
     def _check_input(self, x: torch.Tensor, mask: torch.Tensor | None) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -292,6 +323,10 @@ class Mixer(nn.Module):
             raise ValueError(f"{self.spec.name}: empty sequence (length 0)")
         if not x.is_floating_point():
             raise ValueError(f"{self.spec.name}: x must be a floating-point tensor, got {x.dtype}")
+        p_dtype = self._param_dtype()
+        if p_dtype is not None and x.dtype != p_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"{self.spec.name}: input dtype {x.dtype} does not match the parameters' dtype "
+                             f"{p_dtype}; convert the input (x.to({p_dtype})) or the module (.to({x.dtype}))")
         if self.max_len is not None and x.shape[1] > self.max_len:
             raise ValueError(f"{self.spec.name}: sequence length {x.shape[1]} exceeds max_len={self.max_len}")
         if mask is not None:

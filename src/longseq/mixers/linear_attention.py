@@ -347,7 +347,7 @@ class _FavorBidirectional(torch.autograd.Function):
             fq.append(logits.sub_(logits.amax(-1, keepdim=True) + log_scale).exp_())
             N = fq[-1] @ S                                           # [B, H, n, Dv + 1]
             den = N[..., Dv:]
-            ok = den > tiny                                          # 0 (and no gradient) on underflow
+            ok = ~(den <= tiny)                 # 0 (and no gradient) on underflow; NaN is kept (propagates)
             inv[:, :, b] = torch.where(ok, 1 / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den))
             o[:, :, b] = N[..., :Dv] * inv[:, :, b]
         ctx.save_for_backward(w, xk, v1, S, o, inv)

@@ -42,9 +42,10 @@ State = tuple[torch.Tensor, torch.Tensor]
 
 def _normalise(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
     """``num: [..., Dv] / (den: [...] + eps)``; 0 (with zero gradients) where the denominator
-    underflows (below sqrt(tiny) of the dtype), so that neither 0/0 nor 1/den^2 overflow occurs."""
+    underflows (below sqrt(tiny) of the dtype), so that neither 0/0 nor 1/den^2 overflow occurs.
+    A NaN denominator (NaN/inf in the input) is not an underflow: it propagates, never becomes 0."""
     den = (den + eps).unsqueeze(-1)
-    ok = den > torch.finfo(den.dtype).tiny ** 0.5
+    ok = ~(den <= torch.finfo(den.dtype).tiny ** 0.5)   # NaN compares False: kept, so NaN propagates
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
 
 

@@ -123,5 +123,36 @@ def resolve_preset(name: str, presets: dict[str, dict], preset: str, overrides: 
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:
         raise ValueError(f"task {name!r} got unknown setting(s) {unknown}; settings: {', '.join(cfg)}")
+    for k, v in overrides.items():
+        check_setting(name, k, v, cfg[k])
     cfg.update(overrides)
     return cfg
+
+
+def check_setting(task: str, key: str, value: Any, default: Any) -> None:
+    """A task setting must have its preset value's type (bool, int, float, str; a None default or
+    value is left to the builder, which checks it itself); integer settings the preset sets positive (sizes, counts,
+    lengths) must stay positive; floats must be finite."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"task {task!r} setting {key} must be {what}, got {value!r}")
+
+    if default is None or value is None:      # None: "unset" / "no limit", the builder decides
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        if default > 0 and value < 1:
+            raise bad("a positive integer")
+        if value < 0:
+            raise bad("an integer >= 0")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                or value in (float("inf"), float("-inf")):
+            raise bad("a finite number")
+        if default >= 0 and value < 0:
+            raise bad("a number >= 0")
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise bad("a string")

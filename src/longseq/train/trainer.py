@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,12 @@ from torch import nn
 
 from ..models.base import LongseqModel
 from ..tasks.base import IGNORE, Split, Task
-from ..utils.io import atomic_write
 from .distributed import (
     DistContext, all_reduce_sum, full_model_state, full_optimizer_state, global_mean, grad_norm_value, grad_sync,
     load_optimizer_state, rank_batch, rank_seed, restore_rng, rng_states, save_model, setup, shard, teardown, unwrap,
     world_size, wrap,
 )
+from . import rundir
 from .sgd_si import build_optimizer, check_optimizer
 
 CHECKPOINT = "checkpoint.pt"
@@ -86,20 +87,70 @@ class TrainConfig:
         return cls(**d)
 
     def validate(self) -> None:
-        for k in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "checkpoint_every", "eval_batch_size"):
-            if getattr(self, k) <= 0:
-                raise ValueError(f"trainer setting {k} must be positive, got {getattr(self, k)}")
-        if self.lr <= 0 or self.warmup < 0:
-            raise ValueError(f"lr must be > 0 and warmup >= 0, got lr={self.lr}, warmup={self.warmup}")
+        check_settings(asdict(self))
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be positive (seconds), got {self.dist_timeout}")
         check_optimizer(self.optimizer, self.si_clip, self.fsdp)
 
 
+_POSITIVE_INT = ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "checkpoint_every", "eval_batch_size")
+
+
+def check_settings(d: dict) -> None:
+    """Check the trainer settings present in ``d`` (a partial dict is fine: the CLI checks the flags the
+    user gave before any work starts); ``ValueError`` naming the setting and what is allowed."""
+    def num(k, v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for k in _POSITIVE_INT:
+        if k in d and not (isinstance(d[k], int) and not isinstance(d[k], bool) and d[k] > 0):
+            raise ValueError(f"trainer setting {k} must be a positive integer, got {d[k]!r}")
+    for k in ("threads", "eval_max_batches"):
+        if d.get(k) is not None and not (isinstance(d[k], int) and not isinstance(d[k], bool) and d[k] > 0):
+            raise ValueError(f"trainer setting {k} must be a positive integer (or unset), got {d[k]!r}")
+    if "warmup" in d and not (isinstance(d["warmup"], int) and not isinstance(d["warmup"], bool) and d["warmup"] >= 0):
+        raise ValueError(f"trainer setting warmup must be an integer >= 0, got {d['warmup']!r}")
+    if "lr" in d and not (num("lr", d["lr"]) and d["lr"] > 0):
+        raise ValueError(f"learning rate (lr) must be a finite number > 0, got {d['lr']!r}")
+    if "weight_decay" in d and not (num("weight_decay", d["weight_decay"]) and d["weight_decay"] >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {d['weight_decay']!r}")
+    if d.get("grad_clip") is not None and not (num("grad_clip", d["grad_clip"]) and d["grad_clip"] >= 0):
+        raise ValueError(f"grad_clip must be a finite number >= 0 (0 or unset: no clipping), got {d['grad_clip']!r}")
+    if "min_lr_ratio" in d and not (num("min_lr_ratio", d["min_lr_ratio"]) and 0 <= d["min_lr_ratio"] <= 1):
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {d['min_lr_ratio']!r}")
+    if "betas" in d and not (len(d["betas"]) == 2 and all(num("betas", b) and 0 <= b < 1 for b in d["betas"])):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {d['betas']!r}")
+    if d.get("si_clip") is not None and not (num("si_clip", d["si_clip"]) and d["si_clip"] >= 0):
+        raise ValueError(f"si_clip must be a finite number >= 0, got {d['si_clip']!r}")
+    for k in ("progress", "fsdp"):
+        if k in d and not isinstance(d[k], bool):
+            raise ValueError(f"trainer setting {k} must be true or false, got {d[k]!r}")
+    if "device" in d:
+        resolve_device(d["device"])
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA if available, else CPU) or a torch device string; ``ValueError`` for an unknown or
+    unavailable device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {name!r} ({e}); use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {name!r} is not available: torch sees no CUDA device here; use auto or cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {name!r} is not available: {n} CUDA device(s) (cuda:0 .. cuda:{n - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} is not available here; use auto or cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        mod = getattr(torch, dev.type, None)
+        if mod is None or not getattr(mod, "is_available", lambda: False)():
+            raise ValueError(f"device {name!r} is not available here; use auto, cpu or cuda")
+    return dev
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -182,9 +233,13 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
     return out
 
 
-def _save_checkpoint(path: Path, model, opt, sched, step: int, cfg: TrainConfig) -> None:
+def _save_checkpoint(path: Path, model, opt, sched, step: int, cfg: TrainConfig, *, pending: dict | None = None,
+                     identity: dict | None = None) -> None:
     """Write the checkpoint of ``model`` (possibly DDP-wrapped or FSDP-sharded: then every rank
-    calls this, the state is gathered and rank 0 writes plain state dicts plus every rank's RNG)."""
+    calls this, the state is gathered and rank 0 writes plain state dicts plus every rank's RNG).
+    ``pending``: train losses of steps not yet logged (a checkpoint between two log records, e.g. on
+    Ctrl-C); ``identity``: the run's resolved configuration (``config.json``), checked on resume.
+    The file carries the sha256 of its content (:func:`longseq.train.rundir.save_checkpoint`)."""
     model_state, opt_state, rng_ranks = full_model_state(model), full_optimizer_state(model, opt), rng_states()
     if model_state is None:        # not rank 0
         return
@@ -199,14 +254,14 @@ def _save_checkpoint(path: Path, model, opt, sched, step: int, cfg: TrainConfig)
     }
     if rng_ranks is not None:
         ckpt["rng_ranks"] = rng_ranks
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    if pending:
+        ckpt["pending"] = pending
+    if identity is not None:
+        ckpt["identity"] = json.dumps(identity, sort_keys=True, default=str)
+    rundir.save_checkpoint(path, ckpt)
 
 
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, wrong format, pickled code...
-        raise ValueError(f"checkpoint {path} is corrupt or not a longseq checkpoint ({type(e).__name__}: {e})") from None
+load_checkpoint = rundir.load_checkpoint
 
 
 class _Metrics:
@@ -214,71 +269,198 @@ class _Metrics:
         self.path = path
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records logged after the checkpoint (they will be logged again)."""
+        """On resume, drop records logged after the checkpoint (they will be logged again); a last line
+        cut by a kill is repaired with a warning (:func:`longseq.train.rundir.read_metrics`)."""
         if self.path is None or not self.path.exists():
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(ln + "\n" for ln in keep)))
+        keep = [r for r in rundir.read_metrics(self.path, repair=False)   # test records: the run's end only
+                if r["step"] <= step and r.get("split") != "test"]
+        rundir.write_metrics(self.path, keep)
 
     def log(self, record: dict) -> None:
         if self.path is not None:
-            with open(self.path, "a") as f:
+            with rundir.storage(self.path), open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: the run stopped after a whole step, with a final checkpoint."""
+
+
+class _StopOnSigint:
+    """While active, the first SIGINT only asks the loop to stop after the current step (it then
+    writes a checkpoint and raises :class:`TrainingInterrupted`); a second one interrupts at once.
+    Installed only in the main thread of a single process (ranks of a process group would stop at
+    different steps)."""
+
+    def __init__(self, enabled: bool):
+        import signal
+        import threading
+
+        self.requested = False
+        self.previous = None
+        self._signal = signal
+        if enabled and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            self._signal.signal(self._signal.SIGINT, self.previous)
+            self.previous = None
+
+
+def _identity(task: Task, model: nn.Module, cfg: TrainConfig, run_config: dict | None, ctx: DistContext) -> dict:
+    """The run's resolved configuration: task (with the meta and a fingerprint of each split's data),
+    model config, trainer config, what the caller adds (CLI or arena settings), code version."""
+    m = task.meta
+    data = {}
+    for name, split in task.splits().items():
+        try:
+            data[name] = split.fingerprint()
+        except Exception:            # lazily generated splits without stored tensors
+            pass
+    record = {"task": {"name": m.name, "preset": m.preset, "seed": m.seed, "kind": m.kind,
+                       "vocab_size": m.vocab_size, "seq_len": m.seq_len, "num_classes": m.num_classes,
+                       "data": data},
+              "model": {"class": type(model).__name__, **getattr(model, "config", {})},
+              "train": asdict(cfg), **(run_config or {}), "code_version": rundir.code_version(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if ctx.active:
+        record["distributed"] = {"world_size": ctx.world, "strategy": "fsdp" if ctx.fsdp else "ddp"}
+    return rundir.jsonable(record)
+
+
+def _check_resume(out: Path, stored: dict | None, ckpt: dict | None, current: dict, allow_changes) -> dict:
+    """Compare the current settings with the run's ``config.json`` and the checkpoint's own record;
+    refuse differences (listed) except ``allow_changes``; return the identity to keep."""
+    problems = []
+    for where, rec in ((out / rundir.CONFIG, stored),
+                       (out / CHECKPOINT, json.loads(ckpt["identity"]) if ckpt and "identity" in ckpt else None)):
+        if rec is None:
+            continue
+        refused, _ = rundir.identity_diff(rec, current, allow_changes)
+        if refused:
+            problems.append(f"{where} differs from this command in: " + "; ".join(refused))
+    if problems:
+        raise rundir.RunDirError(
+            f"--resume refused: the run in {out} was made with other settings. " + " ".join(problems)
+            + f". Resume with the run's settings, or start a new run elsewhere (or --overwrite it); "
+              f"settings a resume may change with --allow-change: {', '.join(rundir.CHANGEABLE)}")
+    if stored is None:
+        return current
+    if stored.get("code_version") != current["code_version"]:
+        warnings.warn(f"{out}: the run was made with longseq {stored.get('code_version')}, this is "
+                      f"{current['code_version']}", RuntimeWarning, stacklevel=3)
+    _, allowed = rundir.identity_diff(stored, current, allow_changes)
+    if not allowed:
+        return stored
+    kept = dict(stored, train=current["train"])
+    kept["resumed"] = list(stored.get("resumed", [])) + [{"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                          "changed": allowed}]
+    return kept
+
+
 def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.PathLike | None = None,
-          resume: bool = False, run_config: dict | None = None) -> dict[str, Any]:
+          resume: bool = False, run_config: dict | None = None, *, overwrite: bool = False,
+          allow_changes: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """Train ``model`` on ``task``; returns the final metrics (validation and test).
 
     Under ``torchrun`` (or in a process group the caller initialised) every rank calls this with
     the same arguments; ``cfg.batch_size`` stays the global batch. With ``cfg.fsdp`` the model is
-    sharded in place and stays so: read the trained model back from ``out_dir/model``."""
+    sharded in place and stays so: read the trained model back from ``out_dir/model``.
+
+    ``out_dir`` belongs to one run (:mod:`longseq.train.rundir`): it is locked while training; a new
+    run into a directory holding another run's files is refused unless ``overwrite``; ``resume``
+    checks the checkpoint's checksum and refuses settings that differ from the run's ``config.json``
+    except the trainer settings named in ``allow_changes`` (``rundir.CHANGEABLE``). Ctrl-C (single
+    process) stops after the current step with a checkpoint and raises :class:`TrainingInterrupted`."""
     cfg.validate()
+    allow_changes = rundir.check_allow_changes(allow_changes)
     rank_batch(cfg.batch_size, world_size())   # a clear error before any process group is joined
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        rundir.check_out_dir(out, resume=resume, overwrite=overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ctx, device = setup(resolve_device(cfg.device), fsdp=cfg.fsdp, timeout_s=cfg.dist_timeout)
-    out = Path(out_dir) if out_dir is not None else None
+    lock = rundir.DirLock(out) if out is not None and ctx.is_main else None
+    if lock is not None:
+        lock.acquire()
+    stop = _StopOnSigint(enabled=not ctx.active)
+    try:
+        return _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, ctx, device, stop)
+    finally:
+        stop.restore()
+        if lock is not None:
+            lock.release()
+
+
+def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, ctx, device, stop) -> dict[str, Any]:
+    identity = _identity(task, model, cfg, run_config, ctx)
+    ckpt = None
     if out is not None and ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_record = {"task": {"name": task.meta.name, "preset": task.meta.preset, "seed": task.meta.seed},
-                      "model": {"class": type(model).__name__, **getattr(model, "config", {})},
-                      "train": asdict(cfg), **(run_config or {})}
-        if ctx.active:
-            cfg_record["distributed"] = {"world_size": ctx.world, "strategy": "fsdp" if ctx.fsdp else "ddp"}
-        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg_record, indent=2)))
+        rundir.clean_temp_files(out)
+        if overwrite:
+            rundir.clear_run(out)
+    if resume:
+        stored = rundir.read_identity(out) if out is not None else None
+        if out is None or (stored is None and not (out / CHECKPOINT).exists()):
+            raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
+        if (out / CHECKPOINT).exists():
+            ckpt = load_checkpoint(out / CHECKPOINT)
+        identity = _check_resume(out, stored, ckpt, identity, allow_changes)
+    if out is not None and ctx.is_main:
+        rundir.write_json(out / rundir.CONFIG, identity)
     metrics = _Metrics(out / "metrics.jsonl" if out is not None and ctx.is_main else None)
 
     torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
     model.train()
-    ckpt = None
-    if resume:
-        if out is None or not (out / CHECKPOINT).exists():
-            raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
-        ckpt = load_checkpoint(out / CHECKPOINT)
-        model.load_state_dict(ckpt["model"])
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise rundir.RunDirError(f"--resume: {out / CHECKPOINT} does not fit this model: "
+                                     f"{str(e).splitlines()[0]}") from None
     model_cls, model_config = type(model), getattr(model, "config", None)
     rebuild = (lambda: model_cls(**model_config)) if model_config is not None else None
     net = wrap(model, ctx, device)     # what forward/backward run through (model itself on one process)
     opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.si_clip)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start = 0
+    pending: dict = {}
     if ckpt is not None:
         load_optimizer_state(opt, ckpt["optimizer"], net)
         sched.load_state_dict(ckpt["scheduler"])
         restore_rng(ckpt, ctx, cfg.seed)
         start = ckpt["step"]
-        metrics.truncate_after(start)
+        pending = ckpt.get("pending") or {}
         del ckpt
+    if resume:
+        metrics.truncate_after(start)
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and ctx.is_main), desc=f"{task.meta.name}",
                dynamic_ncols=True)
     n_train = len(task.train)
-    t_last, tokens_since, losses, aux_losses = time.perf_counter(), 0, [], []
+    t_last, tokens_since = time.perf_counter(), 0
+    losses, aux_losses = list(pending.get("losses", [])), list(pending.get("aux_losses", []))
     history: list[dict] = []
+    saved = start
     for step in range(start, cfg.steps):
+        if stop.requested:
+            if out is not None and saved != step:
+                _save_checkpoint(out / CHECKPOINT, net, opt, sched, step, cfg, identity=identity,
+                                 **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}))
+            bar.close()
+            where = f"; checkpoint {out / CHECKPOINT}: continue with --resume" if out is not None else ""
+            raise TrainingInterrupted(f"interrupted after step {step} of {cfg.steps}{where}")
         opt.zero_grad(set_to_none=True)
         step_loss = step_aux = 0.0
         for micro in range(cfg.grad_accum):
@@ -332,7 +514,10 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k != "count")
                 bar.write(f"step {done}: validation {shown}")
         if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            _save_checkpoint(out / CHECKPOINT, net, opt, sched, done, cfg)
+            _save_checkpoint(out / CHECKPOINT, net, opt, sched, done, cfg, identity=identity,
+                             **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}))
+            saved = done
+    stop.restore()                 # Ctrl-C during the final evaluation interrupts at once
     bar.close()
 
     final = {
@@ -344,9 +529,10 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
     if out is not None:
         metrics.log({"step": cfg.steps, "split": "test", **final["test"]})
         if hasattr(model, "save"):
-            save_model(net, out / "model", rebuild)
+            with rundir.storage(out / "model"):
+                save_model(net, out / "model", rebuild)
         if ctx.is_main:
-            atomic_write(out / "final.json", lambda tmp: Path(tmp).write_text(json.dumps(final, indent=2)))
+            rundir.write_json(out / "final.json", final)
     teardown(ctx)
     return final
 
