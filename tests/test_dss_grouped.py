@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-import longseq.ssm.fftconv as fftconv
-from longseq.ssm.vandermonde import vandermonde
+import longseq.ops.fftconv.fft as fftconv
+from longseq.ops.vandermonde.chunk import vandermonde
 from reference import assert_matches_reference
 
 TOL = dict(rtol=1e-8, atol=1e-10)

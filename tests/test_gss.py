@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import longseq
 from longseq.mixers import gss as gss_module
 from longseq.optim import param_groups
-from longseq.ssm import fftconv
-from longseq.ssm.vandermonde import vandermonde, vandermonde_transposed
+import longseq.ops.fftconv.fft as fftconv
+from longseq.ops.vandermonde.chunk import vandermonde, vandermonde_transposed
 from reference import assert_matches_reference
 
 TOL = dict(rtol=1e-8, atol=1e-10)

@@ -14,7 +14,7 @@ import torch
 import longseq
 import longseq.mixers.s4 as s4_module
 from longseq.optim import param_groups
-from longseq.ssm.cauchy import cauchy_naive, cauchy_roots_of_unity, roots_of_unity, vandermonde_real, woodbury_irfft
+from longseq.ops.cauchy import cauchy_naive, cauchy_roots_of_unity, roots_of_unity, vandermonde_real, woodbury_irfft
 
 TOL = dict(rtol=1e-8, atol=1e-10)
 H = 3

@@ -1,4 +1,4 @@
-"""The chunked fast paths (longseq.ssm.chunked) against plain recurrences written here, in float64
+"""The chunked fast paths (longseq.ops.diag_ssm.chunk) against plain recurrences written here, in float64
 (values and gradients of inputs, parameters and states; rtol 1e-9 / atol 1e-10), at odd lengths
 and chunk sizes; the mixers' ``method="chunked"`` against their ``method="fft"``; the s4d/dss
 recomputing GELU -> linear -> GLU against autograd."""
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-from longseq.ssm.chunked import diag_ssm_chunked, fir_conv
+from longseq.ops.diag_ssm.chunk import diag_ssm_chunked, fir_conv
 from longseq.ssm.kernels import DiagSSMKernel
 
 TOL = dict(rtol=1e-9, atol=1e-10)
@@ -160,7 +160,7 @@ def test_carry_recurrence_equals_loop(J, with_start, reverse):
     """The chunk-state carry X_j = a X_{j-1} + S_j (two-level, in place: inside blocks of ~sqrt(J)
     chunks, over the blocks, then the remainder), forwards and backwards in j, on a strided slice of
     the channels (as the bidirectional mode runs it), against a plain loop (complex128, 1e-12)."""
-    from longseq.ssm.chunked import _scan_
+    from longseq.ops.diag_ssm.chunk import _scan_
     S = torch.randn(3, 2, J, 4, dtype=torch.complex128)
     a = torch.randn(3, 4, dtype=torch.complex128) * 0.6
     X0 = torch.randn(3, 2, 4, dtype=torch.complex128) if with_start else None

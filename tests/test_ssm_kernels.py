@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from longseq.ssm.discretize import discretize
-from longseq.ssm.fftconv import diag_ssm_conv, fast_fft_size, fft_conv
+from longseq.ops.fftconv.fft import diag_ssm_conv, fast_fft_size, fft_conv
 from longseq.ssm.init import diagonal_init, log_dt_init
-from longseq.ssm.kernels import DiagSSMKernel, DSSKernel, vandermonde, vandermonde_transposed
+from longseq.ops.vandermonde import vandermonde, vandermonde_transposed
+from longseq.ssm.kernels import DiagSSMKernel, DSSKernel
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 

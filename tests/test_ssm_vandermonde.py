@@ -1,20 +1,21 @@
 """The shared memory-lean SSM pieces against plain formulas written here, in float64 (values and
 gradients of every input; rtol 1e-9 / atol 1e-10 for values, 1e-8 for gradients):
 
-* :func:`longseq.ssm.vandermonde.vandermonde` (modes per channel or shared, decayed chunks
+* :func:`longseq.ops.vandermonde.chunk.vandermonde` (modes per channel or shared, decayed chunks
   skipped, groups processed in slices) against ``Re sum_n w_n exp(l log z_n)`` materialised;
-* :func:`longseq.ssm.vandermonde.vandermonde_transposed` against ``sum_l z^(L-1-l) u_l``;
-* :func:`longseq.ssm.vandermonde.powers` against ``exp(i log z)``;
-* :func:`longseq.ssm.fftconv.kernel_conv` (channel groups, spectra recomputed in the backward,
+* :func:`longseq.ops.vandermonde.chunk.vandermonde_transposed` against ``sum_l z^(L-1-l) u_l``;
+* :func:`longseq.ops.vandermonde.chunk.powers` against ``exp(i log z)``;
+* :func:`longseq.ops.fftconv.fft.kernel_conv` (channel groups, spectra recomputed in the backward,
   skip ``D`` as a lag-0 tap) against the direct double sum of eq. (1)/(2) of :mod:`.fftconv`.
 """
 
 import pytest
 import torch
 
-from longseq.ssm import fftconv, vandermonde as vmod
-from longseq.ssm.fftconv import kernel_conv
-from longseq.ssm.vandermonde import powers, vandermonde, vandermonde_transposed
+import longseq.ops.fftconv.fft as fftconv
+import longseq.ops.vandermonde.chunk as vmod
+from longseq.ops.fftconv.fft import kernel_conv
+from longseq.ops.vandermonde.chunk import powers, vandermonde, vandermonde_transposed
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 GTOL = dict(rtol=1e-8, atol=1e-8)

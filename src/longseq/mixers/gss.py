@@ -24,11 +24,11 @@ with ``w = C (e^Λ - 1)/Λ`` (ZOH with B = 1, Δ = 1).
 Speed and memory at long L (issue 4; the SSM pieces are the shared ones of :mod:`longseq.ssm`):
 
 * Kernel: :class:`longseq.ssm.kernels.SharedDSSKernel` through
-  :func:`longseq.ssm.vandermonde.vandermonde` with modes shared by every channel — one real
+  :func:`longseq.ops.vandermonde.chunk.vandermonde` with modes shared by every channel — one real
   matmul ``[C·H·J, 2N] @ [2N, T]`` over powers ``z^t``, ``T ~ sqrt(C·H·L)``; chunks in which a
   mode has decayed below ``e^-70`` are skipped (at the random init the 16K kernel costs about one
   chunk; modes that learn long memory are kept); the backward saves only ``w`` and ``Λ``.
-* Convolution: :func:`longseq.ssm.fftconv.kernel_conv`, eq. (1)/(2) there, O(L log L), a few
+* Convolution: :func:`longseq.ops.fftconv.fft.kernel_conv`, eq. (1)/(2) there, O(L log L), a few
   channels at a time, recomputing the spectra in the backward.
 * Gated branch (:class:`_GatedOut`). Autograd would keep ``x W_v``, ``V``, ``U_c`` and ``U_c ⊙ V``
   (four ``[L, F]`` tensors, 64 MB each at L = 16K, F = 1024) plus ``[L, F]`` gradients. Here it
@@ -53,7 +53,7 @@ Decisions on ambiguous points:
   The lucidrains reading adds a LayerNorm inside DSS and drops the projection biases; neither is
   in the reference notes' equations, so neither is done here (the projections keep their biases).
 * Bidirectional mode (not in the paper, a language-model layer): a second set of C over the
-  strict future, as in ``s4d`` (eq. (2) of :mod:`longseq.ssm.fftconv`). U is zeroed at padded
+  strict future, as in ``s4d`` (eq. (2) of :mod:`longseq.ops.fftconv.fft`). U is zeroed at padded
   positions (GELU(bias) is not zero) so right padding never reaches real positions through the
   backward kernel.
 * Recurrent ``step``: the diagonal recurrence above on the H channels (state ``[H, N]`` complex).
@@ -67,9 +67,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ssm.fftconv import fast_fft_size, kernel_conv, ssm_apply
+from ..ops.fftconv.fft import fast_fft_size, kernel_conv, ssm_apply
 from ..ssm.kernels import DSSKernel, SharedDSSKernel
-from ..ssm.vandermonde import vandermonde, vandermonde_transposed
+from ..ops.vandermonde.chunk import vandermonde, vandermonde_transposed
 from .base import Mixer, register
 
 KERNELS = ("gss", "dss")

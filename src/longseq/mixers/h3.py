@@ -23,9 +23,9 @@ unused.
 Computation (option ``method``, both tested equal to the token-by-token recurrence):
 
 * ``"chunked"`` (default) — the shift SSM is a length-N FIR: a banded Toeplitz product in
-  chunks of N positions (two batched matmuls, O(L N), :func:`longseq.ssm.chunked.fir_conv`); the
+  chunks of N positions (two batched matmuls, O(L N), :func:`longseq.ops.diag_ssm.chunk.fir_conv`); the
   diagonal SSM runs in its block form (Toeplitz matmul inside chunks of 64 positions, the state
-  carried between chunks, :func:`longseq.ssm.chunked.diag_ssm_chunked`), O(L) work, only its
+  carried between chunks, :func:`longseq.ops.diag_ssm.chunk.diag_ssm_chunked`), O(L) work, only its
   input kept for the backward.
 * ``"fft"`` — the paper's FlashConv (Section 4.2): both SSMs as FFT convolutions; sequences
   longer than ``block_size`` are cut into blocks, each an FFT convolution of size ~2*block_size,
@@ -43,7 +43,7 @@ tensor is a transient of one group) and in place: each group's ``dQ, dK, dV`` an
 output projection's input) replace its ``dO`` and ``Q, K, V``, which are dead by then, so the
 weight gradients are one matmul each after the loop. ``head_dim = 1`` has a hand-written backward
 (:func:`_core_chunks_backward`: the diagonal SSM's backward also returns its forward output, the
-FIR's backward is :func:`longseq.ssm.chunked.fir_chunks_backward`), other head sizes go through
+FIR's backward is :func:`longseq.ops.diag_ssm.chunk.fir_chunks_backward`), other head sizes go through
 autograd on the recomputed group. Measured at 16K, d_model 256, causal fwd+bwd, 2 threads:
 0.49 s -> 0.30 s over this path's versions, peak 103 MB (causal SDPA: 3.6 s, 145 MB).
 Where the time goes (one process, 2 threads): the eight ``d x d`` matmuls ~165 ms (close to
@@ -75,9 +75,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ssm.chunked import (DEFAULT_CHUNK, chunked_backward, chunked_forward, diag_ssm_chunked, fir_chunks,
+from ..ops.diag_ssm.chunk import (DEFAULT_CHUNK, chunked_backward, chunked_forward, diag_ssm_chunked, fir_chunks,
                             fir_chunks_backward, fir_conv)
-from ..ssm.fftconv import diag_ssm_conv, fft_conv, with_skip
+from ..ops.fftconv.fft import diag_ssm_conv, fft_conv, with_skip
 from ..ssm.kernels import DiagSSMKernel
 from .base import Mixer, register
 from .s4d import chunked_flops
@@ -115,7 +115,7 @@ def _core_chunks_backward(q, k, v, taps, w, log_z, D, go, T):
     ``K'`` and ``K'V``, in place: ``q`` becomes ``O = Q Y`` (the output projection's input), ``go``
     becomes ``dQ``, ``k`` and ``v`` become ``dK`` and ``dV``. Returns ``(dtaps, dw, dlog_z, dD)``. The
     diagonal SSM's backward rebuilds its forward anyway and returns ``Y`` too
-    (:func:`longseq.ssm.chunked.chunked_backward`)."""
+    (:func:`longseq.ops.diag_ssm.chunk.chunked_backward`)."""
     c, B, J, _ = q.shape
     kp = fir_chunks(k, taps)
     u = kp * v

@@ -2,7 +2,7 @@
 
 Both replace ``softmax(q k^T)`` by a product of non-negative feature maps ``phi(q) phi(k)^T``,
 so that attention costs O(L) through the associativity ``phi(Q) (phi(K)^T V)``; the causal
-form is a prefix sum, computed by the shared ops in :mod:`longseq.ops.linear_attention`
+form is a prefix sum, computed by the shared ops in :mod:`longseq.ops.linear_attention.chunk`
 (chunk-parallel for sequences, the recurrence for single-token steps). The recurrent state is
 ``S = sum_j phi(k_j) v_j^T`` ([H, Dk, Dv]) and ``z = sum_j phi(k_j)`` ([H, Dk]) per sequence.
 

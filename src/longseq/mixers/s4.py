@@ -16,10 +16,10 @@ Kernel (Algorithm 1 / Lemma C.3): the truncated generating function at the ``ℓ
 ``C̃ = C (I - Ā^ℓ)`` and ``g(ω) = (2/Δ)(1-ω)/(1+ω)``. Multiplying through by ``(1+ω)/2`` it
 reads ``K̂ = C̃ (t - sA)^{-1} B`` with ``t = (1-ω)/Δ``, ``s = (1+ω)/2`` (no pole at ``ω = -1``)
 and Woodbury gives ``K̂ = r_CB - s r_CP r_PB / (1 + s r_PP)``, ``r_UV = Σ U V / (t - sλ)`` over
-all ``N`` states: four Cauchy sums (:mod:`longseq.ssm.cauchy`, evaluated exactly as a folded
+all ``N`` states: four Cauchy sums (:mod:`longseq.ops.cauchy.fused`, evaluated exactly as a folded
 Vandermonde product + FFT, with custom backwards for the Vandermonde and FFT/Woodbury parts).
 ``K = irfft(K̂)``; ``y = K * u + D u`` by FFT convolution of size ``>= 2L`` (:class:`_S4Conv`;
-:func:`longseq.ssm.fftconv.fft_conv` when continuing from a state), O(L log L), then GELU and a
+:func:`longseq.ops.fftconv.fft.fft_conv` when continuing from a state), O(L log L), then GELU and a
 position-wise linear layer (the S4 block; option ``pointwise``).
 
 Decisions on points the paper leaves open:
@@ -53,7 +53,7 @@ Decisions on points the paper leaves open:
   under autograd (about a third more SSM forward work) instead of holding ``[., H, l_max]``
   complex intermediates, and writes input gradients into one ``[B, L, H]`` buffer (no per-block
   zero-filled full-size gradients). The skip ``D`` is the kernel's lag-0 tap. The FFT/Woodbury
-  step and the Vandermonde product have their own backward (:mod:`longseq.ssm.cauchy`). The
+  step and the Vandermonde product have their own backward (:mod:`longseq.ops.cauchy.fused`). The
   position-wise ``GELU -> linear`` runs in row chunks and keeps only its input
   (:func:`longseq.nn.pointwise.gelu_linear`).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
@@ -71,8 +71,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..nn.pointwise import gelu_linear
 from ..optim import set_optim
-from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
-from ..ssm.fftconv import circular_kernel, fast_fft_size, fft_conv
+from ..ops.cauchy.fused import cauchy_sequences, woodbury_irfft
+from ..ops.fftconv.fft import circular_kernel, fast_fft_size, fft_conv
 from ..ssm.hippo import dplr_legs
 from .base import Mixer, register
 
@@ -136,7 +136,7 @@ def _dplr_kernel(Lam, P, B, Ct, dt, x0, *, n: int, L: int):
 
 def _conv_spectrum(k: torch.Tensor, D: torch.Tensor, n: int, causal: bool) -> torch.Tensor:
     """``rfft`` (size ``n``) of the circular kernel of eq. (2) with the skip ``D`` as lag-0 tap
-    (:func:`longseq.ssm.fftconv.circular_kernel`) from ``k [dirs, h, L]`` -> ``[h, n//2+1]``."""
+    (:func:`longseq.ops.fftconv.fft.circular_kernel`) from ``k [dirs, h, L]`` -> ``[h, n//2+1]``."""
     return torch.fft.rfft(circular_kernel(k[:1] if causal else k, D, n, k.shape[-1]), n=n)
 
 

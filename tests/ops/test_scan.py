@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from longseq.ssm.scan import linear_scan, linear_scan_reference
+from longseq.ops.scan import linear_scan, linear_scan_naive
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -26,7 +26,7 @@ def _inputs(L, P, complex_, const_a, seed=0):
 def test_scan_matches_loop(L, complex_, const_a):
     a, b, h0 = _inputs(L, 3, complex_, const_a)
     h, last = linear_scan(a, b, h0, chunk=4)
-    h_ref, last_ref = linear_scan_reference(a, b, h0)
+    h_ref, last_ref = linear_scan_naive(a, b, h0)
     torch.testing.assert_close(h, h_ref, **TOL)
     torch.testing.assert_close(last, last_ref, **TOL)
 
@@ -35,7 +35,7 @@ def test_scan_matches_loop(L, complex_, const_a):
 def test_reverse_and_default_chunk(L):
     a, b, h0 = _inputs(L, 4, True, False)
     h, first = linear_scan(a, b, h0, reverse=True)
-    h_ref, first_ref = linear_scan_reference(a.flip(-2), b.flip(-2), h0)
+    h_ref, first_ref = linear_scan_naive(a.flip(-2), b.flip(-2), h0)
     torch.testing.assert_close(h, h_ref.flip(-2), **TOL)
     torch.testing.assert_close(first, first_ref, **TOL)
 
@@ -54,7 +54,7 @@ def test_scan_gradients(complex_, L):
         return ((h * w).sum() + (last * wl).sum()).real
 
     g = torch.autograd.grad(loss(lambda *x: linear_scan(*x, chunk=4)), (a, b, h0))
-    g_ref = torch.autograd.grad(loss(linear_scan_reference), (a, b, h0))
+    g_ref = torch.autograd.grad(loss(linear_scan_naive), (a, b, h0))
     for x, y in zip(g, g_ref):
         torch.testing.assert_close(x, y, **TOL)
 
@@ -75,7 +75,7 @@ def test_constant_a_chunked_toeplitz_values_and_gradients(complex_, L, chunk, re
         return ((h * w).sum() + (last * wl).sum()).real
 
     h, last = linear_scan(a, b, h0, reverse=reverse, chunk=chunk)
-    h_ref, last_ref = linear_scan_reference(a, flip(b), h0)
+    h_ref, last_ref = linear_scan_naive(a, flip(b), h0)
     h_ref = flip(h_ref)
     torch.testing.assert_close(h, h_ref, **TOL)
     torch.testing.assert_close(last, last_ref, **TOL)
