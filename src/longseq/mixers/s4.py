@@ -55,7 +55,7 @@ Decisions on points the paper leaves open:
   zero-filled full-size gradients). The skip ``D`` is the kernel's lag-0 tap. The FFT/Woodbury
   step and the Vandermonde product have their own backward (:mod:`longseq.ops.cauchy.fused`). The
   position-wise ``GELU -> linear`` runs in row chunks and keeps only its input
-  (:func:`longseq.nn.pointwise.gelu_linear`).
+  (:func:`longseq.ops.gelu_linear.gelu_linear`).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
 """
 
@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..nn.pointwise import gelu_linear
+from ..ops.gelu_linear import gelu_linear
 from ..optim import set_optim
 from ..ops.cauchy.fused import cauchy_sequences, woodbury_irfft
 from ..ops.fftconv.fft import circular_kernel, fast_fft_size, fft_conv

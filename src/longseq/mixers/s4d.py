@@ -18,7 +18,7 @@ learning rate ``lr`` (default 1e-3) and no weight decay.
 
 Layer (as the S4D reference module): ``y = GLU(W (GELU(SSM(u) + D u)))`` with ``W: d -> 2d``;
 the position-wise part runs in row blocks and recomputes GELU and ``W`` in the backward
-(:func:`longseq.nn.pointwise.gelu_linear`), so the layer keeps one ``[L, d]`` activation instead of five.
+(:func:`longseq.ops.gelu_linear.gelu_linear`), so the layer keeps one ``[L, d]`` activation instead of five.
 
 Fast paths (option ``method``; both tested equal to the unrolled recurrence in float64):
 
@@ -61,7 +61,7 @@ import math
 import torch
 from torch import nn
 
-from ..nn.pointwise import gelu_linear
+from ..ops.gelu_linear import gelu_linear
 from ..ops.diag_ssm.chunk import DEFAULT_CHUNK
 from ..ops.fftconv.fft import fast_fft_size, grouped_kernel_conv, ssm_apply
 from ..ssm.kernels import DiagSSMKernel, DSSKernel

@@ -38,7 +38,7 @@ Decisions on points the paper leaves open or sets per task:
   (``out = y * sigmoid(W GELU(y))``), ``gelu`` (``GELU(y)``) or ``none``. The two gated forms run
   in row blocks of ``2^19 / d`` rows (2048 at d = 256; 2 MB transients, which the allocator reuses
   where 4 MB ones kept adding resident memory) and keep only ``y`` for the backward
-  (:func:`longseq.nn.pointwise.gelu_linear`).
+  (:func:`longseq.ops.gelu_linear.gelu_linear`).
 * Without a state (training, bidirectional) the SSM is one autograd function (:func:`longseq.ops.s5.s5_ssm`):
   ``y`` is a single ``[B, L, H]`` buffer (``D u`` plus the readouts added by ``addmm``), only the
   states are saved, and the backward runs the adjoint scans itself and writes ``du`` into one
@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.pointwise import gelu_linear
+from ..ops.gelu_linear import gelu_linear
 from ..ops.s5 import readout_matrix as _readout_matrix, rows_view as _rows, s5_ssm, ssm_input as _input
 from ..ops.scan.chunk import linear_scan
 from ..optim import set_optim
