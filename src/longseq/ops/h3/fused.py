@@ -24,6 +24,9 @@ def h3_core(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, taps: torch.Tenso
     """``x [B, L, d]`` -> ``[B, L, d]``: ``W [3d, d]``, ``b [3d]`` (``W_Q, W_K, W_V`` stacked), ``taps [d, N]``
     (shift SSM with its skip at lag 0), ``w, log_z [d/head_dim, N/2]`` complex, ``D [d/head_dim]``, the
     output projection ``Wo [d, d]``, ``bo [d]``; ``chunk`` the SSMs' chunk length (``>= N``). No state."""
+    if x.dtype != log_z.real.dtype:
+        raise ValueError(f"h3_core: x must have the modes' real dtype {log_z.real.dtype} (float32 or float64), "
+                         f"got {x.dtype}; half-precision inputs go through the mixer's plain path")
     B, L, _ = x.shape
     return _H3Core.apply(x, W, b, taps, w, log_z, D, Wo, bo, head_dim, _heads_per_group(head_dim, B, L), chunk)
 

@@ -24,6 +24,9 @@ def s4_conv(u: torch.Tensor, Lam: torch.Tensor, P: torch.Tensor, B: torch.Tensor
     """``y [B, L, H] = K * u + D u`` for ``u [B, L, H]``: ``Λ, P, B [H, N/2]`` and ``C̃ [dirs, H, N/2]`` complex,
     ``Δ [H]``, ``D [H]``; the kernel computed at length ``l_max >= L`` and truncated; ``block`` channels at a
     time. No state (continuing from one: the mixer's ``forward(state=...)``)."""
+    if u.dtype != Lam.real.dtype:
+        raise ValueError(f"s4_conv: u must have the real dtype of Λ, {Lam.real.dtype} (float32 or float64), got {u.dtype}; "
+                         "the mixer runs half-precision inputs in float32")
     return _S4Conv.apply(u, Lam, P, B, Ct, dt, D, l_max, causal, block)
 
 

@@ -21,6 +21,9 @@ def s5_ssm(u: torch.Tensor, Lbar: torch.Tensor, Bbar: torch.Tensor, C: torch.Ten
     """``y [B, L, H] = Σ_d 2 Re(C̃_d h^d) + D u`` for ``u [B, L, H]``, ``Λ̄ [P/2]`` and ``B̄ [P/2, H]``
     complex, ``C [dirs, H, P/2, 2]`` (real and imaginary parts), ``D [H]``; ``dirs = 2`` adds the
     backward-in-time scan. No state in or out (the stateful path is :func:`longseq.ops.scan.chunk.linear_scan`)."""
+    if u.dtype != Lbar.real.dtype:
+        raise ValueError(f"s5_ssm: u must have the real dtype of Λ̄, {Lbar.real.dtype} (float32 or float64), got {u.dtype}; "
+                         "the mixer runs half-precision inputs in float32")
     return _S5SSM.apply(u, Lbar, Bbar, C, D, chunk)
 
 
