@@ -21,7 +21,7 @@ The simplified DSS of the GSS pseudo-code (``kernel="gss"``, the default): ONE s
 i.e. the diagonal recurrence ``x_l = e^Λ x_{l-1} + U_l``, ``Y_l = Re Σ_n w_{h,n} x_{l,n} + D U_l``
 with ``w = C (e^Λ - 1)/Λ`` (ZOH with B = 1, Δ = 1).
 
-Speed and memory at long L (issue 4; the SSM pieces are the shared ones of :mod:`longseq.ssm`):
+Speed and memory at long L (issue 4; the SSM pieces are the shared ones of :mod:`longseq.ssm` and :mod:`longseq.ops`):
 
 * Kernel: :class:`longseq.ssm.kernels.SharedDSSKernel` through
   :func:`longseq.ops.vandermonde.chunk.vandermonde` with modes shared by every channel — one real
