@@ -39,7 +39,7 @@ def features(B, H, L, Dk, Dv):
 def test_chunk_and_recurrent_equal_dense(L, Dk, Dv, chunk):
     q, k, v = features(2, 2, L, Dk, Dv)
     ref = dense_linear_attention(q, k, v, causal=True)
-    torch.testing.assert_close(linear_attention_naive(q, k, v), ref, **TOL)
+    torch.testing.assert_close(linear_attention_naive(q, k, v)[0], ref, **TOL)
     o, (S, z) = linear_attention_chunk(q, k, v, chunk_size=chunk, output_final_state=True)
     torch.testing.assert_close(o, ref, **TOL)
     torch.testing.assert_close(S, k.transpose(-1, -2) @ v, **TOL)
@@ -69,7 +69,11 @@ def test_initial_state_continues_the_sequence(split):
     rest = (q[:, :, split:], k[:, :, split:], v[:, :, split:])
     o2, _ = linear_attention_chunk(*rest, chunk_size=16, initial_state=s)
     torch.testing.assert_close(torch.cat([o1, o2], 2), ref, **TOL)
-    torch.testing.assert_close(linear_attention_naive(*rest, initial_state=s), ref[:, :, split:], **TOL)
+    o4, s4 = linear_attention_naive(*rest, initial_state=s, output_final_state=True)
+    torch.testing.assert_close(o4, ref[:, :, split:], **TOL)
+    _, s_all = linear_attention_chunk(q, k, v, chunk_size=16, output_final_state=True)
+    for a, b in zip(s4, s_all):
+        torch.testing.assert_close(a, b, **TOL)
     o3, _ = linear_attention_recurrent(*rest, initial_state=s)
     torch.testing.assert_close(o3, ref[:, :, split:], **TOL)
 
@@ -78,7 +82,7 @@ def test_bidirectional_equals_dense():
     q, k, v = features(2, 2, 65, 60, 12)
     ref = dense_linear_attention(q, k, v, causal=False)
     torch.testing.assert_close(linear_attention_bidirectional(q, k, v), ref, **TOL)
-    torch.testing.assert_close(linear_attention_naive(q, k, v, causal=False), ref, **TOL)
+    torch.testing.assert_close(linear_attention_naive(q, k, v, causal=False)[0], ref, **TOL)
 
 
 def test_zero_denominator_gives_zero_not_nan():
@@ -95,9 +99,12 @@ from .twins import bf16_smoke, check_twin  # noqa: E402
 def test_chunk_and_bidirectional_twins(L, chunk):
     """No hand-written Function here, but the same twin check: values, gradients, a second backward."""
     q, k, v = features(2, 2, L, 6, 5)
-    check_twin(lambda q, k, v: linear_attention_chunk(q, k, v, chunk_size=chunk)[0], linear_attention_naive,
-               [q, k, v], **TOL)
-    check_twin(linear_attention_bidirectional, lambda q, k, v: linear_attention_naive(q, k, v, causal=False),
+    S0, z0 = torch.rand(2, 2, 6, 5, dtype=torch.float64), torch.rand(2, 2, 6, dtype=torch.float64)
+    check_twin(lambda q, k, v, S0, z0: linear_attention_chunk(q, k, v, chunk_size=chunk, initial_state=(S0, z0),
+                                                              output_final_state=True),
+               lambda q, k, v, S0, z0: linear_attention_naive(q, k, v, initial_state=(S0, z0), output_final_state=True),
+               [q, k, v, S0, z0], **TOL)
+    check_twin(linear_attention_bidirectional, lambda q, k, v: linear_attention_naive(q, k, v, causal=False)[0],
                [q, k, v], **TOL)
 
 

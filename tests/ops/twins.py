@@ -21,7 +21,12 @@ COVERED: set[str] = set()
 
 
 def _tensors(out):
-    return [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
+    """The tensors of an op's output, nested tuples (``(y, (S, z))``) flattened; ``None`` skipped."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for part in out for t in _tensors(part)]
+    return []
 
 
 def _loss(outs, cots):

@@ -45,4 +45,4 @@ def favor_attention_bidirectional_naive(q: torch.Tensor, k: torch.Tensor, v: tor
     """``q, k, v [B, H, L, d]``, ``w [m, d]``, ``mask [B, L]`` -> ``o [B, H, L, d]``."""
     fq, _ = favor_softmax_features_naive(q, w, is_query=True)
     fk, _ = favor_softmax_features_naive(k, w, is_query=False, mask=mask)
-    return linear_attention_naive(fq, fk, v, causal=False, eps=0.0)
+    return linear_attention_naive(fq, fk, v, causal=False, eps=0.0)[0]
