@@ -3,7 +3,9 @@
 Each measurement is a fresh process with ``PYTHONPATH=<tree>`` and one torch thread: the mixer is
 built with a fixed seed (d_model 256, 4 heads, batch 1, float32), one warm-up forward+backward
 (gradients of the input and all parameters), then ``--repeats`` timed ones; the process reports
-their median and its peak RSS. Rounds alternate the trees (A, B, A, B, ... per mixer and round) so
+the median CPU time of a call (``time.process_time``: with one thread it is the wall time of an idle
+machine, and it does not count the time other processes hold the cores, which on the shared
+8-engineer machine made wall times of the same call vary 2x), the median wall time, and its peak RSS. Rounds alternate the trees (A, B, A, B, ... per mixer and round) so
 that the machine's drift hits both alike; the report gives, per mixer, the median over rounds of
 each tree's time and the median of the per-round ratios B / A with their range.
 
@@ -33,10 +35,13 @@ def step():
     y = m(x)
     y.backward(torch.ones_like(y))
 step()
-times = []
+times, cpu = [], []
 for _ in range(repeats):
-    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-print(json.dumps({"median": statistics.median(times), "times": times,
+    t, c = time.perf_counter(), time.process_time()
+    step()
+    times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+print(json.dumps({"median": statistics.median(cpu), "wall": statistics.median(times), "cpu": cpu, "times": times,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -70,7 +75,8 @@ def main() -> None:
             order = [(la, ta), (lb, tb)] if r % 2 == 0 else [(lb, tb), (la, ta)]
             res = {label: measure(tree, name, causal, a.length, a.repeats) for label, tree in order}
             rows.append(res)
-            print(f"{spec} round {r + 1}: {la} {res[la]['median']:.3f} s, {lb} {res[lb]['median']:.3f} s", flush=True)
+            print(f"{spec} round {r + 1}: {la} {res[la]['median']:.3f} s cpu ({res[la]['wall']:.3f} wall), "
+                  f"{lb} {res[lb]['median']:.3f} s cpu ({res[lb]['wall']:.3f} wall)", flush=True)
         raw[spec] = rows
         ta_med = statistics.median(x[la]["median"] for x in rows)
         tb_med = statistics.median(x[lb]["median"] for x in rows)

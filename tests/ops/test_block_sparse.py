@@ -10,8 +10,13 @@ tests/test_block_sparse_attention.py."""
 import pytest
 import torch
 
-from longseq.ops.block_sparse import (block_gather_attention, block_mask, local_attention, local_mask,
-                                      masked_attention_naive)
+from longseq.ops.block_sparse import (
+    block_gather_attention,
+    block_mask,
+    local_attention,
+    local_mask,
+    masked_attention_naive,
+)
 
 from .twins import bf16_smoke, check_twin
 

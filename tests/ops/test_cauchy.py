@@ -12,8 +12,14 @@
 import pytest
 import torch
 
-from longseq.ops.cauchy import (cauchy_naive, cauchy_roots_of_unity, roots_of_unity, vandermonde_real, woodbury_irfft,
-                                woodbury_irfft_naive)
+from longseq.ops.cauchy import (
+    cauchy_naive,
+    cauchy_roots_of_unity,
+    roots_of_unity,
+    vandermonde_real,
+    woodbury_irfft,
+    woodbury_irfft_naive,
+)
 from longseq.ops.cauchy.fused import _WoodburyIrfft
 
 from .twins import bf16_smoke, check_twin

@@ -6,7 +6,6 @@ recomputing GELU -> linear -> GLU against autograd."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import longseq
 from longseq.ops.diag_ssm import diag_ssm_chunked, diag_ssm_naive, fir_conv, fir_conv_naive

@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from longseq.mixers.linear_attention import draw_random_features
-from longseq.ops.favor import (favor_attention_bidirectional, favor_attention_bidirectional_naive,
-                               favor_softmax_features, favor_softmax_features_naive)
+from longseq.ops.favor import (
+    favor_attention_bidirectional,
+    favor_attention_bidirectional_naive,
+    favor_softmax_features,
+    favor_softmax_features_naive,
+)
 from longseq.ops.favor.fused import _FavorBidirectional, _FavorFeatures
 
 from .twins import bf16_smoke, check_twin

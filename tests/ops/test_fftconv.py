@@ -8,9 +8,8 @@ import torch
 
 import longseq.ops.fftconv.fft as fftconv
 from longseq.ops.fftconv import conv_naive, diag_ssm_conv, fast_fft_size, fft_conv, grouped_kernel_conv, kernel_conv
-from longseq.ops.vandermonde import vandermonde, vandermonde_transposed
 from longseq.ops.fftconv.fft import _FFTConv, _GroupedKernelConv
-from longseq.ops.vandermonde import vandermonde_naive
+from longseq.ops.vandermonde import vandermonde, vandermonde_naive, vandermonde_transposed
 
 from .twins import bf16_smoke, check_twin
 

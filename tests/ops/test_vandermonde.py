@@ -13,8 +13,13 @@ import torch
 
 import longseq.ops.fftconv.fft as fftconv
 import longseq.ops.vandermonde.chunk as vmod
-from longseq.ops.vandermonde import (powers, vandermonde, vandermonde_naive, vandermonde_transposed,
-                                     vandermonde_transposed_naive)
+from longseq.ops.vandermonde import (
+    powers,
+    vandermonde,
+    vandermonde_naive,
+    vandermonde_transposed,
+    vandermonde_transposed_naive,
+)
 from longseq.ops.vandermonde.chunk import _Vandermonde
 
 from .twins import bf16_smoke, check_twin

@@ -61,9 +61,9 @@ import math
 import torch
 from torch import nn
 
-from ..ops.gelu_linear import gelu_linear
 from ..ops.diag_ssm.chunk import DEFAULT_CHUNK
 from ..ops.fftconv.fft import fast_fft_size, grouped_kernel_conv, ssm_apply
+from ..ops.gelu_linear import gelu_linear
 from ..ssm.kernels import DiagSSMKernel, DSSKernel
 from .base import Mixer, register
 

@@ -2,8 +2,17 @@
 FIR of H3's shift SSM (:func:`fir_conv`), the recurrent step (:func:`diag_step`), and the unrolled
 references (:mod:`.naive`)."""
 
-from .chunk import (DEFAULT_CHUNK, _FIR, _DiagChunked, chunked_backward, chunked_forward, diag_ssm_chunked,
-                    fir_chunks, fir_chunks_backward, fir_conv)
+from .chunk import (
+                    _FIR,
+                    DEFAULT_CHUNK,
+                    _DiagChunked,
+                    chunked_backward,
+                    chunked_forward,
+                    diag_ssm_chunked,
+                    fir_chunks,
+                    fir_chunks_backward,
+                    fir_conv,
+)
 from .naive import diag_ssm_naive, fir_conv_naive
 from .recurrent import diag_step
 

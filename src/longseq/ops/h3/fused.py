@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..diag_ssm.chunk import chunked_backward, chunked_forward, diag_ssm_chunked, fir_chunks, fir_chunks_backward, fir_conv
+from ..diag_ssm.chunk import (
+    chunked_backward,
+    chunked_forward,
+    diag_ssm_chunked,
+    fir_chunks,
+    fir_chunks_backward,
+    fir_conv,
+)
 
 __all__ = ["h3_core"]
 

@@ -1,8 +1,9 @@
 """Treeformer's root-to-leaf path gathers, one tree level at a time (the fast twins of :mod:`.naive`).
 
-Madaan et al. 2023, "Treeformer: Dense Gradient Trees for Efficient Attention Computation",
-Section 3 (routing ``x`` through the decision tree's hyperplanes) and TC-attention (Section 3.2:
-a query attends to the aggregated keys and values of the nodes on its path): both need, per
+Madaan et al. 2023 (ICLR), "Treeformer: Dense Gradient Trees for Efficient Attention Computation",
+arXiv 2208.09015, Section 3: routing ``x`` through the decision tree's hyperplanes, and
+TC-attention (a query attends to the aggregated keys and values of the nodes on its path; see
+:mod:`longseq.mixers.treeformer` for the method and its open decisions). Both need, per
 token, ``P`` rows of a node table picked by an index ``[M, P]``. Gathering them at once would
 keep an ``[M, P, Dh]`` tensor for the backward; here each level is gathered, used and dropped.
 """
