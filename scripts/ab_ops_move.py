@@ -53,6 +53,19 @@ def measure(tree: str, name: str, causal: bool, L: int, repeats: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def memory(tree: str, name: str, causal: bool, L: int) -> dict:
+    """Peak extra memory (MB) of a forward and of a forward+backward call, by the tree's own bench
+    worker in its exact-heap mode (glibc mmap threshold 64 KB: the peak of the live tensors)."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
+    job = {"kind": "module", "source": "mixer", "name": name, "d_model": 256, "heads": 4, "causal": causal, "L": L,
+           "batch": 1, "measure": "memory", "threads": 1, "dtype": "float32"}
+    out = subprocess.run([sys.executable, "-m", "longseq.bench._worker", json.dumps(job)], env=env,
+                         capture_output=True, text=True, check=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("@@LONGSEQ_BENCH@@")][-1]
+    res = json.loads(line[len("@@LONGSEQ_BENCH@@"):])
+    return {"fwd_mb": res.get("peak_fwd_mb"), "fwdbwd_mb": res.get("peak_fwdbwd_mb"), "status": res["status"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tree", action="append", required=True, help="label=path of a src/ directory (two of them)")
@@ -61,6 +74,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default=None, help="write the raw results as JSON here")
+    p.add_argument("--memory-only", action="store_true", help="only the exact-heap peak memory, once per tree")
     a = p.parse_args()
     trees = [t.split("=", 1) for t in a.tree]
     if len(trees) != 2:
@@ -70,6 +84,12 @@ def main() -> None:
     for spec in a.mixers.split(","):
         name, _, form = spec.partition(":")
         causal = form == "causal"
+        if a.memory_only:
+            raw[spec] = {label: memory(tree, name, causal, a.length) for label, tree in trees}
+            ma, mb = raw[spec][la], raw[spec][lb]
+            print(f"| {spec} | {ma['fwd_mb']:.1f} / {mb['fwd_mb']:.1f} | {ma['fwdbwd_mb']:.1f} / {mb['fwdbwd_mb']:.1f} |",
+                  flush=True)
+            continue
         rows = []
         for r in range(a.rounds):
             order = [(la, ta), (lb, tb)] if r % 2 == 0 else [(lb, tb), (la, ta)]
