@@ -51,16 +51,17 @@ def _kernel_fn(c, L, w, log_z):
     return vandermonde_naive(w[:, c], log_z[c], L)                      # [2, g, L]
 
 
-@pytest.mark.parametrize("L,C", [(1, 2), (23, 1), (23, 2), (130, 2)])
+@pytest.mark.parametrize("L,C", [(1, 2), (23, 1), (23, 2), (130, 2), (489, 1), (489, 2)])
 def test_grouped_kernel_conv_values_and_grads(L, C, slices):
-    """Channels-last ``u [B, L, H]``, kernels built per channel group from ``(w, log z)``: values and
-    the gradients of ``u``, ``D``, ``w``, ``log z``."""
+    """Channels-last ``u [B, L, H]``, kernels built per channel group from ``(w, log z)`` (slowly decaying
+    modes: long kernels): values and the gradients of ``u``, ``D``, ``w``, ``log z`` (moved here from
+    tests/test_dss_grouped.py)."""
     torch.manual_seed(L)
     H, N = 5, 3
     u = torch.randn(2, L, H, dtype=torch.float64)
     D = torch.randn(H, dtype=torch.float64)
     w = torch.randn(C, H, N, dtype=torch.complex128)
-    log_z = torch.complex(-0.5 * torch.rand(H, N, dtype=torch.float64), torch.randn(H, N, dtype=torch.float64))
+    log_z = torch.complex(-0.05 * torch.rand(H, N, dtype=torch.float64) - 1e-3, torch.randn(H, N, dtype=torch.float64))
 
     def fast(u, D, w, log_z):
         return grouped_kernel_conv(u, _kernel_fn, (w, log_z), D)
