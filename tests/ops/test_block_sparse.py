@@ -16,6 +16,7 @@ from longseq.ops.block_sparse import (
     local_attention,
     local_mask,
     masked_attention_naive,
+    merge_attention,
 )
 
 from .twins import bf16_smoke, check_twin
@@ -63,3 +64,42 @@ def test_bf16_smoke():
     assert bf16_smoke(lambda q, k, v: local_attention(q, k, v, 4, True), [q, k, v]) == "runs"
     table = torch.arange(8)[None, None, :, None].expand(1, 1, 8, 1)
     assert bf16_smoke(lambda q, k, v: block_gather_attention(q, k, v, table, 4, causal=True), [q, k, v]) == "runs"
+
+
+# ---------------------------------------------------------------------------- moved from the mixers' tests
+@pytest.mark.parametrize("window,block", [(5, 2), (8, 3), (7, 16)])
+def test_local_block_size_is_only_a_schedule(window, block):
+    """Any query-block size gives the same result; lse merges two disjoint halves exactly."""
+    q, k, v = (torch.randn(2, 3, 50, 6, dtype=torch.float64) for _ in range(3))
+    for causal in (True, False):
+        o1, lse1 = local_attention(q, k, v, window, causal, return_lse=True)
+        o2 = local_attention(q, k, v, window, causal, block_size=block)
+        torch.testing.assert_close(o1, o2, **TOL)
+        _, ref_lse = masked_attention_naive(q, k, v, local_mask(50, window, causal))
+        torch.testing.assert_close(lse1, ref_lse, **TOL)
+    # merge: keys split into even/odd positions give the full-attention result
+    even = torch.zeros(50, dtype=torch.bool)
+    even[::2] = True
+    oa, la = local_attention(q, k, v, 50, False, even[None].expand(2, 50), return_lse=True)
+    ob, lb = local_attention(q, k, v, 50, False, ~even[None].expand(2, 50), return_lse=True)
+    o, _ = merge_attention(oa, la, ob, lb)
+    full = torch.softmax((q @ k.transpose(-1, -2)) / 6 ** 0.5, -1) @ v
+    torch.testing.assert_close(o, full, **TOL)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gather_op_handles_repeats_and_empty_entries(causal):
+    """Any table, per batch and head: repeats count once, -1 entries are ignored, keys of a padded
+    tail are masked."""
+    B, H, L, bs = 2, 3, 22, 4
+    n = -(-L // bs)
+    q, k, v = (torch.randn(B, H, L, 5, dtype=torch.float64) for _ in range(3))
+    tbl = torch.randint(-1, n, (B, H, n, 4))
+    tbl[..., 0] = torch.arange(n)  # every query sees its own block
+    tbl[..., 1] = tbl[..., 2]      # a repeat
+    key_mask = torch.arange(L)[None] < torch.tensor([L, 15])[:, None]
+    ref, ref_lse = masked_attention_naive(q, k, v, block_mask(tbl, bs, L, causal), key_mask)
+    out, lse = block_gather_attention(q, k, v, tbl, bs, key_mask, causal, return_lse=True)
+    real = key_mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[real], ref[real], **TOL)
+    torch.testing.assert_close(lse[real[..., 0]], ref_lse[real[..., 0]], **TOL)
