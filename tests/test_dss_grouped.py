@@ -1,9 +1,7 @@
 """dss's stateless FFT path (``fftconv.grouped_kernel_conv``: kernels built per channel group inside
-the convolution, never stored, rebuilt in the backward) against independent references in float64:
+the convolution, never stored, rebuilt in the backward) against independent references in float64
+(the convolution alone against its Toeplitz twin: tests/ops/test_fftconv.py):
 
-* the convolution alone against a plain Toeplitz matrix ``y_l = sum_m T[l, m] u_m`` built from the
-  kernel (eq. (1)/(2) of fftconv), values and gradients of ``u``, the kernel's parameters and ``D``,
-  with several ragged channel groups;
 * the whole dss layer (``exp`` and ``softmax``, causal and bidirectional) against the plainly
   unrolled recurrence (exp) or the directly summed softmax kernel, values and gradients of the input
   and every parameter.
@@ -16,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-import longseq.ssm.fftconv as fftconv
-from longseq.ssm.vandermonde import vandermonde
+import longseq.ops.fftconv.fft as fftconv
 from reference import assert_matches_reference
 
 TOL = dict(rtol=1e-8, atol=1e-10)
@@ -31,31 +28,6 @@ def toeplitz_conv(u, k, D):
     if k.shape[0] == 2:
         T = T + torch.where(lag < 0, k[1][:, (-lag - 1).clamp(min=0)], 0.0)
     return torch.einsum("hlm,bmh->blh", T, u) + D * u
-
-
-def kernel_fn(c, L, w, log_z):
-    return vandermonde(w[:, c], log_z[c], L)
-
-
-@pytest.mark.parametrize("C", [1, 2])
-@pytest.mark.parametrize("L", [1, 17, 489, 1047])
-def test_grouped_conv_equals_toeplitz(C, L, monkeypatch):
-    monkeypatch.setattr(fftconv, "_channel_group", lambda batch, n: 2)   # groups of 2: 5 channels -> 2+2+1
-    torch.manual_seed(L + C)
-    H, N = 5, 3
-    u = torch.randn(2, L, H, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(C, H, N, dtype=torch.complex128, requires_grad=True)
-    log_z = torch.complex(-torch.rand(H, N, dtype=torch.float64) * 0.05 - 1e-3,
-                          torch.randn(H, N, dtype=torch.float64)).requires_grad_()
-    D = torch.randn(H, dtype=torch.float64, requires_grad=True)
-    y = fftconv.grouped_kernel_conv(u, kernel_fn, (w, log_z), D)
-    y_ref = toeplitz_conv(u, vandermonde(w, log_z, L), D)
-    torch.testing.assert_close(y, y_ref, **TOL)
-    g = torch.randn_like(y)
-    grads = torch.autograd.grad((y * g).sum(), (u, w, log_z, D))
-    grads_ref = torch.autograd.grad((y_ref * g).sum(), (u, w, log_z, D))
-    for name, a, b in zip(["u", "w", "log_z", "D"], grads, grads_ref):
-        torch.testing.assert_close(a, b, **TOL, msg=name)
 
 
 def naive_dss(m, u):

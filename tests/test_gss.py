@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-from longseq.mixers import gss as gss_module
+import longseq.ops.gss_gate.fused as gss_gate
 from longseq.optim import param_groups
-from longseq.ssm import fftconv
-from longseq.ssm.vandermonde import vandermonde, vandermonde_transposed
+import longseq.ops.fftconv.fft as fftconv
+from longseq.ops.vandermonde.chunk import vandermonde, vandermonde_transposed
 from reference import assert_matches_reference
 
 TOL = dict(rtol=1e-8, atol=1e-10)
@@ -88,7 +88,7 @@ def build(causal, kernel="gss", **kw):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Several row chunks in the gated branch and several channel groups in the FFT convolution."""
-    monkeypatch.setattr(gss_module, "_chunk_rows", lambda F_dim: 7)
+    monkeypatch.setattr(gss_gate, "_chunk_rows", lambda F_dim: 7)
     monkeypatch.setattr(fftconv, "_channel_group", lambda batch, n: 3)
 
 

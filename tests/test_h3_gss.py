@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import longseq
-import longseq.mixers.h3 as h3_module
+import longseq.ops.h3.fused as h3_core_module
 from longseq.optim import param_groups
 from reference import assert_matches_reference
 
@@ -69,7 +69,7 @@ def test_h3_head_groups_equal_recurrence(head_dim, L, monkeypatch):
     """The training path (projections and Algorithm 1 over groups of heads, recomputed in the
     backward) with several groups, the last partial: values and gradients of the input and every
     parameter against the token-by-token recurrence."""
-    monkeypatch.setattr(h3_module, "_heads_per_group", lambda hd, batch, L: 3)
+    monkeypatch.setattr(h3_core_module, "_heads_per_group", lambda hd, batch, L: 3)
     torch.manual_seed(5)
     m = perturb(longseq.mixers.build("h3", 24, causal=True, d_state=6, head_dim=head_dim).double())
     x = torch.randn(2, L, 24, dtype=torch.float64)

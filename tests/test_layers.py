@@ -17,7 +17,7 @@ KERNELS = BASE | {"optim", "trees", "nn", "ssm", "ops"}
 ALLOWED = {
     "utils": set(), "_discover": set(), "_version": set(),
     "optim": BASE, "trees": BASE,
-    "nn": BASE | {"optim"}, "ssm": BASE | {"optim", "nn"}, "ops": BASE | {"optim", "nn", "ssm"},
+    "nn": BASE | {"optim"}, "ops": BASE | {"optim", "nn"}, "ssm": BASE | {"optim", "nn", "ops"},
     "mixers": KERNELS,
     "models": KERNELS | {"mixers"},
     "tasks": BASE | {"trees"},

@@ -11,7 +11,6 @@ import torch
 from einops import rearrange
 
 import longseq
-from longseq.ops.block_sparse import local_attention, merge_attention
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
@@ -66,27 +65,6 @@ def test_padding_mask_matches_reference(causal):
     mask = torch.arange(67)[None] < torch.tensor([67, 30, 1])[:, None]
     mask[0, 10:13] = False  # a hole: those keys must be ignored too
     check_values_and_grads(m, x, mask)
-
-
-@pytest.mark.parametrize("window,block", [(5, 2), (8, 3), (7, 16)])
-def test_op_block_size_is_only_a_schedule(window, block):
-    """Any query-block size gives the same result; lse merges two disjoint halves exactly."""
-    q, k, v = (torch.randn(2, 3, 50, 6, dtype=torch.float64) for _ in range(3))
-    for causal in (True, False):
-        o1, lse1 = local_attention(q, k, v, window, causal, return_lse=True)
-        o2 = local_attention(q, k, v, window, causal, block_size=block)
-        torch.testing.assert_close(o1, o2, **TOL)
-        s = (q @ k.transpose(-1, -2)) / 6 ** 0.5
-        ref_lse = s.masked_fill(~window_mask(50, window, causal), float("-inf")).logsumexp(-1)
-        torch.testing.assert_close(lse1, ref_lse, **TOL)
-    # merge: keys split into even/odd positions give the full-attention result
-    even = torch.zeros(50, dtype=torch.bool)
-    even[::2] = True
-    oa, la = local_attention(q, k, v, 50, False, even[None].expand(2, 50), return_lse=True)
-    ob, lb = local_attention(q, k, v, 50, False, ~even[None].expand(2, 50), return_lse=True)
-    o, _ = merge_attention(oa, la, ob, lb)
-    full = torch.softmax((q @ k.transpose(-1, -2)) / 6 ** 0.5, -1) @ v
-    torch.testing.assert_close(o, full, **TOL)
 
 
 def test_step_rolls_cache_and_state_is_bounded():

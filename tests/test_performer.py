@@ -13,11 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-from longseq.mixers.linear_attention import (
-    draw_random_features,
-    favor_attention_bidirectional,
-    favor_softmax_features,
-)
+from longseq.mixers.linear_attention import draw_random_features
+from longseq.ops.favor import favor_attention_bidirectional, favor_softmax_features
 from longseq.nn.rotary import RotaryEmbedding
 from longseq.ops.linear_attention import linear_attention_bidirectional, linear_attention_chunk
 from reference import assert_matches_reference

@@ -14,7 +14,7 @@ import torch
 import longseq
 import longseq.mixers.s4 as s4_module
 from longseq.optim import param_groups
-from longseq.ssm.cauchy import cauchy_naive, cauchy_roots_of_unity, roots_of_unity, vandermonde_real, woodbury_irfft
+from longseq.ops.cauchy import roots_of_unity
 
 TOL = dict(rtol=1e-8, atol=1e-10)
 H = 3
@@ -99,31 +99,6 @@ def test_doubling_l_max_keeps_the_kernel():
     m2.load_state_dict(m.state_dict())
     assert int(m2.l_max) == 128
     torch.testing.assert_close(m2.kernel(100, torch.float64), m.kernel(100, torch.float64), rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("L", [7, 16])
-def test_woodbury_irfft_gradients(L):
-    """The custom FFT/Woodbury backward against autograd of the plain expression (with broadcasting)."""
-    torch.manual_seed(L)
-    g = [torch.randn(*shape, L, dtype=torch.float64, requires_grad=True) for shape in ((3, H), (1, H), (3, H), (H,))]
-    s = (1 + roots_of_unity(L, torch.complex128)) / 2
-    R = [torch.fft.rfft(t, n=L) for t in g]
-    ref = torch.fft.irfft(R[0] - s * R[1] * R[2] / (1 + s * R[3]), n=L)
-    out = woodbury_irfft(*g, L)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    w = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad((out * w).sum(), g), torch.autograd.grad((ref * w).sum(), g)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("L", [1, 17, 64, 489])
-def test_cauchy_fast_equals_naive(L):
-    torch.manual_seed(L)
-    mu = torch.complex(-torch.rand(H, 4, dtype=torch.float64) - 1e-3, torch.randn(H, 4, dtype=torch.float64) * 3)
-    dt = torch.rand(H, dtype=torch.float64) + 1e-3
-    v = torch.randn(2, H, 4, dtype=torch.complex128)
-    torch.testing.assert_close(cauchy_roots_of_unity(v, mu, dt, L),
-                               cauchy_naive(v, mu, dt, roots_of_unity(L, torch.complex128)), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("L", [1, 17, 100])
@@ -221,21 +196,6 @@ def test_bf16_forward_runs():
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
         longseq.mixers.build("s4", 8, causal=True, **opts)
-
-
-@pytest.mark.parametrize("L", [1, 17, 100, 489])
-def test_vandermonde_real_values_and_grads(L):
-    """The chunked GEMM Vandermonde (own backward) against the direct sum 2 Re Σ W ā^m, float64."""
-    torch.manual_seed(L)
-    W = torch.randn(2, 3, H, 4, dtype=torch.complex128, requires_grad=True)
-    log_a = torch.complex(-torch.rand(H, 4, dtype=torch.float64) * 0.1,
-                          torch.randn(H, 4, dtype=torch.float64)).requires_grad_(True)
-    g = vandermonde_real(W, log_a, L)
-    ref = 2 * (W[..., None] * torch.exp(log_a[..., None] * torch.arange(L, dtype=torch.float64))).sum(-2).real
-    torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12)
-    w = torch.randn_like(g)
-    for a, b in zip(torch.autograd.grad((g * w).sum(), [W, log_a]), torch.autograd.grad((ref * w).sum(), [W, log_a])):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("causal", [True, False])

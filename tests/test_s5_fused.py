@@ -1,4 +1,4 @@
-"""S5's stateless fused SSM (``s5._S5SSM``: one output buffer, saved states only, hand-written
+"""S5's stateless fused SSM (``longseq.ops.s5.s5_ssm``: one output buffer, saved states only, hand-written
 adjoint scans) at lengths that are not multiples of the scan chunk, against the plainly unrolled
 recurrence of tests/test_s5.py and against the stateful path (``linear_scan`` under autograd),
 values and gradients of the input and every parameter, in float64. Tolerances: rtol 1e-9 / atol 1e-10

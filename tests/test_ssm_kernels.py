@@ -1,16 +1,16 @@
-"""longseq.ssm: initialisations, discretisation, Vandermonde kernel, FFT convolution, block FFT
-with carried state — each against a plain formula written here (float64, rtol 1e-9 / atol 1e-10
-unless stated)."""
+"""longseq.ssm: initialisations, discretisation and the S4D / DSS kernel modules, each against a plain
+formula written here (float64, rtol 1e-9 / atol 1e-10 unless stated). The ops they call (Vandermonde
+products, FFT convolution): tests/ops/."""
 
 import math
 
 import pytest
 import torch
 
+from longseq.ops.fftconv.fft import diag_ssm_conv
 from longseq.ssm.discretize import discretize
-from longseq.ssm.fftconv import diag_ssm_conv, fast_fft_size, fft_conv
 from longseq.ssm.init import diagonal_init, log_dt_init
-from longseq.ssm.kernels import DiagSSMKernel, DSSKernel, vandermonde, vandermonde_transposed
+from longseq.ssm.kernels import DiagSSMKernel, DSSKernel
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
@@ -19,87 +19,6 @@ def rand_modes(H, N, C=()):
     log_z = torch.complex(-torch.rand(H, N, dtype=torch.float64) * 0.3, torch.randn(H, N, dtype=torch.float64))
     w = torch.randn(*C, H, N, dtype=torch.complex128)
     return w, log_z
-
-
-def naive_kernel(w, log_z, L):
-    """K_l = Re sum_n w_n z_n^l with z^l materialised by repeated multiplication."""
-    z = torch.exp(log_z)
-    powers = [torch.ones_like(z)]
-    for _ in range(L - 1):
-        powers.append(powers[-1] * z)
-    P = torch.stack(powers, -1)                                  # [H, N, L]
-    return (w.unsqueeze(-1) * P).sum(-2).real
-
-
-def naive_causal_conv(u, k):
-    L = u.shape[-1]
-    y = torch.zeros_like(u)
-    for l in range(L):
-        for m in range(l + 1):
-            y[..., l] += k[..., l - m] * u[..., m]
-    return y
-
-
-@pytest.mark.parametrize("L", [1, 17, 489, 1047])
-def test_vandermonde_matches_materialised_powers(L):
-    w, log_z = rand_modes(3, 5)
-    torch.testing.assert_close(vandermonde(w, log_z, L), naive_kernel(w, log_z, L), **TOL)
-
-
-def test_vandermonde_batched_and_gradients():
-    w, log_z = rand_modes(2, 3, C=(2,))
-    w.requires_grad_(True)
-    log_z.requires_grad_(True)
-    torch.autograd.gradcheck(lambda w, z: vandermonde(w, z, 23), (w, log_z))
-
-
-@pytest.mark.parametrize("L", [1, 17, 130])
-def test_vandermonde_transposed_is_final_state(L):
-    _, log_z = rand_modes(3, 4)
-    u = torch.randn(2, 3, L, dtype=torch.float64)
-    x = torch.zeros(2, 3, 4, dtype=torch.complex128)
-    for l in range(L):                                           # x_l = z x_{l-1} + u_l
-        x = torch.exp(log_z) * x + u[..., l, None]
-    torch.testing.assert_close(vandermonde_transposed(u, log_z), x, **TOL)
-
-
-@pytest.mark.parametrize("L", [1, 2, 17, 63])
-def test_fft_conv_causal_and_bidirectional(L):
-    u = torch.randn(2, 3, L, dtype=torch.float64)
-    k, kb = torch.randn(3, L, dtype=torch.float64), torch.randn(3, L, dtype=torch.float64)
-    torch.testing.assert_close(fft_conv(u, k), naive_causal_conv(u, k), **TOL)
-    # backward kernel: y_l += sum_{m > l} kb[m - l - 1] u_m  == causal conv on the reversed sequence
-    back = torch.nn.functional.pad(naive_causal_conv(u.flip(-1), kb), (1, 0))[..., :L].flip(-1)
-    torch.testing.assert_close(fft_conv(u, k, kb), naive_causal_conv(u, k) + back, **TOL)
-
-
-def test_fast_fft_size():
-    for n in [1, 2, 7, 978, 2094, 32768, 32769]:
-        m = fast_fft_size(n)
-        assert m >= n
-        r = m
-        for p in (2, 3, 5):
-            while r % p == 0:
-                r //= p
-        assert r == 1
-    assert fast_fft_size(32768) == 32768 and fast_fft_size(978) == 1000
-
-
-@pytest.mark.parametrize("block_size", [None, 3, 7, 64])
-@pytest.mark.parametrize("L", [1, 50])
-def test_diag_ssm_conv_with_state_matches_recurrence(L, block_size):
-    w, log_z = rand_modes(3, 4)
-    u = torch.randn(2, 3, L, dtype=torch.float64)
-    x0 = torch.randn(2, 3, 4, dtype=torch.complex128)
-    for state in (None, x0):
-        x = torch.zeros_like(x0) if state is None else state
-        ys = []
-        for l in range(L):
-            x = torch.exp(log_z) * x + u[..., l, None]
-            ys.append((w * x).real.sum(-1))
-        y, xL = diag_ssm_conv(u, w, log_z, state, return_state=True, block_size=block_size)
-        torch.testing.assert_close(y, torch.stack(ys, -1), **TOL)
-        torch.testing.assert_close(xL, x, **TOL)
 
 
 @pytest.mark.parametrize("init", ["lin", "inv", "legs", "real"])
@@ -209,14 +128,3 @@ def test_no_overflow_at_64k_float32(dt, init):
     w, log_z = ker.modes()
     y, x = diag_ssm_conv(u, w[0], log_z, return_state=True, block_size=16384)
     assert torch.isfinite(y).all() and torch.isfinite(x).all()
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_fft_conv_custom_backward_gradcheck(bidirectional):
-    u = torch.randn(2, 3, 11, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
-    kb = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
-    f = (lambda u, k, kb: fft_conv(u, k, kb)) if bidirectional else (lambda u, k, kb: fft_conv(u, k) + 0 * kb.sum())
-    torch.autograd.gradcheck(f, (u, k, kb))
-    short = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)       # kernel shorter than L
-    torch.autograd.gradcheck(lambda u, k: fft_conv(u, k), (u, short))

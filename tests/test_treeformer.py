@@ -234,17 +234,6 @@ def test_float32_large_inputs_and_bf16():
     assert torch.isfinite(tc.bfloat16()(x.detach().bfloat16())).all()
 
 
-def test_path_gather_functions_gradcheck():
-    from longseq.mixers.treeformer import _PathLogits, _PathMix
-    torch.manual_seed(0)
-    q = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
-    table = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    p = torch.rand(9, 3, dtype=torch.float64, requires_grad=True)
-    idx = torch.randint(0, 4, (9, 3))
-    assert torch.autograd.gradcheck(_PathLogits.apply, (q, table, idx))
-    assert torch.autograd.gradcheck(_PathMix.apply, (p, table, idx))
-
-
 def test_cli_bootstrap_schedule(tmp_path, capsys):
     """``--mixer treeformer_tf --mixer-option tc_steps=N``: TC first, TF after, counter checkpointed."""
     from longseq.cli import main

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..nn.butterfly import butterfly_neighbors
 from ..nn.rotary import RotaryEmbedding
-from ..ops.block_sparse import _attend, block_gather_attention
+from ..ops.block_sparse.block import _attend, block_gather_attention
 from ..utils.validate import check_int
 from .base import Mixer, register
 

@@ -21,16 +21,16 @@ The simplified DSS of the GSS pseudo-code (``variant="gss"``, the default): ONE 
 i.e. the diagonal recurrence ``x_l = e^Λ x_{l-1} + U_l``, ``Y_l = Re Σ_n w_{h,n} x_{l,n} + D U_l``
 with ``w = C (e^Λ - 1)/Λ`` (ZOH with B = 1, Δ = 1).
 
-Speed and memory at long L (the SSM pieces are the shared ones of :mod:`longseq.ssm`):
+Speed and memory at long L (the SSM pieces are the shared ones of :mod:`longseq.ssm` and :mod:`longseq.ops`):
 
 * Kernel: :class:`longseq.ssm.kernels.SharedDSSKernel` through
-  :func:`longseq.ssm.vandermonde.vandermonde` with modes shared by every channel — one real
+  :func:`longseq.ops.vandermonde.chunk.vandermonde` with modes shared by every channel — one real
   matmul ``[C·H·J, 2N] @ [2N, T]`` over powers ``z^t``, ``T ~ sqrt(C·H·L)``; chunks in which a
   mode has decayed below ``e^-70`` are skipped (at the random init the 16K kernel costs about one
   chunk; modes that learn long memory are kept); the backward saves only ``w`` and ``Λ``.
-* Convolution: :func:`longseq.ssm.fftconv.kernel_conv`, eq. (1)/(2) there, O(L log L), a few
+* Convolution: :func:`longseq.ops.fftconv.fft.kernel_conv`, eq. (1)/(2) there, O(L log L), a few
   channels at a time, recomputing the spectra in the backward.
-* Gated branch (:class:`_GatedOut`). Autograd would keep ``x W_v``, ``V``, ``U_c`` and ``U_c ⊙ V``
+* Gated branch (:func:`longseq.ops.gss_gate.gated_out`). Autograd would keep ``x W_v``, ``V``, ``U_c`` and ``U_c ⊙ V``
   (four ``[L, F]`` tensors, 64 MB each at L = 16K, F = 1024) plus ``[L, F]`` gradients. Here it
   runs in sequence chunks and saves only its inputs; the backward recomputes ``x W_v + b_v`` (one
   more ``[L, E] @ [E, F]`` matmul, ~6% of the layer's time), ``V`` (elementwise) and
@@ -53,7 +53,7 @@ Decisions on ambiguous points:
   The lucidrains reading adds a LayerNorm inside DSS and drops the projection biases; neither is
   in the reference notes' equations, so neither is done here (the projections keep their biases).
 * Bidirectional mode (not in the paper, a language-model layer): a second set of C over the
-  strict future, as in ``s4d`` (eq. (2) of :mod:`longseq.ssm.fftconv`). U is zeroed at padded
+  strict future, as in ``s4d`` (eq. (2) of :mod:`longseq.ops.fftconv.fft`). U is zeroed at padded
   positions (GELU(bias) is not zero) so right padding never reaches real positions through the
   backward kernel.
 * Recurrent ``step``: the diagonal recurrence above on the H channels (state ``[H, N]`` complex).
@@ -67,77 +67,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ssm.fftconv import fast_fft_size, kernel_conv, ssm_apply
+from ..ops.fftconv import fast_fft_size, kernel_conv, ssm_apply
+from ..ops.gss_gate import gated_out
+from ..ops.vandermonde import vandermonde, vandermonde_transposed
 from ..ssm.kernels import DSSKernel, SharedDSSKernel
-from ..ssm.vandermonde import vandermonde, vandermonde_transposed
 from ..utils.validate import check_choice, check_int
 from .base import Mixer, register
 
 KERNELS = ("gss", "dss")
-
-
-# ---------------------------------------------------------------------------- gated branch
-def _chunk_rows(F_dim: int) -> int:
-    return max(1, (1 << 20) // F_dim)        # ~1M elements (4 MB float32) per [rows, F] buffer
-
-
-class _GatedOut(torch.autograd.Function):
-    """``out = (y1 W_c1^T ⊙ GELU(x W_v^T + b_v)) W_o^T + b_o`` over rows, in chunks.
-
-    ``x [R, E]``; ``y1 = [y, 1]`` ``[R, H + 1]`` and ``W_c1 = [W_c, b_c]`` (the bias of ``U_c``
-    folded into its matmul). Saves only the inputs: the backward recomputes ``a = x W_v^T + b_v``,
-    ``V = GELU(a)`` and ``U_c`` per chunk into a few reused ``[chunk, F]`` buffers, so no ``[R, F]``
-    tensor ever lives. Keeping ``a`` instead (64 MB at R = 16K, F = 1024) saved one of the seven
-    ``[chunk, E] x [E, F]``-sized matmuls but put the layer above SDPA's memory at 16K.
-    """
-
-    @staticmethod
-    def forward(ctx, x, y1, Wv, bv, Wc1, Wo, bo):
-        ctx.save_for_backward(x, y1, Wv, bv, Wc1, Wo)
-        return _gated_forward(x, y1, Wv, bv, Wc1, Wo, bo)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x, y1, Wv, bv, Wc1, Wo = ctx.saved_tensors
-        g = g.contiguous()
-        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        dy1 = torch.empty_like(y1) if ctx.needs_input_grad[1] else None
-        dWv, dWc1, dWo = torch.zeros_like(Wv), torch.zeros_like(Wc1), torch.zeros_like(Wo)
-        dbv = Wv.new_zeros(Wv.shape[0])
-        c = _chunk_rows(Wv.shape[0])
-        bufs = x.new_empty(5, min(c, x.shape[0]), Wv.shape[0])
-        for s in range(0, x.shape[0], c):
-            g_c, x_c, y_c = g[s : s + c], x[s : s + c], y1[s : s + c]
-            a_c, v, uc, dp, t = bufs[:, : x_c.shape[0]]                           # [c, F] each
-            torch.addmm(bv, x_c, Wv.T, out=a_c)
-            torch.ops.aten.gelu.out(a_c, out=v)
-            torch.mm(y_c, Wc1.T, out=uc)
-            dWo.addmm_(g_c.T, torch.mul(uc, v, out=t))
-            torch.mm(g_c, Wo, out=dp)                                          # dP
-            duc = torch.mul(dp, v, out=t)                                      # dU_c = dP V
-            dWc1.addmm_(duc.T, y_c)
-            if dy1 is not None:
-                torch.mm(duc, Wc1, out=dy1[s : s + c])
-            da = torch.ops.aten.gelu_backward.grad_input(dp.mul_(uc), a_c, grad_input=v)  # dV GELU'(a)
-            dWv.addmm_(da.T, x_c)
-            dbv += da.sum(0)
-            if dx is not None:
-                torch.mm(da, Wv, out=dx[s : s + c])
-        return dx, dy1, dWv, dbv, dWc1, dWo, g.sum(0)
-
-
-def _gated_forward(x, y1, Wv, bv, Wc1, Wo, bo):
-    """The chunked forward of :class:`_GatedOut`."""
-    out = x.new_empty(x.shape[0], Wo.shape[0])
-    c = _chunk_rows(Wv.shape[0])
-    bufs = x.new_empty(2, min(c, x.shape[0]), Wv.shape[0])
-    for s in range(0, x.shape[0], c):
-        x_c = x[s : s + c]
-        a = torch.addmm(bv, x_c, Wv.T, out=bufs[1, : x_c.shape[0]])
-        p = torch.mm(y1[s : s + c], Wc1.T, out=bufs[0, : x_c.shape[0]]).mul_(F.gelu(a))
-        torch.addmm(bo, p, Wo.T, out=out[s : s + c])
-    return out
 
 
 # ---------------------------------------------------------------------------- mixer
@@ -210,10 +147,7 @@ class GSS(Mixer):
         Wc1 = torch.cat([self.c_proj.weight, self.c_proj.bias.unsqueeze(-1)], dim=-1)  # [F, H + 1]
         args = (x.reshape(-1, x.shape[-1]), y1, self.v_proj.weight, self.v_proj.bias, Wc1,
                 self.out.weight, self.out.bias)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
-            out = _GatedOut.apply(*args)
-        else:
-            out = _gated_forward(*args)
+        out = gated_out(*args)
         return out.view_as(x), ({"x": state} if return_state else None)
 
     def _init_state(self, batch_size, device, dtype):

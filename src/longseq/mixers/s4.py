@@ -16,10 +16,10 @@ Kernel (Algorithm 1 / Lemma C.3): the truncated generating function at the ``ℓ
 ``C̃ = C (I - Ā^ℓ)`` and ``g(ω) = (2/Δ)(1-ω)/(1+ω)``. Multiplying through by ``(1+ω)/2`` it
 reads ``K̂ = C̃ (t - sA)^{-1} B`` with ``t = (1-ω)/Δ``, ``s = (1+ω)/2`` (no pole at ``ω = -1``)
 and Woodbury gives ``K̂ = r_CB - s r_CP r_PB / (1 + s r_PP)``, ``r_UV = Σ U V / (t - sλ)`` over
-all ``N`` states: four Cauchy sums (:mod:`longseq.ssm.cauchy`, evaluated exactly as a folded
+all ``N`` states: four Cauchy sums (:mod:`longseq.ops.cauchy.fused`, evaluated exactly as a folded
 Vandermonde product + FFT, with custom backwards for the Vandermonde and FFT/Woodbury parts).
-``K = irfft(K̂)``; ``y = K * u + D u`` by FFT convolution of size ``>= 2L`` (:class:`_S4Conv`;
-:func:`longseq.ssm.fftconv.fft_conv` when continuing from a state), O(L log L), then GELU and a
+``K = irfft(K̂)``; ``y = K * u + D u`` by FFT convolution of size ``>= 2L`` (:func:`longseq.ops.s4_conv.s4_conv`;
+:func:`longseq.ops.fftconv.fft.fft_conv` when continuing from a state), O(L log L), then GELU and a
 position-wise linear layer (the S4 block; option ``pointwise``).
 
 Decisions on points the paper leaves open:
@@ -49,13 +49,13 @@ Decisions on points the paper leaves open:
   ``(2/Δ + A) x_0 / 2``, which needs only ``C̃``) and returns ``Ā^L x_0 + Σ_m Ā^m B̄ u_{L-1-m}`` (dense, in chunks).
 * Memory: the kernel and the FFT convolution run per block of ``channel_chunk`` channels (default
   16: at L = 16K the block's transients, not the saved tensors, set the peak) inside one autograd
-  function (:class:`_S4Conv`) that keeps only its inputs; backward recomputes each block's kernel
+  function (:func:`longseq.ops.s4_conv.s4_conv`) that keeps only its inputs; backward recomputes each block's kernel
   under autograd (about a third more SSM forward work) instead of holding ``[., H, l_max]``
   complex intermediates, and writes input gradients into one ``[B, L, H]`` buffer (no per-block
   zero-filled full-size gradients). The skip ``D`` is the kernel's lag-0 tap. The FFT/Woodbury
-  step and the Vandermonde product have their own backward (:mod:`longseq.ssm.cauchy`). The
+  step and the Vandermonde product have their own backward (:mod:`longseq.ops.cauchy.fused`). The
   position-wise ``GELU -> linear`` runs in row chunks and keeps only its input
-  (:func:`longseq.nn.pointwise.gelu_linear`).
+  (:func:`longseq.ops.gelu_linear.gelu_linear`).
 * Computed in float64 for float64 inputs, float32 otherwise (also for bf16/fp16 inputs).
 """
 
@@ -69,10 +69,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..nn.pointwise import gelu_linear
+from ..ops.fftconv.fft import fft_conv
+from ..ops.gelu_linear import gelu_linear
+from ..ops.s4_conv import dplr_kernel as _dplr_kernel, s4_conv
 from ..optim import set_optim
-from ..ssm.cauchy import cauchy_sequences, woodbury_irfft
-from ..ssm.fftconv import circular_kernel, fast_fft_size, fft_conv
 from ..ssm.hippo import dplr_legs
 from ..utils.validate import check_int
 from .base import Mixer, register
@@ -116,115 +116,6 @@ def row_times_power(row: torch.Tensor, A: torch.Tensor, n: int) -> torch.Tensor:
         if n:
             A = A @ A
     return row
-
-
-def _dplr_kernel(Lam, P, B, Ct, dt, x0, *, n: int, L: int):
-    """Kernel of :meth:`S4.kernel` for a block of channels, at length ``n`` (``C̃`` for ``n``), cut to ``L``."""
-    mu = dt[:, None] * Lam / 2                                            # [H, N/2]
-    Pc = P.conj()
-    v = [Ct * B, Ct * P, (Pc * B).unsqueeze(0), (Pc * P).unsqueeze(0)]
-    if x0 is not None:  # w = (2/Δ + A) x0 / 2, A = Λ - p p*
-        pw = 2 * (Pc * x0).real.sum(-1, keepdim=True)                    # p* x0_full  [B, H, 1]
-        w = x0 / dt[:, None] + (Lam * x0 - P * pw) / 2                   # [B, H, N/2]
-        v += [Ct[0] * w, Pc * w]
-    sizes = [t.shape[0] for t in v]
-    g = cauchy_sequences(torch.cat(v), mu, dt, n).split(sizes)           # [., H, n] each
-    k = woodbury_irfft(g[0], g[1], g[2], g[3], n)[..., :L]               # [dirs, H, L]
-    if x0 is None:
-        return k
-    return k, woodbury_irfft(g[4], g[1][:1], g[5], g[3], n)[..., :L]     # [B, H, L]
-
-
-def _conv_spectrum(k: torch.Tensor, D: torch.Tensor, n: int, causal: bool) -> torch.Tensor:
-    """``rfft`` (size ``n``) of the circular kernel of eq. (2) with the skip ``D`` as lag-0 tap
-    (:func:`longseq.ssm.fftconv.circular_kernel`) from ``k [dirs, h, L]`` -> ``[h, n//2+1]``."""
-    return torch.fft.rfft(circular_kernel(k[:1] if causal else k, D, n, k.shape[-1]), n=n)
-
-
-def _channel_blocks(H: int, block: int):
-    return [slice(h, h + block) for h in range(0, H, block)]
-
-
-class _S4Conv(torch.autograd.Function):
-    """``y = K * u + D u`` (eq. 1 or 2) for ``u [B, L, H]``, kernel and FFT convolution per block of channels.
-
-    Forward keeps nothing but its inputs (``u`` and the ``[H, N/2]`` SSM parameters). Backward
-    recomputes, per block, the kernel under autograd (Cauchy + Woodbury, :func:`_dplr_kernel`) and
-    the spectra of ``u`` and of the circular kernel, then (``n >= 2L``, no wrap-around)::
-
-        G = rfft(dy, n),  du = irfft(G conj(K̂_c))[:L],  dk_c = irfft(Σ_batch G conj(Û))
-
-    where ``dk_c`` splits into ``dK = dk_c[:L]``, ``dK'_m = dk_c[n-1-m]`` and ``dD = dk_c[0]``;
-    ``dK, dK'`` go back through the block's kernel graph. Gradients are written into full-size
-    buffers per block, so no ``[B, L, H]`` tensor is zero-filled or summed per block.
-    """
-
-    @staticmethod
-    def forward(ctx, u, Lam, P, B, Ct, dt, D, n_kernel, causal, block):
-        y = torch.empty_like(u)                                           # [B, L, H]
-        for c in _channel_blocks(u.shape[-1], block):
-            y[..., c] = _S4Conv._block_forward(u[..., c], (Lam[c], P[c], B[c], Ct[:, c], dt[c]), D[c], n_kernel, causal)
-        ctx.save_for_backward(u, Lam, P, B, Ct, dt, D)
-        ctx.n_kernel, ctx.causal, ctx.block = n_kernel, causal, block
-        return y
-
-    @staticmethod
-    def _block_forward(u, ssm, D, n_kernel, causal):
-        """``u [B, L, h]`` -> ``y [B, L, h]`` (a function, so the block's temporaries die on return)."""
-        L = u.shape[1]
-        n = fast_fft_size(2 * L)
-        k = _dplr_kernel(*ssm, None, n=n_kernel, L=L)                     # [dirs, h, L]
-        U = torch.fft.rfft(u.transpose(-1, -2), n=n)                      # [B, h, n//2+1]
-        U *= _conv_spectrum(k, D, n, causal)
-        return torch.fft.irfft(U, n=n)[..., :L].transpose(-1, -2)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        u, Lam, P, B, Ct, dt, D = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        du = torch.empty_like(u) if need[0] else None
-        grads = [torch.zeros_like(t) if need[i + 1] else None for i, t in enumerate((Lam, P, B, Ct, dt, D))]
-        for c in _channel_blocks(u.shape[-1], ctx.block):
-            ssm = [t[c].detach().requires_grad_(need[i + 1]) for i, t in enumerate((Lam, P, B))]
-            ssm += [Ct[:, c].detach().requires_grad_(need[4]), dt[c].detach().requires_grad_(need[5])]
-            du_c, gs, dD = _S4Conv._block_backward(ctx, dy[..., c], u[..., c], ssm, D[c])
-            if du is not None:
-                du[..., c] = du_c
-            if dD is not None:
-                grads[5][c] = dD
-            for i, g in gs:
-                if i == 3:
-                    grads[i][:, c] = g
-                else:
-                    grads[i][c] = g
-        return (du, *grads, None, None, None)
-
-    @staticmethod
-    def _block_backward(ctx, dy, u, ssm, D):
-        """One block's ``du [B, L, h]``, ``[(index, grad)]`` of the SSM parameters and ``dD``."""
-        need, L = ctx.needs_input_grad, u.shape[1]
-        n = fast_fft_size(2 * L)
-        with torch.enable_grad():
-            k = _dplr_kernel(*ssm, None, n=ctx.n_kernel, L=L)             # [dirs, h, L]
-        G = torch.fft.rfft(dy.transpose(-1, -2), n=n)                     # [B, h, n//2+1]
-        du = None
-        if need[0]:
-            du = torch.fft.irfft(G * _conv_spectrum(k.detach(), D, n, ctx.causal).conj(), n=n)[..., :L].transpose(-1, -2)
-        if not any(need[1:7]):
-            return du, [], None
-        G *= torch.fft.rfft(u.transpose(-1, -2), n=n).conj()
-        dkc = torch.fft.irfft(G.sum(0), n=n)                              # [h, n]
-        del G
-        gs = []
-        if k.requires_grad:
-            dk = dkc.new_zeros(k.shape)                                   # [dirs, h, L]
-            dk[0] = dkc[:, :L]
-            if not ctx.causal:
-                dk[1, :, : L - 1] = dkc[:, n - L + 1:].flip(-1)           # dK'_m = dk_c[n-1-m]; K'_{L-1} unused
-            wanted = [i for i, t in enumerate(ssm) if t.requires_grad]
-            gs = list(zip(wanted, torch.autograd.grad(k, [ssm[i] for i in wanted], dk)))
-        return du, gs, (dkc[:, 0] if need[6] else None)
 
 
 POINTWISE_ROWS = 2048  # rows (positions) per chunk of the position-wise part
@@ -369,10 +260,10 @@ class S4(Mixer):
         return self._post(y.to(x.dtype)), new_state
 
     def _conv_blocks(self, u: torch.Tensor) -> torch.Tensor:
-        """``K * u + D u`` for ``u [B, L, H]`` by :class:`_S4Conv` (blocks of ``kernel_block`` channels)."""
+        """``K * u + D u`` for ``u [B, L, H]`` by :func:`longseq.ops.s4_conv.s4_conv` (blocks of ``kernel_block`` channels)."""
         self._grow(u.shape[1])
         Lam, P, B, Ct, dt = self.ssm(u.dtype)
-        return _S4Conv.apply(u, Lam, P, B, Ct, dt, self.D.to(u.dtype), int(self.l_max), self.causal, self.kernel_block)
+        return s4_conv(u, Lam, P, B, Ct, dt, self.D.to(u.dtype), int(self.l_max), self.causal, self.kernel_block)
 
     def _post(self, y):
         return gelu_linear(y, self.out, rows=POINTWISE_ROWS) if self.out is not None else y

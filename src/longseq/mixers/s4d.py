@@ -18,15 +18,15 @@ learning rate ``ssm_lr`` (default 1e-3) and no weight decay.
 
 Layer (as the S4D reference module): ``y = GLU(W (GELU(SSM(u) + D u)))`` with ``W: d -> 2d``;
 the position-wise part runs in row blocks and recomputes GELU and ``W`` in the backward
-(:func:`longseq.nn.pointwise.gelu_linear`), so the layer keeps one ``[L, d]`` activation instead of five.
+(:func:`longseq.ops.gelu_linear.gelu_linear`), so the layer keeps one ``[L, d]`` activation instead of five.
 
 Fast paths (option ``method``; both tested equal to the unrolled recurrence in float64):
 
 * ``"fft"`` — the paper's computation: FFT convolution of length >= 2L
-  (:mod:`longseq.ssm.fftconv`), O(L log L).
+  (:mod:`longseq.ops.fftconv.fft`), O(L log L).
 * ``"chunked"`` — the same SSM in its block form, chunks of 64 positions: a Toeplitz matmul
   inside each chunk plus the N/2 modes' state passed between chunks
-  (:mod:`longseq.ssm.chunked`), O(L) work, only the input kept for the backward.
+  (:mod:`longseq.ops.diag_ssm.chunk`), O(L) work, only the input kept for the backward.
 
 Decision (measured at L = 16K, d_model 256, fwd+bwd, 1 thread, one process, on the shared
 2-core machine): s4d (N/2 = 32 modes) — chunked 2.3 s vs fft 3.5 s, so ``"chunked"`` is the
@@ -34,7 +34,7 @@ default for ``s4d``. dss (N = 64 modes: the per-chunk coefficient matrices ``[H,
 twice as large) — chunked 3.5 s / 240 MB vs fft 4.2 s / 164 MB (RSS peak), and the harness run
 had fft ahead on both, so ``dss`` keeps ``"fft"`` as its default. Without a state, dss's fft path
 builds the kernels a channel group at a time inside the convolution and rebuilds them in the backward
-(:func:`longseq.ssm.fftconv.grouped_kernel_conv`): no ``[2, H, L]`` kernel or kernel gradient is ever
+(:func:`longseq.ops.fftconv.fft.grouped_kernel_conv`): no ``[2, H, L]`` kernel or kernel gradient is ever
 held, input and output stay ``[B, L, d]`` (no transposed copies), and the GELU/GLU output runs in
 blocks of 2048 rows. At 16K (bidirectional, fwd+bwd, harness RSS peak) 205 -> 104 MB, for one more
 Vandermonde evaluation per step (~+10% time).
@@ -61,9 +61,9 @@ import math
 import torch
 from torch import nn
 
-from ..nn.pointwise import gelu_linear
-from ..ssm.chunked import DEFAULT_CHUNK
-from ..ssm.fftconv import fast_fft_size, grouped_kernel_conv, ssm_apply
+from ..ops.diag_ssm.chunk import DEFAULT_CHUNK
+from ..ops.fftconv.fft import fast_fft_size, grouped_kernel_conv, ssm_apply
+from ..ops.gelu_linear import gelu_linear
 from ..ssm.kernels import DiagSSMKernel, DSSKernel
 from ..utils.validate import check_choice
 from .base import Mixer, register
@@ -76,7 +76,7 @@ def ssm_conv_flops(L: int, channels: float, modes: int) -> float:
 
 
 def chunked_flops(L: int, channels: float, modes: int, directions: int = 1, T: int = DEFAULT_CHUNK) -> float:
-    """:func:`longseq.ssm.chunked.diag_ssm_chunked`: per position a ``T``-tap Toeplitz product and
+    """:func:`longseq.ops.diag_ssm.chunk.diag_ssm_chunked`: per position a ``T``-tap Toeplitz product and
     two ``2C``-wide state products (``C = modes * directions``)."""
     return channels * L * (2.0 * min(T, L) + 8.0 * modes * directions)
 

@@ -13,7 +13,7 @@ B.1)::
 
 Recurrence ``x_k = Λ̄ x_{k-1} + B̄ u_k``, ``y_k = 2 Re(C̃ x_k) + D u_k`` (conjugate symmetry,
 Section 4.1 / Appendix D.2: only the ``P/2`` eigenvalues with positive imaginary part are kept and
-the output is twice the real part). It is computed with :func:`longseq.ssm.scan.linear_scan`:
+the output is twice the real part). It is computed with :func:`longseq.ops.scan.chunk.linear_scan`:
 ``Λ̄`` is constant in time, so inside chunks of ``chunk_size`` steps the states are one batched
 complex matmul with the Toeplitz matrix of powers ``Λ̄^{t-s}``, and only the chunk-end states go
 through the parallel scan of the associative operator of Section 2.2 (``O(L · chunk_size)`` work,
@@ -38,12 +38,12 @@ Decisions on points the paper leaves open or sets per task:
   (``out = y * sigmoid(W GELU(y))``), ``gelu`` (``GELU(y)``) or ``none``. The two gated forms run
   in row blocks of ``2^19 / d`` rows (2048 at d = 256; 2 MB transients, which the allocator reuses
   where 4 MB ones kept adding resident memory) and keep only ``y`` for the backward
-  (:func:`longseq.nn.pointwise.gelu_linear`).
-* Without a state (training, bidirectional) the SSM is one autograd function (:class:`_S5SSM`):
+  (:func:`longseq.ops.gelu_linear.gelu_linear`).
+* Without a state (training, bidirectional) the SSM is one autograd function (:func:`longseq.ops.s5.s5_ssm`):
   ``y`` is a single ``[B, L, H]`` buffer (``D u`` plus the readouts added by ``addmm``), only the
   states are saved, and the backward runs the adjoint scans itself and writes ``du`` into one
   buffer. With a state (``forward(state=...)``/``return_state``) the same recurrence runs through
-  :func:`longseq.ssm.scan.linear_scan` under autograd; the two are tested equal. At L = 16K, d = 256
+  :func:`longseq.ops.scan.chunk.linear_scan` under autograd; the two are tested equal. At L = 16K, d = 256
   (bidirectional, fwd+bwd, harness RSS peak) 171 -> ~90 MB, and slightly faster.
 * ``Λ`` (real and imaginary parts), ``B̃`` and ``log Δ`` get their own learning rate ``ssm_lr``
   (default 1e-3) and no weight decay (Appendix G, "SSM parameters"); ``C̃``, ``D``, ``W`` use the
@@ -59,10 +59,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.pointwise import gelu_linear
+from ..ops.gelu_linear import gelu_linear
+from ..ops.s5 import readout_matrix as _readout_matrix, rows_view as _rows, s5_ssm, ssm_input as _input
+from ..ops.scan.chunk import linear_scan
 from ..optim import set_optim
 from ..ssm.hippo import legs_normal_eig
-from ..ssm.scan import linear_scan, lti_scan
 from ..utils.validate import check_choice, check_int
 from .base import Mixer, register
 
@@ -90,87 +91,6 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 
 def _gate_rows(d: int) -> int:
     return max(64, (1 << 19) // d)         # ~512K elements (2 MB float32) per [rows, d] buffer
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """``[..., P]`` complex -> ``[R, 2P]`` real (interleaved real and imaginary parts, a view)."""
-    return torch.view_as_real(t).reshape(-1, 2 * t.shape[-1])
-
-
-def _input_matrix(Bbar: torch.Tensor) -> torch.Tensor:
-    """``B̄ [P/2, H]`` complex -> ``M [H, 2 (P/2)]`` real with ``u @ M`` = rows of ``B̄ u``
-    (interleaved real and imaginary parts per state)."""
-    return torch.view_as_real(Bbar).permute(1, 0, 2).reshape(Bbar.shape[1], -1)
-
-
-def _input(u: torch.Tensor, Bbar: torch.Tensor) -> torch.Tensor:
-    """``B̄ u`` ``[B, L, P/2]`` complex for ``u [B, L, H]``: one real matmul."""
-    B, L, H = u.shape
-    return torch.view_as_complex((u.reshape(-1, H) @ _input_matrix(Bbar)).view(B, L, -1, 2))
-
-
-def _readout_matrix(C: torch.Tensor) -> torch.Tensor:
-    """``C [H, P/2, 2]`` -> ``[2 (P/2), H]`` with ``h_rows @ M = 2 Re(C̃ h)``: rows ``(2 C_re, -2 C_im)``
-    per state (``Re(c h) = c_r h_r - c_i h_i``; the factor 2 of the conjugate pairs folded in)."""
-    return (2 * torch.stack([C[..., 0], -C[..., 1]], -1)).flatten(1).T
-
-
-class _S5SSM(torch.autograd.Function):
-    """Stateless S5 SSM with skip, ``u [B, L, H]`` -> ``y = 2 Re(C̃_1 h^→ + C̃_2 h^←) + D u`` with
-    ``h^→_t = Λ̄ h^→_{t-1} + B̄ u_t`` (and ``h^←`` the same backwards in time, bidirectional only).
-
-    Memory: ``y`` is one ``[B, L, H]`` buffer (the readouts are ``addmm`` into it), only ``u``, the
-    states ``h^→, h^←`` (``[B, L, P/2]`` complex, a quarter of ``y`` at P = 64, H = 256) and the small
-    parameters are saved, and the backward writes ``du = D g + (dBu) B̄`` into one buffer — where
-    autograd kept four ``[B, L, H]`` tensors forward and built three more backward. Backward: with
-    ``dh = g M^T`` (the readout's adjoint), the adjoint recurrences ``g^→_t = dh^→_t + conj(Λ̄) g^→_{t+1}``
-    (and ``g^←`` forwards in time) give ``dBu = g^→ + g^←``, ``dΛ̄ = Σ_t g^→_t conj(h^→_{t-1}) +
-    Σ_t g^←_t conj(h^←_{t+1})`` (torch's conjugate-Wirtinger convention, as in
-    :mod:`longseq.ssm.scan`), ``dB̄ = Σ dBu ⊗ u``, ``dC̃`` from ``h^T g``, ``dD = Σ g u``.
-    """
-
-    @staticmethod
-    def forward(ctx, u, Lbar, Bbar, C, D, chunk):
-        B, L, H = u.shape
-        u2 = u.reshape(-1, H)                                                        # [BL, H]
-        Bu = _input(u, Bbar)                                                          # [B, L, P/2]
-        hs = [lti_scan(Lbar, Bu, chunk=chunk)]
-        if C.shape[0] == 2:
-            hs.append(lti_scan(Lbar, Bu, reverse=True, chunk=chunk))
-        del Bu
-        y = u2 * D                                                                    # D u, then + readouts
-        for h, Cd in zip(hs, C):
-            y.addmm_(_rows(h), _readout_matrix(Cd))                                   # + 2 Re(C̃ h)
-        ctx.save_for_backward(u, Lbar, Bbar, C, D, *hs)
-        ctx.chunk = chunk
-        return y.view(B, L, H)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        u, Lbar, Bbar, C, D, *hs = ctx.saved_tensors
-        B, L, H = u.shape
-        P = Lbar.shape[0]
-        u2, g2 = u.reshape(-1, H), g.reshape(-1, H)
-        dC = torch.empty_like(C)
-        dBu, dLbar = None, torch.zeros_like(Lbar)
-        for d, (h, Cd) in enumerate(zip(hs, C)):
-            dM = _rows(h).T @ g2                                                      # [2 P/2, H]
-            dC[d] = 2 * torch.stack([dM[0::2].T, -dM[1::2].T], -1)
-            dh = torch.view_as_complex((g2 @ _readout_matrix(Cd).T).view(B, L, P, 2))  # [B, L, P/2]
-            gd = lti_scan(Lbar.conj(), dh, reverse=d == 0, chunk=ctx.chunk)          # adjoint states
-            del dh
-            if d == 0:   # h_{t-1} of the forward scan meets g_t
-                dLbar += (gd[:, 1:] * h[:, :-1].conj()).sum((0, 1))
-            else:        # h_{t+1} of the backward scan meets g_t
-                dLbar += (gd[:, :-1] * h[:, 1:].conj()).sum((0, 1))
-            dBu = gd if dBu is None else dBu.add_(gd)
-            del gd
-        dBu2 = _rows(dBu)                                                             # [BL, 2 P/2]
-        du = (g2 * D).addmm_(dBu2, _input_matrix(Bbar).T).view(B, L, H)
-        dBbar = torch.view_as_complex((u2.T @ dBu2).view(H, P, 2).permute(1, 0, 2).contiguous())
-        dD = sum((g2[r : r + 1024] * u2[r : r + 1024]).sum(0) for r in range(0, g2.shape[0], 1024))
-        return du, dLbar, dBbar, dC, dD, None
 
 
 @register(
@@ -251,7 +171,7 @@ class S5(Mixer):
         u = x.to(dt)                                                  # [B, L, H]
         Lbar, Bbar = self.discrete(dt)
         if state is None and not return_state:                        # the memory-lean fused path
-            y = _S5SSM.apply(u, Lbar, Bbar, self.C.to(dt), self.D.to(dt), self.chunk)
+            y = s5_ssm(u, Lbar, Bbar, self.C.to(dt), self.D.to(dt), self.chunk)
             return self._post(y.to(x.dtype)), None
         Bu = _input(u, Bbar)                                          # [B, L, P/2]
         h0 = None if state is None else state["h"]

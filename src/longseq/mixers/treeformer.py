@@ -92,6 +92,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..ops.tree_routing import path_logits, path_mix
 from ..utils.validate import check_int
 from .base import Mixer, build, register
 
@@ -108,47 +109,6 @@ def _tf_flops(L: int, d: int, h: int, causal: bool, depth: int = 4) -> float:
 def _tc_flops(L: int, d: int, h: int, causal: bool, depth: int = 4) -> float:
     """Projections, routing, node sums of k and v, logits and mixing over depth + 1 path nodes."""
     return float(2 * L * d * 4 * d + 2 * L * 2 * depth * d + 4 * 2 * L * (depth + 1) * d)
-
-
-# ---------------------------------------------------------------------------------- gathers
-class _PathLogits(torch.autograd.Function):
-    """``out[m, n] = q[m] . table[idx[m, n]]`` without storing the gathered ``[M, P, Dh]`` rows
-    (one level at a time forward and backward: O(M Dh) temporaries instead of O(M P Dh))."""
-
-    @staticmethod
-    def forward(ctx, q, table, idx):                  # q: [M, Dh], table: [T, Dh], idx: [M, P]
-        ctx.save_for_backward(q, table, idx)
-        return torch.stack([(q * table[idx[:, n]]).sum(-1) for n in range(idx.shape[1])], -1)
-
-    @staticmethod
-    def backward(ctx, grad):                           # grad: [M, P]
-        q, table, idx = ctx.saved_tensors
-        grad_q, grad_t = torch.zeros_like(q), torch.zeros_like(table)
-        for n in range(idx.shape[1]):
-            grad_q += grad[:, n, None] * table[idx[:, n]]
-            grad_t.index_add_(0, idx[:, n], grad[:, n, None] * q)
-        return grad_q, grad_t, None
-
-
-class _PathMix(torch.autograd.Function):
-    """``out[m] = sum_n p[m, n] table[idx[m, n]]`` without storing the gathered rows."""
-
-    @staticmethod
-    def forward(ctx, p, table, idx):                  # p: [M, P], table: [T, Dh], idx: [M, P]
-        ctx.save_for_backward(p, table, idx)
-        out = p.new_zeros(p.shape[0], table.shape[1])
-        for n in range(idx.shape[1]):
-            out += p[:, n, None] * table[idx[:, n]]
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):                           # grad: [M, Dh]
-        p, table, idx = ctx.saved_tensors
-        grad_t = torch.zeros_like(table)
-        grad_p = torch.stack([(grad * table[idx[:, n]]).sum(-1) for n in range(idx.shape[1])], -1)
-        for n in range(idx.shape[1]):
-            grad_t.index_add_(0, idx[:, n], grad * p[:, n, None])
-        return grad_p, grad_t, None
 
 
 # ---------------------------------------------------------------------------------- routing
@@ -169,7 +129,7 @@ def route(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, depth: int):
     nodes, member = [node], [g]
     for _ in range(depth):
         idx = (node + head).reshape(-1, 1)                                   # [B*H*L, 1]
-        s = (_PathLogits.apply(xf, table, idx)[:, 0] + bias[idx[:, 0]]).view(B, H, L)
+        s = (path_logits(xf, table, idx)[:, 0] + bias[idx[:, 0]]).view(B, H, L)
         right = s > 0
         c = torch.sigmoid(torch.where(right, s, -s))                         # chosen branch
         g = g * (1.0 + (c - c.detach()))                                     # straight-through
@@ -204,14 +164,14 @@ def tc_attention(q, k, v, q_nodes, q_member, k_nodes, k_member, key_mask, n_node
     v_bar, _ = _node_means(v.flatten(0, 1), k_idx, wk, G * n_nodes)
 
     empty = count.detach()[q_idx] == 0                                       # [G*L, h+1]
-    logits = _PathLogits.apply(q.flatten(0, 1), k_bar, q_idx) * Dh ** -0.5
+    logits = path_logits(q.flatten(0, 1), k_bar, q_idx) * Dh ** -0.5
     logits = logits.masked_fill(empty, float("-inf"))
     m = logits.detach().amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     e = q_member.flatten(0, 1) * torch.exp(logits - m)                       # [G*L, h+1]
     z = e.sum(-1, keepdim=True)
     p = e / torch.where(z > 0, z, torch.ones_like(z))
-    return _PathMix.apply(p, v_bar, q_idx).view(G, L, Dh)
+    return path_mix(p, v_bar, q_idx).view(G, L, Dh)
 
 
 # ---------------------------------------------------------------------------------- TF

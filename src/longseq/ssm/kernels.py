@@ -13,9 +13,9 @@ paper, ``w = 2 C dB`` for S4D (conjugate pairs give ``2 Re``; the state in (1) i
 state divided by ``dB``), ``w = W (e^{ΛΔ}-1)/Λ`` for DSS-exp and ``w = C (e^Λ - 1)/Λ`` with modes
 shared by all channels for GSS (:class:`SharedDSSKernel`).
 
-The kernels are Vandermonde products, computed by :func:`longseq.ssm.vandermonde.vandermonde`
-(chunked real matmuls, a backward that keeps only ``w`` and ``log z``; re-exported here with
-:func:`~longseq.ssm.vandermonde.vandermonde_transposed`, the state after a block).
+The kernels are Vandermonde products, computed by :func:`longseq.ops.vandermonde.chunk.vandermonde`
+(chunked real matmuls, a backward that keeps only ``w`` and ``log z``); the step of (1) is
+:func:`longseq.ops.diag_ssm.recurrent.diag_step`.
 """
 
 from __future__ import annotations
@@ -26,22 +26,13 @@ from torch import nn
 from ..optim import set_optim
 from .discretize import DISCRETIZATIONS, discretize
 from .init import diagonal_init, log_dt_init
-from .vandermonde import vandermonde, vandermonde_transposed
+from ..ops.vandermonde.chunk import vandermonde
 
 __all__ = [
-    "vandermonde",
-    "vandermonde_transposed",
-    "diag_step",
     "DiagSSMKernel",
     "DSSKernel",
     "SharedDSSKernel",
 ]
-
-
-def diag_step(u_t: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, x: torch.Tensor):
-    """One step of (1): ``u_t [..., H]``, state ``x [..., H, N]`` -> ``(y_t [..., H], x)``."""
-    x = torch.exp(log_z) * x + u_t.unsqueeze(-1)
-    return (w * x).real.sum(-1), x
 
 
 def _real_dtype(p: torch.Tensor) -> torch.dtype:

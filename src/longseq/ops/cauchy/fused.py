@@ -25,10 +25,10 @@ so the Cauchy sums at all L roots are the DFT of a real length-L sequence
 of unity factors exactly as (DFT) x (Vandermonde). The Vandermonde product is done as a batched
 matrix product over chunks ``m = iT + j`` (``ā^m = ā^{iT} ā^j``), so only ``O(N (L/T + T))``
 complex exponentials are formed, and the ``O(N L)`` work runs in a real GEMM; one rfft then
-gives all ``L//2 + 1`` frequencies (:func:`longseq.ssm.vandermonde.vandermonde`). Exact (no
+gives all ``L//2 + 1`` frequencies (:func:`longseq.ops.vandermonde.chunk.vandermonde`). Exact (no
 truncation); ``ā^L`` and ``1 - ā^L`` use ``exp``/``expm1`` of ``L log ā`` (``log ā = 2 atanh μ``).
 
-:func:`cauchy_naive` is the direct O(N L) sum, for tests.
+:func:`.naive.cauchy_naive` is the direct O(N L) sum.
 
 Woodbury kernel (:func:`woodbury_irfft`). S4's kernel is ``K = irfft(R_a - R_b s R_c / (1 + s R_d))``
 with ``s = (1+ω)/2`` and four such sums ``R_x = rfft(g_x)``. Plain autograd of that expression
@@ -48,9 +48,9 @@ import math
 
 import torch
 
-from .vandermonde import vandermonde
+from ..vandermonde.chunk import vandermonde
 
-__all__ = ["cauchy_naive", "cauchy_roots_of_unity", "cauchy_sequences", "roots_of_unity", "vandermonde_real",
+__all__ = ["cauchy_roots_of_unity", "cauchy_sequences", "roots_of_unity", "vandermonde_real",
            "woodbury_irfft"]
 
 
@@ -60,18 +60,9 @@ def roots_of_unity(L: int, dtype=torch.complex64, device=None) -> torch.Tensor:
     return torch.polar(torch.ones_like(k), -2 * math.pi * k / L).to(dtype)
 
 
-def cauchy_naive(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-    """(C1) summed directly: ``v [..., H, N2]``, ``mu [H, N2]``, ``dt [H]``, ``omega [F]`` -> ``[..., H, F]``."""
-    a, b = (1 - omega), (1 + omega)  # [F]
-    d1 = a - b * mu[..., None]  # [H, N2, F]
-    d2 = a - b * mu.conj()[..., None]
-    r = (v[..., None] / d1 + v.conj()[..., None] / d2).sum(-2)
-    return dt[:, None] * r
-
-
 def vandermonde_real(W: torch.Tensor, log_a: torch.Tensor, L: int) -> torch.Tensor:
     """``g_m = 2 Re Σ_n W_n exp(m log_a_n)`` for ``m < L``: ``W [..., H, N2]``, ``log_a [H, N2]`` -> ``[..., H, L]``
-    (:func:`longseq.ssm.vandermonde.vandermonde`: chunked real matmuls, a backward keeping only
+    (:func:`longseq.ops.vandermonde.chunk.vandermonde`: chunked real matmuls, a backward keeping only
     ``W`` and ``log_a``)."""
     return vandermonde(2 * W, log_a, L)
 

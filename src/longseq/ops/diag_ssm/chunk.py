@@ -1,6 +1,6 @@
 """Chunked ("Toeplitz in the chunk + state passing") convolutions: the diagonal SSM and short FIRs.
 
-The diagonal SSM of :mod:`.kernels` (``x_l = z x_{l-1} + u_l``, ``y_l = Re sum_n w_n x_{l,n}``,
+The diagonal SSM of :mod:`longseq.ssm.kernels` (``x_l = z x_{l-1} + u_l``, ``y_l = Re sum_n w_n x_{l,n}``,
 kernel ``K_l = Re sum_n w_n z_n^l``) cut into chunks of ``T`` positions, ``l = j T + t``
 (the block form of SSD, Dao & Gu 2024, Section 6, and of FlashConv, H3 Section 4.2)::
 
@@ -13,7 +13,7 @@ kernel ``K_l = Re sum_n w_n z_n^l``) cut into chunks of ``T`` positions, ``l = j
 matmuls). Work ``O(L H (T + N))`` and memory ``O(L H)``, i.e. O(L) in the sequence length for a
 fixed chunk — against ``O(L log L)`` for the FFT convolution of size ``2L`` — and nothing of size
 ``N L`` or ``L^2`` is ever built. The strict-future kernel of the bidirectional mode
-(``y_l += sum_{m > l} K'_{m-l-1} u_m``, :mod:`.fftconv` eq. (2)) is the same computation run
+(``y_l += sum_{m > l} K'_{m-l-1} u_m``, :mod:`..fftconv.fft` eq. (2)) is the same computation run
 backwards: its lags ``0 .. T-2`` fill the strictly upper part of the chunk's Toeplitz matrix (one
 matmul (1) serves both directions), ``S'_j = sum_t z^t u_{j,t}`` is carried from the last chunk
 to the first and adds ``Re sum_n w'_n z_n^{T-1-s} X'_{j+1,n}``. The skip ``D u`` is the lag-0 tap.
@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .vandermonde import powers
+from ..vandermonde.chunk import powers
 
 __all__ = ["diag_ssm_chunked", "chunked_forward", "chunked_backward", "fir_conv", "fir_chunks",
            "fir_chunks_backward", "DEFAULT_CHUNK"]

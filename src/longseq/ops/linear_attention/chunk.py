@@ -8,11 +8,11 @@ Given non-negative feature maps ``q = phi(Q)``, ``k = phi(K)`` (Katharopoulos et
 and the bidirectional form sums over all j. Following the layout of flash-linear-attention, the
 causal op comes in three interchangeable forms:
 
-* :func:`linear_attention_naive`     - the dense L x L kernel matrix, masked and normalised (reference);
+* :func:`.naive.linear_attention_naive` - the dense L x L kernel matrix, masked and normalised (reference);
 * :func:`linear_attention_chunk`     - chunk-parallel: quadratic inside chunks of ``chunk_size``,
   the state ``(S, z)`` carried across chunks by a prefix sum over chunks. Memory is
   O(L C + (L / C) Dk Dv): it never holds the ``[L, Dk, Dv]`` tensor of all per-token states;
-* :func:`linear_attention_recurrent` - token by token (the RNN view, eq. 18-20), O(Dk Dv) per token.
+* :func:`.recurrent.linear_attention_recurrent` - token by token (the RNN view, eq. 18-20), O(Dk Dv) per token.
 
 All take ``q, k: [B, H, L, Dk]`` (already feature-mapped, >= 0), ``v: [B, H, L, Dv]`` and an
 optional ``initial_state = (S [B, H, Dk, Dv], z [B, H, Dk])``; ``output_final_state`` also
@@ -30,12 +30,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-__all__ = [
-    "linear_attention_naive",
-    "linear_attention_chunk",
-    "linear_attention_recurrent",
-    "linear_attention_bidirectional",
-]
+__all__ = ["linear_attention_chunk", "linear_attention_bidirectional"]
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -53,20 +48,6 @@ def _zero_state(q: torch.Tensor, v: torch.Tensor) -> State:
     B, H, _, Dk = q.shape
     S = q.new_zeros(B, H, Dk, v.shape[-1])
     return S, q.new_zeros(B, H, Dk)
-
-
-def linear_attention_naive(q, k, v, *, causal: bool = True, eps: float = 1e-6, initial_state: State | None = None):
-    """Dense reference: ``A = q k^T`` materialised ([B, H, L, L]), masked, normalised row-wise."""
-    A = torch.einsum("bhid,bhjd->bhij", q, k)                       # [B, H, L, L]
-    if causal:
-        A = A.tril()
-    num = A @ v                                                      # [B, H, L, Dv]
-    den = A.sum(-1)                                                  # [B, H, L]
-    if initial_state is not None:
-        S0, z0 = initial_state
-        num = num + q @ S0
-        den = den + torch.einsum("bhid,bhd->bhi", q, z0)
-    return _normalise(num, den, eps)
 
 
 def linear_attention_bidirectional(q, k, v, *, eps: float = 1e-6):
@@ -123,17 +104,3 @@ def linear_attention_chunk(
     return o, final
 
 
-def linear_attention_recurrent(
-    q, k, v, *, eps: float = 1e-6, initial_state: State | None = None, output_final_state: bool = False,
-):
-    """Token-by-token recurrence ``S_t = S_{t-1} + k_t v_t^T``, ``z_t = z_{t-1} + k_t``."""
-    S, z = initial_state if initial_state is not None else _zero_state(q, v)
-    outs = []
-    for t in range(q.shape[2]):
-        q_t, k_t, v_t = q[:, :, t], k[:, :, t], v[:, :, t]          # [B, H, D]
-        S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)                # [B, H, Dk, Dv]
-        z = z + k_t
-        num = torch.einsum("bhd,bhde->bhe", q_t, S)
-        outs.append(_normalise(num, (q_t * z).sum(-1), eps))
-    o = torch.stack(outs, dim=2)                                     # [B, H, L, Dv]
-    return o, ((S, z) if output_final_state else None)

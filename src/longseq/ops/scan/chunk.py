@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["linear_scan", "linear_scan_reference", "lti_scan"]
+__all__ = ["linear_scan", "lti_scan"]
 
 DEFAULT_CHUNK = 64
 
@@ -101,17 +101,6 @@ def lti_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *
         if not reverse:
             return _scan_const(a.to(dtype), b, h0.to(dtype), chunk)
         return _scan_const(a.to(dtype), b.flip(-2), h0.to(dtype), chunk).flip(-2)
-
-
-def linear_scan_reference(a, b, h0=None):
-    """Plain loop over time (for tests): ``h_t = a_t h_{t-1} + b_t``."""
-    a, b = torch.broadcast_tensors(a, b)
-    h = torch.zeros_like(b[..., 0, :]) if h0 is None else h0
-    hs = []
-    for t in range(b.shape[-2]):
-        h = a[..., t, :] * h + b[..., t, :]
-        hs.append(h)
-    return torch.stack(hs, -2), h
 
 
 class _LinearScan(torch.autograd.Function):

@@ -1,21 +1,28 @@
-"""The shared memory-lean SSM pieces against plain formulas written here, in float64 (values and
+"""longseq.ops.vandermonde against its naive twins (materialised powers), in float64 (values and
 gradients of every input; rtol 1e-9 / atol 1e-10 for values, 1e-8 for gradients):
 
-* :func:`longseq.ssm.vandermonde.vandermonde` (modes per channel or shared, decayed chunks
-  skipped, groups processed in slices) against ``Re sum_n w_n exp(l log z_n)`` materialised;
-* :func:`longseq.ssm.vandermonde.vandermonde_transposed` against ``sum_l z^(L-1-l) u_l``;
-* :func:`longseq.ssm.vandermonde.powers` against ``exp(i log z)``;
-* :func:`longseq.ssm.fftconv.kernel_conv` (channel groups, spectra recomputed in the backward,
-  skip ``D`` as a lag-0 tap) against the direct double sum of eq. (1)/(2) of :mod:`.fftconv`.
+* :func:`longseq.ops.vandermonde.vandermonde` (modes per channel or shared, decayed chunks
+  skipped, groups processed in slices) against :func:`~longseq.ops.vandermonde.vandermonde_naive`,
+  plus a second backward through a retained graph and a bfloat16 smoke run;
+* :func:`longseq.ops.vandermonde.vandermonde_transposed` against ``vandermonde_transposed_naive``;
+* :func:`longseq.ops.vandermonde.chunk.powers` against ``exp(i log z)``.
 """
 
 import pytest
 import torch
 
-from longseq.ssm import fftconv
-from longseq.ssm import vandermonde as vmod
-from longseq.ssm.fftconv import kernel_conv
-from longseq.ssm.vandermonde import powers, vandermonde, vandermonde_transposed
+import longseq.ops.fftconv.fft as fftconv
+import longseq.ops.vandermonde.chunk as vmod
+from longseq.ops.vandermonde import (
+    powers,
+    vandermonde,
+    vandermonde_naive,
+    vandermonde_transposed,
+    vandermonde_transposed_naive,
+)
+from longseq.ops.vandermonde.chunk import _Vandermonde
+
+from .twins import bf16_smoke, check_twin
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 GTOL = dict(rtol=1e-8, atol=1e-8)
@@ -31,11 +38,6 @@ def random_modes(shape, slow_and_fast=True):
     return log_z
 
 
-def naive_vandermonde(w, log_z, L):
-    lags = torch.arange(L, dtype=torch.float64)
-    return (w.unsqueeze(-1) * torch.exp(log_z.unsqueeze(-1) * lags)).real.sum(-2)
-
-
 @pytest.fixture(params=[False, True], ids=["one-slice", "sliced"])
 def slices(request, monkeypatch):
     if request.param:
@@ -48,14 +50,18 @@ def slices(request, monkeypatch):
 def test_vandermonde_values_and_grads(L, shared, slices):
     torch.manual_seed(L)
     H, N = 5, 6
-    log_z = random_modes(N if shared else (H, N)).requires_grad_()
-    w = torch.randn(2, H, N, dtype=torch.complex128, requires_grad=True)
-    K, ref = vandermonde(w, log_z, L), naive_vandermonde(w, log_z, L)
-    assert K.shape == (2, H, L)
-    torch.testing.assert_close(K, ref, **TOL)
-    g = torch.randn_like(K)
-    for a, b in zip(torch.autograd.grad((K * g).sum(), (w, log_z)), torch.autograd.grad((ref * g).sum(), (w, log_z))):
-        torch.testing.assert_close(a, b, **GTOL)
+    log_z = random_modes(N if shared else (H, N))
+    w = torch.randn(2, H, N, dtype=torch.complex128)
+    assert vandermonde(w, log_z, L).shape == (2, H, L)
+    check_twin(lambda w, log_z: vandermonde(w, log_z, L), lambda w, log_z: vandermonde_naive(w, log_z, L),
+               [w, log_z], rtol=1e-8, atol=1e-8, functions=(_Vandermonde,))
+
+
+def test_vandermonde_bf16_smoke():
+    """``w`` complex64 with a bfloat16 caller: the product runs in the modes' dtype (no complex half)."""
+    log_z = random_modes((3, 4)).to(torch.complex64)
+    w = torch.randn(3, 4, dtype=torch.complex64)
+    assert bf16_smoke(lambda w, log_z: vandermonde(w, log_z, 37).to(torch.bfloat16), [w, log_z]) == "runs"
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per-channel", "shared"])
@@ -65,39 +71,11 @@ def test_vandermonde_transposed_is_the_state(L, shared):
     log_z = random_modes(N if shared else (H, N)).requires_grad_()
     u = torch.randn(2, H, L, dtype=torch.float64, requires_grad=True)
     x = vandermonde_transposed(u, log_z)
-    lags = torch.arange(L - 1, -1, -1, dtype=torch.float64)
-    ref = (u.unsqueeze(-2) * torch.exp(log_z.unsqueeze(-1) * lags)).sum(-1)                  # [2, H, N]
+    ref = vandermonde_transposed_naive(u, log_z)                                              # [2, H, N]
     torch.testing.assert_close(x, ref, **TOL)
     g = torch.randn_like(x)
     for a, b in zip(torch.autograd.grad((x * g.conj()).real.sum(), (u, log_z)),
                     torch.autograd.grad((ref * g.conj()).real.sum(), (u, log_z))):
-        torch.testing.assert_close(a, b, **GTOL)
-
-
-def naive_conv(u, k, D):
-    """``y_l = sum_{m<=l} K_{l-m} u_m (+ sum_{m>l} K'_{m-l-1} u_m) + D u_l``, by loops over lags."""
-    L = u.shape[-1]
-    y = D[:, None] * u
-    for lag in range(min(L, k.shape[-1])):
-        y = y + torch.nn.functional.pad(k[0, :, lag : lag + 1] * u[..., : L - lag], (lag, 0))
-        if k.shape[0] == 2 and lag < L - 1:
-            y = y + torch.nn.functional.pad(k[1, :, lag : lag + 1] * u[..., lag + 1 :], (0, lag + 1))
-    return y
-
-
-@pytest.mark.parametrize("L,Lk,bidirectional", [(1, 1, False), (1, 1, True), (17, 17, False), (17, 17, True),
-                                                (489, 489, False), (489, 489, True), (100, 7, False)])
-def test_kernel_conv_values_and_grads(L, Lk, bidirectional, slices):
-    """Also a causal kernel shorter than the input (the H3 shift SSM's FIR)."""
-    torch.manual_seed(L)
-    H = 5
-    u = torch.randn(3, H, L, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(2 if bidirectional else 1, H, Lk, dtype=torch.float64, requires_grad=True)
-    D = torch.randn(H, dtype=torch.float64, requires_grad=True)
-    y, ref = kernel_conv(u, k, D), naive_conv(u, k, D)
-    torch.testing.assert_close(y, ref, **TOL)
-    g = torch.randn_like(y)
-    for a, b in zip(torch.autograd.grad((y * g).sum(), (u, k, D)), torch.autograd.grad((ref * g).sum(), (u, k, D))):
         torch.testing.assert_close(a, b, **GTOL)
 
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .chunked import diag_ssm_chunked
-from .kernels import diag_step
-from .vandermonde import vandermonde, vandermonde_transposed
+from ..diag_ssm.chunk import diag_ssm_chunked
+from ..diag_ssm.recurrent import diag_step
+from ..vandermonde.chunk import vandermonde, vandermonde_transposed
 
 __all__ = ["fast_fft_size", "fft_conv", "kernel_conv", "circular_kernel", "with_skip", "diag_ssm_conv", "ssm_apply",
            "grouped_kernel_conv"]
@@ -280,7 +280,7 @@ def ssm_apply(kernel, u: torch.Tensor, D: torch.Tensor, causal: bool, state: tor
     ``block_size`` blocks), otherwise one FFT convolution with ``kernel.kernel(L)`` — channel 0
     forward in time and, when not ``causal``, channel 1 over the strict future (eq. 2).
     ``method="chunked"`` (what ``s4d``/``dss`` use) runs kernels with a recurrent form through
-    :func:`longseq.ssm.chunked.diag_ssm_chunked` from ``kernel.modes()`` (``w [C, H, N]``,
+    :func:`longseq.ops.diag_ssm.chunk.diag_ssm_chunked` from ``kernel.modes()`` (``w [C, H, N]``,
     ``log_z [H, N]``) — causal with state in/out, or bidirectional (channel 1 = the strict-future
     kernel); a length-1 input with a state is the recurrent step.
     Returns ``(y [..., H, L], state or None)``.

@@ -1,5 +1,5 @@
-"""longseq.nn.pointwise.gelu_linear (the S4 / S4D block outputs and S5's gates) against plain
-autograd, float64.
+"""longseq.ops.gelu_linear.gelu_linear (the S4 / S4D block outputs and S5's gates) against its naive
+twin ``gelu_linear_naive`` (the autograd composition), float64.
 
 Blocks of 10 rows over 37 x 3 rows (the last block partial), strided input, values and the
 gradients of the input, weight and bias (rtol 1e-10)."""
@@ -8,16 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from longseq.nn.pointwise import gelu_linear
+from longseq.ops.gelu_linear import gelu_linear, gelu_linear_naive
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
 def reference(y, lin, glu, gate):
-    h = F.gelu(y)
-    if gate is not None:        # S5's half_glu1 (gate on GELU(y)) and half_glu2 (gate on y)
-        return (h if gate == "output" else y) * torch.sigmoid(lin(h))
-    return F.glu(lin(h), dim=-1) if glu else lin(h)
+    return gelu_linear_naive(y, lin, glu=glu, gate=gate)
 
 
 @pytest.mark.parametrize("glu,gate", [(False, None), (True, None), (False, "output"), (False, "input")])
@@ -50,3 +47,38 @@ def test_head_option_errors():
         gelu_linear(torch.randn(2, 4), lin, gate="both")
     with pytest.raises(ValueError, match="exclusive"):
         gelu_linear(torch.randn(2, 4), lin, glu=True, gate="input")
+
+
+# ---------------------------------------------------------------------------- retained graph, bf16
+from longseq.ops.gelu_linear.fused import _GeluLinear  # noqa: E402
+
+from .twins import bf16_smoke, check_twin  # noqa: E402
+
+
+@pytest.mark.parametrize("glu,gate", [(False, None), (True, None), (False, "output"), (False, "input")])
+def test_gelu_linear_twin(glu, gate):
+    """Values, gradients of ``y``, weight and bias, a second backward through a retained graph."""
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(12, 12 if gate else 24).double()
+    y = torch.randn(37, 3, 12, dtype=torch.float64)
+
+    def fast(y, weight, bias):
+        return gelu_linear(y, _Lin(weight, bias), glu=glu, gate=gate, rows=10)
+
+    def naive(y, weight, bias):
+        return gelu_linear_naive(y, _Lin(weight, bias), glu=glu, gate=gate)
+
+    check_twin(fast, naive, [y, lin.weight.detach(), lin.bias.detach()], **TOL, functions=(_GeluLinear,))
+
+
+class _Lin:
+    """A stand-in for ``nn.Linear`` holding plain tensors (so that the weights can be test leaves)."""
+
+    def __init__(self, weight, bias):
+        self.weight, self.bias = weight, bias
+
+
+def test_gelu_linear_bf16_smoke():
+    lin = torch.nn.Linear(12, 24)
+    assert bf16_smoke(lambda y, w, b: gelu_linear(y, _Lin(w, b), glu=True, rows=10),
+                      [torch.randn(37, 12), lin.weight.detach(), lin.bias.detach()]) == "runs"

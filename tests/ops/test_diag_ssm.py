@@ -1,14 +1,15 @@
-"""The chunked fast paths (longseq.ssm.chunked) against plain recurrences written here, in float64
+"""The chunked fast paths (longseq.ops.diag_ssm) against their naive twins (longseq.ops.diag_ssm.naive: the
+recurrences unrolled), in float64
 (values and gradients of inputs, parameters and states; rtol 1e-9 / atol 1e-10), at odd lengths
 and chunk sizes; the mixers' ``method="chunked"`` against their ``method="fft"``; the s4d/dss
 recomputing GELU -> linear -> GLU against autograd."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import longseq
-from longseq.ssm.chunked import diag_ssm_chunked, fir_conv
+from longseq.ops.diag_ssm import diag_ssm_chunked, diag_ssm_naive, fir_conv, fir_conv_naive
+from longseq.ops.diag_ssm.chunk import _FIR, _DiagChunked
 from longseq.ssm.kernels import DiagSSMKernel
 
 TOL = dict(rtol=1e-9, atol=1e-10)
@@ -19,26 +20,6 @@ def rand_modes(H, N, seed):
     log_z = torch.complex(-0.3 * torch.rand(H, N, generator=g, dtype=torch.float64) - 0.01,
                           torch.randn(H, N, generator=g, dtype=torch.float64))
     return torch.randn(H, N, generator=g, dtype=torch.complex128), log_z
-
-
-def naive_ssm(u, w, log_z, w_back=None, D=None, state=None):
-    """x_l = z x_{l-1} + u_l, y_l = Re sum w x_l (+ the strict future with w_back) + D u, unrolled."""
-    L = u.shape[-1]
-    x = torch.zeros(*u.shape[:-1], w.shape[-1], dtype=w.dtype) if state is None else state
-    ys = []
-    for l in range(L):
-        x = torch.exp(log_z) * x + u[..., l, None]
-        ys.append((w * x).real.sum(-1))
-    y = torch.stack(ys, -1)
-    if w_back is not None:          # y_l += sum_{m > l} Re sum w' z^{m-l-1} u_m: the reversed recurrence
-        xb, yb = torch.zeros_like(x), []
-        for l in range(L - 1, -1, -1):
-            yb.append((w_back * xb).real.sum(-1))
-            xb = torch.exp(log_z) * xb + u[..., l, None]
-        y = y + torch.stack(yb[::-1], -1)
-    if D is not None:
-        y = y + D[:, None] * u
-    return y, x
 
 
 def check_grads(out, ref, inputs):
@@ -61,7 +42,7 @@ def test_causal_with_state_matches_recurrence(L, chunk):
             ([] if state is None else [state.clone().requires_grad_()])
         s0 = None if state is None else inputs[4]
         y, x = diag_ssm_chunked(inputs[0], *inputs[1:3], D=inputs[3], state=s0, return_state=True, chunk=chunk)
-        y_ref, x_ref = naive_ssm(inputs[0], *inputs[1:3], D=inputs[3], state=s0)
+        y_ref, x_ref = diag_ssm_naive(inputs[0], *inputs[1:3], D=inputs[3], state=s0)
         torch.testing.assert_close(y, y_ref, **TOL)
         torch.testing.assert_close(x, x_ref, **TOL)
         check_grads([y, x], [y_ref, x_ref], inputs)
@@ -75,7 +56,7 @@ def test_bidirectional_matches_two_recurrences(L, chunk):
     inputs = [t.requires_grad_() for t in (torch.randn(2, 3, L, dtype=torch.float64), w, log_z, w_back, D)]
     u, w, log_z, w_back, D = inputs
     y, _ = diag_ssm_chunked(u, w, log_z, w_back=w_back, D=D, chunk=chunk)
-    y_ref, _ = naive_ssm(u, w, log_z, w_back=w_back, D=D)
+    y_ref, _ = diag_ssm_naive(u, w, log_z, w_back=w_back, D=D)
     torch.testing.assert_close(y, y_ref, **TOL)
     check_grads([y], [y_ref], inputs)
     with pytest.raises(ValueError, match="causal"):
@@ -96,7 +77,7 @@ def test_leading_batch_dims_and_strided_input():
     w, log_z = rand_modes(3, 4, 1)
     u = torch.randn(2, 5, 40, 3, dtype=torch.float64).transpose(-1, -2)   # [2, 5, H, L], strided
     y, _ = diag_ssm_chunked(u, w, log_z, chunk=16)
-    torch.testing.assert_close(y, naive_ssm(u, w, log_z)[0], **TOL)
+    torch.testing.assert_close(y, diag_ssm_naive(u, w, log_z)[0], **TOL)
 
 
 @pytest.mark.parametrize("dt", [1e-3, 1e-1])
@@ -109,12 +90,6 @@ def test_no_overflow_at_64k_float32(dt):
     assert torch.isfinite(y).all() and torch.isfinite(x).all() and torch.isfinite(yb).all()
 
 
-def naive_fir(u, k, prev):
-    n = k.shape[-1]
-    ext = F.pad(u, (n - 1, 0)) if prev is None else torch.cat([prev, u], -1)
-    return torch.stack([(ext[..., l : l + n].flip(-1) * k).sum(-1) for l in range(u.shape[-1])], -1)
-
-
 @pytest.mark.parametrize("L", [1, 17, 489])
 @pytest.mark.parametrize("n", [1, 5, 64])
 def test_fir_conv_matches_direct_sum(L, n):
@@ -124,7 +99,7 @@ def test_fir_conv_matches_direct_sum(L, n):
         if with_prev:
             inputs.append(torch.randn(2, 3, n - 1, dtype=torch.float64, requires_grad=True))
         prev = inputs[2] if with_prev else None
-        y, y_ref = fir_conv(inputs[0], inputs[1], prev), naive_fir(inputs[0], inputs[1], prev)
+        y, y_ref = fir_conv(inputs[0], inputs[1], prev), fir_conv_naive(inputs[0], inputs[1], prev)
         torch.testing.assert_close(y, y_ref, **TOL)
         check_grads([y], [y_ref], inputs)
 
@@ -160,7 +135,7 @@ def test_carry_recurrence_equals_loop(J, with_start, reverse):
     """The chunk-state carry X_j = a X_{j-1} + S_j (two-level, in place: inside blocks of ~sqrt(J)
     chunks, over the blocks, then the remainder), forwards and backwards in j, on a strided slice of
     the channels (as the bidirectional mode runs it), against a plain loop (complex128, 1e-12)."""
-    from longseq.ssm.chunked import _scan_
+    from longseq.ops.diag_ssm.chunk import _scan_
     S = torch.randn(3, 2, J, 4, dtype=torch.complex128)
     a = torch.randn(3, 4, dtype=torch.complex128) * 0.6
     X0 = torch.randn(3, 2, 4, dtype=torch.complex128) if with_start else None
@@ -177,3 +152,41 @@ def test_carry_recurrence_equals_loop(J, with_start, reverse):
     assert out.data_ptr() == X.data_ptr()
     torch.testing.assert_close(X, torch.stack(ref, 2), rtol=1e-12, atol=1e-12)
     assert not buf[..., :2].abs().any() and not buf[..., 6:].abs().any()
+
+
+# ---------------------------------------------------------------------------- retained graph, bf16
+from .twins import bf16_smoke, check_twin  # noqa: E402
+
+
+@pytest.mark.parametrize("L,chunk,bidirectional", [(1, 4, False), (37, 8, False), (37, 8, True), (130, 64, True)])
+def test_diag_ssm_chunked_twin(L, chunk, bidirectional):
+    """Values, all gradients (input, modes, ``w'``, ``D``, state) and a second backward through a
+    retained graph; rtol 1e-9 / atol 1e-10."""
+    w, log_z = rand_modes(3, 4, L)
+    inputs = [torch.randn(2, 3, L, dtype=torch.float64), w, log_z, torch.randn(3, dtype=torch.float64)]
+    if bidirectional:
+        inputs.append(torch.randn(3, 4, dtype=torch.complex128))
+        fast = lambda u, w, lz, D, wb: diag_ssm_chunked(u, w, lz, w_back=wb, D=D, chunk=chunk)[0]  # noqa: E731
+        naive = lambda u, w, lz, D, wb: diag_ssm_naive(u, w, lz, w_back=wb, D=D)[0]  # noqa: E731
+    else:
+        inputs.append(torch.randn(2, 3, 4, dtype=torch.complex128))
+        fast = lambda u, w, lz, D, x0: diag_ssm_chunked(u, w, lz, D=D, state=x0, return_state=True, chunk=chunk)  # noqa: E731
+        naive = lambda u, w, lz, D, x0: diag_ssm_naive(u, w, lz, D=D, state=x0)  # noqa: E731
+    check_twin(fast, naive, inputs, **TOL, functions=(_DiagChunked,))
+
+
+@pytest.mark.parametrize("L,n,with_prev", [(1, 1, False), (17, 5, True), (130, 64, True)])
+def test_fir_conv_twin(L, n, with_prev):
+    inputs = [torch.randn(2, 3, L, dtype=torch.float64), torch.randn(3, n, dtype=torch.float64)]
+    if with_prev:
+        inputs.append(torch.randn(2, 3, n - 1, dtype=torch.float64))
+    check_twin(fir_conv, fir_conv_naive, inputs, **TOL, functions=(_FIR,))
+
+
+def test_bf16_smoke():
+    """bfloat16 input: the chunked SSM computes in the modes' dtype and casts back; the FIR runs in bfloat16."""
+    w, log_z = rand_modes(3, 4, 0)
+    u, D = torch.randn(2, 3, 37), torch.randn(3)
+    assert bf16_smoke(lambda u, w, lz, D: diag_ssm_chunked(u, w.to(torch.complex64), lz.to(torch.complex64), D=D)[0],
+                      [u, w, log_z, D]) == "runs"
+    assert bf16_smoke(fir_conv, [u, torch.randn(3, 5)]) == "runs"

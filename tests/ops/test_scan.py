@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from longseq.ssm.scan import linear_scan, linear_scan_reference
+from longseq.ops.scan import linear_scan, linear_scan_naive
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -26,7 +26,7 @@ def _inputs(L, P, complex_, const_a, seed=0):
 def test_scan_matches_loop(L, complex_, const_a):
     a, b, h0 = _inputs(L, 3, complex_, const_a)
     h, last = linear_scan(a, b, h0, chunk=4)
-    h_ref, last_ref = linear_scan_reference(a, b, h0)
+    h_ref, last_ref = linear_scan_naive(a, b, h0)
     torch.testing.assert_close(h, h_ref, **TOL)
     torch.testing.assert_close(last, last_ref, **TOL)
 
@@ -35,7 +35,7 @@ def test_scan_matches_loop(L, complex_, const_a):
 def test_reverse_and_default_chunk(L):
     a, b, h0 = _inputs(L, 4, True, False)
     h, first = linear_scan(a, b, h0, reverse=True)
-    h_ref, first_ref = linear_scan_reference(a.flip(-2), b.flip(-2), h0)
+    h_ref, first_ref = linear_scan_naive(a.flip(-2), b.flip(-2), h0)
     torch.testing.assert_close(h, h_ref.flip(-2), **TOL)
     torch.testing.assert_close(first, first_ref, **TOL)
 
@@ -54,7 +54,7 @@ def test_scan_gradients(complex_, L):
         return ((h * w).sum() + (last * wl).sum()).real
 
     g = torch.autograd.grad(loss(lambda *x: linear_scan(*x, chunk=4)), (a, b, h0))
-    g_ref = torch.autograd.grad(loss(linear_scan_reference), (a, b, h0))
+    g_ref = torch.autograd.grad(loss(linear_scan_naive), (a, b, h0))
     for x, y in zip(g, g_ref):
         torch.testing.assert_close(x, y, **TOL)
 
@@ -75,7 +75,7 @@ def test_constant_a_chunked_toeplitz_values_and_gradients(complex_, L, chunk, re
         return ((h * w).sum() + (last * wl).sum()).real
 
     h, last = linear_scan(a, b, h0, reverse=reverse, chunk=chunk)
-    h_ref, last_ref = linear_scan_reference(a, flip(b), h0)
+    h_ref, last_ref = linear_scan_naive(a, flip(b), h0)
     h_ref = flip(h_ref)
     torch.testing.assert_close(h, h_ref, **TOL)
     torch.testing.assert_close(last, last_ref, **TOL)
@@ -106,3 +106,34 @@ def test_scan_constant_a_gradient_is_reduced():
 def test_bad_chunk():
     with pytest.raises(ValueError, match="chunk"):
         linear_scan(torch.ones(3), torch.ones(1, 5, 3), chunk=3)
+
+
+# ---------------------------------------------------------------------------- fast op vs naive twin
+from longseq.ops.scan.chunk import _LinearScan, _LinearScanConst  # noqa: E402
+
+from .twins import bf16_smoke, check_twin  # noqa: E402
+
+
+@pytest.mark.parametrize("L", [1, 13, 131])
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("const_a", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_scan_twin(L, complex_, const_a, reverse):
+    """Values, gradients of ``a, b, h0`` and a retained-graph second backward, odd lengths, chunk 4,
+    forward and reversed (the naive loop on flipped inputs); rtol 1e-10."""
+    a, b, h0 = _inputs(L, 3, complex_, const_a, seed=L)
+    flip = (lambda t: t.flip(-2)) if reverse else (lambda t: t)
+
+    def naive(a, b, h0):
+        h, last = linear_scan_naive(a if const_a else flip(a), flip(b), h0)
+        return flip(h), last
+
+    check_twin(lambda a, b, h0: linear_scan(a, b, h0, reverse=reverse, chunk=4), naive, [a, b, h0], **TOL,
+               functions=(_LinearScanConst if const_a else _LinearScan,))
+
+
+@pytest.mark.parametrize("const_a", [False, True])
+def test_linear_scan_bf16_smoke(const_a):
+    """bfloat16 ``a, b, h0``: the scan runs (promoted as given) and gives finite values and gradients."""
+    a, b, h0 = _inputs(37, 3, False, const_a)
+    assert bf16_smoke(lambda a, b, h0: linear_scan(a, b, h0, chunk=4), [a, b, h0]) == "runs"
