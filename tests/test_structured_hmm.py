@@ -220,3 +220,25 @@ def test_lm_wrapper_trains_and_saves(tmp_path):
     m2 = load(tmp_path / "m")
     ids = torch.randint(8, (2, 5))
     torch.testing.assert_close(m2(ids), m(ids))
+
+
+def test_cli_trains_an_hmm_and_refuses_misuse(tmp_path, capsys):
+    import json
+
+    from longseq.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--task", "mqar", "--model", "hmm", "--model-option", "num_states=16",
+            "--model-option", "rank=4", "--model-option", "emb_dim=8", "--task-option", "n_train=32",
+            "--task-option", "n_val=8", "--task-option", "n_test=8", "--task-option", "seq_len=32",
+            "--task-option", "num_kv_pairs=4", "--steps", "2", "--batch-size", "4",
+            "--eval-every", "2", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["class"] == "HMMLanguageModel" and cfg["model"]["rank"] == 4
+    assert (out / "model" / "model.safetensors").exists()
+    capsys.readouterr()
+    assert main(args[:-2] + ["--out", str(tmp_path / "r2"), "--model-option", "states=3"]) == 2
+    assert "unknown HMM option" in capsys.readouterr().err
+    assert main(["train", "--task", "listops", "--model", "hmm", "--steps", "1"]) == 2
+    assert "language model" in capsys.readouterr().err

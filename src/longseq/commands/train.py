@@ -70,6 +70,12 @@ def register(sub) -> None:
     p.add_argument("--mixer",
                    help="mixer name, or comma-separated names, one per layer (hybrid stack); "
                         "default softmax, or the --model-preset's stack")
+    p.add_argument("--model", choices=["mixer", "hmm"], default="mixer",
+                   help="mixer: a CausalLM / SequenceClassifier of --mixer layers (default); hmm: a neural HMM "
+                        "language model (longseq.structured; LM tasks only), configured with --model-option")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="--model hmm option (repeatable): num_states, rank (omit for full rank), "
+                        "feature_map=exp|softmax_kernel, emb_dim")
     p.add_argument("--preset", default="quick", help="task preset (quick, lra, ...)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task setting override (repeatable)")
     p.add_argument("--out", help="run directory (default runs/TASK-MIXER)")
@@ -114,15 +120,18 @@ def run(args) -> int:
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
-    model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
-                        position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
-                        mixer_options=mixer_options, scale_invariant=args.scale_invariant,
-                        shortcuts=args.shortcuts, ffn_options=ffn_options,
-                        position_options=parse_kv(args.position_option, "--position-option") or None,
-                        embedding=args.embedding,
-                        embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
-                        model_preset=args.model_preset,
-                        model_preset_options=parse_kv(args.model_preset_option, "--model-preset-option") or None)
+    if args.model == "hmm":
+        model, label = _build_hmm(task, args), "hmm"
+    else:
+        model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
+                            position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
+                            mixer_options=mixer_options, scale_invariant=args.scale_invariant,
+                            shortcuts=args.shortcuts, ffn_options=ffn_options,
+                            position_options=parse_kv(args.position_option, "--position-option") or None,
+                            embedding=args.embedding,
+                            embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
+                            model_preset=args.model_preset,
+                            model_preset_options=parse_kv(args.model_preset_option, "--model-preset-option") or None)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
                                                "optimizer", "si_clip")
@@ -143,3 +152,16 @@ def run(args) -> int:
         m = final[split]
         print(f"{split}: {metric} {m.get(metric, m['accuracy']):.4f}  loss {m['loss']:.4f}")
     return 0
+
+
+def _build_hmm(task, args):
+    """``--model hmm``: a neural (low-rank with ``rank=r``) HMM language model, longseq.structured."""
+    from ..structured import build_hmm_lm
+
+    if task.meta.kind != "lm":
+        raise ValueError(f"--model hmm is a language model; task {task.meta.name!r} is {task.meta.kind!r} "
+                         "(use an LM task: lm_dict, lm_code, ...)")
+    ignored = [f for f in ("mixer", "d_model", "n_layers", "num_heads", "model_preset") if getattr(args, f) is not None]
+    if ignored:
+        raise ValueError(f"--model hmm takes its settings from --model-option; remove {', '.join(ignored)}")
+    return build_hmm_lm(task.meta.vocab_size, parse_kv(args.model_option, "--model-option"))
