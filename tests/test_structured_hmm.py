@@ -242,3 +242,28 @@ def test_cli_trains_an_hmm_and_refuses_misuse(tmp_path, capsys):
     assert "unknown HMM option" in capsys.readouterr().err
     assert main(["train", "--task", "listops", "--model", "hmm", "--steps", "1"]) == 2
     assert "language model" in capsys.readouterr().err
+
+
+def test_bench_structured_rows_and_report(tmp_path):
+    from longseq.bench.structured import StructuredConfig, format_structured, run_structured, write_structured
+
+    cfg = StructuredConfig(sizes=[8, 16], ranks=[None, 4], settings=dict(batch=2, length=5, vocab_size=7, emb_dim=8),
+                           repeats=1, warmup=0, isolate=False, device="cpu")
+    res = run_structured(cfg, log=lambda m: None)
+    rows = {(r["size"], r["rank"]): r for r in res["rows"]}
+    assert set(rows) == {(8, None), (16, None), (8, 4), (16, 4)}
+    assert all(r["status"] == "ok" and r["finite"] and r["step_ms"]["median"] > 0 for r in rows.values())
+    assert rows[(16, 4)]["speedup_vs_full"] == rows[(16, None)]["step_ms"]["median"] / rows[(16, 4)]["step_ms"]["median"]
+    assert "| 16 | r=4 |" in format_structured(res)
+    paths = write_structured(res, tmp_path, plots=False)
+    assert json_rows(tmp_path / "results.json") == 4 and len(paths) == 2
+    with pytest.raises(ValueError, match="unknown structured family"):
+        StructuredConfig(family="nope")
+    with pytest.raises(ValueError, match="unknown hmm setting"):
+        StructuredConfig(settings={"states": 3})
+
+
+def json_rows(path):
+    import json
+
+    return len(json.loads(path.read_text())["rows"])

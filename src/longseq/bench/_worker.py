@@ -13,6 +13,8 @@ Jobs (``job["kind"]``):
 * ``"matmul"``: fp32 square-matmul throughput, the machine's practical GFLOP/s peak.
 * ``"generate"``: prefill time and decoding tokens/s of a ``longseq.models.CausalLM``
   (see :mod:`longseq.bench.generate`).
+* ``"structured"``: one training step of a structured model (HMM, ...; see
+  :mod:`longseq.bench.structured`).
 
 Peak memory
 -----------
@@ -281,11 +283,18 @@ def run_generate(job) -> dict:
     return measure_generation(job, torch, device, dtype, sync)
 
 
+def run_structured(job) -> dict:
+    from longseq.bench.structured import measure_structured
+
+    torch, device, dtype, sync = _setup(job)
+    return measure_structured(job, torch, device, dtype, sync)
+
+
 def run(job: dict) -> dict:
     import torch
 
     kind = job["kind"]
-    fn = {"module": run_module, "matmul": run_matmul, "generate": run_generate}[kind]
+    fn = {"module": run_module, "matmul": run_matmul, "generate": run_generate, "structured": run_structured}[kind]
     try:
         return fn(job)
     except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
