@@ -41,7 +41,8 @@ Decisions the papers leave open, and where they were taken from
 * Numerical range: ``phi(V)`` columns are shifted by their maximum over states and ``phi(U)``
   rows by the same amounts (the product is unchanged), then rows are normalised in log space, so
   ``phi(V) <= 1`` and ``phi(U)_ik / d_i <= 1``: no overflow in float32 whatever the embeddings.
-* Forward algorithm: the scaled (probability-space) recursion of Rabiner (1989):
+* Forward algorithm (:func:`longseq.ops.hmm.hmm_forward`, a hand-written backward; the reference
+  is ``longseq/ops/hmm/naive.py``): the scaled (probability-space) recursion of Rabiner (1989):
   ``pred_t = alpha_{t-1}^T A`` (a distribution), ``u_t = pred_t * exp(log O[:, x_t] - m_t)`` with
   ``m_t = max_i log O[i, x_t]``, ``c_t = sum u_t``, ``alpha_t = u_t / c_t`` and
   ``log p(x) = sum_t (log c_t + m_t)``. Stable for any length in float32 (each step is normalised);
@@ -49,6 +50,14 @@ Decisions the papers leave open, and where they were taken from
   small likelihood instead of NaN.
 * Padding: ``mask[b, t]`` (True = real token) must be a prefix of ones; steps at padded positions
   leave alpha and the log-likelihood unchanged.
+* Initialisation: the official code initialises every matrix, the embeddings included, with
+  Xavier-uniform, whose scale shrinks with the number of states (std sqrt(2 / (N + emb_dim))).
+  Then every table starts near uniform and, on our short CPU budgets, the model stays at the
+  unigram solution for hundreds of steps (lm_code, N = 512, r = 64, 100 steps of 8 x 32 bytes,
+  lr 1e-2: 4.46 bpb, the unigram entropy being 4.51, against 3.78 bpb with the embeddings drawn
+  from N(0, 0.3^2); see benchmarks/STRUCTURED.md). So by default (``init_std=0.3``) the five
+  embedding tables are N(0, init_std^2), independent of N; the MLP weights keep Xavier.
+  ``init_std=None`` restores the official initialisation.
 * Viterbi uses the max-product semiring on the implied full log-transition matrix (a low-rank
   factorisation does not speed up max-product: max does not distribute over the sum in r), so it
   is O(L N^2) and processes the batch one sequence at a time to bound memory to O(N^2).
@@ -60,6 +69,8 @@ import math
 
 import torch
 from torch import nn
+
+from ..ops.hmm import hmm_forward
 
 FEATURE_MAPS = ("exp", "softmax_kernel")
 
@@ -117,37 +128,6 @@ def check_inputs(ids: torch.Tensor, mask: torch.Tensor | None, vocab_size: int) 
     return ids, mask
 
 
-def scaled_forward(log_init: torch.Tensor, propagate, log_em: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The scaled forward algorithm: ``log p(x_1..x_L)`` per sequence, ``[B]``.
-
-    ``log_init: [N]`` log p(z_1); ``propagate(alpha [B, N]) -> [B, N]`` computes ``alpha^T A`` (full
-    or low rank); ``log_em: [B, L, N]`` the emission log-probabilities of the observed tokens
-    (``log O[:, x_t]``; any log-potentials: the gradient of the result w.r.t. them are the posterior
-    marginals p(z_t = i | x)); ``mask: [B, L]`` prefix mask or None.
-    """
-    B, L, N = log_em.shape
-    tiny = torch.finfo(log_em.dtype).tiny
-    pred = log_init.exp().expand(B, N)                                           # [B, N] p(z_1)
-    alpha = None
-    logz = log_em.new_zeros(B)
-    for t in range(L):
-        if t > 0:
-            pred = propagate(alpha)                                              # [B, N] p(z_t | x_<t)
-        e = log_em[:, t]                                                         # [B, N]
-        m = e.max(-1, keepdim=True).values.detach()                              # [B, 1]
-        u = pred * (e - m).exp()                                                 # [B, N]
-        c = u.sum(-1, keepdim=True).clamp_min(tiny)                              # [B, 1]
-        new = u / c                                                              # [B, N] p(z_t | x_<=t)
-        step = (c.log() + m).squeeze(-1)                                         # [B] log p(x_t | x_<t)
-        if mask is None or t == 0:
-            alpha, logz = new, logz + step
-        else:
-            keep = mask[:, t]
-            alpha = torch.where(keep[:, None], new, alpha)
-            logz = logz + torch.where(keep, step, torch.zeros_like(step))
-    return logz
-
-
 def viterbi_decode(log_init: torch.Tensor, log_trans: torch.Tensor, log_em: torch.Tensor,
                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Max-product (Viterbi) decoding. ``log_trans: [N, N]``, ``log_em: [B, L, N]``.
@@ -183,16 +163,20 @@ class HMM(nn.Module):
     matrix never built (see the module docstring for the equations and every choice made).
     ``feature_map``: ``"exp"`` (official code) or ``"softmax_kernel"`` (Performer); low rank only.
     ``emb_dim``: width of the state / word embeddings.
+    ``init_std``: the embeddings start as N(0, init_std^2); ``None``: Xavier-uniform, as the official
+    code (see the module docstring, "Initialisation").
     """
 
     def __init__(self, num_states: int, vocab_size: int, *, rank: int | None = None, feature_map: str = "exp",
-                 emb_dim: int = 128):
+                 emb_dim: int = 128, init_std: float | None = 0.3):
         super().__init__()
         for name, v in (("num_states", num_states), ("vocab_size", vocab_size), ("emb_dim", emb_dim)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise ValueError(f"rank must be None (full rank) or a positive integer, got {rank!r}")
+        if init_std is not None and not (isinstance(init_std, (int, float)) and init_std > 0):
+            raise ValueError(f"init_std must be None (Xavier, as the official code) or a positive number, got {init_std!r}")
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"unknown feature_map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
         self.num_states, self.vocab_size, self.rank, self.feature_map = num_states, vocab_size, rank, feature_map
@@ -209,6 +193,9 @@ class HMM(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        if init_std is not None:                 # see the module docstring, "Initialisation"
+            for p in (self.start_emb, self.state_emb, self.next_state_emb, self.preterminal_emb, self.word_emb):
+                nn.init.normal_(p, 0.0, init_std)
         if rank is not None:
             self.register_buffer("projection", orthogonal_random_features(rank, h))  # [h, r]
 
@@ -240,15 +227,15 @@ class HMM(nn.Module):
         log_init = (ls.T + lv.T).logsumexp(0)                                    # [N] log phi(s).phi(V_j)
         return log_init.log_softmax(-1), lu.exp(), lv.exp()
 
-    def _transition(self):
-        """``(log_initial [N], propagate)``; ``propagate(alpha [B, N]) = alpha^T A``."""
+    def _transition(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(log_initial [N], mats)`` with ``A = prod(mats)``: ``[A]`` (full) or ``[U, V^T]`` (rank r)."""
         if self.rank is None:
             s = self.start_mlp(self.start_emb)                                   # [1, h]
             log_init = (s @ self.next_state_emb.T).log_softmax(-1)[0]            # [N]
             A = (self.trans_mlp(self.state_emb) @ self.next_state_emb.T).softmax(-1)   # [N, N]
-            return log_init, lambda alpha: alpha @ A
+            return log_init, [A]
         log_init, U, V = self.low_rank_factors()
-        return log_init, lambda alpha: (alpha @ U) @ V.T                         # [B, r] -> [B, N]
+        return log_init, [U, V.T]                                                # [N, r], [r, N]
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log_initial [N], log_transition [N, N], log_emission [N, V])``, materialised (for rank r,
@@ -269,8 +256,8 @@ class HMM(nn.Module):
     def log_likelihood(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Exact ``log p(x)`` per sequence ``[B]`` for ``ids: [B, L]`` (``mask: [B, L]``, True = token)."""
         ids, mask = check_inputs(ids, mask, self.vocab_size)
-        log_init, propagate = self._transition()
-        return scaled_forward(log_init, propagate, self._observed_emissions(ids), mask)
+        log_init, mats = self._transition()
+        return hmm_forward(log_init, self._observed_emissions(ids), mats, mask)[0]
 
     @torch.no_grad()
     def viterbi(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,18 +295,7 @@ class HMM(nn.Module):
         log p(x_{t+1} = v | x_1..x_t)``, i.e. ``log((alpha_t^T A) O)`` with alpha_t the normalised
         forward vector (filtering distribution) after token t."""
         ids, _ = check_inputs(ids, None, self.vocab_size)
-        log_init, propagate = self._transition()
+        log_init, mats = self._transition()
         log_o = self.log_emission()                                              # [N, V]
-        em = log_o.T[ids]                                                        # [B, L, N]
-        O = log_o.exp()
-        tiny = torch.finfo(em.dtype).tiny
-        B, L, N = em.shape
-        pred = log_init.exp().expand(B, N)
-        out = []
-        for t in range(L):
-            e = em[:, t]
-            u = pred * (e - e.max(-1, keepdim=True).values.detach()).exp()       # [B, N]
-            alpha = u / u.sum(-1, keepdim=True).clamp_min(tiny)                  # [B, N] p(z_t | x_<=t)
-            pred = propagate(alpha)                                              # [B, N] p(z_{t+1} | x_<=t)
-            out.append((pred @ O).clamp_min(tiny).log())                         # [B, V]
-        return torch.stack(out, 1)                                               # [B, L, V]
+        _, P = hmm_forward(log_init, log_o.T[ids], mats, want_pred=True)         # [B, L, N] p(z_{t+1} | x_<=t)
+        return (P @ log_o.exp()).clamp_min(torch.finfo(P.dtype).tiny).log()      # [B, L, V]
