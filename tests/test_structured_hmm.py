@@ -261,6 +261,15 @@ def test_bench_structured_rows_and_report(tmp_path):
     assert "| 16 | r=4 |" in format_structured(res)
     paths = write_structured(res, tmp_path, plots=False)
     assert json_rows(tmp_path / "results.json") == 4 and len(paths) == 2
+    alt = run_structured(StructuredConfig(sizes=[8], ranks=[None, 4], settings=dict(batch=2, length=5, vocab_size=7,
+                                                                                  emb_dim=8),
+                                          repeats=1, warmup=0, rounds=3, isolate=False, device="cpu"),
+                         log=lambda m: None)
+    full, low = alt["rows"]
+    assert len(full["rounds_ms"]) == len(low["rounds_ms"]) == 3
+    ratios = sorted(a / b for a, b in zip(full["rounds_ms"], low["rounds_ms"]))
+    assert low["speedup_vs_full"] == ratios[1] and low["speedup_range"] == [ratios[0], ratios[2]]
+    assert "alternating rounds" in format_structured(alt)
     with pytest.raises(ValueError, match="unknown structured family"):
         StructuredConfig(family="nope")
     with pytest.raises(ValueError, match="unknown hmm setting"):

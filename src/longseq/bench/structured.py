@@ -79,6 +79,7 @@ class StructuredConfig:
     dtype: str = "float32"
     repeats: int = 3
     warmup: int = 1
+    rounds: int = 1                         # > 1: the ranks of a size timed in alternation, this many times
     time_budget: float = 60.0               # seconds per step: larger sizes of that rank are skipped
     memory_budget: float | None = None      # MB
     threads: int | None = None
@@ -101,8 +102,9 @@ class StructuredConfig:
             raise ValueError(f"sizes must be positive integers, got {self.sizes}")
         if any(r is not None and int(r) < 1 for r in self.ranks):
             raise ValueError(f"ranks must be positive integers or None (full rank), got {self.ranks}")
-        if self.repeats < 1 or self.warmup < 0:
-            raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
+        if self.repeats < 1 or self.warmup < 0 or self.rounds < 1:
+            raise ValueError(f"repeats and rounds must be >= 1 and warmup >= 0, got repeats={self.repeats}, "
+                             f"rounds={self.rounds}, warmup={self.warmup}")
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -140,6 +142,10 @@ def measure_structured(job: dict, torch, device, dtype, sync) -> dict:
 
 
 def run_structured(config: StructuredConfig | None = None, *, log=None, on_update=None) -> dict:
+    """Every size (increasing), every rank; with ``rounds > 1`` the ranks of one size are timed in
+    alternation (full, r, full, r, ...; each timing a fresh worker), so a machine whose speed drifts
+    over minutes moves every rank alike: ``speedup_vs_full`` is then the median of the per-round
+    ratios (range in ``speedup_range``) and ``step_ms`` summarises the per-round medians."""
     cfg = config or StructuredConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     fam = FAMILIES[cfg.family]
@@ -147,45 +153,81 @@ def run_structured(config: StructuredConfig | None = None, *, log=None, on_updat
     res = {"schema": 1, "kind": "structured", "family": cfg.family, "size_name": fam.size_name,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": asdict(cfg) | {"device": device},
            "machine": machine_info(device, cfg.threads), "rows": []}
-    for rank in cfg.ranks:
-        stop = None
-        for size in sorted(int(n) for n in cfg.sizes):
-            row = {"family": cfg.family, "size": size, "rank": rank}
-            if stop:
-                row |= {"status": "skipped", "reason": stop}
-            else:
-                job = {"kind": "structured", "family": cfg.family, "size": size, "rank": rank,
-                       "settings": cfg.settings, "dtype": cfg.dtype, "threads": cfg.threads, "device": device,
-                       "seed": cfg.seed, "repeats": cfg.repeats, "warmup": cfg.warmup,
-                       "time_budget": cfg.time_budget}
-                row |= run_job(job | {"measure": "time"}, cfg.timeout, cfg.isolate)
-                if row["status"] == "ok" and not row.get("over_time_budget"):
-                    mem = run_job(job | {"measure": "memory"}, cfg.timeout, cfg.isolate)
-                    if mem["status"] == "ok":
-                        row |= {"peak_mb": mem["peak_mb"], "memory_method": mem["memory_method"]}
-                    else:
-                        row |= {"status": mem["status"], "error": "memory worker: " + mem.get("error", "")}
-                if row["status"] != "ok":
-                    stop = f"{fam.size_name}={size} failed ({row['status']})"
-                elif row.get("over_time_budget"):
-                    stop = f"{fam.size_name}={size} took over the {cfg.time_budget:g} s time budget"
-                elif cfg.memory_budget and row.get("peak_mb", 0) > cfg.memory_budget:
-                    stop = f"{fam.size_name}={size} used over the {cfg.memory_budget:g} MB memory budget"
+    stop: dict = {}
+    for size in sorted(int(n) for n in cfg.sizes):
+        rows = {}
+        for rank in cfg.ranks:
+            rows[rank] = {"family": cfg.family, "size": size, "rank": rank}
+            if stop.get(rank):
+                rows[rank] |= {"status": "skipped", "reason": stop[rank]}
+
+        def job(rank, measure):
+            return {"kind": "structured", "family": cfg.family, "size": size, "rank": rank,
+                    "settings": cfg.settings, "dtype": cfg.dtype, "threads": cfg.threads, "device": device,
+                    "seed": cfg.seed, "repeats": cfg.repeats, "warmup": cfg.warmup,
+                    "time_budget": cfg.time_budget, "measure": measure}
+
+        per_round: dict = {rank: [] for rank in cfg.ranks}
+        for _ in range(cfg.rounds):
+            for rank in cfg.ranks:
+                row = rows[rank]
+                if row.get("status") not in (None, "ok") or row.get("over_time_budget"):
+                    continue
+                r = run_job(job(rank, "time"), cfg.timeout, cfg.isolate)
+                row |= {k: v for k, v in r.items() if k != "step_ms"}
+                if r["status"] == "ok":
+                    per_round[rank].append(r["step_ms"])
+        for rank in cfg.ranks:
+            row = rows[rank]
+            if per_round[rank]:
+                medians = [t["median"] for t in per_round[rank]]
+                row["step_ms"] = per_round[rank][0] if len(medians) == 1 else summarize_ms(medians)
+                row["rounds_ms"] = medians
+            if row.get("status") == "ok" and not row.get("over_time_budget"):
+                mem = run_job(job(rank, "memory"), cfg.timeout, cfg.isolate)
+                if mem["status"] == "ok":
+                    row |= {"peak_mb": mem["peak_mb"], "memory_method": mem["memory_method"]}
+                else:
+                    row |= {"status": mem["status"], "error": "memory worker: " + mem.get("error", "")}
+            if row["status"] == "skipped":
+                pass
+            elif row["status"] != "ok":
+                stop[rank] = f"{fam.size_name}={size} failed ({row['status']})"
+            elif row.get("over_time_budget"):
+                stop[rank] = f"{fam.size_name}={size} took over the {cfg.time_budget:g} s time budget"
+            elif cfg.memory_budget and row.get("peak_mb", 0) > cfg.memory_budget:
+                stop[rank] = f"{fam.size_name}={size} used over the {cfg.memory_budget:g} MB memory budget"
             res["rows"].append(row)
             log(_line(row, fam.size_name))
-            if on_update:
-                on_update(res)
+        if on_update:
+            on_update(res)
     _speedups(res)
     return res
 
 
+def summarize_ms(values_ms: list[float]) -> dict:
+    from ._worker import summarize
+
+    return summarize([v / 1e3 for v in values_ms])
+
+
 def _speedups(res: dict) -> None:
-    """``speedup_vs_full``: full-rank step time / this row's step time at the same size."""
-    full = {r["size"]: r["step_ms"]["median"] for r in res["rows"]
+    """``speedup_vs_full``: full-rank step time / this row's step time at the same size (with
+    several rounds: the median of the per-round ratios, and their range)."""
+    full = {r["size"]: r for r in res["rows"]
             if r["rank"] is None and r["status"] == "ok" and not r.get("over_time_budget")}
     for r in res["rows"]:
-        if r["status"] == "ok" and r["rank"] is not None and r["size"] in full:
-            r["speedup_vs_full"] = full[r["size"]] / r["step_ms"]["median"]
+        f = full.get(r["size"])
+        if r["status"] != "ok" or r["rank"] is None or f is None or r.get("over_time_budget"):
+            continue
+        a, b = f.get("rounds_ms", []), r.get("rounds_ms", [])
+        if len(a) > 1 and len(a) == len(b):
+            ratios = sorted(x / y for x, y in zip(a, b))
+            r["speedup_vs_full"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
+                0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
+            r["speedup_range"] = [ratios[0], ratios[-1]]
+        else:
+            r["speedup_vs_full"] = f["step_ms"]["median"] / r["step_ms"]["median"]
 
 
 def _rank_name(rank) -> str:
@@ -205,7 +247,9 @@ def _line(r: dict, size_name: str) -> str:
 def format_structured(res: dict) -> str:
     """The markdown table."""
     name = res["size_name"]
-    lines = [f"| {name} | rank | step ms (median, IQR) | peak MB | speed-up vs full | note |",
+    rounds = res["config"].get("rounds", 1)
+    lines = [f"| {name} | rank | step ms (median, IQR{' of the round medians' if rounds > 1 else ''}) | peak MB "
+             f"| speed-up vs full{f' (median of {rounds} alternating rounds, range)' if rounds > 1 else ''} | note |",
              "|---:|---|---:|---:|---:|---|"]
     for r in sorted(res["rows"], key=lambda r: (r["size"], r["rank"] is not None, r["rank"] or 0)):
         if r["status"] == "ok":
@@ -216,6 +260,8 @@ def format_structured(res: dict) -> str:
             ms, note = "-", f"{r['status']}: {r.get('reason') or r.get('error', '')}"
         peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "-"
         sp = f"{r['speedup_vs_full']:.1f}x" if r.get("speedup_vs_full") else "-"
+        if r.get("speedup_range"):
+            sp += f" ({r['speedup_range'][0]:.1f}-{r['speedup_range'][1]:.1f})"
         lines.append(f"| {r['size']} | {_rank_name(r['rank'])} | {ms} | {peak} | {sp} | {note} |")
     s = res["config"]["settings"]
     m = res["machine"]

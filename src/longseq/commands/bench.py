@@ -101,6 +101,9 @@ def register(sub) -> None:
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--repeats", type=int, default=3, help="timed steps after warm-up (default 3)")
     t.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    t.add_argument("--rounds", type=int, default=1,
+                   help="time the ranks of each size in alternation this many times, each in a fresh worker; "
+                        "the speed-up is the median of the per-round ratios (default 1)")
     t.add_argument("--time-budget", type=float, default=60.0, metavar="S",
                    help="stop a rank once one step takes longer than S seconds (default 60)")
     t.add_argument("--memory-budget", type=float, default=None, metavar="MB",
@@ -190,6 +193,7 @@ def run_structured(args) -> int:
             raise ValueError(f"--ranks must be comma-separated integers or 'full', got {args.ranks!r}") from None
     cfg = StructuredConfig(family=args.family, sizes=args.sizes, ranks=ranks,
                            settings=parse_kv(args.setting, "--setting"), dtype=args.dtype, repeats=args.repeats,
+                           rounds=args.rounds,
                            warmup=args.warmup, time_budget=args.time_budget, memory_budget=args.memory_budget,
                            threads=args.threads, device=args.device, isolate=args.isolate)
     partial = (lambda res: write_structured(res, args.out, plots=False)) if args.out else None
