@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from longseq.structured import HMM, HMMLanguageModel, build_hmm_lm
 from longseq.ops.hmm import hmm_forward
+from longseq.structured import HMM, HMMLanguageModel, build_hmm_lm
 
 
 def scaled_forward(log_init, mats, log_em, mask=None):
     return hmm_forward(log_init, log_em, mats, mask)[0]
 
-TOL = dict(rtol=1e-10, atol=1e-10)   # float64, exact algorithms: only rounding differences
+TOL = {"rtol": 1e-10, "atol": 1e-10}   # float64, exact algorithms: only rounding differences
 
 
 def enumerate_joint(log_init, log_trans, log_em_seq):
@@ -138,7 +138,7 @@ def test_low_rank_inference_with_rank_n_equals_full():
 def test_low_rank_tables_are_distributions_of_rank_r(fmap):
     hmm = random_hmm(12, 7, rank=3, feature_map=fmap)
     li, lt, le = hmm.params()
-    one = lambda n: torch.ones(n, dtype=torch.float64)  # noqa: E731
+    one = lambda n: torch.ones(n, dtype=torch.float64)
     torch.testing.assert_close(lt.exp().sum(-1), one(12), **TOL)
     torch.testing.assert_close(le.exp().sum(-1), one(12), **TOL)
     torch.testing.assert_close(li.exp().sum(), one(1)[0], **TOL)
@@ -190,7 +190,7 @@ def test_generate_shapes_and_frequencies(rank):
     hmm = HMM(3, 4, rank=rank, emb_dim=6).double()
     x, z = hmm.generate(4000, 2, generator=torch.Generator().manual_seed(0), return_states=True)
     assert x.shape == z.shape == (4000, 2)
-    li, lt, le = hmm.params()
+    _li, _lt, _le = hmm.params()
     # empirical p(x_1, x_2) against the exact marginal (forward over the 2-token sequences), 4 sigma
     for a in range(4):
         for b in range(4):
@@ -249,9 +249,14 @@ def test_cli_trains_an_hmm_and_refuses_misuse(tmp_path, capsys):
 
 
 def test_bench_structured_rows_and_report(tmp_path):
-    from longseq.bench.structured import StructuredConfig, format_structured, run_structured, write_structured
+    from longseq.bench.structured import (
+        StructuredConfig,
+        format_structured,
+        run_structured,
+        write_structured,
+    )
 
-    cfg = StructuredConfig(sizes=[8, 16], ranks=[None, 4], settings=dict(batch=2, length=5, vocab_size=7, emb_dim=8),
+    cfg = StructuredConfig(sizes=[8, 16], ranks=[None, 4], settings={"batch": 2, "length": 5, "vocab_size": 7, "emb_dim": 8},
                            repeats=1, warmup=0, isolate=False, device="cpu")
     res = run_structured(cfg, log=lambda m: None)
     rows = {(r["size"], r["rank"]): r for r in res["rows"]}
@@ -261,8 +266,8 @@ def test_bench_structured_rows_and_report(tmp_path):
     assert "| 16 | r=4 |" in format_structured(res)
     paths = write_structured(res, tmp_path, plots=False)
     assert json_rows(tmp_path / "results.json") == 4 and len(paths) == 2
-    alt = run_structured(StructuredConfig(sizes=[8], ranks=[None, 4], settings=dict(batch=2, length=5, vocab_size=7,
-                                                                                  emb_dim=8),
+    alt = run_structured(StructuredConfig(sizes=[8], ranks=[None, 4], settings={"batch": 2, "length": 5, "vocab_size": 7,
+                                                                                  "emb_dim": 8},
                                           repeats=1, warmup=0, rounds=3, isolate=False, device="cpu"),
                          log=lambda m: None)
     full, low = alt["rows"]

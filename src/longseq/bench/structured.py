@@ -21,15 +21,22 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..models.base import atomic_write
 from .speed import machine_info, run_job
 
-__all__ = ["Family", "FAMILIES", "StructuredConfig", "run_structured", "format_structured", "write_structured",
-           "measure_structured"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "StructuredConfig",
+    "format_structured",
+    "measure_structured",
+    "run_structured",
+    "write_structured",
+]
 
 
 @dataclass
@@ -66,7 +73,7 @@ def _hmm_step(job, torch, device, dtype):
 
 FAMILIES: dict[str, Family] = {
     "hmm": Family(_hmm_step, "num_states", sizes=[256, 512, 1024, 2048, 4096, 8192, 16384], ranks=[None, 256],
-                  settings=dict(batch=4, length=64, vocab_size=256, emb_dim=128)),
+                  settings={"batch": 4, "length": 64, "vocab_size": 256, "emb_dim": 128}),
 }
 
 
@@ -116,7 +123,12 @@ class StructuredConfig:
 
 def measure_structured(job: dict, torch, device, dtype, sync) -> dict:
     """Worker side: time (``measure="time"``) or peak memory (``"memory"``) of one step."""
-    from longseq.bench._worker import PeakMemory, _release_free_memory, _timed, summarize
+    from longseq.bench._worker import (
+        PeakMemory,
+        _release_free_memory,
+        _timed,
+        summarize,
+    )
 
     step, n_params = FAMILIES[job["family"]].build_step(job, torch, device, dtype)
     out = {"status": "ok", "n_params": n_params}
@@ -161,7 +173,7 @@ def run_structured(config: StructuredConfig | None = None, *, log=None, on_updat
             if stop.get(rank):
                 rows[rank] |= {"status": "skipped", "reason": stop[rank]}
 
-        def job(rank, measure):
+        def job(rank, measure, size=size):
             return {"kind": "structured", "family": cfg.family, "size": size, "rank": rank,
                     "settings": cfg.settings, "dtype": cfg.dtype, "threads": cfg.threads, "device": device,
                     "seed": cfg.seed, "repeats": cfg.repeats, "warmup": cfg.warmup,
@@ -248,8 +260,8 @@ def format_structured(res: dict) -> str:
     """The markdown table."""
     name = res["size_name"]
     rounds = res["config"].get("rounds", 1)
-    lines = [f"| {name} | rank | step ms (median, IQR{' of the round medians' if rounds > 1 else ''}) | peak MB "
-             f"| speed-up vs full{f' (median of {rounds} alternating rounds, range)' if rounds > 1 else ''} | note |",
+    lines = [(f"| {name} | rank | step ms (median, IQR{' of the round medians' if rounds > 1 else ''}) | peak MB "
+             f"| speed-up vs full{f' (median of {rounds} alternating rounds, range)' if rounds > 1 else ''} | note |"),
              "|---:|---|---:|---:|---:|---|"]
     for r in sorted(res["rows"], key=lambda r: (r["size"], r["rank"] is not None, r["rank"] or 0)):
         if r["status"] == "ok":
@@ -296,7 +308,7 @@ def _plot(res: dict, out: Path) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         path = out / fname
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
         plt.close(fig)
         paths.append(str(path))
     return paths

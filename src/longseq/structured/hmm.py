@@ -133,7 +133,7 @@ def viterbi_decode(log_init: torch.Tensor, log_trans: torch.Tensor, log_em: torc
     """Max-product (Viterbi) decoding. ``log_trans: [N, N]``, ``log_em: [B, L, N]``.
 
     Returns ``(states [B, L]`` with -1 at padded positions, ``best log joint p(x, z*) [B])``."""
-    B, L, N = log_em.shape
+    B, L, _N = log_em.shape
     lengths = [L] * B if mask is None else mask.sum(-1).tolist()
     paths = torch.full((B, L), -1, dtype=torch.long, device=log_em.device)
     scores = log_em.new_empty(B)
@@ -276,10 +276,10 @@ class HMM(nn.Module):
         log_em = self.log_emission()
         if self.rank is None:
             log_init, log_trans, _ = self.params()
-            row = lambda z: log_trans[z].exp()                                   # noqa: E731
+            row = lambda z: log_trans[z].exp()
         else:
             log_init, U, V = self.low_rank_factors()
-            row = lambda z: U[z] @ V.T                                           # noqa: E731
+            row = lambda z: U[z] @ V.T
         z = torch.multinomial(log_init.exp().expand(n, -1), 1, generator=generator)[:, 0]
         states, tokens = [], []
         for t in range(length):

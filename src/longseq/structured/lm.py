@@ -26,8 +26,8 @@ class HMMLanguageModel(LongseqModel):
     def __init__(self, vocab_size: int, num_states: int = 256, *, rank: int | None = None, feature_map: str = "exp",
                  emb_dim: int = 128, init_std: float | None = 0.3):
         super().__init__()
-        self.config = dict(vocab_size=vocab_size, num_states=num_states, rank=rank, feature_map=feature_map,
-                           emb_dim=emb_dim, init_std=init_std)
+        self.config = {"vocab_size": vocab_size, "num_states": num_states, "rank": rank, "feature_map": feature_map,
+                           "emb_dim": emb_dim, "init_std": init_std}
         self.hmm = HMM(num_states, vocab_size, rank=rank, feature_map=feature_map, emb_dim=emb_dim,
                        init_std=init_std)
 
