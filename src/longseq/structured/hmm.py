@@ -27,6 +27,13 @@ Papers
   ``smp`` parameterisation), so the low-rank model never needs an N x N or N-dimensional softmax
   over dot products with a full-rank start either.
 
+Rank and expressivity: every row-stochastic ``A`` has the exact non-negative factorisation
+``A = A I`` of rank N, so for ``r >= N`` the low-rank family contains every transition matrix (the
+constraint is vacuous) and the O(N r) forward on such factors is the O(N^2) one
+(tests/test_structured_hmm.py checks exactly this). The *neural* feature-map parameterisation
+reaches such factors (one-hot ``phi(V)``) only in a limit, so ``rank=N`` and ``rank=None`` models
+are not the same family of neural tables; both are exact HMMs with exact inference.
+
 Decisions the papers leave open, and where they were taken from
 ---------------------------------------------------------------
 * Feature map (``feature_map``): ``"exp"`` (default) is ``phi(x) = exp(x W)``, the map of the
