@@ -242,6 +242,8 @@ def test_cli_trains_an_hmm_and_refuses_misuse(tmp_path, capsys):
     assert cfg["model"]["class"] == "HMMLanguageModel" and cfg["model"]["rank"] == 4
     assert (out / "model" / "model.safetensors").exists()
     capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "HMMLanguageModel: vocab_size 64, num_states 16, rank 4" in capsys.readouterr().out
     assert main(args[:-2] + ["--out", str(tmp_path / "r2"), "--model-option", "states=3"]) == 2
     assert "unknown HMM option" in capsys.readouterr().err
     assert main(["train", "--task", "listops", "--model", "hmm", "--steps", "1"]) == 2
