@@ -134,6 +134,15 @@ def test_low_rank_inference_with_rank_n_equals_full():
     torch.testing.assert_close(hmm.log_likelihood(ids), ref, **TOL)
 
 
+def test_projection_learned_or_fixed():
+    learned = HMM(6, 4, rank=3, emb_dim=5)
+    fixed = HMM(6, 4, rank=3, emb_dim=5, learn_projection=False)
+    assert any(p is learned.projection for p in learned.parameters())
+    assert all(p is not fixed.projection for p in fixed.parameters()) and "projection" in fixed.state_dict()
+    learned.log_likelihood(torch.randint(4, (2, 3))).sum().backward()
+    assert learned.projection.grad is not None and bool(learned.projection.grad.abs().sum() > 0)
+
+
 @pytest.mark.parametrize("fmap", ["exp", "softmax_kernel"])
 def test_low_rank_tables_are_distributions_of_rank_r(fmap):
     hmm = random_hmm(12, 7, rank=3, feature_map=fmap)

@@ -75,7 +75,8 @@ def register(sub) -> None:
                         "language model (longseq.structured; LM tasks only), configured with --model-option")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                    help="--model hmm option (repeatable): num_states, rank (omit for full rank), "
-                        "feature_map=exp|softmax_kernel, emb_dim, init_std (embedding init; null = Xavier)")
+                        "feature_map=exp|softmax_kernel, emb_dim, init_std (embedding init; null = Xavier), "
+                        "learn_projection (true: train the feature projection, the official setting)")
     p.add_argument("--preset", default="quick", help="task preset (quick, lra, ...)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task setting override (repeatable)")
     p.add_argument("--out", help="run directory (default runs/TASK-MIXER)")

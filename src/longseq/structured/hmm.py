@@ -41,10 +41,13 @@ Decisions the papers leave open, and where they were taken from
   projection``; the Performer ``- |x|^2 / 2`` term is commented out there). ``"softmax_kernel"``
   is Performer's positive random feature ``phi(x) = exp(x W - |x|^2 / 2) / sqrt(r)`` (Choromanski
   et al. 2021), whose expectation is the softmax kernel ``exp(x . y)`` the full-rank model uses.
-  In both, W is ``[emb_dim, r]``: Performer's orthogonal random features (rows of blocks of a
-  random orthogonal matrix, scaled by the norms of Gaussian vectors, as the official
-  ``get_2d_array``), drawn once at construction and kept fixed (a buffer, saved with the model:
-  the official ``projection_method="static"`` without ``update_projection``).
+  In both, W is ``[emb_dim, r]``, initialised as Performer's orthogonal random features (rows of
+  blocks of a random orthogonal matrix, scaled by the norms of Gaussian vectors, as the official
+  ``get_2d_array``) and then *learned* (``learn_projection=True``): the official LHMM run command
+  (lhmm/scripts/hmm_commands.sh, ``run_lhmm``) uses ``--projection_method static --update_proj 1``.
+  ``learn_projection=False`` keeps it fixed (a buffer, still saved with the model). (That command
+  also drops the transition MLP, ``--transmlp 0``; we keep ``f_t`` for both ranks, the code's
+  other setting, so full and low rank differ only in the transition's form.)
 * Numerical range: ``phi(V)`` columns are shifted by their maximum over states and ``phi(U)``
   rows by the same amounts (the product is unchanged), then rows are normalised in log space, so
   ``phi(V) <= 1`` and ``phi(U)_ik / d_i <= 1``: no overflow in float32 whatever the embeddings.
@@ -172,10 +175,11 @@ class HMM(nn.Module):
     ``emb_dim``: width of the state / word embeddings.
     ``init_std``: the embeddings start as N(0, init_std^2); ``None``: Xavier-uniform, as the official
     code (see the module docstring, "Initialisation").
+    ``learn_projection``: train the feature projection W (official run setting) or keep it fixed.
     """
 
     def __init__(self, num_states: int, vocab_size: int, *, rank: int | None = None, feature_map: str = "exp",
-                 emb_dim: int = 128, init_std: float | None = 0.3):
+                 emb_dim: int = 128, init_std: float | None = 0.3, learn_projection: bool = True):
         super().__init__()
         for name, v in (("num_states", num_states), ("vocab_size", vocab_size), ("emb_dim", emb_dim)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -203,8 +207,13 @@ class HMM(nn.Module):
         if init_std is not None:                 # see the module docstring, "Initialisation"
             for p in (self.start_emb, self.state_emb, self.next_state_emb, self.preterminal_emb, self.word_emb):
                 nn.init.normal_(p, 0.0, init_std)
+        self.learn_projection = bool(learn_projection)
         if rank is not None:
-            self.register_buffer("projection", orthogonal_random_features(rank, h))  # [h, r]
+            W = orthogonal_random_features(rank, h)                              # [h, r]
+            if self.learn_projection:
+                self.projection = nn.Parameter(W)
+            else:
+                self.register_buffer("projection", W)
 
     # ------------------------------------------------------------------ parameters
     def log_emission(self) -> torch.Tensor:

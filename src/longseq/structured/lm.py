@@ -24,12 +24,12 @@ from .hmm import HMM
 @model_class
 class HMMLanguageModel(LongseqModel):
     def __init__(self, vocab_size: int, num_states: int = 256, *, rank: int | None = None, feature_map: str = "exp",
-                 emb_dim: int = 128, init_std: float | None = 0.3):
+                 emb_dim: int = 128, init_std: float | None = 0.3, learn_projection: bool = True):
         super().__init__()
         self.config = {"vocab_size": vocab_size, "num_states": num_states, "rank": rank, "feature_map": feature_map,
                            "emb_dim": emb_dim, "init_std": init_std}
         self.hmm = HMM(num_states, vocab_size, rank=rank, feature_map=feature_map, emb_dim=emb_dim,
-                       init_std=init_std)
+                       init_std=init_std, learn_projection=learn_projection)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``ids: [B, L]`` -> next-token log-probabilities ``[B, L, V]``. Padding (``mask`` False) can
@@ -49,7 +49,7 @@ def build_hmm_lm(vocab_size: int, options: dict | None = None) -> HMMLanguageMod
     """``--model hmm --model-option num_states=4096,rank=256``: the options are the constructor's
     keywords; an unknown one is a ValueError listing the allowed ones."""
     options = dict(options or {})
-    allowed = ("num_states", "rank", "feature_map", "emb_dim", "init_std")
+    allowed = ("num_states", "rank", "feature_map", "emb_dim", "init_std", "learn_projection")
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown HMM option(s) {unknown}; allowed: {', '.join(allowed)}")
