@@ -1,9 +1,15 @@
 """Probe (benchmarks/STRUCTURED.md): low-rank HMM N=4096 r=256 on lm_code, 100 steps, with the initial
 feature projection W multiplied by argv[1]. Run: PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/hmm_projection_scale_probe.py 0.297"""
-import sys, time, json, torch
+import json
+import sys
+import time
+
+import torch
+
 from longseq import tasks
 from longseq.structured import HMMLanguageModel
 from longseq.train import TrainConfig, train
+
 scale = float(sys.argv[1])
 task = tasks.build('lm_code', preset='quick', seed=0, seq_len=32, max_eval_bytes=16384)
 torch.manual_seed(0)
