@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from . import _worker
-from ._worker import RESULT_PREFIX
+from ._measure import RESULT_PREFIX
 from .report import label
 
 __all__ = ["SpeedConfig", "Target", "run_speed", "run_targets", "measure_matmul_peak", "run_job",

@@ -4,6 +4,7 @@
     longseq bench peers --out bench-peers
     longseq bench generate --mixers softmax,s4d --prompt 1024 --new 1024
     longseq bench ratios --mixers s4,s4d --lengths 16384 --rounds 5
+    longseq bench structured --sizes 256,1024,4096 --ranks full,256 --out bench-hmm
 
 Each configuration runs in a fresh subprocess; results go to ``--out`` (results.json,
 results.md, speed.png, memory.png) and the table is printed. See :mod:`longseq.bench`.
@@ -88,6 +89,33 @@ def register(sub) -> None:
     _add_common(r)
     r.set_defaults(func=run_ratios, lengths=[16384], repeats=3)
 
+    t = bsub.add_parser("structured", help="training-step time and memory of structured models (HMM) vs "
+                                           "number of states, full rank against low rank")
+    t.add_argument("--family", default="hmm", help="model family (default hmm; see longseq.bench.structured)")
+    t.add_argument("--sizes", type=_csv(int), default=None,
+                   help="comma-separated sizes (HMM: number of states; default 256,...,16384)")
+    t.add_argument("--ranks", default=None,
+                   help="comma-separated ranks, 'full' for full rank (default full,256)")
+    t.add_argument("--setting", action="append", metavar="KEY=VALUE",
+                   help="family setting (repeatable); hmm: batch, length, vocab_size, emb_dim")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--repeats", type=int, default=3, help="timed steps after warm-up (default 3)")
+    t.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    t.add_argument("--rounds", type=int, default=1,
+                   help="time the ranks of each size in alternation this many times, each in a fresh worker; "
+                        "the speed-up is the median of the per-round ratios (default 1)")
+    t.add_argument("--time-budget", type=float, default=60.0, metavar="S",
+                   help="stop a rank once one step takes longer than S seconds (default 60)")
+    t.add_argument("--memory-budget", type=float, default=None, metavar="MB",
+                   help="stop a rank once a step's peak memory exceeds MB (default: none)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
+    t.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i]")
+    t.add_argument("--out", default=None, metavar="DIR",
+                   help="write results.json, results.md, time_vs_size.png, memory_vs_size.png here")
+    t.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="each configuration in a fresh process (default)")
+    t.set_defaults(func=run_structured)
+
 
 def _speed_config(args):
     from ..bench import SpeedConfig
@@ -165,3 +193,26 @@ def run_generate(args) -> int:
                          heads=args.heads, n_layers=args.layers, vocab_size=args.vocab, dtype=args.dtype,
                          threads=args.threads, device=args.device, isolate=args.isolate)
     return _finish(run_generate(_names(args.mixers), cfg, options=args.options, on_update=_save_partial(args)), args)
+
+
+def run_structured(args) -> int:
+    from ..bench.structured import StructuredConfig, format_structured, run_structured, write_structured
+    from .train import parse_kv
+
+    ranks = None
+    if args.ranks is not None:
+        try:
+            ranks = [None if r.strip() == "full" else int(r) for r in args.ranks.split(",") if r.strip()]
+        except ValueError:
+            raise ValueError(f"--ranks must be comma-separated integers or 'full', got {args.ranks!r}") from None
+    cfg = StructuredConfig(family=args.family, sizes=args.sizes, ranks=ranks,
+                           settings=parse_kv(args.setting, "--setting"), dtype=args.dtype, repeats=args.repeats,
+                           rounds=args.rounds,
+                           warmup=args.warmup, time_budget=args.time_budget, memory_budget=args.memory_budget,
+                           threads=args.threads, device=args.device, isolate=args.isolate)
+    partial = (lambda res: write_structured(res, args.out, plots=False)) if args.out else None
+    res = run_structured(cfg, on_update=partial)
+    print(format_structured(res))
+    if args.out:
+        print(f"wrote {', '.join(write_structured(res, args.out))}")
+    return 0

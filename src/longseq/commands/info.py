@@ -28,8 +28,11 @@ def run(args) -> int:
     t, m, tr = config["task"], config["model"], config["train"]
     print(f"run      {d}")
     print(f"task     {t['name']} (preset {t['preset']}, seed {t['seed']})")
-    print(f"model    {m.get('class')}: mixer {_mixers(m)}, d_model {m.get('d_model')}, layers {m.get('n_layers')},"
-          f" heads {m.get('num_heads')}, position {m.get('position')}")
+    if "layers" in m or "mixer" in m:
+        print(f"model    {m.get('class')}: mixer {_mixers(m)}, d_model {m.get('d_model')}, layers {m.get('n_layers')},"
+              f" heads {m.get('num_heads')}, position {m.get('position')}")
+    else:                              # a model without mixers (e.g. the HMM LM): its own settings
+        print(f"model    {m.get('class')}: " + ", ".join(f"{k} {v}" for k, v in m.items() if k != "class"))
     print(f"trainer  {tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, wd {tr['weight_decay']}")
     for r in evals:
         print(f"  step {r['step']:>6}: validation loss {r['loss']:.4f} accuracy {r['accuracy']:.4f}")

@@ -86,6 +86,13 @@ def register(sub) -> None:
                    help="mixer name (every layer), or a stack with one entry per layer, each NAME, NAME(KEY=VALUE,...) "
                         "and optionally *N to repeat it: 's4d(d_state=64)*3,softmax(rope=true)'; "
                         "default softmax, or the --model-preset's stack")
+    p.add_argument("--model", choices=["mixer", "hmm"], default="mixer",
+                   help="mixer: a CausalLM / SequenceClassifier of --mixer layers (default); hmm: a neural HMM "
+                        "language model (longseq.structured; LM tasks only), configured with --model-option")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="--model hmm option (repeatable): num_states, rank (omit for full rank), "
+                        "feature_map=exp|softmax_kernel, emb_dim, init_std (embedding init; null = Xavier), "
+                        "learn_projection (true: train the feature projection, the official setting)")
     p.add_argument("--preset", default="quick", help="task preset (quick, lra, ...)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task setting override (repeatable)")
     p.add_argument("--out", help="run directory (default runs/TASK-MIXER)")
@@ -157,6 +164,8 @@ def run(args) -> int:
 
     if args.model_config:   # the default run directory is named after the file; the printed label after the layers
         mixer, label = None, Path(args.model_config).resolve().name.removesuffix(".json")
+    elif args.model == "hmm":
+        mixer, label = None, "hmm"
     else:
         mixer = parse_mixer(args.mixer)
         label = _label(mixer) if isinstance(mixer, list) else mixer or args.model_preset or "softmax"
@@ -168,6 +177,8 @@ def run(args) -> int:
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
+    if args.model == "hmm":
+        return _run(args, task, _build_hmm(task, args), label, out)
     model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
                         position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
                         mixer_options=mixer_options, scale_invariant=args.scale_invariant,
@@ -227,3 +238,16 @@ def _run(args, task, model, label, out: Path) -> int:
         m = final[split]
         print(f"{split}: {metric} {m.get(metric, m['accuracy']):.4f}  loss {m['loss']:.4f}")
     return 0
+
+
+def _build_hmm(task, args):
+    """``--model hmm``: a neural (low-rank with ``rank=r``) HMM language model, longseq.structured."""
+    from ..structured import build_hmm_lm
+
+    if task.meta.kind != "lm":
+        raise ValueError(f"--model hmm is a language model; task {task.meta.name!r} is {task.meta.kind!r} "
+                         "(use an LM task: lm_dict, lm_code, ...)")
+    ignored = [f for f in ("mixer", "d_model", "n_layers", "num_heads", "model_preset") if getattr(args, f) is not None]
+    if ignored:
+        raise ValueError(f"--model hmm takes its settings from --model-option; remove {', '.join(ignored)}")
+    return build_hmm_lm(task.meta.vocab_size, parse_kv(args.model_option, "--model-option"))
