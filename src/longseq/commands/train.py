@@ -110,7 +110,7 @@ def run(args) -> int:
 
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
     mixer = None if args.mixer is None else args.mixer.split(",") if "," in args.mixer else args.mixer
-    label = args.mixer or args.model_preset or "softmax"
+    label = args.mixer or args.model_preset or task.model_defaults.get("operator", "softmax")
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
@@ -141,5 +141,5 @@ def run(args) -> int:
     metric = task.meta.metric
     for split in ("validation", "test") if main else ():
         m = final[split]
-        print(f"{split}: {metric} {m.get(metric, m['accuracy']):.4f}  loss {m['loss']:.4f}")
+        print(f"{split}: {metric} {(m[metric] if metric in m else m['accuracy']):.4f}  loss {m['loss']:.4f}")
     return 0

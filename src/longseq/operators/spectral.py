@@ -31,6 +31,7 @@ Decisions the paper leaves open, from the official code (zongyi-li/fourier_neura
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -66,10 +67,10 @@ class SpectralConv1d(nn.Module):
         _check(x, 1, self.in_channels, "SpectralConv1d")
         n = x.shape[-1]
         k = self.kept_modes(n)
-        x_ft = torch.fft.rfft(x, dim=-1)                                      # [B, Ci, N//2+1] complex
-        w = torch.view_as_complex(self.weight)[..., :k]                              # [Ci, Co, k]
-        out_ft = x_ft.new_zeros(x.shape[0], self.out_channels, n // 2 + 1)   # [B, Co, N//2+1]
-        out_ft[..., :k] = torch.einsum("bik,iok->bok", x_ft[..., :k], w)
+        x_ft = torch.fft.rfft(x, dim=-1)[..., :k]                            # [B, Ci, k] complex
+        w = torch.view_as_complex(self.weight)[..., :k]                      # [Ci, Co, k]
+        out_ft = torch.einsum("bik,iok->bok", x_ft, w)                       # [B, Co, k]
+        out_ft = F.pad(out_ft, (0, n // 2 + 1 - k))                          # zeros above k: [B, Co, N//2+1]
         return torch.fft.irfft(out_ft, n=n, dim=-1)                          # [B, Co, N]
 
     def extra_repr(self) -> str:

@@ -23,7 +23,7 @@ import torch
 from .._discover import import_submodules
 
 IGNORE = -100
-KINDS = ("classification", "lm")
+KINDS = ("classification", "lm", "regression")
 
 
 @dataclass
