@@ -21,9 +21,12 @@ def test_operators_command_tiny(tmp_path, monkeypatch):
     assert set(table["relative_l2"]) == {"fno", "lowrank"}
     assert set(table["relative_l2"]["fno"]) == {"32", "64", "128", "256", "512"}
     assert "s=64*" in (out / "table.md").read_text()
-    # a second call reuses the finished runs
+    # a second call reuses the finished runs, and times models and solver per resolution
     assert main(["operators", "--task", "burgers", "--preset", "tiny", "--operators", "fno", "--out", str(out),
-                 "--report-only"]) == 0
+                 "--report-only", "--speed"]) == 0
+    sp = json.loads((out / "table.json").read_text())["seconds_per_sample"]
+    assert set(sp["solver"]) == set(sp["models"]["fno"]) == {"32", "64", "128", "256", "512"}
+    assert all(v > 0 for v in sp["solver"].values())
 
 
 def test_resolution_table_agrees_with_trainer_evaluate(tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ MODEL_DEFAULTS = {
         "fno": dict(modes=16, width=64), "lowrank": dict(width=64, rank=4)}),
     # FNO sec. 5.2 / fourier_2d.py (k_max 12, width 32, inputs and outputs normalised)
     "darcy": dict(operator="fno", normalize=True, options={
-        "fno": dict(modes=12, width=32), "lowrank": dict(width=32, rank=4), "unet": dict(width=16, levels=3)}),
+        "fno": dict(modes=12, width=32), "lowrank": dict(width=32, rank=4, kernel_width=32), "unet": dict(width=16, levels=3)}),
 }
 
 
