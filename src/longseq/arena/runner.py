@@ -111,6 +111,8 @@ def mixer_options_for(task, mixer: str, user: dict | None) -> dict:
 def not_applicable(task, mixer: str, mixer_options: dict) -> str | None:
     """Why ``mixer`` cannot run ``task`` (checked before building), else None."""
     s = mixers.spec(mixer)
+    if task.meta.kind == "regression":
+        return "operator-learning (regression) task: compare operators with `longseq operators`"
     if task.meta.kind == "lm" and not s.causal:
         return "bidirectional only: no causal mode for an LM task"
     L = task.meta.seq_len

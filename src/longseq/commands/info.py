@@ -35,7 +35,8 @@ def run(args) -> int:
         print(f"model    {m.get('class')}: " + ", ".join(f"{k} {v}" for k, v in m.items() if k != "class"))
     print(f"trainer  {tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, wd {tr['weight_decay']}")
     for r in evals:
-        print(f"  step {r['step']:>6}: validation loss {r['loss']:.4f} accuracy {r['accuracy']:.4f}")
+        score = "accuracy" if "accuracy" in r else "rel_l2"       # regression tasks report rel_l2
+        print(f"  step {r['step']:>6}: validation loss {r['loss']:.4f} {score} {r.get(score, float('nan')):.4f}")
     if final:
         for split in ("validation", "test"):
             print(f"final {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in final[split].items() if k != "count"))

@@ -174,6 +174,8 @@ def run(args) -> int:
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
     if args.model_config:
         return _run(args, task, *_model_from_file(args, task), out)
+    if task.meta.kind == "regression" and args.mixer is None:
+        label = task.model_defaults.get("operator", "fno")
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
@@ -236,7 +238,7 @@ def _run(args, task, model, label, out: Path) -> int:
     metric = task.meta.metric
     for split in ("validation", "test") if main else ():
         m = final[split]
-        print(f"{split}: {metric} {m.get(metric, m['accuracy']):.4f}  loss {m['loss']:.4f}")
+        print(f"{split}: {metric} {(m[metric] if metric in m else m['accuracy']):.4f}  loss {m['loss']:.4f}")
     return 0
 
 

@@ -23,7 +23,7 @@ import torch
 from .._discover import import_submodules
 from ..utils.constants import IGNORE as IGNORE  # re-exported: the tasks produce it
 
-KINDS = ("classification", "lm")
+KINDS = ("classification", "lm", "regression")
 
 
 @dataclass

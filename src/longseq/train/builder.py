@@ -6,6 +6,7 @@ from typing import Any
 
 from ..models import ModelConfig, preset_config
 from ..models.config import resolve_layers
+from ..operators import OPERATORS, build_operator
 from ..tasks.base import Task
 
 
@@ -20,6 +21,10 @@ def build_model(task: Task, mixer=None, *, model_preset: str | None = None, mode
     mixer stack unless ``mixer`` is given, and its other settings unless ``overrides`` set them.
     ``mixer`` defaults to ``softmax``."""
     user = {k: v for k, v in overrides.items() if v is not None}
+    if task.meta.kind == "regression":
+        if model_preset is not None:
+            raise ValueError(f"--model-preset does not apply to the operator-learning task {task.meta.name!r}")
+        return build_operator_model(task, mixer, **user)
     cfg = {**task.model_defaults, **user}
     if model_preset is not None:
         preset = preset_config(model_preset, cfg.get("n_layers", 2), **(model_preset_options or {}))
@@ -77,3 +82,28 @@ def build_model_from_config(task: Task, config: dict[str, Any]):
                          + ", ".join(f"{k}={v!r}" for k, v in clash.items()) + "; the task needs "
                          + ", ".join(f"{k}={want[k]!r}" for k in clash))
     return ModelConfig.from_dict({**cfg, **want}).build()
+
+
+def build_operator_model(task: Task, operator=None, *, d_model: int | None = None, n_layers: int | None = None,
+                         mixer_options: dict | None = None, **unused: Any):
+    """The operator model for a ``regression`` task (:mod:`longseq.operators`): ``operator`` (the CLI's
+    ``--mixer``) is ``fno``, ``lowrank`` or ``unet`` (default: the task's); the task's per-operator
+    defaults, then ``d_model`` (-> width), ``n_layers`` and ``mixer_options`` (modes, rank, padding, ...).
+    Tasks that declare ``normalize`` pass the training set's scalar mean/std to the model."""
+    bad = sorted(k for k, v in unused.items() if v not in (None, False))
+    if bad:
+        raise ValueError(f"task {task.meta.name!r} is an operator-learning task; model options {bad} do not apply "
+                         f"(use --mixer {'|'.join(OPERATORS)}, --d-model, --n-layers, --mixer-option)")
+    defaults = task.model_defaults
+    name = operator or defaults.get("operator", "fno")
+    if not isinstance(name, str) or name not in OPERATORS:
+        raise ValueError(f"task {task.meta.name!r} needs one operator ({', '.join(OPERATORS)}), got {name!r}")
+    opts = dict(defaults.get("options", {}).get(name, {}))
+    if d_model is not None:
+        opts["width"] = d_model
+    if n_layers is not None:
+        opts["n_layers"] = n_layers
+    opts.update(mixer_options or {})
+    if defaults.get("normalize"):
+        opts.setdefault("normalizer", task.meta.extra["normalizer"])
+    return build_operator(name, task.meta.extra["dim"], **opts)

@@ -189,6 +189,8 @@ def run_model(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor
 def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches: int | None = None,
              device=None, metric: str = "accuracy", *, ctx: DistContext | None = None) -> dict[str, float]:
     """Loss and accuracy summed over examples (LM: over target tokens), not averaged per batch.
+    Regression tasks (float targets, metric ``rel_l2``): the model's per-sample loss averaged over
+    examples, reported as ``loss`` and ``rel_l2``, without accuracy.
 
     With the ``ctx`` of a multi-process run (every rank calls it), rank r evaluates batches
     r, r + world, ... and the sums and counts are all-reduced: every rank returns the global result."""
@@ -211,7 +213,10 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
         batch = _to(split.batch(idx), device)
         logits, _ = run_model(model, batch)
         t = batch["targets"]
-        if logits.dim() == 3:                      # LM: [B, L, V] against [B, L]
+        if t.is_floating_point():                  # regression (operator tasks): the model's mean loss per sample
+            n = t.shape[0]
+            lp = model.loss(logits, t).float() * n
+        elif logits.dim() == 3:                    # LM: [B, L, V] against [B, L]
             keep = t != IGNORE
             n = int(keep.sum())
             lp = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), t.flatten(),
@@ -228,6 +233,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
         correct, count = int(correct), int(count)
     model.train(was_training)
     out = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
+    if metric == "rel_l2":                         # regression: the loss is the relative L2 error; no accuracy
+        del out["accuracy"]
+        out["rel_l2"] = out["loss"]
     if metric == "bpb":
         out["bpb"] = out["loss"] / math.log(2)
     return out
