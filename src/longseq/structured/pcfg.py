@@ -302,7 +302,7 @@ class PCFG(nn.Module):
         ids = ids[:, :int(lengths.max())]
         with torch.enable_grad():
             sw = torch.zeros(ids.shape[0], ids.shape[1] + 1, ids.shape[1] + 1, device=ids.device,
-                             requires_grad=True)
+                             dtype=self.root_emb.dtype, requires_grad=True)
             ll = self._inside(ids, lengths, sw)
             (g,) = torch.autograd.grad(ll.sum(), sw)
         return g
