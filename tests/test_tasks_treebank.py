@@ -48,7 +48,9 @@ def test_determinism_and_valid_trees(name):
         batch = split.batch(torch.arange(len(split)))
         assert batch["inputs"].max() < V and batch["lengths"].min() >= 3
         assert (batch["mask"].sum(1) == batch["lengths"]).all()
-        assert ((batch["targets"] == -100) == ~batch["mask"]).all()
+        last = torch.arange(batch["inputs"].shape[1])[None, :] >= batch["lengths"][:, None] - 1
+        assert ((batch["targets"] == -100) == last).all()
+        assert (batch["targets"][:, :-1][~last[:, :-1]] == batch["inputs"][:, 1:][~last[:, :-1]]).all()
         for s, cons in enumerate(split.trees()):
             n = int(batch["lengths"][s])
             assert (batch["inputs"][s, :n] > 0).all() and (batch["inputs"][s, n:] == 0).all()
@@ -96,3 +98,13 @@ def test_oracle_viterbi_parses_unambiguous_sentence():
 def test_bad_settings(bad):
     with pytest.raises(ValueError):
         build("pcfg_synth", **{**SMALL, **bad})
+
+
+def test_mixer_models_refuse_parsing_tasks():
+    from longseq.arena.runner import not_applicable
+    from longseq.train import build_model
+
+    task = build("pcfg_synth", **SMALL)
+    with pytest.raises(ValueError, match="parsing task"):
+        build_model(task, "softmax")
+    assert "parsing" in not_applicable(task, "softmax", {})

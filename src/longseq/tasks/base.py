@@ -11,7 +11,7 @@ Batches are dicts of tensors:
 * ``mask``    optional bool ``[B, L]``, True = real token (padded variable-length inputs).
 
 Kind ``parsing`` (``pcfg_synth``, ``lcfrs_synth``; :mod:`longseq.tasks.treebank`): ``targets`` are
-the inputs with ``IGNORE`` at padding, batches also carry ``lengths [B]``, and the split's
+next-word ids as for ``lm``, batches also carry ``lengths [B]``, and the split's
 ``trees(index)`` gives the gold constituents (``longseq.trees`` tuples).
 """
 

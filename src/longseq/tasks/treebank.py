@@ -26,7 +26,9 @@ including single words and the root; metric: unlabeled sentence-level F1 with tr
 dropped (``longseq.trees.corpus_f1``), and perplexity (per word, from a model's log-likelihood).
 
 Batches (kind ``"parsing"``): ``inputs`` int64 ``[B, L]`` word ids (0 = pad), ``mask``, ``lengths``
-``[B]``, ``targets`` = inputs with ``IGNORE`` at padding (the tokens whose likelihood is scored).
+``[B]``, ``targets`` the next word (as kind ``lm``; ``IGNORE`` at the last word and padding).
+Mixer models are not trained on these tasks (the arena skips them, ``build_model`` refuses them):
+structured models score them (``scripts/train_structured.py``).
 Gold trees: ``split.trees(index)`` -> list of constituent lists. ``meta.extra["baselines"]``: per
 split, F1 of right-branching, left-branching and (pcfg_synth) the oracle Viterbi parse; for
 lcfrs_synth also the best F1 any continuous (context-free) parser could reach (all gold continuous
@@ -334,7 +336,8 @@ def _build(name: str, presets: dict, preset: str, seed: int, cache, overrides) -
     for split in sizes:
         inputs = torch.from_numpy(np.asarray(arrays[f"{split}_inputs"], np.int64))
         lengths = torch.from_numpy(np.asarray(arrays[f"{split}_lengths"], np.int64))
-        targets = inputs.masked_fill(torch.arange(inputs.shape[1])[None, :] >= lengths[:, None], IGNORE)
+        nxt = torch.cat([inputs[:, 1:], torch.zeros_like(inputs[:, :1])], 1)
+        targets = nxt.masked_fill(torch.arange(inputs.shape[1])[None, :] >= lengths[:, None] - 1, IGNORE)
         splits[split] = ParsingSplit(inputs, targets, lengths, np.asarray(arrays[f"{split}_spans"]))
     vocab = vocabulary(name)
     baselines = {s: _baselines(name, splits[s]) for s in ("validation", "test")}
