@@ -114,7 +114,7 @@ def _model(seed=0, m=2, d=2, p=3, V=7, rank=4):
     model = LCFRS2(m, d, p, V, rank=rank, emb_dim=12).double()
     with torch.no_grad():
         for prm in model.parameters():
-            prm.mul_(3.0)
+            prm.mul_(1.5)
     return model
 
 

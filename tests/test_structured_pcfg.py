@@ -169,7 +169,7 @@ def test_span_marginals_and_mbr_parse_equal_enumeration(rank):
     # sharpen the random grammar so the best tree is well separated
     with torch.no_grad():
         for p in model.parameters():
-            p.mul_(3.0)
+            p.mul_(1.5)
     n = 6
     ids = torch.randint(0, 6, (2, n), generator=torch.Generator().manual_seed(3))
     lengths = torch.tensor([n, 5])
@@ -229,3 +229,21 @@ def test_bad_input():
         PCFG(3, 4, 10, rank=0)
     # padding beyond a sentence's length may hold anything
     assert torch.isfinite(model.log_likelihood(torch.tensor([[1, 2, 99]]), [2])).all()
+
+
+def test_padding_with_impossible_pad_word_keeps_marginals_finite():
+    """A grammar that cannot emit the pad id (the true grammar of pcfg_synth): marginals of a
+    padded batch equal those of each sentence alone (no NaN leaking back from padding)."""
+    NT, PT, V = 3, 4, 6
+    lr, lb, le = random_grammar(NT, PT, V, seed=5)
+    le = le.clone()
+    le[:, 0] = -float("inf")
+    le = le.log_softmax(-1)
+    ids = torch.tensor([[1, 2, 3, 4, 5], [2, 3, 1, 0, 0]])
+    lengths = torch.tensor([5, 3])
+    sw = torch.zeros(2, 6, 6, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(inside_full(lr, lb, le, ids, lengths, sw).sum(), sw)
+    assert torch.isfinite(g).all()
+    sw1 = torch.zeros(1, 4, 4, dtype=torch.float64, requires_grad=True)
+    (g1,) = torch.autograd.grad(inside_full(lr, lb, le, ids[1:, :3], lengths[1:], sw1).sum(), sw1)
+    assert torch.allclose(g[1, :4, :4], g1[0], atol=1e-12)

@@ -141,7 +141,7 @@ def inside_lcfrs(log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission, ids, lengths, s
     c2dl, c2dw = Uc.t() @ Ld[:m], Uc.t() @ Wd[:m]                       # [rc, rd]
     d2fill = Ud.t() @ Lc[Sc:]                                           # [rd, rc]
     d2att = torch.einsum("dr,qds->qrs", Ud, Ld[Sc:].view(4, d, rd))      # [4, rd, rd]
-    e, se = _emissions(log_emission, ids)                               # [B, L, p], [B, L]
+    e, se = _emissions(log_emission, ids, lengths)                               # [B, L, p], [B, L]
     ar = torch.arange(L, device=dev)
     if span_weight is not None:
         se = se + span_weight[0][:, ar, ar + 1]
@@ -294,6 +294,10 @@ class LCFRS2(nn.Module):
         self.proj_d = nn.Parameter(torch.randn(emb_dim, rank) * emb_dim ** -0.5)
         layer = lambda: nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())  # noqa: E731
         self.uc, self.lc, self.wc, self.ud, self.ld, self.wd = (layer() for _ in range(6))
+        # Kim et al. 2019 (compound-pcfg code): every matrix, embeddings included, Xavier-uniform.
+        for prm in self.parameters():
+            if prm.dim() > 1:
+                nn.init.xavier_uniform_(prm)
 
     def factors(self):
         """``(log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission)`` (module docstring)."""

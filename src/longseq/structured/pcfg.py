@@ -101,9 +101,13 @@ def _norm(vec: torch.Tensor, scale: torch.Tensor):
     return vec / mx[..., None], scale + mx.log()
 
 
-def _emissions(log_emission: torch.Tensor, ids: torch.Tensor):
-    """Per-word preterminal likelihoods, scaled: (e [B, L, PT] with max 1, log scale [B, L])."""
+def _emissions(log_emission: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor):
+    """Per-word preterminal likelihoods, scaled: (e [B, L, PT] with max 1, log scale [B, L]).
+    Padding positions (t >= length) get e = 1, scale 0: no span of a sentence reaches them, and
+    finite values there keep NaN out of the backward pass (0 * nan = nan)."""
     le = log_emission[:, ids.clamp(0, log_emission.shape[1] - 1)].permute(1, 2, 0)   # [B, L, PT]
+    pad = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]  # [B, L]
+    le = le.masked_fill(pad[..., None], 0.0)
     m = le.detach().amax(-1)
     return (le - m[..., None]).exp(), m
 
@@ -118,7 +122,7 @@ def inside_full(log_root, log_binary, log_emission, ids, lengths, span_weight=No
     T = log_binary.exp()
     T_nn, T_np = T[:, :NT, :NT].reshape(NT, -1), T[:, :NT, NT:].reshape(NT, -1)
     T_pn, T_pp = T[:, NT:, :NT].reshape(NT, -1), T[:, NT:, NT:].reshape(NT, -1)
-    e, se = _emissions(log_emission, ids)                                  # [B, L, P], [B, L]
+    e, se = _emissions(log_emission, ids, lengths)                                  # [B, L, P], [B, L]
     if span_weight is not None:
         se = se + span_weight[:, torch.arange(L), torch.arange(L) + 1]
     beta = e.new_zeros(B, L + 1, L + 1, NT)                                # [B, i, j, NT]
@@ -164,7 +168,7 @@ def inside_rank(log_root, U, V, W, log_emission, ids, lengths, span_weight=None)
     ``U [NT, r]`` (rows sum to 1), ``V, W [S, r]`` (columns sum to 1), NT first in S."""
     B, L = ids.shape
     NT, r = U.shape
-    e, se = _emissions(log_emission, ids)
+    e, se = _emissions(log_emission, ids, lengths)
     if span_weight is not None:
         se = se + span_weight[:, torch.arange(L), torch.arange(L) + 1]
     UV, UW = U.t() @ V[:NT], U.t() @ W[:NT]                                 # [r, r]
@@ -253,6 +257,10 @@ class PCFG(nn.Module):
             self.parent_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())
             self.left_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())
             self.right_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())
+        # Kim et al. 2019 (compound-pcfg code): every matrix, embeddings included, Xavier-uniform.
+        for prm in self.parameters():
+            if prm.dim() > 1:
+                nn.init.xavier_uniform_(prm)
 
     # -- rules --------------------------------------------------------------------------------
     def _root_emission(self):
