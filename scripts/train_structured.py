@@ -44,7 +44,13 @@ def evaluate(model, split, batch_size=50, discontinuous=False):
            "perplexity": math.exp(-ll_sum / words)}
     if discontinuous:
         out["discontinuous"] = T.corpus_f1(preds, golds, ns, only_discontinuous=True)
+        # corpus-level discontinuous F1 is the headline (a sentence with no discontinuous
+        # constituent in gold and prediction counts 1 in the sentence-level mean)
         out["predicted_discontinuous"] = sum(len(c) > 1 for p in preds for c in p)
+        out["gold_discontinuous"] = sum(len(c) > 1 for g in golds for c in g)
+        out["correct_discontinuous"] = sum(len({c for c in T.nontrivial(p, n) if len(c) > 1}
+                                               & {c for c in T.nontrivial(g, n) if len(c) > 1})
+                                           for p, g, n in zip(preds, golds, ns))
     return out
 
 
