@@ -7,7 +7,7 @@ continuous nonterminals, ``num_discontinuous`` (d) discontinuous ones (fan-out 2
 ``num_preterminals`` (p) preterminals (one word each); S_c = m + p continuous symbols, indexed
 nonterminals first.
 
-Rule set (binary LCFRS of fan-out 2, restricted as in the paper's Sec. 2.2 and its official code,
+Rule set (binary LCFRS of fan-out 2, restricted as in the paper and its official code,
 ``sustcsonglin/TN-LCFRS``, ``parser/pcfgs/lcfrs_on5_cpd.py``, whose decoder enumerates exactly
 these derivation steps; we read that code and reimplemented the recursion):
 
@@ -22,16 +22,16 @@ these derivation steps; we read that code and reimplemented the recursion):
     (7) D(x, yz) <- E(x, y) C(z)                          O(n^5)   [C right of the second block]
   root S -> A (A in m), emissions T -> w.
 
-Dropped (the paper's reasoning, Sec. 2.2: full binary LCFRS-2 parsing is O(n^6) and
-"we further discard rules that require O(n^6) time to parse, reducing inference to O(n^5)"): every
+Dropped (the paper's reasoning, from its abstract: full binary LCFRS-2 parsing is O(n^6) and they
+"further discard rules that require O(n^6) time to parse, reducing inference to O(n^5)"): every
 rule with *two* discontinuous children (e.g. A(x1 y1 x2 y2) <- B(x1, x2) C(y1, y2), or a
 discontinuous parent whose blocks interleave two discontinuous children), which need six span
 boundaries, and continuous children that would leave a fan-out-3 parent. A gap must be filled
-in one step by exactly one continuous child (rule 2) or shrunk from its edges by rules 5-6; the
-paper reports that the kept subset still covers most discontinuous constituents of the
-NEGRA/TIGER/LASSY treebanks.
+in one step by exactly one continuous child (rule 2) or shrunk from its edges by rules 5-6. (The
+list of dropped shapes is our reading of which binary fan-out-2 rules are absent from that
+decoder; we did not find the paper's own enumeration in this session.)
 
-Rule probabilities (rank-space / CP decomposition with embeddings, paper Sec. 3): each parent
+Rule probabilities (rank-space / CP decomposition with embeddings, as in the paper): each parent
 kind has its own decomposition so that every parent's distribution over *all* its rule types is
 normalised:
   continuous:    p(A -> B C) = sum_r Uc[A,r] Lc[B,r] Wc[C,r] (rule 1, B in S_c) and

@@ -6,16 +6,16 @@ then preterminals) and emissions ``T -> w`` (T in PT). No unary chains: a span o
 preterminal, a longer span is a nonterminal, so a sentence needs at least two words.
 
 Parameterisation.
-* ``rank=None``: the "simple neural PCFG" of Kim et al. 2019 (the non-compound baseline, Sec.
-  2.1/App. A.1): symbol embeddings w_N (dimension ``emb_dim``, 256 in the paper);
+* ``rank=None``: the "simple neural PCFG" of Kim et al. 2019 (their non-compound baseline; section
+  and appendix details from memory, not re-checked against the paper text here): symbol embeddings w_N (dimension ``emb_dim``, 256 in the paper);
   ``p(S -> A) = softmax_A(u_A^T f_s(w_S))``, ``p(A -> B C) = softmax_{BC}(u_{BC}^T w_A + b_{BC})``
   (a linear map of the parent embedding onto all S^2 child pairs),
   ``p(T -> w) = softmax_w(u_w^T f_t(w_T))`` where f_s, f_t are MLPs with two residual layers
-  (Linear-ReLU-Linear-ReLU plus skip), as in the paper's appendix.
+  (Linear-ReLU-Linear-ReLU plus skip), as we recall the paper's appendix and code.
 * ``rank=r``: the tensor-decomposition PCFG (TD-PCFG, Yang, Zhao & Tu 2021, "PCFGs Can Do
-  Better", Eq. 4-6): ``p(A -> B C) = sum_r U[A, r] V[B, r] W[C, r]`` with U row-stochastic
+  Better"): ``p(A -> B C) = sum_r U[A, r] V[B, r] W[C, r]`` with U row-stochastic
   (softmax over r) and V, W column-stochastic (softmax over the S symbols), which makes every row
-  of the implied tensor sum to one (Sec. 3.1). U, V, W come from the symbol embeddings through
+  of the implied tensor sum to one. U, V, W come from the symbol embeddings through
   one-hidden-layer ReLU MLPs and a shared rank projection ``[emb_dim, r]`` (our choice of network;
   the paper leaves the exact MLP open). Root and emissions as in the full-rank model.
 
@@ -23,23 +23,22 @@ Inside algorithms (log-likelihood, Eq. 1 of Kim et al.):
 * full rank, O(n^3 |NT| |S|^2) but split into the four child-type blocks (NT NT, NT PT, PT NT,
   PT PT): a preterminal covers exactly one word, so PT children appear only at splits next to a
   one-word span. For a span [i, j) of width w >= 2:
-  ``beta(i,j,A) = sum_k sum_{B,C} p(A -> B C) beta(i,k,B) beta(k,j,C)`` (Kim et al. Eq. in Sec. 2,
-  the CKY inside recursion); ``log p(x) = log sum_A p(S -> A) beta(0,n,A)``.
-* rank space (Yang, Liu & Tu 2022, "Dynamic Programming in Rank Space", Sec. 3 for PCFGs): with
+  ``beta(i,j,A) = sum_k sum_{B,C} p(A -> B C) beta(i,k,B) beta(k,j,C)`` (the CKY inside
+  recursion); ``log p(x) = log sum_A p(S -> A) beta(0,n,A)``.
+* rank space (Yang, Liu & Tu 2022, "Dynamic Programming in Rank Space", their PCFG case): with
   ``s(i,j) = sum_k (V^T beta(i,k)) * (W^T beta(k,j))`` in R^r we have ``beta(i,j) = U s(i,j)``,
   so the recursion never leaves rank space: the left/right projections of a span of width >= 2
   are ``s(i,j) @ (U^T V_NT)`` and ``s(i,j) @ (U^T W_NT)`` (two r x r matrices computed once per
   batch); of a word, ``e_i @ V_PT`` and ``e_i @ W_PT``. Cost O(n^3 r + n^2 r^2), independent of
-  |NT| except for the root and the r x r products. This equals the TD-PCFG inside (Yang et al. 2021
-  Eq. 7-9), only reordered.
+  |NT| except for the root and the r x r products. This equals the TD-PCFG inside (Yang et al.
+  2021), only reordered: the test ties it to the full-rank inside on the implied tensor.
 
 Stability in float32 (n = 40): each chart entry is stored as a vector with max entry 1 and a log
 scale (scaling, not log space: the inner products stay plain matrix products). When several split
 points or child blocks are summed, their log scales are shifted by their maximum (detached: the
 shift cancels exactly, so gradients are unaffected).
 
-Parsing (``parse``): minimum-Bayes-risk trees (Kim et al. 2019 Sec. 4, following the compound-PCFG
-code): span marginals are the gradients of log p(x) with respect to an additive per-span log
+Parsing (``parse``): minimum-Bayes-risk trees: span marginals are the gradients of log p(x) with respect to an additive per-span log
 weight (zero), then a CKY over spans maximises the sum of the marginals of the chosen spans.
 Viterbi decoding of the neural grammar is not implemented here (the issue allows MBR or Viterbi).
 """
