@@ -4,7 +4,10 @@
     python scripts/arch_options_mqar.py "+deberta"        # one configuration per call (1-10 min)
 
 Prints one JSON line. Configurations: the keys of ``C`` below (the README's architecture options)."""
-import json, sys, time, torch
+import json
+import sys
+import time
+import torch
 torch.set_num_threads(1)
 from longseq import tasks
 from longseq.train import TrainConfig, build_model, train

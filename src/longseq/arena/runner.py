@@ -113,6 +113,8 @@ def not_applicable(task, mixer: str, mixer_options: dict) -> str | None:
     s = mixers.spec(mixer)
     if task.meta.kind == "regression":
         return "operator-learning (regression) task: compare operators with `longseq operators`"
+    if task.meta.kind == "parsing":
+        return "parsing task: scored by the structured models (longseq.structured), not by mixer models"
     if task.meta.kind == "lm" and not s.causal:
         return "bidirectional only: no causal mode for an LM task"
     L = task.meta.seq_len

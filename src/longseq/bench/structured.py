@@ -6,7 +6,7 @@ the state space grows. Each (family, size, rank) runs in a fresh process
 fixed (see :mod:`longseq.bench._worker` for the method).
 
 Families are entries of :data:`FAMILIES` (a name -> :class:`Family`): the HMM (Chiu & Rush 2020;
-low rank: Chiu, Deng & Rush 2021) is here; another family (a PCFG over nonterminals) is added by
+low rank: Chiu, Deng & Rush 2021) and the neural PCFG (Kim et al. 2019; rank space: Yang et al. 2021-22) are here; another family is added by
 one more entry with its own ``build_step`` and defaults. A rank stops at the first size whose step
 exceeds the time budget or the memory budget, or that fails; the larger sizes are listed as
 skipped.

@@ -44,9 +44,34 @@ def _hmm_step(job, torch, device, dtype):
     return step, sum(p.numel() for p in params)
 
 
+def _pcfg_step(job, torch, device, dtype):
+    """One training step of the neural PCFG (full rank or TD-PCFG in rank space) on random sentences;
+    ``size`` = nonterminals, preterminals = 2 x nonterminals (Yang, Zhao & Tu 2021's ratio)."""
+    from longseq.structured import PCFG
+
+    s = job["settings"]
+    nt, L = job["size"], s["length"]
+    pcfg = PCFG(nt, 2 * nt, s["vocab_size"], rank=job["rank"], emb_dim=s["emb_dim"], max_length=max(40, L))
+    pcfg = pcfg.to(device=device, dtype=dtype)
+    ids = torch.randint(s["vocab_size"], (s["batch"], L), device=device)
+    lengths = torch.full((s["batch"],), L, device=device)
+    params = list(pcfg.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        loss = -pcfg.log_likelihood(ids, lengths).mean()
+        loss.backward()
+        return loss.detach()
+
+    return step, sum(p.numel() for p in params)
+
+
 FAMILIES: dict[str, Family] = {
     "hmm": Family(_hmm_step, "num_states", sizes=[256, 512, 1024, 2048, 4096, 8192, 16384], ranks=[None, 256],
                   settings={"batch": 4, "length": 64, "vocab_size": 256, "emb_dim": 128}),
+    "pcfg": Family(_pcfg_step, "num_nonterminals", sizes=[30, 60, 125, 250, 500], ranks=[None, 64],
+                   settings={"batch": 4, "length": 20, "vocab_size": 1000, "emb_dim": 256}),
 }
 
 

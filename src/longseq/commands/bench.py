@@ -91,13 +91,13 @@ def register(sub) -> None:
 
     t = bsub.add_parser("structured", help="training-step time and memory of structured models (HMM) vs "
                                            "number of states, full rank against low rank")
-    t.add_argument("--family", default="hmm", help="model family (default hmm; see longseq.bench.structured)")
+    t.add_argument("--family", default="hmm", choices=["hmm", "pcfg"], help="model family: hmm (sizes = states) or pcfg (sizes = nonterminals); default hmm")
     t.add_argument("--sizes", type=_csv(int), default=None,
                    help="comma-separated sizes (HMM: number of states; default 256,...,16384)")
     t.add_argument("--ranks", default=None,
                    help="comma-separated ranks, 'full' for full rank (default full,256)")
     t.add_argument("--setting", action="append", metavar="KEY=VALUE",
-                   help="family setting (repeatable); hmm: batch, length, vocab_size, emb_dim")
+                   help="family setting (repeatable); hmm and pcfg: batch, length, vocab_size, emb_dim")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--repeats", type=int, default=3, help="timed steps after warm-up (default 3)")
     t.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")

@@ -9,6 +9,10 @@ Batches are dicts of tensors:
 * ``targets`` int64: ``[B]`` class ids (kind ``classification``) or ``[B, L]`` next-token ids with
   ``IGNORE`` (-100) where no loss is taken (kind ``lm``);
 * ``mask``    optional bool ``[B, L]``, True = real token (padded variable-length inputs).
+
+Kind ``parsing`` (``pcfg_synth``, ``lcfrs_synth``; :mod:`longseq.tasks.treebank`): ``targets`` are
+next-word ids as for ``lm``, batches also carry ``lengths [B]``, and the split's
+``trees(index)`` gives the gold constituents (``longseq.trees`` tuples).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from .._discover import import_submodules
 from ..utils.constants import IGNORE as IGNORE  # re-exported: the tasks produce it
 
-KINDS = ("classification", "lm", "regression")
+KINDS = ("classification", "lm", "regression", "parsing")
 
 
 @dataclass
@@ -54,7 +58,7 @@ class Split:
 @dataclass
 class TaskMeta:
     name: str
-    kind: str                    # "classification" | "lm"
+    kind: str                    # "classification" | "lm" | "parsing"
     vocab_size: int
     seq_len: int                 # longest input length
     num_classes: int | None = None

@@ -61,5 +61,8 @@ def stats(task: Task) -> dict:
     m = task.meta
     with torch.no_grad():
         splits = {name: split_stats(s, m.kind, m.num_classes) for name, s in task.splits().items()}
-    return {"task": m.name, "kind": m.kind, "preset": m.preset, "seed": m.seed, "vocab_size": m.vocab_size,
-            "seq_len": m.seq_len, "num_classes": m.num_classes, "splits": splits}
+    out = {"task": m.name, "kind": m.kind, "preset": m.preset, "seed": m.seed, "vocab_size": m.vocab_size,
+           "seq_len": m.seq_len, "num_classes": m.num_classes, "splits": splits}
+    if m.kind == "parsing":     # unlabeled sentence F1 of reference parsers (oracle, branching baselines)
+        out["baselines"] = m.extra.get("baselines", {})
+    return out

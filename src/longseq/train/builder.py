@@ -40,6 +40,9 @@ def build_model(task: Task, mixer=None, *, model_preset: str | None = None, mode
     if cfg.get("position") == "rope" and "position" not in user and not _any_rope(mixer, cfg.get("mixer_options")):
         cfg["position"] = "none"  # a preset's RoPE default does not apply to stacks without attention (SSMs)
     m = task.meta
+    if m.kind == "parsing":
+        raise ValueError(f"task {m.name!r} is a parsing task (gold trees, F1): train a structured model "
+                         "(longseq.structured.PCFG / LCFRS2, scripts/train_structured.py), not a mixer model")
     if cfg.get("position") in ("learned", "deberta", "diet_abs", "diet_rel") and not cfg.get("max_len"):
         cfg["max_len"] = m.seq_len  # the table covers the task's longest input (relative ones: clip at it)
     if m.kind == "classification":
