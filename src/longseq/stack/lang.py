@@ -112,15 +112,15 @@ class LangStack:
             term = rows @ repl[:, None]                       # replace                          [B, I+1, N, N]
             n_pop = (j - 2) - lo                              # rows lo..j-3 have a pop term
             if n_pop > 0:
-                K = n_pop                                     # k = lo+1..j-2
-                # γ'[k→j-1] = γ[k→j-1] · pop: rows k = lo+1..j-2 of prev                   [B, K, N(t,y), Q(r)]
-                gp = rows[:, 1:] @ pop[:, None]
-                # G[i, k] = γ[i→k] for i = lo..j-3, k = lo+1..j-2 (zero where i ≥ k)        [B, I, K, N, N]
-                G = torch.stack([self._col_rows(k, lo, n_pop) for k in range(lo + 1, j - 1)], dim=2)
-                G = G.view(B, n_pop, K, N, Q, S)                                              # [B, I, K, qx, t, y]
-                gp = gp.view(B, K, Q, S, Q)                                                   # [B, K, t, y, r]
-                popt = torch.einsum("bikntz,bktzr->binrz", G, gp).reshape(B, n_pop, N, N)    # [B, I, qx, (r,y)]
-                term = term + torch.cat([popt, term.new_zeros(B, 1, N, N)], dim=1)
+                # γ'[k→j-1] = γ[k→j-1] · pop for k = lo+1..j-2 (rows 1.. of prev)             [B, K, (t,y), r]
+                gp = (rows[:, 1:] @ pop[:, None]).view(B, n_pop, Q, S, Q)
+                # Σ_k γ[i→k] γ'[k→j-1], one k at a time: each product reads a stored column (no
+                # stacked O(j²) copy is kept for backward, so autograd memory stays O(n² N²))
+                popt = term.new_zeros(B, n_pop, N, Q, S)                                      # [B, I, qx, r, y]
+                for c, k in enumerate(range(lo + 1, j - 1)):
+                    g = self._col_rows(k, lo).view(B, -1, N, Q, S)                           # γ[i→k], i = lo..k-1
+                    popt[:, : g.shape[1]] += torch.einsum("bintz,btzr->binrz", g, gp[:, c])
+                term = term + torch.cat([popt.view(B, n_pop, N, N), term.new_zeros(B, 1, N, N)], dim=1)
             parts.append(term)
         parts.append(push[:, None])                           # row j-1: push
         col = torch.cat(parts, dim=1)                         # γ[i→j], i = lo..j-1              [B, W, N, N]
@@ -134,15 +134,11 @@ class LangStack:
             cols = cols[-self.window:]
         return LangStack(cols, alpha, j, Q, S, self.window)
 
-    def _col_rows(self, k: int, lo: int, n: int) -> torch.Tensor:
-        """Rows ``i = lo..lo+n-1`` of column ``γ[·→k]`` (zero-padded where ``i ≥ k``): ``[B, n, N, N]``."""
+    def _col_rows(self, k: int, lo: int) -> torch.Tensor:
+        """Rows ``i = lo..k-1`` of the column ``γ[·→k]``: ``[B, k - lo, N, N]`` (a view)."""
         col = self.cols[len(self.cols) - 1 - (self.j - k)]       # time k
         klo = self.lo(k)
-        rows = col[:, lo - klo: k - klo]                          # i = lo..k-1
-        pad = n - rows.shape[1]
-        if pad > 0:
-            rows = torch.cat([rows, rows.new_zeros(rows.shape[0], pad, *rows.shape[2:])], dim=1)
-        return rows
+        return col[:, lo - klo: k - klo]
 
     def alpha_j(self) -> torch.Tensor:
         """``α[j]`` (up to the common rescaling): ``[B, N]``."""
