@@ -47,6 +47,7 @@ OPTIONS: dict[str, dict] = {
     "superposition_stack": {"hidden_size": 16, "stack_size": 4},
     "ns_rnn": {"hidden_size": 16, "num_states": 2, "stack_symbols": 2, "window": 12},
     "rns_rnn": {"hidden_size": 16, "num_states": 2, "stack_symbols": 2, "window": 12},
+    "onlstm": {"hidden_size": 16, "chunk_size": 4},
 }
 
 

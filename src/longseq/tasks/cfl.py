@@ -343,7 +343,7 @@ _GRAMMAR_OPTS = {
 PRESETS = {name: {"paper": {**_PAPER, **g}, "quick": {**_QUICK, **g}} for name, g in _GRAMMAR_OPTS.items()}
 # The paper's model: one LSTM layer of 20 units; Adam, lr log-uniform in [5e-4, 1e-2], batch 10,
 # gradient clipping 5 (train_on_task.bash). Here: a fixed lr and a step budget.
-MODEL_DEFAULTS = dict(d_model=32, n_layers=1, num_heads=1, ffn="none")
+MODEL_DEFAULTS = dict(d_model=32, n_layers=1, num_heads=1, ffn="none", tie_embeddings=False)
 TRAIN_DEFAULTS = {
     "quick": dict(steps=1_000, batch_size=10, lr=5e-3, warmup=0, weight_decay=0.0, grad_clip=5.0,
                   eval_every=250, eval_batch_size=64),
