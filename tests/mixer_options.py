@@ -48,6 +48,7 @@ OPTIONS: dict[str, dict] = {
     "ns_rnn": {"hidden_size": 16, "num_states": 2, "stack_symbols": 2, "window": 12},
     "rns_rnn": {"hidden_size": 16, "num_states": 2, "stack_symbols": 2, "window": 12},
     "onlstm": {"hidden_size": 16, "chunk_size": 4},
+    "structformer": {"conv_size": 3, "parser_layers": 2},
 }
 
 
