@@ -88,10 +88,11 @@ class LangStack:
     def initial(cls, batch: int, Q: int, S: int, window: int | None, device=None,
                 dtype=torch.float64) -> "LangStack":
         N = Q * S
-        g = torch.zeros(batch, 1, N, N, device=device, dtype=dtype)            # γ[-1→0]
-        g[:, 0, 0, 0] = 1.0
-        a = torch.zeros(batch, 2, N, device=device, dtype=dtype)               # α[-1], α[0]
-        a[:, :, 0] = 1.0
+        W = 1 if window is None else window        # limited stack: columns padded to D rows (i = t-D..t-1)
+        g = torch.zeros(batch, W, N, N, device=device, dtype=dtype)            # γ[-1→0] in the last row
+        g[:, -1, 0, 0] = 1.0
+        a = torch.zeros(batch, W + 1, N, device=device, dtype=dtype)           # α[-1], α[0] in the last rows
+        a[:, -2:, 0] = 1.0
         return cls([g], a, 0, Q, S, window)
 
     def lo(self, t: int) -> int:
@@ -99,6 +100,8 @@ class LangStack:
 
     def update(self, push: torch.Tensor, repl: torch.Tensor, pop: torch.Tensor) -> "LangStack":
         """Time ``j-1 -> j`` with this step's weights ``push, repl [B, N, N]``, ``pop [B, N, Q]``."""
+        if self.window is not None:
+            return self._update_window(push, repl, pop)
         Q, S = self.Q, self.S
         N = Q * S
         B = push.shape[0]
@@ -133,6 +136,41 @@ class LangStack:
         if self.window is not None:                           # keep the columns t ≥ j+1-D (used by later steps)
             cols = cols[-self.window:]
         return LangStack(cols, alpha, j, Q, S, self.window)
+
+    def _update_window(self, push: torch.Tensor, repl: torch.Tensor, pop: torch.Tensor) -> "LangStack":
+        """The limited stack with a constant number of tensor operations per step.
+
+        Every column is stored padded to ``D`` rows ``i = t-D..t-1`` (rows ``i < -1`` are zero), and
+        ``α`` to ``D + 1`` rows ``i = j-D..j``. The pop term needs ``G[i, k] = γ[i→k]`` for
+        ``i = j-D..j-3``, ``k = j-D+1..j-2``: stacking those ``D-2`` columns as ``C [B, K, D, E]``,
+        ``γ[i→k]`` is row ``i - k + D`` of column ``k``, a strided view of ``C`` (offset
+        ``i·E + k·(D-1)·E + (D-1)·E`` in index units), masked to ``i < k``."""
+        Q, S, D = self.Q, self.S, self.window
+        N = Q * S
+        B = push.shape[0]
+        j = self.j + 1
+        prev = self.cols[-1]                                  # γ[i→j-1], i = j-1-D..j-2        [B, D, N, N]
+        rows = prev[:, 1:]                                    # i = j-D..j-2                    [B, D-1, N, N]
+        term = rows @ repl[:, None]                           # replace                          [B, D-1, N, N]
+        K = D - 2
+        if K > 0:
+            gp = (rows[:, 1:] @ pop[:, None]).view(B, K, Q, S, Q)          # γ'[k→j-1], k = j-D+1..j-2
+            have = self.cols[-1 - K: -1] if K > 0 else []                  # columns k = j-D+1..j-2 that exist
+            missing = K - len(have)
+            C = torch.stack(([prev.new_zeros(prev.shape)] * missing) + list(have), dim=1)   # [B, K, D, N, N]
+            E = N * N
+            C = C.contiguous()
+            G = C.as_strided((B, K, K, E), (C.stride(0), E, (D - 1) * E, 1), C.storage_offset() + (D - 1) * E)
+            tri = torch.ones(K, K, dtype=torch.bool, device=C.device).triu(0)             # i_idx <= k_idx
+            G = (G * tri[None, :, :, None]).view(B, K, K, N, Q, S)                         # [B, i, k, qx, t, y]
+            popt = torch.einsum("bikntz,bktzr->binrz", G, gp).reshape(B, K, N, N)          # rows i = j-D..j-3
+            term = term + torch.cat([popt, term.new_zeros(B, 1, N, N)], dim=1)
+        col = torch.cat([term, push[:, None]], dim=1)         # γ[i→j], i = j-D..j-1            [B, D, N, N]
+        a = self.alpha[:, 1:]                                 # α[i], i = j-D..j-1              [B, D, N]
+        new = torch.einsum("bin,binm->bm", a, col)            # α[j]
+        z = new.sum(-1).detach().clamp_min(TINY)
+        alpha = torch.cat([a, new[:, None]], dim=1) / z[:, None, None]
+        return LangStack((self.cols + [col])[-D:], alpha, j, Q, S, D)
 
     def _col_rows(self, k: int, lo: int) -> torch.Tensor:
         """Rows ``i = lo..k-1`` of the column ``γ[·→k]``: ``[B, k - lo, N, N]`` (a view)."""
