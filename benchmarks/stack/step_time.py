@@ -44,12 +44,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--full-budget", type=float, default=60.0)
+    p.add_argument("--stacks", default="incremental,full", help="which stacks to time")
     a = p.parse_args()
     torch.set_num_threads(1)
     full_ok = True
     for n in a.lengths:
         for label, window in (("incremental", a.window), ("full", None)):
-            if window is None and not full_ok:
+            if (window is None and not full_ok) or label not in a.stacks.split(","):
                 continue
             reps = a.reps if n <= 256 else 1
             s = step_time(n, window, a.batch, reps)

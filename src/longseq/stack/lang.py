@@ -122,7 +122,10 @@ class LangStack:
                 popt = term.new_zeros(B, n_pop, N, Q, S)                                      # [B, I, qx, r, y]
                 for c, k in enumerate(range(lo + 1, j - 1)):
                     g = self._col_rows(k, lo).view(B, -1, N, Q, S)                           # γ[i→k], i = lo..k-1
-                    popt[:, : g.shape[1]] += torch.einsum("bintz,btzr->binrz", g, gp[:, c])
+                    # Σ_t g[b,i,qx,t,y] γ'[b,t,y,r] by broadcasting: the product saves only views of
+                    # stored tensors for backward (an einsum would save permuted O(k) copies: O(n³))
+                    prod = (g[..., None] * gp[:, c, None, None]).sum(3)                        # [B, m, qx, y, r]
+                    popt[:, : g.shape[1]] += prod.transpose(-1, -2)
                 term = term + torch.cat([popt.view(B, n_pop, N, N), term.new_zeros(B, 1, N, N)], dim=1)
             parts.append(term)
         parts.append(push[:, None])                           # row j-1: push
