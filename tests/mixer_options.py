@@ -42,8 +42,15 @@ OPTIONS: dict[str, dict] = {
     "treeformer_tc": {"depth": 3},
     "treeformer_tf": {"depth": 3, "block_size": 8},
     "espa": {"init": "espa", "layer_index": 2, "n_layers": 4, "max_len": 128},
-    # spectral (issue 23)
+    # spectral
     "fno": {"modes": 8},
+    # stack RNNs
+    "lstm": {"hidden_size": 16},
+    "superposition_stack": {"hidden_size": 16, "stack_size": 4},
+    "ns_rnn": {"hidden_size": 16, "num_states": 2, "stack_symbols": 2, "window": 12},
+    "rns_rnn": {"hidden_size": 16, "num_states": 2, "stack_symbols": 2, "window": 12},
+    "onlstm": {"hidden_size": 16, "chunk_size": 4},
+    "structformer": {"conv_size": 3, "parser_layers": 2},
 }
 
 

@@ -21,7 +21,11 @@ Ops (folder: fast entry points / naive reference):
 * ``s5``, ``s4_conv``, ``h3``, ``gss_gate``: the fused cores of those mixers / loops and dense formulas;
 * ``long_short``: Transformer-LS causal long-short attention / dense masked softmax;
 * ``tree_routing``: Treeformer's root-to-leaf path gathers / index-and-sum loops;
-* ``gelu_linear``: GELU -> linear (-> GLU) in row blocks / autograd composition.
+* ``gelu_linear``: GELU -> linear (-> GLU) in row blocks / autograd composition;
+* ``hmm``: the scaled HMM forward algorithm (full or low-rank transition) with a hand-written
+  backward / the same recursion under autograd;
+* ``stack``: Lang's algorithm for the nondeterministic stack (full and windowed) and the
+  superposition stack / brute-force enumeration of PDA runs.
 
 Only the two attention ops are imported here (they are light and used by many mixers); import
 the others as ``from longseq.ops.<op> import ...`` so that loading one mixer does not load them all.
@@ -40,7 +44,7 @@ from .linear_attention import (
 )
 
 OPS = ("linear_attention", "block_sparse", "favor", "scan", "vandermonde", "cauchy", "fftconv", "diag_ssm",
-       "s5", "s4_conv", "h3", "gss_gate", "long_short", "tree_routing", "gelu_linear")
+       "s5", "s4_conv", "h3", "gss_gate", "long_short", "tree_routing", "gelu_linear", "hmm", "stack")
 """Every op folder of this package."""
 
 

@@ -198,7 +198,8 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum, correct, count, bound_sum = 0.0, 0, 0, 0.0
+    nll = getattr(split, "nll", None)   # CFL tasks: each string's exact -log p(w) (tasks/cfl.py)
     n_batches = math.ceil(len(split) / batch_size)
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
@@ -228,8 +229,10 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
             correct += int((logits.argmax(-1) == t).sum())
         loss_sum += float(lp)
         count += n
+        if nll is not None:
+            bound_sum += float(nll[idx].sum())
     if ctx.active:
-        loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], ctx, device)
+        loss_sum, correct, count, bound_sum = all_reduce_sum([loss_sum, correct, count, bound_sum], ctx, device)
         correct, count = int(correct), int(count)
     model.train(was_training)
     out = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
@@ -238,6 +241,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
         out["rel_l2"] = out["loss"]
     if metric == "bpb":
         out["bpb"] = out["loss"] / math.log(2)
+    if metric == "ce_gap" and nll is not None:   # cross-entropy minus the exact lower bound (nats/symbol)
+        out["lower_bound"] = bound_sum / max(count, 1)
+        out["ce_gap"] = out["loss"] - out["lower_bound"]
     return out
 
 

@@ -16,6 +16,10 @@ import torch
 
 def hmm_forward_naive(log_init: torch.Tensor, log_em: torch.Tensor, mask: torch.Tensor | None,
                       mats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logZ [B], P [B, L, N])`` of the scaled forward recursion in the module docstring, one time step
+    at a time under autograd. ``log_init [N]``, ``log_em [B, L, N]`` (log p(x_t | z) per state),
+    ``mask [B, L]`` (True = real token; the first position is always real), ``mats``: the transition as
+    one ``[N, N]`` matrix or its factors ``[N, r]``, ``[r, N]``."""
     B, L, N = log_em.shape
     tiny = torch.finfo(log_em.dtype).tiny
     pred = log_init.exp().expand(B, N)                                           # [B, N]
@@ -40,3 +44,6 @@ def hmm_forward_naive(log_init: torch.Tensor, log_em: torch.Tensor, mask: torch.
             pred = pred @ M                                                      # [B, N] -> ... -> [B, N]
         preds.append(pred)
     return logz, torch.stack(preds, 1)
+
+
+__all__ = ["hmm_forward_naive"]

@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from longseq.ops.hmm import hmm_forward, hmm_forward_naive
+from longseq.ops.hmm.forward import _HMMForward
+
+from .twins import check_twin
 
 
 def _inputs(B, L, N, r, masked):
@@ -69,3 +72,19 @@ def test_float32_long_sequence_finite():
     z64, _ = hmm_forward(log_init, log_em, mats)
     assert bool(torch.isfinite(z).all())
     torch.testing.assert_close(z.double(), z64.detach(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("r", [None, 3])
+def test_twin_check_with_retained_graph(r):
+    """The shared twin check (values, every gradient, a second backward through a retained graph)."""
+    torch.manual_seed(5)
+    log_init, log_em, mats, mask = _inputs(3, 6, 4, r, True)
+    inputs = [t.detach() for t in (log_init, log_em, *mats)] + [mask]
+
+    def fast(li, le, *rest):
+        return hmm_forward(li, le, list(rest[:-1]), rest[-1], want_pred=True)
+
+    def naive(li, le, *rest):
+        return hmm_forward_naive(li, le, rest[-1], list(rest[:-1]))
+
+    check_twin(fast, naive, inputs, functions=(_HMMForward,), rtol=1e-10, atol=1e-10)
