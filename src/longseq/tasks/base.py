@@ -7,7 +7,8 @@ seed=..., **overrides)`` returns a :class:`Task`. Data flows one way: a task yie
 Batches are dicts of tensors:
 * ``inputs``  int64 ``[B, L]`` token ids;
 * ``targets`` int64: ``[B]`` class ids (kind ``classification``) or ``[B, L]`` next-token ids with
-  ``IGNORE`` (-100) where no loss is taken (kind ``lm``);
+  ``IGNORE`` (-100) where no loss is taken (kind ``lm``), or ``[B, L]`` original ids at the masked
+  positions and ``IGNORE`` elsewhere (kind ``mlm``: :mod:`longseq.tasks.mlm`);
 * ``mask``    optional bool ``[B, L]``, True = real token (padded variable-length inputs).
 """
 
@@ -23,7 +24,7 @@ import torch
 from .._discover import import_submodules
 
 IGNORE = -100
-KINDS = ("classification", "lm")
+KINDS = ("classification", "lm", "mlm")
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Split:
 @dataclass
 class TaskMeta:
     name: str
-    kind: str                    # "classification" | "lm"
+    kind: str                    # "classification" | "lm" | "mlm"
     vocab_size: int
     seq_len: int                 # longest input length
     num_classes: int | None = None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import CausalLM, SequenceClassifier, preset_config
+from ..models import CausalLM, MaskedLM, SequenceClassifier, preset_config
 from ..tasks.base import Task
 
 
 def build_model(task: Task, mixer=None, *, model_preset: str | None = None, model_preset_options: dict | None = None,
                 **overrides: Any):
-    """``SequenceClassifier`` for classification tasks, ``CausalLM`` for LM tasks.
+    """``SequenceClassifier`` for classification tasks, ``CausalLM`` for LM tasks, ``MaskedLM`` for
+    MLM tasks.
 
     ``overrides`` (d_model, n_layers, num_heads, mixer_options, position, ...) replace the preset's
     ``task.model_defaults``. ``model_preset`` (``spade``, ``h3_hybrid``, ``anthe``:
@@ -39,6 +40,9 @@ def build_model(task: Task, mixer=None, *, model_preset: str | None = None, mode
         return SequenceClassifier(m.vocab_size, m.num_classes, mixer=mixer, **cfg)
     cfg.pop("pooling", None)
     cfg.pop("pair", None)
+    if m.kind == "mlm":               # masked LM (longseq.tasks.mlm): a bidirectional stack, tied head
+        cfg.pop("tie_embeddings", None)
+        return MaskedLM(m.vocab_size, mixer=mixer, **cfg)
     return CausalLM(m.vocab_size, mixer=mixer, **cfg)
 
 

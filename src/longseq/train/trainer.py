@@ -176,8 +176,8 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
         correct, count = int(correct), int(count)
     model.train(was_training)
     out = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
-    if metric == "bpb":
-        out["bpb"] = out["loss"] / math.log(2)
+    if metric in ("bpb", "masked_bpb"):        # bits per (masked, for kind "mlm") byte
+        out[metric] = out["loss"] / math.log(2)
     return out
 
 
