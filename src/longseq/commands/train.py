@@ -98,6 +98,15 @@ def register(sub) -> None:
                    help="shard parameters, gradients and optimizer state (FSDP) instead of replicating them (DDP)")
     d.add_argument("--dist-timeout", type=float, default=300.0,
                    help="seconds a process waits for its peers in a collective before failing")
+    f = p.add_argument_group("fine-tuning a pre-trained encoder (longseq.train.finetune)")
+    f.add_argument("--init-from", metavar="RUN_OR_MODEL_DIR",
+                   help="start a classifier from the encoder of a saved MaskedLM (a run dir or its model/ dir); "
+                        "the architecture comes from it; prints and saves (OUT/init_report.json) every tensor "
+                        "loaded, skipped or newly initialised")
+    f.add_argument("--layer-lr-decay", type=float, metavar="DECAY",
+                   help="with --init-from: lr x DECAY^depth from the top (head 1, last block DECAY, ..., embeddings "
+                        "DECAY^(n_layers+1))")
+    f.add_argument("--freeze-embeddings", action="store_true", help="with --init-from: do not train the embeddings")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -108,21 +117,29 @@ def run(args) -> int:
     from .. import tasks
     from ..train import TrainConfig, build_model, train
 
+    if args.init_from is None and (args.layer_lr_decay is not None or args.freeze_embeddings):
+        raise ValueError("--layer-lr-decay and --freeze-embeddings apply to fine-tuning: give --init-from")
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
     mixer = None if args.mixer is None else args.mixer.split(",") if "," in args.mixer else args.mixer
     label = args.mixer or args.model_preset or "softmax"
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
-    model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
-                        position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
-                        mixer_options=mixer_options, scale_invariant=args.scale_invariant,
-                        shortcuts=args.shortcuts, ffn_options=ffn_options,
-                        position_options=parse_kv(args.position_option, "--position-option") or None,
-                        embedding=args.embedding,
-                        embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
-                        model_preset=args.model_preset,
-                        model_preset_options=parse_kv(args.model_preset_option, "--model-preset-option") or None)
+    if args.init_from is not None:
+        from ._finetune import finetune_from_args
+
+        model, init_report = finetune_from_args(args, task)
+    else:
+        init_report = None
+        model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
+                            position=args.position, norm=args.norm, ffn=args.ffn, dropout=args.dropout,
+                            mixer_options=mixer_options, scale_invariant=args.scale_invariant,
+                            shortcuts=args.shortcuts, ffn_options=ffn_options,
+                            position_options=parse_kv(args.position_option, "--position-option") or None,
+                            embedding=args.embedding,
+                            embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
+                            model_preset=args.model_preset,
+                            model_preset_options=parse_kv(args.model_preset_option, "--model-preset-option") or None)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "grad_accum", "eval_every", "log_every", "checkpoint_every", "threads",
                                                "optimizer", "si_clip")
@@ -136,8 +153,12 @@ def run(args) -> int:
     main = int(os.environ.get("RANK", "0")) == 0     # under torchrun only rank 0 reports
     if main:
         print(f"task {args.task} ({args.preset}), mixer {label}: {model.num_parameters():,} parameters -> {out}")
-    final = train(model, task, cfg, out, resume=args.resume,
-                  run_config={"cli": {"task": args.task, "mixer": label, "preset": args.preset}})
+    run_config = {"cli": {"task": args.task, "mixer": label, "preset": args.preset}}
+    if init_report is not None:
+        from ._finetune import record_init
+
+        run_config["init_from"] = record_init(init_report, out, args, main)
+    final = train(model, task, cfg, out, resume=args.resume, run_config=run_config)
     metric = task.meta.metric
     for split in ("validation", "test") if main else ():
         m = final[split]
