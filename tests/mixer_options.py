@@ -42,6 +42,8 @@ OPTIONS: dict[str, dict] = {
     "treeformer_tc": {"depth": 3},
     "treeformer_tf": {"depth": 3, "block_size": 8},
     "espa": {"init": "espa", "layer_index": 2, "n_layers": 4, "max_len": 128},
+    # graph recurrent network (issue 22)
+    "grn": {"steps": 3, "window": 2},
 }
 
 
