@@ -13,7 +13,8 @@ dropped and the classification head is newly initialised.
   difference raises a ``ValueError`` that names it. ``source`` is a MaskedLM, a saved model
   directory (``model.save``), or a run directory (its ``model/``).
 * :func:`classifier_from_pretrained` builds the classifier with the source's encoder architecture
-  (vocabulary, width, depth, mixers, positions) and loads it.
+  (vocabulary, width, depth, mixers, positions) and loads it; :func:`classifier_like` builds the
+  same classifier without loading (the from-scratch baseline).
 * :func:`layerwise_lr_decay` scales each parameter's learning rate by ``decay ** depth`` counted
   from the top (ELECTRA, Clark et al. 2020, appendix; "layer-wise learning-rate decay"): the head
   gets ``lr``, the last block ``lr * decay``, ..., the first block ``decay ** n_layers`` and the
@@ -129,16 +130,15 @@ def load_encoder(model: nn.Module, source) -> LoadReport:
     return report
 
 
-def classifier_from_pretrained(source, num_classes: int, *, pooling: str = "mean", pair: bool = False,
-                               dropout: float | None = None, **overrides):
-    """A :class:`SequenceClassifier` with ``source``'s encoder architecture and weights; returns
-    ``(classifier, report)``. ``overrides`` change encoder settings (then the architectures must
-    still match, else ``ValueError``); ``dropout`` may differ freely."""
+def classifier_like(source, num_classes: int, *, pooling: str = "mean", pair: bool = False,
+                    dropout: float | None = None, **overrides):
+    """A freshly initialised :class:`SequenceClassifier` with ``source``'s encoder architecture
+    (vocabulary included): the from-scratch twin of a fine-tuned model."""
     from .classifier import SequenceClassifier
 
     src = resolve_source(source)
-    cfg = {k: v for k, v in _encoder_config(src).items() if k not in ("vocab_size",)}
-    cfg = {k: v for k, v in cfg.items() if v is not None or k in ("max_len",)}
+    cfg = {k: v for k, v in _encoder_config(src).items() if k != "vocab_size"}
+    cfg = {k: v for k, v in cfg.items() if v is not None or k == "max_len"}
     if cfg.get("scale_invariant") is False:
         cfg.pop("scale_invariant")
     if cfg.get("embedding") == "token" and not cfg.get("embedding_options"):
@@ -149,7 +149,16 @@ def classifier_from_pretrained(source, num_classes: int, *, pooling: str = "mean
         cfg["dropout"] = dropout
     elif "dropout" in src.config:
         cfg["dropout"] = src.config["dropout"]
-    model = SequenceClassifier(src.config["vocab_size"], num_classes, pooling=pooling, pair=pair, **cfg)
+    return SequenceClassifier(src.config["vocab_size"], num_classes, pooling=pooling, pair=pair, **cfg)
+
+
+def classifier_from_pretrained(source, num_classes: int, *, pooling: str = "mean", pair: bool = False,
+                               dropout: float | None = None, **overrides):
+    """A :class:`SequenceClassifier` with ``source``'s encoder architecture and weights; returns
+    ``(classifier, report)``. ``overrides`` change encoder settings (then the architectures must
+    still match, else ``ValueError``); ``dropout`` may differ freely."""
+    src = resolve_source(source)
+    model = classifier_like(src, num_classes, pooling=pooling, pair=pair, dropout=dropout, **overrides)
     return model, load_encoder(model, src if not isinstance(source, (str, os.PathLike)) else source)
 
 

@@ -21,8 +21,6 @@ from ..models import classifier_from_pretrained, freeze_embeddings as _freeze, l
 from ..models.finetune import LoadReport
 from ..tasks.base import Task
 
-_FREE = ("pooling", "dropout")
-
 
 def finetune_model(task: Task, init_from, *, layer_lr_decay: float | None = None, freeze_embeddings: bool = False,
                    **overrides: Any) -> tuple[Any, LoadReport]:
