@@ -159,6 +159,10 @@ def test_mlm_code_task(code_task):
     assert other.train.fingerprint() != t.train.fingerprint()
     with pytest.raises(ValueError, match="seq_len"):
         tasks.build("mlm_code", seq_len=5000)
+    from longseq.tasks.stats import stats
+
+    st = stats(t)["splits"]["validation"]
+    assert st["length"]["max"] == 64 and st["targets_per_example"]["max"] == expected_masked(64)
 
 
 def test_masked_lm_loss_and_tied_head():

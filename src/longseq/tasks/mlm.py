@@ -129,6 +129,16 @@ class MaskedSplit(Split):
     def seq_len(self) -> int:
         return self.base.seq_len
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Real (unpadded) bytes per window (``longseq data stats``)."""
+        return self.base.lengths
+
+    @property
+    def targets(self) -> "_LazyMLMTargets":
+        """Sliceable view of the masked targets (``split.targets[i:j]`` -> ``[j-i, L]``)."""
+        return _LazyMLMTargets(self)
+
     def batch(self, index) -> dict[str, torch.Tensor]:
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
@@ -156,6 +166,19 @@ class MaskedSplit(Split):
         return h.hexdigest()
 
 
+class _LazyMLMTargets:
+    def __init__(self, split: MaskedSplit):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        index = np.arange(len(self.split))[key]
+        out = self.split.batch(np.atleast_1d(index))["targets"]
+        return out[0] if np.ndim(index) == 0 else out
+
+
 class _EvalWindows(Split):
     """``ByteWindowSplit`` evaluation windows with the padding as a ``mask`` (MLM reads no
     next-byte targets)."""
@@ -165,6 +188,10 @@ class _EvalWindows(Split):
 
     def __len__(self) -> int:
         return len(self.base)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.base.lengths
 
     def batch(self, index) -> dict[str, torch.Tensor]:
         b = self.base.batch(index)
