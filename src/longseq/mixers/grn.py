@@ -31,8 +31,9 @@ no gradient).
 
 Decisions (the paper leaves them open, or we depart knowingly):
 
-* ``steps`` T = 4 by default: the paper tunes T on development data (its best text-classification
-  setting uses more steps); each step costs one pass over the sequence, so a CPU default is small.
+* ``steps`` T = 4 by default: the paper chooses T on development data (we did not verify its
+  chosen value, which we recall as larger); each step costs one pass over the sequence, so a CPU
+  default is small.
   ``window`` w = 1 is the paper's default window.
 * Gates as written in the paper: sigmoid values normalised by a softmax. Since σ ∈ (0, 1) the
   softmax needs no max-subtraction: ``exp`` of values in (0, 1) cannot overflow.
