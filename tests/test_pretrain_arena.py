@@ -45,6 +45,10 @@ def test_pretrain_finetune_protocol(tmp_path, capsys):
     assert main(argv + ["--resume"]) == 0
     assert (out / "pretrain_finetune.md").read_text() == before
     assert main(["arena", "--protocol", "pretrain-finetune", "--report-only", "--out", str(out)]) == 0
+    # a fresh (non-resumed) run starts from empty run dirs: one record per evaluation, not two
+    assert main(argv) == 0
+    recs = (out / "pretrain" / "0" / "softmax" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"split": "validation"' in r for r in recs) == 3
 
 
 def test_protocol_rejects_lm_pretrain_task(tmp_path):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -60,6 +61,14 @@ def resolve_variant(name: str) -> tuple[str, dict]:
 
 def _finished(d: Path) -> bool:
     return (d / "final.json").exists()
+
+
+def _fresh(d: Path, resume: bool) -> None:
+    """A stage that does not continue from its checkpoint starts from an empty run dir (the
+    trainer appends to metrics.jsonl)."""
+    if d.exists() and not (resume and (d / "checkpoint.pt").exists()):
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
 
 
 def _curve(path: Path, key: str) -> list[list[float]]:
@@ -155,6 +164,7 @@ def run_pretrain_finetune(mixers: list[str] | str | None = None, tasks: list[str
                 budget = match_budget(mlm, mixer, reference, over, tolerance)
                 over = budget.pop("overrides")
                 if not (resume and _finished(pdir)):
+                    _fresh(pdir, resume)
                     torch.manual_seed(seed)
                     model = build_model(mlm, mixer, **over)
                     cfg = _train_config(mlm, pretrain_steps, seed, threads, device, train_options)
@@ -181,6 +191,7 @@ def run_pretrain_finetune(mixers: list[str] | str | None = None, tasks: list[str
                         continue
                     try:
                         steps = finetune_steps if stage == "finetune" else pretrain_steps + finetune_steps
+                        _fresh(d, resume)
                         torch.manual_seed(seed)
                         if stage == "finetune":
                             model, report = finetune_model(task, pdir, layer_lr_decay=layer_lr_decay,
