@@ -36,6 +36,9 @@ def main(root: str) -> None:
     for m, per in pre.items():
         done = {s: v for s, v in per.items() if v["status"] == "done" and v["masked_bpb"] is not None}
         n = next((v["num_parameters"] for v in done.values()), None)
+        b = next((v.get("budget") for v in done.values() if v.get("budget")), None)
+        if b:
+            n = f"{n} ({b['ratio']:.2f} x softmax{'' if b['within'] else ', outside the 10% budget'})"
         acc = ", ".join(pct(v["masked_accuracy"]) for v in done.values())
         bpb = ", ".join(f"{v['masked_bpb']:.3f}" for v in done.values())
         print(f"| {m} | {n} | {','.join(done)} | {acc} | {bpb} |")

@@ -254,6 +254,7 @@ def collect_pf(out: str | Path) -> dict[str, Any]:
                                 "masked_accuracy": (f or {}).get("test", {}).get("accuracy"),
                                 "masked_bpb": (f or {}).get("test", {}).get("masked_bpb"),
                                 "curve": _curve(pdir / "metrics.jsonl", "masked_bpb"),
+                                "budget": rec.get("budget"),
                                 "train_s": rec.get("train_s")}
         pre[name] = per_seed
         for t in tasks:
@@ -280,15 +281,17 @@ def format_pf_markdown(lb: dict) -> str:
              f"steps (equal total steps); seeds {s.get('seeds')}; layer-wise lr decay {s.get('layer_lr_decay')}; "
              f"frozen embeddings {s.get('freeze_embeddings')}. Test accuracy in % (mean over seeds; per seed in "
              f"brackets).", "", "## MLM pre-training (test split)", "",
-             "| mixer | parameters | masked-token accuracy % | bits per masked byte |", "|---|---|---|---|"]
+             "| mixer | parameters (x softmax) | masked-token accuracy % | bits per masked byte |", "|---|---|---|---|"]
     for name, per in lb["pretrain"].items():
         acc = [v["masked_accuracy"] for v in per.values()]
+        bud = next((v.get("budget") for v in per.values() if v.get("budget")), None)
         bpb = [v["masked_bpb"] for v in per.values()]
         n = next((v["num_parameters"] for v in per.values() if v["num_parameters"]), None)
         why = next((f"{v['status']}: {v['reason']}" for v in per.values() if v["status"] not in ("done", "missing")),
                    None)
         b = _mean(bpb)
-        lines.append(f"| {name} | {n if n else '—'} | {_pct(_mean(acc))} | {'—' if b is None else f'{b:.3f}'}"
+        ratio = "" if not bud else (f" ({bud['ratio']:.2f}" + ("" if bud.get("within") else ", over budget") + ")")
+        lines.append(f"| {name} | {n if n else '—'}{ratio} | {_pct(_mean(acc))} | {'—' if b is None else f'{b:.3f}'}"
                      + (f" ({why})" if why else "") + " |")
     lines += ["", "## Fine-tuned vs from scratch (test accuracy %)", "",
               "| task | mixer | from scratch | fine-tuned | difference |", "|---|---|---|---|---|"]
