@@ -30,6 +30,7 @@ def _mlm(mixer="softmax", **kw):
 @pytest.mark.parametrize("mixer,kw", [("softmax", {}), ("softmax", {"position": "deberta", "max_len": 64}),
                                       ("linformer", {"mixer_options": {"k": 8, "max_len": 64}}),
                                       ("s4d", {"mixer_options": {"d_state": 8}}),
+                                      ("bigbird", {"mixer_options": {"block_size": 4, "num_random_blocks": 1}}),
                                       ([{"name": "s4d", "d_state": 8}, "softmax"], {})])
 def test_loaded_encoder_equals_pretrained_encoder(mixer, kw):
     mlm = _mlm(mixer, **kw)
@@ -49,6 +50,17 @@ def test_loaded_encoder_equals_pretrained_encoder(mixer, kw):
     lines = str(report).splitlines()
     assert len(lines) == 1 + len(mlm.state_dict()) + len(report.initialised)     # one line per tensor
     assert "  loaded      backbone.norm.weight" in lines
+
+
+def test_bigbird_encoder_saves_and_loads_with_its_random_pattern(tmp_path):
+    """BigBird's random-block seed is extra state: it must survive model.save and the transfer."""
+    mlm = _mlm("bigbird", mixer_options={"block_size": 4, "num_random_blocks": 1})
+    mlm.save(tmp_path / "m")
+    clf, _ = classifier_from_pretrained(str(tmp_path / "m"), 2)
+    clf.eval()
+    ids = torch.randint(0, 256, (2, 64))           # longer than the dense threshold: the sparse path
+    assert torch.equal(clf.backbone(ids), mlm.encode(ids))
+    assert [b.mixer.seed for b in clf.backbone.blocks] == [b.mixer.seed for b in mlm.backbone.blocks]
 
 
 def test_load_from_saved_model_and_run_dir(tmp_path):

@@ -94,8 +94,9 @@ def check_compatible(model, source) -> None:
         if _norm(a[k]) != _norm(b[k]):
             raise ValueError(f"encoder architecture differs at {k!r}: the model has {a[k]!r}, the pre-trained "
                              f"encoder has {b[k]!r}")
-    ma = [(n, tuple(t.shape)) for n, t in model.backbone.state_dict().items()]
-    mb = [(n, tuple(t.shape)) for n, t in source.backbone.state_dict().items()]
+    shape = lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__  # noqa: E731
+    ma = [(n, shape(t)) for n, t in model.backbone.state_dict().items()]
+    mb = [(n, shape(t)) for n, t in source.backbone.state_dict().items()]
     for (na, sa), (nb, sb) in zip(ma, mb):
         if na != nb:
             raise ValueError(f"encoder tensors differ: the model has backbone.{na}, the pre-trained encoder has "
@@ -117,11 +118,9 @@ def load_encoder(model: nn.Module, source) -> LoadReport:
     label = source if isinstance(source, (str, os.PathLike)) else type(src).__name__
     report = LoadReport(str(label))
     enc = src.backbone.state_dict()
-    with torch.no_grad():
-        target = model.backbone.state_dict()
-        for n, t in enc.items():
-            target[n].copy_(t)
-            report.loaded.append(f"backbone.{n}")
+    with torch.no_grad():     # strict: every key checked above; extra states (BigBird's seed) included
+        model.backbone.load_state_dict(enc, strict=True)
+    report.loaded = [f"backbone.{n}" for n in enc]
     loaded = set(report.loaded)
     # the tied MLM decoder shares backbone.embed.weight: it is loaded through the encoder, so only
     # the source's own head tensors are skipped
