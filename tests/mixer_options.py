@@ -51,6 +51,8 @@ OPTIONS: dict[str, dict] = {
     "rns_rnn": {"hidden_size": 16, "num_states": 2, "stack_symbols": 2, "window": 12},
     "onlstm": {"hidden_size": 16, "chunk_size": 4},
     "structformer": {"conv_size": 3, "parser_layers": 2},
+    # graph recurrent network
+    "grn": {"steps": 3, "window": 2},
 }
 
 

@@ -58,6 +58,17 @@ def register(sub) -> None:
     p.add_argument("--speed-lengths", help="comma-separated lengths for the benchmark (default: the preset's)")
     p.add_argument("--progress", action="store_true", help="show a progress bar per run")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from OUT's run dirs")
+    pf = p.add_argument_group("--protocol pretrain-finetune (longseq.arena.pretrain)")
+    pf.add_argument("--protocol", choices=["standard", "pretrain-finetune"], default="standard",
+                    help="pretrain-finetune: MLM pre-training of each bidirectional mixer (equal parameters), then "
+                         "fine-tuning on the --tasks (classification) beside training from scratch for the same "
+                         "total steps; default mixers softmax,deberta,linformer,bigbird,grn,s4d and tasks text,retrieval")
+    pf.add_argument("--pretrain-task", default="mlm_code", help="MLM task (mlm_code, mlm_text, mlm_dict)")
+    pf.add_argument("--pretrain-steps", type=int, default=600)
+    pf.add_argument("--finetune-steps", type=int, default=300)
+    pf.add_argument("--seeds", help="comma-separated seeds (default: --seed)")
+    pf.add_argument("--layer-lr-decay", type=float, help="fine-tuning: layer-wise lr decay")
+    pf.add_argument("--freeze-embeddings", action="store_true", help="fine-tuning: do not train the embeddings")
     p.set_defaults(func=run)
 
 
@@ -106,6 +117,13 @@ def run(args) -> int:
     from ..arena import DEMO, run_arena, write_report
     from ..arena.runner import failures, stored_settings
 
+    if args.protocol == "pretrain-finetune":
+        from ._pretrain_arena import run_protocol
+
+        for k, v in DEFAULTS.items():        # its own resume (settings.json) restores the rest
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+        return run_protocol(args)
     out = Path(args.out)
     if args.report_only:
         if not (out / "runs").is_dir():

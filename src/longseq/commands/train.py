@@ -126,6 +126,15 @@ def register(sub) -> None:
                    help="shard parameters, gradients and optimizer state (FSDP) instead of replicating them (DDP)")
     d.add_argument("--dist-timeout", type=float, default=300.0,
                    help="seconds a process waits for its peers in a collective before failing")
+    f = p.add_argument_group("fine-tuning a pre-trained encoder (longseq.train.finetune)")
+    f.add_argument("--init-from", metavar="RUN_OR_MODEL_DIR",
+                   help="start a classifier from the encoder of a saved MaskedLM (a run dir or its model/ dir); "
+                        "the architecture comes from it; prints and saves (OUT/init_report.json) every tensor "
+                        "loaded, skipped or newly initialised")
+    f.add_argument("--layer-lr-decay", type=float, metavar="DECAY",
+                   help="with --init-from: lr x DECAY^depth from the top (head 1, last block DECAY, ..., embeddings "
+                        "DECAY^(n_layers+1))")
+    f.add_argument("--freeze-embeddings", action="store_true", help="with --init-from: do not train the embeddings")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -171,6 +180,8 @@ def run(args) -> int:
         label = _label(mixer) if isinstance(mixer, list) else mixer or args.model_preset or "softmax"
     out = Path(args.out or f"runs/{args.task}-{label.replace(',', '+')}")
     validate_args(args, out)
+    if args.init_from is None and (args.layer_lr_decay is not None or args.freeze_embeddings):
+        raise ValueError("--layer-lr-decay and --freeze-embeddings apply to fine-tuning: give --init-from")
     task = tasks.build(args.task, preset=args.preset, seed=args.seed, **parse_kv(args.task_option, "--task-option"))
     if args.model_config:
         return _run(args, task, *_model_from_file(args, task), out)
@@ -179,6 +190,11 @@ def run(args) -> int:
     mixer_options = parse_kv(args.mixer_option, "--mixer-option") or None
     ffn_options = parse_kv(args.ffn_option, "--ffn-option") or None
     torch.manual_seed(args.seed)       # initialisation (torch's default seed differs per process)
+    if args.init_from is not None:      # fine-tuning: the encoder of a saved MaskedLM, a new head
+        from ._finetune import finetune_from_args
+
+        model, init_report = finetune_from_args(args, task)
+        return _run(args, task, model, label, out, init_report)
     if args.model == "hmm":
         return _run(args, task, _build_hmm(task, args), label, out)
     model = build_model(task, mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
@@ -218,7 +234,7 @@ def _model_from_file(args, task):
     return model, _label(model.model_config.layers)
 
 
-def _run(args, task, model, label, out: Path) -> int:
+def _run(args, task, model, label, out: Path, init_report=None) -> int:
     from ..train import TrainConfig, train
 
     overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
@@ -231,10 +247,15 @@ def _run(args, task, model, label, out: Path) -> int:
     main = int(os.environ.get("RANK", "0")) == 0     # under torchrun only rank 0 reports
     if main:
         print(f"task {args.task} ({args.preset}), mixer {label}: {model.num_parameters():,} parameters -> {out}")
+    run_config = {"cli": {"task": args.task, "mixer": label, "preset": args.preset},
+                  "task_options": parse_kv(args.task_option, "--task-option")}
+    if init_report is not None:
+        from ._finetune import record_init
+
+        run_config["init_from"] = record_init(init_report, out, args, main)
     final = train(model, task, cfg, out, resume=args.resume, overwrite=args.overwrite,
                   allow_changes=[c for c in (args.allow_change or "").split(",") if c.strip()],
-                  run_config={"cli": {"task": args.task, "mixer": label, "preset": args.preset},
-                              "task_options": parse_kv(args.task_option, "--task-option")})
+                  run_config=run_config)
     metric = task.meta.metric
     for split in ("validation", "test") if main else ():
         m = final[split]

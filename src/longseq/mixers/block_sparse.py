@@ -181,10 +181,11 @@ class BigBirdAttention(_BlockSparseAttention):
         self.seed = int(torch.randint(0, 2 ** 31 - 1, ()))
 
     def get_extra_state(self):
-        return {"seed": self.seed}
+        # a tensor, so that model.save (safetensors: tensors only) can store it
+        return torch.tensor(self.seed, dtype=torch.int64)
 
     def set_extra_state(self, state):
-        self.seed = int(state["seed"])
+        self.seed = int(state["seed"] if isinstance(state, dict) else state)   # dict: older checkpoints
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_random_blocks={self.num_random_blocks}"

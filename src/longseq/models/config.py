@@ -43,7 +43,7 @@ from typing import Any
 from .. import mixers
 from ..mixers.base import RENAMED_OPTIONS
 
-KINDS = ("lm", "classifier")
+KINDS = ("lm", "classifier", "mlm")
 SCHEMA = 2
 # {kind: model class}: filled by the model modules (causal_lm.py: "lm", classifier.py: "classifier"),
 # so that this module needs no import of them (they import it).
@@ -134,7 +134,7 @@ def resolve_layers(mixer: Any = "softmax", n_layers: int | None = 2, mixer_optio
 @dataclass
 class ModelConfig:
     """Everything needed to build a longseq model (``kind`` ``lm``: :class:`CausalLM`,
-    ``classifier``: :class:`SequenceClassifier`). See the module docstring."""
+    ``classifier``: :class:`SequenceClassifier`, ``mlm``: :class:`MaskedLM`). See the module docstring."""
 
     vocab_size: int
     d_model: int = 128
@@ -181,7 +181,8 @@ class ModelConfig:
             d["num_classes"] = self.num_classes
         d.update(d_model=self.d_model, n_layers=self.n_layers, layers=[s.to_dict() for s in self.layers])
         skip = {"vocab_size", "num_classes", "d_model", "layers", "kind"}
-        skip |= {"causal", "pooling", "pair"} if self.kind == "lm" else {"tie_embeddings"}
+        skip |= {"lm": {"causal", "pooling", "pair"}, "classifier": {"tie_embeddings"},
+                 "mlm": {"causal", "pooling", "pair", "tie_embeddings"}}[self.kind]
         for f in fields(self):
             if f.name not in skip:
                 d[f.name] = getattr(self, f.name)
@@ -234,7 +235,7 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{p}: a model configuration is a JSON object, got {type(data).__name__}")
     if "config" in data and "class" in data:           # written by model.save
-        kind = {"CausalLM": "lm", "SequenceClassifier": "classifier"}.get(data["class"])
+        kind = {"CausalLM": "lm", "SequenceClassifier": "classifier", "MaskedLM": "mlm"}.get(data["class"])
         old = "schema" not in data
         data = dict(data["config"])
         if kind:

@@ -7,7 +7,8 @@ seed=..., **overrides)`` returns a :class:`Task`. Data flows one way: a task yie
 Batches are dicts of tensors:
 * ``inputs``  int64 ``[B, L]`` token ids;
 * ``targets`` int64: ``[B]`` class ids (kind ``classification``) or ``[B, L]`` next-token ids with
-  ``IGNORE`` (-100) where no loss is taken (kind ``lm``);
+  ``IGNORE`` (-100) where no loss is taken (kind ``lm``), or ``[B, L]`` original ids at the masked
+  positions and ``IGNORE`` elsewhere (kind ``mlm``: :mod:`longseq.tasks.mlm`);
 * ``mask``    optional bool ``[B, L]``, True = real token (padded variable-length inputs).
 
 Kind ``parsing`` (``pcfg_synth``, ``lcfrs_synth``; :mod:`longseq.tasks.treebank`): ``targets`` are
@@ -27,7 +28,7 @@ import torch
 from .._discover import import_submodules
 from ..utils.constants import IGNORE as IGNORE  # re-exported: the tasks produce it
 
-KINDS = ("classification", "lm", "regression", "parsing")
+KINDS = ("classification", "lm", "regression", "parsing", "mlm")
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Split:
 @dataclass
 class TaskMeta:
     name: str
-    kind: str                    # "classification" | "lm" | "parsing"
+    kind: str                    # one of KINDS: "classification" | "lm" | "regression" | "parsing" | "mlm"
     vocab_size: int
     seq_len: int                 # longest input length
     num_classes: int | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import ModelConfig, preset_config
+from ..models import MaskedLM, ModelConfig, preset_config
 from ..models.config import resolve_layers
 from ..operators import OPERATORS, build_operator
 from ..tasks.base import Task
@@ -12,8 +12,8 @@ from ..tasks.base import Task
 
 def build_model(task: Task, mixer=None, *, model_preset: str | None = None, model_preset_options: dict | None = None,
                 **overrides: Any):
-    """``SequenceClassifier`` for classification tasks, ``CausalLM`` for LM tasks, built from the
-    :class:`~longseq.models.ModelConfig` of the task's defaults and the overrides.
+    """``SequenceClassifier`` for classification tasks, ``CausalLM`` for LM tasks (both built from the
+    :class:`~longseq.models.ModelConfig` of the task's defaults and the overrides), ``MaskedLM`` for MLM tasks.
 
     ``overrides`` (d_model, n_layers, num_heads, mixer_options, position, ...) replace the preset's
     ``task.model_defaults``. ``model_preset`` (``spade``, ``h3_hybrid``, ``anthe``:
@@ -45,6 +45,10 @@ def build_model(task: Task, mixer=None, *, model_preset: str | None = None, mode
                          "(longseq.structured.PCFG / LCFRS2, scripts/train_structured.py), not a mixer model")
     if cfg.get("position") in ("learned", "deberta", "diet_abs", "diet_rel") and not cfg.get("max_len"):
         cfg["max_len"] = m.seq_len  # the table covers the task's longest input (relative ones: clip at it)
+    if m.kind == "mlm":               # masked LM (longseq.tasks.mlm): a bidirectional stack, tied head
+        for k in ("pooling", "pair", "tie_embeddings"):
+            cfg.pop(k, None)
+        return MaskedLM(m.vocab_size, mixer=mixer, **cfg)
     if m.kind == "classification":
         cfg.setdefault("pair", bool(m.extra.get("pair", False)))
         cfg.pop("tie_embeddings", None)

@@ -239,8 +239,8 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
     if metric == "rel_l2":                         # regression: the loss is the relative L2 error; no accuracy
         del out["accuracy"]
         out["rel_l2"] = out["loss"]
-    if metric == "bpb":
-        out["bpb"] = out["loss"] / math.log(2)
+    if metric in ("bpb", "masked_bpb"):           # bits per (masked, for kind "mlm") byte
+        out[metric] = out["loss"] / math.log(2)
     if metric == "ce_gap" and nll is not None:   # cross-entropy minus the exact lower bound (nats/symbol)
         out["lower_bound"] = bound_sum / max(count, 1)
         out["ce_gap"] = out["loss"] - out["lower_bound"]
