@@ -181,6 +181,12 @@ def test_dtype_mismatch_is_a_clear_error(name, causal):
         m64(torch.randn(2, 5, D_MODEL))
 
 
+# An LSTM controller reads its input only through sigmoid/tanh gates of linear projections: +-inf
+# there saturates the gates (sigmoid(inf) = 1, tanh(-inf) = -1), the limit of the function, not a
+# silent repair, so an inf input may give finite outputs. NaN must still propagate.
+SATURATING = {"lstm", "superposition_stack", "ns_rnn", "rns_rnn"}
+
+
 @pytest.mark.parametrize("name,causal", CASES, ids=IDS)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_inputs_propagate(name, causal, bad):
@@ -195,6 +201,7 @@ def test_non_finite_inputs_propagate(name, causal, bad):
     with torch.no_grad():
         y = m(x)
         ref = m(x[1:])
-    assert not torch.isfinite(y[0, t]).all(), "non-finite input became finite output"
+    if not (bad == float("inf") and name in SATURATING):
+        assert not torch.isfinite(y[0, t]).all(), "non-finite input became finite output"
     assert torch.isfinite(y[1]).all()
     torch.testing.assert_close(y[1], ref[0], rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .train import parse_kv
+from ._kv import parse_kv
 
 
 def finetune_from_args(args, task):

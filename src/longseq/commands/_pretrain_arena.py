@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .train import parse_kv
+from ._kv import parse_kv
 
 
 def run_protocol(args) -> int:
     from ..arena.pretrain import run_pretrain_finetune, write_pf_report
-    from .arena import _per_name
+    from ._kv import per_name as _per_name
 
     out = Path(args.out)
     if args.report_only:

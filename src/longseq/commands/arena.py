@@ -6,18 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .train import parse_kv
-
-
-def _per_name(items: list[str] | None, what: str) -> dict[str, dict]:
-    """``["mqar.seq_len=24", "local.window=32"]`` -> ``{"mqar": {"seq_len": 24}, "local": {"window": 32}}``."""
-    out: dict[str, dict] = {}
-    for k, v in parse_kv(items, what).items():
-        name, dot, key = k.partition(".")
-        if not dot or not name or not key:
-            raise ValueError(f"{what} must look like NAME.KEY=VALUE, got {k}={v!r}")
-        out.setdefault(name, {})[key] = v
-    return out
+from ._kv import parse_kv, per_name as _per_name  # noqa: F401
 
 
 def register(sub) -> None:

@@ -197,7 +197,7 @@ def run_generate(args) -> int:
 
 def run_structured(args) -> int:
     from ..bench.structured import StructuredConfig, format_structured, run_structured, write_structured
-    from .train import parse_kv
+    from ._kv import parse_kv
 
     ranks = None
     if args.ranks is not None:

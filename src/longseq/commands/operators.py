@@ -61,7 +61,7 @@ def run(args) -> int:
     from ..operators import OPERATORS
     from ..operators.evaluate import PUBLISHED, markdown_table, resolution_table, seconds_per_sample
     from ..train import TrainConfig, build_model, train
-    from .train import parse_kv
+    from ._kv import parse_kv
 
     torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.operators.split(",") if n.strip()]

@@ -6,18 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-
-def parse_kv(items: list[str] | None, what: str) -> dict:
-    """``["window=64", "rope=true"]`` -> ``{"window": 64, "rope": True}`` (values parsed as JSON when possible)."""
-    from ..models.config import parse_value
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"{what} must look like KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = parse_value(v)
-    return out
+from ._kv import parse_kv  # noqa: F401  (re-exported: other code imports it from here)
 
 
 def parse_mixer(text: str | None):
