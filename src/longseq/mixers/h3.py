@@ -7,13 +7,22 @@ For input ``u [L, d]`` (Algorithm 1)::
     K' = SSM_shift(K)         shift matrix A, B = e_1: a learned causal FIR of length N (=C)
                               plus a skip,  K'_l = sum_{i<N} C_i K_{l-i} + D_k K_l
     per head h (head_dim d_h): KV_l = K'_l V_l^T       [d_h, d_h]
-    Y = SSM_diag(KV)          S4D-Lin, zoh, one kernel per head shared by its d_h^2 entries,
+    Y = SSM_diag(KV)          S4D-Lin, bilinear, one kernel per head shared by its d_h^2 entries,
                               Y_l = (K * KV)_l + D KV_l
     O_l = Q_l^T Y_l           (sum over the first head index), then the output projection W_O
 
-Defaults as the official code: ``d_state = 64`` for both SSMs, ``head_dim = 1`` (so ``K'V^T`` is
+Defaults as the official code (HazyResearch/H3, ``src/models/ssm/h3.py`` building
+``SSKernel(mode="diag", measure="diag-lin")``, whose ``SSKernelDiag`` defaults to
+``disc="bilinear"``): ``d_state = 64`` for both SSMs, ``head_dim = 1`` (so ``K'V^T`` is
 elementwise), S4D-Lin with ``log dt ~ U[log 1e-3, log 1e-1]``, ``C_shift`` Kaiming-uniform,
 ``D, D_k ~ N(0, 1)``. No activation anywhere (the multiplicative gates are the nonlinearity).
+
+``disc`` (the diagonal SSM's discretisation, as in ``s4d``): ``"bilinear"`` (default, the
+official code's) forms ``Ā = (1 + ΔA/2) / (1 - ΔA/2)``, ``B̄ = Δ B / (1 - ΔA/2)`` (S4 eq. (3)
+for a diagonal ``A``); ``"zoh"`` forms ``Ā = exp(ΔA)``, ``B̄ = (exp(ΔA) - 1) / A · B`` (S4D eq. (5)).
+Both give a complex diagonal transition, so every computation below is the same for both; only
+:meth:`longseq.ssm.kernels.DiagSSMKernel.modes` differs. The paper itself does not name the
+discretisation of its diagonal SSM.
 
 ``head_dim``: the cost is O(L d d_h log L) (there are ``d * d_h`` SSM channels), so like the
 official code the head size is an option, default 1; ``head_dim=None`` takes the contract's
@@ -77,6 +86,7 @@ from torch import nn
 from ..ops.diag_ssm.chunk import DEFAULT_CHUNK, diag_ssm_chunked, fir_conv
 from ..ops.fftconv.fft import diag_ssm_conv, fft_conv, with_skip
 from ..ops.h3 import h3_core
+from ..ssm.discretize import DISCRETIZATIONS
 from ..ssm.kernels import DiagSSMKernel
 from ..utils.validate import check_choice, check_int, check_optional
 from .base import Mixer, register
@@ -102,9 +112,10 @@ def _h3_flops(L, d, h, causal):
 class H3(Mixer):
     def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
                  head_dim: int | None = 1, chunk_size: int | None = 4096, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 ssm_lr: float | None = 1e-3, method: str = "chunked") -> None:
+                 ssm_lr: float | None = 1e-3, method: str = "chunked", disc: str = "bilinear") -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.method = check_choice("method", method, ("chunked", "fft"), owner="h3")
+        check_choice("disc", disc, DISCRETIZATIONS, owner="h3")
         hd = d_model // num_heads if head_dim is None else head_dim
         if not isinstance(hd, int) or hd < 1 or d_model % hd:
             raise ValueError(f"head_dim must be a positive int dividing d_model={d_model} (or None), got {head_dim!r}")
@@ -117,7 +128,7 @@ class H3(Mixer):
         self.shift_C = nn.Parameter(torch.empty(d_model, d_state))
         nn.init.kaiming_uniform_(self.shift_C, a=math.sqrt(5))
         self.shift_D = nn.Parameter(torch.randn(d_model))
-        self.kernel = DiagSSMKernel(self.nh, d_state, init="lin", disc="zoh", dt_min=dt_min, dt_max=dt_max, lr=ssm_lr)
+        self.kernel = DiagSSMKernel(self.nh, d_state, init="lin", disc=disc, dt_min=dt_min, dt_max=dt_max, lr=ssm_lr)
         self.D = nn.Parameter(torch.randn(self.nh))
         self.out = nn.Linear(d_model, d_model)
 
