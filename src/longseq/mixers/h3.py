@@ -40,8 +40,8 @@ Computation (option ``method``, both tested equal to the token-by-token recurren
   longer than ``chunk_size`` are cut into blocks, each an FFT convolution of size ~2*chunk_size,
   with the SSM state carried from block to block.
 
-Decision: at L = 16K, d_model 256, causal fwd+bwd (1 thread each, the two runs side by side on the shared machine)
-chunked took 6.2 s against 9.2 s for fft, so it is the default.
+Decision: at L = 16K, d_model 256, causal fwd+bwd chunked was faster than fft, so it is the
+default (the timing: benchmarks/notes/2026-12-08-docstring-timings.md).
 
 Training path (``method="chunked"``, no state, float32/float64 input): one autograd function,
 :func:`longseq.ops.h3.h3_core`, from ``x`` to the output projection. The forward computes ``Q, K, V`` with one
@@ -53,16 +53,16 @@ output projection's input) replace its ``dO`` and ``Q, K, V``, which are dead by
 weight gradients are one matmul each after the loop. ``head_dim = 1`` has a hand-written backward
 (:func:`longseq.ops.h3.fused._core_chunks_backward`: the diagonal SSM's backward also returns its forward output, the
 FIR's backward is :func:`longseq.ops.diag_ssm.chunk.fir_chunks_backward`), other head sizes go through
-autograd on the recomputed group. Measured at 16K, d_model 256, causal fwd+bwd, 2 threads:
-0.49 s -> 0.30 s over this path's versions, peak 103 MB (causal SDPA: 3.6 s, 145 MB).
-Where the time goes (one process, 2 threads): the eight ``d x d`` matmuls ~165 ms (close to
-this machine's matmul rate; the 48 MB ``Q, K, V`` buffer alone takes ~10 ms of page faults: above
-glibc's 32 MB limit it is a fresh mapping every call), the FIR ~40 ms, the diagonal SSM ~90 ms,
-the elementwise products ~12 ms.
+autograd on the recomputed group. The time goes mostly to the eight ``d x d`` matmuls (the
+``Q, K, V`` buffer is larger than glibc's mmap threshold, so it is a fresh, page-faulting mapping
+every call), then the diagonal SSM, the FIR and the elementwise products; the profile, the speed
+of this path's versions and its memory peak against causal SDPA are in
+benchmarks/notes/2026-12-08-docstring-timings.md.
 Keeping ``Q, K, V`` instead of recomputing them saves three matmuls; fusing the output
 projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept. Tried and
-measured, not kept: groups of 64 channels (no faster, +23 MB), keeping the SSM's chunk states for
-the backward (-4 ms for +14 MB), keeping ``K'`` and ``Y`` for it (-10 ms for +28 MB).
+measured, not kept (each cost more memory than the time it saved; figures in the same note):
+groups of 64 channels, keeping the SSM's chunk states for the backward, keeping ``K'`` and ``Y``
+for it.
 Half-precision inputs take the plain path (SSMs in float32). Decoding and ``forward(state=...)``
 also use the plain path; both continue from a given state, and one token is the O(d d_h N)
 recurrent step (state: the last N-1 keys for the shift SSM and the diagonal state

@@ -1,4 +1,4 @@
-"""Structured latent-variable models with exact dynamic-programming inference (issue 20).
+"""Structured latent-variable models with exact dynamic-programming inference.
 
 * :class:`HMM` — neural HMM (Chiu & Rush 2020), full rank or low rank (Chiu, Deng & Rush 2021).
 * :class:`HMMLanguageModel` — the HMM behind the ``CausalLM`` interface (trainer, ``--model hmm``).
