@@ -21,8 +21,7 @@ elementwise), S4D-Lin with ``log dt ~ U[log 1e-3, log 1e-1]``, ``C_shift`` Kaimi
 official code's) forms ``Ā = (1 + ΔA/2) / (1 - ΔA/2)``, ``B̄ = Δ B / (1 - ΔA/2)`` (S4 eq. (3)
 for a diagonal ``A``); ``"zoh"`` forms ``Ā = exp(ΔA)``, ``B̄ = (exp(ΔA) - 1) / A · B`` (S4D eq. (5)).
 Both give a complex diagonal transition, so every computation below is the same for both; only
-:meth:`longseq.ssm.kernels.DiagSSMKernel.modes` differs. The paper itself does not name the
-discretisation of its diagonal SSM.
+:meth:`longseq.ssm.kernels.DiagSSMKernel.modes` differs.
 
 ``head_dim``: the cost is O(L d d_h log L) (there are ``d * d_h`` SSM channels), so like the
 official code the head size is an option, default 1; ``head_dim=None`` takes the contract's
@@ -60,7 +59,8 @@ of this path's versions and its memory peak against causal SDPA are in
 benchmarks/notes/2026-12-08-docstring-timings.md.
 Keeping ``Q, K, V`` instead of recomputing them saves three matmuls; fusing the output
 projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept. Tried and
-measured, not kept (each cost more memory than the time it saved; figures in the same note):
+measured, not kept (each was no faster, or a few percent faster for tens of MB more; figures in
+the same note):
 groups of 64 channels, keeping the SSM's chunk states for the backward, keeping ``K'`` and ``Y``
 for it.
 Half-precision inputs take the plain path (SSMs in float32). Decoding and ``forward(state=...)``
