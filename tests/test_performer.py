@@ -2,7 +2,7 @@
 features, convergence to exact softmax attention as m grows, feature redraws, stabilisation.
 
 Dense reference: ``phi(x) = exp(w^T x - |x|^2/2) / sqrt(m)`` with x = q d^(-1/4), written without
-stabilisers in float64, ``A = phi(Q) phi(K)^T`` materialised, causal/padding-masked and
+stabilisers in float64 (``variant="relu"``: ``relu(W x) + 1e-3``, the official JAX code's features), ``A = phi(Q) phi(K)^T`` materialised, causal/padding-masked and
 normalised row-wise. Values and gradients agree to rtol=1e-9, atol=1e-10.
 """
 
@@ -24,7 +24,7 @@ TOL = dict(rtol=1e-9, atol=1e-10)
 
 def plain_features(x, w, kernel):
     if kernel == "relu":
-        return F.relu(x @ w.T) / math.sqrt(w.shape[0]) + 1e-3
+        return F.relu(x @ w.T) + 1e-3                    # official JAX code: no 1/sqrt(m)
     x = x * x.shape[-1] ** -0.25
     return torch.exp(x @ w.T - 0.5 * (x * x).sum(-1, keepdim=True)) / math.sqrt(w.shape[0])
 

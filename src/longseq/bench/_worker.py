@@ -33,9 +33,9 @@ glibc's ``mmap`` threshold fixed at 64 KB (``MALLOC_MMAP_THRESHOLD_``; method su
 ``"+mmap64k"``): every tensor of 64 KB or more is then its own mapping, returned to the OS when
 freed, so the RSS peak is the peak of the live tensors. With glibc's adaptive threshold,
 multi-MB tensors come from the heap and whether freed heap blocks are reused or fresh pages are
-touched varies from call to call: the same SDPA forward+backward at L = 16K read 148-243 MB over
-four calls of one process, against 145.4 MB on each of four calls now (causal s4d: 140-188 MB
-against 109.5 MB). The fixed threshold makes allocation 2-3x slower, hence the separate process.
+touched varies from call to call, so repeated calls of one process read different peaks; with the
+fixed threshold every call reads the same (the readings: benchmarks/notes/2026-12-08-docstring-timings.md).
+The fixed threshold makes allocation slower, hence the separate process.
 ``"both"`` (the default; in-process runs) times and then measures in the same process.
 """
 

@@ -33,7 +33,7 @@ Speed and memory at long L (the SSM pieces are the shared ones of :mod:`longseq.
 * Gated branch (:func:`longseq.ops.gss_gate.gated_out`). Autograd would keep ``x W_v``, ``V``, ``U_c`` and ``U_c ⊙ V``
   (four ``[L, F]`` tensors, 64 MB each at L = 16K, F = 1024) plus ``[L, F]`` gradients. Here it
   runs in sequence chunks and saves only its inputs; the backward recomputes ``x W_v + b_v`` (one
-  more ``[L, E] @ [E, F]`` matmul, ~6% of the layer's time), ``V`` (elementwise) and
+  more ``[L, E] @ [E, F]`` matmul, a small share of the layer's time), ``V`` (elementwise) and
   ``U_c = Y W_c`` (an ``[L, H + 1] @ [H + 1, F]`` matmul, cheap since H = E/4).
 
 Decisions on ambiguous points:

@@ -7,13 +7,21 @@ For input ``u [L, d]`` (Algorithm 1)::
     K' = SSM_shift(K)         shift matrix A, B = e_1: a learned causal FIR of length N (=C)
                               plus a skip,  K'_l = sum_{i<N} C_i K_{l-i} + D_k K_l
     per head h (head_dim d_h): KV_l = K'_l V_l^T       [d_h, d_h]
-    Y = SSM_diag(KV)          S4D-Lin, zoh, one kernel per head shared by its d_h^2 entries,
+    Y = SSM_diag(KV)          S4D-Lin, bilinear, one kernel per head shared by its d_h^2 entries,
                               Y_l = (K * KV)_l + D KV_l
     O_l = Q_l^T Y_l           (sum over the first head index), then the output projection W_O
 
-Defaults as the official code: ``d_state = 64`` for both SSMs, ``head_dim = 1`` (so ``K'V^T`` is
+Defaults as the official code (HazyResearch/H3, ``src/models/ssm/h3.py`` building
+``SSKernel(mode="diag", measure="diag-lin")``, whose ``SSKernelDiag`` defaults to
+``disc="bilinear"``): ``d_state = 64`` for both SSMs, ``head_dim = 1`` (so ``K'V^T`` is
 elementwise), S4D-Lin with ``log dt ~ U[log 1e-3, log 1e-1]``, ``C_shift`` Kaiming-uniform,
 ``D, D_k ~ N(0, 1)``. No activation anywhere (the multiplicative gates are the nonlinearity).
+
+``disc`` (the diagonal SSM's discretisation, as in ``s4d``): ``"bilinear"`` (default, the
+official code's) forms ``Ā = (1 + ΔA/2) / (1 - ΔA/2)``, ``B̄ = Δ B / (1 - ΔA/2)`` (S4 eq. (3)
+for a diagonal ``A``); ``"zoh"`` forms ``Ā = exp(ΔA)``, ``B̄ = (exp(ΔA) - 1) / A · B`` (S4D eq. (5)).
+Both give a complex diagonal transition, so every computation below is the same for both; only
+:meth:`longseq.ssm.kernels.DiagSSMKernel.modes` differs.
 
 ``head_dim``: the cost is O(L d d_h log L) (there are ``d * d_h`` SSM channels), so like the
 official code the head size is an option, default 1; ``head_dim=None`` takes the contract's
@@ -31,8 +39,8 @@ Computation (option ``method``, both tested equal to the token-by-token recurren
   longer than ``chunk_size`` are cut into blocks, each an FFT convolution of size ~2*chunk_size,
   with the SSM state carried from block to block.
 
-Decision: at L = 16K, d_model 256, causal fwd+bwd (1 thread each, the two runs side by side on the shared machine)
-chunked took 6.2 s against 9.2 s for fft, so it is the default.
+Decision: at L = 16K, d_model 256, causal fwd+bwd chunked was faster than fft, so it is the
+default (the timing: benchmarks/notes/2026-12-08-docstring-timings.md).
 
 Training path (``method="chunked"``, no state, float32/float64 input): one autograd function,
 :func:`longseq.ops.h3.h3_core`, from ``x`` to the output projection. The forward computes ``Q, K, V`` with one
@@ -44,16 +52,17 @@ output projection's input) replace its ``dO`` and ``Q, K, V``, which are dead by
 weight gradients are one matmul each after the loop. ``head_dim = 1`` has a hand-written backward
 (:func:`longseq.ops.h3.fused._core_chunks_backward`: the diagonal SSM's backward also returns its forward output, the
 FIR's backward is :func:`longseq.ops.diag_ssm.chunk.fir_chunks_backward`), other head sizes go through
-autograd on the recomputed group. Measured at 16K, d_model 256, causal fwd+bwd, 2 threads:
-0.49 s -> 0.30 s over this path's versions, peak 103 MB (causal SDPA: 3.6 s, 145 MB).
-Where the time goes (one process, 2 threads): the eight ``d x d`` matmuls ~165 ms (close to
-this machine's matmul rate; the 48 MB ``Q, K, V`` buffer alone takes ~10 ms of page faults: above
-glibc's 32 MB limit it is a fresh mapping every call), the FIR ~40 ms, the diagonal SSM ~90 ms,
-the elementwise products ~12 ms.
+autograd on the recomputed group. The time goes mostly to the eight ``d x d`` matmuls (the
+``Q, K, V`` buffer is larger than glibc's mmap threshold, so it is a fresh, page-faulting mapping
+every call), then the diagonal SSM, the FIR and the elementwise products; the profile, the speed
+of this path's versions and its memory peak against causal SDPA are in
+benchmarks/notes/2026-12-08-docstring-timings.md.
 Keeping ``Q, K, V`` instead of recomputing them saves three matmuls; fusing the output
 projection removes the full-size ``O`` and ``dO`` the separate ``nn.Linear`` kept. Tried and
-measured, not kept: groups of 64 channels (no faster, +23 MB), keeping the SSM's chunk states for
-the backward (-4 ms for +14 MB), keeping ``K'`` and ``Y`` for it (-10 ms for +28 MB).
+measured, not kept (each was no faster, or a few percent faster for tens of MB more; figures in
+the same note):
+groups of 64 channels, keeping the SSM's chunk states for the backward, keeping ``K'`` and ``Y``
+for it.
 Half-precision inputs take the plain path (SSMs in float32). Decoding and ``forward(state=...)``
 also use the plain path; both continue from a given state, and one token is the O(d d_h N)
 recurrent step (state: the last N-1 keys for the shift SSM and the diagonal state
@@ -77,6 +86,7 @@ from torch import nn
 from ..ops.diag_ssm.chunk import DEFAULT_CHUNK, diag_ssm_chunked, fir_conv
 from ..ops.fftconv.fft import diag_ssm_conv, fft_conv, with_skip
 from ..ops.h3 import h3_core
+from ..ssm.discretize import DISCRETIZATIONS
 from ..ssm.kernels import DiagSSMKernel
 from ..utils.validate import check_choice, check_int, check_optional
 from .base import Mixer, register
@@ -102,9 +112,10 @@ def _h3_flops(L, d, h, causal):
 class H3(Mixer):
     def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
                  head_dim: int | None = 1, chunk_size: int | None = 4096, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 ssm_lr: float | None = 1e-3, method: str = "chunked") -> None:
+                 ssm_lr: float | None = 1e-3, method: str = "chunked", disc: str = "bilinear") -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.method = check_choice("method", method, ("chunked", "fft"), owner="h3")
+        check_choice("disc", disc, DISCRETIZATIONS, owner="h3")
         hd = d_model // num_heads if head_dim is None else head_dim
         if not isinstance(hd, int) or hd < 1 or d_model % hd:
             raise ValueError(f"head_dim must be a positive int dividing d_model={d_model} (or None), got {head_dim!r}")
@@ -117,7 +128,7 @@ class H3(Mixer):
         self.shift_C = nn.Parameter(torch.empty(d_model, d_state))
         nn.init.kaiming_uniform_(self.shift_C, a=math.sqrt(5))
         self.shift_D = nn.Parameter(torch.randn(d_model))
-        self.kernel = DiagSSMKernel(self.nh, d_state, init="lin", disc="zoh", dt_min=dt_min, dt_max=dt_max, lr=ssm_lr)
+        self.kernel = DiagSSMKernel(self.nh, d_state, init="lin", disc=disc, dt_min=dt_min, dt_max=dt_max, lr=ssm_lr)
         self.D = nn.Parameter(torch.randn(self.nh))
         self.out = nn.Linear(d_model, d_model)
 

@@ -18,8 +18,15 @@ r = 1..m, applied to ``x = q / d^(1/4)`` and ``k / d^(1/4)`` so that
 random features (Section 2.4): blocks of ``d`` orthogonal directions (QR of a Gaussian matrix,
 signs fixed so the directions are Haar-uniform) with lengths drawn from the chi(d)
 distribution of Gaussian vector norms, so each ``w_r`` is marginally N(0, I_d).
-``variant="relu"`` is the paper's generalised ReLU kernel ``phi(x) = relu(W x) / sqrt(m) + 1e-3``
-(the ``+1e-3`` stabiliser and no ``d^(-1/4)`` scaling follow the official code).
+``variant="relu"`` is the paper's generalised kernel (Section 2.3) with ``f = relu``:
+``phi(x) = relu(W x) + 1e-3``, as the official JAX code (google-research ``performer/fast_attention/
+jax/fast_attention.py``: ``make_fast_generalized_attention`` with ``kernel_fn=relu``,
+``kernel_epsilon=0.001``, ``normalize_data=False``, so no ``d^(-1/4)`` scaling). The paper's
+``1/sqrt(m)`` factor of eq. (5) is dropped there: it multiplies every feature alike and the
+normalised attention cancels it, so it only sets the size of the ``1e-3`` stabiliser relative
+to the features. The official TensorFlow code (``relu_kernel_transformation``) instead computes
+``relu(W x / sqrt(m)) + 1e-3``, i.e. a stabiliser ``sqrt(m)`` times larger relative to the
+features; longseq follows the JAX code, the one the generalised-attention experiments ran on.
 
 Decisions for the Performer
 ---------------------------
@@ -229,8 +236,9 @@ def draw_random_features(m: int, d: int, *, orthogonal: bool = True, device=None
 
 
 def favor_relu_features(x: torch.Tensor, w: torch.Tensor, kernel_eps: float = 1e-3) -> torch.Tensor:
-    """Generalised-kernel features ``relu(W x) / sqrt(m) + 1e-3`` (Performer Section 2.3)."""
-    return F.relu(x @ w.T) * w.shape[0] ** -0.5 + kernel_eps
+    """Generalised-kernel features ``relu(W x) + 1e-3`` (Performer Section 2.3, the official JAX
+    code's ``generalized_kernel_feature_creator``): ``x [..., d]``, ``w [m, d]`` -> ``[..., m]``."""
+    return F.relu(x @ w.T) + kernel_eps
 
 
 def performer_flops(L, d, h, causal, chunk=128, num_features=None):

@@ -28,16 +28,17 @@ Fast paths (option ``method``; both tested equal to the unrolled recurrence in f
   inside each chunk plus the N/2 modes' state passed between chunks
   (:mod:`longseq.ops.diag_ssm.chunk`), O(L) work, only the input kept for the backward.
 
-Decision (measured at L = 16K, d_model 256, fwd+bwd, 1 thread, one process, on the shared
-2-core machine): s4d (N/2 = 32 modes) — chunked 2.3 s vs fft 3.5 s, so ``"chunked"`` is the
-default for ``s4d``. dss (N = 64 modes: the per-chunk coefficient matrices ``[H, T, 4N]`` are
-twice as large) — chunked 3.5 s / 240 MB vs fft 4.2 s / 164 MB (RSS peak), and the harness run
-had fft ahead on both, so ``dss`` keeps ``"fft"`` as its default. Without a state, dss's fft path
+Decision (from timings at L = 16K, d_model 256, fwd+bwd, on CPU; the figures and how they were
+taken: benchmarks/notes/2026-12-08-docstring-timings.md): for s4d (N/2 = 32 modes) chunked was
+faster than fft, so ``"chunked"`` is the default for ``s4d``. For dss (N = 64 modes: the
+per-chunk coefficient matrices ``[H, T, 4N]`` are twice as large) chunked was faster in one
+process but used more memory, and the benchmark harness had fft ahead on both, so ``dss`` keeps
+``"fft"`` as its default. Without a state, dss's fft path
 builds the kernels a channel group at a time inside the convolution and rebuilds them in the backward
 (:func:`longseq.ops.fftconv.fft.grouped_kernel_conv`): no ``[2, H, L]`` kernel or kernel gradient is ever
 held, input and output stay ``[B, L, d]`` (no transposed copies), and the GELU/GLU output runs in
-blocks of 2048 rows. At 16K (bidirectional, fwd+bwd, harness RSS peak) 205 -> 104 MB, for one more
-Vandermonde evaluation per step (~+10% time).
+blocks of 2048 rows. This about halved the memory peak at 16K, for one more Vandermonde
+evaluation per step (a small time cost; figures in benchmarks/notes/2026-12-08-docstring-timings.md).
 
 Bidirectional mode (S4 repository): two kernels sharing A, B, dt with separate C — one over
 the past including the current position, one over the strict future (fftconv eq. (2)).
@@ -167,6 +168,6 @@ class DSS(_DiagonalSSM):
             return super()._forward(x, mask, state, return_state)
         # stateless FFT path: kernels built per channel group inside the convolution, in x's layout;
         # 2048-row GLU blocks (2-4 MB transients) are reused by the allocator where 4096-row ones
-        # (the default) were not: 144 -> ~100 MB RSS peak at 16K
+        # (the default) were not, which lowers the RSS peak (benchmarks/notes/2026-12-08-docstring-timings.md)
         y = grouped_kernel_conv(x, self.kernel.kernel_slice, self.kernel.kernel_params(), self.D)  # [B, L, d]
         return gelu_linear(y, self.out, glu=True, rows=2048), None

@@ -43,8 +43,8 @@ Decisions on points the paper leaves open or sets per task:
   ``y`` is a single ``[B, L, H]`` buffer (``D u`` plus the readouts added by ``addmm``), only the
   states are saved, and the backward runs the adjoint scans itself and writes ``du`` into one
   buffer. With a state (``forward(state=...)``/``return_state``) the same recurrence runs through
-  :func:`longseq.ops.scan.chunk.linear_scan` under autograd; the two are tested equal. At L = 16K, d = 256
-  (bidirectional, fwd+bwd, harness RSS peak) 171 -> ~90 MB, and slightly faster.
+  :func:`longseq.ops.scan.chunk.linear_scan` under autograd; the two are tested equal. The single
+  function about halved the memory peak at 16K and was no slower (benchmarks/notes/2026-12-08-docstring-timings.md).
 * ``Λ`` (real and imaginary parts), ``B̃`` and ``log Δ`` get their own learning rate ``ssm_lr``
   (default 1e-3) and no weight decay (Appendix G, "SSM parameters"); ``C̃``, ``D``, ``W`` use the
   global settings.

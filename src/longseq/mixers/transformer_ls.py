@@ -26,7 +26,8 @@ log-sum-exp, and the long-range part is merged exactly through ``merge_attention
 both key sets go through one softmax in :func:`longseq.ops.long_short.causal_long_short_attention`, a flash-attention-style
 kernel over query blocks with a recomputing backward: a block scores only the prefix of
 compressed keys it may see and the window band around it, so memory is O(N d) (the dense
-``N x N r / l`` scores of a plain implementation made the memory grow 2.7x per doubling of N).
+``N x N r / l`` scores of a plain implementation made the memory grow faster than linearly in N;
+benchmarks/notes/2026-12-08-docstring-timings.md).
 Both are tested against the literal single softmax over the union in
 tests/test_transformer_ls.py.
 

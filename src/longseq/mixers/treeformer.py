@@ -20,7 +20,7 @@ reaches one leaf of 2^h and has a root-to-leaf path of h + 1 nodes.
 Where the paper was readable and where it was not
 -------------------------------------------------
 Only the abstract, introduction and reviews of the paper were reachable from the offline index
-(no official code is public there); the items below marked [INF] are our decisions, consistent
+(no official code is public there); the items below marked "our decision" are ours, consistent
 with the abstract ("TF-Attention computes the attention in a fine-grained style [keys in the
 same leaf], TC-Attention is a coarse attention layer which also ensures that the gradients are
 dense [keys along the traversed path]", "a two-level bootstrapped training method") and with
@@ -28,7 +28,7 @@ DGT (Karthikeyan et al., "Learning Accurate Decision Trees with Bandit Feedback 
 Gradient Descent"), the tree learner the paper builds on (hard routing forward, straight-through
 gradients backward).
 
-* Routing gradient [INF, DGT-style straight-through]: at each node on a token's path the chosen
+* Routing gradient (our decision, DGT-style straight-through): at each node on a token's path the chosen
   branch has the soft membership c = sigmoid(+-(w.x + b)) (+ for right). Its straight-through
   value ``1 + c - stop_grad(c)`` is exactly 1 in the forward pass and has the sigmoid's gradient
   backward; the product along the path up to node n is the token's membership g_n(x) (forward 1).
@@ -42,20 +42,20 @@ gradients backward).
     - TC: node aggregates are membership-weighted means, k_n = sum_j g_n(k_j) k_j / sum_j g_n(k_j),
       and a query's weight on a path node is g_n(q_i) exp(q_i.k_n/sqrt(d_h)) (normalised over its
       path), so both sides of the routing get a gradient.
-* Aggregation [INF]: means (not sums) of keys and values, so logits stay O(1) whatever the node
+* Aggregation (our decision): means (not sums) of keys and values, so logits stay O(1) whatever the node
   size; plain softmax over the path nodes (no count weighting).
-* Empty nodes [decision]: TF -- a query whose leaf holds no (real) key outputs 0 (the residual
+* Empty nodes (our decision): TF -- a query whose leaf holds no (real) key outputs 0 (the residual
   stream carries the token); TC -- path nodes without keys are excluded from the softmax (the
   root is never empty unless the whole sequence is padding, in which case the output is 0).
 * Padded keys never enter a leaf (TF) or an aggregate (TC).
 * Causal: not described by the paper, and neither layer has a prefix-consistent form (a leaf or
-  node aggregate mixes past and future keys), so both are bidirectional only [INF].
-* Initialisation [INF]: w_n ~ N(0, 1/d_h) (|w.x| ~ 1 for unit-scale q/k), b_n = 0 (hyperplanes
+  node aggregate mixes past and future keys), so both are bidirectional only (our decision).
+* Initialisation (our decision): w_n ~ N(0, 1/d_h) (|w.x| ~ 1 for unit-scale q/k), b_n = 0 (hyperplanes
   through the origin split roughly balanced at init). Projections as in ``softmax`` (same
   parameter names ``qkv``/``out``, so a dense-attention state dict loads into both layers).
-* Depth default 4 (16 leaves) [INF]: the paper varies the height with the sequence length; with a
+* Depth default 4 (16 leaves) (our decision): the paper varies the height with the sequence length; with a
   fixed height TF costs O(N^2 / 2^h), so for long inputs choose h ~ log2(N / leaf size).
-* Two-level bootstrapped training [INF, paper text not reachable]: (1) start from dense
+* Two-level bootstrapped training (our decision; the paper's text on it was not reachable): (1) start from dense
   attention weights and (2) train TC-attention, then switch the same weights to TF-attention.
   Two ways here: :func:`treeformer_bootstrap` converts a model's ``softmax`` (bidirectional) or
   TC layers into TF (or TC) layers in place, keeping q/k/v/out projections and trees; and the
@@ -77,11 +77,8 @@ N x N matrix (a degenerate tree that puts every key in one leaf costs as much as
 attention, as the method itself does). With a fixed depth the leaf size grows with N; scale the
 depth with log2(N) to keep TF linear.
 
-Measured (scripts/bench_treeformer.py, CPU, 1 thread, L = 16384, d_model 256, 4 heads, batch 1,
-fwd+bwd, same process as ``softmax``/SDPA, glibc mmap threshold 256 KB so RSS follows the true
-allocation peak): TC depth 8 0.37x softmax's time at 4.0x its peak memory; TF with ~64-key
-leaves (depth 8) 0.21x time, 4.7x memory (SDPA's fused CPU kernel is O(N) memory too). From 4K
-to 16K peak memory grows 3.8x (TC), 4.1x (TF, depth log2(N/64)), 6.7x (TF, fixed depth 6).
+Speed and memory against ``softmax`` (SDPA) at L = 16K, and their growth with L, were measured
+with scripts/bench_treeformer.py; the figures are in benchmarks/notes/2026-12-08-docstring-timings.md.
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ resolution of the same samples, for zero-shot super-resolution tables.
 * ``darcy``: a = 12 or 3 by the sign of z ~ N(0, (-Delta + 9 I)^-2) (Neumann), f = 1, u = 0 on the
   boundary, solved by PCG on the s_solve x s_solve node grid; subsampled every r-th node
   (s = (s_solve - 1) / r + 1). The paper solves at 421 and trains 1,000 samples at 85 (r = 5). Here
-  PCG takes ~1.8 s per sample at 421 on an idle core of this machine (35 min for 1,200 samples;
-  0.5 s at 211, ~0.2 s at 141), and the 2-core machine is shared by 8 engineers, so preset ``quick``
-  solves 550 samples at s_solve = 141 (a paper resolution) and trains 400 at s = 71 (r = 2), tested
-  at 29, 36, 71 and 141; preset ``paper`` is the paper's 421 / 85 with 1,000 training samples (build it
-  where there is time: ~35 CPU-minutes).
+  PCG at 421 takes seconds per sample on one core (the paper's sample count takes over half an
+  hour; per-sample times at 421 / 211 / 141: benchmarks/notes/2026-12-08-docstring-timings.md),
+  and the development machine has 2 shared cores, so preset ``quick`` solves 550 samples at
+  s_solve = 141 (a paper resolution) and trains 400 at s = 71 (r = 2), tested at 29, 36, 71 and
+  141; preset ``paper`` is the paper's 421 / 85 with 1,000 training samples (build it where there
+  is time).
   Preset ``tiny`` (both tasks): a few samples for tests.
 """
 

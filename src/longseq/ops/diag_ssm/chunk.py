@@ -21,11 +21,12 @@ to the first and adds ``Re sum_n w'_n z_n^{T-1-s} X'_{j+1,n}``. The skip ``D u``
 Memory: the backward keeps only the input in chunk layout (one ``[H, B L]`` tensor) and the
 parameters; the coefficient tables (``[H, T, T]``, two ``[H, T, 2C]``, :class:`_Coef`) and the carried
 states ``[H, B J, 2C]`` are rebuilt in the backward (:class:`_DiagChunked`). Plain autograd kept
-all of them plus ~18 ``[H, N, T]`` intermediates of the coefficients: 170 MB at L = 16K, d = 256,
-N/2 = 32 modes, bidirectional, against 16 MB now; the coefficient gradients are pulled back by
-hand, not through an autograd graph. Forward and backward run over groups of channels, so the
-carried states and their gradients are transients of one group (s4d at 16K: 316 -> 144 MB peak);
-the carry (3) is a two-level loop of ~2 sqrt(J) small fused steps, in place (:func:`_scan_`).
+all of them plus ~18 ``[H, N, T]`` intermediates of the coefficients, an order of magnitude more
+memory than the input alone; the coefficient gradients are pulled back by hand, not through an
+autograd graph. Forward and backward run over groups of channels, so the carried states and
+their gradients are transients of one group and the group size, not ``H``, sets the peak; the
+carry (3) is a two-level loop of ~2 sqrt(J) small fused steps, in place (:func:`_scan_`). The
+memory figures behind these choices: benchmarks/notes/2026-12-08-docstring-timings.md.
 
 :func:`fir_conv` is the finite-kernel special case (no state): the H3 shift SSM is a causal FIR of
 length ``N``, ``y_l = sum_{i < N} k_i u_{l-i}``, i.e. (1) plus the tail of the previous chunk.
@@ -46,8 +47,8 @@ __all__ = ["diag_ssm_chunked", "chunked_forward", "chunked_backward", "fir_conv"
 
 DEFAULT_CHUNK = 64
 """Chunk length ``T``: the coefficient matrices grow like ``H T (T + 4N)``, the carried states like
-``H (L / T) 4N``; at L = 16K, d = 256, N/2 = 32 modes (bidirectional, fwd+bwd, the benchmark
-harness's RSS peak) T = 64 measured 239 MB against 278 MB for T = 128."""
+``H (L / T) 4N``; with N/2 = 32 modes T = 64 gave a lower memory peak than T = 128 (the
+measurement: benchmarks/notes/2026-12-08-docstring-timings.md)."""
 
 
 def _toeplitz(k: torch.Tensor, k_back: torch.Tensor | None, T: int) -> torch.Tensor:
@@ -97,8 +98,8 @@ def _scan_(X: torch.Tensor, a: torch.Tensor, reverse: bool = False) -> torch.Ten
     (``b - 1`` fused multiply-adds on ``[H, M, nb, C]`` slices), the first block exactly, the others
     from a zero start; (ii) the state leaving each block, ``F_m = (end of block m) + a^b F_{m-1}``, is
     carried over the blocks (``nb - 1`` steps); (iii) ``X_{m, i} += a^(i+1) F_{m-1}`` in one broadcast.
-    H3 at L = 16K spent ~35 ms of its ~355 ms fwd+bwd in a one-level loop (J steps); two levels took
-    13 ms off, and working in place (no step-major copy) took the copies off as well.
+    The one-level loop (J steps) was a visible share of H3's fwd+bwd at long lengths; two levels,
+    in place (no step-major copy), removed most of it (benchmarks/notes/2026-12-08-docstring-timings.md).
     """
     J = X.shape[2]
     if J < 2:

@@ -92,8 +92,9 @@ def favor_attention_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     (eps = 0), as one autograd function (:class:`_FavorBidirectional`): every ``L x m`` feature
     tensor is made and used in blocks of ``block_size`` tokens, in place, with a hand-written
     backward. On CPU, blocks that fit in cache and the absence of fresh ``[B, H, L, m]``
-    temporaries (each one a page-faulting allocation) make it ~1.7x faster than the autograd
-    composition of the two functions at L = 16K, m = 266 (scripts/profile_attention.py).
+    temporaries (each one a page-faulting allocation) make it faster than the autograd
+    composition of the two functions (scripts/profile_attention.py; the figure is in
+    benchmarks/notes/2026-12-08-docstring-timings.md).
     """
     return _FavorBidirectional.apply(q, k, v, w, mask, block_size)
 

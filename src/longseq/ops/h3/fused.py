@@ -110,12 +110,13 @@ class _H3Core(torch.autograd.Function):
     groups of heads, then the output projection as one matmul. Saved: ``x`` and ``Q, K, V``
     (``3 B L d``) — recomputing them cost three of the eight ``d x d`` matmuls of the step.
 
-    Backward: ``dO = g W_o`` (one matmul, channel-major; per group it took twice as long), then per
+    Backward: ``dO = g W_o`` (one matmul, channel-major; per group it was slower), then per
     group of heads (every ``[c, B, L]`` tensor below is a transient of one group)
     :func:`_core_chunks_backward` (``head_dim = 1``, hand-written) or autograd on the recomputed
     :func:`_core`, in place: ``Q_c -> O_c``, ``dO_c -> dQ_c``, ``K_c -> dK_c``, ``V_c -> dV_c``. After the
-    loop ``dW_o = g^T O``, ``dx = dQKV^T W``, ``dW = dQKV x`` are one matmul each (per group they took
-    ~20 ms longer at 16K) and no ``dQKV`` or ``dx`` is held during the loop. ``Q, K, V`` live on
+    loop ``dW_o = g^T O``, ``dx = dQKV^T W``, ``dW = dQKV x`` are one matmul each (per group they were
+    slower: many small matmuls; figures in benchmarks/notes/2026-12-08-docstring-timings.md) and no
+    ``dQKV`` or ``dx`` is held during the loop. ``Q, K, V`` live on
     ``ctx``, not in ``save_for_backward``: the backward consumes and drops them, and a second
     backward through a retained graph recomputes them from ``x``. The output projection's input
     ``O`` is never kept (a separate ``nn.Linear`` would save it).

@@ -3,8 +3,9 @@ backward (the reverse sweep of the recursion).
 
 Why: under plain autograd every time step's ``alpha_t @ M`` leaves its own weight gradient
 ``alpha_t^T dpred_t``, a full ``[N, N]`` (full rank) or ``[N, r]`` (low rank) matrix written and
-accumulated L times with only B rows behind it: measured at N = 4,096, r = 256, B = 4, L = 64, the
-``mm``/``fill_``/``add_`` of those per-step weight gradients were ~85% of the step. Here the reverse
+accumulated L times with only B rows behind it; in a profile of a large HMM the ``mm``/``fill_``/
+``add_`` of those per-step weight gradients took most of the step (the figure:
+benchmarks/notes/2026-12-08-docstring-timings.md). Here the reverse
 sweep only propagates vectors (``dalpha_{t-1} = dpred_t M^T``) and stores the per-step adjoints; the
 weight gradients are formed once at the end as single ``[N, B L] x [B L, .]`` matmuls.
 

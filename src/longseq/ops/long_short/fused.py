@@ -40,8 +40,8 @@ class _CausalLongShort(torch.autograd.Function):
 
     ``exp`` is evaluated at ``max(s - rowmax, -80)``: a probability below ``e^-80 = 1.8e-35``
     (relative to the row's largest) is raised to that, far below float32 resolution, because
-    ``exp`` of more negative arguments (masked scores included, which are then zeroed) takes a
-    4-30x slower path on CPU.
+    ``exp`` of more negative arguments (masked scores included, which are then zeroed) takes a much
+    slower path on CPU (benchmarks/notes/2026-12-08-docstring-timings.md).
 
     Backward, with ``P`` the probabilities and ``D_i = sum_d dO_id O_id``:
     ``dS = P (dO V^T - D)``, ``dQ = dS K / sqrt(Dh)``, ``dK = dS^T Q / sqrt(Dh)``, ``dV = P^T dO``;

@@ -49,8 +49,9 @@ def powers(log_z: torch.Tensor, n: int, stride: int = 1, positions_first: bool =
     For ``n > 64``, ``i = b j + k`` (``b ~ sqrt(n)``) and ``z^(stride i) = z^(stride b j) z^(stride k)``:
     two tables of ``~sqrt(n)`` exact powers (:func:`_exact_powers`) and one complex product per
     entry — one rounding more (float32: 1.2e-6 against 1.1e-6 relative error to float64, dominated
-    by the phase), but ``2 sqrt(n)`` instead of ``n`` exponentials, cosines and sines per mode:
-    N = 512, n = 1024 (GSS's kernel chunk) 19 -> 2.6 ms. Differentiable (autograd).
+    by the phase), but ``2 sqrt(n)`` instead of ``n`` exponentials, cosines and sines per mode, which
+    dominate the cost (timing at GSS's kernel chunk: benchmarks/notes/2026-12-08-docstring-timings.md).
+    Differentiable (autograd).
     """
     if n <= 64:
         return _exact_powers(log_z, n, stride, positions_first)
