@@ -11,7 +11,7 @@ from safetensors.torch import save_model
 
 import longseq
 from longseq.models import CausalLM, LayerSpec, ModelConfig, SequenceClassifier, load, parse_layers
-from longseq.models.config import resolve_layers
+from longseq.models.config import SCHEMA, resolve_layers
 
 torch.set_num_threads(1)
 
@@ -90,7 +90,7 @@ def test_save_load_current_schema(tmp_path):
     m = CausalLM(20, 16, mixer=[{"name": "s4d", "d_state": 8}, "softmax"], num_heads=2).eval()
     m.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert meta["schema"] == 2 and meta["config"]["layers"][0] == {"mixer": "s4d", "options": {"d_state": 8}}
+    assert meta["schema"] == SCHEMA and meta["config"]["layers"][0] == {"mixer": "s4d", "options": {"d_state": 8}}
     m2 = load(tmp_path / "m")
     ids = _ids()
     with torch.no_grad():
@@ -275,5 +275,32 @@ def test_folders_written_by_the_code_before_model_config_load(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             again = load(tmp_path / f"{name}_resaved")
-        assert json.loads((tmp_path / f"{name}_resaved" / "config.json").read_text())["schema"] == 2
+        assert json.loads((tmp_path / f"{name}_resaved" / "config.json").read_text())["schema"] == SCHEMA
         assert again.model_config == m.model_config
+
+
+def test_models_saved_before_a_default_changed_keep_their_function(tmp_path):
+    """h3's default discretisation became bilinear at schema 3: an h3 model saved at schema 2 (no
+    ``disc`` recorded) loads with ``disc="zoh"``, the function it was trained as, and gives the
+    same outputs as the model that was saved."""
+    import json
+
+    import longseq
+    from longseq.models import CausalLM
+
+    torch.manual_seed(0)
+    zoh = CausalLM(11, 16, mixer=["h3", "softmax"], mixer_options={"d_state": 4})   # today's default: bilinear
+    # the model as schema 2 built it: h3 with the then-default ZOH, the same weights
+    ref = CausalLM(11, 16, layers=[{"mixer": "h3", "options": {"d_state": 4, "disc": "zoh"}},
+                                   {"mixer": "softmax", "options": {}}])
+    ref.load_state_dict(zoh.state_dict())
+    d = ref.save(tmp_path / "m")
+    meta = json.loads((d / "config.json").read_text())
+    meta["schema"] = 2
+    meta["config"]["layers"][0]["options"].pop("disc")
+    (d / "config.json").write_text(json.dumps(meta))
+    loaded = longseq.load(d)
+    assert loaded.config["layers"][0]["options"]["disc"] == "zoh"
+    ids = torch.randint(11, (2, 9))
+    torch.testing.assert_close(loaded(ids), ref(ids), rtol=0, atol=0)
+    assert not torch.allclose(zoh(ids), ref(ids))          # the new default is another function

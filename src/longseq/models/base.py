@@ -23,7 +23,7 @@ from ..mixers import Mixer
 from ..nn.moe import SwitchFeedForward
 from ..utils.io import atomic_write, sha256_file
 from .backbone import Backbone
-from .config import SCHEMA, ModelConfig, upgrade_options
+from .config import SCHEMA, ModelConfig, pin_old_defaults, upgrade_options
 from .sibert import SIBackbone
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "LongseqModel", "atomic_write", "load", "make_backbone", "model_class"]
@@ -119,6 +119,7 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
         config = upgrade_options(config, source=str(cfg_path))
     elif meta["schema"] > SCHEMA:
         raise ValueError(f"{cfg_path} has config schema {meta['schema']}, newer than this longseq reads ({SCHEMA})")
+    config = pin_old_defaults(config, meta.get("schema", 1))
     actual = sha256_file(w_path)
     if actual != digest:
         raise ValueError(f"{w_path} does not match the checksum recorded in {CONFIG_FILE} "

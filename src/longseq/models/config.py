@@ -44,7 +44,14 @@ from .. import mixers
 from ..mixers.base import RENAMED_OPTIONS
 
 KINDS = ("lm", "classifier", "mlm")
-SCHEMA = 2
+SCHEMA = 3
+"""Version of the saved ``config.json``: 1 (no ``schema`` key) = constructor keywords with the old option
+names; 2 = ModelConfig's dict; 3 = the same, written after a default changed (:data:`CHANGED_DEFAULTS`)."""
+
+# Option defaults changed at a schema bump, {schema: {mixer: {option: the old default}}}: a config of an
+# older schema gets the old value written in, so a saved model keeps computing the function it was
+# trained as. Schema 3: h3's discretisation became the official code's bilinear (it was ZOH).
+CHANGED_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {3: {"h3": {"disc": "zoh"}}}
 # {kind: model class}: filled by the model modules (causal_lm.py: "lm", classifier.py: "classifier"),
 # so that this module needs no import of them (they import it).
 MODEL_KINDS: dict[str, type] = {}
@@ -236,12 +243,13 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{p}: a model configuration is a JSON object, got {type(data).__name__}")
     if "config" in data and "class" in data:           # written by model.save
         kind = {"CausalLM": "lm", "SequenceClassifier": "classifier", "MaskedLM": "mlm"}.get(data["class"])
-        old = "schema" not in data
+        old, schema = "schema" not in data, data.get("schema", 1)
         data = dict(data["config"])
         if kind:
             data.setdefault("kind", kind)
         if old:
             data = upgrade_options(data, source=str(p))
+        data = pin_old_defaults(data, schema)
     return data
 
 
@@ -284,6 +292,31 @@ def upgrade_options(config: dict[str, Any], source: str = "config") -> dict[str,
     if notes:
         warnings.warn(f"{source}: renamed mixer option(s) mapped to the current names ({'; '.join(sorted(set(notes)))}); "
                       "save the model again to store the new names", FutureWarning, stacklevel=3)
+    return config
+
+
+def pin_old_defaults(config: dict[str, Any], schema: int) -> dict[str, Any]:
+    """Write the old default of every option whose default changed after ``schema`` into the layers
+    that use it (:data:`CHANGED_DEFAULTS`), in the ``layers`` and the shorthand forms."""
+    config = dict(config)
+    pins: dict[str, dict[str, Any]] = {}
+    for version, table in sorted(CHANGED_DEFAULTS.items()):
+        if schema < version:
+            for name, opts in table.items():
+                pins.setdefault(name, {}).update(opts)
+    if not pins:
+        return config
+    if config.get("layers") is not None:
+        config["layers"] = [{**e, "options": {**pins.get(e["mixer"], {}), **(e.get("options") or {})}}
+                            if isinstance(e, dict) and "mixer" in e else e for e in config["layers"]]
+        return config
+    mixer = config.get("mixer") or "softmax"
+    if isinstance(mixer, str) and mixer in pins:
+        config["mixer_options"] = {**pins[mixer], **(config.get("mixer_options") or {})}
+    elif isinstance(mixer, (list, tuple)):
+        config["mixer"] = [
+            {"name": e, **pins[e]} if isinstance(e, str) and e in pins
+            else {**pins.get(e.get("name"), {}), **e} if isinstance(e, dict) else e for e in mixer]
     return config
 
 
