@@ -23,6 +23,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 demo: $(STAMP)
 	$(BIN)/python -m longseq arena --demo --out runs/demo --overwrite

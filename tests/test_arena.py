@@ -27,11 +27,20 @@ def _runs(lb):
 
 def test_arena_writes_leaderboard_and_report(tmp_path):
     out = tmp_path / "arena"
-    lb = run_arena("quick", ["softmax", "s4d", "linformer"], ["mqar", "listops"], out, steps=2,
-                   task_options={"mqar": MQAR, "listops": LISTOPS}, mixer_options={"linformer": {"k": 8}},
-                   speed=True, speed_lengths=[16, 32],
-                   speed_options={"isolate": False, "repeats": 1, "warmup": 0, "matmul_n": 64},
-                   log=lambda s: None, **TINY)
+    lb = run_arena(
+        "quick",
+        ["softmax", "s4d", "linformer"],
+        ["mqar", "listops"],
+        out,
+        steps=2,
+        task_options={"mqar": MQAR, "listops": LISTOPS},
+        mixer_options={"linformer": {"k": 8}},
+        speed=True,
+        speed_lengths=[16, 32],
+        speed_options={"isolate": False, "repeats": 1, "warmup": 0, "matmul_n": 64},
+        log=lambda s: None,
+        **TINY,
+    )
     runs = _runs(lb)
     assert len(runs) == 6
     assert runs[("mqar", "linformer")]["status"] == "n/a"
@@ -40,7 +49,7 @@ def test_arena_writes_leaderboard_and_report(tmp_path):
         if key != ("mqar", "linformer"):
             assert r["status"] == "done", (key, r)
             assert 0.0 <= r["score"] <= 100.0 and r["steps"] == 2
-            assert [p[0] for p in r["curve"]] == [1, 2]          # validation every step (steps // 10 -> 1)
+            assert [p[0] for p in r["curve"]] == [1, 2]  # validation every step (steps // 10 -> 1)
             assert abs(r["budget"]["ratio"] - 1) <= 0.10 and r["budget"]["within"], (key, r["budget"])
     assert runs[("listops", "softmax")]["budget"]["adjustment"] == "none"
 
@@ -51,7 +60,7 @@ def test_arena_writes_leaderboard_and_report(tmp_path):
     md = (out / "leaderboard.md").read_text()
     header = next(ln for ln in md.splitlines() if ln.startswith("| mixer | mqar"))
     assert "listops" in header and "avg acc" in header
-    assert "n/a (bidirectional only" in md and "[pub 36.4]" in md        # LRA Transformer on ListOps
+    assert "n/a (bidirectional only" in md and "[pub 36.4]" in md  # LRA Transformer on ListOps
     assert "## Parameters" in md and "## Speed and memory" in md and "## Published" in md
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -61,15 +70,16 @@ def test_arena_writes_leaderboard_and_report(tmp_path):
     except ImportError:
         pass
     else:
-        assert page.count("data:image/png;base64,") == 3              # curves, speed, memory
+        assert page.count("data:image/png;base64,") == 3  # curves, speed, memory
     assert (out / "speed" / "results.json").exists()
 
     # the report is rebuilt from the run dirs alone
     for f in ("leaderboard.json", "leaderboard.md", "report.html", "arena.json"):
         (out / f).unlink()
     again = write_report(out)
-    assert {k: (r["status"], r.get("score")) for k, r in _runs(again).items()} == \
-           {k: (r["status"], r.get("score")) for k, r in runs.items()}
+    assert {k: (r["status"], r.get("score")) for k, r in _runs(again).items()} == {
+        k: (r["status"], r.get("score")) for k, r in runs.items()
+    }
     assert (out / "report.html").exists() and "n/a (bidirectional only" in (out / "leaderboard.md").read_text()
 
 
@@ -78,17 +88,21 @@ def test_resume_skips_finished_and_continues_unfinished(tmp_path):
     kw = dict(task_options={"mqar": MQAR}, speed=False, **TINY)
     run_arena("quick", ["softmax", "s4d"], ["mqar"], out, steps=1, log=lambda s: None, **kw)
     s4d = out / "runs" / "mqar" / "s4d"
-    (s4d / "final.json").unlink()                    # interrupted after its step-1 checkpoint
+    (s4d / "final.json").unlink()  # interrupted after its step-1 checkpoint
     logs = []
-    lb = run_arena("quick", ["softmax", "s4d"], ["mqar"], out, steps=3, resume=True, log=logs.append,
-                   allow_changes=["steps"], **kw)     # the stored arena ran 1 step: extending is explicit
+    lb = run_arena(
+        "quick", ["softmax", "s4d"], ["mqar"], out, steps=3, resume=True, log=logs.append, allow_changes=["steps"], **kw
+    )  # the stored arena ran 1 step: extending is explicit
     runs = _runs(lb)
-    assert runs[("mqar", "softmax")]["steps"] == 1   # finished earlier: not rerun
+    assert runs[("mqar", "softmax")]["steps"] == 1  # finished earlier: not rerun
     assert any("[mqar/softmax] finished earlier: skipped" in m for m in logs)
     assert any("[mqar/s4d] resuming 3 steps" in m for m in logs)
     assert runs[("mqar", "s4d")]["status"] == "done" and runs[("mqar", "s4d")]["steps"] == 3
-    val_steps = [json.loads(ln)["step"] for ln in (s4d / "metrics.jsonl").read_text().splitlines()
-                 if json.loads(ln)["split"] == "validation"]
+    val_steps = [
+        json.loads(ln)["step"]
+        for ln in (s4d / "metrics.jsonl").read_text().splitlines()
+        if json.loads(ln)["split"] == "validation"
+    ]
     assert val_steps == [1, 2, 3]
     # the resumed run equals an uninterrupted one (warmup > 3 steps: same schedule; bit-exact on CPU)
     ref = run_arena("quick", ["s4d"], ["mqar"], tmp_path / "straight", steps=3, log=lambda s: None, **kw)
@@ -105,14 +119,15 @@ def test_resume_skips_finished_and_continues_unfinished(tmp_path):
 def test_budget_search_lands_within_tolerance(mixer):
     # d_model 64, 2 layers; a vocabulary of 512 as the search was designed against (pinned, so a
     # change of the quick preset's vocabulary does not change the width granularity tested here)
-    task = tasks.build("mqar", preset="quick", vocab_size=512, seq_len=64, num_kv_pairs=8,
-                       n_train=16, n_val=4, n_test=4)
+    task = tasks.build(
+        "mqar", preset="quick", vocab_size=512, seq_len=64, num_kv_pairs=8, n_train=16, n_val=4, n_test=4
+    )
     ref = reference_parameters(task, None, None)
     for tol in (0.10, 0.02):
         b = match_budget(task, mixer, ref, {}, tolerance=tol)
         assert b["within"] and abs(b["num_parameters"] / ref - 1) <= tol, b
         over = b["overrides"]
-        assert over.get("n_layers") is None                                        # depth is kept
+        assert over.get("n_layers") is None  # depth is kept
         if "d_model" in over:
             assert over["d_model"] % task.model_defaults["num_heads"] == 0
         # the recorded count is the real model's (built on the CPU)
@@ -133,11 +148,32 @@ def test_na_reasons_and_errors_are_recorded(tmp_path, capsys):
 
     # through the CLI: a bad mixer option errors one run, a bad task setting errors a task; the arena goes on
     out = tmp_path / "arena"
-    args = ["arena", "--mixers", "softmax,local", "--tasks", "mqar,listops", "--out", str(out), "--steps", "1",
-            "--no-speed", "--threads", "1", "--mixer-option", "local.window=-1", "--model-option", "d_model=16",
-            "--model-option", "n_layers=1", "--train-option", "batch_size=8", "--task-option", "listops.bogus=1"]
+    args = [
+        "arena",
+        "--mixers",
+        "softmax,local",
+        "--tasks",
+        "mqar,listops",
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--no-speed",
+        "--threads",
+        "1",
+        "--mixer-option",
+        "local.window=-1",
+        "--model-option",
+        "d_model=16",
+        "--model-option",
+        "n_layers=1",
+        "--train-option",
+        "batch_size=8",
+        "--task-option",
+        "listops.bogus=1",
+    ]
     args += [f"--task-option=mqar.{k}={v}" for k, v in MQAR.items()]
-    assert main(args) == 1                           # runs failed: non-zero exit with the list
+    assert main(args) == 1  # runs failed: non-zero exit with the list
     lb = json.loads((out / "leaderboard.json").read_text())
     runs = _runs(lb)
     assert runs[("mqar", "softmax")]["status"] == "done"

@@ -16,8 +16,22 @@ from longseq.bench import SpeedConfig, format_markdown, peers, run_speed, write_
 from longseq.bench.speed import _predict, _predicted_stop, run_job, run_module_job, worker_command
 
 TINY = dict(lengths=[64, 128], d_model=32, heads=2, repeats=2, warmup=1, threads=1, matmul_n=64)
-ROW_KEYS = {"name", "source", "L", "status", "fwd_ms", "fwdbwd_ms", "peak_fwd_mb", "peak_fwdbwd_mb", "flops_fwd",
-            "gflops_fwd", "gflops_fwdbwd", "pct_of_matmul_peak", "ratio_vs_softmax", "options"}
+ROW_KEYS = {
+    "name",
+    "source",
+    "L",
+    "status",
+    "fwd_ms",
+    "fwdbwd_ms",
+    "peak_fwd_mb",
+    "peak_fwdbwd_mb",
+    "flops_fwd",
+    "gflops_fwd",
+    "gflops_fwdbwd",
+    "pct_of_matmul_peak",
+    "ratio_vs_softmax",
+    "options",
+}
 TIME_KEYS = {"median", "q25", "q75", "min", "max", "n"}
 
 
@@ -36,8 +50,27 @@ def _has_matplotlib() -> bool:
 
 def test_speed_cli(tmp_path, capsys):
     out = tmp_path / "speed"
-    rc = cli.main(["bench", "speed", "--mixers", "softmax", "--lengths", "64,128", "--d-model", "32",
-                   "--heads", "2", "--repeats", "2", "--threads", "1", "--no-isolate", "--out", str(out)])
+    rc = cli.main(
+        [
+            "bench",
+            "speed",
+            "--mixers",
+            "softmax",
+            "--lengths",
+            "64,128",
+            "--d-model",
+            "32",
+            "--heads",
+            "2",
+            "--repeats",
+            "2",
+            "--threads",
+            "1",
+            "--no-isolate",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["schema"] == "longseq.bench/1" and res["kind"] == "speed"
@@ -62,9 +95,26 @@ def test_speed_cli(tmp_path, capsys):
 def test_worker_runs_in_a_fresh_process():
     """The default path: timing in one interpreter, peak memory in a second one with an exact heap
     (fixed mmap threshold), JSON back on stdout."""
-    job = {"kind": "module", "source": "mixer", "name": "softmax", "options": {}, "L": 64, "batch": 1,
-           "d_model": 32, "heads": 2, "causal": True, "dtype": "float32", "backward": True, "repeats": 2,
-           "warmup": 1, "threads": 1, "device": "cpu", "seed": 0, "time_budget": None, "memory_repeats": 3}
+    job = {
+        "kind": "module",
+        "source": "mixer",
+        "name": "softmax",
+        "options": {},
+        "L": 64,
+        "batch": 1,
+        "d_model": 32,
+        "heads": 2,
+        "causal": True,
+        "dtype": "float32",
+        "backward": True,
+        "repeats": 2,
+        "warmup": 1,
+        "threads": 1,
+        "device": "cpu",
+        "seed": 0,
+        "time_budget": None,
+        "memory_repeats": 3,
+    }
     r = run_module_job(job, timeout=300)
     assert r["status"] == "ok", r
     assert r["fwd_ms"]["n"] == 2 and r["fwdbwd_ms"]["n"] == 2 and r["worker_s"] > 0 and r["finite"]
@@ -81,17 +131,36 @@ def test_worker_runs_in_a_fresh_process():
 def test_worker_stderr_is_clean_and_crash_reports_say_why(monkeypatch):
     """A worker prints nothing on stderr when all is well (no runpy warning that would end up as
     the reason of a crash), and a killed worker is reported as such, with its stderr tail if any."""
-    job = {"kind": "module", "source": "mixer", "name": "softmax", "options": {}, "L": 16, "batch": 1,
-           "d_model": 8, "heads": 2, "causal": True, "dtype": "float32", "backward": False, "repeats": 1,
-           "warmup": 0, "threads": 1, "device": "cpu", "seed": 0, "measure": "time"}
+    job = {
+        "kind": "module",
+        "source": "mixer",
+        "name": "softmax",
+        "options": {},
+        "L": 16,
+        "batch": 1,
+        "d_model": 8,
+        "heads": 2,
+        "causal": True,
+        "dtype": "float32",
+        "backward": False,
+        "repeats": 1,
+        "warmup": 0,
+        "threads": 1,
+        "device": "cpu",
+        "seed": 0,
+        "measure": "time",
+    }
     proc = subprocess.run(worker_command(job), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
     import longseq.bench.speed as speed_module
 
-    for rc, err, expected in [(-9, "", "worker killed (out of memory?)"),
-                              (1, "a\nb\nc\nValueError: x", "worker exit code 1: b | c | ValueError: x")]:
-        monkeypatch.setattr(speed_module.subprocess, "run",
-                            lambda *a, rc=rc, err=err, **k: subprocess.CompletedProcess(a, rc, "", err))
+    for rc, err, expected in [
+        (-9, "", "worker killed (out of memory?)"),
+        (1, "a\nb\nc\nValueError: x", "worker exit code 1: b | c | ValueError: x"),
+    ]:
+        monkeypatch.setattr(
+            speed_module.subprocess, "run", lambda *a, rc=rc, err=err, **k: subprocess.CompletedProcess(a, rc, "", err)
+        )
         assert run_job(job) == {"status": "crashed", "error": expected}
 
 
@@ -128,8 +197,8 @@ def test_time_budget_stops_and_records_why():
 
 def test_predicted_budget_stop():
     assert _predict([(64, 1.0)], 128) is None
-    assert _predict([(64, 1.0), (128, 4.0)], 256) == pytest.approx(16.0)   # quadratic
-    assert _predict([(64, 1.0), (128, 1.0)], 256) == pytest.approx(2.0)    # exponent clipped to >= 1
+    assert _predict([(64, 1.0), (128, 4.0)], 256) == pytest.approx(16.0)  # quadratic
+    assert _predict([(64, 1.0), (128, 1.0)], 256) == pytest.approx(2.0)  # exponent clipped to >= 1
     cfg = SpeedConfig(memory_budget=10.0, time_budget=None, lengths=[64])
     assert "memory budget: predicted" in _predicted_stop(cfg, [], [(64, 2.0), (128, 4.0)], 512)
     assert _predicted_stop(cfg, [], [(64, 2.0), (128, 4.0)], 256) is None
@@ -139,8 +208,9 @@ def test_errors_are_recorded_and_stop_the_mixer():
     if "linformer" not in mixers.names():
         pytest.skip("linformer not registered")
     cfg = SpeedConfig(isolate=False, **(TINY | {"lengths": [64, 128, 256]}))
-    res = run_speed(["linformer"], cfg, options={"linformer": {"max_len": 64, "k": 16}}, baseline=None,
-                    log=lambda m: None)
+    res = run_speed(
+        ["linformer"], cfg, options={"linformer": {"max_len": 64, "k": 16}}, baseline=None, log=lambda m: None
+    )
     statuses = [r["status"] for r in res["rows"]]
     assert statuses == ["ok", "error", "skipped"]
     assert "max_len" in res["rows"][1]["error"]
@@ -150,8 +220,13 @@ def test_errors_are_recorded_and_stop_the_mixer():
 def test_length_option_follows_L():
     if "linformer" not in mixers.names():
         pytest.skip("linformer not registered")
-    res = run_speed(["linformer"], SpeedConfig(isolate=False, backward=False, **TINY), baseline=None,
-                    options={"linformer": {"k": 16}}, log=lambda m: None)
+    res = run_speed(
+        ["linformer"],
+        SpeedConfig(isolate=False, backward=False, **TINY),
+        baseline=None,
+        options={"linformer": {"k": 16}},
+        log=lambda m: None,
+    )
     assert [r["options"]["max_len"] for r in res["rows"]] == [64, 128]
     assert all(r["status"] == "ok" for r in res["rows"])
 
@@ -160,8 +235,7 @@ def test_unsupported_mode_is_skipped_not_crashed():
     bidir_only = [n for n in mixers.names() if not mixers.spec(n).causal]
     if not bidir_only:
         pytest.skip("every mixer has a causal mode")
-    res = run_speed([bidir_only[0]], SpeedConfig(causal=True, isolate=False, **TINY), baseline=None,
-                    log=lambda m: None)
+    res = run_speed([bidir_only[0]], SpeedConfig(causal=True, isolate=False, **TINY), baseline=None, log=lambda m: None)
     assert all(r["status"] == "skipped" and "causal" in r["reason"] for r in res["rows"])
 
 
@@ -210,12 +284,33 @@ def test_peer_causal_adapters_are_causal():
 
 
 def test_peers_run_with_twins_and_missing_packages_skip(monkeypatch, tmp_path):
-    missing = peers.Peer("not-installed", "surely_not_an_installed_module_xyz", "not-installed", "softmax",
-                         True, True, None)
+    missing = peers.Peer(
+        "not-installed", "surely_not_an_installed_module_xyz", "not-installed", "softmax", True, True, None
+    )
     monkeypatch.setitem(peers.PEERS, missing.name, missing)
-    rc = cli.main(["bench", "peers", "--peers", "torch-sdpa,not-installed,linformer", "--options",
-                   '{"linformer": {"k": 16}}', "--lengths", "64,128", "--d-model", "32", "--heads", "2",
-                   "--repeats", "2", "--threads", "1", "--no-isolate", "--out", str(tmp_path)])
+    rc = cli.main(
+        [
+            "bench",
+            "peers",
+            "--peers",
+            "torch-sdpa,not-installed,linformer",
+            "--options",
+            '{"linformer": {"k": 16}}',
+            "--lengths",
+            "64,128",
+            "--d-model",
+            "32",
+            "--heads",
+            "2",
+            "--repeats",
+            "2",
+            "--threads",
+            "1",
+            "--no-isolate",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["kind"] == "peers"
@@ -238,8 +333,29 @@ def test_peers_run_with_twins_and_missing_packages_skip(monkeypatch, tmp_path):
 def test_generate_cli(tmp_path):
     pytest.importorskip("longseq.models")
     out = tmp_path / "gen"
-    rc = cli.main(["bench", "generate", "--mixers", "softmax", "--prompt", "16", "--new", "8", "--d-model", "32",
-                   "--heads", "2", "--layers", "1", "--threads", "1", "--no-isolate", "--out", str(out)])
+    rc = cli.main(
+        [
+            "bench",
+            "generate",
+            "--mixers",
+            "softmax",
+            "--prompt",
+            "16",
+            "--new",
+            "8",
+            "--d-model",
+            "32",
+            "--heads",
+            "2",
+            "--layers",
+            "1",
+            "--threads",
+            "1",
+            "--no-isolate",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     (row,) = res["rows"]
@@ -264,7 +380,7 @@ def test_ratios_alternate_rounds_and_report(tmp_path, capsys, monkeypatch):
     cfg = RatioConfig(lengths=[64], d_model=32, heads=2, repeats=2, warmup=1, threads=1, isolate=False, rounds=3)
     res = run_ratios(["softmax_naive", "softmax"], cfg, log=None)
     timed = [n for n, m in order if m == "time"]
-    assert timed == ["softmax", "softmax_naive"] * 3                 # alternation, baseline first
+    assert timed == ["softmax", "softmax_naive"] * 3  # alternation, baseline first
     assert [n for n, m in order if m == "memory"] == ["softmax", "softmax_naive"]
     base, naive = res["rows"]
     assert base["ratios"] == [1.0] * 3
@@ -272,9 +388,29 @@ def test_ratios_alternate_rounds_and_report(tmp_path, capsys, monkeypatch):
     assert naive["ratio_min"] <= naive["ratio_median"] <= naive["ratio_max"]
     assert naive["peak_mb"] is not None
     assert "`softmax_naive`" in format_ratios(res)
-    rc = cli.main(["bench", "ratios", "--mixers", "softmax_naive", "--lengths", "64", "--rounds", "1",
-                   "--d-model", "32", "--heads", "2", "--repeats", "1", "--threads", "1", "--no-isolate",
-                   "--out", str(tmp_path / "r")])
+    rc = cli.main(
+        [
+            "bench",
+            "ratios",
+            "--mixers",
+            "softmax_naive",
+            "--lengths",
+            "64",
+            "--rounds",
+            "1",
+            "--d-model",
+            "32",
+            "--heads",
+            "2",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--no-isolate",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert rc == 0 and json.loads((tmp_path / "r" / "results.json").read_text())["kind"] == "ratios"
     assert "speed-up (median)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="one length"):

@@ -35,7 +35,7 @@ def official_hypercube_neighbours(n):
     second half), neighbours = labels differing in one bit, out-of-range neighbours dropped."""
     k = max(0, (n - 1).bit_length())
     labels = [0, 1]
-    while len(labels) < 2 ** k:
+    while len(labels) < 2**k:
         labels = labels + labels[::-1]
         half = len(labels) // 2
         labels = [(x << 1) | (1 if idx >= half else 0) for idx, x in enumerate(labels)]
@@ -56,7 +56,7 @@ def butterfly_block_mask(n, n_factors, local, glob, causal):
     for i in range(n):
         for j in range(n):
             x = i ^ j
-            on = x == 0 or any(x == 2 ** s for s in range(f))
+            on = x == 0 or any(x == 2**s for s in range(f))
             on = on or abs(i - j) <= local or j < glob or (i < glob and not causal)
             allowed[i, j] = on and (j <= i or not causal)
     return allowed
@@ -78,7 +78,7 @@ def dense_reference(m, x, allowed, mask=None):
         allowed = allowed & torch.ones(L, L, dtype=torch.bool).tril()
     if mask is not None:
         allowed = allowed & mask[:, None, None, :]
-    s = ((q @ k.transpose(-1, -2)) * m.head_dim ** -0.5).masked_fill(~allowed, float("-inf"))
+    s = ((q @ k.transpose(-1, -2)) * m.head_dim**-0.5).masked_fill(~allowed, float("-inf"))
     y = m.out(rearrange(torch.nan_to_num(s.softmax(-1)) @ v, "b h l d -> b l (h d)"))
     return y if mask is None else y * mask[..., None]
 
@@ -131,11 +131,19 @@ CONFIGS = {
 def build(cfg, causal=False, head_dim=12, heads=2, rope=True, **kw):
     name = cfg.replace("_lg", "")
     opts = {**CONFIGS[cfg], **kw}
-    return longseq.mixers.build(name, heads * head_dim, num_heads=heads, causal=causal, rope=rope, **opts).double().eval()
+    return (
+        longseq.mixers.build(name, heads * head_dim, num_heads=heads, causal=causal, rope=rope, **opts).double().eval()
+    )
 
 
-MODES = [("bigbird", False), ("hypercube", False), ("block_sparse", False), ("block_sparse", True),
-         ("block_sparse_lg", False), ("block_sparse_lg", True)]
+MODES = [
+    ("bigbird", False),
+    ("hypercube", False),
+    ("block_sparse", False),
+    ("block_sparse", True),
+    ("block_sparse_lg", False),
+    ("block_sparse_lg", True),
+]
 
 
 @pytest.mark.parametrize("cfg,causal", MODES)
@@ -183,7 +191,9 @@ def test_bigbird_random_blocks():
     R = bigbird_random_blocks(n, 20000, r, torch.Generator().manual_seed(1))[:, 5]
     freq = torch.bincount(R.flatten(), minlength=n).double() / R.shape[0]
     cand = [j for j in range(1, n - 1) if j not in (4, 5, 6)]
-    torch.testing.assert_close(freq[cand], torch.full((len(cand),), r / len(cand), dtype=torch.float64), atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        freq[cand], torch.full((len(cand),), r / len(cand), dtype=torch.float64), atol=0.02, rtol=0
+    )
 
 
 def test_bigbird_random_pattern_per_layer_head_fixed_at_eval():

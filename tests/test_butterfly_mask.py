@@ -23,11 +23,11 @@ def factor_by_definition(n, s):
 
 @pytest.mark.parametrize("n", [2, 8, 32])
 def test_factor_matches_definition_and_product_support(n):
-    for s in [2 ** i for i in range(n.bit_length() - 1)]:
+    for s in [2**i for i in range(n.bit_length() - 1)]:
         assert torch.equal(butterfly_factor_mask(n, s), factor_by_definition(n, s))
     # the product of all log2(n) factors is dense (a full butterfly reaches every index)
     prod = torch.eye(n, dtype=torch.float64)
-    for s in [2 ** i for i in range(n.bit_length() - 1)]:
+    for s in [2**i for i in range(n.bit_length() - 1)]:
         prod = prod @ factor_by_definition(n, s).double()
     assert (prod > 0).all()
 
@@ -38,7 +38,7 @@ def test_flat_butterfly_is_union_of_factors(n, f):
     k = f if f is not None else (n - 1).bit_length()
     ref = torch.eye(size, dtype=torch.bool)
     for i in range(k):
-        ref |= factor_by_definition(size, 2 ** i)
+        ref |= factor_by_definition(size, 2**i)
     mask = flat_butterfly_mask(n, f)
     assert torch.equal(mask, ref[:n, :n])
     assert torch.equal(mask, mask.T)

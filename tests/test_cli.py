@@ -15,9 +15,30 @@ def test_list(capsys):
 
 def test_train_then_info(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--task", "mqar", "--mixer", "softmax", "--task-option", "n_train=64",
-            "--task-option", "n_val=8", "--task-option", "n_test=8", "--steps", "4", "--batch-size", "8",
-            "--d-model", "16", "--eval-every", "2", "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--task",
+        "mqar",
+        "--mixer",
+        "softmax",
+        "--task-option",
+        "n_train=64",
+        "--task-option",
+        "n_val=8",
+        "--task-option",
+        "n_test=8",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--eval-every",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "test: accuracy" in capsys.readouterr().out
     for f in ("config.json", "metrics.jsonl", "checkpoint.pt", "final.json", "model/model.safetensors"):

@@ -24,16 +24,35 @@ def make_stdlib(root, n=30):
 
 
 def test_parse_overrides():
-    assert parse_overrides(["seq_len=512", "permute=true", "data_dir=/x/y", "root=None", "lr=1e-3", "s='a=b'"]) == \
-        {"seq_len": 512, "permute": True, "data_dir": "/x/y", "root": None, "lr": 1e-3, "s": "a=b"}
+    assert parse_overrides(["seq_len=512", "permute=true", "data_dir=/x/y", "root=None", "lr=1e-3", "s='a=b'"]) == {
+        "seq_len": 512,
+        "permute": True,
+        "data_dir": "/x/y",
+        "root": None,
+        "lr": 1e-3,
+        "s": "a=b",
+    }
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["seq_len"])
 
 
 def test_data_build(tmp_path, capsys):
     root = make_stdlib(tmp_path / "lib")
-    rc = main(["data", "build", "lm_code", "--set", f"root={root}", "--set", "seq_len=32",
-               "--set", "max_train_bytes=None", "--seed", "3"])
+    rc = main(
+        [
+            "data",
+            "build",
+            "lm_code",
+            "--set",
+            f"root={root}",
+            "--set",
+            "seq_len=32",
+            "--set",
+            "max_train_bytes=None",
+            "--seed",
+            "3",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "lm_code (preset quick, seed 3): lm, vocab 256, length 32" in out
     assert "corpus_fingerprint" in out and out.count("fingerprint ") >= 3
@@ -50,8 +69,21 @@ def test_data_errors(tmp_path, capsys):
 
 def test_data_stats(tmp_path, capsys):
     root = make_stdlib(tmp_path / "lib", n=200)
-    args = ["data", "stats", "retrieval", "--set", f"root={root}", "--set", "seq_len=64", "--set", "n_train=100",
-            "--set", "n_val=20", "--set", "n_test=20"]
+    args = [
+        "data",
+        "stats",
+        "retrieval",
+        "--set",
+        f"root={root}",
+        "--set",
+        "seq_len=64",
+        "--set",
+        "n_train=100",
+        "--set",
+        "n_val=20",
+        "--set",
+        "n_test=20",
+    ]
     assert main(args + ["--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["pair"] is True and st["splits"]["train"]["class_counts"] == [50, 50]
@@ -63,8 +95,23 @@ def test_data_stats(tmp_path, capsys):
 
 def test_data_stats_lm(tmp_path, capsys):
     root = make_stdlib(tmp_path / "lib")
-    assert main(["data", "stats", "lm_code", "--set", f"root={root}", "--set", "seq_len=16",
-                 "--set", "train_windows=50", "--json"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "stats",
+                "lm_code",
+                "--set",
+                f"root={root}",
+                "--set",
+                "seq_len=16",
+                "--set",
+                "train_windows=50",
+                "--json",
+            ]
+        )
+        == 0
+    )
     st = json.loads(capsys.readouterr().out)
     assert st["kind"] == "lm" and st["splits"]["train"]["n"] == 50
     assert st["splits"]["train"]["length"]["min"] == 16

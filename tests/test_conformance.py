@@ -50,7 +50,7 @@ def test_causality(name, causal):
     x = torch.randn(2, 67, D_MODEL, dtype=torch.float64)
     t = 40
     x2 = x.clone()
-    x2[:, t + 1:] = torch.randn_like(x2[:, t + 1:]) * 3
+    x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :]) * 3
     torch.testing.assert_close(m(x)[:, : t + 1], m(x2)[:, : t + 1], **F64)
 
 
@@ -161,7 +161,7 @@ def test_empty_batch_gives_empty_output(name, causal):
     x = torch.randn(0, 5, D_MODEL, requires_grad=True)
     y = m(x)
     assert y.shape == (0, 5, D_MODEL) and y.dtype == x.dtype
-    y.sum().backward()                 # an empty graph is fine
+    y.sum().backward()  # an empty graph is fine
     assert m(torch.randn(0, 5, D_MODEL), torch.ones(0, 5, dtype=torch.bool)).shape == (0, 5, D_MODEL)
     if m.spec.step and causal:
         y, state = m(torch.randn(0, 5, D_MODEL), return_state=True)

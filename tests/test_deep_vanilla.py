@@ -47,12 +47,13 @@ def naive_spa(kind, n, layer, n_layers, final):
     """A_l = L_l L_{l-1}^{-1} with an explicit inverse."""
     chol = torch.linalg.cholesky
     return chol(naive_kernel(kind, n, layer, n_layers, final)) @ torch.linalg.inv(
-        chol(naive_kernel(kind, n, layer - 1, n_layers, final)))
+        chol(naive_kernel(kind, n, layer - 1, n_layers, final))
+    )
 
 
 def heads(m, t):
     B, L, _ = t.shape
-    return t.view(B, L, m.num_heads, m.head_dim).transpose(1, 2)       # [B, H, L, Dh]
+    return t.view(B, L, m.num_heads, m.head_dim).transpose(1, 2)  # [B, H, L, Dh]
 
 
 def naive_forward(m, x, A_init=None):
@@ -62,7 +63,7 @@ def naive_forward(m, x, A_init=None):
     q, k, v = heads(m, m.q(x)), heads(m, m.k(x)), heads(m, m.v(x))
     scores = q @ k.transpose(-1, -2) / math.sqrt(m.head_dim)
     causal = torch.ones(L, L, dtype=torch.bool).tril()
-    if A_init is None:                                                   # shaped
+    if A_init is None:  # shaped
         soft = scores.masked_fill(~causal, float("-inf")).softmax(-1)
         C = causal.to(x.dtype) / torch.arange(1, L + 1, dtype=x.dtype)[:, None]
         h = (slice(None), None, None)
@@ -76,8 +77,17 @@ def naive_forward(m, x, A_init=None):
 
 
 def build(init, layer_index=3, n_layers=8, max_len=128, d=24, h=2, **kw):
-    return longseq.mixers.build("espa", d, num_heads=h, causal=True, init=init, layer_index=layer_index,
-                                n_layers=n_layers, max_len=max_len, **kw).double()
+    return longseq.mixers.build(
+        "espa",
+        d,
+        num_heads=h,
+        causal=True,
+        init=init,
+        layer_index=layer_index,
+        n_layers=n_layers,
+        max_len=max_len,
+        **kw,
+    ).double()
 
 
 # ----------------------------------------------------------------------------- SPA init
@@ -86,22 +96,26 @@ def build(init, layer_index=3, n_layers=8, max_len=128, d=24, h=2, **kw):
 def test_attention_at_init_is_LL_inverse(kind, final, layer):
     key = "gamma_final" if kind == "espa" else "rho_final"
     m = build(kind, layer_index=layer - 1, n_layers=12, max_len=96, **{key: final})
-    n = 65                                                # a prefix of max_len: B_l[:n, :n] must be exact
+    n = 65  # a prefix of max_len: B_l[:n, :n] must be exact
     x = torch.randn(2, n, 24, dtype=torch.float64)
-    A = m.attention_weights(x)                            # [B, H, n, n]
+    A = m.attention_weights(x)  # [B, H, n, n]
     A_ref = naive_spa(kind, n, layer, 12, final)
     assert (A_ref[torch.ones(n, n, dtype=torch.bool).tril()] > 0).all()
     torch.testing.assert_close(A, A_ref.expand_as(A), rtol=0, atol=1e-8)
     # the kernel map hits the target: A Sigma_{l-1} A^T = Sigma_l
-    torch.testing.assert_close(A_ref @ naive_kernel(kind, n, layer - 1, 12, final) @ A_ref.T,
-                               naive_kernel(kind, n, layer, 12, final), rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        A_ref @ naive_kernel(kind, n, layer - 1, 12, final) @ A_ref.T,
+        naive_kernel(kind, n, layer, 12, final),
+        rtol=0,
+        atol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("init", ["espa", "uspa", "shaped"])
 @pytest.mark.parametrize("L", [1, 37, 96])
 def test_forward_matches_naive_values_and_gradients(init, L):
     m = build(init, max_len=96, d=24, h=2)
-    with torch.no_grad():                                 # move off the init so Q K^T matters
+    with torch.no_grad():  # move off the init so Q K^T matters
         m.q.weight.normal_(std=0.5)
         if init == "shaped":
             for p in (m.alpha, m.beta, m.gamma):
@@ -169,7 +183,7 @@ def test_tat_slope_hits_the_c_map_target():
         for _ in range(n):
             c = dv.lrelu_cmap(c, s)
         assert 0 < s < 1 and abs(c - dv.TAT_ETA) < 1e-9
-    assert dv.tat_slope(12) == 0.0                     # 12 ReLU C-maps reach only 0.897 < 0.9: ReLU
+    assert dv.tat_slope(12) == 0.0  # 12 ReLU C-maps reach only 0.897 < 0.9: ReLU
 
 
 # ----------------------------------------------------------------------------- the 24-layer stack
@@ -190,13 +204,14 @@ def predicted_cosines(kind, n, n_layers):
 
 def measured_cosines(mixer, options, n_layers=24, d=96, n=40, batch=4):
     torch.manual_seed(0)
-    bb = Backbone(8, d, n_layers, mixer=mixer, mixer_options=options, num_heads=4, norm="none", ffn="tat",
-                  shortcuts=False)
-    x = torch.randn(batch, n, d)                          # i.i.d. tokens: input kernel ~ I
+    bb = Backbone(
+        8, d, n_layers, mixer=mixer, mixer_options=options, num_heads=4, norm="none", ffn="tat", shortcuts=False
+    )
+    x = torch.randn(batch, n, d)  # i.i.d. tokens: input kernel ~ I
     with torch.no_grad():
         for block in bb.blocks:
             x = block(x)
-    G = (x @ x.transpose(1, 2)).mean(0).double()          # [n, n], averaged over the batch
+    G = (x @ x.transpose(1, 2)).mean(0).double()  # [n, n], averaged over the batch
     q = G.diagonal().sqrt()
     return G / torch.outer(q, q)
 
@@ -207,19 +222,20 @@ def test_24_layer_vanilla_kernel_spa_vs_standard_init():
     for kind in ("espa", "uspa"):
         K = measured_cosines("espa", {"init": kind, "max_len": n}, n=n)
         P = predicted_cosines(kind, n, 24)
-        assert (K - P).abs().max() < 0.1, kind                  # follows the designed kernel
-        assert K[off].min() < 0.98, kind                         # no rank collapse
+        assert (K - P).abs().max() < 0.1, kind  # follows the designed kernel
+        assert K[off].min() < 0.98, kind  # no rank collapse
         assert torch.linalg.eigvalsh(K)[0] > 1e-5, kind
     K = measured_cosines("espa", {"init": "shaped", "max_len": n}, n=n)
     assert K[off].min() < 0.98
-    K = measured_cosines("softmax", None, n=n)                      # standard init, same vanilla stack
-    assert K[off].min() > 0.999                                  # rank collapse: all tokens alike
+    K = measured_cosines("softmax", None, n=n)  # standard init, same vanilla stack
+    assert K[off].min() > 0.999  # rank collapse: all tokens alike
 
 
 def test_deep_vanilla_lm_gradients_finite():
     torch.manual_seed(0)
-    m = CausalLM(40, 32, 24, mixer="espa", mixer_options={"max_len": 32}, num_heads=2, norm="none", ffn="tat",
-                 shortcuts=False)
+    m = CausalLM(
+        40, 32, 24, mixer="espa", mixer_options={"max_len": 32}, num_heads=2, norm="none", ffn="tat", shortcuts=False
+    )
     assert [b.mixer.layer_index for b in m.backbone.blocks] == list(range(24))
     assert all(b.mixer.n_layers == 24 for b in m.backbone.blocks)
     ids = torch.randint(0, 40, (3, 32))

@@ -41,7 +41,7 @@ from longseq.train import distributed as D
 LOSS_REL, LOSS_ABS = 1e-6, 1e-6
 TASK_OPTIONS = dict(seq_len=24, num_kv_pairs=3, vocab_size=64, n_train=96, n_val=20, n_test=20)
 D_MODEL = 32
-ACCUM = dict(batch_size=4, grad_accum=2)     # scenario A: 2 micro-batches of 4 (2 per rank) per step
+ACCUM = dict(batch_size=4, grad_accum=2)  # scenario A: 2 micro-batches of 4 (2 per rank) per step
 
 
 def uneven(task):
@@ -49,7 +49,7 @@ def uneven(task):
     hold different numbers of target tokens, which the loss normalisation must account for."""
     t = task.train.targets.clone()
     for i in range(len(t)):
-        t[i, (t[i] != IGNORE).nonzero().flatten()[1 + i % 3:]] = IGNORE
+        t[i, (t[i] != IGNORE).nonzero().flatten()[1 + i % 3 :]] = IGNORE
     task.train.targets = t
     return task
 
@@ -63,8 +63,18 @@ def close(a, b):
 
 
 def cfg(**kw):
-    base = dict(steps=6, batch_size=8, lr=3e-3, warmup=2, eval_every=3, log_every=1, checkpoint_every=3,
-                progress=False, seed=0, dist_timeout=60)
+    base = dict(
+        steps=6,
+        batch_size=8,
+        lr=3e-3,
+        warmup=2,
+        eval_every=3,
+        log_every=1,
+        checkpoint_every=3,
+        progress=False,
+        seed=0,
+        dist_timeout=60,
+    )
     return TrainConfig.from_dict({**base, **kw})
 
 
@@ -83,6 +93,7 @@ def probe(task):
 
 # --- the worker (one per rank) -----------------------------------------------------------------------
 
+
 def _worker(rank: int, ports: list[int], root: str) -> None:
     from pathlib import Path
 
@@ -94,11 +105,13 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
     torch.set_num_threads(1)
     root = Path(root)
 
-    def mark(stage):                       # where each rank got to, for the failure message
+    def mark(stage):  # where each rank got to, for the failure message
         with open(root / f"progress-{rank}.txt", "a") as f:
             f.write(stage + "\n")
-    os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_WORLD_SIZE="2")
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2"
+    )
     try:
         # A: the CLI under DDP; the trainer creates (and destroys) the process group.
         mark("A")
@@ -112,11 +125,38 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
 
         tr._save_checkpoint = save_and_keep
         real_build = longseq.tasks.build
-        longseq.tasks.build = lambda *a, **k: uneven(real_build(*a, **k))   # what the CLI builds
-        torch.manual_seed(rank)            # different initial weights: DDP must start from rank 0's
-        args = ["train", "--task", "mqar", "--mixer", "softmax", "--d-model", str(D_MODEL), "--steps", "6",
-                "--batch-size", "4", "--grad-accum", "2", "--lr", "3e-3", "--warmup", "2", "--eval-every", "3", "--log-every", "1",
-                "--checkpoint-every", "3", "--no-progress", "--dist-timeout", "60", "--out", str(root / "ddp")]
+        longseq.tasks.build = lambda *a, **k: uneven(real_build(*a, **k))  # what the CLI builds
+        torch.manual_seed(rank)  # different initial weights: DDP must start from rank 0's
+        args = [
+            "train",
+            "--task",
+            "mqar",
+            "--mixer",
+            "softmax",
+            "--d-model",
+            str(D_MODEL),
+            "--steps",
+            "6",
+            "--batch-size",
+            "4",
+            "--grad-accum",
+            "2",
+            "--lr",
+            "3e-3",
+            "--warmup",
+            "2",
+            "--eval-every",
+            "3",
+            "--log-every",
+            "1",
+            "--checkpoint-every",
+            "3",
+            "--no-progress",
+            "--dist-timeout",
+            "60",
+            "--out",
+            str(root / "ddp"),
+        ]
         for k, v in TASK_OPTIONS.items():
             args += ["--task-option", f"{k}={v}"]
         assert main(args) == 0
@@ -130,9 +170,9 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
         task = tiny_task()
         torch.manual_seed(rank)
         model = build_model(task, "softmax", d_model=D_MODEL)
-        train(model, task, cfg(fsdp=True, eval_batch_size=7), root / "fsdp")   # 3 eval batches: uneven
+        train(model, task, cfg(fsdp=True, eval_batch_size=7), root / "fsdp")  # 3 eval batches: uneven
         with torch.no_grad():
-            out = model(probe(task))        # a sharded forward (all ranks)
+            out = model(probe(task))  # a sharded forward (all ranks)
         if rank == 0:
             torch.save(out, root / "fsdp_outputs.pt")
             (root / "fsdp_resume").mkdir()
@@ -140,9 +180,15 @@ def _worker(rank: int, ports: list[int], root: str) -> None:
             shutil.copy(root / "ddp" / "metrics.jsonl", root / "fsdp_resume" / "metrics.jsonl")
         dist.barrier()
         torch.manual_seed(100 + rank)
-        train(build_model(task, "softmax", d_model=D_MODEL), task, cfg(fsdp=True, eval_batch_size=6, **ACCUM),
-              root / "fsdp_resume", resume=True, allow_changes=["eval_batch_size"])   # from the DDP run
-        assert dist.is_initialized()        # not the trainer's group: left alone
+        train(
+            build_model(task, "softmax", d_model=D_MODEL),
+            task,
+            cfg(fsdp=True, eval_batch_size=6, **ACCUM),
+            root / "fsdp_resume",
+            resume=True,
+            allow_changes=["eval_batch_size"],
+        )  # from the DDP run
+        assert dist.is_initialized()  # not the trainer's group: left alone
         dist.destroy_process_group()
 
         # C: rank 1 hangs at step 2; rank 0 must give up after dist_timeout.
@@ -194,14 +240,14 @@ def _free_ports(n: int) -> list[int]:
 
 def _run_two_ranks(root):
     """Run the worker on 2 forked processes in ``root``; ``None`` when rank 0 finished, else why not."""
-    mp = multiprocessing.get_context("fork")   # no re-import of torch in the children
+    mp = multiprocessing.get_context("fork")  # no re-import of torch in the children
     ports = _free_ports(3)
     procs = [mp.Process(target=_worker, args=(r, ports, str(root))) for r in range(2)]
     for p in procs:
         p.start()
     procs[0].join(timeout=240)
     time.sleep(0.5)
-    for p in procs:                            # rank 1 is asleep in scenario C (or anything is stuck)
+    for p in procs:  # rank 1 is asleep in scenario C (or anything is stuck)
         if p.is_alive():
             p.kill()
         p.join()
@@ -246,7 +292,7 @@ def single(tmp_path_factory):
 
 def test_ddp_matches_single_process_loss_curve(two_ranks, single):
     ddp, ref = losses(two_ranks / "ddp"), losses(single / "accum")
-    assert sorted(ddp) == [1, 2, 3, 4, 5, 6]          # rank 0 alone logged: every step once
+    assert sorted(ddp) == [1, 2, 3, 4, 5, 6]  # rank 0 alone logged: every step once
     assert all(close(ddp[s], ref[s]) for s in ref), (ddp, ref)
     # evaluation sums over both ranks' batches, not an average of averages
     for a, b in zip(records(two_ranks / "ddp", "validation"), records(single / "accum", "validation")):
@@ -262,7 +308,7 @@ def test_resume_two_rank_checkpoint_on_one_process(two_ranks, tmp_path):
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 3 and len(ck["rng_ranks"]) == 2 and not any(k.startswith("module.") for k in ck["model"])
     task = tiny_task()
-    torch.manual_seed(123)                              # the checkpoint overrides this initialisation
+    torch.manual_seed(123)  # the checkpoint overrides this initialisation
     train(build_model(task, "softmax", d_model=D_MODEL), task, cfg(**ACCUM), run, resume=True)
     got, ddp = losses(run), losses(two_ranks / "ddp")
     assert sorted(got) == [4, 5, 6]
@@ -282,11 +328,11 @@ def test_fsdp_trains_and_saves_plain_state(two_ranks, single):
     plain = build_model(task, "softmax", d_model=D_MODEL)
     plain.load_state_dict(ck["model"])
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)                            # the workers' reduction order
+    torch.set_num_threads(1)  # the workers' reduction order
     try:
         with torch.no_grad():
             for m in (saved, plain):
-                assert torch.equal(m.eval()(probe(task)), expected)   # bit-identical
+                assert torch.equal(m.eval()(probe(task)), expected)  # bit-identical
     finally:
         torch.set_num_threads(threads)
     # ... and so does the gathered optimizer state (full tensors, one entry per parameter)
@@ -301,7 +347,7 @@ def test_fsdp_trains_and_saves_plain_state(two_ranks, single):
 
 def test_fsdp_resumes_a_ddp_checkpoint(two_ranks):
     got, ddp = losses(two_ranks / "fsdp_resume"), losses(two_ranks / "ddp")
-    assert sorted(got) == [1, 2, 3, 4, 5, 6]            # 1-3 kept from the copied metrics
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]  # 1-3 kept from the copied metrics
     assert all(close(got[s], ddp[s]) for s in (4, 5, 6)), (got, ddp)
     for a, b in zip(records(two_ranks / "fsdp_resume", "validation"), records(two_ranks / "ddp", "validation")):
         assert a["count"] == b["count"] and close(a["loss"], b["loss"])
@@ -310,7 +356,7 @@ def test_fsdp_resumes_a_ddp_checkpoint(two_ranks):
 def test_a_hung_rank_makes_the_others_fail_within_the_timeout(two_ranks):
     r0 = json.loads((two_ranks / "failure-0.json").read_text())
     assert r0["raised"] is not None, r0
-    assert r0["seconds"] < 3 + 30, r0                   # dist_timeout 3 s, not a hang
+    assert r0["seconds"] < 3 + 30, r0  # dist_timeout 3 s, not a hang
 
 
 def test_split_of_the_global_batch():

@@ -23,8 +23,8 @@ TOL = dict(rtol=1e-8, atol=1e-10)
 def toeplitz_conv(u, k, D):
     """u [B, L, H], k [C, H, >=L] -> sum_{m <= l} k0[l-m] u_m (+ sum_{m > l} k1[m-l-1] u_m) + D u."""
     L = u.shape[1]
-    lag = torch.arange(L)[:, None] - torch.arange(L)[None, :]                    # l - m
-    T = torch.where(lag >= 0, k[0][:, lag.clamp(min=0)], 0.0)                     # [H, L, L]
+    lag = torch.arange(L)[:, None] - torch.arange(L)[None, :]  # l - m
+    T = torch.where(lag >= 0, k[0][:, lag.clamp(min=0)], 0.0)  # [H, L, L]
     if k.shape[0] == 2:
         T = T + torch.where(lag < 0, k[1][:, (-lag - 1).clamp(min=0)], 0.0)
     return torch.einsum("hlm,bmh->blh", T, u) + D * u
@@ -39,13 +39,13 @@ def naive_dss(m, u):
     L = u.shape[1]
     if kern.variant == "softmax":
         lam = torch.complex(kern.Lambda_re, kern.Lambda_im)
-        e = torch.exp(lam[..., None] * dt[..., None] * torch.arange(kern.l_max))     # [H, N, l_max]
-        K = ((W / lam)[..., None] * e / e.sum(-1, keepdim=True)).sum(-2).real        # [C, H, l_max]
+        e = torch.exp(lam[..., None] * dt[..., None] * torch.arange(kern.l_max))  # [H, N, l_max]
+        K = ((W / lam)[..., None] * e / e.sum(-1, keepdim=True)).sum(-2).real  # [C, H, l_max]
         return toeplitz_conv(u, K, m.D)
     lam = torch.complex(-torch.exp(kern.Lambda_re), kern.Lambda_im)
     dA, dB = torch.exp(lam * dt), (torch.exp(lam * dt) - 1) / lam
 
-    def run(Wc, seq):                                                   # seq [B, L, H]
+    def run(Wc, seq):  # seq [B, L, H]
         x = torch.zeros(u.shape[0], *lam.shape, dtype=lam.dtype)
         ys = []
         for t in range(L):
@@ -54,7 +54,7 @@ def naive_dss(m, u):
         return torch.stack(ys, 1)
 
     y = run(W[0], u)
-    if not m.causal:                                                    # strict future: reversed, shifted
+    if not m.causal:  # strict future: reversed, shifted
         y = y + F.pad(run(W[1], u.flip(1)), (0, 0, 1, 0))[:, :L].flip(1)
     return y + m.D * u
 
@@ -62,11 +62,11 @@ def naive_dss(m, u):
 @pytest.mark.parametrize("variant,causal", [("exp", True), ("exp", False), ("softmax", True), ("softmax", False)])
 @pytest.mark.parametrize("L", [1, 17, 200])
 def test_dss_layer_equals_reference(variant, causal, L, monkeypatch):
-    monkeypatch.setattr(fftconv, "_channel_group", lambda batch, n: 5)   # 12 channels -> 5+5+2
+    monkeypatch.setattr(fftconv, "_channel_group", lambda batch, n: 5)  # 12 channels -> 5+5+2
     torch.manual_seed(L)
     extra = dict(l_max=211) if variant == "softmax" else {}
     m = longseq.mixers.build("dss", 12, causal=causal, d_state=4, variant=variant, **extra).double()
-    with torch.no_grad():                                               # random, non-initial parameters
+    with torch.no_grad():  # random, non-initial parameters
         for p in m.kernel.parameters():
             p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(2, L, 12, dtype=torch.float64)

@@ -23,15 +23,15 @@ def naive_hsoftpos(m: HSoftPOS, ids: torch.Tensor, offset: int = 0) -> torch.Ten
             jj = j if j < n_sin else j - n_sin
             angle = (offset + p) / 10000.0 ** (jj / (e / 2))
             pe[p, j] = math.sin(angle) if j < n_sin else math.cos(angle)
-    x = m.table.weight[ids] * math.sqrt(e) + pe                       # x_0 [B, L, e]
+    x = m.table.weight[ids] * math.sqrt(e) + pe  # x_0 [B, L, e]
     levels = [x]
     for i, conv in enumerate(m.convs):
-        dil, W, b = 2 ** i, conv.weight, conv.bias                   # W [C_out, C_in, K]
+        dil, W, b = 2**i, conv.weight, conv.bias  # W [C_out, C_in, K]
         y = torch.zeros(B, L, W.shape[0], dtype=torch.float64)
         for t in range(L):
             acc = b.clone().expand(B, -1)
             for k in range(K):
-                src = t - (K - 1 - k) * dil                           # causal: taps at t, t-dil, t-2dil
+                src = t - (K - 1 - k) * dil  # causal: taps at t, t-dil, t-2dil
                 if src >= 0:
                     acc = acc + x[:, src] @ W[:, :, k].T
             y[:, t] = acc
@@ -66,7 +66,7 @@ def test_hsoftpos_matches_loops(d, levels, L):
 def test_hsoftpos_widths_follow_anthe():
     m = HSoftPOS(32000, 512, levels=2)
     assert (m.embed_dim, m.local_dim) == (128, 128)
-    assert m.table.weight.shape == (32000, 128)             # V x d -> V x e
+    assert m.table.weight.shape == (32000, 128)  # V x d -> V x e
     assert [c.dilation[0] for c in HSoftPOS(10, 64, levels=3).convs] == [1, 2]
     with pytest.raises(ValueError, match="levels"):
         HSoftPOS(10, 64, levels=0)
@@ -111,10 +111,15 @@ def naive_patches(m: PatchEmbedding, ids: torch.Tensor) -> torch.Tensor:
                         y, x = gy * p + dy, gx * p + dx
                         t = int(ids[b, y * side + x]) if y < side and x < side else None
                         if m.pixel == "value":
-                            vec.append(torch.tensor([0.0 if t is None else t / (m.vocab_size - 1)], dtype=torch.float64))
+                            vec.append(
+                                torch.tensor([0.0 if t is None else t / (m.vocab_size - 1)], dtype=torch.float64)
+                            )
                         else:
-                            vec.append(torch.zeros(m.pixel_embed.embedding_dim, dtype=torch.float64) if t is None
-                                       else m.pixel_embed.weight[t])
+                            vec.append(
+                                torch.zeros(m.pixel_embed.embedding_dim, dtype=torch.float64)
+                                if t is None
+                                else m.pixel_embed.weight[t]
+                            )
                 seq.append(m.proj(torch.cat(vec)))
         rows.append(torch.stack(seq))
     return torch.stack(rows)
@@ -134,7 +139,7 @@ def test_patches_match_loops(side, p, pixel, cls):
 def test_patch_mask_and_errors():
     m = PatchEmbedding(256, 8, patch_size=2, cls_token=True)
     mask = torch.zeros(1, 16, dtype=torch.bool)
-    mask[0, :5] = True                                   # first row + one pixel of the second row
+    mask[0, :5] = True  # first row + one pixel of the second row
     assert m.output_mask(mask).tolist() == [[True, True, True, False, False]]
     with pytest.raises(ValueError, match="not a 3x3 image"):
         m(torch.zeros(1, 10, dtype=torch.long))
@@ -151,8 +156,13 @@ def test_patch_mask_and_errors():
 # ---------------------------------------------------------------- in models
 def test_causal_lm_with_hsoftpos_steps_like_forward(tmp_path):
     torch.manual_seed(0)
-    m = CausalLM(30, 24, 2, mixer=["softmax", "s4d"], num_heads=2, embedding="hsoftpos",
-                 embedding_options={"levels": 3}).double().eval()
+    m = (
+        CausalLM(
+            30, 24, 2, mixer=["softmax", "s4d"], num_heads=2, embedding="hsoftpos", embedding_options={"levels": 3}
+        )
+        .double()
+        .eval()
+    )
     assert m.backbone.supports_step and m.backbone.embed.table.weight.shape == (30, 4)
     ids = torch.randint(0, 30, (2, 19))
     logits = m(ids)
@@ -167,7 +177,9 @@ def test_causal_lm_with_hsoftpos_steps_like_forward(tmp_path):
     ids2 = ids.clone()
     ids2[:, 12:] = (ids2[:, 12:] + 1) % 30
     torch.testing.assert_close(m(ids2)[:, :12], logits[:, :12], rtol=1e-12, atol=1e-12)
-    assert torch.equal(m.generate(ids[:, :4], 5, temperature=0), m.generate(ids[:, :4], 5, temperature=0, use_cache=False))
+    assert torch.equal(
+        m.generate(ids[:, :4], 5, temperature=0), m.generate(ids[:, :4], 5, temperature=0, use_cache=False)
+    )
     # tied head goes through the narrower table; save/load round trip keeps it tied
     assert m.lm_head.table.weight is m.backbone.embed.table.weight
     m.save(tmp_path / "m")
@@ -182,14 +194,28 @@ def test_causal_lm_with_hsoftpos_steps_like_forward(tmp_path):
 
 def test_classifier_with_patches_pools_the_class_token():
     torch.manual_seed(0)
-    m = SequenceClassifier(256, 3, 16, 1, num_heads=2, pooling="first", position="learned", max_len=17,
-                           embedding="patches", embedding_options={"patch_size": 4}).double().eval()
-    ids = torch.randint(0, 256, (2, 256))                          # 16x16 images -> 16 patches + class token
+    m = (
+        SequenceClassifier(
+            256,
+            3,
+            16,
+            1,
+            num_heads=2,
+            pooling="first",
+            position="learned",
+            max_len=17,
+            embedding="patches",
+            embedding_options={"patch_size": 4},
+        )
+        .double()
+        .eval()
+    )
+    ids = torch.randint(0, 256, (2, 256))  # 16x16 images -> 16 patches + class token
     mask = torch.ones(2, 256, dtype=torch.bool)
-    mask[1, 128:] = False                                          # bottom half of image 1 is padding
+    mask[1, 128:] = False  # bottom half of image 1 is padding
     h = m.backbone(ids, mask)
     assert h.shape == (2, 17, 16)
-    torch.testing.assert_close(m(ids, mask), m.head(h[:, 0]))       # classified from the class token
+    torch.testing.assert_close(m(ids, mask), m.head(h[:, 0]))  # classified from the class token
     assert m.backbone.output_mask(mask)[1].tolist() == [True] * 9 + [False] * 8
     # padding invariance: changing padded pixels changes nothing
     ids2 = ids.clone()

@@ -46,23 +46,31 @@ def reference_stack(ms, x, mask=None):
     real = torch.ones(B, N, dtype=torch.bool) if mask is None else mask
     prev = None
     for m in ms:
-        qkv = F.linear(x, m.qkv.weight)                                        # [B, N, 3D]
-        q, k, v = (qkv[..., i * D:(i + 1) * D].reshape(B, N, H, Dh) for i in range(3))
-        W, bias = m.conv.weight, m.conv.bias                                   # [H, H, 3, 3], [H]
+        qkv = F.linear(x, m.qkv.weight)  # [B, N, 3D]
+        q, k, v = (qkv[..., i * D : (i + 1) * D].reshape(B, N, H, Dh) for i in range(3))
+        W, bias = m.conv.weight, m.conv.bias  # [H, H, 3, 3], [H]
 
         def ok(b, i, j):
             return bool(real[b, i]) and bool(real[b, j]) and (not causal or j <= i)
 
-        S = [[[(q[:, i, h] * k[:, j, h]).sum(-1) / math.sqrt(Dh) for j in range(N)] for i in range(N)]
-             for h in range(H)]
-        mask_ij = [[torch.tensor([1.0 if ok(b, i, j) else 0.0 for b in range(B)], dtype=x.dtype)
-                    for j in range(N)] for i in range(N)]
+        S = [
+            [[(q[:, i, h] * k[:, j, h]).sum(-1) / math.sqrt(Dh) for j in range(N)] for i in range(N)] for h in range(H)
+        ]
+        mask_ij = [
+            [torch.tensor([1.0 if ok(b, i, j) else 0.0 for b in range(B)], dtype=x.dtype) for j in range(N)]
+            for i in range(N)
+        ]
         if prev is None:
             logits = S
         else:
-            A = [[[((1 - m.beta) * S[h][i][j] + m.beta * prev[h][i][j]) * mask_ij[i][j] for j in range(N)]
-                  for i in range(N)] for h in range(H)]
-            row0 = 2 if causal else 1          # causal kernel reads rows i-2..i, else i-1..i+1
+            A = [
+                [
+                    [((1 - m.beta) * S[h][i][j] + m.beta * prev[h][i][j]) * mask_ij[i][j] for j in range(N)]
+                    for i in range(N)
+                ]
+                for h in range(H)
+            ]
+            row0 = 2 if causal else 1  # causal kernel reads rows i-2..i, else i-1..i+1
             logits = [[[None] * N for _ in range(N)] for _ in range(H)]
             for h in range(H):
                 for i in range(N):
@@ -75,13 +83,15 @@ def reference_stack(ms, x, mask=None):
                                     if 0 <= r < N and 0 <= cc < N:
                                         c = c + W[h, g, di, dj] * A[g][r][cc]
                         logits[h][i][j] = m.alpha * torch.relu(c) + (1 - m.alpha) * A[h][i][j]
+
         def attend(b, i, h):  # softmax over the allowed keys of (b, i, h); a padded query sees itself
             js = [j for j in range(N) if ok(b, i, j)] or [i]
             p = torch.softmax(torch.stack([logits[h][i][j][b] for j in js]), 0)
-            return sum(p[t] * v[b, j, h] for t, j in enumerate(js))                 # [Dh]
+            return sum(p[t] * v[b, j, h] for t, j in enumerate(js))  # [Dh]
 
-        out = torch.stack([torch.stack([torch.cat([attend(b, i, h) for h in range(H)]) for i in range(N)])
-                           for b in range(B)])                                      # [B, N, D]
+        out = torch.stack(
+            [torch.stack([torch.cat([attend(b, i, h) for h in range(H)]) for i in range(N)]) for b in range(B)]
+        )  # [B, N, D]
         y = F.linear(out, m.out.weight)
         if mask is not None:
             y = y * mask[..., None]
@@ -142,7 +152,7 @@ def test_causality_through_the_stack():
     ids = torch.randint(0, 50, (2, 24))
     for t in (0, 17):
         ids2 = ids.clone()
-        ids2[:, t + 1:] = torch.randint(0, 50, (2, 23 - t))
+        ids2[:, t + 1 :] = torch.randint(0, 50, (2, 23 - t))
         torch.testing.assert_close(m(ids)[:, : t + 1], m(ids2)[:, : t + 1], rtol=0, atol=0)
     assert (m(ids)[:, 18:] - m(ids2)[:, 18:]).abs().max() > 0
 
@@ -176,7 +186,7 @@ def test_padding_invariance_through_the_stack(causal):
     mask = torch.arange(21)[None] < torch.tensor(lengths)[:, None]
     y = bb(ids, mask)
     for b, n in enumerate(lengths):
-        torch.testing.assert_close(y[b, :n], bb(ids[b: b + 1, :n])[0], **TOL)
+        torch.testing.assert_close(y[b, :n], bb(ids[b : b + 1, :n])[0], **TOL)
 
 
 def test_carry_links_only_consecutive_evolving_layers():
@@ -208,9 +218,33 @@ def test_options_and_errors():
 def test_cli_mixer_option(tmp_path, capsys):
     from longseq.cli import main
 
-    args = ["train", "--task", "mqar", "--mixer", "evolving", "--mixer-option", "alpha=0.5",
-            "--mixer-option", "beta=0.3", "--task-option", "n_train=32", "--task-option", "n_val=8",
-            "--task-option", "n_test=8", "--steps", "2", "--batch-size", "8", "--d-model", "16",
-            "--eval-every", "2", "--no-progress", "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--task",
+        "mqar",
+        "--mixer",
+        "evolving",
+        "--mixer-option",
+        "alpha=0.5",
+        "--mixer-option",
+        "beta=0.3",
+        "--task-option",
+        "n_train=32",
+        "--task-option",
+        "n_val=8",
+        "--task-option",
+        "n_test=8",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--eval-every",
+        "2",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     assert "test: accuracy" in capsys.readouterr().out

@@ -9,8 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from longseq.models import (MaskedLM, SequenceClassifier, classifier_from_pretrained, freeze_embeddings,
-                            layerwise_lr_decay, load_encoder)
+from longseq.models import (
+    MaskedLM,
+    SequenceClassifier,
+    classifier_from_pretrained,
+    freeze_embeddings,
+    layerwise_lr_decay,
+    load_encoder,
+)
 from longseq.optim import param_groups
 
 torch.set_num_threads(1)
@@ -21,17 +27,23 @@ ARCH = dict(d_model=32, n_layers=2, num_heads=2)
 def _mlm(mixer="softmax", **kw):
     torch.manual_seed(0)
     m = MaskedLM(257, mixer=mixer, **{**ARCH, **kw})
-    with torch.no_grad():                      # move away from init so a copy cannot pass by chance
+    with torch.no_grad():  # move away from init so a copy cannot pass by chance
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return m.eval()
 
 
-@pytest.mark.parametrize("mixer,kw", [("softmax", {}), ("softmax", {"position": "deberta", "max_len": 64}),
-                                      ("linformer", {"mixer_options": {"k": 8, "max_len": 64}}),
-                                      ("s4d", {"mixer_options": {"d_state": 8}}),
-                                      ("bigbird", {"mixer_options": {"block_size": 4, "num_random_blocks": 1}}),
-                                      ([{"name": "s4d", "d_state": 8}, "softmax"], {})])
+@pytest.mark.parametrize(
+    "mixer,kw",
+    [
+        ("softmax", {}),
+        ("softmax", {"position": "deberta", "max_len": 64}),
+        ("linformer", {"mixer_options": {"k": 8, "max_len": 64}}),
+        ("s4d", {"mixer_options": {"d_state": 8}}),
+        ("bigbird", {"mixer_options": {"block_size": 4, "num_random_blocks": 1}}),
+        ([{"name": "s4d", "d_state": 8}, "softmax"], {}),
+    ],
+)
 def test_loaded_encoder_equals_pretrained_encoder(mixer, kw):
     mlm = _mlm(mixer, **kw)
     torch.manual_seed(1)
@@ -44,11 +56,16 @@ def test_loaded_encoder_equals_pretrained_encoder(mixer, kw):
     # the report names every tensor of both models, each once
     assert sorted(report.loaded + report.initialised) == sorted(clf.state_dict())
     assert sorted(report.loaded + report.skipped) == sorted(mlm.state_dict())
-    assert set(report.skipped) == {"mlm_bias", "mlm_transform.weight", "mlm_transform.bias", "mlm_norm.weight",
-                                   "mlm_norm.bias"}
+    assert set(report.skipped) == {
+        "mlm_bias",
+        "mlm_transform.weight",
+        "mlm_transform.bias",
+        "mlm_norm.weight",
+        "mlm_norm.bias",
+    }
     assert all(n.startswith("head.") for n in report.initialised)
     lines = str(report).splitlines()
-    assert len(lines) == 1 + len(mlm.state_dict()) + len(report.initialised)     # one line per tensor
+    assert len(lines) == 1 + len(mlm.state_dict()) + len(report.initialised)  # one line per tensor
     assert "  loaded      backbone.norm.weight" in lines
 
 
@@ -58,7 +75,7 @@ def test_bigbird_encoder_saves_and_loads_with_its_random_pattern(tmp_path):
     mlm.save(tmp_path / "m")
     clf, _ = classifier_from_pretrained(str(tmp_path / "m"), 2)
     clf.eval()
-    ids = torch.randint(0, 256, (2, 64))           # longer than the dense threshold: the sparse path
+    ids = torch.randint(0, 256, (2, 64))  # longer than the dense threshold: the sparse path
     assert torch.equal(clf.backbone(ids), mlm.encode(ids))
     assert [b.mixer.seed for b in clf.backbone.blocks] == [b.mixer.seed for b in mlm.backbone.blocks]
 
@@ -76,10 +93,17 @@ def test_load_from_saved_model_and_run_dir(tmp_path):
         classifier_from_pretrained(str(tmp_path / "nothing"), 2)
 
 
-@pytest.mark.parametrize("change,name", [({"d_model": 16}, "d_model"), ({"n_layers": 3}, "n_layers"),
-                                         ({"mixer": "linear"}, r"layers\[0\]\.mixer"), ({"num_heads": 4}, "num_heads"),
-                                         ({"position": "sinusoidal"}, "position"),
-                                         ({"mixer_options": {"rope": True}}, r"layers\[0\]\.options")])
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        ({"d_model": 16}, "d_model"),
+        ({"n_layers": 3}, "n_layers"),
+        ({"mixer": "linear"}, r"layers\[0\]\.mixer"),
+        ({"num_heads": 4}, "num_heads"),
+        ({"position": "sinusoidal"}, "position"),
+        ({"mixer_options": {"rope": True}}, r"layers\[0\]\.options"),
+    ],
+)
 def test_mismatched_architecture_names_first_difference(change, name):
     mlm = _mlm()
     clf = SequenceClassifier(257, 2, **{**ARCH, "mixer": "softmax", **change})
@@ -92,11 +116,11 @@ def test_mismatched_architecture_names_first_difference(change, name):
 def test_mismatched_tensor_names_it():
     mlm = _mlm()
     clf = SequenceClassifier(257, 2, mixer="softmax", **ARCH)
-    clf.backbone.blocks[1].ffn.w1 = nn.Linear(32, 64)       # same config, a different tensor shape
+    clf.backbone.blocks[1].ffn.w1 = nn.Linear(32, 64)  # same config, a different tensor shape
     with pytest.raises(ValueError, match=r"backbone\.blocks\.1\.ffn\.w1\.weight has shape \[64, 32\]"):
         load_encoder(clf, mlm)
     before = clf.backbone.blocks[0].norm1.weight.clone()
-    assert torch.equal(clf.backbone.blocks[0].norm1.weight, before)   # nothing copied before the check
+    assert torch.equal(clf.backbone.blocks[0].norm1.weight, before)  # nothing copied before the check
 
 
 def test_vocabulary_mismatch():
@@ -117,7 +141,7 @@ def test_layerwise_lr_decay_and_freezing():
         for n in g["names"]:
             lr[n] = (g["lr"], g["weight_decay"])
     assert lr["head.weight"] == (1e-2, 0.1)
-    assert lr["backbone.blocks.1.ffn.w1.weight"] == (5e-3, 0.1)       # decay rule kept, lr scaled
+    assert lr["backbone.blocks.1.ffn.w1.weight"] == (5e-3, 0.1)  # decay rule kept, lr scaled
     assert lr["backbone.embed.weight"] == (1.25e-3, 0.0)
     # the SSM's own rate (s4d tags A, dt with ssm_lr 1e-3, no decay) is scaled too
     tagged = [n for n in lr if n.startswith("backbone.blocks.0.mixer.") and lr[n][1] == 0.0 and lr[n][0] == 2.5e-4]
@@ -150,10 +174,33 @@ def test_finetune_model_and_cli(tmp_path, capsys):
         finetune_model(task, str(tmp_path / "pre"), d_model=48)
 
     out = tmp_path / "ft"
-    rc = main(["train", "--task", "retrieval", "--task-option", "seq_len=32", "--task-option", "n_train=64",
-               "--task-option", "n_val=16", "--task-option", "n_test=16", "--init-from", str(tmp_path / "pre"),
-               "--steps", "3", "--batch-size", "4", "--eval-every", "3", "--no-progress", "--freeze-embeddings",
-               "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "retrieval",
+            "--task-option",
+            "seq_len=32",
+            "--task-option",
+            "n_train=64",
+            "--task-option",
+            "n_val=16",
+            "--task-option",
+            "n_test=16",
+            "--init-from",
+            str(tmp_path / "pre"),
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--eval-every",
+            "3",
+            "--no-progress",
+            "--freeze-embeddings",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "loaded      backbone.embed.weight" in text and "skipped     mlm_bias" in text

@@ -32,12 +32,12 @@ def dense_flash(m, x, mask, causal):
     B, L, _ = x.shape
     C, e, s = m.chunk, m.e, m.s
     u, v, z = F.silu(x @ m.hidden.weight.T + m.hidden.bias).split([e, e, s], -1)
-    qk = z[:, :, None, :] * m.gamma + m.beta                        # [B, L, 4, s]
+    qk = z[:, :, None, :] * m.gamma + m.beta  # [B, L, 4, s]
     if m.rope is not None:
         qk = RotaryEmbedding(s).to(x.dtype)(qk.transpose(1, 2)).transpose(1, 2)
-    qq, kq, ql, kl = qk.unbind(2)                                    # [B, L, s]
+    qq, kq, ql, kl = qk.unbind(2)  # [B, L, s]
     i = torch.arange(L)
-    same_chunk = (i[:, None] // C) == (i[None, :] // C)              # [L, L]
+    same_chunk = (i[:, None] // C) == (i[None, :] // C)  # [L, L]
     keys = torch.ones(B, L, L, dtype=torch.bool) if mask is None else mask[:, None, :].expand(B, L, L)
     quad_mask = same_chunk & keys
     lin_mask = keys.clone()
@@ -47,7 +47,7 @@ def dense_flash(m, x, mask, causal):
     bias = 0.0
     if m.rel_pos is not None:
         rel = (i[None, :] - i[:, None]).clamp(-(C - 1), C - 1) + C - 1
-        bias = m.rel_pos[rel]                                         # only used inside chunks
+        bias = m.rel_pos[rel]  # only used inside chunks
     quad = F.relu(qq @ kq.transpose(1, 2) / C + bias).square() * quad_mask
     lin = (ql @ kl.transpose(1, 2) / C) * lin_mask
     y = ((quad + lin) @ v * u) @ m.out.weight.T + m.out.bias

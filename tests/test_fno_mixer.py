@@ -11,9 +11,11 @@ def _reference(m, x):
     """Per head: the naive Fourier layer on channels-first [B, Dh, L]."""
     B, L, D = x.shape
     H, Dh = m.num_heads, m.head_dim
-    w = torch.view_as_complex(m.weight)                                   # [H, Dh, Dh, modes]
-    outs = [spectral_conv1d_naive(x[..., h * Dh:(h + 1) * Dh].transpose(1, 2), w[h], m.modes).transpose(1, 2)
-            for h in range(H)]
+    w = torch.view_as_complex(m.weight)  # [H, Dh, Dh, modes]
+    outs = [
+        spectral_conv1d_naive(x[..., h * Dh : (h + 1) * Dh].transpose(1, 2), w[h], m.modes).transpose(1, 2)
+        for h in range(H)
+    ]
     return torch.cat(outs, dim=-1)
 
 
@@ -45,7 +47,7 @@ def test_fno_mixer_padding_groups_by_length():
     y = m(x, mask)
     for i, l in enumerate(lengths):
         if l:
-            torch.testing.assert_close(y[i, :l], m(x[i: i + 1, :l])[0], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(y[i, :l], m(x[i : i + 1, :l])[0], rtol=1e-12, atol=1e-12)
         assert (y[i, l:] == 0).all()
 
 
@@ -63,8 +65,9 @@ def test_fno_mixer_errors():
 def test_fno_in_a_classifier():
     from longseq.models import SequenceClassifier
 
-    clf = SequenceClassifier(vocab_size=16, num_classes=3, d_model=16, n_layers=2, mixer="fno", num_heads=2,
-                             mixer_options={"modes": 4})
+    clf = SequenceClassifier(
+        vocab_size=16, num_classes=3, d_model=16, n_layers=2, mixer="fno", num_heads=2, mixer_options={"modes": 4}
+    )
     ids = torch.randint(0, 16, (2, 10))
     out = clf(ids, torch.ones(2, 10, dtype=torch.bool))
     assert out.shape == (2, 3) and torch.isfinite(out).all()

@@ -39,11 +39,12 @@ def loop_reference(m, x, mask):
                     continue
                 xi = torch.cat([at(h, j) for j in range(i - w, i + w + 1)])
                 pre = Wxi @ xi + Ux @ xb[i] + bx + Vg @ g
-                gi, gl, gr, gf, gs, go = [pre[k * D:(k + 1) * D].sigmoid() for k in range(6)]
-                u = torch.tanh(pre[6 * D:])
+                gi, gl, gr, gf, gs, go = [pre[k * D : (k + 1) * D].sigmoid() for k in range(6)]
+                u = torch.tanh(pre[6 * D :])
                 Z = gi.exp() + gl.exp() + gr.exp() + gf.exp() + gs.exp()
-                ci = (gl.exp() * at(c, i - 1) + gf.exp() * c[i] + gr.exp() * at(c, i + 1) + gs.exp() * cg
-                      + gi.exp() * u) / Z
+                ci = (
+                    gl.exp() * at(c, i - 1) + gf.exp() * c[i] + gr.exp() * at(c, i + 1) + gs.exp() * cg + gi.exp() * u
+                ) / Z
                 c2.append(ci)
                 h2.append(go * torch.tanh(ci))
             if t == m.steps - 1:
@@ -53,10 +54,10 @@ def loop_reference(m, x, mask):
             sg = Wsg @ g
             sh = Ush @ hbar + bsh
             fg = (sg[:D] + sh[:D]).sigmoid()
-            og = (sg[D:2 * D] + sh[D:]).sigmoid()
+            og = (sg[D : 2 * D] + sh[D:]).sigmoid()
             num, den = fg.exp() * cg, fg.exp()
             for i in real:
-                fi = (sg[2 * D:] + Uh @ h[i] + bh).sigmoid()
+                fi = (sg[2 * D :] + Uh @ h[i] + bh).sigmoid()
                 num = num + fi.exp() * c[i]
                 den = den + fi.exp()
             cg = num / den

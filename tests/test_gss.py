@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import longseq
-import longseq.ops.gss_gate.fused as gss_gate
-from longseq.optim import param_groups
 import longseq.ops.fftconv.fft as fftconv
+import longseq.ops.gss_gate.fused as gss_gate
 from longseq.ops.vandermonde.chunk import vandermonde, vandermonde_transposed
+from longseq.optim import param_groups
 from reference import assert_matches_reference
 
 TOL = dict(rtol=1e-8, atol=1e-10)
@@ -19,8 +19,8 @@ TOL = dict(rtol=1e-8, atol=1e-10)
 
 def naive_kernel(m, L):
     """K[c, h, l] = Re Σ_n C[c, h, n] (e^{Λ_n} - 1) / Λ_n e^{Λ_n l}, materialised [C, H, N, L]."""
-    lam = torch.complex(-torch.exp(m.kernel.Lambda_re), torch.exp(m.kernel.Lambda_im))        # [N]
-    C = torch.complex(m.kernel.C[..., 0], m.kernel.C[..., 1])                                    # [C, H, N]
+    lam = torch.complex(-torch.exp(m.kernel.Lambda_re), torch.exp(m.kernel.Lambda_im))  # [N]
+    C = torch.complex(m.kernel.C[..., 0], m.kernel.C[..., 1])  # [C, H, N]
     l = torch.arange(L, dtype=lam.real.dtype)
     return ((C * (torch.exp(lam) - 1) / lam)[..., None] * torch.exp(lam[:, None] * l)).sum(-2).real
 
@@ -30,7 +30,7 @@ def naive_shared_ssm(m, u):
     future with the second C when bidirectional) + D u."""
     lam = torch.complex(-torch.exp(m.kernel.Lambda_re), torch.exp(m.kernel.Lambda_im))
     C = torch.complex(m.kernel.C[..., 0], m.kernel.C[..., 1])
-    w = C * (torch.exp(lam) - 1) / lam                                                           # [C, H, N]
+    w = C * (torch.exp(lam) - 1) / lam  # [C, H, N]
 
     def run(wc, seq):
         x = torch.zeros(*seq.shape[:2], lam.shape[0], dtype=lam.dtype)
@@ -106,8 +106,11 @@ def test_shared_kernel_equals_closed_form(L, long_memory):
     torch.testing.assert_close(k, k_ref, **TOL)
     g = torch.randn_like(k)
     params = list(m.kernel.parameters())
-    for a, b, n in zip(torch.autograd.grad((k * g).sum(), params), torch.autograd.grad((k_ref * g).sum(), params),
-                       ["Lambda_re", "Lambda_im", "C"]):
+    for a, b, n in zip(
+        torch.autograd.grad((k * g).sum(), params),
+        torch.autograd.grad((k_ref * g).sum(), params),
+        ["Lambda_re", "Lambda_im", "C"],
+    ):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9, msg=n)
 
 
@@ -116,7 +119,7 @@ def test_state_after_a_sequence_equals_closed_form():
     _, log_z = m.kernel.modes()
     u = torch.randn(2, 4, 300, dtype=torch.float64)
     x = vandermonde_transposed(u, log_z)
-    powers = torch.exp(log_z[:, None] * torch.arange(299, -1, -1, dtype=torch.float64))           # z^(L-1-l)
+    powers = torch.exp(log_z[:, None] * torch.arange(299, -1, -1, dtype=torch.float64))  # z^(L-1-l)
     torch.testing.assert_close(x, (u[..., None, :] * powers).sum(-1).to(x.dtype), **TOL)
 
 
@@ -175,8 +178,8 @@ def test_float32_kernel_keeps_the_phase_of_long_lags():
     torch.manual_seed(1)
     m = longseq.mixers.build("gss", 8, causal=True, d_state=16, d_ssm=2)
     with torch.no_grad():
-        m.kernel.Lambda_re.fill_(-7.0)                   # |z| = exp(-e^-7): slow decay, long lags matter
-        m.kernel.Lambda_im.uniform_(3.0, 4.0)            # Im Λ ~ 20..55
+        m.kernel.Lambda_re.fill_(-7.0)  # |z| = exp(-e^-7): slow decay, long lags matter
+        m.kernel.Lambda_im.uniform_(3.0, 4.0)  # Im Λ ~ 20..55
     w, log_z = m.kernel.modes()
     k32 = vandermonde(w, log_z, 16384)
     k64 = vandermonde(w.to(torch.complex128), log_z.to(torch.complex128), 16384)
@@ -189,12 +192,13 @@ def test_options_and_errors():
             longseq.mixers.build("gss", 12, **bad)
     m = longseq.mixers.build("gss", 32, d_state=8)
     assert m.u_proj.out_features == 8 and m.v_proj.out_features == 128 and m.spec.has_ffn
-    assert m.kernel.Lambda_re.shape == (8,) and m.kernel.C.shape == (2, 8, 8, 2)      # Λ shared by channels
+    assert m.kernel.Lambda_re.shape == (8,) and m.kernel.C.shape == (2, 8, 8, 2)  # Λ shared by channels
     assert longseq.mixers.build("gss", 32, causal=True).kernel.C.shape == (1, 8, 512, 2)
 
 
-@pytest.mark.parametrize("kernel,names", [("gss", {"Lambda_re", "Lambda_im"}),
-                                          ("dss", {"Lambda_re", "Lambda_im", "log_dt"})])
+@pytest.mark.parametrize(
+    "kernel,names", [("gss", {"Lambda_re", "Lambda_im"}), ("dss", {"Lambda_re", "Lambda_im", "log_dt"})]
+)
 def test_ssm_parameters_get_their_own_group(kernel, names):
     m = longseq.mixers.build("gss", 16, causal=True, d_state=8, ssm_lr=5e-4, variant=kernel)
     groups = param_groups(m, lr=1e-2, weight_decay=0.05)

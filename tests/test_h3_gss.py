@@ -30,20 +30,20 @@ def naive_h3(m, x):
     Bsz, L, d = x.shape
     hd, nh, N = m.hd, m.nh, m.shift_C.shape[1]
     A, Bc, C, dt = m.kernel.continuous()
-    dA, dB = discrete(A, Bc, dt, m.kernel.disc)                                         # [H, N/2]
+    dA, dB = discrete(A, Bc, dt, m.kernel.disc)  # [H, N/2]
     q, k, v = m.q_proj(x), m.k_proj(x), m.v_proj(x)
-    reg = torch.zeros(Bsz, d, N, dtype=x.dtype)            # shift SSM state x_l = [k_l, k_{l-1}, ...]
+    reg = torch.zeros(Bsz, d, N, dtype=x.dtype)  # shift SSM state x_l = [k_l, k_{l-1}, ...]
     s = torch.zeros(Bsz, hd, hd, nh, N // 2, dtype=A.dtype)
     outs = []
     for l in range(L):
         reg = torch.cat([k[:, l, :, None], reg[..., :-1]], -1)
-        kk = (reg * m.shift_C).sum(-1) + m.shift_D * k[:, l]                           # [B, d]
+        kk = (reg * m.shift_C).sum(-1) + m.shift_D * k[:, l]  # [B, d]
         kv = kk.view(Bsz, nh, hd)[:, :, :, None] * v[:, l].view(Bsz, nh, hd)[:, :, None, :]  # [B, H, i, j]
-        kv = kv.permute(0, 2, 3, 1)                                                      # [B, i, j, H]
+        kv = kv.permute(0, 2, 3, 1)  # [B, i, j, H]
         s = dA * s + dB * kv[..., None]
-        y = 2 * (C[0] * s).sum(-1).real + m.D * kv                                       # [B, i, j, H]
-        o = (q[:, l].view(Bsz, nh, hd).permute(0, 2, 1)[:, :, None, :] * y).sum(1)     # [B, j, H]
-        outs.append(o.permute(0, 2, 1).reshape(Bsz, d))                                  # (h j)
+        y = 2 * (C[0] * s).sum(-1).real + m.D * kv  # [B, i, j, H]
+        o = (q[:, l].view(Bsz, nh, hd).permute(0, 2, 1)[:, :, None, :] * y).sum(1)  # [B, j, H]
+        outs.append(o.permute(0, 2, 1).reshape(Bsz, d))  # (h j)
     return m.out(torch.stack(outs, 1))
 
 
@@ -72,8 +72,19 @@ def check(m, ref, L, d):
 @pytest.mark.parametrize("L", [1, 37])
 def test_h3_equals_recurrence(head_dim, chunk_size, L, method, disc):
     torch.manual_seed(4)
-    m = perturb(longseq.mixers.build("h3", 12, num_heads=2, causal=True, d_state=6, head_dim=head_dim,
-                                     chunk_size=chunk_size, method=method, disc=disc).double())
+    m = perturb(
+        longseq.mixers.build(
+            "h3",
+            12,
+            num_heads=2,
+            causal=True,
+            d_state=6,
+            head_dim=head_dim,
+            chunk_size=chunk_size,
+            method=method,
+            disc=disc,
+        ).double()
+    )
     assert m.hd == (6 if head_dim is None else head_dim)
     check(m, naive_h3, L, 12)
 
@@ -119,7 +130,7 @@ def test_default_is_the_official_bilinear_kernel():
     dA, dB = discrete(A, Bc, dt, "bilinear")
     L, s, ref = 50, torch.zeros_like(dA), []
     for l in range(L):
-        s = dA * s + (dB if l == 0 else 0)                                              # unit impulse
+        s = dA * s + (dB if l == 0 else 0)  # unit impulse
         ref.append(2 * (C[0] * s).sum(-1).real)
     torch.testing.assert_close(m.kernel.kernel(L)[0], torch.stack(ref, -1), rtol=1e-10, atol=1e-12)
     zoh = longseq.mixers.build("h3", 8, causal=True, d_state=10, disc="zoh").double()

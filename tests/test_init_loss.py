@@ -28,11 +28,19 @@ def test_fresh_causal_lm_starts_near_ln_vocab(name):
     assert abs(_loss(m) / math.log(V) - 1) < 0.10
 
 
-@pytest.mark.parametrize("kw", [dict(tie_embeddings=False), dict(embedding="hsoftpos"),
-                                dict(embedding="hsoftpos", tie_embeddings=False), dict(scale_invariant=True),
-                                dict(position="learned", max_len=64), dict(position="sinusoidal"),
-                                dict(norm="rmsnorm", ffn="swiglu")],
-                         ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(tie_embeddings=False),
+        dict(embedding="hsoftpos"),
+        dict(embedding="hsoftpos", tie_embeddings=False),
+        dict(scale_invariant=True),
+        dict(position="learned", max_len=64),
+        dict(position="sinusoidal"),
+        dict(norm="rmsnorm", ffn="swiglu"),
+    ],
+    ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
+)
 def test_every_head_kind_starts_near_ln_vocab(kw):
     torch.manual_seed(0)
     m = CausalLM(V, D, 2, mixer="softmax", num_heads=2, **kw).eval()
@@ -46,7 +54,7 @@ def test_tied_logit_scale_does_not_grow_with_width(d_model):
     ids = torch.randint(0, V, (4, 16))
     with torch.no_grad():
         std = m(ids).std().item()
-    assert 0.3 < std < 1.0                # sqrt(2/5) ~ 0.63 by construction (see CausalLM)
+    assert 0.3 < std < 1.0  # sqrt(2/5) ~ 0.63 by construction (see CausalLM)
 
 
 def test_fresh_classifier_starts_near_ln_classes():

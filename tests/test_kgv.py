@@ -23,14 +23,14 @@ def dense_kgv(m, x, mask, causal, rope):
     if rope:
         r = RotaryEmbedding(Dh).to(x.dtype)
         q, k = r(q), r(k)
-    s = q @ k.transpose(-1, -2) / Dh**0.5                      # [B, H, L, L]
+    s = q @ k.transpose(-1, -2) / Dh**0.5  # [B, H, L, L]
     allowed = torch.ones(L, L, dtype=torch.bool)
     if causal:
         allowed = torch.tril(allowed)
     allowed = allowed.expand(B, 1, L, L)
     if mask is not None:
         allowed = allowed & mask[:, None, None, :]
-    allowed = allowed | torch.eye(L, dtype=torch.bool)         # padded queries: see themselves
+    allowed = allowed | torch.eye(L, dtype=torch.bool)  # padded queries: see themselves
     o = s.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
     y = o.transpose(1, 2).reshape(B, L, d) @ m.out.weight.T
     return y if mask is None else y * mask[..., None]
@@ -38,7 +38,9 @@ def dense_kgv(m, x, mask, causal, rope):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("rope", [False, True])
-@pytest.mark.parametrize("L,d,h,masked", [(1, 24, 2, False), (63, 24, 2, True), (65, 120, 2, False), (200, 24, 3, True)])
+@pytest.mark.parametrize(
+    "L,d,h,masked", [(1, 24, 2, False), (63, 24, 2, True), (65, 120, 2, False), (200, 24, 3, True)]
+)
 def test_matches_dense_formula_values_and_grads(causal, rope, L, d, h, masked):
     torch.manual_seed(L + d)
     m = longseq.mixers.build("kgv", d, num_heads=h, causal=causal, rope=rope).double()

@@ -15,9 +15,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "src" / "longseq"
 BASE = {"utils", "_discover", "_version"}
 KERNELS = BASE | {"optim", "trees", "nn", "ssm", "ops"}
 ALLOWED = {
-    "utils": set(), "_discover": set(), "_version": set(),
-    "optim": BASE, "trees": BASE,
-    "nn": BASE | {"optim"}, "ops": BASE | {"optim", "nn"}, "ssm": BASE | {"optim", "nn", "ops"},
+    "utils": set(),
+    "_discover": set(),
+    "_version": set(),
+    "optim": BASE,
+    "trees": BASE,
+    "nn": BASE | {"optim"},
+    "ops": BASE | {"optim", "nn"},
+    "ssm": BASE | {"optim", "nn", "ops"},
     "mixers": KERNELS,
     "models": KERNELS | {"mixers"},
     "structured": KERNELS | {"models"},
@@ -27,7 +32,8 @@ ALLOWED = {
     "bench": KERNELS | {"mixers", "models", "structured", "operators"},
     "arena": KERNELS | {"mixers", "models", "structured", "operators", "tasks", "train", "bench"},
     "commands": KERNELS | {"mixers", "models", "structured", "operators", "tasks", "train", "bench", "arena"},
-    "cli": {"", "commands"} | BASE, "__main__": {"cli"},
+    "cli": {"", "commands"} | BASE,
+    "__main__": {"cli"},
     "": {"mixers", "models", "tasks"} | BASE,
 }
 # The arena uses the benchmarks' public API (longseq.bench), not its modules.
@@ -143,9 +149,18 @@ def test_the_checks_catch_a_cycle_and_an_upward_import(tmp_path, where):
     """The checkers on a synthetic package: a cycle through a function-level import is found, and
     so is a model importing from the tasks."""
     imp = "from .b import y" if where == "module" else "def f():\n    from .b import y\n"
-    root = _write(tmp_path, {"__init__.py": "", "models/__init__.py": "", "models/a.py": imp + "\nx = 1\n",
-                             "models/b.py": "from .a import x\ny = 2\n", "tasks/__init__.py": "",
-                             "tasks/t.py": "IGNORE = -100\n", "models/c.py": "from ..tasks.t import IGNORE\n"})
+    root = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "models/__init__.py": "",
+            "models/a.py": imp + "\nx = 1\n",
+            "models/b.py": "from .a import x\ny = 2\n",
+            "tasks/__init__.py": "",
+            "tasks/t.py": "IGNORE = -100\n",
+            "models/c.py": "from ..tasks.t import IGNORE\n",
+        },
+    )
     g = import_graph(root)
     assert find_cycles(g) == [["longseq.models.a", "longseq.models.b"]]
     assert any("longseq.models.c imports longseq.tasks.t" in v for v in layer_violations(g))

@@ -33,7 +33,7 @@ def mixer_reference(m, x, mask=None):
         rope = RotaryEmbedding(Dh)
         q, k = rope(q), rope(k)
     fq, fk = F.elu(q) + 1, F.elu(k) + 1
-    A = fq @ fk.transpose(-1, -2)                                    # [B, H, L, L]
+    A = fq @ fk.transpose(-1, -2)  # [B, H, L, L]
     allowed = torch.ones(L, L, dtype=torch.bool)
     if m.causal:
         allowed = allowed.tril()

@@ -21,9 +21,9 @@ def plain_linformer(m, x, mask):
     outs = []
     for i in range(H):
         sl = slice(i * Dh, (i + 1) * Dh)
-        E = m.E[i if m.E.shape[0] > 1 else 0, :, :L]                     # [k, L]
+        E = m.E[i if m.E.shape[0] > 1 else 0, :, :L]  # [k, L]
         Fm = E if m.F is None else m.F[i if m.F.shape[0] > 1 else 0, :, :L]
-        kp, vp = E @ k[..., sl], Fm @ v[..., sl]                          # [B, k, Dh]
+        kp, vp = E @ k[..., sl], Fm @ v[..., sl]  # [B, k, Dh]
         a = torch.softmax(q[..., sl] @ kp.transpose(1, 2) / Dh**0.5, dim=-1)  # [B, L, k]
         outs.append(a @ vp)
     y = torch.cat(outs, -1) @ m.out.weight.T
@@ -31,8 +31,16 @@ def plain_linformer(m, x, mask):
 
 
 @pytest.mark.parametrize("sharing", ["headwise", "kv", "none"])
-@pytest.mark.parametrize("L,d,h,kk,masked", [(1, 24, 2, 8, False), (63, 24, 3, 16, True), (65, 120, 2, 16, False),
-                                             (300, 24, 2, 32, True), (320, 24, 2, 16, True)])
+@pytest.mark.parametrize(
+    "L,d,h,kk,masked",
+    [
+        (1, 24, 2, 8, False),
+        (63, 24, 3, 16, True),
+        (65, 120, 2, 16, False),
+        (300, 24, 2, 32, True),
+        (320, 24, 2, 16, True),
+    ],
+)
 def test_matches_plain_formula_values_and_grads(sharing, L, d, h, kk, masked):
     """L < max_len uses the first L columns of E, F; L == max_len (320) takes them whole."""
     torch.manual_seed(L + d)
@@ -51,8 +59,13 @@ def test_matches_plain_formula_values_and_grads(sharing, L, d, h, kk, masked):
 
 
 def test_parameter_counts_of_sharing_modes():
-    count = lambda **kw: sum(p.numel() for n, p in longseq.mixers.build(  # noqa: E731
-        "linformer", 16, num_heads=4, k=8, max_len=50, **kw).named_parameters() if n in ("E", "F"))
+    count = lambda **kw: sum(
+        p.numel()
+        for n, p in longseq.mixers.build(  # noqa: E731
+            "linformer", 16, num_heads=4, k=8, max_len=50, **kw
+        ).named_parameters()
+        if n in ("E", "F")
+    )
     assert count(sharing="headwise") == 2 * 8 * 50
     assert count(sharing="kv") == 8 * 50
     assert count(sharing="none") == 4 * 2 * 8 * 50

@@ -29,7 +29,7 @@ def dense_reference(m, x, mask=None):
     allowed = window_mask(L, m.window, m.causal)[None, None]
     if mask is not None:
         allowed = allowed & mask[:, None, None, :]
-    s = (q @ k.transpose(-1, -2)) * m.head_dim ** -0.5
+    s = (q @ k.transpose(-1, -2)) * m.head_dim**-0.5
     s = s.masked_fill(~allowed, float("-inf"))
     o = torch.nan_to_num(s.softmax(-1)) @ v  # padded queries may have no key at all
     y = m.out(rearrange(o, "b h l d -> b l (h d)"))
@@ -48,10 +48,18 @@ def check_values_and_grads(m, x, mask=None):
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("L,window,head_dim,rope", [
-    (1, 8, 12, True), (63, 8, 12, True), (65, 8, 60, False), (65, 1, 12, False),
-    (65, 100, 12, True), (200, 17, 12, True), (1000, 32, 4, False),
-])
+@pytest.mark.parametrize(
+    "L,window,head_dim,rope",
+    [
+        (1, 8, 12, True),
+        (63, 8, 12, True),
+        (65, 8, 60, False),
+        (65, 1, 12, False),
+        (65, 100, 12, True),
+        (200, 17, 12, True),
+        (1000, 32, 4, False),
+    ],
+)
 def test_matches_dense_reference(causal, L, window, head_dim, rope):
     m = longseq.mixers.build("local", 2 * head_dim, num_heads=2, causal=causal, window=window, rope=rope).double()
     x = torch.randn(2, L, 2 * head_dim, dtype=torch.float64)
@@ -84,7 +92,7 @@ def test_step_rolls_cache_and_state_is_bounded():
         y_c, s = m(x[:, a:b], state=s, return_state=True)
         ys.append(y_c)
     torch.testing.assert_close(torch.cat(ys, 1), y, **TOL)
-    assert m.state_size(10 ** 6) == 2 * 16 * 5
+    assert m.state_size(10**6) == 2 * 16 * 5
 
 
 @pytest.mark.parametrize("causal", [True, False])

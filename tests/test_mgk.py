@@ -19,13 +19,13 @@ TOL = dict(rtol=1e-9, atol=1e-10)
 def heads(m, x):
     B, L, D = x.shape
     H, Dh = m.num_heads, m.head_dim
-    parts = m.qkv(x).split(D, dim=-1)                               # q, k_1 .. k_M, v
+    parts = m.qkv(x).split(D, dim=-1)  # q, k_1 .. k_M, v
     q, v = (t.reshape(B, L, H, Dh).transpose(1, 2) for t in (parts[0], parts[-1]))
     ks = [t.reshape(B, L, H, Dh).transpose(1, 2) for t in parts[1:-1]]
     if m.rope is not None:
         rope = RotaryEmbedding(Dh)
         q, ks = rope(q), [rope(k) for k in ks]
-    return q, torch.stack(ks, -2), v                                 # k: [B, H, L, M, Dh]
+    return q, torch.stack(ks, -2), v  # k: [B, H, L, M, Dh]
 
 
 def allowed_matrix(m, L, mask):
@@ -35,22 +35,22 @@ def allowed_matrix(m, L, mask):
     allowed = allowed[None, None]
     if mask is not None:
         allowed = allowed & mask[:, None, None, :]
-    return allowed                                                   # [B|1, 1, L, L]
+    return allowed  # [B|1, 1, L, L]
 
 
 def mgk_reference(m, x, mask=None, return_resp=False):
     B, L, D = x.shape
     q, k, v = heads(m, x)
-    pi = m.prior()                                                   # [H, M]
+    pi = m.prior()  # [H, M]
     dist2 = (q[:, :, :, None, None, :] - k[:, :, None, :, :, :]).square().sum(-1)  # [B, H, L, L, M]
-    log_comp = pi.log()[None, :, None, None, :] - dist2 / (2 * m.head_dim ** 0.5)
-    allowed = allowed_matrix(m, L, mask) | torch.eye(L, dtype=torch.bool)   # padded rows: see self
+    log_comp = pi.log()[None, :, None, None, :] - dist2 / (2 * m.head_dim**0.5)
+    allowed = allowed_matrix(m, L, mask) | torch.eye(L, dtype=torch.bool)  # padded rows: see self
     log_comp = log_comp.masked_fill(~allowed[..., None], float("-inf"))
     post = torch.softmax(log_comp.flatten(-2), -1).unflatten(-1, log_comp.shape[-2:])  # over (j, r)
-    A = post.sum(-1)                                                 # [B, H, L, L]
+    A = post.sum(-1)  # [B, H, L, L]
     y = m.out((A @ v).transpose(1, 2).reshape(B, L, D))
     y = y if mask is None else y * mask[..., None]
-    return (y, post.sum(-2)) if return_resp else y                   # resp: [B, H, L, M]
+    return (y, post.sum(-2)) if return_resp else y  # resp: [B, H, L, M]
 
 
 def mlk_reference(m, x, mask=None):
@@ -68,7 +68,7 @@ def mlk_reference(m, x, mask=None):
 def build(name, causal, rope, d=24, h=2, **kw):
     m = longseq.mixers.build(name, d, num_heads=h, causal=causal, rope=rope, **kw).double().eval()
     if hasattr(m.prior, "logits"):
-        with torch.no_grad():                                        # a non-uniform prior
+        with torch.no_grad():  # a non-uniform prior
             m.prior.logits.copy_(torch.randn_like(m.prior.logits))
     return m
 
@@ -97,7 +97,7 @@ def test_mgk_soft_em_updates_prior_to_mean_responsibility():
         m.prior.pi.copy_(torch.tensor([[0.3, 0.7], [0.6, 0.4]], dtype=torch.float64))
     x = torch.randn(2, 30, 24, dtype=torch.float64)
     mask = torch.arange(30)[None] < torch.tensor([30, 17])[:, None]
-    y_ref, resp = mgk_reference(m, x, mask, return_resp=True)        # E-step with the current prior
+    y_ref, resp = mgk_reference(m, x, mask, return_resp=True)  # E-step with the current prior
     w = mask[:, None, :, None].double()
     expected = (resp * w).sum((0, 2)) / w.sum((0, 2))
     y = m.train()(x, mask)

@@ -42,13 +42,13 @@ def test_masking_rates(span):
     for ids, maskable, inp, tgt in rows:
         chosen = tgt != IGNORE
         n = int(maskable.sum())
-        assert chosen.sum() == expected_masked(n)               # exactly round(0.15 n) positions
+        assert chosen.sum() == expected_masked(n)  # exactly round(0.15 n) positions
         sel += chosen.sum()
         changed_to_mask += (inp[chosen] == MASK_ID).sum()
         kept_here = (inp[chosen] == ids[chosen]).sum()
         kept += kept_here
         random += chosen.sum() - (inp[chosen] == MASK_ID).sum() - kept_here
-        assert np.array_equal(inp[~chosen], ids[~chosen])       # unselected positions untouched
+        assert np.array_equal(inp[~chosen], ids[~chosen])  # unselected positions untouched
     n = 2000 * 128
     assert sel / n == pytest.approx(0.15, abs=0.005)
     # per-position (BERT) or per-span (SpanBERT) decisions: binomial std at most
@@ -71,7 +71,7 @@ def test_span_lengths_are_geometric_and_contiguous():
     # Geometric(0.2) clipped at 10 has mean 3.8; adjacent spans merge and the last span of a
     # row is cut to the budget, so the mean run lies a little above or below: 2.5..6
     assert 2.5 < mean < 6.0
-    assert max(runs) > 10 or mean > 3.0                          # spans, not isolated positions
+    assert max(runs) > 10 or mean > 3.0  # spans, not isolated positions
 
 
 def test_specials_and_padding_never_masked():
@@ -109,7 +109,7 @@ def test_masked_split_determinism_and_labels():
     a, b, c = s1.batch(idx), s2.batch(idx), s3.batch(idx)
     assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["targets"], b["targets"])
     assert not torch.equal(a["targets"], c["targets"])
-    assert torch.equal(a["inputs"][0], a["inputs"][3])            # a window's mask depends on its index only
+    assert torch.equal(a["inputs"][0], a["inputs"][3])  # a window's mask depends on its index only
     # a batch is a pure function of its indices: order and companions do not matter
     alone = s1.batch(torch.tensor([33]))
     assert torch.equal(alone["inputs"][0], a["inputs"][2])
@@ -117,9 +117,9 @@ def test_masked_split_determinism_and_labels():
     t = a["targets"]
     sel = t != IGNORE
     assert torch.equal(a["mask"], mask)
-    assert not (sel & ~mask).any()                                  # padding never selected
-    assert not (sel & (ids == 7)).any()                             # special id never selected
-    assert torch.equal(t[sel], ids[sel])                            # labels = originals, only there
+    assert not (sel & ~mask).any()  # padding never selected
+    assert not (sel & (ids == 7)).any()  # special id never selected
+    assert torch.equal(t[sel], ids[sel])  # labels = originals, only there
     assert torch.equal(a["inputs"][~sel], ids[~sel])
 
 
@@ -136,8 +136,7 @@ def test_masked_split_bad_settings():
 def code_task():
     from longseq import tasks
 
-    return tasks.build("mlm_code", seed=0, seq_len=64, train_windows=500, max_train_bytes=200_000,
-                       max_eval_bytes=5_000)
+    return tasks.build("mlm_code", seed=0, seq_len=64, train_windows=500, max_train_bytes=200_000, max_eval_bytes=5_000)
 
 
 def test_mlm_code_task(code_task):
@@ -150,12 +149,14 @@ def test_mlm_code_task(code_task):
     assert ((b["targets"] != IGNORE).sum(1) == expected_masked(64)).all()
     last = t.validation.batch(torch.tensor([len(t.validation) - 1]))
     assert "mask" in last and not (last["targets"][~last["mask"]] != IGNORE).any()
-    again = tasks.build("mlm_code", seed=0, seq_len=64, train_windows=500, max_train_bytes=200_000,
-                        max_eval_bytes=5_000)
+    again = tasks.build(
+        "mlm_code", seed=0, seq_len=64, train_windows=500, max_train_bytes=200_000, max_eval_bytes=5_000
+    )
     assert again.train.fingerprint() == t.train.fingerprint()
     assert again.validation.fingerprint() == t.validation.fingerprint()
-    other = tasks.build("mlm_code", seed=1, seq_len=64, train_windows=500, max_train_bytes=200_000,
-                        max_eval_bytes=5_000)
+    other = tasks.build(
+        "mlm_code", seed=1, seq_len=64, train_windows=500, max_train_bytes=200_000, max_eval_bytes=5_000
+    )
     assert other.train.fingerprint() != t.train.fingerprint()
     with pytest.raises(ValueError, match="seq_len"):
         tasks.build("mlm_code", seq_len=5000)
@@ -175,8 +176,9 @@ def test_masked_lm_loss_and_tied_head():
     assert logits.shape == (3, 20, 257)
     # reference: BERT's head written out, loss over the three labelled positions only
     h = m.backbone(ids)
-    t = F.layer_norm(F.gelu(h @ m.mlm_transform.weight.T + m.mlm_transform.bias), (32,),
-                     m.mlm_norm.weight, m.mlm_norm.bias)
+    t = F.layer_norm(
+        F.gelu(h @ m.mlm_transform.weight.T + m.mlm_transform.bias), (32,), m.mlm_norm.weight, m.mlm_norm.bias
+    )
     ref = t @ m.backbone.embed.weight.T + m.mlm_bias
     torch.testing.assert_close(logits, ref, rtol=1e-12, atol=1e-12)
     lp = torch.log_softmax(ref, -1)
@@ -196,8 +198,16 @@ def test_train_mlm_resume_bit_exact(code_task, tmp_path, monkeypatch):
     import longseq.train.trainer as tr
     from longseq.train import TrainConfig, build_model, train
 
-    cfg = lambda: TrainConfig(steps=6, batch_size=4, eval_every=4, checkpoint_every=3, log_every=1,  # noqa: E731
-                              eval_max_batches=2, progress=False, warmup=2)
+    cfg = lambda: TrainConfig(
+        steps=6,
+        batch_size=4,
+        eval_every=4,
+        checkpoint_every=3,
+        log_every=1,  # noqa: E731
+        eval_max_batches=2,
+        progress=False,
+        warmup=2,
+    )
     torch.manual_seed(0)
     full = train(build_model(code_task, "softmax", d_model=16, n_layers=1), code_task, cfg(), tmp_path / "a")
     real_save = tr._save_checkpoint
@@ -213,8 +223,9 @@ def test_train_mlm_resume_bit_exact(code_task, tmp_path, monkeypatch):
         train(build_model(code_task, "softmax", d_model=16, n_layers=1), code_task, cfg(), tmp_path / "b")
     monkeypatch.setattr(tr, "_save_checkpoint", real_save)
     torch.manual_seed(5)
-    resumed = train(build_model(code_task, "softmax", d_model=16, n_layers=1), code_task, cfg(), tmp_path / "b",
-                    resume=True)
+    resumed = train(
+        build_model(code_task, "softmax", d_model=16, n_layers=1), code_task, cfg(), tmp_path / "b", resume=True
+    )
     assert full["test"] == resumed["test"]
     assert "masked_bpb" in full["test"]
     assert math.isclose(full["test"]["masked_bpb"], full["test"]["loss"] / math.log(2))

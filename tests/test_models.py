@@ -53,8 +53,9 @@ def test_sampling_respects_top_k_and_generator():
 @pytest.mark.parametrize("pooling", ["mean", "first", "last"])
 def test_classifier_padding_aware(pooling):
     torch.manual_seed(0)
-    m = SequenceClassifier(20, 4, 32, 2, mixer="softmax", num_heads=2, pooling=pooling, position="learned",
-                           max_len=16).double()
+    m = SequenceClassifier(
+        20, 4, 32, 2, mixer="softmax", num_heads=2, pooling=pooling, position="learned", max_len=16
+    ).double()
     ids = torch.randint(0, 20, (2, 12))
     mask = torch.ones(2, 12, dtype=torch.bool)
     mask[1, 7:] = False
@@ -76,8 +77,9 @@ def test_pair_classifier_is_symmetric_in_encoding():
 
 
 def test_hybrid_stack_and_per_layer_options():
-    m = CausalLM(20, 32, 3, mixer=["softmax", {"name": "softmax_naive", "dropout": 0.0}, "softmax"], num_heads=2,
-                 position="rope")
+    m = CausalLM(
+        20, 32, 3, mixer=["softmax", {"name": "softmax_naive", "dropout": 0.0}, "softmax"], num_heads=2, position="rope"
+    )
     names = [b.mixer.spec.name for b in m.backbone.blocks]
     assert names == ["softmax", "softmax_naive", "softmax"]
     assert all(b.mixer.rope is not None for b in m.backbone.blocks)
@@ -113,13 +115,14 @@ def test_save_load_roundtrip(tmp_path):
 
 def test_saved_files_get_the_users_umask_permissions(tmp_path):
     import os
+
     old = os.umask(0o022)
     try:
         CausalLM(20, 16, 1).save(tmp_path)
     finally:
         os.umask(old)
     for f in ("config.json", "model.safetensors"):
-        assert (tmp_path / f).stat().st_mode & 0o777 == 0o644, f   # not mkstemp's 0600
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o644, f  # not mkstemp's 0600
 
 
 def test_load_rejects_truncated_tampered_and_corrupt(tmp_path):

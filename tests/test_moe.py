@@ -27,7 +27,7 @@ def naive_switch(m: SwitchFeedForward, x: torch.Tensor, mask: torch.Tensor | Non
             continue
         p = torch.softmax(m.router @ xs[t], dim=0)
         e = int(p.argmax())
-        if used[e] >= cap:                                  # expert full: dropped, FFN output 0
+        if used[e] >= cap:  # expert full: dropped, FFN output 0
             rows.append(torch.zeros(d, dtype=x.dtype))
             continue
         used[e] += 1
@@ -46,7 +46,7 @@ def test_routing_matches_naive_loop(expert, cf, with_mask):
     torch.manual_seed(0)
     m = SwitchFeedForward(8, mult=2.0, num_experts=3, capacity_factor=cf, expert=expert).double()
     with torch.no_grad():
-        m.router.mul_(30)                                   # spread the routing over experts
+        m.router.mul_(30)  # spread the routing over experts
     x = torch.randn(3, 11, 8, dtype=torch.float64, requires_grad=True)
     mask = None
     if with_mask:
@@ -58,7 +58,7 @@ def test_routing_matches_naive_loop(expert, cf, with_mask):
     ref = naive_switch(m, x, mask, cap)
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-12)
     if cf is not None and cf < 1:
-        assert m.dropped_fraction > 0                       # the case exercises dropping
+        assert m.dropped_fraction > 0  # the case exercises dropping
     params = list(m.parameters())
     g = torch.randn_like(y)
     got = torch.autograd.grad(y, [x, *params], g, allow_unused=True)
@@ -78,7 +78,7 @@ def test_capacity_overflow_drops_later_tokens_and_residual_passes_them():
     m = SwitchFeedForward(4, num_experts=2, capacity_factor=1.0)
     with torch.no_grad():
         m.router.zero_()
-        m.router[0, 0] = 5.0                                # expert 0 wins for x[..., 0] > 0
+        m.router[0, 0] = 5.0  # expert 0 wins for x[..., 0] > 0
     x = torch.rand(1, 8, 4) + 0.5
     y = m(x)
     assert m.capacity(8) == 4
@@ -91,8 +91,16 @@ def test_capacity_overflow_drops_later_tokens_and_residual_passes_them():
     assert (y_eval[0, 4:].abs().sum(-1) > 0).all() and float(m.dropped_fraction.detach()) == 0
     torch.testing.assert_close(y_eval[0, :4], y[0, :4])
     # inside a block the residual passes the dropped tokens: the FFN adds nothing to them
-    blk = Block(4, mixer="softmax", mixer_options={}, num_heads=1, causal=True, norm="none", ffn="moe",
-                ffn_options={"num_experts": 2, "capacity_factor": 1.0})
+    blk = Block(
+        4,
+        mixer="softmax",
+        mixer_options={},
+        num_heads=1,
+        causal=True,
+        norm="none",
+        ffn="moe",
+        ffn_options={"num_experts": 2, "capacity_factor": 1.0},
+    )
     blk.ffn.moe.load_state_dict(m.state_dict())
     blk.train()
     h = x + blk.mixer(x)
@@ -177,8 +185,14 @@ def test_flops_and_parameters_and_errors():
     assert sum(p.numel() for p in m.parameters()) == 4 * 16 + 4 * (16 * 64 + 64 + 64 * 16 + 16)
     # with capacity 1.0 the experts cost what one dense FFN costs, plus the router
     assert m.flops(100) == 2 * 100 * 16 * 4 + 2 * 100 * 2 * 16 * 64
-    for kw in [dict(num_experts=0), dict(capacity_factor=0), dict(eval_capacity_factor=-1.0),
-               dict(aux_loss_weight=-1.0), dict(z_loss_weight="x"), dict(expert="relu")]:
+    for kw in [
+        dict(num_experts=0),
+        dict(capacity_factor=0),
+        dict(eval_capacity_factor=-1.0),
+        dict(aux_loss_weight=-1.0),
+        dict(z_loss_weight="x"),
+        dict(expert="relu"),
+    ]:
         with pytest.raises(ValueError):
             SwitchFeedForward(8, **kw)
 
@@ -191,8 +205,9 @@ def test_trainer_adds_and_logs_aux_loss(monkeypatch):
     logged = []
     monkeypatch.setattr(trainer._Metrics, "log", lambda self, rec: logged.append(rec))  # no run dir (slow disk)
     task = longseq.tasks.build("mqar", seq_len=24, num_kv_pairs=3, vocab_size=64, n_train=32, n_val=8, n_test=8)
-    cfg = TrainConfig.from_dict(dict(steps=2, batch_size=8, lr=3e-3, warmup=1, eval_every=2, log_every=1,
-                                     progress=False, seed=0))
+    cfg = TrainConfig.from_dict(
+        dict(steps=2, batch_size=8, lr=3e-3, warmup=1, eval_every=2, log_every=1, progress=False, seed=0)
+    )
     torch.manual_seed(0)
     train(build_model(task, "softmax", d_model=16, n_layers=1, ffn="moe"), task, cfg)
     train_recs = [r for r in logged if r["split"] == "train"]

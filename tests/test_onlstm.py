@@ -33,7 +33,7 @@ def _reference(m, x):
         s = rows[name]
         return xt @ W[s].T + b[s] + h @ U[s].T
 
-    def cumax_loop(z):                       # cumulative sum of softmax, written out
+    def cumax_loop(z):  # cumulative sum of softmax, written out
         p = torch.softmax(z, -1)
         out, acc = [], torch.zeros_like(p[:, 0])
         for k in range(p.shape[-1]):
@@ -50,9 +50,9 @@ def _reference(m, x):
         i = torch.sigmoid(pre("i", xt, h))
         o = torch.sigmoid(pre("o", xt, h))
         chat = torch.tanh(pre("c", xt, h))
-        fm = cumax_loop(pre("mf", xt, h))                  # [B, Dm]
+        fm = cumax_loop(pre("mf", xt, h))  # [B, Dm]
         im = 1 - cumax_loop(pre("mi", xt, h))
-        fmn = fm.repeat_interleave(C, dim=1)              # chunk k -> neurons kC..kC+C-1
+        fmn = fm.repeat_interleave(C, dim=1)  # chunk k -> neurons kC..kC+C-1
         imn = im.repeat_interleave(C, dim=1)
         w = fmn * imn
         fh = f * w + (fmn - w)

@@ -6,19 +6,28 @@ import math
 import pytest
 import torch
 
-from longseq.operators import FNO, FNO1d, FNO2d, LowRankOperator, SpectralConv1d, SpectralConv2d, UNet2d, build_operator
-from longseq.operators import relative_l2
+from longseq.operators import (
+    FNO,
+    FNO1d,
+    FNO2d,
+    LowRankOperator,
+    SpectralConv1d,
+    SpectralConv2d,
+    UNet2d,
+    build_operator,
+    relative_l2,
+)
 from longseq.operators.naive import spectral_conv1d_naive, spectral_conv2d_naive
 
-TOL = dict(rtol=1e-10, atol=1e-12)     # float64: the FFT and the DFT sums differ by rounding only
+TOL = dict(rtol=1e-10, atol=1e-12)  # float64: the FFT and the DFT sums differ by rounding only
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 16, 33])
-@pytest.mark.parametrize("modes", [1, 3, 8, 17])       # up to and past the Nyquist limit n//2 + 1
+@pytest.mark.parametrize("modes", [1, 3, 8, 17])  # up to and past the Nyquist limit n//2 + 1
 def test_spectral_conv1d_matches_dft(n, modes):
     torch.manual_seed(n * 100 + modes)
     layer = SpectralConv1d(3, 2, modes).double()
-    with torch.no_grad():                              # random complex weights, not only the positive init
+    with torch.no_grad():  # random complex weights, not only the positive init
         layer.weight.normal_()
     x = torch.randn(4, 3, n, dtype=torch.float64, requires_grad=True)
     y = layer(x)
@@ -68,7 +77,7 @@ def test_complex_gradient_convention():
     layer = SpectralConv1d(1, 1, 3).double()
     x = torch.randn(1, 1, 9, dtype=torch.float64)
     loss = lambda: (layer(x) ** 3).sum()
-    g, = torch.autograd.grad(loss(), layer.weight)
+    (g,) = torch.autograd.grad(loss(), layer.weight)
     eps = 1e-6
     with torch.no_grad():
         layer.weight[0, 0, 1, 1] += eps
@@ -99,7 +108,7 @@ def test_fourier_layer_resolution_invariant_1d(s):
     y1 = layer(_bandlimited_1d(s, range(modes), coef))
     y2 = layer(_bandlimited_1d(2 * s, range(modes), coef))
     assert (y1 - y2[..., ::2]).abs().max() < 1e-10
-    assert y1.abs().max() > 1e-2                     # not trivially zero
+    assert y1.abs().max() > 1e-2  # not trivially zero
 
 
 def test_fourier_layer_resolution_invariant_2d():
@@ -133,18 +142,21 @@ def test_fno_resolution_invariant_on_bandlimited_input():
     assert (y256 - y512[:, ::2]).abs().max() / y512.abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("model", [
-    lambda: FNO1d(modes=4, width=8),
-    lambda: FNO2d(modes=3, width=6),
-    lambda: LowRankOperator(1, width=8, rank=2),
-    lambda: LowRankOperator(2, width=8, rank=2),
-    lambda: UNet2d(width=4, levels=2),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: FNO1d(modes=4, width=8),
+        lambda: FNO2d(modes=3, width=6),
+        lambda: LowRankOperator(1, width=8, rank=2),
+        lambda: LowRankOperator(2, width=8, rank=2),
+        lambda: UNet2d(width=4, levels=2),
+    ],
+)
 def test_operator_models_shapes_grads_any_resolution(model):
     torch.manual_seed(0)
     m = model()
     dim = m.dim
-    for n in ([16, 33] if dim == 1 else [9, 17]):
+    for n in [16, 33] if dim == 1 else [9, 17]:
         x = torch.randn(3, *([n] * dim))
         y = m(x)
         assert y.shape == x.shape and torch.isfinite(y).all()
@@ -174,7 +186,7 @@ def test_lowrank_kernel_against_dense_quadrature():
     v = torch.randn(2, 11, 5, dtype=torch.float64)
     phi = kern.phi(feats).view(2, 11, 3, 5)
     psi = kern.psi(feats).view(2, 11, 3, 5)
-    kappa = torch.einsum("bxjc,byjd->bxycd", phi, psi)       # [B, x, y, d_out, d_in]
+    kappa = torch.einsum("bxjc,byjd->bxycd", phi, psi)  # [B, x, y, d_out, d_in]
     dense = torch.einsum("bxycd,byd->bxc", kappa, v) / 11
     torch.testing.assert_close(kern(v, feats), dense, rtol=1e-12, atol=1e-12)
 

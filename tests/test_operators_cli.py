@@ -2,7 +2,6 @@
 
 import json
 
-
 from longseq import tasks
 from longseq.cli import main
 from longseq.operators import FNO1d
@@ -14,15 +13,50 @@ def test_operators_command_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGSEQ_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("LONGSEQ_PROGRESS", "0")
     out = tmp_path / "ops"
-    assert main(["operators", "--task", "burgers", "--preset", "tiny", "--operators", "fno,lowrank", "--steps", "3",
-                 "--out", str(out), "--no-progress", "--mixer-option", "width=8"]) == 0
+    assert (
+        main(
+            [
+                "operators",
+                "--task",
+                "burgers",
+                "--preset",
+                "tiny",
+                "--operators",
+                "fno,lowrank",
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--mixer-option",
+                "width=8",
+            ]
+        )
+        == 0
+    )
     table = json.loads((out / "table.json").read_text())
     assert set(table["relative_l2"]) == {"fno", "lowrank"}
     assert set(table["relative_l2"]["fno"]) == {"32", "64", "128", "256", "512"}
     assert "s=64*" in (out / "table.md").read_text()
     # a second call reuses the finished runs, and times models and solver per resolution
-    assert main(["operators", "--task", "burgers", "--preset", "tiny", "--operators", "fno", "--out", str(out),
-                 "--report-only", "--speed"]) == 0
+    assert (
+        main(
+            [
+                "operators",
+                "--task",
+                "burgers",
+                "--preset",
+                "tiny",
+                "--operators",
+                "fno",
+                "--out",
+                str(out),
+                "--report-only",
+                "--speed",
+            ]
+        )
+        == 0
+    )
     sp = json.loads((out / "table.json").read_text())["seconds_per_sample"]
     assert set(sp["solver"]) == set(sp["models"]["fno"]) == {"32", "64", "128", "256", "512"}
     assert all(v > 0 for v in sp["solver"].values())

@@ -28,7 +28,7 @@ def test_burgers_time_convergence_fourth_order():
     u0 = pde.burgers_cole_hopf(x, 0.0, nu=0.05, c=1.3)[None]
     exact = pde.burgers_cole_hopf(x, 0.5, nu=0.05, c=1.3)
     err = [np.abs(pde.burgers_etdrk4(u0, nu=0.05, t_end=0.5, dt=dt)[0] - exact).max() for dt in (0.05, 0.025)]
-    assert err[1] < err[0] / 10          # ETDRK4: ~16x per halving
+    assert err[1] < err[0] / 10  # ETDRK4: ~16x per halving
 
 
 def test_burgers_grf_data_converge_in_space_and_time():
@@ -57,15 +57,15 @@ def test_grf_1d_spectrum_matches_specification():
     rng = np.random.default_rng(1)
     num, n = 4000, 64
     u = pde.grf_periodic_1d(num, n, rng)
-    c = np.fft.rfft(u, axis=-1) / n                               # u = c_0 + sum_k 2 Re(c_k e^{2 pi i k x})
+    c = np.fft.rfft(u, axis=-1) / n  # u = c_0 + sum_k 2 Re(c_k e^{2 pi i k x})
     lam = pde.grf_periodic_1d_variance(n)
     var = np.empty(n // 2)
     var[0] = np.var(c[:, 0].real)
     # sqrt(2 lam)(xi cos + eta sin) has c_k = sqrt(lam / 2)(xi - i eta): E|c_k|^2 = lam_k
-    var[1:] = np.mean(np.abs(c[:, 1: n // 2]) ** 2, axis=0)
-    tol = 4 * np.sqrt(2 / num)                                    # 4 standard errors of a variance estimate
+    var[1:] = np.mean(np.abs(c[:, 1 : n // 2]) ** 2, axis=0)
+    tol = 4 * np.sqrt(2 / num)  # 4 standard errors of a variance estimate
     assert np.all(np.abs(var / lam - 1) < tol), np.abs(var / lam - 1).max()
-    assert np.isclose(lam[0], 1.0) and np.isclose(lam[1], 625 / (4 * np.pi ** 2 + 25) ** 2)
+    assert np.isclose(lam[0], 1.0) and np.isclose(lam[1], 625 / (4 * np.pi**2 + 25) ** 2)
 
 
 def test_grf_2d_pointwise_variance_matches_specification():
@@ -74,7 +74,7 @@ def test_grf_2d_pointwise_variance_matches_specification():
     z = pde.grf_neumann_2d(num, s, rng, k_max=s)
     phi = pde.neumann_basis(s, s)
     lam = pde.grf_neumann_2d_variance(s)
-    expect = np.einsum("ik,kl,jl->ij", phi ** 2, lam, phi ** 2)  # Var z(x_i, y_j) = sum lam_kl phi_k(x)^2 phi_l(y)^2
+    expect = np.einsum("ik,kl,jl->ij", phi**2, lam, phi**2)  # Var z(x_i, y_j) = sum lam_kl phi_k(x)^2 phi_l(y)^2
     got = z.var(axis=0)
     assert np.abs(got / expect - 1).max() < 4 * np.sqrt(2 / num)
     a = pde.darcy_coefficient(z)
@@ -86,9 +86,9 @@ def _manufactured(s):
     x = np.linspace(0, 1, s)
     X, Y = np.meshgrid(x, x, indexing="ij")
     u = np.sin(np.pi * X) * np.sin(np.pi * Y)
-    a = 1 + X + Y ** 2
+    a = 1 + X + Y**2
     ux, uy = np.pi * np.cos(np.pi * X) * np.sin(np.pi * Y), np.pi * np.sin(np.pi * X) * np.cos(np.pi * Y)
-    f = -(1.0 * ux + 2 * Y * uy) + 2 * np.pi ** 2 * a * u        # -div(a grad u)
+    f = -(1.0 * ux + 2 * Y * uy) + 2 * np.pi**2 * a * u  # -div(a grad u)
     return a[None], f[None], u[None]
 
 
@@ -98,18 +98,18 @@ def test_darcy_manufactured_solution_second_order():
         a, f, u = _manufactured(s)
         errs.append(np.abs(pde.darcy_solve(a, f) - u).max())
     assert errs[-1] < 2e-3
-    assert 3.5 < errs[0] / errs[1] < 4.5 and 3.5 < errs[1] / errs[2] < 4.5   # O(h^2)
+    assert 3.5 < errs[0] / errs[1] < 4.5 and 3.5 < errs[1] / errs[2] < 4.5  # O(h^2)
 
 
 def test_darcy_solver_residual_and_boundary():
     rng = np.random.default_rng(3)
     a = pde.darcy_coefficient(pde.grf_neumann_2d(5, 41, rng))
     u, iters = pde.darcy_solve(a, return_iters=True, batch=2)
-    assert max(iters) < 60                                        # condition number <= 4 whatever the grid
+    assert max(iters) < 60  # condition number <= 4 whatever the grid
     r = pde.darcy_operator(a, u[:, 1:-1, 1:-1], 1 / 40) - 1.0
     assert np.abs(r).max() < 1e-7
     assert (u[:, 0] == 0).all() and (u[:, -1] == 0).all() and (u[:, :, 0] == 0).all() and (u[:, :, -1] == 0).all()
-    assert (u[:, 1:-1, 1:-1] > 0).all()                           # maximum principle: f = 1 > 0
+    assert (u[:, 1:-1, 1:-1] > 0).all()  # maximum principle: f = 1 > 0
 
 
 def test_darcy_refinement_piecewise_constant():
@@ -168,10 +168,11 @@ def test_regression_training_through_the_trainer(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = build_model(task, "fno", mixer_options={"modes": 8}, d_model=16)
     before = evaluate(model, task.train, metric="rel_l2")
-    final = train(model, task, TrainConfig.from_dict({**task.train_defaults, "steps": 100, "progress": False}),
-                  tmp_path / "run")
+    final = train(
+        model, task, TrainConfig.from_dict({**task.train_defaults, "steps": 100, "progress": False}), tmp_path / "run"
+    )
     after = evaluate(model, task.train, metric="rel_l2")
-    assert after["rel_l2"] < 0.8 * before["rel_l2"]            # it starts fitting the 16 training functions
+    assert after["rel_l2"] < 0.8 * before["rel_l2"]  # it starts fitting the 16 training functions
     with torch.no_grad():
         direct = float(model.loss(model(task.train.inputs), task.train.targets))
     assert np.isclose(after["rel_l2"], direct, rtol=1e-5)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 import longseq
 from longseq.mixers.linear_attention import draw_random_features
-from longseq.ops.favor import favor_attention_bidirectional, favor_softmax_features
 from longseq.nn.rotary import RotaryEmbedding
+from longseq.ops.favor import favor_attention_bidirectional, favor_softmax_features
 from longseq.ops.linear_attention import linear_attention_bidirectional, linear_attention_chunk
 from reference import assert_matches_reference
 
@@ -24,7 +24,7 @@ TOL = dict(rtol=1e-9, atol=1e-10)
 
 def plain_features(x, w, kernel):
     if kernel == "relu":
-        return F.relu(x @ w.T) + 1e-3                    # official JAX code: no 1/sqrt(m)
+        return F.relu(x @ w.T) + 1e-3  # official JAX code: no 1/sqrt(m)
     x = x * x.shape[-1] ** -0.25
     return torch.exp(x @ w.T - 0.5 * (x * x).sum(-1, keepdim=True)) / math.sqrt(w.shape[0])
 
@@ -55,16 +55,20 @@ def performer_reference(m, x, mask=None):
 @pytest.mark.parametrize("L", [1, 63, 65, 200])
 def test_equals_explicit_feature_product_values_and_grads(causal, kernel, rope, L):
     torch.manual_seed(L)
-    m = longseq.mixers.build("performer", 24, num_heads=2, causal=causal, variant=kernel, rope=rope,
-                             num_features=20, chunk_size=16).double().eval()
+    m = (
+        longseq.mixers.build(
+            "performer", 24, num_heads=2, causal=causal, variant=kernel, rope=rope, num_features=20, chunk_size=16
+        )
+        .double()
+        .eval()
+    )
     x = torch.randn(2, L, 24, dtype=torch.float64)
     mask = torch.arange(L)[None] < torch.tensor([L, max(1, L // 2)])[:, None]
     assert_matches_reference(m, performer_reference, x, mask, **TOL)
 
 
 def test_head_dim_60_and_long_sequence():
-    m = longseq.mixers.build("performer", 120, num_heads=2, causal=True, num_features=32,
-                             chunk_size=64).double().eval()
+    m = longseq.mixers.build("performer", 120, num_heads=2, causal=True, num_features=32, chunk_size=64).double().eval()
     x = torch.randn(1, 1000, 120, dtype=torch.float64) * 0.5
     torch.testing.assert_close(m(x), performer_reference(m, x), **TOL)
 
@@ -85,8 +89,11 @@ def test_converges_to_softmax_attention(causal):
     exact = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     errors = []
     for m in (16, 256, 4096):
-        errs = [(favor_attention(q, k, v, draw_random_features(m, d, dtype=torch.float64), causal) - exact).norm()
-                / exact.norm() for _ in range(4)]
+        errs = [
+            (favor_attention(q, k, v, draw_random_features(m, d, dtype=torch.float64), causal) - exact).norm()
+            / exact.norm()
+            for _ in range(4)
+        ]
         errors.append(float(sum(errs) / len(errs)))
     assert all(b < 0.7 * a for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 0.06, errors
@@ -99,7 +106,7 @@ def test_mixer_converges_to_softmax_naive_with_same_weights():
     errors = []
     for m in (16, 4096):
         p = longseq.mixers.build("performer", 32, num_heads=2, causal=True, num_features=m).double().eval()
-        p.load_state_dict(ref.state_dict(), strict=False)     # shares qkv / out
+        p.load_state_dict(ref.state_dict(), strict=False)  # shares qkv / out
         errors.append(float((p(x) - y_ref).detach().norm() / y_ref.detach().norm()))
     assert errors[1] < 0.4 * errors[0] and errors[1] < 0.15, errors
 
@@ -109,7 +116,7 @@ def test_orthogonal_features():
     block = w[:16] / w[:16].norm(dim=1, keepdim=True)
     torch.testing.assert_close(block @ block.T, torch.eye(16, dtype=torch.float64), rtol=0, atol=1e-12)
     lengths = draw_random_features(4096, 16, dtype=torch.float64).norm(dim=1)
-    assert abs(float(lengths.square().mean()) - 16) < 1.0    # rows ~ N(0, I): E|w|^2 = d
+    assert abs(float(lengths.square().mean()) - 16) < 1.0  # rows ~ N(0, I): E|w|^2 = d
 
 
 def test_redraw_schedule():
@@ -134,17 +141,16 @@ def test_redraw_schedule():
 
 
 def test_state_is_consistent_and_guarded_against_redraws():
-    m = longseq.mixers.build("performer", 16, num_heads=2, causal=True, redraw_interval=1,
-                             chunk_size=4).double()
+    m = longseq.mixers.build("performer", 16, num_heads=2, causal=True, redraw_interval=1, chunk_size=4).double()
     x = torch.randn(1, 20, 16, dtype=torch.float64)
     m.train()
-    y_train, s = m(x[:, :10], return_state=True)     # continuing a state never redraws
+    y_train, s = m(x[:, :10], return_state=True)  # continuing a state never redraws
     y2, s = m(x[:, 10:], state=s, return_state=True)
     m.eval()
     torch.testing.assert_close(torch.cat([y_train, y2], 1), m(x), **TOL)
     m.train()
     m(x)
-    m(x)                                              # a stateless training forward: redraw
+    m(x)  # a stateless training forward: redraw
     with pytest.raises(ValueError, match="redrawn"):
         m.step(x[:, 0], s)
 

@@ -23,14 +23,15 @@ D, H = 16, 2
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     n = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny models: threads only add synchronisation on a loaded machine
+    torch.set_num_threads(1)  # tiny models: threads only add synchronisation on a loaded machine
     yield
     torch.set_num_threads(n)
 
+
 CASES = [
-    ("deberta", {"span": 3}),                                 # clipping engaged (|i - j| up to 6)
-    ("deberta", {}),                                          # span 512: no clipping, row slicing
-    ("deberta_v2", {"buckets": 4, "max_position": 5}),        # log buckets and the final clamp
+    ("deberta", {"span": 3}),  # clipping engaged (|i - j| up to 6)
+    ("deberta", {}),  # span 512: no clipping, row slicing
+    ("deberta_v2", {"buckets": 4, "max_position": 5}),  # log buckets and the final clamp
     ("diet_abs", {"rank": 3, "max_len": 12}),
     ("diet_rel", {"span": 2}),
     ("diet_rel", {"span": 3, "num_segments": 3}),
@@ -42,7 +43,9 @@ def bucket_ref(r: int, buckets: int, max_position: int) -> int:
     mid = buckets // 2
     if abs(r) <= mid:
         return r
-    return int(math.copysign(mid + math.ceil(math.log(abs(r) / mid) / math.log((max_position - 1) / mid) * (mid - 1)), r))
+    return int(
+        math.copysign(mid + math.ceil(math.log(abs(r) / mid) / math.log((max_position - 1) / mid) * (mid - 1)), r)
+    )
 
 
 def reference(m, x, mask, causal, seg=None):
@@ -51,7 +54,7 @@ def reference(m, x, mask, causal, seg=None):
     B, L, _ = x.shape
     Dh = D // H
     x = x * mask[..., None]
-    q, k, v = m.qkv(x).view(B, L, 3, H, Dh).unbind(2)           # [B, L, H, Dh]
+    q, k, v = m.qkv(x).view(B, L, 3, H, Dh).unbind(2)  # [B, L, H, Dh]
     if src.scheme.startswith("deberta"):
         P = src.table if src.norm is None else src.norm(src.table)
         if src.scheme == "deberta_v2":
@@ -62,6 +65,7 @@ def reference(m, x, mask, causal, seg=None):
         def delta(i, j):
             r = i - j if src.scheme == "deberta" else bucket_ref(i - j, src.buckets, src.max_position)
             return min(max(r + src.half, 0), 2 * src.half - 1)
+
     out = torch.zeros(B, L, H, Dh, dtype=x.dtype)
     for b in range(B):
         for h in range(H):
@@ -71,8 +75,11 @@ def reference(m, x, mask, causal, seg=None):
                     if not ((mask[b, j] and (j <= i or not causal)) or j == i):
                         continue
                     if src.scheme.startswith("deberta"):
-                        a = (q[b, i, h] @ k[b, j, h] + q[b, i, h] @ k_r[delta(i, j), h]
-                             + k[b, j, h] @ q_r[delta(j, i), h]) / math.sqrt(3 * Dh)
+                        a = (
+                            q[b, i, h] @ k[b, j, h]
+                            + q[b, i, h] @ k_r[delta(i, j), h]
+                            + k[b, j, h] @ q_r[delta(j, i), h]
+                        ) / math.sqrt(3 * Dh)
                     else:
                         a = q[b, i, h] @ k[b, j, h] / math.sqrt(Dh)
                         if src.scheme == "diet_abs":
@@ -144,7 +151,7 @@ def test_log_bucket_matches_scalar_formula():
     rel = torch.arange(-40, 41)
     got = log_bucket(rel, 8, 30).tolist()
     assert got == [bucket_ref(r, 8, 30) for r in rel.tolist()]
-    assert log_bucket(torch.tensor([29, -29]), 8, 30).tolist() == [7, -7]   # buckets - 1 at max_position - 1
+    assert log_bucket(torch.tensor([29, -29]), 8, 30).tolist() == [7, -7]  # buckets - 1 at max_position - 1
 
 
 @pytest.mark.parametrize("scheme", ["deberta", "deberta_v2", "diet_abs", "diet_rel"])
@@ -196,8 +203,9 @@ def test_errors():
 def test_segment_term_in_a_classifier():
     """Token types change the output only through S; equal types in every position = a constant shift."""
     torch.manual_seed(0)
-    model = SequenceClassifier(20, 2, d_model=D, n_layers=1, num_heads=H, position="diet_rel", max_len=16,
-                               position_options={"num_segments": 2}).double()
+    model = SequenceClassifier(
+        20, 2, d_model=D, n_layers=1, num_heads=H, position="diet_rel", max_len=16, position_options={"num_segments": 2}
+    ).double()
     randomize_(model)
     ids = torch.randint(0, 20, (3, 10))
     seg = (torch.arange(10) >= 4).long().expand(3, 10)
@@ -207,7 +215,7 @@ def test_segment_term_in_a_classifier():
         b = model(ids)
     base = model(ids)
     assert not torch.allclose(a, base)
-    torch.testing.assert_close(b, base)   # a row-constant logit shift leaves the softmax unchanged
+    torch.testing.assert_close(b, base)  # a row-constant logit shift leaves the softmax unchanged
 
 
 @pytest.mark.parametrize("scheme", ["deberta", "diet_abs", "diet_rel"])
@@ -238,9 +246,30 @@ def test_cli_train_save_load(tmp_path, capsys):
     from longseq.models.base import load
 
     out = tmp_path / "run"
-    args = ["train", "--task", "mqar", "--task-option", "n_train=64", "--task-option", "n_val=8",
-            "--task-option", "n_test=8", "--steps", "2", "--batch-size", "8", "--d-model", "16",
-            "--position", "deberta_v2", "--position-option", "buckets=8", "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--task",
+        "mqar",
+        "--task-option",
+        "n_train=64",
+        "--task-option",
+        "n_val=8",
+        "--task-option",
+        "n_test=8",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--position",
+        "deberta_v2",
+        "--position-option",
+        "buckets=8",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     model = load(out / "model")
     assert model.backbone.relpos.buckets == 8

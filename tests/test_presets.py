@@ -14,7 +14,7 @@ SMALL = {
 
 
 def test_h3_placement_is_the_papers():
-    assert h3_attention_layers(12) == [1, 6]          # layers 2 and 7 of 12 (1-indexed: 2, N/2 + 1)
+    assert h3_attention_layers(12) == [1, 6]  # layers 2 and 7 of 12 (1-indexed: 2, N/2 + 1)
     assert h3_attention_layers(24) == [1, 12]
     assert h3_attention_layers(4) == [1, 2]
     assert h3_attention_layers(2) == [1]
@@ -89,10 +89,42 @@ def test_cli_model_preset_and_embedding(tmp_path, capsys):
     from longseq.cli import main
     from longseq.models import load
 
-    base = ["train", "--task", "mqar", "--task-option", "n_train=32", "--task-option", "n_val=8",
-            "--task-option", "n_test=8", "--steps", "2", "--batch-size", "8", "--d-model", "16", "--no-progress"]
-    assert main(base + ["--model-preset", "h3_hybrid", "--model-preset-option", "attn_layers=[0]",
-                        "--embedding", "hsoftpos", "--embedding-option", "levels=3", "--out", str(tmp_path / "h3")]) == 0
+    base = [
+        "train",
+        "--task",
+        "mqar",
+        "--task-option",
+        "n_train=32",
+        "--task-option",
+        "n_val=8",
+        "--task-option",
+        "n_test=8",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--no-progress",
+    ]
+    assert (
+        main(
+            base
+            + [
+                "--model-preset",
+                "h3_hybrid",
+                "--model-preset-option",
+                "attn_layers=[0]",
+                "--embedding",
+                "hsoftpos",
+                "--embedding-option",
+                "levels=3",
+                "--out",
+                str(tmp_path / "h3"),
+            ]
+        )
+        == 0
+    )
     assert "mixer h3_hybrid" in capsys.readouterr().out
     m = load(tmp_path / "h3" / "model")
     assert [e["mixer"] for e in m.config["layers"]] == ["softmax", "h3"]

@@ -15,10 +15,11 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 # (old text, new text): training lengths and dataset sizes only; the code is otherwise run as written.
 SHRINK = [
-    ('longseq.tasks.build("mqar", preset="quick", seed=0)',
-     'longseq.tasks.build("mqar", preset="quick", seed=0, n_train=64, n_val=16, n_test=16)'),
-    ("TrainConfig(steps=1500, batch_size=64, lr=3e-3)",
-     "TrainConfig(steps=2, batch_size=8, lr=3e-3, progress=False)"),
+    (
+        'longseq.tasks.build("mqar", preset="quick", seed=0)',
+        'longseq.tasks.build("mqar", preset="quick", seed=0, n_train=64, n_val=16, n_test=16)',
+    ),
+    ("TrainConfig(steps=1500, batch_size=64, lr=3e-3)", "TrainConfig(steps=2, batch_size=8, lr=3e-3, progress=False)"),
     ("max_new_tokens=100", "max_new_tokens=5"),
 ]
 
@@ -31,13 +32,13 @@ def test_readme_has_the_examples_the_issue_asks_for():
     blocks = python_blocks(README.read_text())
     assert len(blocks) >= 5
     joined = "\n".join(blocks)
-    assert "LayerSpec(" in joined and '{"name": "softmax", "rope": True}' in joined   # per-layer options
+    assert "LayerSpec(" in joined and '{"name": "softmax", "rope": True}' in joined  # per-layer options
     for old, _ in SHRINK:
         assert old in joined, f"README no longer contains {old!r}: update SHRINK"
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)                       # lm.save("my_model"), runs/...
+    monkeypatch.chdir(tmp_path)  # lm.save("my_model"), runs/...
     torch.manual_seed(0)
     namespace: dict = {}
     before = dict(mixer_base._REGISTRY)
@@ -47,9 +48,9 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
                 block = block.replace(old, new)
             try:
                 exec(compile(block, f"README.md python block {i}", "exec"), namespace)
-            except Exception as e:        # name the block in the failure
+            except Exception as e:  # name the block in the failure
                 pytest.fail(f"README python block {i} failed: {type(e).__name__}: {e}\n{block}")
-    finally:                             # the "Adding a mixer" example registers my_mixer: undo it
+    finally:  # the "Adding a mixer" example registers my_mixer: undo it
         mixer_base._REGISTRY.clear()
         mixer_base._REGISTRY.update(before)
     # what the blocks promise

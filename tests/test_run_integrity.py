@@ -25,16 +25,63 @@ from longseq.train import rundir
 
 HERE = Path(__file__).parent
 SRC = Path(longseq.__file__).resolve().parents[1]
-TINY = ["--task", "mqar", "--task-option", "n_train=64", "--task-option", "n_val=8", "--task-option", "n_test=8",
-        "--task-option", "seq_len=16", "--task-option", "num_kv_pairs=2", "--batch-size", "8", "--d-model", "16",
-        "--n-layers", "1", "--log-every", "1", "--no-progress", "--threads", "1"]
-KILL_RUN = TINY + ["--mixer", "softmax", "--dropout", "0.1", "--steps", "24", "--eval-every", "4",
-                   "--checkpoint-every", "2", "--warmup", "3"]
+TINY = [
+    "--task",
+    "mqar",
+    "--task-option",
+    "n_train=64",
+    "--task-option",
+    "n_val=8",
+    "--task-option",
+    "n_test=8",
+    "--task-option",
+    "seq_len=16",
+    "--task-option",
+    "num_kv_pairs=2",
+    "--batch-size",
+    "8",
+    "--d-model",
+    "16",
+    "--n-layers",
+    "1",
+    "--log-every",
+    "1",
+    "--no-progress",
+    "--threads",
+    "1",
+]
+KILL_RUN = TINY + [
+    "--mixer",
+    "softmax",
+    "--dropout",
+    "0.1",
+    "--steps",
+    "24",
+    "--eval-every",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--warmup",
+    "3",
+]
 
 
 def train_args(out, *extra, mixer="softmax", steps=4):
-    return ["train", *TINY, "--mixer", mixer, "--steps", str(steps), "--eval-every", "2", "--checkpoint-every", "2",
-            "--out", str(out), *extra]
+    return [
+        "train",
+        *TINY,
+        "--mixer",
+        mixer,
+        "--steps",
+        str(steps),
+        "--eval-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def records(run_dir):
@@ -52,10 +99,12 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     assert main(train_args(out)) == 0
     before = (out / "config.json").read_text(), (out / "metrics.jsonl").read_text()
     capsys.readouterr()
-    for extra, listed in ((["--mixer", "linear"], "model.layers[0].mixer: 'softmax' -> 'linear'"),
-                          (["--lr", "0.1"], "train.lr"),
-                          (["--seed", "1"], "train.seed: 0 -> 1"),
-                          (["--task-option", "n_train=32"], "task_options.n_train: 64 -> 32")):
+    for extra, listed in (
+        (["--mixer", "linear"], "model.layers[0].mixer: 'softmax' -> 'linear'"),
+        (["--lr", "0.1"], "train.lr"),
+        (["--seed", "1"], "train.seed: 0 -> 1"),
+        (["--task-option", "n_train=32"], "task_options.n_train: 64 -> 32"),
+    ):
         args = train_args(out, "--resume")
         if extra[0] == "--mixer":
             args[args.index("--mixer") + 1] = extra[1]
@@ -85,15 +134,24 @@ def test_new_run_into_another_runs_directory_is_refused(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["model"]["layers"][0]["mixer"] == "softmax"
     assert main(train_args(out, "--overwrite", mixer="linear")) == 0
     assert json.loads((out / "config.json").read_text())["model"]["layers"][0]["mixer"] == "linear"
-    assert [r["step"] for r in records(out) if r["split"] == "train"] == [1, 2, 3, 4]   # not appended
+    assert [r["step"] for r in records(out) if r["split"] == "train"] == [1, 2, 3, 4]  # not appended
     assert main(train_args(out, "--overwrite", "--resume")) == 2
 
 
 def test_second_concurrent_writer_fails_fast_and_stale_locks_are_taken(tmp_path, capsys):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from longseq.train.rundir import DirLock; "
-                               "DirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(out)],
-                              env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from longseq.train.rundir import DirLock; "
+            "DirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         t0 = time.perf_counter()
@@ -113,9 +171,13 @@ def test_second_concurrent_writer_fails_fast_and_stale_locks_are_taken(tmp_path,
 
 # ---------------------------------------------------------------------------- kill -9 loops
 def _child(args, out, env=None):
-    return subprocess.Popen([sys.executable, str(HERE / "fault_child.py"), "train", *args, "--out", str(out)],
-                            env={**os.environ, "PYTHONPATH": str(SRC), **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "fault_child.py"), "train", *args, "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(SRC), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _lines(path):
@@ -142,12 +204,15 @@ def _kill_loop(tmp_path, reference, n_kills, seed):
     total = len(reference)
     for i in range(n_kills):
         args = KILL_RUN + (["--resume"] if (out / "config.json").exists() else [])
-        if i == hang:     # in the middle of writing one of the next checkpoints
+        if i == hang:  # in the middle of writing one of the next checkpoints
             marker = tmp_path / f"marker{i}"
             done = rundir.load_checkpoint(out / "checkpoint.pt")["step"] if (out / "checkpoint.pt").exists() else 0
             at = min(22, done + 2 * rng.randint(1, 3))
-            p = _child(args, out, {"FAULT_HANG_AT_CHECKPOINT": str(at), "FAULT_MARKER": str(marker),
-                                   "FAULT_STEP_DELAY": "0.005"})
+            p = _child(
+                args,
+                out,
+                {"FAULT_HANG_AT_CHECKPOINT": str(at), "FAULT_MARKER": str(marker), "FAULT_STEP_DELAY": "0.005"},
+            )
             t0 = time.time()
             while not marker.exists() and p.poll() is None and time.time() - t0 < 60:
                 time.sleep(0.01)
@@ -190,7 +255,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_so(tmp_path, reference):
     assert not (out / ".lock").exists()
     p = _child(KILL_RUN + ["--resume"], out)
     assert p.wait(timeout=120) == 0, p.stderr.read()
-    assert records(out) == reference        # pending (unlogged) losses are in the checkpoint too
+    assert records(out) == reference  # pending (unlogged) losses are in the checkpoint too
 
 
 # ---------------------------------------------------------------------------- damaged files
@@ -204,7 +269,7 @@ def test_flipped_byte_in_checkpoint_is_a_clear_error(tmp_path, capsys):
     ck["model"][name].view(-1)[0] += 1e-3
     buf = io.BytesIO()
     torch.save(ck, buf)
-    trailer = good[good.rfind(b"\nlongseq-sha256:"):]
+    trailer = good[good.rfind(b"\nlongseq-sha256:") :]
     (out / "checkpoint.pt").write_bytes(buf.getvalue() + trailer)
     capsys.readouterr()
     assert main(train_args(out, "--resume")) == 2
@@ -228,8 +293,8 @@ def test_truncated_metrics_line_is_repaired_and_temp_files_cleaned(tmp_path):
     assert main(train_args(out)) == 0
     complete = (out / "metrics.jsonl").read_text()
     with open(out / "metrics.jsonl", "a") as f:
-        f.write('{"step": 5, "split": "tra')                  # a kill in the middle of an append
-    (out / ".checkpoint.pt.x1y2.tmp").write_bytes(b"\0" * 1000)   # a kill before atomic_write's rename
+        f.write('{"step": 5, "split": "tra')  # a kill in the middle of an append
+    (out / ".checkpoint.pt.x1y2.tmp").write_bytes(b"\0" * 1000)  # a kill before atomic_write's rename
     (out / "model" / ".model.safetensors.ab.tmp").write_bytes(b"\0" * 10)
     with pytest.warns(RuntimeWarning) as caught:
         assert main(train_args(out, "--resume", "--allow-change", "steps", steps=6)) == 0
@@ -255,7 +320,7 @@ def test_unwritable_out_is_a_one_sentence_message(tmp_path, capsys, monkeypatch)
     assert main(train_args(f)) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"cannot write {f}" in err and "is a file" in err
-    if os.geteuid() != 0:         # root writes anywhere: then the permission error is simulated below
+    if os.geteuid() != 0:  # root writes anywhere: then the permission error is simulated below
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o555)
         assert main(train_args(ro / "run")) == 1
@@ -273,10 +338,17 @@ def test_unwritable_out_is_a_one_sentence_message(tmp_path, capsys, monkeypatch)
     assert err == f"longseq train: error: cannot write {tmp_path / 'denied'}: permission denied"
 
 
-@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"),
-                                 RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
-                                              "failed writing file data/3: file write failed")],
-                         ids=["oserror", "torch-writer"])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
+            "failed writing file data/3: file write failed"
+        ),
+    ],
+    ids=["oserror", "torch-writer"],
+)
 def test_disk_full_is_a_one_sentence_message(tmp_path, capsys, monkeypatch, exc):
     def full(obj, tmp):
         raise exc
@@ -291,22 +363,25 @@ def test_disk_full_is_a_one_sentence_message(tmp_path, capsys, monkeypatch, exc)
 
 
 # ---------------------------------------------------------------------------- settings
-@pytest.mark.parametrize("extra,message", [
-    (["--lr", "inf"], "learning rate (lr) must be a finite number > 0, got inf"),
-    (["--lr", "0"], "learning rate (lr) must be a finite number > 0"),
-    (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0, got -1"),
-    (["--batch-size", "0"], "batch_size must be a positive integer, got 0"),
-    (["--grad-clip", "nan"], "grad_clip must be a finite number"),
-    (["--device", "nosuchdevice"], "unknown device 'nosuchdevice'"),
-    (["--device", "cuda:7"], "not available"),
-    (["--task-option", "seq_len=abc"], "setting seq_len must be an integer, got 'abc'"),
-    (["--task-option", "n_train=0"], "setting n_train must be a positive integer, got 0"),
-    (["--task-option", "power_a=-1.0"], "setting power_a must be a number >= 0"),
-    (["--task-option", "classify=maybe"], "setting classify must be true or false"),
-    (["--mixer-option", "rope=maybe"], "option rope must be true or false, got 'maybe'"),
-    (["--d-model", "0"], "--d-model must be a positive integer"),
-    (["--allow-change", "steps"], "--allow-change only applies with --resume"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--lr", "inf"], "learning rate (lr) must be a finite number > 0, got inf"),
+        (["--lr", "0"], "learning rate (lr) must be a finite number > 0"),
+        (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0, got -1"),
+        (["--batch-size", "0"], "batch_size must be a positive integer, got 0"),
+        (["--grad-clip", "nan"], "grad_clip must be a finite number"),
+        (["--device", "nosuchdevice"], "unknown device 'nosuchdevice'"),
+        (["--device", "cuda:7"], "not available"),
+        (["--task-option", "seq_len=abc"], "setting seq_len must be an integer, got 'abc'"),
+        (["--task-option", "n_train=0"], "setting n_train must be a positive integer, got 0"),
+        (["--task-option", "power_a=-1.0"], "setting power_a must be a number >= 0"),
+        (["--task-option", "classify=maybe"], "setting classify must be true or false"),
+        (["--mixer-option", "rope=maybe"], "option rope must be true or false, got 'maybe'"),
+        (["--d-model", "0"], "--d-model must be a positive integer"),
+        (["--allow-change", "steps"], "--allow-change only applies with --resume"),
+    ],
+)
 def test_bad_settings_are_messages_before_any_work(tmp_path, capsys, extra, message):
     if extra == ["--device", "cuda:7"] and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
@@ -314,7 +389,7 @@ def test_bad_settings_are_messages_before_any_work(tmp_path, capsys, extra, mess
     assert main(train_args(out, *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("longseq train: error:"), err
-    assert not out.exists()            # refused before anything was written
+    assert not out.exists()  # refused before anything was written
 
 
 def test_demo_steps_zero_is_refused(tmp_path, capsys):
@@ -323,18 +398,53 @@ def test_demo_steps_zero_is_refused(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- arena
-ARENA = ["--no-speed", "--threads", "1", "--model-option", "d_model=16", "--model-option", "n_layers=1",
-         "--train-option", "batch_size=8", "--task-option", "mqar.n_train=64", "--task-option", "mqar.n_val=8",
-         "--task-option", "mqar.n_test=8", "--task-option", "mqar.seq_len=16", "--task-option", "mqar.num_kv_pairs=2"]
+ARENA = [
+    "--no-speed",
+    "--threads",
+    "1",
+    "--model-option",
+    "d_model=16",
+    "--model-option",
+    "n_layers=1",
+    "--train-option",
+    "batch_size=8",
+    "--task-option",
+    "mqar.n_train=64",
+    "--task-option",
+    "mqar.n_val=8",
+    "--task-option",
+    "mqar.n_test=8",
+    "--task-option",
+    "mqar.seq_len=16",
+    "--task-option",
+    "mqar.num_kv_pairs=2",
+]
 
 
 def test_arena_resume_continues_the_stored_selection(tmp_path, capsys):
     out = tmp_path / "arena"
-    assert main(["arena", "--mixers", "softmax,linear", "--tasks", "mqar", "--steps", "2", "--seed", "3",
-                 "--out", str(out), *ARENA]) == 0
+    assert (
+        main(
+            [
+                "arena",
+                "--mixers",
+                "softmax,linear",
+                "--tasks",
+                "mqar",
+                "--steps",
+                "2",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                *ARENA,
+            ]
+        )
+        == 0
+    )
     stored = json.loads((out / "arena.json").read_text())
     assert stored["mixers"] == ["softmax", "linear"] and stored["seed"] == 3 and stored["steps"] == 2
-    (out / "runs" / "mqar" / "linear" / "final.json").unlink()      # interrupted after its last checkpoint
+    (out / "runs" / "mqar" / "linear" / "final.json").unlink()  # interrupted after its last checkpoint
     capsys.readouterr()
     # `longseq arena --out DIR --resume`, as the README writes it: exactly the stored arena
     assert main(["arena", "--out", str(out), "--resume"]) == 0
@@ -346,8 +456,11 @@ def test_arena_resume_continues_the_stored_selection(tmp_path, capsys):
     # conflicting arguments are refused, listing them; reuse without --resume is refused
     assert main(["arena", "--out", str(out), "--resume", "--mixers", "softmax,s4d", "--seed", "4"]) == 2
     err = capsys.readouterr().err
-    assert "--resume refused" in err and "mixers: ['softmax', 'linear'] -> ['softmax', 's4d']" in err \
+    assert (
+        "--resume refused" in err
+        and "mixers: ['softmax', 'linear'] -> ['softmax', 's4d']" in err
         and "seed: 3 -> 4" in err
+    )
     assert main(["arena", "--mixers", "softmax", "--tasks", "mqar", "--steps", "1", "--out", str(out), *ARENA]) == 2
     assert "already holds an arena" in capsys.readouterr().err
     assert main(["arena", "--out", str(tmp_path / "none"), "--resume"]) == 2
@@ -357,9 +470,13 @@ def test_arena_resume_continues_the_stored_selection(tmp_path, capsys):
 def test_bench_exits_non_zero_with_the_failed_configurations(monkeypatch, capsys):
     import longseq.bench as bench
 
-    res = {"rows": [{"source": "longseq", "name": "softmax", "L": 256, "status": "ok"},
-                    {"source": "longseq", "name": "s4", "L": 256, "status": "error", "error": "ValueError: boom"},
-                    {"source": "longseq", "name": "s5", "L": 65536, "status": "oom", "error": "out of memory"}]}
+    res = {
+        "rows": [
+            {"source": "longseq", "name": "softmax", "L": 256, "status": "ok"},
+            {"source": "longseq", "name": "s4", "L": 256, "status": "error", "error": "ValueError: boom"},
+            {"source": "longseq", "name": "s5", "L": 65536, "status": "oom", "error": "out of memory"},
+        ]
+    }
     monkeypatch.setattr(bench, "run_speed", lambda *a, **k: res)
     monkeypatch.setattr(bench, "format_table", lambda r: "table")
     assert main(["bench", "speed", "--mixers", "softmax,s4,s5", "--lengths", "256"]) == 1

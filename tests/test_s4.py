@@ -13,8 +13,8 @@ import torch
 
 import longseq
 import longseq.mixers.s4 as s4_module
-from longseq.optim import param_groups
 from longseq.ops.cauchy import roots_of_unity
+from longseq.optim import param_groups
 
 TOL = dict(rtol=1e-8, atol=1e-10)
 H = 3
@@ -191,8 +191,16 @@ def test_bf16_forward_runs():
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
 
 
-@pytest.mark.parametrize("opts,match", [({"d_state": 7}, "d_state"), ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"),
-                                        ({"chunk_size": 0}, "chunk_size"), ({"l_max": 0}, "l_max"), ({"channel_chunk": 0}, "channel_chunk")])
+@pytest.mark.parametrize(
+    "opts,match",
+    [
+        ({"d_state": 7}, "d_state"),
+        ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"l_max": 0}, "l_max"),
+        ({"channel_chunk": 0}, "channel_chunk"),
+    ],
+)
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
         longseq.mixers.build("s4", 8, causal=True, **opts)

@@ -41,7 +41,7 @@ def naive_dss_exp_ssm(m, u):
     lam = torch.complex(-torch.exp(m.kernel.Lambda_re), m.kernel.Lambda_im)
     dt = torch.exp(m.kernel.log_dt)[:, None]
     W = torch.view_as_complex(m.kernel.W)
-    dA, dB = torch.exp(lam * dt), (torch.exp(lam * dt) - 1) / lam     # DSS_exp = ZOH with B = 1
+    dA, dB = torch.exp(lam * dt), (torch.exp(lam * dt) - 1) / lam  # DSS_exp = ZOH with B = 1
     L = u.shape[-1]
     x = torch.zeros(u.shape[0], *lam.shape, dtype=lam.dtype)
     ys = []
@@ -107,8 +107,11 @@ def test_ssm_parameters_get_their_own_group(name):
     groups = param_groups(m, lr=1e-2, weight_decay=0.05)
     ssm = [g for g in groups if g["lr"] == 2e-3]
     assert len(ssm) == 1 and ssm[0]["weight_decay"] == 0.0
-    expected = {"kernel.log_dt", "kernel.log_A_real", "kernel.A_imag", "kernel.B"} if name == "s4d" \
+    expected = (
+        {"kernel.log_dt", "kernel.log_A_real", "kernel.A_imag", "kernel.B"}
+        if name == "s4d"
         else {"kernel.log_dt", "kernel.Lambda_re", "kernel.Lambda_im"}
+    )
     assert set(ssm[0]["names"]) == expected
     others = {n for g in groups if g["lr"] == 1e-2 for n in g["names"]}
     assert "out.weight" in others and "kernel.C" not in expected

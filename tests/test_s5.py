@@ -170,8 +170,13 @@ def test_bf16_forward_runs():
 
 @pytest.mark.parametrize(
     "opts,match",
-    [({"d_state": 10, "blocks": 2}, "d_state"), ({"blocks": 0}, "blocks"), ({"activation": "relu"}, "activation"),
-     ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"), ({"chunk_size": 6}, "chunk_size")],
+    [
+        ({"d_state": 10, "blocks": 2}, "d_state"),
+        ({"blocks": 0}, "blocks"),
+        ({"activation": "relu"}, "activation"),
+        ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"),
+        ({"chunk_size": 6}, "chunk_size"),
+    ],
 )
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):

@@ -35,8 +35,9 @@ def loop_reference(mixer, x, mask=None):
         for i in range(L):
             heads = []
             for h in range(H):
-                keys = [j for j in range(L) if (not mixer.causal or j <= i)
-                        and (mask is None or bool(mask[b, j]) or j == i)]
+                keys = [
+                    j for j in range(L) if (not mixer.causal or j <= i) and (mask is None or bool(mask[b, j]) or j == i)
+                ]
                 s = torch.stack([torch.relu(q[b, i, h] @ k[b, j, h]) for j in keys])
                 o = sum(s[n] * v[b, j, h] for n, j in enumerate(keys))
                 heads.append(o / s.sum() if s.sum().item() > 0 else torch.zeros_like(o))
@@ -69,7 +70,7 @@ def test_si_attention_homogeneity_in_each_matrix():
     with torch.no_grad():
         m.q.weight.mul_(7.0)
         m.k.weight.mul_(0.03)
-    torch.testing.assert_close(m(x), y, **TOL)        # degree 0 in W_Q, W_K
+    torch.testing.assert_close(m(x), y, **TOL)  # degree 0 in W_Q, W_K
     with torch.no_grad():
         m.v.weight.mul_(3.0)
         m.out.weight.mul_(0.5)
@@ -83,15 +84,26 @@ def si_models():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         models = {
-            "lm_learned_tied": CausalLM(40, 16, 2, num_heads=2, position="learned", max_len=16,
-                                        scale_invariant=True),
-            "lm_sinusoidal_untied": CausalLM(40, 16, 1, num_heads=2, position="sinusoidal", tie_embeddings=False,
-                                             norm="rmsnorm", scale_invariant=True),
-            "classifier_pair": SequenceClassifier(40, 3, 16, 1, num_heads=2, pair=True, position="rope",
-                                                  scale_invariant=True),
+            "lm_learned_tied": CausalLM(40, 16, 2, num_heads=2, position="learned", max_len=16, scale_invariant=True),
+            "lm_sinusoidal_untied": CausalLM(
+                40,
+                16,
+                1,
+                num_heads=2,
+                position="sinusoidal",
+                tie_embeddings=False,
+                norm="rmsnorm",
+                scale_invariant=True,
+            ),
+            "classifier_pair": SequenceClassifier(
+                40, 3, 16, 1, num_heads=2, pair=True, position="rope", scale_invariant=True
+            ),
         }
-        ids = {"lm_learned_tied": torch.randint(0, 40, (2, 11)), "lm_sinusoidal_untied": torch.randint(0, 40, (2, 11)),
-               "classifier_pair": torch.randint(0, 40, (2, 2, 11))}
+        ids = {
+            "lm_learned_tied": torch.randint(0, 40, (2, 11)),
+            "lm_sinusoidal_untied": torch.randint(0, 40, (2, 11)),
+            "classifier_pair": torch.randint(0, 40, (2, 2, 11)),
+        }
     return {k: (m.double(), ids[k]) for k, m in models.items()}
 
 
@@ -110,8 +122,7 @@ def scaled(model, constants):
 
 
 @settings(max_examples=15, deadline=None)
-@given(which=st.sampled_from(SI_MODEL_NAMES),
-       log_c=st.lists(st.floats(-4.0, 4.0), min_size=32, max_size=32))
+@given(which=st.sampled_from(SI_MODEL_NAMES), log_c=st.lists(st.floats(-4.0, 4.0), min_size=32, max_size=32))
 def test_output_invariant_to_rescaling_each_parameter_group(which, log_c):
     """f(c_1 W_1, ..., c_n W_n) == f(W) for positive constants c_i in [e^-4, e^4], one per tensor;
     the gradient scales as 1/c_i (the consequence of degree-0 homogeneity used by the theory)."""
@@ -158,8 +169,12 @@ def test_si_model_options_errors():
         CausalLM(40, 16, 1, norm="none", scale_invariant=True)
     with pytest.raises(ValueError, match="ffn must be"):
         CausalLM(40, 16, 1, ffn="swiglu", scale_invariant=True)
-    for kw in ({"position": "deberta", "position_options": {"span": 4}}, {"shortcuts": False},
-               {"ffn_options": {"linear": "butterfly"}}, {"embedding": "hsoftpos"}):
+    for kw in (
+        {"position": "deberta", "position_options": {"span": 4}},
+        {"shortcuts": False},
+        {"ffn_options": {"linear": "butterfly"}},
+        {"embedding": "hsoftpos"},
+    ):
         with pytest.raises(ValueError, match="scale_invariant=True .SIBERT. does not support"):
             CausalLM(40, 16, 1, max_len=8, scale_invariant=True, **kw)
         with pytest.raises(ValueError, match="does not support"):
@@ -174,23 +189,27 @@ class TwoScalars(nn.Module):
     def __init__(self):
         super().__init__()
         self.a = nn.Parameter(torch.tensor([3.0], dtype=torch.float64))
-        self.b = nn.Parameter(torch.tensor([4.0], dtype=torch.float64))    # ||W|| = 5
+        self.b = nn.Parameter(torch.tensor([4.0], dtype=torch.float64))  # ||W|| = 5
 
 
-@pytest.mark.parametrize("slope, expected, clipped", [
-    # grad (12, -16): norm 20 > bound 2 * sqrt(2 * 0.05 / 0.1) * 5 = 10 -> halved to (6, -8);
-    # W <- (1 - 0.1 * 0.05) W - 0.1 g = (2.985, 3.98) - (0.6, -0.8)
-    ((12.0, -16.0), (2.385, 4.78), True),
-    # grad (3, -4): norm 5 < 10 -> unclipped; W <- (2.985, 3.98) - (0.3, -0.4)
-    ((3.0, -4.0), (2.685, 4.38), False),
-])
+@pytest.mark.parametrize(
+    "slope, expected, clipped",
+    [
+        # grad (12, -16): norm 20 > bound 2 * sqrt(2 * 0.05 / 0.1) * 5 = 10 -> halved to (6, -8);
+        # W <- (1 - 0.1 * 0.05) W - 0.1 g = (2.985, 3.98) - (0.6, -0.8)
+        ((12.0, -16.0), (2.385, 4.78), True),
+        # grad (3, -4): norm 5 < 10 -> unclipped; W <- (2.985, 3.98) - (0.3, -0.4)
+        ((3.0, -4.0), (2.685, 4.38), False),
+    ],
+)
 def test_sgd_si_step_matches_hand_computation(slope, expected, clipped):
     m = TwoScalars()
     opt = build_optimizer(m, "sgd_si", lr=0.1, weight_decay=0.05, si_clip=2.0)
     (slope[0] * m.a + slope[1] * m.b).sum().backward()
     opt.step()
-    torch.testing.assert_close(torch.cat([m.a, m.b]).detach(), torch.tensor(expected, dtype=torch.float64),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.cat([m.a, m.b]).detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12
+    )
     assert float(opt.last_grad_norm) == pytest.approx(math.hypot(*slope))
     assert float(opt.last_clip_bound) == pytest.approx(10.0)
     # without clipping (si_clip=None) the large gradient is applied in full
@@ -219,8 +238,19 @@ def tiny_task():
 
 
 def _cfg(**kw):
-    base = dict(steps=6, batch_size=8, lr=0.3, weight_decay=0.01, warmup=2, eval_every=3, log_every=1,
-                checkpoint_every=3, progress=False, seed=0, optimizer="sgd_si")
+    base = dict(
+        steps=6,
+        batch_size=8,
+        lr=0.3,
+        weight_decay=0.01,
+        warmup=2,
+        eval_every=3,
+        log_every=1,
+        checkpoint_every=3,
+        progress=False,
+        seed=0,
+        optimizer="sgd_si",
+    )
     return TrainConfig.from_dict({**base, **kw})
 
 
@@ -247,8 +277,9 @@ def test_sgd_si_resume_is_bit_exact(tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "_save_checkpoint", save_then_die)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        train(build_model(task, "softmax", d_model=16, dropout=0.1, scale_invariant=True), task, _cfg(),
-              tmp_path / "cut")
+        train(
+            build_model(task, "softmax", d_model=16, dropout=0.1, scale_invariant=True), task, _cfg(), tmp_path / "cut"
+        )
     monkeypatch.setattr(tr, "_save_checkpoint", real_save)
     torch.manual_seed(123)
     resumed = build_model(task, "softmax", d_model=16, dropout=0.1, scale_invariant=True)
@@ -260,10 +291,35 @@ def test_sgd_si_resume_is_bit_exact(tmp_path, monkeypatch):
 
 def test_cli_scale_invariant_sgd_si(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--task", "mqar", "--task-option", "n_train=64", "--task-option", "n_val=8",
-            "--task-option", "n_test=8", "--steps", "3", "--batch-size", "8", "--d-model", "16", "--no-progress",
-            "--scale-invariant", "--optimizer", "sgd_si", "--lr", "0.5", "--weight-decay", "0.01",
-            "--si-clip", "1.5", "--out", str(out)]
+    args = [
+        "train",
+        "--task",
+        "mqar",
+        "--task-option",
+        "n_train=64",
+        "--task-option",
+        "n_val=8",
+        "--task-option",
+        "n_test=8",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--no-progress",
+        "--scale-invariant",
+        "--optimizer",
+        "sgd_si",
+        "--lr",
+        "0.5",
+        "--weight-decay",
+        "0.01",
+        "--si-clip",
+        "1.5",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["scale_invariant"] is True

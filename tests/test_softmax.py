@@ -40,7 +40,7 @@ def test_matches_textbook_formula():
     q, k, v = m.qkv(x)[0].split(8, dim=-1)
     rows = []
     for i in range(6):
-        w = torch.softmax(q[i] @ k[: i + 1].T / 8 ** 0.5, dim=0)
+        w = torch.softmax(q[i] @ k[: i + 1].T / 8**0.5, dim=0)
         rows.append(w @ v[: i + 1])
     ref = m.out(torch.stack(rows))
     torch.testing.assert_close(m(x)[0], ref, **TOL)

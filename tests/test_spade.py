@@ -16,14 +16,18 @@ SMALL_S4 = {"d_state": 8, "chunk_size": 16, "l_max": 64}
 def make(causal, combine="concat", ssm="s4", **kw):
     torch.manual_seed(0)
     opts = SMALL_S4 if ssm == "s4" else {"d_state": 8}
-    m = mixers.build("spade", D, num_heads=2, causal=causal, window=16, combine=combine, ssm=ssm,
-                     ssm_options=opts, **kw)
+    m = mixers.build(
+        "spade", D, num_heads=2, causal=causal, window=16, combine=combine, ssm=ssm, ssm_options=opts, **kw
+    )
     return m.double()
 
 
 def by_hand(m, x, mask):
     """The SPADE layer composed from separately built mixers carrying a copy of m's weights."""
-    ssm_opts = {**({"pointwise": False} if m.ssm.spec.name == "s4" else {}), **(SMALL_S4 if m.ssm.spec.name == "s4" else {"d_state": 8})}
+    ssm_opts = {
+        **({"pointwise": False} if m.ssm.spec.name == "s4" else {}),
+        **(SMALL_S4 if m.ssm.spec.name == "s4" else {"d_state": 8}),
+    }
     ssm = mixers.build(m.ssm.spec.name, D, causal=m.causal, **ssm_opts).double()
     ssm.load_state_dict(m.ssm.state_dict())
     loc = mixers.build("local", D, num_heads=2, causal=m.causal, window=16).double()
@@ -53,13 +57,13 @@ def test_matches_composed_mixers(combine, causal, L):
     mask = None
     if L > 1:
         mask = torch.ones(2, L, dtype=torch.bool)
-        mask[1, L // 2:] = False
+        mask[1, L // 2 :] = False
     y = m(x, mask)
     y_ref, ssm, loc = by_hand(m, x, mask)
     torch.testing.assert_close(y, y_ref, **F64)
     w = torch.randn_like(y)
-    gx, = torch.autograd.grad((y * w).sum(), x, retain_graph=True)
-    gx_ref, = torch.autograd.grad((y_ref * w).sum(), x, retain_graph=True)
+    (gx,) = torch.autograd.grad((y * w).sum(), x, retain_graph=True)
+    (gx_ref,) = torch.autograd.grad((y_ref * w).sum(), x, retain_graph=True)
     torch.testing.assert_close(gx, gx_ref, **F64)
     # parameter gradients of the two branches
     mine = dict(m.named_parameters())
@@ -100,9 +104,16 @@ def test_defaults_follow_the_paper():
     assert longseq.mixers.spec("spade").flops(1024, 32, 1, True) > 0
 
 
-@pytest.mark.parametrize("bad,match", [({"ssm": "mamba"}, "ssm"), ({"combine": "mul"}, "combine"),
-                                       ({"ssm_weight": 2.0}, "ssm_weight"), ({"ssm_options": 3}, "ssm_options"),
-                                       ({"ssm_options": {"nope": 1}}, "nope")])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"ssm": "mamba"}, "ssm"),
+        ({"combine": "mul"}, "combine"),
+        ({"ssm_weight": 2.0}, "ssm_weight"),
+        ({"ssm_options": 3}, "ssm_options"),
+        ({"ssm_options": {"nope": 1}}, "nope"),
+    ],
+)
 def test_bad_options(bad, match):
     with pytest.raises(ValueError, match=match):
         mixers.build("spade", 16, causal=True, **bad)

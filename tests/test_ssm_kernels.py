@@ -35,7 +35,11 @@ def test_inits(init):
         # eigenvalues of the normal part S = A_legs + P P^T of HiPPO-LegS (textbook formula)
         k = torch.arange(N, dtype=torch.float64)
         q = torch.sqrt(2 * k + 1)
-        S = -torch.tril(q[:, None] * q[None, :], -1) - torch.diag(k + 1) + torch.sqrt(k + 0.5)[:, None] * torch.sqrt(k + 0.5)
+        S = (
+            -torch.tril(q[:, None] * q[None, :], -1)
+            - torch.diag(k + 1)
+            + torch.sqrt(k + 0.5)[:, None] * torch.sqrt(k + 0.5)
+        )
         ev = torch.linalg.eigvals(S)
         ev = ev[ev.imag > 0]
         torch.testing.assert_close(torch.sort(A.imag).values, torch.sort(ev.imag).values)
@@ -82,7 +86,7 @@ def test_s4d_kernel_is_C_dA_pow_dB(disc, L):
         dA, dB = torch.exp(dtA), (torch.exp(dtA) - 1) / A * B
     else:
         dA, dB = (1 + dtA / 2) / (1 - dtA / 2), dt[:, None] * B / (1 - dtA / 2)
-    K = torch.stack([2 * (C * dA ** l * dB).sum(-1).real for l in range(L)], -1)  # [C, H, L]
+    K = torch.stack([2 * (C * dA**l * dB).sum(-1).real for l in range(L)], -1)  # [C, H, L]
     torch.testing.assert_close(ker.kernel(L), K, rtol=1e-8, atol=1e-9)
 
 
@@ -94,19 +98,23 @@ def test_dss_kernels_match_paper_formulas(L):
     dt = torch.exp(ker.log_dt)[:, None]
     W = torch.view_as_complex(ker.W)
     l = torch.arange(L, dtype=torch.float64)
-    K = (W[..., None] * ((torch.exp(lam * dt) - 1) / lam)[..., None] * torch.exp(lam[..., None] * dt[..., None] * l)).sum(-2).real
+    K = (
+        (W[..., None] * ((torch.exp(lam * dt) - 1) / lam)[..., None] * torch.exp(lam[..., None] * dt[..., None] * l))
+        .sum(-2)
+        .real
+    )
     torch.testing.assert_close(ker.kernel(L), K, rtol=1e-8, atol=1e-9)
 
     l_max = 250
     ker = DSSKernel(2, 6, variant="softmax", l_max=l_max).double()
     with torch.no_grad():
-        ker.Lambda_re[0, :3] = torch.tensor([0.02, 0.3, 1.0])    # growing modes: the flipped form
+        ker.Lambda_re[0, :3] = torch.tensor([0.02, 0.3, 1.0])  # growing modes: the flipped form
     lam = torch.complex(ker.Lambda_re, ker.Lambda_im)
     dt = torch.exp(ker.log_dt)[:, None]
     W = torch.view_as_complex(ker.W)
     P = lam[..., None] * dt[..., None] * torch.arange(l_max, dtype=torch.float64)  # [H, N, l_max]
     soft = torch.exp(P - P.real.amax(-1, keepdim=True))
-    soft = soft / soft.sum(-1, keepdim=True)                      # complex row-softmax over positions
+    soft = soft / soft.sum(-1, keepdim=True)  # complex row-softmax over positions
     K = (W[..., None] / lam[..., None] * soft).sum(-2).real[..., :L]
     torch.testing.assert_close(ker.kernel(L), K, rtol=1e-7, atol=1e-10)
     with pytest.raises(ValueError, match="l_max"):

@@ -13,9 +13,11 @@ from longseq.ops.stack.superposition import superposition_update
 
 def _logits(n, B, Q, S, seed):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, B, Q, S, Q, S, generator=g, dtype=torch.float64),
-            torch.randn(n, B, Q, S, Q, S, generator=g, dtype=torch.float64),
-            torch.randn(n, B, Q, S, Q, generator=g, dtype=torch.float64))
+    return (
+        torch.randn(n, B, Q, S, Q, S, generator=g, dtype=torch.float64),
+        torch.randn(n, B, Q, S, Q, S, generator=g, dtype=torch.float64),
+        torch.randn(n, B, Q, S, Q, generator=g, dtype=torch.float64),
+    )
 
 
 def _weights_one(lp, lr, lo, normalize):
@@ -25,7 +27,11 @@ def _weights_one(lp, lr, lo, normalize):
         return lp.exp(), lr.exp(), lo.exp()
     N = Q * S
     w = torch.cat([lp.reshape(n, N, N), lr.reshape(n, N, N), lo.reshape(n, N, Q)], -1).softmax(-1)
-    return w[..., :N].reshape(n, Q, S, Q, S), w[..., N:2 * N].reshape(n, Q, S, Q, S), w[..., 2 * N:].reshape(n, Q, S, Q)
+    return (
+        w[..., :N].reshape(n, Q, S, Q, S),
+        w[..., N : 2 * N].reshape(n, Q, S, Q, S),
+        w[..., 2 * N :].reshape(n, Q, S, Q),
+    )
 
 
 def _lang_readings(lp, lr, lo, normalize, window, states=True):
@@ -35,14 +41,14 @@ def _lang_readings(lp, lr, lo, normalize, window, states=True):
     for j in range(n):
         st = st.update(*scale_actions(lp[j], lr[j], lo[j], normalize))
         out.append(st.reading(states))
-    return torch.stack(out, 1)                                    # [B, n + 1, R]
+    return torch.stack(out, 1)  # [B, n + 1, R]
 
 
 def _brute_readings(lp, lr, lo, normalize, window, states=True):
     B = lp.shape[1]
     rows = []
     for b in range(B):
-        a = brute_force_alpha(*_weights_one(lp[:, b], lr[:, b], lo[:, b], normalize), window=window)   # [n+1, Q, S]
+        a = brute_force_alpha(*_weights_one(lp[:, b], lr[:, b], lo[:, b], normalize), window=window)  # [n+1, Q, S]
         a = a.flatten(1) if states else a.sum(1)
         rows.append(a / a.sum(-1, keepdim=True))
     return torch.stack(rows)
@@ -73,7 +79,7 @@ def test_limited_stack_equals_brute_force_with_window(window, normalize):
 def test_window_at_least_n_equals_full(normalize):
     lp, lr, lo = _logits(6, 3, 2, 3, seed=7)
     full = _lang_readings(lp, lr, lo, normalize, None)
-    for D in (7, 9):                    # n updates reach time 6: segments up to 7 long (from time -1)
+    for D in (7, 9):  # n updates reach time 6: segments up to 7 long (from time -1)
         torch.testing.assert_close(_lang_readings(lp, lr, lo, normalize, D), full, rtol=1e-13, atol=1e-14)
     assert not torch.allclose(_lang_readings(lp, lr, lo, normalize, 3), full)
 
@@ -111,8 +117,9 @@ def test_mixer_window_at_least_length_equals_full(name):
     assert not torch.allclose(short(x), full(x))
 
 
-@pytest.mark.parametrize("name,kw", [("ns_rnn", {}), ("rns_rnn", {}), ("rns_rnn", {"window": 4}),
-                                     ("superposition_stack", {}), ("lstm", {})])
+@pytest.mark.parametrize(
+    "name,kw", [("ns_rnn", {}), ("rns_rnn", {}), ("rns_rnn", {"window": 4}), ("superposition_stack", {}), ("lstm", {})]
+)
 def test_step_forward_split_agree(name, kw):
     kw = dict(kw)
     if name in ("superposition_stack", "lstm"):
@@ -141,7 +148,7 @@ def test_readings_sizes_and_variants():
     h = torch.randn(4, 8, dtype=torch.float64)
     push, repl, pop = ns.action_weights(h)
     total = push.sum(-1) + repl.sum(-1) + pop.sum(-1)
-    torch.testing.assert_close(total, torch.ones_like(total))      # NS-RNN: probabilities per (q, x)
+    torch.testing.assert_close(total, torch.ones_like(total))  # NS-RNN: probabilities per (q, x)
     push, repl, pop = rns.action_weights(h)
     assert (push > 0).all() and (push.sum(-1) + repl.sum(-1) + pop.sum(-1)).amax(-1).sub(1).abs().max() < 1e-12
 
@@ -173,7 +180,7 @@ def test_superposition_update_against_loop():
         return el[:, :, i] if 0 <= i < H else torch.zeros(B, m, dtype=torch.float64)
 
     for i in range(H + 1):
-        ref[:, :, i] = (a[:, 0:1] * (v if i == 0 else at(i - 1)) + a[:, 1:2] * at(i + 1) + a[:, 2:3] * at(i))
+        ref[:, :, i] = a[:, 0:1] * (v if i == 0 else at(i - 1)) + a[:, 1:2] * at(i + 1) + a[:, 2:3] * at(i)
     torch.testing.assert_close(got, ref, rtol=1e-14, atol=1e-15)
 
 
@@ -181,8 +188,15 @@ def test_on_a_cfl_task_through_the_trainer(tmp_path):
     from longseq import tasks
     from longseq.train import TrainConfig, build_model, train
 
-    task = tasks.build("marked_reversal", train_lengths=[5, 9], val_lengths=[5, 9], test_lengths=[5, 13],
-                       n_train=40, n_val=10, n_test_per_length=2)
+    task = tasks.build(
+        "marked_reversal",
+        train_lengths=[5, 9],
+        val_lengths=[5, 9],
+        test_lengths=[5, 13],
+        n_train=40,
+        n_val=10,
+        n_test_per_length=2,
+    )
     torch.manual_seed(0)
     model = build_model(task, "rns_rnn", d_model=8, mixer_options={"hidden_size": 8, "window": 6})
     cfg = TrainConfig(steps=3, batch_size=4, eval_every=3, progress=False, lr=1e-2)

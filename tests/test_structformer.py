@@ -13,7 +13,7 @@ from longseq.mixers.structformer import dependency_distribution
 def _direct(distance, height, s0, s1):
     """p_D(j | i) = Σ_{l ≤ i ≤ r} p(l|i) p(r|i) softmax_{[l, r]}(s1 τ)_j, every term by a loop."""
     L = height.shape[0]
-    g = lambda i, k: torch.sigmoid((height[i] - distance[k]) * s0)           # noqa: E731
+    g = lambda i, k: torch.sigmoid((height[i] - distance[k]) * s0)  # noqa: E731
 
     def Fl(i, l):
         if l < 0:
@@ -33,7 +33,7 @@ def _direct(distance, height, s0, s1):
             pl = Fl(i, l) - Fl(i, l - 1)
             for r in range(i, L):
                 pr = Gr(i, r) - Gr(i, r + 1)
-                w = torch.exp(height[l:r + 1] * s1)
+                w = torch.exp(height[l : r + 1] * s1)
                 w = w / w.sum()
                 for j in range(l, r + 1):
                     if j != i:
@@ -45,7 +45,7 @@ def test_dependency_distribution_equals_formula():
     g = torch.Generator().manual_seed(0)
     L = 6
     d = torch.randn(1, L, generator=g, dtype=torch.float64)
-    d[0, -1] = 1e9                                             # no boundary after the last token
+    d[0, -1] = 1e9  # no boundary after the last token
     h = torch.randn(1, L, generator=g, dtype=torch.float64)
     got, block = dependency_distribution(d, h, 1.7, 0.8)
     torch.testing.assert_close(got[0], _direct(d[0], h[0], 1.7, 0.8), rtol=1e-12, atol=1e-12)

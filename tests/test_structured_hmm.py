@@ -14,7 +14,8 @@ from longseq.structured import HMM, HMMLanguageModel, build_hmm_lm
 def scaled_forward(log_init, mats, log_em, mask=None):
     return hmm_forward(log_init, log_em, mats, mask)[0]
 
-TOL = {"rtol": 1e-10, "atol": 1e-10}   # float64, exact algorithms: only rounding differences
+
+TOL = {"rtol": 1e-10, "atol": 1e-10}  # float64, exact algorithms: only rounding differences
 
 
 def enumerate_joint(log_init, log_trans, log_em_seq):
@@ -44,7 +45,7 @@ def test_log_likelihood_equals_enumeration_padded(rank, fmap):
     ids = torch.randint(V, (3, L))
     lengths = [5, 3, 1]
     mask = torch.arange(L)[None] < torch.tensor(lengths)[:, None]
-    ids_padded = ids.masked_fill(~mask, 4)               # padding content must not matter
+    ids_padded = ids.masked_fill(~mask, 4)  # padding content must not matter
     got = hmm.log_likelihood(ids_padded, mask)
     log_init, log_trans, log_em = hmm.params()
     for b, n in enumerate(lengths):
@@ -78,7 +79,7 @@ def test_posterior_marginals_from_autograd(rank):
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).bool()
     with torch.no_grad():
         log_init, log_trans, log_em = hmm.params()
-    em = log_em.T[ids.masked_fill(~mask, 0)].clone().requires_grad_(True)      # [B, L, N] potentials
+    em = log_em.T[ids.masked_fill(~mask, 0)].clone().requires_grad_(True)  # [B, L, N] potentials
     A = log_trans.exp()
     logz = scaled_forward(log_init, [A], em, mask)
     (marg,) = torch.autograd.grad(logz.sum(), em)
@@ -91,7 +92,7 @@ def test_posterior_marginals_from_autograd(rank):
             for t in range(n):
                 ref[t, z[t]] += p
         torch.testing.assert_close(marg[b, :n], ref, **TOL)
-        assert bool((marg[b, n:] == 0).all())              # padding gets no posterior mass
+        assert bool((marg[b, n:] == 0).all())  # padding gets no posterior mass
         torch.testing.assert_close(marg[b, :n].sum(-1), torch.ones(n, dtype=torch.float64), **TOL)
 
 
@@ -166,8 +167,8 @@ def test_float32_stable_at_length_1000_matches_float64():
         assert bool(torch.isfinite(ll32).all())
         assert all(bool(torch.isfinite(p.grad).all()) for p in hmm32.parameters())
         ll64 = hmm64.log_likelihood(ids)
-        assert ll64.abs().min() > 1000                       # far below float32's exp range
-        torch.testing.assert_close(ll32.double(), ll64, rtol=1e-5, atol=0)   # float32 rounding
+        assert ll64.abs().min() > 1000  # far below float32's exp range
+        torch.testing.assert_close(ll32.double(), ll64, rtol=1e-5, atol=0)  # float32 rounding
 
 
 def test_bad_input_raises():
@@ -213,7 +214,7 @@ def test_lm_wrapper_predictive_equals_likelihood_ratio(rank):
     """sum_t log p(x_{t+1} | x_<=t) from the wrapper == log p(x_1..x_L) - log p(x_1) (float64)."""
     m = HMMLanguageModel(6, 5, rank=rank, emb_dim=8).double()
     ids = torch.randint(6, (3, 8))
-    logp = m(ids[:, :-1])                                     # [B, L-1, V]
+    logp = m(ids[:, :-1])  # [B, L-1, V]
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(3, 7, dtype=torch.float64), **TOL)
     chain = logp.gather(-1, ids[:, 1:, None])[..., 0].sum(-1)
     ref = m.hmm.log_likelihood(ids) - m.hmm.log_likelihood(ids[:, :1])
@@ -241,11 +242,38 @@ def test_cli_trains_an_hmm_and_refuses_misuse(tmp_path, capsys):
     from longseq.cli import main
 
     out = tmp_path / "run"
-    args = ["train", "--task", "mqar", "--model", "hmm", "--model-option", "num_states=16",
-            "--model-option", "rank=4", "--model-option", "emb_dim=8", "--task-option", "n_train=32",
-            "--task-option", "n_val=8", "--task-option", "n_test=8", "--task-option", "seq_len=32",
-            "--task-option", "num_kv_pairs=4", "--steps", "2", "--batch-size", "4",
-            "--eval-every", "2", "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--task",
+        "mqar",
+        "--model",
+        "hmm",
+        "--model-option",
+        "num_states=16",
+        "--model-option",
+        "rank=4",
+        "--model-option",
+        "emb_dim=8",
+        "--task-option",
+        "n_train=32",
+        "--task-option",
+        "n_val=8",
+        "--task-option",
+        "n_test=8",
+        "--task-option",
+        "seq_len=32",
+        "--task-option",
+        "num_kv_pairs=4",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["class"] == "HMMLanguageModel" and cfg["model"]["rank"] == 4
@@ -267,20 +295,38 @@ def test_bench_structured_rows_and_report(tmp_path):
         write_structured,
     )
 
-    cfg = StructuredConfig(sizes=[8, 16], ranks=[None, 4], settings={"batch": 2, "length": 5, "vocab_size": 7, "emb_dim": 8},
-                           repeats=1, warmup=0, isolate=False, device="cpu")
+    cfg = StructuredConfig(
+        sizes=[8, 16],
+        ranks=[None, 4],
+        settings={"batch": 2, "length": 5, "vocab_size": 7, "emb_dim": 8},
+        repeats=1,
+        warmup=0,
+        isolate=False,
+        device="cpu",
+    )
     res = run_structured(cfg, log=lambda m: None)
     rows = {(r["size"], r["rank"]): r for r in res["rows"]}
     assert set(rows) == {(8, None), (16, None), (8, 4), (16, 4)}
     assert all(r["status"] == "ok" and r["finite"] and r["step_ms"]["median"] > 0 for r in rows.values())
-    assert rows[(16, 4)]["speedup_vs_full"] == rows[(16, None)]["step_ms"]["median"] / rows[(16, 4)]["step_ms"]["median"]
+    assert (
+        rows[(16, 4)]["speedup_vs_full"] == rows[(16, None)]["step_ms"]["median"] / rows[(16, 4)]["step_ms"]["median"]
+    )
     assert "| 16 | r=4 |" in format_structured(res)
     paths = write_structured(res, tmp_path, plots=False)
     assert json_rows(tmp_path / "results.json") == 4 and len(paths) == 2
-    alt = run_structured(StructuredConfig(sizes=[8], ranks=[None, 4], settings={"batch": 2, "length": 5, "vocab_size": 7,
-                                                                                  "emb_dim": 8},
-                                          repeats=1, warmup=0, rounds=3, isolate=False, device="cpu"),
-                         log=lambda m: None)
+    alt = run_structured(
+        StructuredConfig(
+            sizes=[8],
+            ranks=[None, 4],
+            settings={"batch": 2, "length": 5, "vocab_size": 7, "emb_dim": 8},
+            repeats=1,
+            warmup=0,
+            rounds=3,
+            isolate=False,
+            device="cpu",
+        ),
+        log=lambda m: None,
+    )
     full, low = alt["rows"]
     assert len(full["rounds_ms"]) == len(low["rounds_ms"]) == 3
     ratios = sorted(a / b for a, b in zip(full["rounds_ms"], low["rounds_ms"]))

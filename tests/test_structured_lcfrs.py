@@ -95,8 +95,12 @@ def spans_of_derivation(t, item):
         return out | spans_of_derivation(t[1], (i, j)) | spans_of_derivation(t[2], (k, l))
     q, child, cont = t[1], t[2], t[3]
     w = _width(cont)
-    sub = {0: ((i + w, j, k, l), (i, i + w)), 1: ((i, j - w, k, l), (j - w, j)),
-           2: ((i, j, k + w, l), (k, k + w)), 3: ((i, j, k, l - w), (l - w, l))}[q]
+    sub = {
+        0: ((i + w, j, k, l), (i, i + w)),
+        1: ((i, j - w, k, l), (j - w, j)),
+        2: ((i, j, k + w, l), (k, k + w)),
+        3: ((i, j, k, l - w), (l - w, l)),
+    }[q]
     return out | spans_of_derivation(child, sub[0]) | spans_of_derivation(cont, sub[1])
 
 
@@ -133,7 +137,7 @@ def test_inside_equals_enumeration_of_derivations(n):
     lengths = torch.tensor([n, max(2, n - 1)])
     ll = model.log_likelihood(ids, lengths)
     for b in range(2):
-        words = ids[b, :lengths[b]].tolist()
+        words = ids[b, : lengths[b]].tolist()
         ref = math.log(sum(p for _, p in enumerate_lcfrs(model, words)))
         assert abs(float(ll[b].detach()) - ref) < 1e-10
 
@@ -145,8 +149,11 @@ def test_gradients_equal_enumeration():
     params = list(model.parameters())
     g = torch.autograd.grad(ll, params, allow_unused=True)
     R = model.rules()
-    ref = torch.stack([(R["root"] * value(t, R, words, model.m)[:model.m]).sum()
-                       for t in derivations((0, 5))]).sum().log()
+    ref = (
+        torch.stack([(R["root"] * value(t, R, words, model.m)[: model.m]).sum() for t in derivations((0, 5))])
+        .sum()
+        .log()
+    )
     g_ref = torch.autograd.grad(ref, params, allow_unused=True)
     for a, c in zip(g, g_ref):
         assert (a is None and c is None) or torch.allclose(a, c, atol=1e-9, rtol=1e-6)
@@ -182,7 +189,7 @@ def test_mbr_prefers_marked_discontinuous_constituent():
     items = chart_layout(n)[0]
     mc = np.zeros((n + 1, n + 1))
     md = np.zeros(len(items))
-    md[items.index((0, 1, 3, 5))] = 1.0       # {w0, w3, w4}
+    md[items.index((0, 1, 3, 5))] = 1.0  # {w0, w3, w4}
     mc[1, 3] = 0.5
     tree = mbr_lcfrs(mc, md, n, n)
     assert ((0, 1), (3, 5)) in tree and ((1, 3),) in tree

@@ -88,14 +88,14 @@ def test_tc_init_variance_matches_dense(length, bond, n_init):
     uses a 12% tolerance (> 3.7 sigma)."""
     torch.manual_seed(1234)
     d_in = 64
-    ws = torch.stack([TensorChainLinear(d_in, 64, length=length, bond=bond).weight().detach()
-                      for _ in range(n_init)])
+    ws = torch.stack([TensorChainLinear(d_in, 64, length=length, bond=bond).weight().detach() for _ in range(n_init)])
     target = 1.0 / (3 * d_in)
     assert abs(ws.var().item() / target - 1) < 0.12
     assert abs(ws.mean().item()) < 0.05 * math.sqrt(target)
     # an explicit init_std is honoured too
-    w = torch.stack([TensorChainLinear(d_in, 64, length=length, bond=bond, init_std=0.5).weight().detach()
-                     for _ in range(n_init)])
+    w = torch.stack(
+        [TensorChainLinear(d_in, 64, length=length, bond=bond, init_std=0.5).weight().detach() for _ in range(n_init)]
+    )
     assert abs(w.var().item() / 0.25 - 1) < 0.12
 
 
@@ -156,11 +156,12 @@ def test_make_linear_dense_and_tc():
 def naive_butterfly(layer: ButterflyLinear, x: torch.Tensor) -> torch.Tensor:
     """Dense masked matmul + low rank + gate, written from the stored parameters."""
     b = layer.block
-    mask = layer.layout.repeat_interleave(b, 0).repeat_interleave(b, 1)           # [out, in]
+    mask = layer.layout.repeat_interleave(b, 0).repeat_interleave(b, 1)  # [out, in]
     W = torch.zeros(layer.out_features, layer.in_features, dtype=x.dtype)
     for k, (r, c) in enumerate(zip(layer.rows.tolist(), layer.cols.tolist())):
-        W = W.index_put((torch.arange(r * b, r * b + b)[:, None], torch.arange(c * b, c * b + b)[None, :]),
-                        layer.blocks[k])
+        W = W.index_put(
+            (torch.arange(r * b, r * b + b)[:, None], torch.arange(c * b, c * b + b)[None, :]), layer.blocks[k]
+        )
     assert not (W.detach() * ~mask).any()
     y = x @ W.t()
     if layer.rank:
@@ -170,12 +171,15 @@ def naive_butterfly(layer: ButterflyLinear, x: torch.Tensor) -> torch.Tensor:
     return y + layer.bias if layer.bias is not None else y
 
 
-@pytest.mark.parametrize("d_in,d_out,opts", [
-    (64, 256, dict(block=4, butterfly_size=16, n_factors=2, rank=8)),
-    (256, 64, dict(block=4, butterfly_size=16, n_factors=3, rank=4, gate="none")),
-    (96, 48, dict(block=6, butterfly_size=8, n_factors=2, rank=0)),
-    (64, 192, dict(block=32, rank=32)),
-])
+@pytest.mark.parametrize(
+    "d_in,d_out,opts",
+    [
+        (64, 256, dict(block=4, butterfly_size=16, n_factors=2, rank=8)),
+        (256, 64, dict(block=4, butterfly_size=16, n_factors=3, rank=4, gate="none")),
+        (96, 48, dict(block=6, butterfly_size=8, n_factors=2, rank=0)),
+        (64, 192, dict(block=32, rank=32)),
+    ],
+)
 def test_butterfly_equals_masked_dense(d_in, d_out, opts):
     torch.manual_seed(0)
     layer = ButterflyLinear(d_in, d_out, **opts).double()
@@ -190,8 +194,10 @@ def test_butterfly_equals_masked_dense(d_in, d_out, opts):
     for a, r in zip(got, want):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
     # dense_weight() is the same masked matrix
-    torch.testing.assert_close(layer.dense_weight()[:, :], layer.dense_weight() * layer.layout.repeat_interleave(
-        layer.block, 0).repeat_interleave(layer.block, 1))
+    torch.testing.assert_close(
+        layer.dense_weight()[:, :],
+        layer.dense_weight() * layer.layout.repeat_interleave(layer.block, 0).repeat_interleave(layer.block, 1),
+    )
 
 
 def test_butterfly_mask_is_flat_block_butterfly():
@@ -225,7 +231,7 @@ def test_butterfly_init_and_errors():
     x = torch.randn(4096, 256)
     dense = torch.nn.Linear(256, 256, bias=False)
     ratio = layer(x).var() / dense(x).var()
-    assert 0.85 < ratio < 1.15                      # sparse rows keep the dense output variance
+    assert 0.85 < ratio < 1.15  # sparse rows keep the dense output variance
     with pytest.raises(ValueError, match="gate"):
         ButterflyLinear(64, 64, gate="scalar")
     with pytest.raises(ValueError, match="divisible"):
@@ -239,7 +245,9 @@ def test_butterfly_init_and_errors():
 
 
 @pytest.mark.parametrize("mixer", ["softmax", "kgv"])
-@pytest.mark.parametrize("proj,opts", [("tensor_chain", {"ratio": 0.3}), ("butterfly", {"block": 4, "rank": 4, "gate": "none"})])
+@pytest.mark.parametrize(
+    "proj,opts", [("tensor_chain", {"ratio": 0.3}), ("butterfly", {"block": 4, "rank": 4, "gate": "none"})]
+)
 def test_attention_proj_option(mixer, proj, opts):
     """Structured q/k/v(/o) projections: each part is its own structured d x d layer; the mixer
     equals a dense-projection mixer whose weights are the structured layers' dense equivalents."""
@@ -250,7 +258,7 @@ def test_attention_proj_option(mixer, proj, opts):
     m = mixers.build(mixer, d, num_heads=2, causal=True, proj=proj, proj_options=opts, proj_out=True).double()
     ref = mixers.build(mixer, d, num_heads=2, causal=True).double()
 
-    def dense_of(layer):                                           # -> (weight [out, in], bias)
+    def dense_of(layer):  # -> (weight [out, in], bias)
         if isinstance(layer, TensorChainLinear):
             return layer.weight().t(), layer.bias
         eye = torch.eye(layer.in_features, dtype=torch.float64)
@@ -280,11 +288,18 @@ def test_attention_proj_option(mixer, proj, opts):
         mixers.build(mixer, d, num_heads=2, causal=True, proj="lowrank")
 
 
-@pytest.mark.parametrize("ffn,ffn_options,mixer_options", [
-    ("mlp", {"linear": "butterfly", "block": 4, "rank": 4}, {"proj": "butterfly", "proj_options": {"block": 2, "rank": 4}}),
-    ("swiglu", {"linear": "tensor_chain", "ratio": 0.1}, {"proj": "tensor_chain", "proj_options": {"ratio": 0.2}}),
-    ("moe", {"num_experts": 3, "expert": "geglu"}, {}),
-])
+@pytest.mark.parametrize(
+    "ffn,ffn_options,mixer_options",
+    [
+        (
+            "mlp",
+            {"linear": "butterfly", "block": 4, "rank": 4},
+            {"proj": "butterfly", "proj_options": {"block": 2, "rank": 4}},
+        ),
+        ("swiglu", {"linear": "tensor_chain", "ratio": 0.1}, {"proj": "tensor_chain", "proj_options": {"ratio": 0.2}}),
+        ("moe", {"num_experts": 3, "expert": "geglu"}, {}),
+    ],
+)
 def test_models_take_ffn_options(ffn, ffn_options, mixer_options):
     """CausalLM/SequenceClassifier with structured FFN matrices / projections / MoE: fewer or more
     parameters as expected, cached decoding == full forward, config round trip."""

@@ -69,7 +69,7 @@ def test_inside_full_equals_tree_enumeration(n):
     lengths = torch.tensor([n, max(2, n - 1), 2])
     got = inside_full(lr, lb, le, ids, lengths)
     for b in range(3):
-        ref, _ = enumerate_inside(lr, lb, le, ids[b, :lengths[b]].tolist())
+        ref, _ = enumerate_inside(lr, lb, le, ids[b, : lengths[b]].tolist())
         assert abs(float(got[b]) - ref) < 1e-10
 
 
@@ -106,7 +106,7 @@ def exact_cp(log_binary):
     p(B' | A'), V = delta_{B B'}, W = p(C | A', B')."""
     NT, S, _ = log_binary.shape
     T = log_binary.exp()
-    pB = T.sum(-1)                                                  # [NT, S] p(B | A)
+    pB = T.sum(-1)  # [NT, S] p(B | A)
     U = torch.zeros(NT, NT * S, dtype=T.dtype)
     V = torch.zeros(S, NT * S, dtype=T.dtype)
     W = torch.zeros(S, NT * S, dtype=T.dtype)
@@ -146,14 +146,23 @@ def test_model_log_likelihood_matches_enumeration_and_gradients(rank):
     ll = model.log_likelihood(ids, lengths)
     lr, lb, le = model.rules()
     for b in range(2):
-        ref, _ = enumerate_inside(lr, lb, le, ids[b, :lengths[b]].tolist())
+        ref, _ = enumerate_inside(lr, lb, le, ids[b, : lengths[b]].tolist())
         assert abs(float(ll[b].detach()) - ref) < 1e-9
     params = [p for p in model.parameters()]
     g_dp = torch.autograd.grad(ll.sum(), params, allow_unused=True)
     lr, lb, le = model.rules()
-    ref = sum(torch.logsumexp(torch.stack([
-        (lr.exp() * tree_value(t, lb.exp(), le.exp()[:, ids[b, :lengths[b]]], 3)[:3]).sum().log()
-        for t in all_trees(0, int(lengths[b]))]), 0) for b in range(2))
+    ref = sum(
+        torch.logsumexp(
+            torch.stack(
+                [
+                    (lr.exp() * tree_value(t, lb.exp(), le.exp()[:, ids[b, : lengths[b]]], 3)[:3]).sum().log()
+                    for t in all_trees(0, int(lengths[b]))
+                ]
+            ),
+            0,
+        )
+        for b in range(2)
+    )
     g_ref = torch.autograd.grad(ref, params, allow_unused=True)
     for a, c in zip(g_dp, g_ref):
         if a is None:
@@ -182,9 +191,9 @@ def test_span_marginals_and_mbr_parse_equal_enumeration(rank):
         z = math.exp(logz)
         ref = np.zeros((m + 1, m + 1))
         for t, p in probs.items():
-            for (i, j) in tree_spans(t)[0]:
+            for i, j in tree_spans(t)[0]:
                 ref[i, j] += p / z
-        assert np.allclose(marg[b, :m + 1, :m + 1].numpy(), ref, atol=1e-9)
+        assert np.allclose(marg[b, : m + 1, : m + 1].numpy(), ref, atol=1e-9)
         # MBR: the enumerated tree with the largest summed marginal
         best = max(probs, key=lambda t: sum(ref[i, j] for i, j in tree_spans(t)[0]))
         assert {c[0] for c in trees[b]} == tree_spans(best)[0]
@@ -256,8 +265,11 @@ def test_bench_structured_pcfg_family_builds_a_finite_training_step():
 
     fam = FAMILIES["pcfg"]
     for rank in (None, 4):
-        job = {"size": 3, "rank": rank, "settings": {**fam.settings, "batch": 2, "length": 5, "vocab_size": 11,
-                                                     "emb_dim": 8}}
+        job = {
+            "size": 3,
+            "rank": rank,
+            "settings": {**fam.settings, "batch": 2, "length": 5, "vocab_size": 11, "emb_dim": 8},
+        }
         step, n_params = fam.build_step(job, torch, "cpu", torch.float64)
         loss = step()
         assert torch.isfinite(loss) and n_params > 0

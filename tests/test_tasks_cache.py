@@ -17,9 +17,11 @@ def _tmp_cache(tmp_path, monkeypatch):
 
 def _arrays(seed=0):
     rng = np.random.default_rng(seed)
-    return {"train_inputs": rng.integers(0, 200, size=(10, 7)).astype(np.uint8),
-            "train_targets": rng.integers(0, 3, size=10).astype(np.int64),
-            "train_lengths": np.arange(1, 11, dtype=np.int32) % 7 + 1}
+    return {
+        "train_inputs": rng.integers(0, 200, size=(10, 7)).astype(np.uint8),
+        "train_targets": rng.integers(0, 3, size=10).astype(np.int64),
+        "train_lengths": np.arange(1, 11, dtype=np.int32) % 7 + 1,
+    }
 
 
 class Counter:
@@ -52,7 +54,9 @@ def test_round_trip_and_reuse():
     assert manifest["sizes"]["train_inputs"] == [10, 7]
     assert len(manifest["arrays"]["train_inputs"]["sha256"]) == 64
     # no temporary directories are left behind
-    assert [p.name for p in entry_path("toy", "quick", 0, cfg).parent.iterdir()] == [entry_path("toy", "quick", 0, cfg).name]
+    assert [p.name for p in entry_path("toy", "quick", 0, cfg).parent.iterdir()] == [
+        entry_path("toy", "quick", 0, cfg).name
+    ]
 
 
 def test_key_depends_on_everything():

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import longseq.tasks as tasks
-from longseq.tasks import IGNORE
-from longseq.tasks import cfl
+from longseq.tasks import IGNORE, cfl
 
-SMALL = dict(train_lengths=[6, 12], val_lengths=[6, 12], test_lengths=[6, 16], n_train=40, n_val=20,
-             n_test_per_length=2)
+SMALL = dict(
+    train_lengths=[6, 12], val_lengths=[6, 12], test_lengths=[6, 16], n_train=40, n_val=20, n_test_per_length=2
+)
 
 
 def _g(name):
@@ -27,8 +27,9 @@ def test_marked_and_unmarked_reversal_bound_by_hand():
         lo, hi = SMALL["test_lengths"]
         valid = [ell for ell in range(lo, hi + 1) if (ell % 2 == 1) == (name == "marked_reversal")]
         s = task.test
-        expect = torch.tensor([half(int(ell)) * math.log(2) + math.log(len(valid)) for ell in s.lengths],
-                              dtype=torch.float64)
+        expect = torch.tensor(
+            [half(int(ell)) * math.log(2) + math.log(len(valid)) for ell in s.lengths], dtype=torch.float64
+        )
         torch.testing.assert_close(s.nll, expect, rtol=1e-10, atol=1e-10)
         bound = float(expect.sum() / (s.lengths + 1).sum())
         assert task.meta.extra["lower_bound"]["test"] == pytest.approx(bound, rel=1e-12)
@@ -40,10 +41,12 @@ def test_dyck_string_probability_by_hand():
     t = cfl.mean_to_continue_prob(40 - 1)
     # "()" : S -> T, T -> ( )        "([])" : S -> T, T -> ( S ), S -> T, T -> [ ]
     # "()[]": S -> S T, S -> T, T -> ( ), T -> [ ]   (T's rules are normalised over 2 bracket types)
-    cases = {(0, 1): (1 - s) * (1 - t) / 2,
-             (0, 2, 3, 1): (1 - s) * (t / 2) * (1 - s) * (1 - t) / 2,
-             (0, 1, 2, 3): s * (1 - s) * ((1 - t) / 2) ** 2,
-             (0, 1, 1, 0): 0.0}
+    cases = {
+        (0, 1): (1 - s) * (1 - t) / 2,
+        (0, 2, 3, 1): (1 - s) * (t / 2) * (1 - s) * (1 - t) / 2,
+        (0, 1, 2, 3): s * (1 - s) * ((1 - t) / 2) ** 2,
+        (0, 1, 1, 0): 0.0,
+    }
     for w, p in cases.items():
         assert g.inside(np.array([w]))[0] == pytest.approx(p, rel=1e-12, abs=1e-300)
 
@@ -53,7 +56,7 @@ def _padded_brute(w, k=2, mean_content=60, mean_pad=30):
     p, g = cfl.mean_to_continue_prob(mean_content), cfl.mean_to_continue_prob(mean_pad)
     total, ell = 0.0, len(w)
     for n in range(ell // 2 + 1):
-        u, mid, v = w[:n], w[n:ell - n], w[ell - n:]
+        u, mid, v = w[:n], w[n : ell - n], w[ell - n :]
         if list(u[::-1]) != list(v):
             continue
         for a in range(k):
@@ -64,15 +67,17 @@ def _padded_brute(w, k=2, mean_content=60, mean_pad=30):
 
 def test_padded_reversal_inside_equals_sum_over_derivations():
     g = _g("padded_reversal")
-    strings = np.array(list(itertools.product(range(2), repeat=6)))          # all 64 strings
+    strings = np.array(list(itertools.product(range(2), repeat=6)))  # all 64 strings
     got = g.inside(strings)
     expect = np.array([_padded_brute(list(w)) for w in strings])
     np.testing.assert_allclose(got, expect, rtol=1e-12, atol=1e-300)
-    assert (got > 0).sum() < 64                                                # not everything is in the language
+    assert (got > 0).sum() < 64  # not everything is in the language
 
 
-@pytest.mark.parametrize("name,ell", [("marked_reversal", 7), ("unmarked_reversal", 8), ("padded_reversal", 7),
-                                      ("dyck", 8), ("hardest_cfl", 6)])
+@pytest.mark.parametrize(
+    "name,ell",
+    [("marked_reversal", 7), ("unmarked_reversal", 8), ("padded_reversal", 7), ("dyck", 8), ("hardest_cfl", 6)],
+)
 def test_string_inside_sums_to_length_inside(name, ell):
     """Σ_{|w| = ℓ} p_G(w) (every string enumerated) equals the length inside weight I[S, ℓ]."""
     g = _g(name)
@@ -115,8 +120,8 @@ def test_split_lower_bound_monte_carlo_consistent():
         strings = np.array(list(itertools.product(range(4), repeat=ell)))
         p = g.inside(strings)
         p = p[p > 0] / p.sum()
-        H[ell] = -(p * np.log(p)).sum() + math.log(len(lengths))       # entropy of (length, string)
-    expect = sum(H.values()) / sum(ell + 1 for ell in lengths)        # equal counts per length
+        H[ell] = -(p * np.log(p)).sum() + math.log(len(lengths))  # entropy of (length, string)
+    expect = sum(H.values()) / sum(ell + 1 for ell in lengths)  # equal counts per length
     s = cfl.sample_split(g, lengths, np.random.default_rng(1), per_length=3000)
     assert s.lower_bound() == pytest.approx(expect, rel=0.02)
 
@@ -132,9 +137,9 @@ def test_format_lengths_and_targets():
         for r in range(len(s)):
             ell = int(s.lengths[r])
             assert s.inputs[r, 0] == bos and s.targets[r, ell] == eos
-            assert torch.equal(s.inputs[r, 1:ell + 1], s.targets[r, :ell])
-            assert s.mask[r, :ell + 1].all() and not s.mask[r, ell + 1:].any()
-            assert (s.targets[r, ell + 1:] == IGNORE).all()
+            assert torch.equal(s.inputs[r, 1 : ell + 1], s.targets[r, :ell])
+            assert s.mask[r, : ell + 1].all() and not s.mask[r, ell + 1 :].any()
+            assert (s.targets[r, ell + 1 :] == IGNORE).all()
     assert int(task.test.lengths.max()) == 100 and task.train.nll is None
     # every valid test length appears n_test_per_length times
     assert sorted(set(task.test.lengths.tolist())) == list(range(40, 101, 2))

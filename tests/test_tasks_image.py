@@ -28,8 +28,10 @@ def write_idx(path, arr, compress=True):
 def make_fmnist(d, n_train=120, n_test=40, compress=True, seed=0):
     rng = np.random.default_rng(seed)
     d.mkdir(parents=True, exist_ok=True)
-    data = {"train": (rng.integers(0, 256, (n_train, 28, 28)), np.arange(n_train) % 10),
-            "t10k": (rng.integers(0, 256, (n_test, 28, 28)), np.arange(n_test) % 10)}
+    data = {
+        "train": (rng.integers(0, 256, (n_train, 28, 28)), np.arange(n_train) % 10),
+        "t10k": (rng.integers(0, 256, (n_test, 28, 28)), np.arange(n_test) % 10),
+    }
     for split, (x, y) in data.items():
         write_idx(d / f"{split}-images-idx3-ubyte", x, compress)
         write_idx(d / f"{split}-labels-idx1-ubyte", y, compress)

@@ -26,8 +26,7 @@ def evaluate(tokens: list[str]) -> int:
             continue
         if t == "]":
             op, *args = stack.pop()
-            v = {"[MIN": min(args), "[MAX": max(args), "[SM": sum(args) % 10,
-                 "[MED": int(np.median(args))}[op]
+            v = {"[MIN": min(args), "[MAX": max(args), "[SM": sum(args) % 10, "[MED": int(np.median(args))}[op]
         else:
             v = int(t)
         if stack:
@@ -47,7 +46,7 @@ def depth_and_arity_ok(tokens: list[str], max_depth=10, max_args=10) -> bool:
                 counts[-1] += 1
             depth += 1
             counts.append(0)
-            if depth >= max_depth:      # operators only above max_depth (root depth 1)
+            if depth >= max_depth:  # operators only above max_depth (root depth 1)
                 return False
         elif t == "]":
             if not 2 <= counts.pop() <= max_args:

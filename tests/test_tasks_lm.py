@@ -47,8 +47,8 @@ def test_byte_window_split_train_and_eval():
     assert len(tr) == 500
     idx = torch.tensor([7, 0, 499, 7])
     b = tr.batch(idx)
-    assert torch.equal(b["inputs"][0], b["inputs"][3])                       # pure function of index
-    assert torch.equal(b["inputs"][:, 1:], b["targets"][:, :-1])             # shifted by one byte
+    assert torch.equal(b["inputs"][0], b["inputs"][3])  # pure function of index
+    assert torch.equal(b["inputs"][:, 1:], b["targets"][:, :-1])  # shifted by one byte
     assert (b["targets"] != IGNORE).all()
     o = tr.offsets(np.arange(500))
     assert o.min() >= 0 and o.max() <= 1000 - 64 - 1 and len(np.unique(o)) > 300
@@ -64,7 +64,7 @@ def test_lm_code_fixture(tmp_path):
     root = make_stdlib(tmp_path / "stdlib")
     cfg = dict(root=str(root), seq_len=32, train_windows=100, max_train_bytes=None, max_eval_bytes=None)
     a = build("lm_code", preset="quick", seed=0, **cfg)
-    b = build("lm_code", preset="quick", seed=0, **cfg)     # second build loads the cache
+    b = build("lm_code", preset="quick", seed=0, **cfg)  # second build loads the cache
     assert a.meta.kind == "lm" and a.meta.vocab_size == 256 and a.meta.metric == "bpb" and a.meta.seq_len == 32
     for s in ("train", "validation", "test"):
         assert getattr(a, s).fingerprint() == getattr(b, s).fingerprint()
@@ -77,10 +77,12 @@ def test_lm_code_fixture(tmp_path):
     for rel in files:
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
     assert a.meta.extra["corpus_fingerprint"] == h.hexdigest()
+
     # split by sha1(relpath): each split's bytes are its files concatenated in path order
     def bucket(f):
         r = int(hashlib.sha1(f.encode()).hexdigest(), 16) % 100
         return "train" if r < 90 else "validation" if r < 95 else "test"
+
     for s in ("train", "validation", "test"):
         want = b"".join((root / f).read_bytes() for f in files if bucket(f) == s)
         assert bytes(getattr(a, s).data) == want
@@ -91,7 +93,7 @@ def test_lm_code_fixture(tmp_path):
     small = build("lm_code", preset="quick", root=str(root), seq_len=16, max_train_bytes=500, max_eval_bytes=100)
     assert small.train.num_bytes == 500 and small.validation.num_bytes <= 100
     no_tests = build("lm_code", preset="quick", root=str(root), include_tests=False, seq_len=16)
-    assert sum(no_tests.meta.extra["num_files"].values()) == 30          # the 10 files under test/ dropped
+    assert sum(no_tests.meta.extra["num_files"].values()) == 30  # the 10 files under test/ dropped
 
 
 def test_lm_dict_fixture(tmp_path):
@@ -101,13 +103,21 @@ def test_lm_dict_fixture(tmp_path):
         f.write(text)
     plain = tmp_path / "gcide.txt"
     plain.write_bytes(text)
-    t = build("lm_dict", preset="quick", path=str(dz), seq_len=64, train_windows=50, max_train_bytes=None,
-              max_eval_bytes=None)
+    t = build(
+        "lm_dict", preset="quick", path=str(dz), seq_len=64, train_windows=50, max_train_bytes=None, max_eval_bytes=None
+    )
     n = len(text)
     assert t.train.num_bytes == int(0.9 * n) and t.validation.num_bytes == int(0.05 * n)
     assert bytes(t.train.data) + bytes(t.validation.data) + bytes(t.test.data) == text
-    t2 = build("lm_dict", preset="quick", path=str(plain), seq_len=64, train_windows=50, max_train_bytes=None,
-               max_eval_bytes=None)
+    t2 = build(
+        "lm_dict",
+        preset="quick",
+        path=str(plain),
+        seq_len=64,
+        train_windows=50,
+        max_train_bytes=None,
+        max_eval_bytes=None,
+    )
     assert t2.test.fingerprint() == t.test.fingerprint() and t2.train.fingerprint() == t.train.fingerprint()
 
 

@@ -43,7 +43,7 @@ def test_labels_equal_truth_table_relations():
             lab = int(split.targets[r])
             assert lab == _relation_from_sets(sx, sy)
             seen.add(lab)
-    assert len(seen) >= 6          # (almost) every relation occurs
+    assert len(seen) >= 6  # (almost) every relation occurs
 
 
 def test_relation_by_hand():
@@ -58,7 +58,7 @@ def test_relation_by_hand():
 
 def test_operator_count_split():
     task = tasks.build("logic_inference", **SMALL)
-    ops = lambda t: sum(int(v) in (logic.NOT, logic.AND, logic.OR) for v in t)   # noqa: E731
+    ops = lambda t: sum(int(v) in (logic.NOT, logic.AND, logic.OR) for v in t)  # noqa: E731
     for split, hi in ((task.train, 6), (task.validation, 6), (task.test, 12)):
         for r in range(len(split)):
             n = max(ops(_unpad(split.inputs[r, k], split.mask[r, k])) for k in (0, 1))

@@ -74,7 +74,7 @@ def test_task_determinism_and_splits():
     for name in ("train", "validation", "test"):
         assert a.splits()[name].fingerprint() == b.splits()[name].fingerprint()
         assert a.splits()[name].fingerprint() != c.splits()[name].fingerprint()
-    assert a.train.fingerprint() != a.test.fingerprint()       # splits are independent streams
+    assert a.train.fingerprint() != a.test.fingerprint()  # splits are independent streams
     batch = a.train.batch(torch.tensor([0, 5]))
     assert batch["inputs"].dtype == torch.int64 and batch["inputs"].shape == (2, 1024)
     assert "mask" not in batch
@@ -83,7 +83,7 @@ def test_task_determinism_and_splits():
 def test_workers_do_not_change_data(monkeypatch):
     import longseq.tasks.pathfinder as pf
 
-    monkeypatch.setattr(pf, "CHUNK", 2)              # 2 chunks: one per worker process
+    monkeypatch.setattr(pf, "CHUNK", 2)  # 2 chunks: one per worker process
     a = generate(4, 3, resolution=32, workers=1, show_progress=False)
     b = generate(4, 3, resolution=32, workers=2, show_progress=False)
     for x, y in zip(a, b):

@@ -1,6 +1,5 @@
 """retrieval (same-module chunk pairs) on a tiny fake stdlib."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -48,10 +47,12 @@ def test_retrieval_fixture(tmp_path):
         assert b["targets"].float().mean() == 0.5
         # recover each chunk's file from its bytes: label == same file; files belong to this split
         tags = b["inputs"].numpy().astype(np.uint8)
+
         def file_of(chunk):
             text = bytes(chunk).decode()
             k = text.index("#")
-            return int(text[k + 1:k + 4])
+            return int(text[k + 1 : k + 4])
+
         fa = np.array([file_of(c) for c in tags[:, 0]])
         fb = np.array([file_of(c) for c in tags[:, 1]])
         assert np.array_equal(fa == fb, b["targets"].numpy() == 1)

@@ -28,8 +28,21 @@ def test_parse_and_groups(tmp_path):
     b, c, t = chapters[0]
     assert (b, c) == (0, 1) and t.startswith(b"book00 chapter 1 verse 1") and t.count(b"\n") == 3
     assert b"Ge1:1" not in t
-    assert [text.book_group(i) for i in (0, 4, 5, 16, 17, 21, 22, 38, 39, 43, 44, 64, 65)] == \
-        [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+    assert [text.book_group(i) for i in (0, 4, 5, 16, 17, 21, 22, 38, 39, 43, 44, 64, 65)] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+        5,
+        5,
+        6,
+    ]
     with pytest.raises(ValueError, match="line 1"):
         text.parse_chapters(b"Foo1:1 not a book\n")
 
@@ -49,7 +62,7 @@ def test_text_testament_fixture(tmp_path):
     assert b["inputs"].shape == (len(t.test), 128) and b["mask"].dtype == torch.bool
     for x, m, y in zip(b["inputs"], b["mask"], b["targets"]):
         doc = bytes(x[m].tolist())
-        assert (int(doc[4:6]) >= 39) == bool(y)        # "bookNN": NT books are 39..65
+        assert (int(doc[4:6]) >= 39) == bool(y)  # "bookNN": NT books are 39..65
         assert (x[~m] == 0).all() and m[: int(m.sum())].all()
     assert build("text", preset="lra", seed=0, source=src, seq_len=128).train.fingerprint() == t.train.fingerprint()
     assert build("text", preset="lra", seed=1, source=src, seq_len=128).test.fingerprint() != t.test.fingerprint()

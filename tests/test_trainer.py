@@ -18,8 +18,9 @@ def tiny_task():
 
 
 def cfg(**kw):
-    base = dict(steps=6, batch_size=8, lr=3e-3, warmup=2, eval_every=3, log_every=1, checkpoint_every=3,
-                progress=False, seed=0)
+    base = dict(
+        steps=6, batch_size=8, lr=3e-3, warmup=2, eval_every=3, log_every=1, checkpoint_every=3, progress=False, seed=0
+    )
     return TrainConfig.from_dict({**base, **kw})
 
 
@@ -31,7 +32,7 @@ def losses(run_dir):
 def test_resume_is_bit_exact(tmp_path, monkeypatch):
     task = tiny_task()
     torch.manual_seed(0)
-    full = build_model(task, "softmax", d_model=32, dropout=0.1)   # dropout: the RNG state must resume too
+    full = build_model(task, "softmax", d_model=32, dropout=0.1)  # dropout: the RNG state must resume too
     train(full, task, cfg(), tmp_path / "full")
 
     # The same run killed right after its step-3 checkpoint ...

@@ -39,14 +39,14 @@ def dense_ls(m, x, mask, causal):
     if m.rope is not None:
         rope = RotaryEmbedding(Dh).to(x.dtype)
         qw, kw = rope(q), rope(kw)
-    logits = heads(x @ m.proj.weight.T)                                   # [B, H, L, r]
+    logits = heads(x @ m.proj.weight.T)  # [B, H, L, r]
     valid = torch.ones(B, L, dtype=torch.bool) if mask is None else mask
     i = torch.arange(L)
 
     def compress(idx):  # dynamic projection over the positions idx -> [B, H, r, Dh] each
         ok = valid[:, None, idx, None]
         p = logits[:, :, idx].masked_fill(~ok, float("-inf")).softmax(dim=2)
-        p = torch.nan_to_num(p)                                           # a chunk with no real token
+        p = torch.nan_to_num(p)  # a chunk with no real token
         kb, vb = p.transpose(-1, -2) @ (k[:, :, idx] * ok), p.transpose(-1, -2) @ (v[:, :, idx] * ok)
         merge = lambda t: t.transpose(1, 2).reshape(B, r, d)  # noqa: E731
         return heads(ln(merge(kb), m.ln_long)), heads(ln(merge(vb), m.ln_long))
@@ -59,17 +59,17 @@ def dense_ls(m, x, mask, causal):
     else:
         G = L // l
         parts = [compress(torch.arange(c * l, (c + 1) * l)) for c in range(G)]
-        kb = torch.cat([p[0] for p in parts] + [k.new_zeros(B, H, 0, Dh)], 2)   # [B, H, G r, Dh]
+        kb = torch.cat([p[0] for p in parts] + [k.new_zeros(B, H, 0, Dh)], 2)  # [B, H, G r, Dh]
         vb = torch.cat([p[1] for p in parts] + [v.new_zeros(B, H, 0, Dh)], 2)
         chunk_of_key = torch.arange(G * r) // r
-        real_chunk = valid[:, : G * l].reshape(B, G, l).any(-1)                # [B, G]
+        real_chunk = valid[:, : G * l].reshape(B, G, l).any(-1)  # [B, G]
         long_ok = (chunk_of_key[None, :] < (i // l)[:, None])[None] & real_chunk.repeat_interleave(r, -1)[:, None, :]
         win_ok = (i[:, None] - i[None, :] >= 0) & (i[:, None] - i[None, :] < w)
     win_ok = (win_ok[None] & valid[:, None, :]) | torch.eye(L, dtype=torch.bool)  # padded queries see themselves
     scores = torch.cat([q @ kb.transpose(-1, -2), qw @ kw.transpose(-1, -2)], -1) / Dh**0.5  # [B, H, L, M + L]
     ok = torch.cat([long_ok, win_ok], -1)[:, None]
     a = scores.masked_fill(~ok, float("-inf")).softmax(-1)
-    o = a[..., : kb.shape[2]] @ vb + a[..., kb.shape[2]:] @ vw
+    o = a[..., : kb.shape[2]] @ vb + a[..., kb.shape[2] :] @ vw
     y = o.transpose(1, 2).reshape(B, L, d) @ m.out.weight.T
     return y if mask is None else y * mask[..., None]
 
@@ -171,6 +171,8 @@ def test_prefill_in_pieces_over_several_query_blocks_values_and_grads(query_bloc
     torch.testing.assert_close(y_parts, y, **TOL)
     torch.testing.assert_close(y, dense_ls(m, x, None, True), **TOL)
     g = torch.randn_like(y)
-    for a, b in zip(torch.autograd.grad((y * g).sum(), [x, *m.parameters()]),
-                    torch.autograd.grad((y_parts * g).sum(), [x, *m.parameters()])):
+    for a, b in zip(
+        torch.autograd.grad((y * g).sum(), [x, *m.parameters()]),
+        torch.autograd.grad((y_parts * g).sum(), [x, *m.parameters()]),
+    ):
         torch.testing.assert_close(a, b, **TOL)

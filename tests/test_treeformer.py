@@ -23,7 +23,7 @@ def ste(c):
 
 def ref_route(x, w, b, depth):
     """x: [B, H, L, Dh] -> (path [B, H, L, depth+1] heap ids, member [B, H, L, depth+1])."""
-    s_all = torch.einsum("bhld,hnd->bhln", x, w) + b[None, :, None, :]      # every node's score
+    s_all = torch.einsum("bhld,hnd->bhln", x, w) + b[None, :, None, :]  # every node's score
     node = torch.zeros(x.shape[:3], dtype=torch.long)
     g = torch.ones(x.shape[:3], dtype=x.dtype)
     path, member = [node], [g]
@@ -43,13 +43,13 @@ def ref_forward(m, x, mask, kind):
     H, Dh = m.num_heads, m.head_dim
     if mask is not None:
         x = x * mask[..., None]
-    q, k, v = m.qkv(x).view(B, L, 3, H, Dh).permute(2, 0, 3, 1, 4)              # [B, H, L, Dh]
+    q, k, v = m.qkv(x).view(B, L, 3, H, Dh).permute(2, 0, 3, 1, 4)  # [B, H, L, Dh]
     qp, qm = ref_route(q, m.tree_w, m.tree_b, m.depth)
     kp, km = ref_route(k, m.tree_w, m.tree_b, m.depth)
     real = torch.ones(B, L, dtype=torch.bool) if mask is None else mask
     if kind == "tf":
         allowed = (qp[..., -1][..., :, None] == kp[..., -1][..., None, :]) & real[:, None, None, :]
-        logits = (q @ k.transpose(-1, -2)) / Dh ** 0.5
+        logits = (q @ k.transpose(-1, -2)) / Dh**0.5
         logits = logits.masked_fill(~allowed, float("-inf"))
         mx = logits.detach().amax(-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
         e = torch.exp(logits - mx) * km[..., -1][..., None, :]
@@ -58,14 +58,14 @@ def ref_forward(m, x, mask, kind):
     else:
         n_nodes = 2 ** (m.depth + 1) - 1
         nodes = torch.arange(n_nodes)
-        on_k = kp[..., None, :] == nodes[:, None]                               # [B, H, L, n, h+1]
-        Mk = (on_k * km[..., None, :]).sum(-1) * real[:, None, :, None]          # [B, H, L, n]
-        cnt = Mk.sum(2)                                                          # [B, H, n]
+        on_k = kp[..., None, :] == nodes[:, None]  # [B, H, L, n, h+1]
+        Mk = (on_k * km[..., None, :]).sum(-1) * real[:, None, :, None]  # [B, H, L, n]
+        cnt = Mk.sum(2)  # [B, H, n]
         kbar = torch.einsum("bhln,bhld->bhnd", Mk, k) / cnt.clamp_min(1)[..., None]
         vbar = torch.einsum("bhln,bhld->bhnd", Mk, v) / cnt.clamp_min(1)[..., None]
-        Mq = ((qp[..., None, :] == nodes[:, None]) * qm[..., None, :]).sum(-1)   # [B, H, L, n]
+        Mq = ((qp[..., None, :] == nodes[:, None]) * qm[..., None, :]).sum(-1)  # [B, H, L, n]
         onpath = (qp[..., None, :] == nodes[:, None]).any(-1) & (cnt.detach() > 0)[:, :, None, :]
-        logits = torch.einsum("bhld,bhnd->bhln", q, kbar) / Dh ** 0.5
+        logits = torch.einsum("bhld,bhnd->bhln", q, kbar) / Dh**0.5
         logits = logits.masked_fill(~onpath, float("-inf"))
         mx = logits.detach().amax(-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
         e = torch.exp(logits - mx) * Mq
@@ -79,7 +79,7 @@ def make(kind, depth, heads=2, d=24, seed=0, **opts):
     torch.manual_seed(seed)
     name = "treeformer_tf" if kind == "tf" else "treeformer_tc"
     m = M.build(name, d, num_heads=heads, depth=depth, **opts).double()
-    with torch.no_grad():                                  # non-zero biases: unbalanced, some empty leaves
+    with torch.no_grad():  # non-zero biases: unbalanced, some empty leaves
         m.tree_b.normal_(0, 0.3)
     return m
 
@@ -104,8 +104,10 @@ def check_against_reference(m, kind, x, mask=None):
 
 
 @pytest.mark.parametrize("kind", ["tf", "tc"])
-@pytest.mark.parametrize("L,depth,heads,d,block", [(1, 2, 1, 12, 4), (63, 3, 2, 24, 8), (65, 2, 3, 36, 16),
-                                                    (200, 4, 1, 12, 7), (37, 5, 2, 24, 64)])
+@pytest.mark.parametrize(
+    "L,depth,heads,d,block",
+    [(1, 2, 1, 12, 4), (63, 3, 2, 24, 8), (65, 2, 3, 36, 16), (200, 4, 1, 12, 7), (37, 5, 2, 24, 64)],
+)
 def test_matches_dense_reference(kind, L, depth, heads, d, block):
     opts = {"block_size": block} if kind == "tf" else {}
     m = make(kind, depth, heads, d, seed=L, **opts)
@@ -128,7 +130,7 @@ def test_empty_leaves_give_zero_output_in_tf():
     q, k, _ = m.qkv(x).view(1, 20, 3, 1, 12).permute(2, 0, 3, 1, 4)
     q_leaf = ref_route(q, m.tree_w, m.tree_b, 6)[0][..., -1]
     k_leaf = ref_route(k, m.tree_w, m.tree_b, 6)[0][..., -1]
-    lonely = ~(q_leaf[..., :, None] == k_leaf[..., None, :]).any(-1)[0, 0]    # [L]
+    lonely = ~(q_leaf[..., :, None] == k_leaf[..., None, :]).any(-1)[0, 0]  # [L]
     assert lonely.any() and not lonely.all()
     y = m(x)
     assert (y[0, lonely] == 0).all()
@@ -141,6 +143,7 @@ def test_tc_gives_every_real_key_a_gradient():
     _, k, v = m.qkv(x).view(1, 30, 3, 1, 12).permute(2, 0, 3, 1, 4)
     k, v = k.detach().requires_grad_(True), v.detach().requires_grad_(True)
     from longseq.mixers.treeformer import route, tc_attention
+
     q = k.detach() + 0.1 * torch.randn_like(k)
     qn, qm = route(q, m.tree_w, m.tree_b, 4)
     kn, km = route(k, m.tree_w, m.tree_b, 4)
@@ -172,12 +175,12 @@ def test_tc_steps_bootstrap_schedule():
     tc.load_state_dict({k: v for k, v in tf.state_dict().items() if k != "train_steps"})
     x = torch.randn(2, 33, 24)
     tf.eval()
-    torch.testing.assert_close(tf(x), tc(x))                    # before the switch: TC, eval too
-    assert int(tf.train_steps) == 0                              # eval passes do not count
+    torch.testing.assert_close(tf(x), tc(x))  # before the switch: TC, eval too
+    assert int(tf.train_steps) == 0  # eval passes do not count
     tf.train()
     torch.testing.assert_close(tf(x), tc(x))
     torch.testing.assert_close(tf(x), tc(x))
-    y_tf = tf(x)                                                 # third training pass: TF
+    y_tf = tf(x)  # third training pass: TF
     assert not torch.allclose(y_tf, tc(x))
     tf.eval()
     torch.testing.assert_close(tf(x), y_tf)
@@ -186,8 +189,9 @@ def test_tc_steps_bootstrap_schedule():
 
 def test_treeformer_bootstrap_converts_layers_keeping_weights():
     torch.manual_seed(0)
-    model = SequenceClassifier(11, 3, d_model=24, n_layers=2, mixer="treeformer_tc", num_heads=2,
-                               mixer_options={"depth": 3})
+    model = SequenceClassifier(
+        11, 3, d_model=24, n_layers=2, mixer="treeformer_tc", num_heads=2, mixer_options={"depth": 3}
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     treeformer_bootstrap(model, "treeformer_tf", block_size=8)
     tfs = [m for m in model.modules() if isinstance(m, TreeformerTF)]
@@ -240,10 +244,36 @@ def test_cli_bootstrap_schedule(tmp_path, capsys):
     from longseq.train.trainer import load_checkpoint
 
     out = tmp_path / "run"
-    args = ["train", "--task", "mqar", "--task-option", "classify=true", "--task-option", "n_train=64",
-            "--task-option", "n_val=8", "--task-option", "n_test=8", "--mixer", "treeformer_tf",
-            "--mixer-option", "depth=2", "--mixer-option", "tc_steps=2", "--steps", "3", "--batch-size", "8",
-            "--d-model", "16", "--eval-every", "3", "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--task",
+        "mqar",
+        "--task-option",
+        "classify=true",
+        "--task-option",
+        "n_train=64",
+        "--task-option",
+        "n_val=8",
+        "--task-option",
+        "n_test=8",
+        "--mixer",
+        "treeformer_tf",
+        "--mixer-option",
+        "depth=2",
+        "--mixer-option",
+        "tc_steps=2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--eval-every",
+        "3",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "test: accuracy" in capsys.readouterr().out
     state = load_checkpoint(out / "checkpoint.pt")["model"]

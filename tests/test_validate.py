@@ -40,13 +40,21 @@ def test_check_number_probability_choice_bool_optional():
         check_optional(check_int, "r", 0, min=1)
 
 
-@pytest.mark.parametrize("name,options,what", [
-    ("local", {"window": 0}, "window"), ("s5", {"chunk_size": 0}, "chunk_size"),
-    ("s4d", {"method": "scan"}, "method"), ("gss", {"variant": "s4"}, "variant"),
-    ("softmax", {"dropout": 1.5}, "dropout"), ("evolving", {"alpha": 2}, "alpha"),
-    ("linformer", {"sharing": "all"}, "sharing"), ("treeformer_tf", {"tc_steps": -1}, "tc_steps"),
-    ("flash", {"expand": 0}, "expand"), ("performer", {"num_features": 0}, "num_features"),
-])
+@pytest.mark.parametrize(
+    "name,options,what",
+    [
+        ("local", {"window": 0}, "window"),
+        ("s5", {"chunk_size": 0}, "chunk_size"),
+        ("s4d", {"method": "scan"}, "method"),
+        ("gss", {"variant": "s4"}, "variant"),
+        ("softmax", {"dropout": 1.5}, "dropout"),
+        ("evolving", {"alpha": 2}, "alpha"),
+        ("linformer", {"sharing": "all"}, "sharing"),
+        ("treeformer_tf", {"tc_steps": -1}, "tc_steps"),
+        ("flash", {"expand": 0}, "expand"),
+        ("performer", {"num_features": 0}, "num_features"),
+    ],
+)
 def test_mixers_reject_bad_options_by_name(name, options, what):
     causal = longseq.mixers.spec(name).causal and not longseq.mixers.spec(name).bidirectional
     with pytest.raises(ValueError, match=what):

@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # user errors: a message, not a traceback
         print(f"longseq {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:                          # disk full, permission, read-only: one sentence with the path
+    except OSError as e:  # disk full, permission, read-only: one sentence with the path
         from .utils.io import describe_os_error
 
         print(f"longseq {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as e:                # the trainer saved a checkpoint and says where
+    except KeyboardInterrupt as e:  # the trainer saved a checkpoint and says where
         print(f"longseq {args.command}: {e or 'interrupted'}", file=sys.stderr)
         return 130
 

@@ -80,8 +80,9 @@ def sentence_f1(pred: Iterable, gold: Iterable, n: int, *, only_discontinuous: b
     return _prf(p, g)[2]
 
 
-def corpus_f1(preds: Sequence[Iterable], golds: Sequence[Iterable], lengths: Sequence[int], *,
-              only_discontinuous: bool = False) -> dict[str, float]:
+def corpus_f1(
+    preds: Sequence[Iterable], golds: Sequence[Iterable], lengths: Sequence[int], *, only_discontinuous: bool = False
+) -> dict[str, float]:
     """``{"sentence_f1", "corpus_f1", "precision", "recall", "n"}`` over a corpus.
 
     ``sentence_f1`` is the mean of per-sentence F1 (the grammar-induction headline number);
@@ -99,8 +100,13 @@ def corpus_f1(preds: Sequence[Iterable], golds: Sequence[Iterable], lengths: Seq
         hit, npred, ngold, count = hit + len(p & g), npred + len(p), ngold + len(g), count + 1
     prec = hit / npred if npred else 0.0
     rec = hit / ngold if ngold else 0.0
-    return {"sentence_f1": sent / max(count, 1), "corpus_f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
-            "precision": prec, "recall": rec, "n": count}
+    return {
+        "sentence_f1": sent / max(count, 1),
+        "corpus_f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+        "precision": prec,
+        "recall": rec,
+        "n": count,
+    }
 
 
 def right_branching(n: int) -> list[Constituent]:
@@ -144,5 +150,5 @@ def split_by_distance(distances: Sequence[float], start: int = 0) -> list[Consti
         return spans
     k = max(range(n - 1), key=lambda i: (distances[i], -i))
     spans += split_by_distance(distances[:k], start)
-    spans += split_by_distance(distances[k + 1:], start + k + 1)
+    spans += split_by_distance(distances[k + 1 :], start + k + 1)
     return spans

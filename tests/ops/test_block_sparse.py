@@ -30,7 +30,7 @@ def _qkv(L, seed=0):
 
 
 def _key_mask(L):
-    return torch.arange(L)[None] < torch.tensor([L, max(1, L - 5)])[:, None]            # [2, L]
+    return torch.arange(L)[None] < torch.tensor([L, max(1, L - 5)])[:, None]  # [2, L]
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -39,11 +39,15 @@ def _key_mask(L):
 def test_local_attention_twin(causal, L, window, block, masked):
     km = _key_mask(L) if masked else None
     allowed = local_mask(L, window, causal)
-    real = (allowed & (km[:, None, :] if masked else True)).any(-1)                       # rows with a key
+    real = (allowed & (km[:, None, :] if masked else True)).any(-1)  # rows with a key
     pick = lambda outs: [outs[0][real[:, None, :, None].expand_as(outs[0])] if masked else outs[0], outs[1]]  # noqa: E731
-    check_twin(lambda q, k, v: local_attention(q, k, v, window, causal, km, block_size=block, return_lse=True),
-               lambda q, k, v: masked_attention_naive(q, k, v, allowed, km), _qkv(L, seed=L), **TOL,
-               compare=lambda outs: pick(outs)[:1] if masked else outs)
+    check_twin(
+        lambda q, k, v: local_attention(q, k, v, window, causal, km, block_size=block, return_lse=True),
+        lambda q, k, v: masked_attention_naive(q, k, v, allowed, km),
+        _qkv(L, seed=L),
+        **TOL,
+        compare=lambda outs: pick(outs)[:1] if masked else outs,
+    )
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -52,11 +56,15 @@ def test_block_gather_attention_twin(causal, L, bs):
     n = -(-L // bs)
     g = torch.Generator().manual_seed(L)
     table = torch.randint(-1, n, (1, 2, n, 3), generator=g)
-    table[..., 0] = torch.arange(n)                                                     # own block: no empty row
-    table[0, 0, 0, 1] = 0                                                               # a repeated entry
-    allowed = block_mask(table, bs, L, causal)[0]                                       # [2, L, L]
-    check_twin(lambda q, k, v: block_gather_attention(q, k, v, table, bs, causal=causal, return_lse=True),
-               lambda q, k, v: masked_attention_naive(q, k, v, allowed[None]), _qkv(L, seed=L), **TOL)
+    table[..., 0] = torch.arange(n)  # own block: no empty row
+    table[0, 0, 0, 1] = 0  # a repeated entry
+    allowed = block_mask(table, bs, L, causal)[0]  # [2, L, L]
+    check_twin(
+        lambda q, k, v: block_gather_attention(q, k, v, table, bs, causal=causal, return_lse=True),
+        lambda q, k, v: masked_attention_naive(q, k, v, allowed[None]),
+        _qkv(L, seed=L),
+        **TOL,
+    )
 
 
 def test_bf16_smoke():
@@ -83,7 +91,7 @@ def test_local_block_size_is_only_a_schedule(window, block):
     oa, la = local_attention(q, k, v, 50, False, even[None].expand(2, 50), return_lse=True)
     ob, lb = local_attention(q, k, v, 50, False, ~even[None].expand(2, 50), return_lse=True)
     o, _ = merge_attention(oa, la, ob, lb)
-    full = torch.softmax((q @ k.transpose(-1, -2)) / 6 ** 0.5, -1) @ v
+    full = torch.softmax((q @ k.transpose(-1, -2)) / 6**0.5, -1) @ v
     torch.testing.assert_close(o, full, **TOL)
 
 
@@ -96,7 +104,7 @@ def test_gather_op_handles_repeats_and_empty_entries(causal):
     q, k, v = (torch.randn(B, H, L, 5, dtype=torch.float64) for _ in range(3))
     tbl = torch.randint(-1, n, (B, H, n, 4))
     tbl[..., 0] = torch.arange(n)  # every query sees its own block
-    tbl[..., 1] = tbl[..., 2]      # a repeat
+    tbl[..., 1] = tbl[..., 2]  # a repeat
     key_mask = torch.arange(L)[None] < torch.tensor([L, 15])[:, None]
     ref, ref_lse = masked_attention_naive(q, k, v, block_mask(tbl, bs, L, causal), key_mask)
     out, lse = block_gather_attention(q, k, v, tbl, bs, key_mask, causal, return_lse=True)

@@ -17,8 +17,10 @@ TOL = dict(rtol=1e-9, atol=1e-10)
 
 def rand_modes(H, N, seed):
     g = torch.Generator().manual_seed(seed)
-    log_z = torch.complex(-0.3 * torch.rand(H, N, generator=g, dtype=torch.float64) - 0.01,
-                          torch.randn(H, N, generator=g, dtype=torch.float64))
+    log_z = torch.complex(
+        -0.3 * torch.rand(H, N, generator=g, dtype=torch.float64) - 0.01,
+        torch.randn(H, N, generator=g, dtype=torch.float64),
+    )
     return torch.randn(H, N, generator=g, dtype=torch.complex128), log_z
 
 
@@ -38,8 +40,9 @@ def test_causal_with_state_matches_recurrence(L, chunk):
     D = torch.randn(3, dtype=torch.float64)
     u = torch.randn(2, 3, L, dtype=torch.float64)
     for state in (None, torch.randn(2, 3, 4, dtype=torch.complex128)):
-        inputs = [t.clone().requires_grad_() for t in (u, w, log_z, D)] + \
-            ([] if state is None else [state.clone().requires_grad_()])
+        inputs = [t.clone().requires_grad_() for t in (u, w, log_z, D)] + (
+            [] if state is None else [state.clone().requires_grad_()]
+        )
         s0 = None if state is None else inputs[4]
         y, x = diag_ssm_chunked(inputs[0], *inputs[1:3], D=inputs[3], state=s0, return_state=True, chunk=chunk)
         y_ref, x_ref = diag_ssm_naive(inputs[0], *inputs[1:3], D=inputs[3], state=s0)
@@ -75,7 +78,7 @@ def test_split_forward_with_state_equals_one_forward():
 
 def test_leading_batch_dims_and_strided_input():
     w, log_z = rand_modes(3, 4, 1)
-    u = torch.randn(2, 5, 40, 3, dtype=torch.float64).transpose(-1, -2)   # [2, 5, H, L], strided
+    u = torch.randn(2, 5, 40, 3, dtype=torch.float64).transpose(-1, -2)  # [2, 5, H, L], strided
     y, _ = diag_ssm_chunked(u, w, log_z, chunk=16)
     torch.testing.assert_close(y, diag_ssm_naive(u, w, log_z)[0], **TOL)
 
@@ -94,8 +97,10 @@ def test_no_overflow_at_64k_float32(dt):
 @pytest.mark.parametrize("n", [1, 5, 64])
 def test_fir_conv_matches_direct_sum(L, n):
     for with_prev in (False, True):
-        inputs = [torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True),
-                  torch.randn(3, n, dtype=torch.float64, requires_grad=True)]
+        inputs = [
+            torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True),
+            torch.randn(3, n, dtype=torch.float64, requires_grad=True),
+        ]
         if with_prev:
             inputs.append(torch.randn(2, 3, n - 1, dtype=torch.float64, requires_grad=True))
         prev = inputs[2] if with_prev else None
@@ -104,15 +109,22 @@ def test_fir_conv_matches_direct_sum(L, n):
         check_grads([y], [y_ref], inputs)
 
 
-@pytest.mark.parametrize("name,causal,opts", [
-    ("s4d", False, {}), ("s4d", True, {"disc": "bilinear"}), ("dss", False, {}), ("dss", True, {}),
-    ("h3", True, {"head_dim": 3}),
-])
+@pytest.mark.parametrize(
+    "name,causal,opts",
+    [
+        ("s4d", False, {}),
+        ("s4d", True, {"disc": "bilinear"}),
+        ("dss", False, {}),
+        ("dss", True, {}),
+        ("h3", True, {"head_dim": 3}),
+    ],
+)
 @pytest.mark.parametrize("L", [1, 150])
 def test_mixer_chunked_equals_fft(name, causal, opts, L):
     torch.manual_seed(0)
-    ms = [longseq.mixers.build(name, 12, causal=causal, d_state=6, method=m, **opts).double()
-          for m in ("chunked", "fft")]
+    ms = [
+        longseq.mixers.build(name, 12, causal=causal, d_state=6, method=m, **opts).double() for m in ("chunked", "fft")
+    ]
     with torch.no_grad():
         for p in ms[0].kernel.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -136,15 +148,16 @@ def test_carry_recurrence_equals_loop(J, with_start, reverse):
     chunks, over the blocks, then the remainder), forwards and backwards in j, on a strided slice of
     the channels (as the bidirectional mode runs it), against a plain loop (complex128, 1e-12)."""
     from longseq.ops.diag_ssm.chunk import _scan_
+
     S = torch.randn(3, 2, J, 4, dtype=torch.complex128)
     a = torch.randn(3, 4, dtype=torch.complex128) * 0.6
     X0 = torch.randn(3, 2, 4, dtype=torch.complex128) if with_start else None
     x, ref = torch.zeros(3, 2, 4, dtype=torch.complex128) if X0 is None else X0, [None] * J
-    for j in (reversed(range(J)) if reverse else range(J)):
+    for j in reversed(range(J)) if reverse else range(J):
         x = a[:, None] * x + S[:, :, j]
         ref[j] = x
     buf = torch.zeros(3, 2, J, 7, dtype=torch.complex128)
-    X = buf[..., 2:6]                                                    # not contiguous
+    X = buf[..., 2:6]  # not contiguous
     X.copy_(S)
     if X0 is not None:
         X[:, :, -1 if reverse else 0] += a[:, None] * X0
@@ -187,6 +200,11 @@ def test_bf16_smoke():
     """bfloat16 input: the chunked SSM computes in the modes' dtype and casts back; the FIR runs in bfloat16."""
     w, log_z = rand_modes(3, 4, 0)
     u, D = torch.randn(2, 3, 37), torch.randn(3)
-    assert bf16_smoke(lambda u, w, lz, D: diag_ssm_chunked(u, w.to(torch.complex64), lz.to(torch.complex64), D=D)[0],
-                      [u, w, log_z, D]) == "runs"
+    assert (
+        bf16_smoke(
+            lambda u, w, lz, D: diag_ssm_chunked(u, w.to(torch.complex64), lz.to(torch.complex64), D=D)[0],
+            [u, w, log_z, D],
+        )
+        == "runs"
+    )
     assert bf16_smoke(fir_conv, [u, torch.randn(3, 5)]) == "runs"

@@ -23,20 +23,26 @@ TOL = dict(rtol=1e-9, atol=1e-10)
 
 
 def _mask(L):
-    return torch.arange(L)[None] < torch.tensor([L, max(1, L // 3)])[:, None]         # [2, L], second padded
+    return torch.arange(L)[None] < torch.tensor([L, max(1, L // 3)])[:, None]  # [2, L], second padded
 
 
 @pytest.mark.parametrize("L", [1, 37])
-@pytest.mark.parametrize("is_query,masked,running", [(True, False, False), (False, False, False),
-                                                     (False, True, False), (False, True, True)])
+@pytest.mark.parametrize(
+    "is_query,masked,running", [(True, False, False), (False, False, False), (False, True, False), (False, True, True)]
+)
 def test_favor_features_twin(L, is_query, masked, running):
     torch.manual_seed(L)
     x, w = torch.randn(2, 3, L, 8, dtype=torch.float64), draw_random_features(13, 8, dtype=torch.float64)
     mask = _mask(L) if masked else None
     running_max = torch.full((2, 3), 5.0, dtype=torch.float64) if running else None
     kw = dict(is_query=is_query, mask=mask, running_max=running_max)
-    check_twin(lambda x: favor_softmax_features(x, w, **kw), lambda x: favor_softmax_features_naive(x, w, **kw), [x],
-               **TOL, functions=(_FavorFeatures,))
+    check_twin(
+        lambda x: favor_softmax_features(x, w, **kw),
+        lambda x: favor_softmax_features_naive(x, w, **kw),
+        [x],
+        **TOL,
+        functions=(_FavorFeatures,),
+    )
 
 
 @pytest.mark.parametrize("L,block", [(1, 4), (37, 8), (130, 1024)])
@@ -46,13 +52,20 @@ def test_favor_bidirectional_twin(L, block, masked):
     q, k, v = (torch.randn(2, 3, L, 8, dtype=torch.float64) for _ in range(3))
     w = draw_random_features(13, 8, dtype=torch.float64)
     mask = _mask(L) if masked else None
-    check_twin(lambda q, k, v: favor_attention_bidirectional(q, k, v, w, mask, block_size=block),
-               lambda q, k, v: favor_attention_bidirectional_naive(q, k, v, w, mask), [q, k, v], **TOL,
-               functions=(_FavorBidirectional,))
+    check_twin(
+        lambda q, k, v: favor_attention_bidirectional(q, k, v, w, mask, block_size=block),
+        lambda q, k, v: favor_attention_bidirectional_naive(q, k, v, w, mask),
+        [q, k, v],
+        **TOL,
+        functions=(_FavorBidirectional,),
+    )
 
 
 def test_favor_bf16_smoke():
     w = draw_random_features(13, 8).to(torch.bfloat16)
     x = torch.randn(2, 3, 37, 8)
     assert bf16_smoke(lambda x: favor_softmax_features(x, w, is_query=False, mask=_mask(37))[0], [x]) == "runs"
-    assert bf16_smoke(lambda q, k, v: favor_attention_bidirectional(q, k, v, w, _mask(37), block_size=8), [x, x, x]) == "runs"
+    assert (
+        bf16_smoke(lambda q, k, v: favor_attention_bidirectional(q, k, v, w, _mask(37), block_size=8), [x, x, x])
+        == "runs"
+    )

@@ -25,7 +25,11 @@ def slices(request, monkeypatch):
 
 def test_conv_naive_is_the_double_sum():
     """The twin itself against eq. (1)/(2) written as loops over lags."""
-    u, k, D = torch.randn(2, 3, 11, dtype=torch.float64), torch.randn(2, 3, 11, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    u, k, D = (
+        torch.randn(2, 3, 11, dtype=torch.float64),
+        torch.randn(2, 3, 11, dtype=torch.float64),
+        torch.randn(3, dtype=torch.float64),
+    )
     y = D[:, None] * u
     for lag in range(11):
         y = y + torch.nn.functional.pad(k[0, :, lag : lag + 1] * u[..., : 11 - lag], (lag, 0))
@@ -34,8 +38,18 @@ def test_conv_naive_is_the_double_sum():
     torch.testing.assert_close(conv_naive(u, k, D), y, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("L,Lk,bidirectional", [(1, 1, False), (1, 1, True), (17, 17, False), (17, 17, True),
-                                                (189, 189, False), (189, 189, True), (100, 7, False)])
+@pytest.mark.parametrize(
+    "L,Lk,bidirectional",
+    [
+        (1, 1, False),
+        (1, 1, True),
+        (17, 17, False),
+        (17, 17, True),
+        (189, 189, False),
+        (189, 189, True),
+        (100, 7, False),
+    ],
+)
 def test_kernel_conv_values_and_grads(L, Lk, bidirectional, slices):
     """Also a causal kernel shorter than the input (the H3 shift SSM's FIR)."""
     torch.manual_seed(L)
@@ -48,7 +62,7 @@ def test_kernel_conv_values_and_grads(L, Lk, bidirectional, slices):
 
 def _kernel_fn(c, L, w, log_z):
     """A differentiable kernel builder for the grouped convolution: two Vandermonde kernels."""
-    return vandermonde_naive(w[:, c], log_z[c], L)                      # [2, g, L]
+    return vandermonde_naive(w[:, c], log_z[c], L)  # [2, g, L]
 
 
 @pytest.mark.parametrize("L,C", [(1, 2), (23, 1), (23, 2), (130, 2), (489, 1), (489, 2)])
@@ -79,8 +93,13 @@ def test_bf16_smoke():
     w = torch.randn(2, 3, 4, dtype=torch.complex128)
     log_z = torch.complex(-0.5 * torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
     ul = torch.randn(2, 37, 3)
-    assert bf16_smoke(lambda u, D, w, lz: grouped_kernel_conv(u, lambda c, L, w, lz: _kernel_fn(c, L, w, lz).float(),
-                                                              (w, lz), D), [ul, D, w, log_z]) == "runs"
+    assert (
+        bf16_smoke(
+            lambda u, D, w, lz: grouped_kernel_conv(u, lambda c, L, w, lz: _kernel_fn(c, L, w, lz).float(), (w, lz), D),
+            [ul, D, w, log_z],
+        )
+        == "runs"
+    )
 
 
 # ---------------------------------------------------------------------------- from tests/test_ssm_kernels.py
@@ -96,7 +115,7 @@ def naive_kernel(w, log_z, L):
     powers = [torch.ones_like(z)]
     for _ in range(L - 1):
         powers.append(powers[-1] * z)
-    P = torch.stack(powers, -1)                                  # [H, N, L]
+    P = torch.stack(powers, -1)  # [H, N, L]
     return (w.unsqueeze(-1) * P).sum(-2).real
 
 
@@ -127,7 +146,7 @@ def test_vandermonde_transposed_is_final_state(L):
     _, log_z = rand_modes(3, 4)
     u = torch.randn(2, 3, L, dtype=torch.float64)
     x = torch.zeros(2, 3, 4, dtype=torch.complex128)
-    for l in range(L):                                           # x_l = z x_{l-1} + u_l
+    for l in range(L):  # x_l = z x_{l-1} + u_l
         x = torch.exp(log_z) * x + u[..., l, None]
     torch.testing.assert_close(vandermonde_transposed(u, log_z), x, **TOL)
 
@@ -178,5 +197,5 @@ def test_fft_conv_custom_backward_gradcheck(bidirectional):
     kb = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
     f = (lambda u, k, kb: fft_conv(u, k, kb)) if bidirectional else (lambda u, k, kb: fft_conv(u, k) + 0 * kb.sum())
     torch.autograd.gradcheck(f, (u, k, kb))
-    short = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)       # kernel shorter than L
+    short = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)  # kernel shorter than L
     torch.autograd.gradcheck(lambda u, k: fft_conv(u, k), (u, short))

@@ -21,7 +21,7 @@ def reference(y, lin, glu, gate):
 def test_gelu_linear_matches_autograd(glu, gate):
     torch.manual_seed(0)
     lin = torch.nn.Linear(12, 12 if gate else 24).double()
-    y = torch.randn(3, 37, 12, dtype=torch.float64).transpose(0, 1).requires_grad_()   # strided [37, 3, 12]
+    y = torch.randn(3, 37, 12, dtype=torch.float64).transpose(0, 1).requires_grad_()  # strided [37, 3, 12]
     out = gelu_linear(y, lin, glu=glu, gate=gate, rows=10)
     ref = reference(y, lin, glu, gate)
     torch.testing.assert_close(out, ref, **TOL)
@@ -80,5 +80,10 @@ class _Lin:
 
 def test_gelu_linear_bf16_smoke():
     lin = torch.nn.Linear(12, 24)
-    assert bf16_smoke(lambda y, w, b: gelu_linear(y, _Lin(w, b), glu=True, rows=10),
-                      [torch.randn(37, 12), lin.weight.detach(), lin.bias.detach()]) == "runs"
+    assert (
+        bf16_smoke(
+            lambda y, w, b: gelu_linear(y, _Lin(w, b), glu=True, rows=10),
+            [torch.randn(37, 12), lin.weight.detach(), lin.bias.detach()],
+        )
+        == "runs"
+    )

@@ -24,7 +24,7 @@ def _inputs(R=23, E=6, H=3, F=10, seed=0):
 def test_gated_out_twin(rows, monkeypatch):
     monkeypatch.setattr(gss_gate, "_chunk_rows", lambda F_dim: rows)
     check_twin(gated_out, gated_out_naive, _inputs(seed=rows), rtol=1e-10, atol=1e-10, functions=(_GatedOut,))
-    with torch.no_grad():                                                # the forward without saving
+    with torch.no_grad():  # the forward without saving
         torch.testing.assert_close(gated_out(*_inputs()), gated_out_naive(*_inputs()), rtol=1e-10, atol=1e-10)
 
 

@@ -22,15 +22,21 @@ def _inputs(L, d=6, hd=1, N=4, seed=0):
     nh = d // hd
     log_z = torch.complex(-0.5 * torch.rand(nh, N // 2, generator=g, dtype=torch.float64) - 0.01, r(nh, N // 2))
     w = torch.randn(nh, N // 2, generator=g, dtype=torch.complex128)
-    return [r(2, L, d), r(3 * d, d) / d ** 0.5, r(3 * d), r(d, N), w, log_z, r(nh), r(d, d) / d ** 0.5, r(d)]
+    return [r(2, L, d), r(3 * d, d) / d**0.5, r(3 * d), r(d, N), w, log_z, r(nh), r(d, d) / d**0.5, r(d)]
 
 
 @pytest.mark.parametrize("hd", [1, 2])
 @pytest.mark.parametrize("L,chunk", [(1, 4), (23, 8), (70, 64)])
 def test_h3_core_twin(hd, L, chunk, monkeypatch):
-    monkeypatch.setattr(h3_fused, "_heads_per_group", lambda hd, batch, L: 2)     # several head groups
-    check_twin(lambda *a: h3_core(*a, hd, chunk), lambda *a: h3_core_naive(*a, hd), _inputs(L, hd=hd, seed=L),
-               rtol=1e-8, atol=1e-10, functions=(_H3Core,))
+    monkeypatch.setattr(h3_fused, "_heads_per_group", lambda hd, batch, L: 2)  # several head groups
+    check_twin(
+        lambda *a: h3_core(*a, hd, chunk),
+        lambda *a: h3_core_naive(*a, hd),
+        _inputs(L, hd=hd, seed=L),
+        rtol=1e-8,
+        atol=1e-10,
+        functions=(_H3Core,),
+    )
 
 
 def test_h3_core_bf16_smoke():

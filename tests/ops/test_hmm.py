@@ -18,7 +18,7 @@ def _inputs(B, L, N, r, masked):
     else:
         U = torch.rand(N, r, dtype=torch.float64)
         V = torch.rand(N, r, dtype=torch.float64)
-        U = U / (U @ V.sum(0))[:, None]                       # rows of U V^T sum to 1
+        U = U / (U @ V.sum(0))[:, None]  # rows of U V^T sum to 1
         mats = [U.requires_grad_(True), V.T.contiguous().requires_grad_(True)]
     mask = None
     if masked:
@@ -67,8 +67,11 @@ def test_only_pred_output_used():
 def test_float32_long_sequence_finite():
     torch.manual_seed(5)
     log_init, log_em, mats, _ = _inputs(2, 1000, 8, 4, False)
-    z, _ = hmm_forward(log_init.float().detach().requires_grad_(), log_em.float().detach().requires_grad_(),
-                       [m.float().detach() for m in mats])
+    z, _ = hmm_forward(
+        log_init.float().detach().requires_grad_(),
+        log_em.float().detach().requires_grad_(),
+        [m.float().detach() for m in mats],
+    )
     z64, _ = hmm_forward(log_init, log_em, mats)
     assert bool(torch.isfinite(z).all())
     torch.testing.assert_close(z.double(), z64.detach(), rtol=1e-5, atol=0)

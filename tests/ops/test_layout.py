@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 def _all_functions():
     found = {}
     for info in pkgutil.walk_packages(longseq.__path__, "longseq."):
-        if info.name.endswith(".__main__"):                       # runs the CLI when imported
+        if info.name.endswith(".__main__"):  # runs the CLI when imported
             continue
         module = importlib.import_module(info.name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
@@ -37,7 +37,9 @@ def test_every_autograd_function_lives_in_ops_and_has_a_twin():
     twins = longseq.ops.twins()
     missing = sorted(name for name, cls in functions.items() if cls not in twins)
     assert not missing, f"autograd Functions without a naive twin in their op's TWINS: {missing}"
-    stale = sorted(f"{c.__module__}.{c.__qualname__}" for c in twins if f"{c.__module__}.{c.__qualname__}" not in functions)
+    stale = sorted(
+        f"{c.__module__}.{c.__qualname__}" for c in twins if f"{c.__module__}.{c.__qualname__}" not in functions
+    )
     assert not stale, f"TWINS entries that are not Functions of the package: {stale}"
     for cls, (entry, naive) in twins.items():
         op = cls.__module__.split(".")[2]
@@ -46,8 +48,9 @@ def test_every_autograd_function_lives_in_ops_and_has_a_twin():
 
 
 def _names(node):
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | \
-        {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+    }
 
 
 def test_every_twin_pair_is_compared_by_a_test():
@@ -56,7 +59,7 @@ def test_every_twin_pair_is_compared_by_a_test():
         path = HERE / f"test_{op}.py"
         assert path.exists(), f"{cls.__qualname__}: no {path.name} in tests/ops"
         ok = False
-        for test in ast.parse(path.read_text()).body:           # a test function that calls check_twin
+        for test in ast.parse(path.read_text()).body:  # a test function that calls check_twin
             if not (isinstance(test, ast.FunctionDef) and test.name.startswith("test_")):
                 continue
             named = _names(test)
@@ -65,8 +68,10 @@ def test_every_twin_pair_is_compared_by_a_test():
                     covered = set().union(*(_names(k.value) for k in call.keywords if k.arg == "functions"))
                     if cls.__name__ in covered and entry.__name__ in named and naive.__name__ in named:
                         ok = True
-        assert ok, f"{path.name}: no check_twin(...) comparing {entry.__name__} with {naive.__name__} " \
-                   f"for {cls.__qualname__} (functions=(...))"
+        assert ok, (
+            f"{path.name}: no check_twin(...) comparing {entry.__name__} with {naive.__name__} "
+            f"for {cls.__qualname__} (functions=(...))"
+        )
 
 
 def test_every_op_folder_has_a_naive_reference():

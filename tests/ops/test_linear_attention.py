@@ -34,8 +34,9 @@ def features(B, H, L, Dk, Dv):
     return q, k, v
 
 
-@pytest.mark.parametrize("L,Dk,Dv,chunk", [(1, 8, 8, 16), (63, 60, 12, 16), (65, 12, 60, 64), (200, 16, 16, 64),
-                                           (1000, 8, 8, 128)])
+@pytest.mark.parametrize(
+    "L,Dk,Dv,chunk", [(1, 8, 8, 16), (63, 60, 12, 16), (65, 12, 60, 64), (200, 16, 16, 64), (1000, 8, 8, 128)]
+)
 def test_chunk_and_recurrent_equal_dense(L, Dk, Dv, chunk):
     q, k, v = features(2, 2, L, Dk, Dv)
     ref = dense_linear_attention(q, k, v, causal=True)
@@ -64,8 +65,9 @@ def test_chunk_gradients_equal_dense():
 def test_initial_state_continues_the_sequence(split):
     q, k, v = features(2, 2, 67, 12, 6)
     ref = dense_linear_attention(q, k, v, causal=True)
-    o1, s = linear_attention_chunk(q[:, :, :split], k[:, :, :split], v[:, :, :split], chunk_size=16,
-                                   output_final_state=True)
+    o1, s = linear_attention_chunk(
+        q[:, :, :split], k[:, :, :split], v[:, :, :split], chunk_size=16, output_final_state=True
+    )
     rest = (q[:, :, split:], k[:, :, split:], v[:, :, split:])
     o2, _ = linear_attention_chunk(*rest, chunk_size=16, initial_state=s)
     torch.testing.assert_close(torch.cat([o1, o2], 2), ref, **TOL)
@@ -100,12 +102,20 @@ def test_chunk_and_bidirectional_twins(L, chunk):
     """No hand-written Function here, but the same twin check: values, gradients, a second backward."""
     q, k, v = features(2, 2, L, 6, 5)
     S0, z0 = torch.rand(2, 2, 6, 5, dtype=torch.float64), torch.rand(2, 2, 6, dtype=torch.float64)
-    check_twin(lambda q, k, v, S0, z0: linear_attention_chunk(q, k, v, chunk_size=chunk, initial_state=(S0, z0),
-                                                              output_final_state=True),
-               lambda q, k, v, S0, z0: linear_attention_naive(q, k, v, initial_state=(S0, z0), output_final_state=True),
-               [q, k, v, S0, z0], **TOL)
-    check_twin(linear_attention_bidirectional, lambda q, k, v: linear_attention_naive(q, k, v, causal=False)[0],
-               [q, k, v], **TOL)
+    check_twin(
+        lambda q, k, v, S0, z0: linear_attention_chunk(
+            q, k, v, chunk_size=chunk, initial_state=(S0, z0), output_final_state=True
+        ),
+        lambda q, k, v, S0, z0: linear_attention_naive(q, k, v, initial_state=(S0, z0), output_final_state=True),
+        [q, k, v, S0, z0],
+        **TOL,
+    )
+    check_twin(
+        linear_attention_bidirectional,
+        lambda q, k, v: linear_attention_naive(q, k, v, causal=False)[0],
+        [q, k, v],
+        **TOL,
+    )
 
 
 def test_bf16_smoke():

@@ -19,14 +19,20 @@ def _case(L, n_w, window, chunk, r, masked, seed=0, dtype=torch.float64):
     r_ = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
     n_mem, full = 3, L // chunk
     M = n_mem + full * r
-    key_chunk = torch.cat([torch.full((n_mem,), -1), torch.arange(full).repeat_interleave(r)])   # [M], sorted
-    q_chunk = torch.arange(L) // chunk                                                         # [L]
+    key_chunk = torch.cat([torch.full((n_mem,), -1), torch.arange(full).repeat_interleave(r)])  # [M], sorted
+    q_chunk = torch.arange(L) // chunk  # [L]
     long_ok = win_ok = None
     if masked:
         long_ok = torch.rand(B, M, generator=g) > 0.3
         win_ok = torch.rand(B, n_w + L, generator=g) > 0.3
-    tensors = [r_(B, H, L, Dh), r_(B, H, L, Dh), r_(B, H, M, Dh), r_(B, H, M, Dh), r_(B, H, n_w + L, Dh),
-               r_(B, H, n_w + L, Dh)]
+    tensors = [
+        r_(B, H, L, Dh),
+        r_(B, H, L, Dh),
+        r_(B, H, M, Dh),
+        r_(B, H, M, Dh),
+        r_(B, H, n_w + L, Dh),
+        r_(B, H, n_w + L, Dh),
+    ]
     return tensors, (q_chunk, key_chunk, long_ok, win_ok)
 
 
@@ -34,9 +40,14 @@ def _case(L, n_w, window, chunk, r, masked, seed=0, dtype=torch.float64):
 @pytest.mark.parametrize("masked", [False, True])
 def test_causal_long_short_twin(L, n_w, window, block, masked):
     tensors, (qc, kc, lok, wok) = _case(L, n_w, window, chunk=5, r=2, masked=masked, seed=L)
-    check_twin(lambda *t: causal_long_short_attention(*t, qc, kc, lok, wok, n_w, window, block),
-               lambda *t: causal_long_short_attention_naive(*t, qc, kc, lok, wok, n_w, window), tensors,
-               rtol=1e-9, atol=1e-10, functions=(_CausalLongShort,))
+    check_twin(
+        lambda *t: causal_long_short_attention(*t, qc, kc, lok, wok, n_w, window, block),
+        lambda *t: causal_long_short_attention_naive(*t, qc, kc, lok, wok, n_w, window),
+        tensors,
+        rtol=1e-9,
+        atol=1e-10,
+        functions=(_CausalLongShort,),
+    )
 
 
 def test_causal_long_short_bf16_smoke():

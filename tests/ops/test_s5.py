@@ -15,8 +15,9 @@ from .twins import bf16_smoke, check_twin
 
 def _inputs(L, H=4, P2=3, dirs=1, seed=0):
     g = torch.Generator().manual_seed(seed)
-    Lbar = torch.polar(0.5 + 0.45 * torch.rand(P2, generator=g, dtype=torch.float64),
-                       torch.randn(P2, generator=g, dtype=torch.float64))                     # |Λ̄| < 1
+    Lbar = torch.polar(
+        0.5 + 0.45 * torch.rand(P2, generator=g, dtype=torch.float64), torch.randn(P2, generator=g, dtype=torch.float64)
+    )  # |Λ̄| < 1
     Bbar = torch.randn(P2, H, generator=g, dtype=torch.complex128)
     C = torch.randn(dirs, H, P2, 2, generator=g, dtype=torch.float64)
     D = torch.randn(H, generator=g, dtype=torch.float64)
@@ -27,8 +28,14 @@ def _inputs(L, H=4, P2=3, dirs=1, seed=0):
 @pytest.mark.parametrize("L,chunk", [(1, 4), (13, 4), (77, 64)])
 @pytest.mark.parametrize("dirs", [1, 2])
 def test_s5_ssm_twin(L, chunk, dirs):
-    check_twin(lambda *a: s5_ssm(*a, chunk=chunk), s5_ssm_naive, _inputs(L, dirs=dirs, seed=L), rtol=1e-9, atol=1e-10,
-               functions=(_S5SSM,))
+    check_twin(
+        lambda *a: s5_ssm(*a, chunk=chunk),
+        s5_ssm_naive,
+        _inputs(L, dirs=dirs, seed=L),
+        rtol=1e-9,
+        atol=1e-10,
+        functions=(_S5SSM,),
+    )
 
 
 def test_s5_ssm_bf16_smoke():

@@ -128,8 +128,13 @@ def test_linear_scan_twin(L, complex_, const_a, reverse):
         h, last = linear_scan_naive(a if const_a else flip(a), flip(b), h0)
         return flip(h), last
 
-    check_twin(lambda a, b, h0: linear_scan(a, b, h0, reverse=reverse, chunk=4), naive, [a, b, h0], **TOL,
-               functions=(_LinearScanConst if const_a else _LinearScan,))
+    check_twin(
+        lambda a, b, h0: linear_scan(a, b, h0, reverse=reverse, chunk=4),
+        naive,
+        [a, b, h0],
+        **TOL,
+        functions=(_LinearScanConst if const_a else _LinearScan,),
+    )
 
 
 @pytest.mark.parametrize("const_a", [False, True])

@@ -17,7 +17,11 @@ TOL = dict(rtol=1e-12, atol=1e-12)
 @pytest.mark.parametrize("M,P,T", [(1, 1, 1), (9, 3, 4), (31, 5, 7)])
 def test_path_gathers_twin(M, P, T):
     torch.manual_seed(M)
-    q, table, p = torch.randn(M, 5, dtype=torch.float64), torch.randn(T, 5, dtype=torch.float64), torch.rand(M, P, dtype=torch.float64)
+    q, table, p = (
+        torch.randn(M, 5, dtype=torch.float64),
+        torch.randn(T, 5, dtype=torch.float64),
+        torch.rand(M, P, dtype=torch.float64),
+    )
     idx = torch.randint(0, T, (M, P))
     check_twin(path_logits, path_logits_naive, [q, table, idx], **TOL, functions=(_PathLogits,))
     check_twin(path_mix, path_mix_naive, [p, table, idx], **TOL, functions=(_PathMix,))

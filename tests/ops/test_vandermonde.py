@@ -53,8 +53,14 @@ def test_vandermonde_values_and_grads(L, shared, slices):
     log_z = random_modes(N if shared else (H, N))
     w = torch.randn(2, H, N, dtype=torch.complex128)
     assert vandermonde(w, log_z, L).shape == (2, H, L)
-    check_twin(lambda w, log_z: vandermonde(w, log_z, L), lambda w, log_z: vandermonde_naive(w, log_z, L),
-               [w, log_z], rtol=1e-8, atol=1e-8, functions=(_Vandermonde,))
+    check_twin(
+        lambda w, log_z: vandermonde(w, log_z, L),
+        lambda w, log_z: vandermonde_naive(w, log_z, L),
+        [w, log_z],
+        rtol=1e-8,
+        atol=1e-8,
+        functions=(_Vandermonde,),
+    )
 
 
 def test_vandermonde_bf16_smoke():
@@ -71,11 +77,13 @@ def test_vandermonde_transposed_is_the_state(L, shared):
     log_z = random_modes(N if shared else (H, N)).requires_grad_()
     u = torch.randn(2, H, L, dtype=torch.float64, requires_grad=True)
     x = vandermonde_transposed(u, log_z)
-    ref = vandermonde_transposed_naive(u, log_z)                                              # [2, H, N]
+    ref = vandermonde_transposed_naive(u, log_z)  # [2, H, N]
     torch.testing.assert_close(x, ref, **TOL)
     g = torch.randn_like(x)
-    for a, b in zip(torch.autograd.grad((x * g.conj()).real.sum(), (u, log_z)),
-                    torch.autograd.grad((ref * g.conj()).real.sum(), (u, log_z))):
+    for a, b in zip(
+        torch.autograd.grad((x * g.conj()).real.sum(), (u, log_z)),
+        torch.autograd.grad((ref * g.conj()).real.sum(), (u, log_z)),
+    ):
         torch.testing.assert_close(a, b, **GTOL)
 
 
@@ -87,15 +95,15 @@ def test_powers_equal_direct_exponentials(n, stride):
     log_z = torch.complex(-torch.rand(3, 5, dtype=torch.float64) * 0.05, torch.randn(3, 5, dtype=torch.float64) * 2)
     log_z.requires_grad_()
     i = torch.arange(n, dtype=torch.float64) * stride
-    ref = torch.exp(log_z.unsqueeze(-1) * i)                               # [3, 5, n]
+    ref = torch.exp(log_z.unsqueeze(-1) * i)  # [3, 5, n]
     out = powers(log_z, n, stride)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
     w = torch.randn_like(ref)
-    g_out, = torch.autograd.grad((out * w).real.sum(), log_z)
-    g_ref, = torch.autograd.grad((ref * w).real.sum(), log_z)
+    (g_out,) = torch.autograd.grad((out * w).real.sum(), log_z)
+    (g_ref,) = torch.autograd.grad((ref * w).real.sum(), log_z)
     torch.testing.assert_close(g_out, g_ref, rtol=1e-10, atol=1e-10)
-    lz32 = log_z.detach().to(torch.complex64)                               # float32: ~1e-6 relative
-    ref32 = torch.exp(lz32.to(torch.complex128).unsqueeze(-1) * i)          # of the rounded log z
-    big = ref32.abs() > 1e-20                                               # above float32 underflow
+    lz32 = log_z.detach().to(torch.complex64)  # float32: ~1e-6 relative
+    ref32 = torch.exp(lz32.to(torch.complex128).unsqueeze(-1) * i)  # of the rounded log z
+    big = ref32.abs() > 1e-20  # above float32 underflow
     err = (powers(lz32, n, stride).to(torch.complex128) - ref32).abs() / ref32.abs()
     assert err[big].max() < 1e-5

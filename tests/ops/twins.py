@@ -67,13 +67,13 @@ def check_twin(fast, naive, inputs, *, rtol=1e-9, atol=1e-10, functions=(), diff
     ga = torch.autograd.grad(_loss(yf, cots), wrt_a, allow_unused=True)
     gb = torch.autograd.grad(_loss(yn, cots), wrt_b, allow_unused=True)
     for i, (u, v) in enumerate(zip(ga, gb)):
-        if u is None or v is None:               # no gradient path on one side: the other must be zero
+        if u is None or v is None:  # no gradient path on one side: the other must be zero
             w = u if v is None else v
             assert w is None or not w.abs().max() > 0, f"input {i}: gradient on one side only"
             continue
         torch.testing.assert_close(u, v, rtol=rtol, atol=atol, msg=lambda m: f"gradient of input {i}: {m}")
 
-    c = fresh()                                  # second backward through a retained graph
+    c = fresh()  # second backward through a retained graph
     loss = _loss(pick(_tensors(fast(*c))), cots)
     wrt_c = [t for t, d in zip(c, diff) if d]
     g1 = torch.autograd.grad(loss, wrt_c, retain_graph=True, allow_unused=True)

@@ -13,5 +13,18 @@ from .published import load_published, published_score
 from .report import collect, write_report
 from .runner import DEMO, PRESETS, plan_run, resolve_mixers, resolve_tasks, run_arena
 
-__all__ = ["run_arena", "write_report", "collect", "plan_run", "match_budget", "count_parameters", "TOLERANCE",
-           "PRESETS", "DEMO", "resolve_mixers", "resolve_tasks", "load_published", "published_score"]
+__all__ = [
+    "run_arena",
+    "write_report",
+    "collect",
+    "plan_run",
+    "match_budget",
+    "count_parameters",
+    "TOLERANCE",
+    "PRESETS",
+    "DEMO",
+    "resolve_mixers",
+    "resolve_tasks",
+    "load_published",
+    "published_score",
+]

@@ -32,7 +32,7 @@ from ..train import build_model
 
 TOLERANCE = 0.10
 FFN_MULT_RANGE = (0.5, 8.0)
-MAX_DMODEL_STEPS = 256       # search d_model within d0 +- MAX_DMODEL_STEPS * num_heads
+MAX_DMODEL_STEPS = 256  # search d_model within d0 +- MAX_DMODEL_STEPS * num_heads
 
 
 def count_parameters(task, mixer: str, overrides: dict[str, Any]) -> tuple[int, dict]:
@@ -41,8 +41,8 @@ def count_parameters(task, mixer: str, overrides: dict[str, Any]) -> tuple[int, 
         with torch.device("meta"):
             model = build_model(task, mixer, **overrides)
     except ValueError:
-        raise                       # invalid settings fail the same way on any device
-    except Exception:               # a constructor that needs real tensors (eigh, numpy, ...)
+        raise  # invalid settings fail the same way on any device
+    except Exception:  # a constructor that needs real tensors (eigh, numpy, ...)
         model = build_model(task, mixer, **overrides)
     return sum(p.numel() for p in model.parameters()), dict(getattr(model, "config", {}))
 
@@ -62,7 +62,7 @@ def _solve_ffn(task, mixer, overrides, reference) -> tuple[int, dict, float] | N
     n1, _ = count_parameters(task, mixer, {**overrides, "ffn_mult": m0 + 1.0})
     slope = n1 - n0
     if slope <= 0:
-        return None                 # the model has no adjustable feed-forward
+        return None  # the model has no adjustable feed-forward
     lo, hi = FFN_MULT_RANGE
     mult = round(min(hi, max(lo, m0 + (reference - n0) / slope)), 3)
     over = {**overrides, "ffn_mult": mult}
@@ -75,8 +75,9 @@ def _has_ffn(mixer: str, cfg: dict) -> bool:
     return cfg.get("ffn", "mlp") != "none" and not mixers.spec(mixer).has_ffn
 
 
-def match_budget(task, mixer: str, reference: int, overrides: dict[str, Any] | None = None,
-                 tolerance: float = TOLERANCE) -> dict[str, Any]:
+def match_budget(
+    task, mixer: str, reference: int, overrides: dict[str, Any] | None = None, tolerance: float = TOLERANCE
+) -> dict[str, Any]:
     """Model overrides that bring ``mixer``'s parameter count within ``tolerance`` of
     ``reference``. Returns ``{"overrides", "num_parameters", "reference", "ratio", "within",
     "adjustment"}`` where ``adjustment`` reads e.g. ``"ffn_mult 4 -> 5.25"`` (``"none"`` when the
@@ -90,7 +91,7 @@ def match_budget(task, mixer: str, reference: int, overrides: dict[str, Any] | N
     ffn = _has_ffn(mixer, cfg)
     candidates = [best]
 
-    if ffn:                                                   # step 2: feed-forward width
+    if ffn:  # step 2: feed-forward width
         solved = _solve_ffn(task, mixer, overrides, reference)
         if solved:
             n, over, mult = solved
@@ -108,11 +109,11 @@ def match_budget(task, mixer: str, reference: int, overrides: dict[str, Any] | N
             d = d0 + (k if grow else -k) * heads
             try:
                 count_at[k] = count_parameters(task, mixer, {**overrides, "d_model": d})[0] if d >= heads else None
-            except Exception:       # a width the mixer rejects (head_dim constraints, ...)
+            except Exception:  # a width the mixer rejects (head_dim constraints, ...)
                 count_at[k] = None
         return count_at[k]
 
-    def past(k: int) -> bool:       # has the count crossed the reference at step k?
+    def past(k: int) -> bool:  # has the count crossed the reference at step k?
         c = count_k(k)
         return c is None or (c >= reference if grow else c <= reference)
 
@@ -157,6 +158,12 @@ def _rank(candidate, reference) -> tuple:
 
 def _result(candidate, reference: int, tolerance: float) -> dict[str, Any]:
     n, over, how = candidate
-    return {"overrides": over, "num_parameters": int(n), "reference": int(reference),
-            "ratio": round(_ratio(n, reference), 4), "within": _within(n, reference, tolerance),
-            "tolerance": tolerance, "adjustment": how}
+    return {
+        "overrides": over,
+        "num_parameters": int(n),
+        "reference": int(reference),
+        "ratio": round(_ratio(n, reference), 4),
+        "within": _within(n, reference, tolerance),
+        "tolerance": tolerance,
+        "adjustment": how,
+    }

@@ -55,7 +55,7 @@ def resolve_variant(name: str) -> tuple[str, dict]:
 
     if name in VARIANTS:
         return VARIANTS[name]
-    mixers.spec(name)                 # ValueError listing the registered names
+    mixers.spec(name)  # ValueError listing the registered names
     return name, {}
 
 
@@ -83,15 +83,29 @@ def _curve(path: Path, key: str) -> list[list[float]]:
     return pts
 
 
-def run_pretrain_finetune(mixers: list[str] | str | None = None, tasks: list[str] | str = ("text", "retrieval"),
-                          out: str | Path = "runs/pretrain_finetune", *, pretrain_task: str = "mlm_code",
-                          preset: str = "quick", pretrain_steps: int = 600, finetune_steps: int = 300,
-                          seeds: list[int] | tuple[int, ...] = (0,), threads: int | None = None, device: str = "auto",
-                          task_options: dict[str, dict] | None = None, model_options: dict | None = None,
-                          train_options: dict | None = None, mixer_options: dict[str, dict] | None = None,
-                          tolerance: float = TOLERANCE, layer_lr_decay: float | None = None,
-                          freeze_embeddings: bool = False, resume: bool = False, progress: bool = False,
-                          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_pretrain_finetune(
+    mixers: list[str] | str | None = None,
+    tasks: list[str] | str = ("text", "retrieval"),
+    out: str | Path = "runs/pretrain_finetune",
+    *,
+    pretrain_task: str = "mlm_code",
+    preset: str = "quick",
+    pretrain_steps: int = 600,
+    finetune_steps: int = 300,
+    seeds: list[int] | tuple[int, ...] = (0,),
+    threads: int | None = None,
+    device: str = "auto",
+    task_options: dict[str, dict] | None = None,
+    model_options: dict | None = None,
+    train_options: dict | None = None,
+    mixer_options: dict[str, dict] | None = None,
+    tolerance: float = TOLERANCE,
+    layer_lr_decay: float | None = None,
+    freeze_embeddings: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the protocol (see the module docstring); returns what ``pretrain_finetune.json`` holds."""
     from .. import mixers as registry
     from .. import tasks as task_registry
@@ -100,8 +114,11 @@ def run_pretrain_finetune(mixers: list[str] | str | None = None, tasks: list[str
     from .runner import mixer_options_for, resolve_tasks
 
     log = log or _log_default
-    names = DEFAULT_MIXERS if mixers in (None, "default") else (mixers.split(",") if isinstance(mixers, str)
-                                                                else list(mixers))
+    names = (
+        DEFAULT_MIXERS
+        if mixers in (None, "default")
+        else (mixers.split(",") if isinstance(mixers, str) else list(mixers))
+    )
     names = [n.strip() for n in names if n.strip()]
     for n in names:
         resolve_variant(n)
@@ -116,21 +133,34 @@ def run_pretrain_finetune(mixers: list[str] | str | None = None, tasks: list[str
         torch.set_num_threads(threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"schema": SCHEMA, "preset": preset, "pretrain_task": pretrain_task, "tasks": task_names,
-                "mixers": names, "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
-                "seeds": list(seeds), "task_options": task_options, "model_options": model_options or {},
-                "train_options": train_options or {}, "mixer_options": mixer_options, "tolerance": tolerance,
-                "layer_lr_decay": layer_lr_decay, "freeze_embeddings": freeze_embeddings,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    settings = {
+        "schema": SCHEMA,
+        "preset": preset,
+        "pretrain_task": pretrain_task,
+        "tasks": task_names,
+        "mixers": names,
+        "pretrain_steps": pretrain_steps,
+        "finetune_steps": finetune_steps,
+        "seeds": list(seeds),
+        "task_options": task_options,
+        "model_options": model_options or {},
+        "train_options": train_options or {},
+        "mixer_options": mixer_options,
+        "tolerance": tolerance,
+        "layer_lr_decay": layer_lr_decay,
+        "freeze_embeddings": freeze_embeddings,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     write_json(out / "settings.json", settings)
 
     for seed in seeds:
         mlm = task_registry.build(pretrain_task, preset=preset, seed=seed, **task_options.get(pretrain_task, {}))
         if mlm.meta.kind != "mlm":
-            raise ValueError(f"pretrain_task {pretrain_task!r} is of kind {mlm.meta.kind!r}; use an MLM task "
-                             f"(mlm_code, mlm_text, mlm_dict)")
-        cls_tasks = {t: task_registry.build(t, preset=preset, seed=seed, **task_options.get(t, {}))
-                     for t in task_names}
+            raise ValueError(
+                f"pretrain_task {pretrain_task!r} is of kind {mlm.meta.kind!r}; use an MLM task "
+                f"(mlm_code, mlm_text, mlm_dict)"
+            )
+        cls_tasks = {t: task_registry.build(t, preset=preset, seed=seed, **task_options.get(t, {})) for t in task_names}
         for t, task in cls_tasks.items():
             if task.meta.kind != "classification":
                 raise ValueError(f"task {t!r} is of kind {task.meta.kind!r}: fine-tuning needs classification tasks")
@@ -170,17 +200,38 @@ def run_pretrain_finetune(mixers: list[str] | str | None = None, tasks: list[str
                     cfg = _train_config(mlm, pretrain_steps, seed, threads, device, train_options)
                     cfg.progress = progress
                     resuming = resume and (pdir / "checkpoint.pt").exists()
-                    log(f"[pretrain/{name}/seed {seed}] {pretrain_steps} steps on {pretrain_task}, "
-                        f"{model.num_parameters():,} parameters ({budget['ratio']:.3f} x softmax)")
+                    log(
+                        f"[pretrain/{name}/seed {seed}] {pretrain_steps} steps on {pretrain_task}, "
+                        f"{model.num_parameters():,} parameters ({budget['ratio']:.3f} x softmax)"
+                    )
                     t0 = time.perf_counter()
-                    train(model, mlm, cfg, pdir, resume=resuming,
-                          run_config={"pretrain_finetune": {"mixer": name, "overrides": over, "budget": budget}})
-                    write_json(pdir / "arena.json", {"status": "done", "budget": budget, "overrides": over,
-                                                     "train_s": round(time.perf_counter() - t0, 1)})
+                    train(
+                        model,
+                        mlm,
+                        cfg,
+                        pdir,
+                        resume=resuming,
+                        run_config={"pretrain_finetune": {"mixer": name, "overrides": over, "budget": budget}},
+                    )
+                    write_json(
+                        pdir / "arena.json",
+                        {
+                            "status": "done",
+                            "budget": budget,
+                            "overrides": over,
+                            "train_s": round(time.perf_counter() - t0, 1),
+                        },
+                    )
                     del model
             except Exception as e:
-                write_json(pdir / "arena.json", {"status": "error", "error": f"{type(e).__name__}: {e}",
-                                                 "traceback": traceback.format_exc(limit=-4)})
+                write_json(
+                    pdir / "arena.json",
+                    {
+                        "status": "error",
+                        "error": f"{type(e).__name__}: {e}",
+                        "traceback": traceback.format_exc(limit=-4),
+                    },
+                )
                 log(f"[pretrain/{name}/seed {seed}] error: {type(e).__name__}: {e}")
                 continue
             for tname, task in cls_tasks.items():
@@ -194,23 +245,34 @@ def run_pretrain_finetune(mixers: list[str] | str | None = None, tasks: list[str
                         _fresh(d, resume)
                         torch.manual_seed(seed)
                         if stage == "finetune":
-                            model, report = finetune_model(task, pdir, layer_lr_decay=layer_lr_decay,
-                                                           freeze_embeddings=freeze_embeddings)
+                            model, report = finetune_model(
+                                task, pdir, layer_lr_decay=layer_lr_decay, freeze_embeddings=freeze_embeddings
+                            )
                             write_json(d / "init_report.json", report.to_dict())
-                        else:    # the same architecture (vocabulary included), freshly initialised
-                            model = classifier_like(read_mlm(pdir), task.meta.num_classes,
-                                                    pooling=task.model_defaults.get("pooling", "mean"),
-                                                    pair=bool(task.meta.extra.get("pair", False)))
+                        else:  # the same architecture (vocabulary included), freshly initialised
+                            model = classifier_like(
+                                read_mlm(pdir),
+                                task.meta.num_classes,
+                                pooling=task.model_defaults.get("pooling", "mean"),
+                                pair=bool(task.meta.extra.get("pair", False)),
+                            )
                         cfg = _train_config(task, steps, seed, threads, device, train_options)
                         cfg.progress = progress
                         log(f"[{tname}/{name}/seed {seed}] {stage}: {steps} steps")
-                        final = train(model, task, cfg, d, resume=resume and (d / "checkpoint.pt").exists(),
-                                      run_config={"pretrain_finetune": {"mixer": name, "stage": stage,
-                                                                        "pretrained": str(pdir)}})
+                        final = train(
+                            model,
+                            task,
+                            cfg,
+                            d,
+                            resume=resume and (d / "checkpoint.pt").exists(),
+                            run_config={"pretrain_finetune": {"mixer": name, "stage": stage, "pretrained": str(pdir)}},
+                        )
                         log(f"[{tname}/{name}/seed {seed}] {stage}: test accuracy {final['test']['accuracy']:.4f}")
                     except Exception as e:
-                        write_json(d / "error.json", {"error": f"{type(e).__name__}: {e}",
-                                                      "traceback": traceback.format_exc(limit=-4)})
+                        write_json(
+                            d / "error.json",
+                            {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=-4)},
+                        )
                         log(f"[{tname}/{name}/seed {seed}] {stage} error: {type(e).__name__}: {e}")
                     finally:
                         model = None
@@ -249,13 +311,16 @@ def collect_pf(out: str | Path) -> dict[str, Any]:
             pdir = out / "pretrain" / str(s) / name
             f = read_json(pdir / "final.json")
             rec = read_json(pdir / "arena.json") or {}
-            per_seed[str(s)] = {"status": rec.get("status", "missing"), "reason": rec.get("reason") or rec.get("error"),
-                                "num_parameters": (f or {}).get("num_parameters"),
-                                "masked_accuracy": (f or {}).get("test", {}).get("accuracy"),
-                                "masked_bpb": (f or {}).get("test", {}).get("masked_bpb"),
-                                "curve": _curve(pdir / "metrics.jsonl", "masked_bpb"),
-                                "budget": rec.get("budget"),
-                                "train_s": rec.get("train_s")}
+            per_seed[str(s)] = {
+                "status": rec.get("status", "missing"),
+                "reason": rec.get("reason") or rec.get("error"),
+                "num_parameters": (f or {}).get("num_parameters"),
+                "masked_accuracy": (f or {}).get("test", {}).get("accuracy"),
+                "masked_bpb": (f or {}).get("test", {}).get("masked_bpb"),
+                "curve": _curve(pdir / "metrics.jsonl", "masked_bpb"),
+                "budget": rec.get("budget"),
+                "train_s": rec.get("train_s"),
+            }
         pre[name] = per_seed
         for t in tasks:
             ft = {str(s): _test_acc(out / "runs" / t / name / str(s) / "finetune") for s in seeds}
@@ -275,32 +340,50 @@ def _pct(v: float | None) -> str:
 
 def format_pf_markdown(lb: dict) -> str:
     s = lb["settings"]
-    lines = [f"# Pre-train then fine-tune ({s.get('pretrain_task')} -> {', '.join(s.get('tasks', []))})", "",
-             f"Preset {s.get('preset')}; pre-training {s.get('pretrain_steps')} steps, fine-tuning "
-             f"{s.get('finetune_steps')} steps; from scratch {s.get('pretrain_steps', 0) + s.get('finetune_steps', 0)} "
-             f"steps (equal total steps); seeds {s.get('seeds')}; layer-wise lr decay {s.get('layer_lr_decay')}; "
-             f"frozen embeddings {s.get('freeze_embeddings')}. Test accuracy in % (mean over seeds; per seed in "
-             f"brackets).", "", "## MLM pre-training (test split)", "",
-             "| mixer | parameters (x softmax) | masked-token accuracy % | bits per masked byte |", "|---|---|---|---|"]
+    lines = [
+        f"# Pre-train then fine-tune ({s.get('pretrain_task')} -> {', '.join(s.get('tasks', []))})",
+        "",
+        f"Preset {s.get('preset')}; pre-training {s.get('pretrain_steps')} steps, fine-tuning "
+        f"{s.get('finetune_steps')} steps; from scratch {s.get('pretrain_steps', 0) + s.get('finetune_steps', 0)} "
+        f"steps (equal total steps); seeds {s.get('seeds')}; layer-wise lr decay {s.get('layer_lr_decay')}; "
+        f"frozen embeddings {s.get('freeze_embeddings')}. Test accuracy in % (mean over seeds; per seed in "
+        f"brackets).",
+        "",
+        "## MLM pre-training (test split)",
+        "",
+        "| mixer | parameters (x softmax) | masked-token accuracy % | bits per masked byte |",
+        "|---|---|---|---|",
+    ]
     for name, per in lb["pretrain"].items():
         acc = [v["masked_accuracy"] for v in per.values()]
         bud = next((v.get("budget") for v in per.values() if v.get("budget")), None)
         bpb = [v["masked_bpb"] for v in per.values()]
         n = next((v["num_parameters"] for v in per.values() if v["num_parameters"]), None)
-        why = next((f"{v['status']}: {v['reason']}" for v in per.values() if v["status"] not in ("done", "missing")),
-                   None)
+        why = next(
+            (f"{v['status']}: {v['reason']}" for v in per.values() if v["status"] not in ("done", "missing")), None
+        )
         b = _mean(bpb)
         ratio = "" if not bud else (f" ({bud['ratio']:.2f}" + ("" if bud.get("within") else ", over budget") + ")")
-        lines.append(f"| {name} | {n if n else '—'}{ratio} | {_pct(_mean(acc))} | {'—' if b is None else f'{b:.3f}'}"
-                     + (f" ({why})" if why else "") + " |")
-    lines += ["", "## Fine-tuned vs from scratch (test accuracy %)", "",
-              "| task | mixer | from scratch | fine-tuned | difference |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {n if n else '—'}{ratio} | {_pct(_mean(acc))} | {'—' if b is None else f'{b:.3f}'}"
+            + (f" ({why})" if why else "")
+            + " |"
+        )
+    lines += [
+        "",
+        "## Fine-tuned vs from scratch (test accuracy %)",
+        "",
+        "| task | mixer | from scratch | fine-tuned | difference |",
+        "|---|---|---|---|---|",
+    ]
     for r in lb["results"]:
         sc, ft = _mean(r["scratch"].values()), _mean(r["finetune"].values())
         per = lambda d: ", ".join(_pct(v) for v in d.values())  # noqa: E731
         diff = "—" if sc is None or ft is None else f"{100 * (ft - sc):+.1f}"
-        lines.append(f"| {r['task']} | {r['mixer']} | {_pct(sc)} [{per(r['scratch'])}] | {_pct(ft)} "
-                     f"[{per(r['finetune'])}] | {diff} |")
+        lines.append(
+            f"| {r['task']} | {r['mixer']} | {_pct(sc)} [{per(r['scratch'])}] | {_pct(ft)} "
+            f"[{per(r['finetune'])}] | {diff} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -66,7 +66,7 @@ def _run_entry(d: Path) -> tuple[dict[str, Any], dict]:
     if final is not None:
         status = "done"
     elif status in ("running", "done"):
-        status = "unfinished"           # interrupted: ``--resume`` continues it
+        status = "unfinished"  # interrupted: ``--resume`` continues it
     e = {"task": d.parent.name, "mixer": d.name, "status": status, "metric": metric}
     for k in ("reason", "error", "budget", "overrides", "train_s", "num_parameters"):
         if rec.get(k) is not None:
@@ -103,13 +103,22 @@ def collect(out: str | Path) -> dict[str, Any]:
     runs.sort(key=lambda r: order[(r["task"], r["mixer"])])
     published = load_published()
     speed = read_json(out / "speed" / "results.json")
-    return {"schema": SCHEMA + "/leaderboard", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "settings": settings, "tasks": tasks, "mixers": mixer_names,
-            "runs": runs, "averages": _averages(runs, tasks, mixer_names),
-            "published": {"note": published["note"], "sources": published["sources"],
-                          "tasks": {t: published["tasks"][t] for t in task_names if t in published["tasks"]},
-                          "models": [m for m in published["models"] if any(t in m["results"] for t in task_names)]},
-            "speed": _speed_summary(speed) if speed else None}
+    return {
+        "schema": SCHEMA + "/leaderboard",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "settings": settings,
+        "tasks": tasks,
+        "mixers": mixer_names,
+        "runs": runs,
+        "averages": _averages(runs, tasks, mixer_names),
+        "published": {
+            "note": published["note"],
+            "sources": published["sources"],
+            "tasks": {t: published["tasks"][t] for t in task_names if t in published["tasks"]},
+            "models": [m for m in published["models"] if any(t in m["results"] for t in task_names)],
+        },
+        "speed": _speed_summary(speed) if speed else None,
+    }
 
 
 def _averages(runs, tasks, mixers) -> dict[str, dict]:
@@ -172,8 +181,12 @@ def _params_cell(r: dict | None) -> str:
     b = r.get("budget")
     txt = f"{r['num_parameters']:,}"
     if b:
-        txt += f" ({b['ratio']:.2f}x" + ("" if b["adjustment"] == "none" else f"; {b['adjustment']}") + \
-               ("" if b.get("within", True) else "; OUTSIDE budget") + ")"
+        txt += (
+            f" ({b['ratio']:.2f}x"
+            + ("" if b["adjustment"] == "none" else f"; {b['adjustment']}")
+            + ("" if b.get("within", True) else "; OUTSIDE budget")
+            + ")"
+        )
     return txt
 
 
@@ -199,17 +212,24 @@ def _metric_name(t: dict) -> str:
 # ---------------------------------------------------------------------------- markdown
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-    return ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"] + \
-           ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"] + [
+        "| " + " | ".join(esc(c) for c in r) + " |" for r in rows
+    ]
 
 
 def format_markdown(lb: dict) -> str:
     idx, best, pubs = _index(lb), _best(lb), lb["published"]["models"]
     tasks = lb["tasks"]
-    lines = ["# longseq arena leaderboard", "", _settings_line(lb), "",
-             "Test-split scores; every mixer's model is matched to the softmax model's parameter count "
-             "(within the tolerance, see *Parameters*). **Bold** = best per task. `[pub X]` = the published "
-             "number of the corresponding model (reference only, see *Published*).", ""]
+    lines = [
+        "# longseq arena leaderboard",
+        "",
+        _settings_line(lb),
+        "",
+        "Test-split scores; every mixer's model is matched to the softmax model's parameter count "
+        "(within the tolerance, see *Parameters*). **Bold** = best per task. `[pub X]` = the published "
+        "number of the corresponding model (reference only, see *Published*).",
+        "",
+    ]
     header = ["mixer"] + [f"{t['name']} ({_metric_name(t)})" for t in tasks] + ["avg acc %"]
     rows = []
     for m in lb["mixers"]:
@@ -224,30 +244,51 @@ def format_markdown(lb: dict) -> str:
         rows.append(row)
     lines += _md_table(header, rows)
 
-    lines += ["", "## Parameters", "",
-              "Parameter count (ratio to softmax; adjustment made by the budget search).", ""]
-    lines += _md_table(["mixer"] + [t["name"] for t in tasks],
-                       [[f"`{m}`"] + [_params_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]])
+    lines += ["", "## Parameters", "", "Parameter count (ratio to softmax; adjustment made by the budget search).", ""]
+    lines += _md_table(
+        ["mixer"] + [t["name"] for t in tasks],
+        [[f"`{m}`"] + [_params_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]],
+    )
     lines += ["", "## Training time (s)", ""]
-    lines += _md_table(["mixer"] + [t["name"] for t in tasks],
-                       [[f"`{m}`"] + [_time_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]])
+    lines += _md_table(
+        ["mixer"] + [t["name"] for t in tasks],
+        [[f"`{m}`"] + [_time_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]],
+    )
 
     problems = [r for r in lb["runs"] if r["status"] in ("error", "unfinished", "running")]
     if problems:
         lines += ["", "## Errors and unfinished runs", ""]
-        lines += [f"- `{r['task']}/{r['mixer']}`: {r['status']}" + (f": {r['error']}" if r.get("error") else "")
-                  for r in problems]
+        lines += [
+            f"- `{r['task']}/{r['mixer']}`: {r['status']}" + (f": {r['error']}" if r.get("error") else "")
+            for r in problems
+        ]
     lines += ["", "## Tasks", ""]
-    lines += _md_table(["task", "kind", "metric", "length", "preset", "description"],
-                       [[t["name"], t.get("kind", "?"), t.get("metric", "?"), str(t.get("seq_len", "?")),
-                         str(t.get("preset", "?")), t.get("description", "")] for t in tasks])
+    lines += _md_table(
+        ["task", "kind", "metric", "length", "preset", "description"],
+        [
+            [
+                t["name"],
+                t.get("kind", "?"),
+                t.get("metric", "?"),
+                str(t.get("seq_len", "?")),
+                str(t.get("preset", "?")),
+                t.get("description", ""),
+            ]
+            for t in tasks
+        ],
+    )
     lines += ["", *_md_published(lb)]
     if lb.get("speed"):
         sp = lb["speed"]
         c = sp["config"] or {}
-        lines += ["", "## Speed and memory", "",
-                  f"`longseq bench speed`: d_model {c.get('d_model')}, {c.get('heads')} heads, batch {c.get('batch')}, "
-                  f"{'causal' if c.get('causal') else 'bidirectional'}, {c.get('dtype')}; plots in `speed/`.", ""]
+        lines += [
+            "",
+            "## Speed and memory",
+            "",
+            f"`longseq bench speed`: d_model {c.get('d_model')}, {c.get('heads')} heads, batch {c.get('batch')}, "
+            f"{'causal' if c.get('causal') else 'bidirectional'}, {c.get('dtype')}; plots in `speed/`.",
+            "",
+        ]
         lines += _md_table(sp["header"], sp["rows"])
     return "\n".join(lines) + "\n"
 
@@ -266,9 +307,11 @@ def _published_table(lb) -> tuple[list[str], list[list[str]]]:
         cells = [m["results"].get(c) for c in cols]
         if all(c is None for c in cells):
             continue
-        rows.append([m["model"], f"`{m['mixer']}`" if m.get("mixer") else "-"] +
-                    ["-" if c is None else (f"{c:.2f}" if isinstance(c, (int, float)) else str(c)) for c in cells] +
-                    [m.get("source") or "-"])
+        rows.append(
+            [m["model"], f"`{m['mixer']}`" if m.get("mixer") else "-"]
+            + ["-" if c is None else (f"{c:.2f}" if isinstance(c, (int, float)) else str(c)) for c in cells]
+            + [m.get("source") or "-"]
+        )
     return ["model", "longseq mixer"] + cols + ["source"], rows
 
 
@@ -317,7 +360,7 @@ def plot_curves(lb: dict, path: Path | None = None) -> str | None:
         ax.set_ylabel("validation " + ("accuracy (%)" if t.get("metric") != "bpb" else "bits per byte"))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     fig.tight_layout()
     data = _png(fig)
@@ -330,8 +373,10 @@ def plot_curves(lb: dict, path: Path | None = None) -> str | None:
 def _html_table(header, rows, raw_cols=()) -> str:
     e = html.escape
     th = "".join(f"<th>{e(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c if i in raw_cols else e(str(c))}</td>" for i, c in enumerate(r))
-                   + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if i in raw_cols else e(str(c))}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -357,61 +402,112 @@ def format_html(lb: dict, out: Path | None = None) -> str:
     e = html.escape
     idx, best, pubs = _index(lb), _best(lb), lb["published"]["models"]
     tasks = lb["tasks"]
-    head = "<tr><th>mixer</th>" + "".join(f"<th>{e(t['name'])}<br><small>{e(_metric_name(t))}</small></th>"
-                                          for t in tasks) + "<th>avg acc %</th></tr>"
+    head = (
+        "<tr><th>mixer</th>"
+        + "".join(f"<th>{e(t['name'])}<br><small>{e(_metric_name(t))}</small></th>" for t in tasks)
+        + "<th>avg acc %</th></tr>"
+    )
     body = []
     for m in lb["mixers"]:
         cells = [f"<td><code>{e(m)}</code></td>"]
         for t in tasks:
             r = idx.get((t["name"], m))
             ours, pub = _cell(r, t, pubs, m)
-            cls = "best" if m in best.get(t["name"], ()) else ("na" if ours.startswith("n/a") else
-                                                             "err" if ours == "error" else "")
+            cls = (
+                "best"
+                if m in best.get(t["name"], ())
+                else ("na" if ours.startswith("n/a") else "err" if ours == "error" else "")
+            )
             title = e(r.get("error", ""), quote=True) if r else ""
-            cells.append(f'<td class="{cls}" title="{title}">{e(ours)}'
-                         + (f' <span class="pub">[{e(pub)}]</span>' if pub else "") + "</td>")
+            cells.append(
+                f'<td class="{cls}" title="{title}">{e(ours)}'
+                + (f' <span class="pub">[{e(pub)}]</span>' if pub else "")
+                + "</td>"
+            )
         a = lb["averages"][m]
         cells.append("<td>" + ("-" if a["mean"] is None else f"{a['mean']:.1f} ({a['n']}/{a['of']})") + "</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>longseq arena</title><style>{CSS}</style>"
-             "</head><body>", "<h1>longseq arena leaderboard</h1>", f"<p>{e(_settings_line(lb))}</p>",
-             "<p>Test-split scores; every model is matched to the softmax model's parameter count. Bold = best per "
-             "task; grey [pub X] = published number of the corresponding model (reference only).</p>",
-             f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>longseq arena</title><style>{CSS}</style>"
+        "</head><body>",
+        "<h1>longseq arena leaderboard</h1>",
+        f"<p>{e(_settings_line(lb))}</p>",
+        "<p>Test-split scores; every model is matched to the softmax model's parameter count. Bold = best per "
+        "task; grey [pub X] = published number of the corresponding model (reference only).</p>",
+        f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>",
+    ]
     curves = plot_curves(lb, out / "curves.png" if out else None)
-    parts += ["<h2>Training curves</h2>",
-              _img(curves, "validation metric vs step") or "<p>(no curves: matplotlib missing or no evaluations)</p>"]
-    parts += ["<h2>Parameters</h2><p>Count (ratio to softmax; adjustment of the budget search).</p>",
-              _html_table(["mixer"] + [t["name"] for t in tasks],
-                          [[m] + [_params_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]]),
-              "<h2>Training time (s)</h2>",
-              _html_table(["mixer"] + [t["name"] for t in tasks],
-                          [[m] + [_time_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]])]
+    parts += [
+        "<h2>Training curves</h2>",
+        _img(curves, "validation metric vs step") or "<p>(no curves: matplotlib missing or no evaluations)</p>",
+    ]
+    parts += [
+        "<h2>Parameters</h2><p>Count (ratio to softmax; adjustment of the budget search).</p>",
+        _html_table(
+            ["mixer"] + [t["name"] for t in tasks],
+            [[m] + [_params_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]],
+        ),
+        "<h2>Training time (s)</h2>",
+        _html_table(
+            ["mixer"] + [t["name"] for t in tasks],
+            [[m] + [_time_cell(idx.get((t["name"], m))) for t in tasks] for m in lb["mixers"]],
+        ),
+    ]
     problems = [r for r in lb["runs"] if r["status"] in ("error", "unfinished", "running")]
     if problems:
-        parts.append("<h2>Errors and unfinished runs</h2><ul>" + "".join(
-            f"<li><code>{e(r['task'])}/{e(r['mixer'])}</code>: {e(r['status'])}"
-            + (f": {e(r['error'])}" if r.get("error") else "") + "</li>" for r in problems) + "</ul>")
+        parts.append(
+            "<h2>Errors and unfinished runs</h2><ul>"
+            + "".join(
+                f"<li><code>{e(r['task'])}/{e(r['mixer'])}</code>: {e(r['status'])}"
+                + (f": {e(r['error'])}" if r.get("error") else "")
+                + "</li>"
+                for r in problems
+            )
+            + "</ul>"
+        )
     if lb.get("speed"):
         sp = lb["speed"]
         c = sp["config"] or {}
-        parts += ["<h2>Speed and memory</h2>",
-                  f"<p>longseq bench speed: d_model {c.get('d_model')}, {c.get('heads')} heads, batch {c.get('batch')}, "
-                  f"{'causal' if c.get('causal') else 'bidirectional'}, {e(str(c.get('dtype')))}.</p>",
-                  _html_table(sp["header"], sp["rows"])]
+        parts += [
+            "<h2>Speed and memory</h2>",
+            f"<p>longseq bench speed: d_model {c.get('d_model')}, {c.get('heads')} heads, batch {c.get('batch')}, "
+            f"{'causal' if c.get('causal') else 'bidirectional'}, {e(str(c.get('dtype')))}.</p>",
+            _html_table(sp["header"], sp["rows"]),
+        ]
         if out is not None:
-            parts += [_img(_file_b64(out / "speed" / "speed.png"), "time vs length"),
-                      _img(_file_b64(out / "speed" / "memory.png"), "memory vs length")]
-    parts += ["<h2>Tasks</h2>", _html_table(
-        ["task", "kind", "metric", "length", "preset", "description"],
-        [[t["name"], t.get("kind", "?"), t.get("metric", "?"), t.get("seq_len", "?"), t.get("preset", "?"),
-          t.get("description", "")] for t in tasks])]
+            parts += [
+                _img(_file_b64(out / "speed" / "speed.png"), "time vs length"),
+                _img(_file_b64(out / "speed" / "memory.png"), "memory vs length"),
+            ]
+    parts += [
+        "<h2>Tasks</h2>",
+        _html_table(
+            ["task", "kind", "metric", "length", "preset", "description"],
+            [
+                [
+                    t["name"],
+                    t.get("kind", "?"),
+                    t.get("metric", "?"),
+                    t.get("seq_len", "?"),
+                    t.get("preset", "?"),
+                    t.get("description", ""),
+                ]
+                for t in tasks
+            ],
+        ),
+    ]
     header, rows = _published_table(lb)
     if rows:
         p = lb["published"]
-        parts += ["<h2>Published</h2>", f"<p>{e(p['note'])}</p>", _html_table(header, rows),
-                  "<ul>" + "".join(f"<li>{e(t)}: {e(v['benchmark'])}; {e(v['note'])}</li>" for t, v in p["tasks"].items())
-                  + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in p["sources"].items()) + "</ul>"]
+        parts += [
+            "<h2>Published</h2>",
+            f"<p>{e(p['note'])}</p>",
+            _html_table(header, rows),
+            "<ul>"
+            + "".join(f"<li>{e(t)}: {e(v['benchmark'])}; {e(v['note'])}</li>" for t, v in p["tasks"].items())
+            + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in p["sources"].items())
+            + "</ul>",
+        ]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

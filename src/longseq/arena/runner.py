@@ -43,12 +43,12 @@ from .. import tasks as task_registry
 from ..bench import SpeedConfig, run_speed
 from ..bench import write_report as write_bench
 from ..train import TrainConfig, build_model, train
+from ..train.rundir import DirLock, RunDirError, check_allow_changes, clean_temp_files, jsonable, storage
 from .budget import TOLERANCE, count_parameters, match_budget
 from .records import RUN_RECORD, SCHEMA, read_json, write_json
 from .report import write_report
-from ..train.rundir import DirLock, RunDirError, check_allow_changes, clean_temp_files, jsonable, storage
 
-CURVE_POINTS = 10            # validation evaluations per run (training curves)
+CURVE_POINTS = 10  # validation evaluations per run (training curves)
 MAX_CHECKPOINT_EVERY = 250
 
 # Arena presets: the task preset each task is built with and the speed benchmark's length grid.
@@ -148,8 +148,14 @@ def reference_parameters(task, model_options: dict | None, softmax_options: dict
     return count_parameters(task, "softmax", _model_overrides(model_options, opts))[0]
 
 
-def plan_run(task, mixer: str, reference: int | None, model_options: dict | None = None,
-             mixer_options: dict | None = None, tolerance: float = TOLERANCE) -> dict[str, Any]:
+def plan_run(
+    task,
+    mixer: str,
+    reference: int | None,
+    model_options: dict | None = None,
+    mixer_options: dict | None = None,
+    tolerance: float = TOLERANCE,
+) -> dict[str, Any]:
     """``{"status": "n/a", "reason": ...}`` or ``{"status": "planned", "overrides": ..., "budget": ...}``."""
     opts = mixer_options_for(task, mixer, mixer_options)
     why = not_applicable(task, mixer, opts)
@@ -165,8 +171,16 @@ def plan_run(task, mixer: str, reference: int | None, model_options: dict | None
 # ---------------------------------------------------------------------------- records
 def _task_info(task) -> dict:
     m = task.meta
-    return {"name": m.name, "kind": m.kind, "metric": m.metric, "seq_len": m.seq_len, "preset": m.preset,
-            "num_classes": m.num_classes, "vocab_size": m.vocab_size, "description": m.description}
+    return {
+        "name": m.name,
+        "kind": m.kind,
+        "metric": m.metric,
+        "seq_len": m.seq_len,
+        "preset": m.preset,
+        "num_classes": m.num_classes,
+        "vocab_size": m.vocab_size,
+        "description": m.description,
+    }
 
 
 def _train_config(task, steps, seed, threads, device, train_options):
@@ -184,14 +198,30 @@ def _train_config(task, steps, seed, threads, device, train_options):
 
 
 # ---------------------------------------------------------------------------- the arena
-def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tasks: str | list[str] | None = "all",
-              out: str | Path = "runs/arena", *, resume: bool = False, steps: int | None = None, seed: int = 0,
-              threads: int | None = None, device: str = "auto", task_options: dict[str, dict] | None = None,
-              model_options: dict | None = None, train_options: dict | None = None,
-              mixer_options: dict[str, dict] | None = None, tolerance: float = TOLERANCE,
-              speed: bool = True, speed_lengths: list[int] | None = None, speed_options: dict | None = None,
-              progress: bool = False, log: Callable[[str], None] | None = None, overwrite: bool = False,
-              allow_changes: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+def run_arena(
+    preset: str = "quick",
+    mixers: str | list[str] | None = "all",
+    tasks: str | list[str] | None = "all",
+    out: str | Path = "runs/arena",
+    *,
+    resume: bool = False,
+    steps: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    device: str = "auto",
+    task_options: dict[str, dict] | None = None,
+    model_options: dict | None = None,
+    train_options: dict | None = None,
+    mixer_options: dict[str, dict] | None = None,
+    tolerance: float = TOLERANCE,
+    speed: bool = True,
+    speed_lengths: list[int] | None = None,
+    speed_options: dict | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    allow_changes: tuple[str, ...] | list[str] = (),
+) -> dict[str, Any]:
     """Train every mixer of ``mixers`` on every task of ``tasks`` with the task's ``preset``
     hyperparameters at an equal parameter budget, benchmark their speed, and write the report.
 
@@ -208,14 +238,16 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
     removed first)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown arena preset {preset!r}; presets: {', '.join(PRESETS)}")
-    for v in (steps.values() if isinstance(steps, dict) else [steps]):
+    for v in steps.values() if isinstance(steps, dict) else [steps]:
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"steps must be a positive int (or a dict task -> steps), got {steps!r}")
     log = log or _log_default
     mixer_names, task_names = resolve_mixers(mixers), resolve_tasks(tasks)
     task_options, mixer_options = dict(task_options or {}), dict(mixer_options or {})
-    for what, given, allowed in (("task_options", task_options, task_names), ("mixer_options", mixer_options,
-                                                                              mixer_names + ["softmax"])):
+    for what, given, allowed in (
+        ("task_options", task_options, task_names),
+        ("mixer_options", mixer_options, mixer_names + ["softmax"]),
+    ):
         stray = sorted(set(given) - set(allowed))
         if stray:
             raise ValueError(f"{what} given for {stray}, which the arena does not run (selected: {', '.join(allowed)})")
@@ -227,18 +259,43 @@ def run_arena(preset: str = "quick", mixers: str | list[str] | None = "all", tas
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
-    settings = {"schema": SCHEMA, "preset": preset, "task_preset": PRESETS[preset]["task_preset"],
-                "tasks": task_names, "mixers": mixer_names, "steps": steps, "seed": seed, "threads": threads,
-                "device": device, "task_options": task_options, "model_options": model_options or {},
-                "train_options": train_options or {}, "mixer_options": mixer_options, "tolerance": tolerance,
-                "speed": speed, "speed_lengths": speed_lengths, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    settings = {
+        "schema": SCHEMA,
+        "preset": preset,
+        "task_preset": PRESETS[preset]["task_preset"],
+        "tasks": task_names,
+        "mixers": mixer_names,
+        "steps": steps,
+        "seed": seed,
+        "threads": threads,
+        "device": device,
+        "task_options": task_options,
+        "model_options": model_options or {},
+        "train_options": train_options or {},
+        "mixer_options": mixer_options,
+        "tolerance": tolerance,
+        "speed": speed,
+        "speed_lengths": speed_lengths,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     with DirLock(out, "arena"):
         settings = _claim(out, settings, resume, overwrite, allow_changes)
         return _run(out, settings, resume, allow_changes, speed, speed_lengths, speed_options, progress, log)
 
 
-IDENTITY = ("preset", "task_preset", "tasks", "mixers", "steps", "seed", "task_options", "model_options",
-            "train_options", "mixer_options", "tolerance")
+IDENTITY = (
+    "preset",
+    "task_preset",
+    "tasks",
+    "mixers",
+    "steps",
+    "seed",
+    "task_options",
+    "model_options",
+    "train_options",
+    "mixer_options",
+    "tolerance",
+)
 
 
 def _claim(out: Path, settings: dict, resume: bool, overwrite: bool, allow_changes) -> dict:
@@ -255,18 +312,24 @@ def _claim(out: Path, settings: dict, resume: bool, overwrite: bool, allow_chang
         a, b = jsonable({k: stored.get(k) for k in IDENTITY}), jsonable({k: settings[k] for k in IDENTITY})
         refused = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in IDENTITY if a[k] != b[k] and k not in allow_changes]
         if refused:
-            raise RunDirError(f"--resume refused: the arena in {out} was started with other settings: "
-                              + "; ".join(refused) + ". Resume with its settings (arguments not given are taken "
-                              "from arena.json), or start a new arena elsewhere (or --overwrite it)"
-                              + ("" if "steps" in allow_changes else "; --allow-change steps extends the runs"))
+            raise RunDirError(
+                f"--resume refused: the arena in {out} was started with other settings: "
+                + "; ".join(refused)
+                + ". Resume with its settings (arguments not given are taken "
+                "from arena.json), or start a new arena elsewhere (or --overwrite it)"
+                + ("" if "steps" in allow_changes else "; --allow-change steps extends the runs")
+            )
         settings = dict(settings, started=stored.get("started", settings["started"]))
         if a["steps"] != b["steps"]:
             settings["resumed"] = list(stored.get("resumed", [])) + [
-                {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "changed": [f"steps: {a['steps']!r} -> {b['steps']!r}"]}]
+                {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "changed": [f"steps: {a['steps']!r} -> {b['steps']!r}"]}
+            ]
     elif present:
         if not overwrite:
-            raise RunDirError(f"{out} already holds an arena ({', '.join(present)}); continue it with --resume, "
-                              "replace it with --overwrite, or choose another --out")
+            raise RunDirError(
+                f"{out} already holds an arena ({', '.join(present)}); continue it with --resume, "
+                "replace it with --overwrite, or choose another --out"
+            )
         with storage(out):
             for name in ("runs", "speed"):
                 if (out / name).is_dir():
@@ -278,8 +341,9 @@ def _claim(out: Path, settings: dict, resume: bool, overwrite: bool, allow_chang
     return settings
 
 
-def _run(out: Path, settings: dict, resume: bool, allow_changes, speed, speed_lengths, speed_options, progress,
-         log) -> dict[str, Any]:
+def _run(
+    out: Path, settings: dict, resume: bool, allow_changes, speed, speed_lengths, speed_options, progress, log
+) -> dict[str, Any]:
     task_names, mixer_names = settings["tasks"], settings["mixers"]
     preset, steps, seed = settings["preset"], settings["steps"], settings["seed"]
     threads, device, tolerance = settings["threads"], settings["device"], settings["tolerance"]
@@ -298,8 +362,12 @@ def _run(out: Path, settings: dict, resume: bool, allow_changes, speed, speed_le
             for m, d in run_dirs.items():
                 if not (resume and _finished(d)):
                     _fresh(d, resume)
-                    write_json(d / RUN_RECORD, _record(tname, m, settings, status="error",
-                                                       error=f"task build failed: {type(e).__name__}: {e}"))
+                    write_json(
+                        d / RUN_RECORD,
+                        _record(
+                            tname, m, settings, status="error", error=f"task build failed: {type(e).__name__}: {e}"
+                        ),
+                    )
             log(f"[{tname}] task build failed: {type(e).__name__}: {e}")
             continue
         info = _task_info(task)
@@ -331,29 +399,51 @@ def _run(out: Path, settings: dict, resume: bool, allow_changes, speed, speed_le
                 cfg.progress = progress
                 previous = read_json(d / RUN_RECORD) or {}
                 resuming = resume and (d / "checkpoint.pt").exists()
-                rec |= {"status": "running", "overrides": plan["overrides"], "budget": plan["budget"],
-                        "num_parameters": model.num_parameters(), "train": _jsonable(vars(cfg))}
+                rec |= {
+                    "status": "running",
+                    "overrides": plan["overrides"],
+                    "budget": plan["budget"],
+                    "num_parameters": model.num_parameters(),
+                    "train": _jsonable(vars(cfg)),
+                }
                 write_json(d / RUN_RECORD, rec)
                 b = plan["budget"]
-                log(f"[{tname}/{m}] {'resuming' if resuming else 'training'} {cfg.steps} steps, "
+                log(
+                    f"[{tname}/{m}] {'resuming' if resuming else 'training'} {cfg.steps} steps, "
                     f"{model.num_parameters():,} parameters"
-                    + (f" ({b['ratio']:.3f} x softmax; {b['adjustment']})" if b else ""))
+                    + (f" ({b['ratio']:.3f} x softmax; {b['adjustment']})" if b else "")
+                )
                 t0 = time.perf_counter()
-                final = train(model, task, cfg, d, resume=resuming, run_config={"arena": {
-                    "task": tname, "mixer": m, "preset": preset, "overrides": plan["overrides"]}},
+                final = train(
+                    model,
+                    task,
+                    cfg,
+                    d,
+                    resume=resuming,
+                    run_config={"arena": {"task": tname, "mixer": m, "preset": preset, "overrides": plan["overrides"]}},
                     # the evaluation / checkpoint cadence follows the step count (_train_config)
-                    allow_changes=(*allow_changes, "eval_every", "checkpoint_every") if resuming and allow_changes
-                    else ())
+                    allow_changes=(*allow_changes, "eval_every", "checkpoint_every")
+                    if resuming and allow_changes
+                    else (),
+                )
                 dt = time.perf_counter() - t0
-                rec |= {"status": "done", "train_s": round(previous.get("train_s", 0.0) + dt, 2),
-                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                rec |= {
+                    "status": "done",
+                    "train_s": round(previous.get("train_s", 0.0) + dt, 2),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
                 write_json(d / RUN_RECORD, rec)
                 metric = info["metric"]
-                log(f"[{tname}/{m}] test {metric} {final['test'].get(metric, final['test']['accuracy']):.4f} "
-                    f"({dt:.0f} s)")
+                log(
+                    f"[{tname}/{m}] test {metric} {final['test'].get(metric, final['test']['accuracy']):.4f} "
+                    f"({dt:.0f} s)"
+                )
             except Exception as e:
-                rec |= {"status": "error", "error": f"{type(e).__name__}: {e}",
-                        "traceback": traceback.format_exc(limit=-4)}
+                rec |= {
+                    "status": "error",
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=-4),
+                }
                 write_json(d / RUN_RECORD, rec)
                 log(f"[{tname}/{m}] error: {type(e).__name__}: {e}")
             finally:
@@ -363,8 +453,19 @@ def _run(out: Path, settings: dict, resume: bool, allow_changes, speed, speed_le
         gc.collect()
 
     if speed:
-        err = _speed(out, settings, mixer_names, task_names, speed_lengths or PRESETS[preset]["speed_lengths"],
-                     threads, device, mixer_options, speed_options, resume, log)
+        err = _speed(
+            out,
+            settings,
+            mixer_names,
+            task_names,
+            speed_lengths or PRESETS[preset]["speed_lengths"],
+            threads,
+            device,
+            mixer_options,
+            speed_options,
+            resume,
+            log,
+        )
         if err:
             settings["speed_error"] = err
     settings["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -376,8 +477,11 @@ def _run(out: Path, settings: dict, resume: bool, allow_changes, speed, speed_le
 def failures(out: str | Path, leaderboard: dict | None = None) -> list[str]:
     """``TASK/MIXER: error`` for every run of the arena in ``out`` that failed (and the benchmark, if it did)."""
     lb = leaderboard if leaderboard is not None else write_report(out)
-    bad = [f"{r['task']}/{r['mixer']}: {r['status']}" + (f": {r['error']}" if r.get("error") else "")
-           for r in lb["runs"] if r["status"] in ("error", "unfinished", "running")]
+    bad = [
+        f"{r['task']}/{r['mixer']}: {r['status']}" + (f": {r['error']}" if r.get("error") else "")
+        for r in lb["runs"]
+        if r["status"] in ("error", "unfinished", "running")
+    ]
     err = (read_json(Path(out) / "arena.json") or {}).get("speed_error")
     return bad + ([f"speed benchmark: {err}"] if err else [])
 
@@ -404,8 +508,15 @@ def _fresh(run_dir: Path, resume: bool) -> None:
 
 
 def _record(task: str, mixer: str, settings: dict, **fields) -> dict:
-    return {"schema": SCHEMA + "/run", "task": task, "mixer": mixer, "preset": settings["preset"],
-            "seed": settings["seed"], "started": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    return {
+        "schema": SCHEMA + "/run",
+        "task": task,
+        "mixer": mixer,
+        "preset": settings["preset"],
+        "seed": settings["seed"],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **fields,
+    }
 
 
 def _jsonable(d: dict) -> dict:
@@ -416,13 +527,22 @@ def _jsonable(d: dict) -> dict:
 def speed_config_for(width: dict, lengths, threads, device, options: dict | None = None):
     """The arena's :class:`longseq.bench.SpeedConfig`: ``width`` = ``{"d_model", "heads"}``,
     3 timed repeats, 10 s per call at most; ``options`` override any field."""
-    d = {"lengths": list(lengths), "threads": threads, "device": device, "repeats": 3, "warmup": 1,
-         "time_budget": 10.0, **(width or {}), **(options or {})}
+    d = {
+        "lengths": list(lengths),
+        "threads": threads,
+        "device": device,
+        "repeats": 3,
+        "warmup": 1,
+        "time_budget": 10.0,
+        **(width or {}),
+        **(options or {}),
+    }
     return SpeedConfig(**d)
 
 
-def _speed(out: Path, settings, mixer_names, task_names, lengths, threads, device, mixer_options, options,
-           resume, log) -> str | None:
+def _speed(
+    out: Path, settings, mixer_names, task_names, lengths, threads, device, mixer_options, options, resume, log
+) -> str | None:
     """Speed and memory of the arena's mixers (``longseq.bench.run_speed``) into ``out/speed``."""
 
     dest = out / "speed"

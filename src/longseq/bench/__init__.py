@@ -19,7 +19,23 @@ from .ratios import RatioConfig, format_ratios, run_ratios, write_ratios
 from .report import format_markdown, format_table, table_rows, write_report
 from .speed import SpeedConfig, Target, measure_matmul_peak, run_speed, run_targets
 
-__all__ = ["SpeedConfig", "Target", "run_speed", "run_targets", "measure_matmul_peak", "PEERS",
-           "available_peers", "run_peers", "GenerateConfig", "run_generate", "format_table",
-           "format_markdown", "table_rows", "write_report", "RatioConfig", "run_ratios", "format_ratios",
-           "write_ratios"]
+__all__ = [
+    "SpeedConfig",
+    "Target",
+    "run_speed",
+    "run_targets",
+    "measure_matmul_peak",
+    "PEERS",
+    "available_peers",
+    "run_peers",
+    "GenerateConfig",
+    "run_generate",
+    "format_table",
+    "format_markdown",
+    "table_rows",
+    "write_report",
+    "RatioConfig",
+    "run_ratios",
+    "format_ratios",
+    "write_ratios",
+]

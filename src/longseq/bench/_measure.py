@@ -16,8 +16,15 @@ RESULT_PREFIX = "@@LONGSEQ_BENCH@@"
 EXACT_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
 """Environment of a ``"memory"`` worker: glibc serves every block of 64 KB or more by its own mmap."""
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "bfloat16": "bfloat16",
-           "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float64": "float64",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 # ---------------------------------------------------------------------------- memory probes
@@ -102,8 +109,15 @@ def summarize(times_s: list[float]) -> dict:
         lo, hi = math.floor(x), math.ceil(x)
         return ms[lo] + (ms[hi] - ms[lo]) * (x - lo)
 
-    return {"median": q(0.5), "q25": q(0.25), "q75": q(0.75), "min": ms[0], "max": ms[-1], "n": n,
-            "all": [round(t, 4) for t in ms]}
+    return {
+        "median": q(0.5),
+        "q25": q(0.25),
+        "q75": q(0.75),
+        "min": ms[0],
+        "max": ms[-1],
+        "n": n,
+        "all": [round(t, 4) for t in ms],
+    }
 
 
 def _timed(fn, sync, warmup: int, repeats: int) -> list[float]:

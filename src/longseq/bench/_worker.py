@@ -53,7 +53,16 @@ from longseq.bench import peer_modules
 from longseq.models import CausalLM
 
 from ._measure import (  # noqa: F401  (re-exported: the worker's measuring tools)
-    EXACT_HEAP_ENV, PeakMemory, RESULT_PREFIX, _DTYPES, _maxrss_bytes, _release_free_memory, _reset_hwm, _rss_bytes, _timed, summarize,
+    _DTYPES,
+    EXACT_HEAP_ENV,
+    RESULT_PREFIX,
+    PeakMemory,
+    _maxrss_bytes,
+    _release_free_memory,
+    _reset_hwm,
+    _rss_bytes,
+    _timed,
+    summarize,
 )
 
 
@@ -73,11 +82,21 @@ def _setup(job):
 def build_module(job):
     """The module a ``"module"`` job measures: ``[B, L, d_model] -> [B, L, d_model]``."""
     if job["source"] == "mixer":
-        return mixers.build(job["name"], job["d_model"], num_heads=mixers.heads_for(job["name"], job["heads"]),
-                            causal=job["causal"],
-                            **job.get("options", {}))
-    return peer_modules.build(job["name"], job["d_model"], heads=job["heads"], causal=job["causal"],
-                       seq_len=job["L"], **job.get("options", {}))
+        return mixers.build(
+            job["name"],
+            job["d_model"],
+            num_heads=mixers.heads_for(job["name"], job["heads"]),
+            causal=job["causal"],
+            **job.get("options", {}),
+        )
+    return peer_modules.build(
+        job["name"],
+        job["d_model"],
+        heads=job["heads"],
+        causal=job["causal"],
+        seq_len=job["L"],
+        **job.get("options", {}),
+    )
 
 
 def run_module(job) -> dict:
@@ -136,7 +155,7 @@ def run_module(job) -> dict:
         out["memory_method"] = m.method + heap
 
     calls = {"fwd": fwd} | ({"fwdbwd": fwd_bwd} if job.get("backward", True) else {})
-    if mode == "memory":                                        # a worker of its own: warm up, measure
+    if mode == "memory":  # a worker of its own: warm up, measure
         for name, fn in calls.items():
             y = fn()
             if name == "fwd":
@@ -167,8 +186,12 @@ def run_matmul(job) -> dict:
     a = torch.randn(n, n, device=device, dtype=torch.float32)
     b = torch.randn(n, n, device=device, dtype=torch.float32)
     times = _timed(lambda: torch.mm(a, b), sync, int(job.get("warmup", 2)), int(job.get("repeats", 10)))
-    return {"status": "ok", "n": n, "gflops": 2 * n**3 / min(times) / 1e9,
-            "gflops_median": 2 * n**3 / summarize(times)["median"] * 1e3 / 1e9}
+    return {
+        "status": "ok",
+        "n": n,
+        "gflops": 2 * n**3 / min(times) / 1e9,
+        "gflops_median": 2 * n**3 / summarize(times)["median"] * 1e3 / 1e9,
+    }
 
 
 def run_generate(job) -> dict:
@@ -180,8 +203,14 @@ def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
     """Worker side of one :mod:`longseq.bench.generate` mixer (torch set up by :func:`_setup`)."""
 
     B, P, N, V = job["batch"], job["prompt"], job["new"], job["vocab_size"]
-    model = CausalLM(V, job["d_model"], job["n_layers"], mixer=job["name"], num_heads=job["heads"],
-                     mixer_options=job.get("options") or None)
+    model = CausalLM(
+        V,
+        job["d_model"],
+        job["n_layers"],
+        mixer=job["name"],
+        num_heads=job["heads"],
+        mixer_options=job.get("options") or None,
+    )
     model = model.to(device=device, dtype=dtype).eval()
     prompt = torch.randint(V, (B, P), device=device)
     has_step = mixers.spec(job["name"]).step
@@ -196,7 +225,7 @@ def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
             sync()
             return time.perf_counter() - t0, 0.0
         logits, state = model(ids, state=model.init_state(B), return_state=True)
-        tok = logits[:, -1].argmax(-1)                                  # [B]
+        tok = logits[:, -1].argmax(-1)  # [B]
         sync()
         t1 = time.perf_counter()
         for _ in range(n_new):
@@ -209,7 +238,7 @@ def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
         sync()
         return t1 - t0, time.perf_counter() - t1
 
-    generate(prompt[:, : min(P, 16)], min(N, 4))                        # warm-up
+    generate(prompt[:, : min(P, 16)], min(N, 4))  # warm-up
     steps: list[float] = []
     with PeakMemory(device) as m:
         prefill_s, decode_s = generate(prompt, N, steps)
@@ -218,9 +247,13 @@ def measure_generation(job: dict, torch, device, dtype, sync) -> dict:
         out["reason"] = "mixer has no recurrent step: prefill (one forward) only"
     elif N > 0:
         tenth = max(1, N // 10)
-        out |= {"decode_s": decode_s, "tokens_per_s": B * N / decode_s, "step_ms": summarize(steps),
-                "step_ms_first_tenth": 1e3 * sum(steps[:tenth]) / tenth,
-                "step_ms_last_tenth": 1e3 * sum(steps[-tenth:]) / tenth}
+        out |= {
+            "decode_s": decode_s,
+            "tokens_per_s": B * N / decode_s,
+            "step_ms": summarize(steps),
+            "step_ms_first_tenth": 1e3 * sum(steps[:tenth]) / tenth,
+            "step_ms_last_tenth": 1e3 * sum(steps[-tenth:]) / tenth,
+        }
     return out
 
 
@@ -241,12 +274,12 @@ def run(job: dict) -> dict:
     except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         oom = isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)) or any(
-            s in msg for s in ("can't allocate memory", "out of memory", "Cannot allocate memory"))
+            s in msg for s in ("can't allocate memory", "out of memory", "Cannot allocate memory")
+        )
         return {"status": "oom" if oom else "error", "error": f"{type(e).__name__}: {msg}"}
     except Exception as e:  # reported, never raised: one failing configuration must not stop the run
         msg = str(e).splitlines()[0] if str(e) else ""
-        return {"status": "error", "error": f"{type(e).__name__}: {msg}",
-                "traceback": traceback.format_exc(limit=4)}
+        return {"status": "error", "error": f"{type(e).__name__}: {msg}", "traceback": traceback.format_exc(limit=4)}
 
 
 def main(argv: list[str] | None = None) -> int:

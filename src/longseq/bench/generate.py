@@ -36,7 +36,7 @@ class GenerateConfig:
     device: str = "auto"
     seed: int = 0
     timeout: float | None = 600.0  # seconds per mixer (one worker)
-    isolate: bool = True           # False: in this process (tests), see SpeedConfig.isolate
+    isolate: bool = True  # False: in this process (tests), see SpeedConfig.isolate
 
     def __post_init__(self):
         for name in ("prompt", "batch", "d_model", "heads", "n_layers", "vocab_size"):
@@ -55,8 +55,14 @@ class GenerateConfig:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_generate(mixer_names: list[str] | None = None, config: GenerateConfig | None = None, *,
-                 options: dict | None = None, log=None, on_update=None) -> dict:
+def run_generate(
+    mixer_names: list[str] | None = None,
+    config: GenerateConfig | None = None,
+    *,
+    options: dict | None = None,
+    log=None,
+    on_update=None,
+) -> dict:
     """Prefill and decoding speed of each causal mixer (``None`` = all registered) in a fresh process."""
     from .. import mixers
 
@@ -69,9 +75,15 @@ def run_generate(mixer_names: list[str] | None = None, config: GenerateConfig | 
         raise ValueError(f"longseq bench generate needs longseq.models.CausalLM, which is unavailable: {e}") from e
     names = mixers.names() if mixer_names is None else list(dict.fromkeys(mixer_names))
     device = cfg.resolved_device()
-    res = {"schema": SCHEMA, "kind": "generate", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "config": asdict(cfg) | {"device": device}, "machine": machine_info(device, cfg.threads),
-           "targets": [], "rows": []}
+    res = {
+        "schema": SCHEMA,
+        "kind": "generate",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": asdict(cfg) | {"device": device},
+        "machine": machine_info(device, cfg.threads),
+        "targets": [],
+        "rows": [],
+    }
     base = {k: v for k, v in asdict(cfg).items() if k not in ("timeout", "device", "isolate")}
     for n in names:
         s = mixers.spec(n)

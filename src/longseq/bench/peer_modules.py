@@ -20,36 +20,92 @@ __all__ = ["PEERS", "Peer", "available_peers", "build", "PEER_PACKAGES"]
 @dataclass(frozen=True)
 class Peer:
     name: str
-    module: str                      # import name whose presence makes the peer available
-    package: str                     # pip name
-    twin: str                        # longseq mixer it is compared with
+    module: str  # import name whose presence makes the peer available
+    package: str  # pip name
+    twin: str  # longseq mixer it is compared with
     causal: bool
     bidirectional: bool
-    setting: str | None              # the size option the adapter takes (mapped from the twin)
-    twin_options: tuple = ()         # names the twin may give that setting, first found wins
-    default: int | None = None       # used when the twin is absent or has none of twin_options
+    setting: str | None  # the size option the adapter takes (mapped from the twin)
+    twin_options: tuple = ()  # names the twin may give that setting, first found wins
+    default: int | None = None  # used when the twin is absent or has none of twin_options
     note: str = ""
 
 
-PEERS: dict[str, Peer] = {p.name: p for p in [
-    Peer("torch-sdpa", "torch", "torch", "softmax", True, True, None,
-         note="torch.nn.functional.scaled_dot_product_attention between bias-free qkv/out projections"),
-    Peer("performer-pytorch", "performer_pytorch", "performer-pytorch", "performer", True, True, "nb_features",
-         ("num_features", "nb_features"), None,
-         note="FAVOR+ softmax kernel; causal mode without the CUDA kernel uses the package's chunked "
-              "fallback, and its key stabiliser (a max over all positions) lets future tokens change past "
-              "outputs slightly"),
-    Peer("linformer", "linformer", "linformer", "linformer", False, True, "k",
-         ("k",), 256, note="seq_len = L; E, F shared across heads, separate for K and V (share_kv=False)"),
-    Peer("nystrom-attention", "nystrom_attention", "nystrom-attention", "nystromformer", False, True,
-         "num_landmarks", ("num_landmarks", "landmarks"), 256,
-         note="6 pseudo-inverse iterations and the depthwise-conv skip (kernel 33): package defaults"),
-    Peer("local-attention", "local_attention", "local-attention", "local", True, True, "window_size",
-         ("window", "window_size"), 256,
-         note="blocked windows: own + previous block (+ next when bidirectional), exact window in causal"),
-    Peer("pytorch-fast-transformers", "fast_transformers", "pytorch-fast-transformers", "linear", True, True, None,
-         note="linear attention, feature map elu+1; CausalLinearAttention when causal"),
-]}
+PEERS: dict[str, Peer] = {
+    p.name: p
+    for p in [
+        Peer(
+            "torch-sdpa",
+            "torch",
+            "torch",
+            "softmax",
+            True,
+            True,
+            None,
+            note="torch.nn.functional.scaled_dot_product_attention between bias-free qkv/out projections",
+        ),
+        Peer(
+            "performer-pytorch",
+            "performer_pytorch",
+            "performer-pytorch",
+            "performer",
+            True,
+            True,
+            "nb_features",
+            ("num_features", "nb_features"),
+            None,
+            note="FAVOR+ softmax kernel; causal mode without the CUDA kernel uses the package's chunked "
+            "fallback, and its key stabiliser (a max over all positions) lets future tokens change past "
+            "outputs slightly",
+        ),
+        Peer(
+            "linformer",
+            "linformer",
+            "linformer",
+            "linformer",
+            False,
+            True,
+            "k",
+            ("k",),
+            256,
+            note="seq_len = L; E, F shared across heads, separate for K and V (share_kv=False)",
+        ),
+        Peer(
+            "nystrom-attention",
+            "nystrom_attention",
+            "nystrom-attention",
+            "nystromformer",
+            False,
+            True,
+            "num_landmarks",
+            ("num_landmarks", "landmarks"),
+            256,
+            note="6 pseudo-inverse iterations and the depthwise-conv skip (kernel 33): package defaults",
+        ),
+        Peer(
+            "local-attention",
+            "local_attention",
+            "local-attention",
+            "local",
+            True,
+            True,
+            "window_size",
+            ("window", "window_size"),
+            256,
+            note="blocked windows: own + previous block (+ next when bidirectional), exact window in causal",
+        ),
+        Peer(
+            "pytorch-fast-transformers",
+            "fast_transformers",
+            "pytorch-fast-transformers",
+            "linear",
+            True,
+            True,
+            None,
+            note="linear attention, feature map elu+1; CausalLinearAttention when causal",
+        ),
+    ]
+}
 
 # What ``pip install longseq[peers]`` should bring (torch itself is a core dependency).
 PEER_PACKAGES = sorted({p.package for p in PEERS.values() if p.package != "torch"})
@@ -57,9 +113,12 @@ PEER_PACKAGES = sorted({p.package for p in PEERS.values() if p.package != "torch
 
 def available_peers() -> dict[str, str | None]:
     """``{peer: None if installed else why it is skipped}``."""
-    return {n: None if importlib.util.find_spec(p.module) is not None
-            else f"package {p.package!r} is not installed (pip install longseq[peers])"
-            for n, p in PEERS.items()}
+    return {
+        n: None
+        if importlib.util.find_spec(p.module) is not None
+        else f"package {p.package!r} is not installed (pip install longseq[peers])"
+        for n, p in PEERS.items()
+    }
 
 
 # ---------------------------------------------------------------------------- adapters
@@ -82,8 +141,9 @@ class _Performer(nn.Module):
         super().__init__()
         from performer_pytorch import SelfAttention
 
-        self.attn = SelfAttention(dim=d_model, heads=heads, dim_head=d_model // heads, causal=causal,
-                                  nb_features=nb_features)
+        self.attn = SelfAttention(
+            dim=d_model, heads=heads, dim_head=d_model // heads, causal=causal, nb_features=nb_features
+        )
 
     def forward(self, x):
         return self.attn(x)
@@ -105,8 +165,7 @@ class _Nystrom(nn.Module):
         super().__init__()
         from nystrom_attention import NystromAttention
 
-        self.attn = NystromAttention(dim=d_model, dim_head=d_model // heads, heads=heads,
-                                     num_landmarks=num_landmarks)
+        self.attn = NystromAttention(dim=d_model, dim_head=d_model // heads, heads=heads, num_landmarks=num_landmarks)
 
     def forward(self, x):
         return self.attn(x)
@@ -117,8 +176,9 @@ class _Local(nn.Module):
         super().__init__()
         from local_attention import LocalMHA
 
-        self.attn = LocalMHA(dim=d_model, window_size=window_size, dim_head=d_model // heads, heads=heads,
-                             causal=causal)
+        self.attn = LocalMHA(
+            dim=d_model, window_size=window_size, dim_head=d_model // heads, heads=heads, causal=causal
+        )
 
     def forward(self, x):
         return self.attn(x)
@@ -161,5 +221,3 @@ def build(name: str, d_model: int, *, heads: int, causal: bool, seq_len: int, **
     if causal and not p.causal:
         raise ValueError(f"peer {name!r} has no causal mode")
     return _BUILDERS[name](d_model, heads, causal, seq_len, **options)
-
-

@@ -89,13 +89,30 @@ def peer_targets(peer_names: list[str] | None, causal: bool, twin_options: dict 
         if skip is None and causal and not p.causal:
             skip = "no causal mode (bidirectional only)"
         note = "; ".join(s for s in (p.note, mapping) if s)
-        targets.append(Target(n, "peer", opts, twin=p.twin, flops=flops, skip_reason=skip, note=note,
-                              twin_options=_twin_flops_options(p, twin_options.get(p.twin, {}))))
+        targets.append(
+            Target(
+                n,
+                "peer",
+                opts,
+                twin=p.twin,
+                flops=flops,
+                skip_reason=skip,
+                note=note,
+                twin_options=_twin_flops_options(p, twin_options.get(p.twin, {})),
+            )
+        )
     return targets
 
 
-def run_peers(peer_names: list[str] | None = None, config: SpeedConfig | None = None, *,
-              twin_options: dict | None = None, twins: bool = True, log=None, on_update=None) -> dict:
+def run_peers(
+    peer_names: list[str] | None = None,
+    config: SpeedConfig | None = None,
+    *,
+    twin_options: dict | None = None,
+    twins: bool = True,
+    log=None,
+    on_update=None,
+) -> dict:
     """Benchmark peers next to their longseq twins (those registered) and ``softmax``."""
     from .. import mixers
 

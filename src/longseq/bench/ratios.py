@@ -44,8 +44,14 @@ def _time_ms(row: dict, backward: bool) -> float | None:
     return row[key]["median"] if row.get("status") == "ok" and key in row else None
 
 
-def run_ratios(mixer_names: list[str], config: RatioConfig | None = None, *, baseline: str = "softmax",
-               options: dict | None = None, log: Callable[[str], None] | None = print) -> dict:
+def run_ratios(
+    mixer_names: list[str],
+    config: RatioConfig | None = None,
+    *,
+    baseline: str = "softmax",
+    options: dict | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
     """Alternate ``baseline`` and ``mixer_names`` for ``config.rounds`` rounds (see the module)."""
     cfg = config or RatioConfig(lengths=[16384])
     names = [n for n in dict.fromkeys(mixer_names) if n != baseline]
@@ -60,26 +66,48 @@ def run_ratios(mixer_names: list[str], config: RatioConfig | None = None, *, bas
     times: dict[str, list[float | None]] = {t.name: [] for t in targets}
     for r in range(cfg.rounds):
         for t in targets:
-            row = run_job(base | {"name": t.name, "options": t.options, "measure": "time"}, _job_timeout(cfg),
-                          cfg.isolate)
+            row = run_job(
+                base | {"name": t.name, "options": t.options, "measure": "time"}, _job_timeout(cfg), cfg.isolate
+            )
             times[t.name].append(_time_ms(row, cfg.backward))
             if log:
                 ms = times[t.name][-1]
-                log(f"  round {r + 1}/{cfg.rounds}  {t.name:14s} "
-                    + (f"{ms:10.1f} ms" if ms is not None else f"failed: {row.get('error', row.get('status'))}"))
+                log(
+                    f"  round {r + 1}/{cfg.rounds}  {t.name:14s} "
+                    + (f"{ms:10.1f} ms" if ms is not None else f"failed: {row.get('error', row.get('status'))}")
+                )
     rows = []
     for t in targets:
-        mem = run_job(base | {"name": t.name, "options": t.options, "measure": "memory"}, _job_timeout(cfg),
-                      cfg.isolate)
+        mem = run_job(
+            base | {"name": t.name, "options": t.options, "measure": "memory"}, _job_timeout(cfg), cfg.isolate
+        )
         peak = mem.get("peak_fwdbwd_mb" if cfg.backward else "peak_fwd_mb") if mem.get("status") == "ok" else None
         ok = [ms for ms in times[t.name] if ms is not None]
         ratios = [b / m for b, m in zip(times[baseline], times[t.name]) if b is not None and m is not None]
-        rows.append({"name": t.name, "times_ms": times[t.name], "median_ms": statistics.median(ok) if ok else None,
-                     "ratios": ratios, "ratio_median": statistics.median(ratios) if ratios else None,
-                     "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
-                     "peak_mb": peak, "memory_method": mem.get("memory_method")})
-    return {"kind": "ratios", "baseline": baseline, "L": L, "rounds": cfg.rounds, "causal": cfg.causal,
-            "backward": cfg.backward, "config": base, "machine": machine_info(device, cfg.threads), "rows": rows}
+        rows.append(
+            {
+                "name": t.name,
+                "times_ms": times[t.name],
+                "median_ms": statistics.median(ok) if ok else None,
+                "ratios": ratios,
+                "ratio_median": statistics.median(ratios) if ratios else None,
+                "ratio_min": min(ratios, default=None),
+                "ratio_max": max(ratios, default=None),
+                "peak_mb": peak,
+                "memory_method": mem.get("memory_method"),
+            }
+        )
+    return {
+        "kind": "ratios",
+        "baseline": baseline,
+        "L": L,
+        "rounds": cfg.rounds,
+        "causal": cfg.causal,
+        "backward": cfg.backward,
+        "config": base,
+        "machine": machine_info(device, cfg.threads),
+        "rows": rows,
+    }
 
 
 def format_ratios(res: dict) -> str:
@@ -88,14 +116,20 @@ def format_ratios(res: dict) -> str:
     what = "fwd+bwd" if res["backward"] else "fwd"
     mode = "causal" if res["causal"] else "bidirectional"
     c, m = res["config"], res["machine"]
-    lines = [f"# longseq bench ratios: speed-up over `{res['baseline']}` at L = {res['L']}, {mode}", "",
-             f"{mode}, {what}, batch {c['batch']}, d_model {c['d_model']}, {c['heads']} heads, {c['dtype']}, "
-             f"device {c['device']}, {m.get('torch_threads')} torch threads, torch {m.get('torch')}; {res['rounds']} rounds "
-             f"of `{res['baseline']}` then each mixer, every timing in a fresh worker ({c['repeats']} timed runs "
-             f"after {c['warmup']} warm-up, median); peak memory: one exact-heap worker each.", "",
-             "Speed-up = the baseline's time over the mixer's time in the same round.", "",
-             f"| mixer | speed-up (median) | range over rounds | {what} ms (median) | peak MB | memory vs "
-             f"`{res['baseline']}` |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# longseq bench ratios: speed-up over `{res['baseline']}` at L = {res['L']}, {mode}",
+        "",
+        f"{mode}, {what}, batch {c['batch']}, d_model {c['d_model']}, {c['heads']} heads, {c['dtype']}, "
+        f"device {c['device']}, {m.get('torch_threads')} torch threads, torch {m.get('torch')}; {res['rounds']} rounds "
+        f"of `{res['baseline']}` then each mixer, every timing in a fresh worker ({c['repeats']} timed runs "
+        f"after {c['warmup']} warm-up, median); peak memory: one exact-heap worker each.",
+        "",
+        "Speed-up = the baseline's time over the mixer's time in the same round.",
+        "",
+        f"| mixer | speed-up (median) | range over rounds | {what} ms (median) | peak MB | memory vs "
+        f"`{res['baseline']}` |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in res["rows"]:
         sp = "–" if r["ratio_median"] is None else f"{r['ratio_median']:.2f}x"
         rng = "–" if r["ratio_min"] is None else f"{r['ratio_min']:.2f}x – {r['ratio_max']:.2f}x"

@@ -29,16 +29,35 @@ def _status(r: dict) -> str:
 
 
 def _generate_rows(res: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["mixer", "prompt", "new", "prefill ms", "decode tok/s", "ms/step", "first 10% ms", "last 10% ms",
-              "peak MB", "note"]
+    header = [
+        "mixer",
+        "prompt",
+        "new",
+        "prefill ms",
+        "decode tok/s",
+        "ms/step",
+        "first 10% ms",
+        "last 10% ms",
+        "peak MB",
+        "note",
+    ]
     rows = []
     for r in res["rows"]:
         step = r.get("step_ms") or {}
-        rows.append([r["name"], str(r["prompt"]), str(r["new"]), _fmt(r.get("prefill_ms")),
-                     _fmt(r.get("tokens_per_s")), _fmt(step.get("median"), ".2f"),
-                     _fmt(r.get("step_ms_first_tenth"), ".2f"), _fmt(r.get("step_ms_last_tenth"), ".2f"),
-                     _fmt(r.get("peak_mb")), r["status"] if r["status"] != "ok" else ("prefill only" if
-                                                                                        r.get("reason") else "")])
+        rows.append(
+            [
+                r["name"],
+                str(r["prompt"]),
+                str(r["new"]),
+                _fmt(r.get("prefill_ms")),
+                _fmt(r.get("tokens_per_s")),
+                _fmt(step.get("median"), ".2f"),
+                _fmt(r.get("step_ms_first_tenth"), ".2f"),
+                _fmt(r.get("step_ms_last_tenth"), ".2f"),
+                _fmt(r.get("peak_mb")),
+                r["status"] if r["status"] != "ok" else ("prefill only" if r.get("reason") else ""),
+            ]
+        )
     return header, rows
 
 
@@ -48,8 +67,18 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
         return _generate_rows(res)
     backward = res["config"]["backward"]
     peers = res["kind"] == "peers"
-    header = ["method", "L", "fwd ms", "fwd+bwd ms" if backward else None, "peak MB",
-              "vs twin" if peers else None, "vs softmax", "GFLOP/s", "% matmul", "note"]
+    header = [
+        "method",
+        "L",
+        "fwd ms",
+        "fwd+bwd ms" if backward else None,
+        "peak MB",
+        "vs twin" if peers else None,
+        "vs softmax",
+        "GFLOP/s",
+        "% matmul",
+        "note",
+    ]
     keep = [i for i, h in enumerate(header) if h is not None]
     rows = []
     for r in _ordered_rows(res):
@@ -58,9 +87,18 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
         peak = r.get("peak_fwdbwd_mb") if backward else r.get("peak_fwd_mb")
         name = label(r)
         ratio = lambda k: _fmt(r.get(k), ".2f") + ("x" if r.get(k) is not None else "")  # noqa: E731
-        cells = [name, str(r["L"]), _ms(r.get("fwd_ms")), _ms(r.get("fwdbwd_ms")), _fmt(peak),
-                 ratio("ratio_vs_twin"), ratio("ratio_vs_softmax"), _fmt(r.get("gflops_fwd")),
-                 _fmt(r.get("pct_of_matmul_peak"), ".0f"), _status(r)]
+        cells = [
+            name,
+            str(r["L"]),
+            _ms(r.get("fwd_ms")),
+            _ms(r.get("fwdbwd_ms")),
+            _fmt(peak),
+            ratio("ratio_vs_twin"),
+            ratio("ratio_vs_softmax"),
+            _fmt(r.get("gflops_fwd")),
+            _fmt(r.get("pct_of_matmul_peak"), ".0f"),
+            _status(r),
+        ]
         rows.append([cells[i] for i in keep])
     return [header[i] for i in keep], rows
 
@@ -78,6 +116,7 @@ def _ordered_rows(res: dict) -> list[dict]:
         own = order[(r["source"], r["name"])]
         anchor = order.get(("mixer", r.get("twin")), own) if r["source"] == "peer" else own
         return (anchor, r["source"] != "mixer", own, r["L"])
+
     return sorted(res["rows"], key=key)
 
 
@@ -143,12 +182,16 @@ def format_markdown(res: dict) -> str:
         f"device {m['device']}{' (' + m['device_name'] + ')' if m.get('device_name') else ''}, "
         f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['processor']}; "
         f"{c['repeats']} timed repeats after {c['warmup']} warm-up, "
-        + ("each configuration in a fresh process (peak memory in a second one with an exact heap)."
-           if c.get("isolate", True) else "all in one process (--no-isolate: peak memory depends on earlier runs)."),
+        + (
+            "each configuration in a fresh process (peak memory in a second one with an exact heap)."
+            if c.get("isolate", True)
+            else "all in one process (--no-isolate: peak memory depends on earlier runs)."
+        ),
         f"fp32 matmul peak measured in this run: {_fmt(peak)} GFLOP/s.",
         "",
         "Times: median ±(interquartile range / median). Peak MB: extra memory of one "
-        + ("forward+backward" if c["backward"] else "forward") + " call. Ratios: time over the "
+        + ("forward+backward" if c["backward"] else "forward")
+        + " call. Ratios: time over the "
         + ("twin's (the longseq mixer the peer implements) and over " if res["kind"] == "peers" else "")
         + "`softmax`'s time at the same length (< 1 = faster). GFLOP/s: analytic forward FLOPs / forward time;"
         " % matmul: of the fp32 matmul peak.",
@@ -182,8 +225,11 @@ def plot(res: dict, out_dir: str) -> list[str]:
     ):
         fig, ax = plt.subplots(figsize=(7, 5))
         for t in res["targets"]:
-            pts = [(r["L"], get(r)) for r in res["rows"] if (r["source"], r["name"]) == (t["source"], t["name"])
-                   and r["status"] == "ok" and get(r)]
+            pts = [
+                (r["L"], get(r))
+                for r in res["rows"]
+                if (r["source"], r["name"]) == (t["source"], t["name"]) and r["status"] == "ok" and get(r)
+            ]
             if pts:
                 style = "--" if t["source"] == "peer" else "-"
                 ax.plot(*zip(*pts), style, marker="o", label=label(t))
@@ -192,8 +238,10 @@ def plot(res: dict, out_dir: str) -> list[str]:
         ax.set_xlabel("sequence length L")
         ax.set_ylabel(ylabel)
         c = res["config"]
-        ax.set_title(f"longseq bench {res['kind']}: d_model {c['d_model']}, {c['heads']} heads, "
-                     f"batch {c['batch']}, {'causal' if c['causal'] else 'bidirectional'}")
+        ax.set_title(
+            f"longseq bench {res['kind']}: d_model {c['d_model']}, {c['heads']} heads, "
+            f"batch {c['batch']}, {'causal' if c['causal'] else 'bidirectional'}"
+        )
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -35,8 +35,17 @@ from . import _worker
 from ._measure import RESULT_PREFIX
 from .report import label
 
-__all__ = ["SpeedConfig", "Target", "run_speed", "run_targets", "measure_matmul_peak", "run_job",
-           "mixer_targets", "machine_info", "SCHEMA"]
+__all__ = [
+    "SpeedConfig",
+    "Target",
+    "run_speed",
+    "run_targets",
+    "measure_matmul_peak",
+    "run_job",
+    "mixer_targets",
+    "machine_info",
+    "SCHEMA",
+]
 
 SCHEMA = "longseq.bench/1"
 DEFAULT_LENGTHS = (1024, 2048, 4096, 8192, 16384)
@@ -58,16 +67,16 @@ class SpeedConfig:
     backward: bool = True
     repeats: int = 5
     warmup: int = 1
-    memory_repeats: int = 1               # peak memory: median of this many calls after a warm-up
-    time_budget: float | None = 30.0      # seconds per measured call
-    memory_budget: float | None = None    # MB of peak extra memory
-    threads: int | None = None            # torch.set_num_threads in each worker; None = torch default
-    device: str = "auto"                  # "auto" = cuda when available, else cpu
+    memory_repeats: int = 1  # peak memory: median of this many calls after a warm-up
+    time_budget: float | None = 30.0  # seconds per measured call
+    memory_budget: float | None = None  # MB of peak extra memory
+    threads: int | None = None  # torch.set_num_threads in each worker; None = torch default
+    device: str = "auto"  # "auto" = cuda when available, else cpu
     seed: int = 0
     # False runs every measurement in this process instead of a fresh one: fast (tests), but
     # the peak memory then depends on what ran before.
     isolate: bool = True
-    matmul_n: int | None = None           # size of the peak-matmul probe (None: 1024 CPU, 4096 CUDA)
+    matmul_n: int | None = None  # size of the peak-matmul probe (None: 1024 CPU, 4096 CUDA)
 
     def __post_init__(self):
         if not self.lengths or any(int(L) < 1 for L in self.lengths):
@@ -104,11 +113,11 @@ class Target:
     name: str
     source: str = "mixer"
     options: dict = field(default_factory=dict)
-    twin: str | None = None                       # peers: the longseq mixer they are compared with
-    flops: Callable[..., float] | None = None     # flops(L, d_model, heads, causal) per sequence
-    skip_reason: str | None = None                # set when the target cannot run in this config
+    twin: str | None = None  # peers: the longseq mixer they are compared with
+    flops: Callable[..., float] | None = None  # flops(L, d_model, heads, causal) per sequence
+    skip_reason: str | None = None  # set when the target cannot run in this config
     twin_options: dict = field(default_factory=dict)  # peers: the twin's options (for its FLOPs)
-    note: str = ""                                # e.g. how a peer's settings map to its twin's
+    note: str = ""  # e.g. how a peer's settings map to its twin's
 
 
 # ---------------------------------------------------------------------------- subprocess
@@ -118,7 +127,7 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
         return json.loads(json.dumps(_worker.run(job)))
     cmd = worker_command(job)
     env = _worker_env()
-    if job.get("measure") == "memory":                       # exact heap: see longseq.bench._worker
+    if job.get("measure") == "memory":  # exact heap: see longseq.bench._worker
         env |= _worker.EXACT_HEAP_ENV
     t0 = time.perf_counter()
     try:
@@ -127,7 +136,7 @@ def run_job(job: dict, timeout: float | None = None, isolate: bool = True) -> di
         return {"status": "timeout", "error": f"worker killed after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            res = json.loads(line[len(RESULT_PREFIX):])
+            res = json.loads(line[len(RESULT_PREFIX) :])
             res["worker_s"] = round(time.perf_counter() - t0, 3)
             return res
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -139,8 +148,12 @@ def worker_command(job: dict) -> list[str]:
     """The worker's command line. ``-c`` and an import rather than ``-m longseq.bench._worker``:
     the package imports ``_worker`` first, and ``-m`` then prints runpy's "found in sys.modules"
     warning on stderr, which became the last line of every crash report."""
-    return [sys.executable, "-c", "import sys; from longseq.bench._worker import main; sys.exit(main(sys.argv[1:]))",
-            json.dumps(job)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from longseq.bench._worker import main; sys.exit(main(sys.argv[1:]))",
+        json.dumps(job),
+    ]
 
 
 def run_module_job(job: dict, timeout: float | None = None, isolate: bool = True) -> dict:
@@ -154,8 +167,11 @@ def run_module_job(job: dict, timeout: float | None = None, isolate: bool = True
     mem = run_job(job | {"measure": "memory"}, timeout, isolate)
     if mem.get("status") != "ok":
         return mem | {k: v for k, v in out.items() if k.endswith("_ms")}
-    return out | {k: v for k, v in mem.items() if k.startswith("peak_") or k in ("memory_method", "finite")} | {
-        "worker_s": round(out.get("worker_s", 0) + mem.get("worker_s", 0), 3)}
+    return (
+        out
+        | {k: v for k, v in mem.items() if k.startswith("peak_") or k in ("memory_method", "finite")}
+        | {"worker_s": round(out.get("worker_s", 0) + mem.get("worker_s", 0), 3)}
+    )
 
 
 def _worker_env() -> dict:
@@ -167,10 +183,21 @@ def _worker_env() -> dict:
 
 
 def _base_job(cfg: SpeedConfig, device: str) -> dict:
-    return {"batch": cfg.batch, "d_model": cfg.d_model, "heads": cfg.heads, "causal": cfg.causal,
-            "dtype": cfg.dtype, "backward": cfg.backward, "repeats": cfg.repeats, "warmup": cfg.warmup,
-            "memory_repeats": cfg.memory_repeats,
-            "threads": cfg.threads, "device": device, "seed": cfg.seed, "time_budget": cfg.time_budget}
+    return {
+        "batch": cfg.batch,
+        "d_model": cfg.d_model,
+        "heads": cfg.heads,
+        "causal": cfg.causal,
+        "dtype": cfg.dtype,
+        "backward": cfg.backward,
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "memory_repeats": cfg.memory_repeats,
+        "threads": cfg.threads,
+        "device": device,
+        "seed": cfg.seed,
+        "time_budget": cfg.time_budget,
+    }
 
 
 def _job_timeout(cfg: SpeedConfig) -> float | None:
@@ -182,8 +209,9 @@ def _job_timeout(cfg: SpeedConfig) -> float | None:
 
 
 # ---------------------------------------------------------------------------- machine
-def measure_matmul_peak(device: str = "cpu", threads: int | None = None, n: int | None = None,
-                        isolate: bool = True) -> dict:
+def measure_matmul_peak(
+    device: str = "cpu", threads: int | None = None, n: int | None = None, isolate: bool = True
+) -> dict:
     """fp32 ``n x n`` matmul GFLOP/s (best of 10) in a fresh worker: the practical compute peak."""
     n = n or (4096 if device.startswith("cuda") else 1024)
     return run_job({"kind": "matmul", "device": device, "threads": threads, "n": n}, 300, isolate)
@@ -192,9 +220,15 @@ def measure_matmul_peak(device: str = "cpu", threads: int | None = None, n: int 
 def machine_info(device: str, threads: int | None) -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": threads or torch.get_num_threads(), "device": device}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads or torch.get_num_threads(),
+        "device": device,
+    }
     if device.startswith("cuda"):
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
     try:
@@ -259,17 +293,29 @@ def _predict(history: list[tuple[int, float]], L: int) -> float | None:
     return c1 * (L / L1) ** p
 
 
-def run_targets(targets: list[Target], cfg: SpeedConfig, *, kind: str = "speed",
-                log: Callable[[str], None] | None = None, matmul: bool = True,
-                on_update: Callable[[dict], None] | None = None) -> dict:
+def run_targets(
+    targets: list[Target],
+    cfg: SpeedConfig,
+    *,
+    kind: str = "speed",
+    log: Callable[[str], None] | None = None,
+    matmul: bool = True,
+    on_update: Callable[[dict], None] | None = None,
+) -> dict:
     """Measure every target at every length of ``cfg`` (after the fp32 matmul peak unless
     ``matmul=False``); the returned dict is what ``results.json`` holds. ``on_update(res)`` is
     called after each measurement (the CLI saves partial results with it)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = cfg.resolved_device()
-    res = {"schema": SCHEMA, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "config": asdict(cfg) | {"device": device}, "machine": machine_info(device, cfg.threads),
-           "targets": [], "rows": []}
+    res = {
+        "schema": SCHEMA,
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": asdict(cfg) | {"device": device},
+        "machine": machine_info(device, cfg.threads),
+        "targets": [],
+        "rows": [],
+    }
     if matmul:
         mm = measure_matmul_peak(device, cfg.threads, cfg.matmul_n, cfg.isolate)
         res["machine"]["matmul_fp32_gflops"] = mm.get("gflops")
@@ -279,8 +325,17 @@ def run_targets(targets: list[Target], cfg: SpeedConfig, *, kind: str = "speed",
     peak = res["machine"].get("matmul_fp32_gflops")
     base, timeout = _base_job(cfg, device), _job_timeout(cfg)
     for t in targets:
-        res["targets"].append({"name": t.name, "source": t.source, "twin": t.twin, "options": t.options,
-                               "skip_reason": t.skip_reason, "note": t.note, "stopped": None})
+        res["targets"].append(
+            {
+                "name": t.name,
+                "source": t.source,
+                "twin": t.twin,
+                "options": t.options,
+                "skip_reason": t.skip_reason,
+                "note": t.note,
+                "stopped": None,
+            }
+        )
         stop, t_hist, m_hist = t.skip_reason, [], []
         for L in cfg.lengths:
             row = {"name": t.name, "source": t.source, "twin": t.twin, "L": L}
@@ -352,8 +407,9 @@ def _add_flops(row: dict, t: Target, cfg: SpeedConfig, peak: float | None) -> No
     if t.flops is not None:
         opts = t.twin_options if t.source == "peer" else row.get("options", {})
         try:
-            flops = float(t.flops(row["L"], cfg.d_model, cfg.heads, cfg.causal,
-                                  **_flops_kwargs(t.flops, opts))) * cfg.batch
+            flops = (
+                float(t.flops(row["L"], cfg.d_model, cfg.heads, cfg.causal, **_flops_kwargs(t.flops, opts))) * cfg.batch
+            )
         except Exception as e:  # a broken flops function must not lose the timing
             row["flops_error"] = f"{type(e).__name__}: {e}"
     row["flops_fwd"] = flops
@@ -384,9 +440,15 @@ def _progress_line(row: dict, backward: bool) -> str:
     return f"  {label(row):<30} L={row['L']:<6} {what} {ms:9.2f} ms  peak {mb:8.1f} MB{extra}"
 
 
-def run_speed(mixer_names: list[str] | None = None, config: SpeedConfig | None = None, *,
-              options: dict | None = None, baseline: str | None = "softmax",
-              log: Callable[[str], None] | None = None, on_update: Callable[[dict], None] | None = None) -> dict:
+def run_speed(
+    mixer_names: list[str] | None = None,
+    config: SpeedConfig | None = None,
+    *,
+    options: dict | None = None,
+    baseline: str | None = "softmax",
+    log: Callable[[str], None] | None = None,
+    on_update: Callable[[dict], None] | None = None,
+) -> dict:
     """Benchmark longseq mixers (``None`` = all registered); ``baseline`` is added when missing so
     that every row gets its ratio to exact attention at the same length."""
     cfg = config or SpeedConfig()

@@ -42,19 +42,19 @@ __all__ = [
 @dataclass
 class StructuredConfig:
     family: str = "hmm"
-    sizes: list[int] | None = None          # None: the family's default
-    ranks: list[int | None] | None = None   # None: the family's default; None inside = full rank
-    settings: dict = field(default_factory=dict)   # overrides of the family's settings
+    sizes: list[int] | None = None  # None: the family's default
+    ranks: list[int | None] | None = None  # None: the family's default; None inside = full rank
+    settings: dict = field(default_factory=dict)  # overrides of the family's settings
     dtype: str = "float32"
     repeats: int = 3
     warmup: int = 1
-    rounds: int = 1                         # > 1: the ranks of a size timed in alternation, this many times
-    time_budget: float = 60.0               # seconds per step: larger sizes of that rank are skipped
-    memory_budget: float | None = None      # MB
+    rounds: int = 1  # > 1: the ranks of a size timed in alternation, this many times
+    time_budget: float = 60.0  # seconds per step: larger sizes of that rank are skipped
+    memory_budget: float | None = None  # MB
     threads: int | None = None
     device: str = "auto"
     seed: int = 0
-    timeout: float | None = 900.0           # seconds per worker
+    timeout: float | None = 900.0  # seconds per worker
     isolate: bool = True
 
     def __post_init__(self):
@@ -72,8 +72,10 @@ class StructuredConfig:
         if any(r is not None and int(r) < 1 for r in self.ranks):
             raise ValueError(f"ranks must be positive integers or None (full rank), got {self.ranks}")
         if self.repeats < 1 or self.warmup < 0 or self.rounds < 1:
-            raise ValueError(f"repeats and rounds must be >= 1 and warmup >= 0, got repeats={self.repeats}, "
-                             f"rounds={self.rounds}, warmup={self.warmup}")
+            raise ValueError(
+                f"repeats and rounds must be >= 1 and warmup >= 0, got repeats={self.repeats}, "
+                f"rounds={self.rounds}, warmup={self.warmup}"
+            )
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -92,9 +94,16 @@ def run_structured(config: StructuredConfig | None = None, *, log=None, on_updat
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     fam = FAMILIES[cfg.family]
     device = cfg.resolved_device()
-    res = {"schema": 1, "kind": "structured", "family": cfg.family, "size_name": fam.size_name,
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": asdict(cfg) | {"device": device},
-           "machine": machine_info(device, cfg.threads), "rows": []}
+    res = {
+        "schema": 1,
+        "kind": "structured",
+        "family": cfg.family,
+        "size_name": fam.size_name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": asdict(cfg) | {"device": device},
+        "machine": machine_info(device, cfg.threads),
+        "rows": [],
+    }
     stop: dict = {}
     for size in sorted(int(n) for n in cfg.sizes):
         rows = {}
@@ -104,10 +113,21 @@ def run_structured(config: StructuredConfig | None = None, *, log=None, on_updat
                 rows[rank] |= {"status": "skipped", "reason": stop[rank]}
 
         def job(rank, measure, size=size):
-            return {"kind": "structured", "family": cfg.family, "size": size, "rank": rank,
-                    "settings": cfg.settings, "dtype": cfg.dtype, "threads": cfg.threads, "device": device,
-                    "seed": cfg.seed, "repeats": cfg.repeats, "warmup": cfg.warmup,
-                    "time_budget": cfg.time_budget, "measure": measure}
+            return {
+                "kind": "structured",
+                "family": cfg.family,
+                "size": size,
+                "rank": rank,
+                "settings": cfg.settings,
+                "dtype": cfg.dtype,
+                "threads": cfg.threads,
+                "device": device,
+                "seed": cfg.seed,
+                "repeats": cfg.repeats,
+                "warmup": cfg.warmup,
+                "time_budget": cfg.time_budget,
+                "measure": measure,
+            }
 
         per_round: dict = {rank: [] for rank in cfg.ranks}
         for _ in range(cfg.rounds):
@@ -156,8 +176,9 @@ def summarize_ms(values_ms: list[float]) -> dict:
 def _speedups(res: dict) -> None:
     """``speedup_vs_full``: full-rank step time / this row's step time at the same size (with
     several rounds: the median of the per-round ratios, and their range)."""
-    full = {r["size"]: r for r in res["rows"]
-            if r["rank"] is None and r["status"] == "ok" and not r.get("over_time_budget")}
+    full = {
+        r["size"]: r for r in res["rows"] if r["rank"] is None and r["status"] == "ok" and not r.get("over_time_budget")
+    }
     for r in res["rows"]:
         f = full.get(r["size"])
         if r["status"] != "ok" or r["rank"] is None or f is None or r.get("over_time_budget"):
@@ -165,8 +186,11 @@ def _speedups(res: dict) -> None:
         a, b = f.get("rounds_ms", []), r.get("rounds_ms", [])
         if len(a) > 1 and len(a) == len(b):
             ratios = sorted(x / y for x, y in zip(a, b))
-            r["speedup_vs_full"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
-                0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
+            r["speedup_vs_full"] = (
+                ratios[len(ratios) // 2]
+                if len(ratios) % 2
+                else 0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
+            )
             r["speedup_range"] = [ratios[0], ratios[-1]]
         else:
             r["speedup_vs_full"] = f["step_ms"]["median"] / r["step_ms"]["median"]
@@ -190,9 +214,13 @@ def format_structured(res: dict) -> str:
     """The markdown table."""
     name = res["size_name"]
     rounds = res["config"].get("rounds", 1)
-    lines = [(f"| {name} | rank | step ms (median, IQR{' of the round medians' if rounds > 1 else ''}) | peak MB "
-             f"| speed-up vs full{f' (median of {rounds} alternating rounds, range)' if rounds > 1 else ''} | note |"),
-             "|---:|---|---:|---:|---:|---|"]
+    lines = [
+        (
+            f"| {name} | rank | step ms (median, IQR{' of the round medians' if rounds > 1 else ''}) | peak MB "
+            f"| speed-up vs full{f' (median of {rounds} alternating rounds, range)' if rounds > 1 else ''} | note |"
+        ),
+        "|---:|---|---:|---:|---:|---|",
+    ]
     for r in sorted(res["rows"], key=lambda r: (r["size"], r["rank"] is not None, r["rank"] or 0)):
         if r["status"] == "ok":
             t = r["step_ms"]
@@ -207,9 +235,11 @@ def format_structured(res: dict) -> str:
         lines.append(f"| {r['size']} | {_rank_name(r['rank'])} | {ms} | {peak} | {sp} | {note} |")
     s = res["config"]["settings"]
     m = res["machine"]
-    head = (f"{res['family']}: one training step (forward + backward of the exact log-likelihood), "
-            f"settings {json.dumps(s)}, {res['config']['dtype']}, {m['device']} ({m['processor']}, "
-            f"{m['torch_threads']} torch threads), torch {m['torch']}, {res['created']}")
+    head = (
+        f"{res['family']}: one training step (forward + backward of the exact log-likelihood), "
+        f"settings {json.dumps(s)}, {res['config']['dtype']}, {m['device']} ({m['processor']}, "
+        f"{m['torch_threads']} torch threads), torch {m['torch']}, {res['created']}"
+    )
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -222,12 +252,17 @@ def _plot(res: dict, out: Path) -> list[str]:
     except ImportError:
         return []
     paths = []
-    for key, ylabel, fname in (("step_ms", "ms per training step", "time_vs_size.png"),
-                               ("peak_mb", "peak MB per training step", "memory_vs_size.png")):
+    for key, ylabel, fname in (
+        ("step_ms", "ms per training step", "time_vs_size.png"),
+        ("peak_mb", "peak MB per training step", "memory_vs_size.png"),
+    ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for rank in dict.fromkeys(r["rank"] for r in res["rows"]):
-            pts = [(r["size"], r[key]["median"] if key == "step_ms" else r[key]) for r in res["rows"]
-                   if r["rank"] == rank and r["status"] == "ok" and r.get(key) is not None]
+            pts = [
+                (r["size"], r[key]["median"] if key == "step_ms" else r[key])
+                for r in res["rows"]
+                if r["rank"] == rank and r["status"] == "ok" and r.get(key) is not None
+            ]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=_rank_name(rank))
         ax.set_xscale("log", base=2)

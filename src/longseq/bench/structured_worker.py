@@ -68,10 +68,20 @@ def _pcfg_step(job, torch, device, dtype):
 
 
 FAMILIES: dict[str, Family] = {
-    "hmm": Family(_hmm_step, "num_states", sizes=[256, 512, 1024, 2048, 4096, 8192, 16384], ranks=[None, 256],
-                  settings={"batch": 4, "length": 64, "vocab_size": 256, "emb_dim": 128}),
-    "pcfg": Family(_pcfg_step, "num_nonterminals", sizes=[30, 60, 125, 250, 500], ranks=[None, 64],
-                   settings={"batch": 4, "length": 20, "vocab_size": 1000, "emb_dim": 256}),
+    "hmm": Family(
+        _hmm_step,
+        "num_states",
+        sizes=[256, 512, 1024, 2048, 4096, 8192, 16384],
+        ranks=[None, 256],
+        settings={"batch": 4, "length": 64, "vocab_size": 256, "emb_dim": 128},
+    ),
+    "pcfg": Family(
+        _pcfg_step,
+        "num_nonterminals",
+        sizes=[30, 60, 125, 250, 500],
+        ranks=[None, 64],
+        settings={"batch": 4, "length": 20, "vocab_size": 1000, "emb_dim": 256},
+    ),
 }
 
 
@@ -80,7 +90,7 @@ def measure_structured(job: dict, torch, device, dtype, sync) -> dict:
 
     step, n_params = FAMILIES[job["family"]].build_step(job, torch, device, dtype)
     out = {"status": "ok", "n_params": n_params}
-    loss = step()                                                   # warm-up (one-time allocations)
+    loss = step()  # warm-up (one-time allocations)
     out["finite"] = bool(torch.isfinite(loss))
     if job.get("measure", "time") == "memory":
         _release_free_memory()

@@ -16,19 +16,30 @@ def finetune_from_args(args, task):
     from ..train import finetune_model
 
     if args.model_preset is not None:
-        raise ValueError("--model-preset cannot be combined with --init-from (the architecture comes from the "
-                         "pre-trained encoder)")
+        raise ValueError(
+            "--model-preset cannot be combined with --init-from (the architecture comes from the pre-trained encoder)"
+        )
     mixer = None if args.mixer is None else args.mixer.split(",") if "," in args.mixer else args.mixer
-    over = dict(mixer=mixer, d_model=args.d_model, n_layers=args.n_layers, num_heads=args.num_heads,
-                position=args.position, norm=args.norm, ffn=args.ffn,
-                mixer_options=parse_kv(args.mixer_option, "--mixer-option") or None,
-                ffn_options=parse_kv(args.ffn_option, "--ffn-option") or None,
-                position_options=parse_kv(args.position_option, "--position-option") or None,
-                embedding=args.embedding,
-                embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
-                scale_invariant=args.scale_invariant, shortcuts=args.shortcuts, dropout=args.dropout)
-    return finetune_model(task, args.init_from, layer_lr_decay=args.layer_lr_decay,
-                          freeze_embeddings=args.freeze_embeddings, **over)
+    over = dict(
+        mixer=mixer,
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        num_heads=args.num_heads,
+        position=args.position,
+        norm=args.norm,
+        ffn=args.ffn,
+        mixer_options=parse_kv(args.mixer_option, "--mixer-option") or None,
+        ffn_options=parse_kv(args.ffn_option, "--ffn-option") or None,
+        position_options=parse_kv(args.position_option, "--position-option") or None,
+        embedding=args.embedding,
+        embedding_options=parse_kv(args.embedding_option, "--embedding-option") or None,
+        scale_invariant=args.scale_invariant,
+        shortcuts=args.shortcuts,
+        dropout=args.dropout,
+    )
+    return finetune_model(
+        task, args.init_from, layer_lr_decay=args.layer_lr_decay, freeze_embeddings=args.freeze_embeddings, **over
+    )
 
 
 def record_init(report, out: Path, args, main: bool) -> dict:
@@ -40,6 +51,11 @@ def record_init(report, out: Path, args, main: bool) -> dict:
         print(report)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "init_report.json", lambda tmp: Path(tmp).write_text(json.dumps(rec, indent=2)))
-    return {"source": report.source, "loaded": len(report.loaded), "skipped": len(report.skipped),
-            "initialised": len(report.initialised), "layer_lr_decay": args.layer_lr_decay,
-            "freeze_embeddings": args.freeze_embeddings}
+    return {
+        "source": report.source,
+        "loaded": len(report.loaded),
+        "skipped": len(report.skipped),
+        "initialised": len(report.initialised),
+        "layer_lr_decay": args.layer_lr_decay,
+        "freeze_embeddings": args.freeze_embeddings,
+    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def parse_kv(items: list[str] | None, what: str) -> dict:
     """``["window=64", "rope=true"]`` -> ``{"window": 64, "rope": True}`` (values parsed as JSON when possible)."""
-    from ..models.config import parse_value   # at call time: the CLI starts without importing torch
+    from ..models.config import parse_value  # at call time: the CLI starts without importing torch
 
     out = {}
     for item in items or []:

@@ -21,14 +21,26 @@ def run_protocol(args) -> int:
     if args.demo:
         raise ValueError("--demo is the standard arena's subset; it does not apply to --protocol pretrain-finetune")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
-    run_pretrain_finetune(args.mixers, args.tasks or "text,retrieval", out, pretrain_task=args.pretrain_task,
-                          preset=args.preset, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
-                          seeds=seeds, threads=args.threads, device=args.device,
-                          task_options=_per_name(args.task_option, "--task-option"),
-                          model_options=parse_kv(args.model_option, "--model-option"),
-                          train_options=parse_kv(args.train_option, "--train-option"),
-                          mixer_options=_per_name(args.mixer_option, "--mixer-option"), tolerance=args.tolerance,
-                          layer_lr_decay=args.layer_lr_decay, freeze_embeddings=args.freeze_embeddings,
-                          resume=args.resume, progress=args.progress)
+    run_pretrain_finetune(
+        args.mixers,
+        args.tasks or "text,retrieval",
+        out,
+        pretrain_task=args.pretrain_task,
+        preset=args.preset,
+        pretrain_steps=args.pretrain_steps,
+        finetune_steps=args.finetune_steps,
+        seeds=seeds,
+        threads=args.threads,
+        device=args.device,
+        task_options=_per_name(args.task_option, "--task-option"),
+        model_options=parse_kv(args.model_option, "--model-option"),
+        train_options=parse_kv(args.train_option, "--train-option"),
+        mixer_options=_per_name(args.mixer_option, "--mixer-option"),
+        tolerance=args.tolerance,
+        layer_lr_decay=args.layer_lr_decay,
+        freeze_embeddings=args.freeze_embeddings,
+        resume=args.resume,
+        progress=args.progress,
+    )
     print((out / "pretrain_finetune.md").read_text())
     return 0

@@ -24,8 +24,14 @@ def register(sub) -> None:
     def common(q):
         q.add_argument("--preset", default="quick", help="task preset (default: quick)")
         q.add_argument("--seed", type=int, default=0, help="data seed (default: 0)")
-        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a preset setting (repeatable)")
+        q.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a preset setting (repeatable)",
+        )
 
     b = dsub.add_parser("build", help="build (and cache) one or more tasks")
     b.add_argument("tasks", nargs="+", metavar="TASK")
@@ -71,8 +77,10 @@ def run_build(args) -> int:
     for name in args.tasks:
         task, dt = _build(name, args)
         m = task.meta
-        print(f"{name} (preset {m.preset}, seed {m.seed}): {m.kind}, vocab {m.vocab_size}, length {m.seq_len}"
-              f"{f', {m.num_classes} classes' if m.num_classes else ''}; built in {dt:.2f} s")
+        print(
+            f"{name} (preset {m.preset}, seed {m.seed}): {m.kind}, vocab {m.vocab_size}, length {m.seq_len}"
+            f"{f', {m.num_classes} classes' if m.num_classes else ''}; built in {dt:.2f} s"
+        )
         for split, s in task.splits().items():
             print(f"  {split:<10} {len(s):>9,d} examples  fingerprint {s.fingerprint()[:16]}")
         for key in ("corpus_fingerprint", "source_fingerprint"):
@@ -86,7 +94,7 @@ def run_stats(args) -> int:
     from ..tasks import stats
 
     st = dict(stats(task), build_seconds=round(dt, 3))
-    for s in st["splits"].values():      # share of input positions that are padding
+    for s in st["splits"].values():  # share of input positions that are padding
         if s.get("length"):
             s["padding_fraction"] = round(1.0 - s["length"]["mean"] / task.meta.seq_len, 4)
     for key in ("corpus_fingerprint", "source_fingerprint", "split_bytes", "pair"):

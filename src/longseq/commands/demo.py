@@ -26,7 +26,6 @@ def run(args) -> int:
 
     from .. import tasks
     from ..train import TrainConfig, build_model, train
-
     from ..train.rundir import check_out_dir
 
     if args.steps is not None and args.steps < 1:
@@ -38,13 +37,17 @@ def run(args) -> int:
         task = tasks.build("mqar", preset="quick", classify=classify, seed=args.seed)
         torch.manual_seed(args.seed)
         model = build_model(task, args.mixer)
-        cfg = TrainConfig.from_dict({**task.train_defaults, "seed": args.seed,
-                                     **({"steps": args.steps} if args.steps is not None else {})})
-        print(f"\n== {label}: {args.mixer} on mqar (quick{', classify' if classify else ''}), "
-              f"{model.num_parameters():,} parameters")
+        cfg = TrainConfig.from_dict(
+            {**task.train_defaults, "seed": args.seed, **({"steps": args.steps} if args.steps is not None else {})}
+        )
+        print(
+            f"\n== {label}: {args.mixer} on mqar (quick{', classify' if classify else ''}), "
+            f"{model.num_parameters():,} parameters"
+        )
         t0 = time.perf_counter()
-        final = train(model, task, cfg, Path(args.out) / ("lm" if not classify else "classifier"),
-                      overwrite=args.overwrite)
+        final = train(
+            model, task, cfg, Path(args.out) / ("lm" if not classify else "classifier"), overwrite=args.overwrite
+        )
         results.append((label, final["test"]["accuracy"], time.perf_counter() - t0))
     print("\nmodel        test accuracy   time")
     for label, acc, dt in results:

@@ -21,7 +21,9 @@ def run(args) -> int:
     final = json.loads((d / "final.json").read_text()) if (d / "final.json").is_file() else None
     evals = []
     if (d / "metrics.jsonl").is_file():
-        evals = [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["split"] == "validation"]
+        evals = [
+            r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["split"] == "validation"
+        ]
     if args.json:
         print(json.dumps({"config": config, "final": final, "validation_history": evals}, indent=2))
         return 0
@@ -29,13 +31,15 @@ def run(args) -> int:
     print(f"run      {d}")
     print(f"task     {t['name']} (preset {t['preset']}, seed {t['seed']})")
     if "layers" in m or "mixer" in m:
-        print(f"model    {m.get('class')}: mixer {_mixers(m)}, d_model {m.get('d_model')}, layers {m.get('n_layers')},"
-              f" heads {m.get('num_heads')}, position {m.get('position')}")
-    else:                              # a model without mixers (e.g. the HMM LM): its own settings
+        print(
+            f"model    {m.get('class')}: mixer {_mixers(m)}, d_model {m.get('d_model')}, layers {m.get('n_layers')},"
+            f" heads {m.get('num_heads')}, position {m.get('position')}"
+        )
+    else:  # a model without mixers (e.g. the HMM LM): its own settings
         print(f"model    {m.get('class')}: " + ", ".join(f"{k} {v}" for k, v in m.items() if k != "class"))
     print(f"trainer  {tr['steps']} steps, batch {tr['batch_size']}, lr {tr['lr']}, wd {tr['weight_decay']}")
     for r in evals:
-        score = "accuracy" if "accuracy" in r else "rel_l2"       # regression tasks report rel_l2
+        score = "accuracy" if "accuracy" in r else "rel_l2"  # regression tasks report rel_l2
         print(f"  step {r['step']:>6}: validation loss {r['loss']:.4f} {score} {r.get(score, float('nan')):.4f}")
     if final:
         for split in ("validation", "test"):
@@ -51,6 +55,8 @@ def _mixers(model_config: dict) -> str:
     layers = model_config.get("layers")
     if not layers:
         return str(model_config.get("mixer"))
-    parts = [e["mixer"] + ("(" + ",".join(f"{k}={v}" for k, v in e["options"].items()) + ")" if e.get("options")
-                           else "") for e in layers]
+    parts = [
+        e["mixer"] + ("(" + ",".join(f"{k}={v}" for k, v in e["options"].items()) + ")" if e.get("options") else "")
+        for e in layers
+    ]
     return ",".join(parts)

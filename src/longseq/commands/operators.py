@@ -23,8 +23,12 @@ def register(sub) -> None:
     p.add_argument("--preset", default="quick")
     p.add_argument("--operators", default="fno", help="comma-separated: fno, lowrank, unet (2D only)")
     p.add_argument("--out", required=True, help="output directory (one run directory per operator)")
-    p.add_argument("--task-option", action="append", metavar="KEY=VALUE",
-                   help="task setting override, e.g. resolution=128 (the training resolution; repeatable)")
+    p.add_argument(
+        "--task-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="task setting override, e.g. resolution=128 (the training resolution; repeatable)",
+    )
     p.add_argument("--steps", type=int, help="training steps (default: the task preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixer-option", action="append", metavar="KEY=VALUE", help="operator option (repeatable)")
@@ -57,10 +61,10 @@ def run(args) -> int:
     import torch
 
     from .. import models, tasks
-    from ..utils.io import atomic_write
     from ..operators import OPERATORS
     from ..operators.evaluate import PUBLISHED, markdown_table, resolution_table, seconds_per_sample
     from ..train import TrainConfig, build_model, train
+    from ..utils.io import atomic_write
     from ._kv import parse_kv
 
     torch.set_num_threads(args.threads)
@@ -81,29 +85,56 @@ def run(args) -> int:
             torch.manual_seed(args.seed)
             model = build_model(task, name, mixer_options=parse_kv(args.mixer_option, "--mixer-option") or None)
             over = {"steps": args.steps} if args.steps else {}
-            cfg = TrainConfig.from_dict({**task.train_defaults, **over, "seed": args.seed, "threads": args.threads,
-                                         "progress": not args.no_progress})
+            cfg = TrainConfig.from_dict(
+                {
+                    **task.train_defaults,
+                    **over,
+                    "seed": args.seed,
+                    "threads": args.threads,
+                    "progress": not args.no_progress,
+                }
+            )
             print(f"{args.task}: training {name} ({model.num_parameters():,} parameters) -> {run_dir}")
-            train(model, task, cfg, run_dir, resume=args.resume and (run_dir / "checkpoint.pt").exists(),
-                  run_config={"cli": {"task": args.task, "operator": name, "preset": args.preset}})
+            train(
+                model,
+                task,
+                cfg,
+                run_dir,
+                resume=args.resume and (run_dir / "checkpoint.pt").exists(),
+                run_config={"cli": {"task": args.task, "operator": name, "preset": args.preset}},
+            )
         model = models.load(run_dir / "model")
         params[name] = sum(p.numel() for p in model.parameters())
         rows[name] = resolution_table(model, task)
         print(f"{name}: " + ", ".join(f"s={s} {v:.4f}" for s, v in rows[name].items()))
         if args.speed:
-            speed[name] = {s: seconds_per_sample(model, task.split_at("test", s).inputs[:20])
-                           for s in task.resolutions()}
-    result = {"task": args.task, "preset": args.preset, "seed": args.seed,
-              "train_resolution": task.meta.extra["resolution"], "relative_l2": rows, "parameters": params,
-              "published": PUBLISHED.get(args.task, {})}
-    md = [f"# {args.task} ({args.preset}): relative L2 test error per resolution "
-          f"(trained at s={result['train_resolution']}, marked *)", "",
-          markdown_table(rows, result["train_resolution"], PUBLISHED.get(args.task), params)]
+            speed[name] = {
+                s: seconds_per_sample(model, task.split_at("test", s).inputs[:20]) for s in task.resolutions()
+            }
+    result = {
+        "task": args.task,
+        "preset": args.preset,
+        "seed": args.seed,
+        "train_resolution": task.meta.extra["resolution"],
+        "relative_l2": rows,
+        "parameters": params,
+        "published": PUBLISHED.get(args.task, {}),
+    }
+    md = [
+        f"# {args.task} ({args.preset}): relative L2 test error per resolution "
+        f"(trained at s={result['train_resolution']}, marked *)",
+        "",
+        markdown_table(rows, result["train_resolution"], PUBLISHED.get(args.task), params),
+    ]
     if args.speed:
         solver = {s: _solver_seconds(task, s) for s in task.resolutions()}
         result["seconds_per_sample"] = {"models": speed, "solver": solver}
-        md += ["", f"Seconds per sample ({args.threads} thread(s); models: forward, batch 20; solver: run at that "
-                   "resolution on 4 test inputs):", ""]
+        md += [
+            "",
+            f"Seconds per sample ({args.threads} thread(s); models: forward, batch 20; solver: run at that "
+            "resolution on 4 test inputs):",
+            "",
+        ]
         md += [f"- {n}: " + ", ".join(f"s={s} {v:.5f}" for s, v in sp.items()) for n, sp in speed.items()]
         md += ["- solver: " + ", ".join(f"s={s} {v:.5f}" for s, v in solver.items())]
     atomic_write(out / "table.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1, default=str)))

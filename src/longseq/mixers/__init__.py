@@ -6,5 +6,15 @@ Each module of this package holds one method family and registers its mixers wit
 
 from .base import RENAMED_OPTIONS, Mixer, MixerSpec, build, debug_enabled, heads_for, names, register, set_debug, spec
 
-__all__ = ["Mixer", "MixerSpec", "RENAMED_OPTIONS", "build", "heads_for", "names", "register", "spec", "set_debug",
-           "debug_enabled"]
+__all__ = [
+    "Mixer",
+    "MixerSpec",
+    "RENAMED_OPTIONS",
+    "build",
+    "heads_for",
+    "names",
+    "register",
+    "spec",
+    "set_debug",
+    "debug_enabled",
+]

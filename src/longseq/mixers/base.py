@@ -35,8 +35,18 @@ from torch import nn
 
 from .._discover import import_submodules
 
-__all__ = ["Mixer", "MixerSpec", "register", "names", "spec", "build", "heads_for", "set_debug", "debug_enabled",
-           "RENAMED_OPTIONS"]
+__all__ = [
+    "Mixer",
+    "MixerSpec",
+    "register",
+    "names",
+    "spec",
+    "build",
+    "heads_for",
+    "set_debug",
+    "debug_enabled",
+    "RENAMED_OPTIONS",
+]
 
 _DEBUG = os.environ.get("LONGSEQ_DEBUG", "") not in ("", "0", "false", "False")
 
@@ -120,9 +130,23 @@ def register(
             raise ValueError(f"mixer {name!r}: step=True requires causal=True")
         if max_len_option is not None and max_len_option not in cls.options():
             raise ValueError(f"mixer {name!r}: max_len_option={max_len_option!r} is not one of its options")
-        s = MixerSpec(name, family, paper, complexity, causal, bidirectional, step, has_ffn, flops, cls,
-                      heads=heads, uses_carry=uses_carry, max_len_option=max_len_option, aux_loss=aux_loss,
-                      renamed=dict(renamed or {}))
+        s = MixerSpec(
+            name,
+            family,
+            paper,
+            complexity,
+            causal,
+            bidirectional,
+            step,
+            has_ffn,
+            flops,
+            cls,
+            heads=heads,
+            uses_carry=uses_carry,
+            max_len_option=max_len_option,
+            aux_loss=aux_loss,
+            renamed=dict(renamed or {}),
+        )
         _REGISTRY[name] = s
         if renamed:
             RENAMED_OPTIONS[name] = dict(renamed)
@@ -163,13 +187,15 @@ def build(name: str, d_model: int, *, num_heads: int = 1, causal: bool = False, 
     if not isinstance(num_heads, int) or num_heads <= 0:
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
     if not s.heads and num_heads != 1:
-        raise ValueError(f"mixer {name!r} has no attention heads (num_heads is not used): leave num_heads at 1, "
-                         f"got {num_heads}")
+        raise ValueError(
+            f"mixer {name!r} has no attention heads (num_heads is not used): leave num_heads at 1, got {num_heads}"
+        )
     allowed = s.cls.options()
     old = sorted(k for k in options if k in s.renamed)
     if old:
-        raise ValueError(f"mixer {name!r}: option(s) renamed: "
-                         + ", ".join(f"{k!r} is now {s.renamed[k]!r}" for k in old))
+        raise ValueError(
+            f"mixer {name!r}: option(s) renamed: " + ", ".join(f"{k!r} is now {s.renamed[k]!r}" for k in old)
+        )
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(
@@ -252,12 +278,14 @@ class Mixer(nn.Module):
         if stateful:
             self._require_step("forward(state=...)/return_state")
             if mask is not None:
-                raise ValueError("a padding mask cannot be combined with a recurrent state; "
-                                 "run each sequence unpadded, or without state")
+                raise ValueError(
+                    "a padding mask cannot be combined with a recurrent state; "
+                    "run each sequence unpadded, or without state"
+                )
             if state is None:
                 state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        if x.shape[0] == 0:           # an empty batch: an empty output (and the state as given)
-            y = x * 0                 # [0, L, d_model], on the autograd graph of x
+        if x.shape[0] == 0:  # an empty batch: an empty output (and the state as given)
+            y = x * 0  # [0, L, d_model], on the autograd graph of x
             return (y, state) if return_state else y
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)
@@ -325,8 +353,10 @@ class Mixer(nn.Module):
             raise ValueError(f"{self.spec.name}: x must be a floating-point tensor, got {x.dtype}")
         p_dtype = self._param_dtype()
         if p_dtype is not None and x.dtype != p_dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"{self.spec.name}: input dtype {x.dtype} does not match the parameters' dtype "
-                             f"{p_dtype}; convert the input (x.to({p_dtype})) or the module (.to({x.dtype}))")
+            raise ValueError(
+                f"{self.spec.name}: input dtype {x.dtype} does not match the parameters' dtype "
+                f"{p_dtype}; convert the input (x.to({p_dtype})) or the module (.to({x.dtype}))"
+            )
         if self.max_len is not None and x.shape[1] > self.max_len:
             raise ValueError(f"{self.spec.name}: sequence length {x.shape[1]} exceeds max_len={self.max_len}")
         if mask is not None:

@@ -58,8 +58,16 @@ def _proj_flops(L: int, d: int) -> float:
 class _BlockSparseAttention(Mixer):
     """Projections, RoPE and the gather/global-row machinery shared by the three mixers."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 64,
-                 rope: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        block_size: int = 64,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.block_size = _positive_int(f"{self.spec.name}: block_size", block_size)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
@@ -85,9 +93,9 @@ class _BlockSparseAttention(Mixer):
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         if self.rope is not None:
             q, k = self.rope(q), self.rope(k)
-        lengths = _real_lengths(mask, B, L, x.device)              # [B]
+        lengths = _real_lengths(mask, B, L, x.device)  # [B]
         n = -(-L // self.block_size)
-        tbl = self.key_blocks(n, lengths)                           # [B|1, H|1, n, m]
+        tbl = self.key_blocks(n, lengths)  # [B|1, H|1, n, m]
         o = block_gather_attention(q, k, v, tbl, self.block_size, mask, self.causal)  # [B, H, L, Dh]
         rows = None if self.causal else self.global_rows(n, lengths)
         if rows is not None:
@@ -102,14 +110,14 @@ class _BlockSparseAttention(Mixer):
         qb = rearrange(nn.functional.pad(q, (0, 0, 0, pad)), "b h (n i) d -> b h n i d", i=bs)
         ob = rearrange(nn.functional.pad(o, (0, 0, 0, pad)), "b h (n i) d -> b h n i d", i=bs)
         idx = rows[:, None, :, None, None].expand(B, H, g, bs, Dh)
-        qg = rearrange(qb.gather(2, idx), "b h g i d -> b h (g i) d")            # [B, H, g*bs, Dh]
-        allowed = None if mask is None else mask[:, None, None, :]               # [B, 1, 1, L]
-        og, _ = _attend(qg, k, v, allowed, Dh ** -0.5, False)
-        og = rearrange(og, "b h (g i) d -> b h g i d", i=bs)                     # [B, H, g, bs, Dh]
+        qg = rearrange(qb.gather(2, idx), "b h g i d -> b h (g i) d")  # [B, H, g*bs, Dh]
+        allowed = None if mask is None else mask[:, None, None, :]  # [B, 1, 1, L]
+        og, _ = _attend(qg, k, v, allowed, Dh**-0.5, False)
+        og = rearrange(og, "b h (g i) d -> b h g i d", i=bs)  # [B, H, g, bs, Dh]
         blocks = torch.arange(n, device=q.device)
         for j in range(g):  # later rows win on repeats, so each query block is written once
-            hit = (blocks[None, :] == rows[:, j:j + 1])[:, None, :, None, None]  # [B, 1, n, 1, 1]
-            ob = torch.where(hit, og[:, :, j:j + 1], ob)
+            hit = (blocks[None, :] == rows[:, j : j + 1])[:, None, :, None, None]  # [B, 1, n, 1, 1]
+            ob = torch.where(hit, og[:, :, j : j + 1], ob)
         return rearrange(ob, "b h n i d -> b h (n i) d")[:, :, :L]
 
 
@@ -134,11 +142,11 @@ def bigbird_random_blocks(n: int, heads: int, r: int, generator: torch.Generator
     rows 0 and n-1 (global) hold -1. Needs ``n >= 5 + r`` (Floyd's sampling, vectorised over rows)."""
     rows = torch.arange(n)
     lo, hi = (rows - 1).clamp(min=1), (rows + 1).clamp(max=n - 2)
-    excluded = (hi - lo + 1).clamp(min=0)                 # window blocks inside 1..n-2
-    m = (n - 2 - excluded).clamp(min=0)                   # candidates per row   [n]
+    excluded = (hi - lo + 1).clamp(min=0)  # window blocks inside 1..n-2
+    m = (n - 2 - excluded).clamp(min=0)  # candidates per row   [n]
     chosen = torch.full((heads, n, r), -1, dtype=torch.long)
-    for t in range(r):                                    # Floyd: pick in [0, m-r+t], or m-r+t if taken
-        top = (m - r + t).clamp(min=0)                    # [n]
+    for t in range(r):  # Floyd: pick in [0, m-r+t], or m-r+t if taken
+        top = (m - r + t).clamp(min=0)  # [n]
         u = torch.rand(heads, n, generator=generator)
         pick = (u * (top + 1)).long().clamp(max=top)
         taken = (chosen[:, :, :t] == pick[..., None]).any(-1)
@@ -173,19 +181,29 @@ class BigBirdAttention(_BlockSparseAttention):
     No causal mode: the paper gives none (decoders use full attention).
     """
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 64,
-                 num_random_blocks: int = 3, resample: bool = False, rope: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        block_size: int = 64,
+        num_random_blocks: int = 3,
+        resample: bool = False,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, block_size=block_size, rope=rope, bias=bias)
         self.num_random_blocks = _positive_int("bigbird: num_random_blocks", num_random_blocks, 0)
         self.resample = bool(resample)
-        self.seed = int(torch.randint(0, 2 ** 31 - 1, ()))
+        self.seed = int(torch.randint(0, 2**31 - 1, ()))
 
     def get_extra_state(self):
         # a tensor, so that model.save (safetensors: tensors only) can store it
         return torch.tensor(self.seed, dtype=torch.int64)
 
     def set_extra_state(self, state):
-        self.seed = int(state["seed"] if isinstance(state, dict) else state)   # dict: older checkpoints
+        self.seed = int(state["seed"] if isinstance(state, dict) else state)  # dict: older checkpoints
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_random_blocks={self.num_random_blocks}"
@@ -249,9 +267,9 @@ def hypercube_key_blocks(n: int, device=None) -> torch.Tensor:
     """long ``[n, 1 + k]``, ``k = ceil(log2 n)``: block ``p`` and the blocks whose Gray labels differ
     from ``g(p)`` in one bit; neighbours at positions ``>= n`` are replaced by ``p`` (official code)."""
     k = (n - 1).bit_length()
-    p = torch.arange(n, device=device)[:, None]                              # [n, 1]
-    flips = 2 ** torch.arange(k, device=device)[None, :]                     # [1, k]
-    nb = inverse_gray_code(gray_code(p) ^ flips, k)                          # [n, k]
+    p = torch.arange(n, device=device)[:, None]  # [n, 1]
+    flips = 2 ** torch.arange(k, device=device)[None, :]  # [1, k]
+    nb = inverse_gray_code(gray_code(p) ^ flips, k)  # [n, k]
     return torch.cat([p, torch.where(nb < n, nb, p)], dim=1)
 
 
@@ -281,8 +299,16 @@ class HypercubeAttention(_BlockSparseAttention):
     padding does not change it. Bidirectional only, as in the paper (encoders).
     """
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 16,
-                 rope: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        block_size: int = 16,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, block_size=block_size, rope=rope, bias=bias)
 
     def key_blocks(self, n, lengths):
@@ -318,9 +344,19 @@ class BlockButterflyAttention(_BlockSparseAttention):
     granularity its layouts are stored at); it also ran faster than 64 at 16K tokens on CPU.
     """
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, block_size: int = 32,
-                 n_factors: int | None = None, local_blocks: int = 0, global_blocks: int = 0, rope: bool = False,
-                 bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        block_size: int = 32,
+        n_factors: int | None = None,
+        local_blocks: int = 0,
+        global_blocks: int = 0,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, block_size=block_size, rope=rope, bias=bias)
         if n_factors is not None:
             _positive_int("block_sparse: n_factors", n_factors)
@@ -329,18 +365,20 @@ class BlockButterflyAttention(_BlockSparseAttention):
         self.global_blocks = _positive_int("block_sparse: global_blocks", global_blocks, 0)
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, n_factors={self.n_factors}, local_blocks={self.local_blocks}, "
-                f"global_blocks={self.global_blocks}")
+        return (
+            f"{super().extra_repr()}, n_factors={self.n_factors}, local_blocks={self.local_blocks}, "
+            f"global_blocks={self.global_blocks}"
+        )
 
     def key_blocks(self, n, lengths):
         dev = lengths.device
         i = torch.arange(n, device=dev)[:, None]
-        parts = [butterfly_neighbors(n, self.n_factors, dev)]                          # [n, 1 + f]
+        parts = [butterfly_neighbors(n, self.n_factors, dev)]  # [n, 1 + f]
         if self.local_blocks:
             offs = torch.arange(-self.local_blocks, self.local_blocks + 1, device=dev)
-            parts.append(i + offs)                                                      # [n, 2w + 1]
+            parts.append(i + offs)  # [n, 2w + 1]
         if self.global_blocks:
-            parts.append(torch.arange(self.global_blocks, device=dev).expand(n, -1))   # [n, g]
+            parts.append(torch.arange(self.global_blocks, device=dev).expand(n, -1))  # [n, g]
         tbl = torch.cat(parts, dim=1)
         bad = (tbl >= n) | ((tbl > i) if self.causal else False)
         return tbl.masked_fill(bad, -1)[None, None]

@@ -57,7 +57,7 @@ INITS = ("espa", "uspa", "shaped")
     "espa",
     family="exact attention",
     paper="He et al. 2023, Deep Transformers without Shortcuts: Modifying Self-attention for Faithful "
-          "Signal Propagation (E-SPA/U-SPA); shaped attention: Noci et al. 2023, He & Hofmann 2023",
+    "Signal Propagation (E-SPA/U-SPA); shaped attention: Noci et al. 2023, He & Hofmann 2023",
     complexity="O(N^2)",
     causal=True,
     bidirectional=False,
@@ -68,9 +68,20 @@ INITS = ("espa", "uspa", "shaped")
 class SignalPreservingAttention(Mixer):
     """Causal multi-head attention with the E-SPA / U-SPA / shaped initialisation and a KV cache."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, init: str = "espa",
-                 layer_index: int = 0, n_layers: int = 1, gamma_final: float = 0.005, rho_final: float = 0.8,
-                 max_len: int = 512, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        init: str = "espa",
+        layer_index: int = 0,
+        n_layers: int = 1,
+        gamma_final: float = 0.005,
+        rho_final: float = 0.8,
+        max_len: int = 512,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_choice("init", init, INITS, owner="espa")
         check_int("n_layers", n_layers, min=1, owner="espa")
@@ -90,16 +101,16 @@ class SignalPreservingAttention(Mixer):
             self.gamma = nn.Parameter(torch.ones(num_heads))
         else:
             final = gamma_final if init == "espa" else rho_final
-            dv.kernel_parameter(init, layer_index + 1, n_layers, final)    # validates gamma/rho
-            A = dv.spa_attention(init, max_len, layer_index + 1, n_layers, final)   # [N, N] float64
+            dv.kernel_parameter(init, layer_index + 1, n_layers, final)  # validates gamma/rho
+            A = dv.spa_attention(init, max_len, layer_index + 1, n_layers, final)  # [N, N] float64
             B, D = dv.bias_and_scale(A)
-            self.register_buffer("spa_bias", B, persistent=False)    # [N, N] float64
-            self.register_buffer("spa_scale", D, persistent=False)   # [N] float64
+            self.register_buffer("spa_bias", B, persistent=False)  # [N, N] float64
+            self.register_buffer("spa_scale", D, persistent=False)  # [N] float64
 
     def _init_weights(self) -> None:
         with torch.no_grad():
             nn.init.zeros_(self.q.weight)
-            nn.init.normal_(self.k.weight, std=self.d_model ** -0.5)
+            nn.init.normal_(self.k.weight, std=self.d_model**-0.5)
             nn.init.orthogonal_(self.v.weight)
             nn.init.orthogonal_(self.out.weight)
             for lin in (self.q, self.k, self.v, self.out):
@@ -107,8 +118,10 @@ class SignalPreservingAttention(Mixer):
                     nn.init.zeros_(lin.bias)
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, init={self.init}, layer={self.layer_index + 1}/{self.n_layers}, "
-                f"max_len={self.max_len}")
+        return (
+            f"{super().extra_repr()}, init={self.init}, layer={self.layer_index + 1}/{self.n_layers}, "
+            f"max_len={self.max_len}"
+        )
 
     # ------------------------------------------------------------------ helpers
     def _heads(self, x):
@@ -116,17 +129,19 @@ class SignalPreservingAttention(Mixer):
 
     def _check_len(self, total: int) -> None:
         if total > self.max_len:
-            raise ValueError(f"espa: sequence length {total} exceeds max_len={self.max_len} (the size of the "
-                             f"fixed attention bias); build the mixer with a larger max_len option")
+            raise ValueError(
+                f"espa: sequence length {total} exceeds max_len={self.max_len} (the size of the "
+                f"fixed attention bias); build the mixer with a larger max_len option"
+            )
 
     def _spa_mask(self, allowed, offset, L, L_k, dtype):
         """Additive float mask ``[.., L, L_k]``: ``B_l`` rows of the query positions, -inf where not allowed."""
-        bias = self.spa_bias[offset:offset + L, :L_k].to(dtype)          # [L, Lk]
+        bias = self.spa_bias[offset : offset + L, :L_k].to(dtype)  # [L, Lk]
         return bias.masked_fill(~allowed, float("-inf"))
 
     def _uniform_mean(self, v, allowed):
         """``C V``: the mean of the allowed values up to each query, ``[B, H, L, Dh]``."""
-        w = allowed.to(v.dtype)                                            # [B|1, 1, L, Lk]
+        w = allowed.to(v.dtype)  # [B|1, 1, L, Lk]
         return torch.einsum("bhij,bhjd->bhid", w, v) / w.sum(-1, keepdim=True)
 
     # ------------------------------------------------------------------ forward
@@ -134,21 +149,24 @@ class SignalPreservingAttention(Mixer):
         B, L, _ = x.shape
         offset = 0 if state is None else state["len"]
         self._check_len(offset + L)
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))   # [B, H, L, Dh]
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # [B, H, L, Dh]
         new_state = None
         if state is not None:
             k, v, new_state = kv_append(state, k, v)
         L_k = k.shape[2]
-        allowed = allowed_keys(mask, L, L_k, True, x.device)              # [B|1, 1, L, Lk]
+        allowed = allowed_keys(mask, L, L_k, True, x.device)  # [B|1, 1, L, Lk]
         if self.init == "shaped":
             soft = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-            v_q = v[:, :, L_k - L:]                                          # values at the query positions
-            o = (self.alpha[:, None, None] * v_q + self.beta[:, None, None] * soft
-                 - self.gamma[:, None, None] * self._uniform_mean(v, allowed))
+            v_q = v[:, :, L_k - L :]  # values at the query positions
+            o = (
+                self.alpha[:, None, None] * v_q
+                + self.beta[:, None, None] * soft
+                - self.gamma[:, None, None] * self._uniform_mean(v, allowed)
+            )
         else:
             attn_mask = self._spa_mask(allowed, offset, L, L_k, q.dtype)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-            o = o * self.spa_scale[offset:offset + L, None].to(o.dtype)     # diag(D_l) rows
+            o = o * self.spa_scale[offset : offset + L, None].to(o.dtype)  # diag(D_l) rows
         return self.out(rearrange(o, "b h l d -> b l (h d)")), new_state
 
     @torch.no_grad()
@@ -158,7 +176,7 @@ class SignalPreservingAttention(Mixer):
         B, L, _ = x.shape
         self._check_len(L)
         q, k = self._heads(self.q(x)), self._heads(self.k(x))
-        scores = torch.einsum("bhid,bhjd->bhij", q, k) * self.head_dim ** -0.5
+        scores = torch.einsum("bhid,bhjd->bhij", q, k) * self.head_dim**-0.5
         allowed = allowed_keys(mask, L, L, True, x.device)
         if self.init == "shaped":
             soft = scores.masked_fill(~allowed, float("-inf")).softmax(-1)

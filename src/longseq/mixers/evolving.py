@@ -69,8 +69,8 @@ ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
 
 
 def evolving_flops(L: int, d: int, h: int, causal: bool) -> float:
-    conv = 2 * 9 * h * h * L * L              # 3x3 H -> H convolution over the [H, L, L] map
-    mix = 6 * h * L * L                       # two convex mixes, activation, softmax
+    conv = 2 * 9 * h * h * L * L  # 3x3 H -> H convolution over the [H, L, L] map
+    mix = 6 * h * L * L  # two convex mixes, activation, softmax
     return attention_flops(L, d, h, causal) + float(conv + mix)
 
 
@@ -82,12 +82,12 @@ def pair_mask(mask: torch.Tensor | None, L_q: int, L_k: int, causal: bool, devic
     """
     if mask is None and not causal:
         return None
-    q_pos = torch.arange(L_k - L_q, L_k, device=device)[:, None]   # [Lq, 1]
-    k_pos = torch.arange(L_k, device=device)[None, :]               # [1, Lk]
+    q_pos = torch.arange(L_k - L_q, L_k, device=device)[:, None]  # [Lq, 1]
+    k_pos = torch.arange(L_k, device=device)[None, :]  # [1, Lk]
     ok = (k_pos <= q_pos) if causal else torch.ones(L_q, L_k, dtype=torch.bool, device=device)
-    ok = ok[None, None]                                              # [1, 1, Lq, Lk]
+    ok = ok[None, None]  # [1, 1, Lq, Lk]
     if mask is not None:
-        ok = ok & mask[:, None, None, :] & mask[:, None, L_k - L_q:, None]
+        ok = ok & mask[:, None, None, :] & mask[:, None, L_k - L_q :, None]
     return ok
 
 
@@ -110,9 +110,19 @@ class EvolvingAttention(SoftmaxAttention):
     ``bias`` of :class:`SoftmaxAttention`. Consumes/produces ``carry["attn_logits"]``.
     """
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, alpha: float = 0.5,
-                 beta: float = 0.3, activation: str = "relu", rope: bool = False, dropout: float = 0.0,
-                 bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        alpha: float = 0.5,
+        beta: float = 0.3,
+        activation: str = "relu",
+        rope: bool = False,
+        dropout: float = 0.0,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, rope=rope, dropout=dropout, bias=bias)
         check_number("alpha", alpha, min=0.0, max=1.0, owner="evolving")
         check_number("beta", beta, min=0.0, max=1.0, owner="evolving")
@@ -150,19 +160,21 @@ class EvolvingAttention(SoftmaxAttention):
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         q, k, v, new_state = rotate_and_cache(q, k, v, self.rope, state)
         L_k = k.shape[2]
-        ok = pair_mask(mask, L, L_k, self.causal, x.device)                    # [B|1, 1, L, Lk] | None
-        scores = torch.einsum("bhid,bhjd->bhij", q, k) * self.head_dim ** -0.5  # [B, H, L, Lk]
+        ok = pair_mask(mask, L, L_k, self.causal, x.device)  # [B|1, 1, L, Lk] | None
+        scores = torch.einsum("bhid,bhjd->bhij", q, k) * self.head_dim**-0.5  # [B, H, L, Lk]
 
         carry = self._carry
         prev = None if carry is None else carry.get(CARRY_KEY)
         rows = None
         if prev is None:
-            logits = scores                                                # first layer: plain attention
+            logits = scores  # first layer: plain attention
         else:
             if prev.shape != scores.shape:
-                raise ValueError(f"evolving: previous layer's logits have shape {tuple(prev.shape)}, "
-                                 f"expected {tuple(scores.shape)} (same batch, heads and positions)")
-            a_in = (1.0 - self.beta) * scores + self.beta * prev          # residual link, [B, H, L, Lk]
+                raise ValueError(
+                    f"evolving: previous layer's logits have shape {tuple(prev.shape)}, "
+                    f"expected {tuple(scores.shape)} (same batch, heads and positions)"
+                )
+            a_in = (1.0 - self.beta) * scores + self.beta * prev  # residual link, [B, H, L, Lk]
             if ok is not None:
                 a_in = a_in.masked_fill(~ok, 0.0)
             conv, rows = self._conv(a_in, None if state is None else state.get("rows"))
@@ -172,11 +184,11 @@ class EvolvingAttention(SoftmaxAttention):
 
         if ok is not None:
             diag = torch.arange(L_k - L, L_k, device=x.device)[:, None] == torch.arange(L_k, device=x.device)
-            logits = logits.masked_fill(~(ok | diag), float("-inf"))     # padded queries keep their diagonal
+            logits = logits.masked_fill(~(ok | diag), float("-inf"))  # padded queries keep their diagonal
         attn = logits.softmax(dim=-1)
         if self.training and self.dropout > 0:
             attn = F.dropout(attn, self.dropout)
-        o = torch.einsum("bhij,bhjd->bhid", attn, v)                       # [B, H, L, Dh]
+        o = torch.einsum("bhij,bhjd->bhid", attn, v)  # [B, H, L, Dh]
         if new_state is not None:
             new_state["rows"] = rows if rows is not None else state.get("rows")
         return self.out(rearrange(o, "b h l d -> b l (h d)")), new_state
@@ -195,7 +207,7 @@ class EvolvingAttention(SoftmaxAttention):
             rows = a_in.new_zeros(B, H, 2, L_k)
         else:
             rows = F.pad(rows, (0, L_k - rows.shape[-1]))
-        full = torch.cat([rows, a_in], dim=2)                             # [B, H, L + 2, Lk]
+        full = torch.cat([rows, a_in], dim=2)  # [B, H, L + 2, Lk]
         conv = F.conv2d(F.pad(full, (1, 1, 0, 0)), self.conv.weight, self.conv.bias)
         return conv, full[:, :, -2:]
 

@@ -77,9 +77,19 @@ def flash_flops(L: int, d: int, h: int, causal: bool, chunk: int = 256, s: int =
 class FlashGAU(Mixer):
     """Gated Attention Unit with mixed chunk attention (relu^2 inside chunks, linear across)."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, chunk_size: int = 256,
-                 qk_dim: int = 128, expand: float = 2.0, rope: bool = True, rel_pos_bias: bool = True,
-                 bias: bool = True) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        chunk_size: int = 256,
+        qk_dim: int = 128,
+        expand: float = 2.0,
+        rope: bool = True,
+        rel_pos_bias: bool = True,
+        bias: bool = True,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("chunk_size", chunk_size, min=1, owner="flash")
         check_int("qk_dim", qk_dim, min=1, owner="flash")
@@ -89,10 +99,10 @@ class FlashGAU(Mixer):
         if int(expand * d_model) < 1:
             raise ValueError(f"flash: expand * d_model must be >= 1, got expand={expand!r}")
         self.chunk, self.s, self.e = chunk_size, qk_dim, int(expand * d_model)
-        self.hidden = nn.Linear(d_model, 2 * self.e + self.s, bias=bias)   # W, b -> [U | V | Z]
-        self.gamma = nn.Parameter(torch.randn(4, self.s) * 0.02)          # [4, s]
-        self.beta = nn.Parameter(torch.zeros(4, self.s))                  # [4, s]
-        self.out = nn.Linear(self.e, d_model, bias=bias)                  # W_o
+        self.hidden = nn.Linear(d_model, 2 * self.e + self.s, bias=bias)  # W, b -> [U | V | Z]
+        self.gamma = nn.Parameter(torch.randn(4, self.s) * 0.02)  # [4, s]
+        self.beta = nn.Parameter(torch.zeros(4, self.s))  # [4, s]
+        self.out = nn.Linear(self.e, d_model, bias=bias)  # W_o
         self.rel_pos = nn.Parameter(torch.zeros(2 * chunk_size - 1)) if rel_pos_bias else None
         self.rope = RotaryEmbedding(self.s) if rope else None
 
@@ -103,7 +113,7 @@ class FlashGAU(Mixer):
     def _project(self, x: torch.Tensor, offset: int):
         """``x: [B, L, d]`` -> u, v ``[B, L, e]`` and the four heads ``[B, L, 4, s]``."""
         u, v, z = F.silu(self.hidden(x)).split([self.e, self.e, self.s], dim=-1)
-        qk = z.unsqueeze(2) * self.gamma + self.beta                   # [B, L, 4, s]
+        qk = z.unsqueeze(2) * self.gamma + self.beta  # [B, L, 4, s]
         if self.rope is not None:
             qk = self.rope(qk.transpose(1, 2), offset).transpose(1, 2)
         return u, v, qk
@@ -123,49 +133,49 @@ class FlashGAU(Mixer):
         n_c = 0
         if state is not None:  # prepend the current chunk's cache so that chunks stay aligned
             n_c = state["v"].shape[1]
-            qk = torch.cat([state["qk"], qk], 1)                         # [B, n_c + L, 4, s]
-            v = torch.cat([state["v"], v], 1)                            # [B, n_c + L, e]
+            qk = torch.cat([state["qk"], qk], 1)  # [B, n_c + L, 4, s]
+            v = torch.cat([state["v"], v], 1)  # [B, n_c + L, e]
         N = n_c + L
         G = -(-N // C)
         pad = G * C - N
-        valid = torch.arange(G * C, device=x.device) < N                 # [N_pad]
+        valid = torch.arange(G * C, device=x.device) < N  # [N_pad]
         valid = valid.expand(B, -1)
         if mask is not None:
             valid = valid & F.pad(mask, (n_c, pad), value=False)
-        vz = F.pad(v, (0, 0, 0, pad)) * valid[..., None].to(v.dtype)     # [B, N_pad, e], zero at padding
-        qkz = F.pad(qk, (0, 0, 0, 0, 0, pad))                             # [B, N_pad, 4, s]
-        vz = vz.view(B, G, C, self.e)                                     # [B, G, C, e]
-        qkz = qkz.view(B, G, C, 4, self.s)                                # [B, G, C, 4, s]
+        vz = F.pad(v, (0, 0, 0, pad)) * valid[..., None].to(v.dtype)  # [B, N_pad, e], zero at padding
+        qkz = F.pad(qk, (0, 0, 0, 0, 0, pad))  # [B, N_pad, 4, s]
+        vz = vz.view(B, G, C, self.e)  # [B, G, C, e]
+        qkz = qkz.view(B, G, C, 4, self.s)  # [B, G, C, 4, s]
 
         # quadratic part inside chunks
         pos = torch.arange(C, device=x.device)
         scores = torch.einsum("bgis,bgjs->bgij", qkz[..., QQ, :], qkz[..., KQ, :]) / C + self._bias(pos, pos)
-        attn = F.relu(scores).square()                                    # [B, G, C, C]
+        attn = F.relu(scores).square()  # [B, G, C, C]
         if self.causal:
             attn = attn * (pos[None, :] <= pos[:, None]).to(attn.dtype)
-        y = attn @ vz                                                     # [B, G, C, e]
+        y = attn @ vz  # [B, G, C, e]
 
         # linear part across chunks
-        kv = torch.einsum("bgcs,bgce->bgse", qkz[..., KL, :], vz) / C     # [B, G, s, e]
+        kv = torch.einsum("bgcs,bgce->bgse", qkz[..., KL, :], vz) / C  # [B, G, s, e]
         S0 = None if state is None else state["kv"]
         if self.causal:
             ctx = torch.cat([torch.zeros_like(kv[:, :1]), kv[:, :-1]], 1).cumsum(1)  # exclusive prefix sum
             if S0 is not None:
                 ctx = ctx + S0[:, None]
         else:
-            ctx = kv.sum(1, keepdim=True)                                 # [B, 1, s, e]
+            ctx = kv.sum(1, keepdim=True)  # [B, 1, s, e]
         y = y + torch.einsum("bgcs,bgse->bgce", qkz[..., QL, :], ctx)
 
         y = y.reshape(B, G * C, self.e)[:, n_c:N]
         out = self.out(u * y)
         new_state = None
         if return_state:
-            full = N // C                                                 # completed chunks
-            S = kv[:, :full].sum(1)                                       # [B, s, e]
+            full = N // C  # completed chunks
+            S = kv[:, :full].sum(1)  # [B, s, e]
             new_state = {
                 "kv": S if S0 is None else S0 + S,
-                "qk": qk[:, full * C:],                                   # [B, N mod C, 4, s]
-                "v": v[:, full * C:],                                     # [B, N mod C, e]
+                "qk": qk[:, full * C :],  # [B, N mod C, 4, s]
+                "v": v[:, full * C :],  # [B, N mod C, e]
                 "pos": offset + L,
             }
         return out, new_state
@@ -182,12 +192,12 @@ class FlashGAU(Mixer):
     def _step(self, x_t, state):
         """One token in O(C (s + e) + s e): quad part over the chunk cache, linear part from S."""
         C = self.chunk
-        u, v, qk = self._project(x_t.unsqueeze(1), state["pos"])         # [B, 1, e], [B, 1, 4, s]
-        qk = torch.cat([state["qk"], qk], 1)                             # [B, n, 4, s], n <= C
-        v = torch.cat([state["v"], v], 1)                                # [B, n, e]
+        u, v, qk = self._project(x_t.unsqueeze(1), state["pos"])  # [B, 1, e], [B, 1, 4, s]
+        qk = torch.cat([state["qk"], qk], 1)  # [B, n, 4, s], n <= C
+        v = torch.cat([state["v"], v], 1)  # [B, n, e]
         n = v.shape[1]
         cols = torch.arange(n, device=x_t.device)
-        q = qk[:, -1]                                                    # [B, 4, s]
+        q = qk[:, -1]  # [B, 4, s]
         scores = torch.einsum("bs,bjs->bj", q[:, QQ], qk[:, :, KQ]) / C + self._bias(cols[-1:], cols)[0]
         y = torch.einsum("bj,bje->be", F.relu(scores).square(), v)
         y = y + torch.einsum("bs,bse->be", q[:, QL], state["kv"])

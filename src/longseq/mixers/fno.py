@@ -35,8 +35,8 @@ from .base import Mixer, register
 
 
 def fno_flops(L: int, d: int, h: int, causal: bool, modes: int = 16) -> float:
-    fft = 2 * 5 * L * max(1.0, math.log2(max(L, 2))) * d / 2        # rfft + irfft over d channels
-    mix = 8 * min(modes, L // 2 + 1) * d * (d // max(h, 1))          # complex multiply-adds per kept mode
+    fft = 2 * 5 * L * max(1.0, math.log2(max(L, 2))) * d / 2  # rfft + irfft over d channels
+    mix = 8 * min(modes, L // 2 + 1) * d * (d // max(h, 1))  # complex multiply-adds per kept mode
     return float(fft + mix)
 
 
@@ -63,16 +63,16 @@ class FNOMixer(Mixer):
             raise ValueError(f"fno: dropout must be in [0, 1), got {dropout}")
         self.modes, self.dropout = modes, float(dropout)
         dh = self.head_dim
-        self.weight = nn.Parameter(torch.rand(num_heads, dh, dh, modes, 2) / (dh * dh))   # [H, Dh_in, Dh_out, m, re/im]
+        self.weight = nn.Parameter(torch.rand(num_heads, dh, dh, modes, 2) / (dh * dh))  # [H, Dh_in, Dh_out, m, re/im]
 
     def _spectral(self, x: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
         k = min(self.modes, L // 2 + 1)
-        xh = x.view(B, L, self.num_heads, self.head_dim)                   # [B, L, H, Dh]
-        x_ft = torch.fft.rfft(xh, dim=1)[:, :k]                            # [B, k, H, Dh]
-        w = torch.view_as_complex(self.weight)[..., :k]                   # [H, Dh, Dh, k]
-        y_ft = torch.einsum("bkhi,hiok->bkho", x_ft, w)                    # [B, k, H, Dh]
-        y_ft = F.pad(y_ft, (0, 0, 0, 0, 0, L // 2 + 1 - k))                # [B, L//2+1, H, Dh]
+        xh = x.view(B, L, self.num_heads, self.head_dim)  # [B, L, H, Dh]
+        x_ft = torch.fft.rfft(xh, dim=1)[:, :k]  # [B, k, H, Dh]
+        w = torch.view_as_complex(self.weight)[..., :k]  # [H, Dh, Dh, k]
+        y_ft = torch.einsum("bkhi,hiok->bkho", x_ft, w)  # [B, k, H, Dh]
+        y_ft = F.pad(y_ft, (0, 0, 0, 0, 0, L // 2 + 1 - k))  # [B, L//2+1, H, Dh]
         return torch.fft.irfft(y_ft, n=L, dim=1).reshape(B, L, self.d_model)
 
     def _forward(self, x, mask, state, return_state):
@@ -80,12 +80,14 @@ class FNOMixer(Mixer):
         if mask is None:
             y = self._spectral(x)
         else:
-            lengths = mask.sum(1)                                          # [B]
+            lengths = mask.sum(1)  # [B]
             if not torch.equal(mask, torch.arange(L, device=mask.device)[None, :] < lengths[:, None]):
-                raise ValueError("fno: the mask must mark a prefix of each sequence (right padding), "
-                                 "since each sequence is the function sampled at its own real positions")
+                raise ValueError(
+                    "fno: the mask must mark a prefix of each sequence (right padding), "
+                    "since each sequence is the function sampled at its own real positions"
+                )
             outs, order = [], []
-            for l in torch.unique(lengths).tolist():                      # one FFT length per distinct real length
+            for l in torch.unique(lengths).tolist():  # one FFT length per distinct real length
                 idx = torch.nonzero(lengths == l).squeeze(1)
                 part = self._spectral(x[idx, :l]) if l > 0 else x.new_zeros(len(idx), 0, self.d_model)
                 outs.append(F.pad(part, (0, 0, 0, L - l)))

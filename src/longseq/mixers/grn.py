@@ -59,8 +59,9 @@ from torch import nn
 from .base import Mixer, register
 
 
-def grn_flops(L: int, d_model: int, num_heads: int = 1, causal: bool = False, *, steps: int = 4,
-              window: int = 1) -> float:
+def grn_flops(
+    L: int, d_model: int, num_heads: int = 1, causal: bool = False, *, steps: int = 4, window: int = 1
+) -> float:
     """Forward FLOPs per sequence: per step the word gates (2w+1+2) D x 7D and the sentence gates."""
     D = d_model
     per_step = 2 * L * ((2 * window + 1) * D * 7 * D + D * 7 * D + D * D) + 2 * 5 * D * D
@@ -79,9 +80,16 @@ def shift(t: torch.Tensor, k: int) -> torch.Tensor:
     return F.pad(t[:, :k], (0, 0, -k, 0))
 
 
-@register("grn", family="graph recurrent network",
-          paper="Zhang, Liu & Song 2018, Sentence-State LSTM for Text Representation (pre-trained: Wang et al. 2022)",
-          complexity="O(T·N·w)", causal=False, bidirectional=True, step=False, flops=grn_flops)
+@register(
+    "grn",
+    family="graph recurrent network",
+    paper="Zhang, Liu & Song 2018, Sentence-State LSTM for Text Representation (pre-trained: Wang et al. 2022)",
+    complexity="O(T·N·w)",
+    causal=False,
+    bidirectional=True,
+    step=False,
+    flops=grn_flops,
+)
 class GraphRecurrentNetwork(Mixer):
     """S-LSTM: token nodes with a window of neighbours and one sentence node, T gated steps."""
 
@@ -94,13 +102,13 @@ class GraphRecurrentNetwork(Mixer):
         D = d_model
         self.steps, self.window, self.dropout = steps, window, float(dropout)
         # word node: 6 gates (i, l, r, f, s, o) + the candidate u, from ξ, x and g
-        self.word_xi = nn.Linear((2 * window + 1) * D, 7 * D, bias=False)      # W
-        self.word_x = nn.Linear(D, 7 * D)                                      # U (+ b)
-        self.word_g = nn.Linear(D, 7 * D, bias=False)                          # V
+        self.word_xi = nn.Linear((2 * window + 1) * D, 7 * D, bias=False)  # W
+        self.word_x = nn.Linear(D, 7 * D)  # U (+ b)
+        self.word_g = nn.Linear(D, 7 * D, bias=False)  # V
         # sentence node: f̂_g, o_g from (g, h̄); f̂_i from (g, h_i)
-        self.sent_g = nn.Linear(D, 3 * D, bias=False)                          # W_g, W_o, W_f
-        self.sent_hbar = nn.Linear(D, 2 * D)                                   # U_g, U_o (+ b_g, b_o)
-        self.sent_h = nn.Linear(D, D)                                          # U_f (+ b_f)
+        self.sent_g = nn.Linear(D, 3 * D, bias=False)  # W_g, W_o, W_f
+        self.sent_hbar = nn.Linear(D, 2 * D)  # U_g, U_o (+ b_g, b_o)
+        self.sent_h = nn.Linear(D, D)  # U_f (+ b_f)
         self.out_proj = nn.Linear(D, D)
 
     def extra_repr(self) -> str:
@@ -108,35 +116,36 @@ class GraphRecurrentNetwork(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         B, L, D = x.shape
-        m = (torch.ones(B, L, 1, dtype=x.dtype, device=x.device) if mask is None
-             else mask[..., None].to(x.dtype))                                 # [B, L, 1]
-        n = m.sum(1).clamp_min(1.0)                                            # [B, 1]
-        h, c = x, x                                                            # [B, L, D]  (x is 0 at pads)
-        g = (x * m).sum(1) / n                                                 # [B, D]
+        m = (
+            torch.ones(B, L, 1, dtype=x.dtype, device=x.device) if mask is None else mask[..., None].to(x.dtype)
+        )  # [B, L, 1]
+        n = m.sum(1).clamp_min(1.0)  # [B, 1]
+        h, c = x, x  # [B, L, D]  (x is 0 at pads)
+        g = (x * m).sum(1) / n  # [B, D]
         cg = g
-        ux = self.word_x(x)                                                    # [B, L, 7D]  step-invariant
+        ux = self.word_x(x)  # [B, L, 7D]  step-invariant
         w = self.window
         for t in range(self.steps):
-            xi = torch.cat([shift(h, k) for k in range(-w, w + 1)], dim=-1)    # [B, L, (2w+1)D]
-            pre = self.word_xi(xi) + ux + self.word_g(g)[:, None]              # [B, L, 7D]
-            gates, u = pre[..., :6 * D].sigmoid(), torch.tanh(pre[..., 6 * D:])
-            gi, gl, gr, gf, gs, go = gates.split(D, dim=-1)                    # each [B, L, D]
-            e = torch.stack([gi, gl, gr, gf, gs]).exp()                        # [5, B, L, D]
-            e = e / e.sum(0)                                                   # softmax over the 5 gates
-            c_new = (e[1] * shift(c, -1) + e[3] * c + e[2] * shift(c, 1) + e[4] * cg[:, None] + e[0] * u)
-            h_new = go * torch.tanh(c_new)                                     # [B, L, D]
-            if t == self.steps - 1:      # g^T would feed no output: the last sentence update is skipped
+            xi = torch.cat([shift(h, k) for k in range(-w, w + 1)], dim=-1)  # [B, L, (2w+1)D]
+            pre = self.word_xi(xi) + ux + self.word_g(g)[:, None]  # [B, L, 7D]
+            gates, u = pre[..., : 6 * D].sigmoid(), torch.tanh(pre[..., 6 * D :])
+            gi, gl, gr, gf, gs, go = gates.split(D, dim=-1)  # each [B, L, D]
+            e = torch.stack([gi, gl, gr, gf, gs]).exp()  # [5, B, L, D]
+            e = e / e.sum(0)  # softmax over the 5 gates
+            c_new = e[1] * shift(c, -1) + e[3] * c + e[2] * shift(c, 1) + e[4] * cg[:, None] + e[0] * u
+            h_new = go * torch.tanh(c_new)  # [B, L, D]
+            if t == self.steps - 1:  # g^T would feed no output: the last sentence update is skipped
                 h = h_new * m
                 break
             # sentence node, from the previous step's states
-            hbar = (h * m).sum(1) / n                                          # [B, D]
-            sg = self.sent_g(g)                                                # [B, 3D]
-            sh = self.sent_hbar(hbar)                                          # [B, 2D]
-            fg = (sg[:, :D] + sh[:, :D]).sigmoid()                             # [B, D]
-            og = (sg[:, D:2 * D] + sh[:, D:]).sigmoid()                        # [B, D]
-            fi = (sg[:, None, 2 * D:] + self.sent_h(h)).sigmoid()              # [B, L, D]
-            efg, efi = fg.exp(), fi.exp() * m                                  # pads out of the softmax
-            cg_new = (efg * cg + (efi * c).sum(1)) / (efg + efi.sum(1))        # [B, D]
+            hbar = (h * m).sum(1) / n  # [B, D]
+            sg = self.sent_g(g)  # [B, 3D]
+            sh = self.sent_hbar(hbar)  # [B, 2D]
+            fg = (sg[:, :D] + sh[:, :D]).sigmoid()  # [B, D]
+            og = (sg[:, D : 2 * D] + sh[:, D:]).sigmoid()  # [B, D]
+            fi = (sg[:, None, 2 * D :] + self.sent_h(h)).sigmoid()  # [B, L, D]
+            efg, efi = fg.exp(), fi.exp() * m  # pads out of the softmax
+            cg_new = (efg * cg + (efi * c).sum(1)) / (efg + efi.sum(1))  # [B, D]
             g = og * torch.tanh(cg_new)
             h, c, cg = h_new * m, c_new * m, cg_new
         y = self.out_proj(h)

@@ -81,7 +81,7 @@ KERNELS = ("gss", "dss")
 def _gss_flops(L, d, h, causal):
     Fdim, H, N, C = 4 * d, max(1, d // 4), 512, 1 if causal else 2
     n = fast_fft_size(2 * L)
-    ssm = 4.0 * C * H * N * L + H * (3 * 2.5 * n * math.log2(n) + 6.0 * n)   # kernel matmul + FFT conv
+    ssm = 4.0 * C * H * N * L + H * (3 * 2.5 * n * math.log2(n) + 6.0 * n)  # kernel matmul + FFT conv
     return 2.0 * L * (d * Fdim + d * H + H * Fdim + Fdim * d) + ssm
 
 
@@ -99,11 +99,26 @@ def _gss_flops(L, d, h, causal):
     renamed={"lr": "ssm_lr", "kernel": "variant"},
 )
 class GSS(Mixer):
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, expand: float = 4,
-                 d_ssm: int | None = None, d_state: int = 512, variant: str = "gss", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, ssm_lr: float | None = 1e-3) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        expand: float = 4,
+        d_ssm: int | None = None,
+        d_state: int = 512,
+        variant: str = "gss",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        ssm_lr: float | None = 1e-3,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        H = max(1, d_model // 4) if d_ssm is None else check_int("d_ssm (None: d_model // 4)", d_ssm, min=1, owner="gss")
+        H = (
+            max(1, d_model // 4)
+            if d_ssm is None
+            else check_int("d_ssm (None: d_model // 4)", d_ssm, min=1, owner="gss")
+        )
         check_int("expand", expand, min=1, owner="gss")
         check_int("d_state", d_state, min=1, owner="gss")
         check_choice("variant", variant, KERNELS, owner="gss")
@@ -122,31 +137,38 @@ class GSS(Mixer):
         """``u [B, H, L]`` -> ``(SSM(u) + D u [B, H, L], new state or None)``."""
         if isinstance(self.kernel, DSSKernel):
             return ssm_apply(self.kernel, u, self.D, self.causal, state, return_state=return_state)
-        w, log_z = self.kernel.modes()                                      # [C, H, N], [N]
+        w, log_z = self.kernel.modes()  # [C, H, N], [N]
         L, D = u.shape[-1], self.D.to(w.real.dtype)
-        if L == 1 and state is not None:                                    # the recurrent step
-            x = torch.exp(log_z) * state + u.to(w.real.dtype)               # [B, H, N]
+        if L == 1 and state is not None:  # the recurrent step
+            x = torch.exp(log_z) * state + u.to(w.real.dtype)  # [B, H, N]
             return ((w[0] * x).real.sum(-1, keepdim=True) + D[:, None] * u).to(u.dtype), x
-        k = vandermonde(w, log_z, L)                                        # [C, H, L]
+        k = vandermonde(w, log_z, L)  # [C, H, L]
         y = kernel_conv(u, k, D)
-        if state is not None:                                               # + Re Σ w z^{l+1} x_{-1}
+        if state is not None:  # + Re Σ w z^{l+1} x_{-1}
             y = y + vandermonde(w[0] * torch.exp(log_z) * state, log_z, L).to(y.dtype)
         if not return_state:
             return y, None
-        x = vandermonde_transposed(u, log_z)                                # [B, H, N]
+        x = vandermonde_transposed(u, log_z)  # [B, H, N]
         if state is not None:
             x = x + torch.exp(log_z * L) * state
         return y, x
 
     def _forward(self, x, mask, state, return_state):
-        u = F.gelu(self.u_proj(x))                                          # [B, L, H]
+        u = F.gelu(self.u_proj(x))  # [B, L, H]
         if mask is not None:
             u = u * mask.unsqueeze(-1).to(u.dtype)
         y, state = self._ssm(u.transpose(1, 2), None if state is None else state["x"], return_state)
-        y1 = F.pad(y.transpose(1, 2), (0, 1), value=1.0).reshape(-1, y.shape[1] + 1)   # [B L, H + 1]
+        y1 = F.pad(y.transpose(1, 2), (0, 1), value=1.0).reshape(-1, y.shape[1] + 1)  # [B L, H + 1]
         Wc1 = torch.cat([self.c_proj.weight, self.c_proj.bias.unsqueeze(-1)], dim=-1)  # [F, H + 1]
-        args = (x.reshape(-1, x.shape[-1]), y1, self.v_proj.weight, self.v_proj.bias, Wc1,
-                self.out.weight, self.out.bias)
+        args = (
+            x.reshape(-1, x.shape[-1]),
+            y1,
+            self.v_proj.weight,
+            self.v_proj.bias,
+            Wc1,
+            self.out.weight,
+            self.out.bias,
+        )
         out = gated_out(*args)
         return out.view_as(x), ({"x": state} if return_state else None)
 

@@ -110,9 +110,21 @@ def _h3_flops(L, d, h, causal):
     renamed={"lr": "ssm_lr", "block_size": "chunk_size"},
 )
 class H3(Mixer):
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
-                 head_dim: int | None = 1, chunk_size: int | None = 4096, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 ssm_lr: float | None = 1e-3, method: str = "chunked", disc: str = "bilinear") -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        d_state: int = 64,
+        head_dim: int | None = 1,
+        chunk_size: int | None = 4096,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        ssm_lr: float | None = 1e-3,
+        method: str = "chunked",
+        disc: str = "bilinear",
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         self.method = check_choice("method", method, ("chunked", "fft"), owner="h3")
         check_choice("disc", disc, DISCRETIZATIONS, owner="h3")
@@ -136,15 +148,15 @@ class H3(Mixer):
         """``k [B, d, L]``, ``prev [B, d, N-1]`` (the keys before this block, None = zeros) ->
         ``(K', new prev or None)``."""
         N = self.shift_C.shape[1]
-        taps = with_skip(self.shift_C, self.shift_D)                       # C_0 + D_k at lag 0
+        taps = with_skip(self.shift_C, self.shift_D)  # C_0 + D_k at lag 0
         if prev is None and (return_state or k.shape[-1] == 1 or self.method == "fft"):
             prev = k.new_zeros(k.shape[0], k.shape[1], N - 1)
-        if k.shape[-1] == 1:                                                # recurrent step
-            ext = torch.cat([prev.to(k.dtype), k], dim=-1)                 # [B, d, N]
+        if k.shape[-1] == 1:  # recurrent step
+            ext = torch.cat([prev.to(k.dtype), k], dim=-1)  # [B, d, N]
             y = torch.einsum("bdn,dn->bd", ext.flip(-1), taps).unsqueeze(-1)
         elif self.method == "fft":
             y = fft_conv(torch.cat([prev.to(k.dtype), k], dim=-1), taps)[..., N - 1 :]
-        else:                                                               # banded Toeplitz blocks
+        else:  # banded Toeplitz blocks
             y = fir_conv(k, taps, prev)
         if not return_state:
             return y, None
@@ -164,12 +176,14 @@ class H3(Mixer):
             return h3_core(x, W, b, taps, w[0], log_z, self.D, self.out.weight, self.out.bias, self.hd, T), None
         q, k, v = (rearrange(p(x), "b l d -> b d l") for p in (self.q_proj, self.k_proj, self.v_proj))
         k, prev = self._shift_ssm(k, None if state is None else state["k"], return_state)  # [B, d, L]
-        kv = (rearrange(k, "b (h i) l -> b i 1 h l", i=self.hd)
-              * rearrange(v, "b (h j) l -> b 1 j h l", j=self.hd))         # [B, dh, dh, H, L]
+        kv = rearrange(k, "b (h i) l -> b i 1 h l", i=self.hd) * rearrange(
+            v, "b (h j) l -> b 1 j h l", j=self.hd
+        )  # [B, dh, dh, H, L]
         x0 = None if state is None else state["x"]
         if self.method == "fft" or (L == 1 and x0 is not None):
-            y, xs = diag_ssm_conv(kv, w[0], log_z, x0, D=self.D, return_state=return_state,
-                                  block_size=self.block_size)              # [B, dh, dh, H, L]
+            y, xs = diag_ssm_conv(
+                kv, w[0], log_z, x0, D=self.D, return_state=return_state, block_size=self.block_size
+            )  # [B, dh, dh, H, L]
         else:
             y, xs = diag_ssm_chunked(kv, w[0], log_z, D=self.D, state=x0, return_state=return_state)
         y = (rearrange(q, "b (h i) l -> b i 1 h l", i=self.hd) * y).sum(1)  # [B, dh, H, L]

@@ -66,14 +66,24 @@ def kgv_flops(L: int, d: int, h: int, causal: bool) -> float:
 class KgVAttention(Mixer):
     """Anthe's KgV self-attention: unprojected queries, values gated by ``sigmoid(W_q x)``."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, rope: bool = False,
-                 dropout: float = 0.0, bias: bool = False, proj: str = "dense", proj_options: dict | None = None,
-                 proj_out: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        rope: bool = False,
+        dropout: float = 0.0,
+        bias: bool = False,
+        proj: str = "dense",
+        proj_options: dict | None = None,
+        proj_out: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         lin = lambda: make_linear(proj, d_model, d_model, bias, **(proj_options or {}))  # noqa: E731
-        self.gate = lin()    # W_q, re-purposed as the value gate
-        self.key = lin()     # W_k
-        self.value = lin()   # W_v
+        self.gate = lin()  # W_q, re-purposed as the value gate
+        self.key = lin()  # W_k
+        self.value = lin()  # W_v
         self.out = lin() if proj_out else nn.Linear(d_model, d_model, bias=bias)  # W_o
         self.rope = RotaryEmbedding(self.head_dim) if rope else None
         self.dropout = float(check_probability("dropout", dropout, owner=self.spec.name))
@@ -86,13 +96,13 @@ class KgVAttention(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         L = x.shape[1]
-        q, k, v = self.qkv(x)                                   # [B, H, L, Dh]
+        q, k, v = self.qkv(x)  # [B, H, L, Dh]
         offset = 0 if state is None else state["len"]
         if self.rope is not None:
             q, k = self.rope(q, offset), self.rope(k, offset)
         new_state = None
         if state is not None:
-            k, v, new_state = kv_append(state, k, v)            # [B, H, offset + L, Dh]
+            k, v, new_state = kv_append(state, k, v)  # [B, H, offset + L, Dh]
         L_k = k.shape[2]
         p = self.dropout if self.training else 0.0
         if mask is None and self.causal and L_k == L:

@@ -81,31 +81,32 @@ from ..utils.validate import check_choice, check_int, check_optional
 from .base import Mixer, register
 
 
-def linear_attention_flops(L: int, d: int, h: int, causal: bool, chunk: int = 128, dk: int | None = None,
-                           n_keys: int = 1) -> float:
+def linear_attention_flops(
+    L: int, d: int, h: int, causal: bool, chunk: int = 128, dk: int | None = None, n_keys: int = 1
+) -> float:
     """Projections, feature contractions ``k^T v`` and ``q S``, plus the causal in-chunk matrices."""
     dh = d // h
     dk = dh if dk is None else dk
     proj = 2 * L * d * (3 + n_keys) * d
-    core = 2 * 2 * L * dk * dh * h                                  # k^T v and q S
+    core = 2 * 2 * L * dk * dh * h  # k^T v and q S
     if causal:
-        core += 2 * L * min(chunk, L) * (dk + dh) * h / 2           # masked in-chunk q k^T and A v
+        core += 2 * L * min(chunk, L) * (dk + dh) * h / 2  # masked in-chunk q k^T and A v
     return float(proj + core)
 
 
-def project_heads(qkv: torch.Tensor, num_heads: int, n_keys: int = 1, rope: RotaryEmbedding | None = None,
-                  offset: int = 0):
+def project_heads(
+    qkv: torch.Tensor, num_heads: int, n_keys: int = 1, rope: RotaryEmbedding | None = None, offset: int = 0
+):
     """Split a ``[B, L, (2 + M) D]`` projection into heads, RoPE applied to queries and keys.
 
     Returns q, v: ``[B, H, L, Dh]`` and k: ``[B, H, L, Dh]`` (M = 1) or ``[B, H, L, M, Dh]``.
     """
     q, k, v = rearrange(qkv, "b l (n h d) -> n b h l d", n=2 + n_keys, h=num_heads).split([1, n_keys, 1])
-    q, v = q[0], v[0]                                               # [B, H, L, Dh]
-    k = rearrange(k, "m b h l d -> b h l m d")                      # [B, H, L, M, Dh]
+    q, v = q[0], v[0]  # [B, H, L, Dh]
+    k = rearrange(k, "m b h l d -> b h l m d")  # [B, H, L, M, Dh]
     if rope is not None:
         q = rope(q, offset)
-        k = rearrange(rope(rearrange(k, "b h l m d -> b (h m) l d"), offset), "b (h m) l d -> b h l m d",
-                      m=n_keys)
+        k = rearrange(rope(rearrange(k, "b h l m d -> b (h m) l d"), offset), "b (h m) l d -> b h l m d", m=n_keys)
     return q, (k[:, :, :, 0] if n_keys == 1 else k), v
 
 
@@ -125,8 +126,17 @@ class FeatureMapAttention(Mixer):
 
     eps = 1e-6
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, chunk_size: int = 128,
-                 rope: bool = False, bias: bool = False, n_keys: int = 1) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        chunk_size: int = 128,
+        rope: bool = False,
+        bias: bool = False,
+        n_keys: int = 1,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         _check_positive_int("chunk_size", chunk_size)
         self.chunk_size = chunk_size
@@ -148,18 +158,20 @@ class FeatureMapAttention(Mixer):
     def _attend(self, fq, fk, v, initial, return_state):
         if not self.causal:
             return linear_attention_bidirectional(fq, fk, v, eps=self.eps), None
-        if fq.shape[2] == 1:   # a single token: the RNN step (eq. 18-20)
-            return linear_attention_recurrent(fq, fk, v, eps=self.eps, initial_state=initial,
-                                              output_final_state=return_state)
-        return linear_attention_chunk(fq, fk, v, chunk_size=self.chunk_size, eps=self.eps,
-                                      initial_state=initial, output_final_state=return_state)
+        if fq.shape[2] == 1:  # a single token: the RNN step (eq. 18-20)
+            return linear_attention_recurrent(
+                fq, fk, v, eps=self.eps, initial_state=initial, output_final_state=return_state
+            )
+        return linear_attention_chunk(
+            fq, fk, v, chunk_size=self.chunk_size, eps=self.eps, initial_state=initial, output_final_state=return_state
+        )
 
     # -------------------------------------------------------------- mixer contract
     def _forward(self, x, mask, state, return_state):
         offset = 0 if state is None else state["len"]
         q, k, v = self._project(x, offset)
         fq, fk, initial, extra = self._features(q, k, mask, state)
-        o, final = self._attend(fq, fk, v, initial, return_state)   # [B, H, L, Dh]
+        o, final = self._attend(fq, fk, v, initial, return_state)  # [B, H, L, Dh]
         y = self.out(rearrange(o, "b h l d -> b l (h d)"))
         new_state = None
         if return_state:
@@ -170,7 +182,7 @@ class FeatureMapAttention(Mixer):
         H, Dk, Dv = self.num_heads, self._feature_dim(), self.head_dim
         return {
             "S": torch.zeros(batch_size, H, Dk, Dv, device=device, dtype=dtype),  # sum phi(k) v^T
-            "z": torch.zeros(batch_size, H, Dk, device=device, dtype=dtype),      # sum phi(k)
+            "z": torch.zeros(batch_size, H, Dk, device=device, dtype=dtype),  # sum phi(k)
             "len": 0,
         }
 
@@ -211,10 +223,17 @@ class LinearAttention(FeatureMapAttention):
     q, k before the feature map), ``bias`` (projection biases).
     """
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, chunk_size: int = 128,
-                 rope: bool = False, bias: bool = False) -> None:
-        super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
-                         bias=bias)
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        chunk_size: int = 128,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
+        super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope, bias=bias)
 
     def _features(self, q, k, mask, state):
         initial = None if state is None else (state["S"], state["z"])
@@ -222,15 +241,14 @@ class LinearAttention(FeatureMapAttention):
 
 
 # ---------------------------------------------------------------------------------- Performer
-def draw_random_features(m: int, d: int, *, orthogonal: bool = True, device=None,
-                         dtype=torch.float32) -> torch.Tensor:
+def draw_random_features(m: int, d: int, *, orthogonal: bool = True, device=None, dtype=torch.float32) -> torch.Tensor:
     """``[m, d]`` random features, each row marginally N(0, I_d); orthogonal within blocks of d rows."""
     if not orthogonal:
         return torch.randn(m, d, device=device, dtype=torch.float64).to(dtype)
     gauss = torch.randn(math.ceil(m / d), d, d, device=device, dtype=torch.float64)
-    Q, R = torch.linalg.qr(gauss)                                # [n_blocks, d, d]
+    Q, R = torch.linalg.qr(gauss)  # [n_blocks, d, d]
     Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :]  # Haar-uniform columns
-    directions = Q.transpose(-1, -2).reshape(-1, d)[:m]          # [m, d], unit rows
+    directions = Q.transpose(-1, -2).reshape(-1, d)[:m]  # [m, d], unit rows
     lengths = torch.randn(m, d, device=device, dtype=torch.float64).norm(dim=1)  # chi(d)
     return (directions * lengths[:, None]).to(dtype)
 
@@ -273,11 +291,21 @@ class Performer(FeatureMapAttention):
 
     eps = 0.0  # the stabilisers cancel exactly; `_normalise` guards underflowing denominators
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, num_features: int | None = None,
-                 variant: str = "softmax", orthogonal: bool = True, redraw_interval: int | None = 1000,
-                 chunk_size: int = 128, rope: bool = False, bias: bool = False) -> None:
-        super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
-                         bias=bias)
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        num_features: int | None = None,
+        variant: str = "softmax",
+        orthogonal: bool = True,
+        redraw_interval: int | None = 1000,
+        chunk_size: int = 128,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
+        super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope, bias=bias)
         check_choice("variant", variant, ("softmax", "relu"), owner="performer")
         check_optional(check_int, "num_features", num_features, min=1, owner="performer")
         check_optional(check_int, "redraw_interval", redraw_interval, min=1, owner="performer")
@@ -285,17 +313,19 @@ class Performer(FeatureMapAttention):
         self.orthogonal = bool(orthogonal)
         self.redraw_interval = redraw_interval
         self.num_features = num_features or _default_num_features(self.head_dim)
-        self.register_buffer("features", draw_random_features(self.num_features, self.head_dim,
-                                                              orthogonal=self.orthogonal))  # [m, Dh]
-        self.register_buffer("draws", torch.zeros((), dtype=torch.long))            # redraws so far
+        self.register_buffer(
+            "features", draw_random_features(self.num_features, self.head_dim, orthogonal=self.orthogonal)
+        )  # [m, Dh]
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))  # redraws so far
         self.register_buffer("forwards_since_draw", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def redraw_features(self) -> None:
         """Draw a fresh random feature matrix (invalidates recurrent states built before)."""
         w = self.features
-        self.features.copy_(draw_random_features(w.shape[0], w.shape[1], orthogonal=self.orthogonal,
-                                                 device=w.device, dtype=w.dtype))
+        self.features.copy_(
+            draw_random_features(w.shape[0], w.shape[1], orthogonal=self.orthogonal, device=w.device, dtype=w.dtype)
+        )
         self.draws += 1
         self.forwards_since_draw.zero_()
 
@@ -303,7 +333,7 @@ class Performer(FeatureMapAttention):
         if self.causal or self.kernel != "softmax":
             return super()._forward(x, mask, state, return_state)
         self._count_forward(state)
-        q, k, v = self._project(x, 0)                                # [B, H, L, Dh]
+        q, k, v = self._project(x, 0)  # [B, H, L, Dh]
         o = favor_attention_bidirectional(q, k, v, self.features.to(q.dtype), mask)
         return self.out(rearrange(o, "b h l d -> b l (h d)")), None
 
@@ -317,8 +347,10 @@ class Performer(FeatureMapAttention):
     def _features(self, q, k, mask, state):
         self._count_forward(state)
         if state is not None and state["draw"] != int(self.draws):
-            raise ValueError("performer: the random features were redrawn after this state was built; "
-                             "start a new state (redraws happen only in training mode)")
+            raise ValueError(
+                "performer: the random features were redrawn after this state was built; "
+                "start a new state (redraws happen only in training mode)"
+            )
         w = self.features.to(q.dtype)
         extra = {"draw": int(self.draws)}
         if self.kernel == "relu":
@@ -330,7 +362,7 @@ class Performer(FeatureMapAttention):
         fk, new_max = favor_softmax_features(k, w, is_query=False, mask=mask, running_max=prev_max)
         initial = None
         if state is not None:  # bring the carried sums to the new stabiliser
-            scale = torch.exp(prev_max - new_max)                       # [B, H], <= 1
+            scale = torch.exp(prev_max - new_max)  # [B, H], <= 1
             initial = (state["S"] * scale[..., None, None], state["z"] * scale[..., None])
         return fq, fk, initial, {**extra, "max": new_max}
 
@@ -340,13 +372,18 @@ class Performer(FeatureMapAttention):
     def _init_state(self, batch_size, device, dtype):
         state = super()._init_state(batch_size, device, dtype)
         state["draw"] = int(self.draws)
-        state["max"] = (None if self.kernel == "relu" else
-                        torch.full((batch_size, self.num_heads), float("-inf"), device=device, dtype=dtype))
+        state["max"] = (
+            None
+            if self.kernel == "relu"
+            else torch.full((batch_size, self.num_heads), float("-inf"), device=device, dtype=dtype)
+        )
         return state
 
     def state_size(self, seq_len):
         return super().state_size(seq_len) + self.num_heads
 
     def extra_repr(self):
-        return (super().extra_repr() + f", num_features={self.num_features}, kernel={self.kernel!r}, "
-                f"redraw_interval={self.redraw_interval}")
+        return (
+            super().extra_repr() + f", num_features={self.num_features}, kernel={self.kernel!r}, "
+            f"redraw_interval={self.redraw_interval}"
+        )

@@ -47,9 +47,9 @@ SHARING = ("headwise", "kv", "none")
 
 
 def linformer_flops(L: int, d: int, h: int, causal: bool, k: int = 256) -> float:
-    proj = 2 * L * d * 4 * d           # q, k, v and output projections
-    compress = 2 * 2 * k * L * d       # E K and F V
-    core = 2 * 2 * L * k * d           # Q (EK)^T and A (FV)
+    proj = 2 * L * d * 4 * d  # q, k, v and output projections
+    compress = 2 * 2 * k * L * d  # E K and F V
+    core = 2 * 2 * L * k * d  # Q (EK)^T and A (FV)
     return float(proj + compress + core)
 
 
@@ -67,8 +67,18 @@ def linformer_flops(L: int, d: int, h: int, causal: bool, k: int = 256) -> float
 class LinformerAttention(Mixer):
     """Multi-head attention over keys/values compressed along the sequence by learned E, F."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, k: int = 256, max_len: int = 4096,
-                 sharing: str = "headwise", dropout: float = 0.0, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        k: int = 256,
+        max_len: int = 4096,
+        sharing: str = "headwise",
+        dropout: float = 0.0,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("k (projected length)", k, min=1, owner="linformer")
         check_int("max_len", max_len, min=1, owner="linformer")
@@ -88,22 +98,22 @@ class LinformerAttention(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         L = x.shape[1]
-        q, k, v = self.qkv(x).chunk(3, dim=-1)                         # [B, L, d]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # [B, L, d]
         if mask is not None:
-            keep = mask[..., None].to(x.dtype)                          # [B, L, 1]
+            keep = mask[..., None].to(x.dtype)  # [B, L, 1]
             k, v = k * keep, v * keep
         heads = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.num_heads)  # noqa: E731
         # The first L columns (no slice at L == max_len: its backward would zero-fill and copy).
         first = (lambda P: P) if L == self.max_len else (lambda P: P[:, :, :L])  # noqa: E731
-        E = first(self.E).to(k.dtype)                                   # [H|1, k, L]
+        E = first(self.E).to(k.dtype)  # [H|1, k, L]
         Fm = E if self.F is None else first(self.F).to(v.dtype)
         if E.shape[0] == 1:
             # One E (F) for all heads: compress before splitting heads, one [k, L] @ [L, d] GEMM
             # per batch element instead of a broadcast batched matmul over strided head views.
-            k, v = heads(E.squeeze(0) @ k), heads(Fm.squeeze(0) @ v)        # [B, H, k, Dh]
+            k, v = heads(E.squeeze(0) @ k), heads(Fm.squeeze(0) @ v)  # [B, H, k, Dh]
         else:
-            k, v = E @ heads(k), Fm @ heads(v)                          # [B, H, k, Dh]
-        q = heads(q)                                                    # [B, H, L, Dh] (view)
+            k, v = E @ heads(k), Fm @ heads(v)  # [B, H, k, Dh]
+        q = heads(q)  # [B, H, L, Dh] (view)
         p = self.dropout if self.training else 0.0
-        o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)      # [B, H, L, Dh]
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B, H, L, Dh]
         return self.out(rearrange(o, "b h l d -> b l (h d)")), None

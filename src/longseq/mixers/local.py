@@ -49,8 +49,16 @@ def local_flops(L: int, d: int, h: int, causal: bool, window: int = 128) -> floa
 class LocalAttention(Mixer):
     """Multi-head sliding-window softmax attention with optional RoPE and a rolling KV cache."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, window: int = 128,
-                 rope: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        window: int = 128,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("window", window, min=1, owner="local")
         self.window = window
@@ -85,18 +93,21 @@ class LocalAttention(Mixer):
 
     def _step(self, x_t, state):
         n = state["len"]
-        q, k, v = self._qkv(x_t[:, None], n)                 # [B, H, 1, Dh]
+        q, k, v = self._qkv(x_t[:, None], n)  # [B, H, 1, Dh]
         state = _cache_write(state, k, v, n)
-        seen = min(n + 1, self.window)                        # filled slots (order irrelevant)
+        seen = min(n + 1, self.window)  # filled slots (order irrelevant)
         k_c, v_c = state["k"][:, :, :seen], state["v"][:, :, :seen]
-        w = torch.softmax(torch.matmul(q, k_c.transpose(-1, -2)) * self.head_dim ** -0.5, dim=-1)
-        o = torch.matmul(w, v_c)                              # [B, H, 1, Dh]
+        w = torch.softmax(torch.matmul(q, k_c.transpose(-1, -2)) * self.head_dim**-0.5, dim=-1)
+        o = torch.matmul(w, v_c)  # [B, H, 1, Dh]
         return self.out(rearrange(o, "b h l d -> b (l h d)")), state
 
     def _init_state(self, batch_size, device, dtype):
         shape = (batch_size, self.num_heads, self.window, self.head_dim)
-        return {"k": torch.zeros(shape, device=device, dtype=dtype),
-                "v": torch.zeros(shape, device=device, dtype=dtype), "len": 0}
+        return {
+            "k": torch.zeros(shape, device=device, dtype=dtype),
+            "v": torch.zeros(shape, device=device, dtype=dtype),
+            "len": 0,
+        }
 
     def state_size(self, seq_len):
         return 2 * self.d_model * min(seq_len, self.window)
@@ -115,7 +126,7 @@ def _cache_write(state: dict, k: torch.Tensor, v: torch.Tensor, start: int) -> d
     W, T = state["k"].shape[2], k.shape[2]
     keep = min(T, W)
     pos = torch.arange(start + T - keep, start + T, device=k.device)
-    k, v = k[:, :, T - keep:], v[:, :, T - keep:]
+    k, v = k[:, :, T - keep :], v[:, :, T - keep :]
     if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
         kc, vc = state["k"].index_copy(2, pos % W, k), state["v"].index_copy(2, pos % W, v)
     else:

@@ -85,7 +85,7 @@ class _MixturePrior(nn.Module):
         else:
             self.register_buffer("pi", torch.full((num_heads, num_keys), 1.0 / num_keys))
 
-    def log_pi(self) -> torch.Tensor:                               # [H, M]
+    def log_pi(self) -> torch.Tensor:  # [H, M]
         if self.mixture == "learnable":
             return self.logits.log_softmax(-1)
         return self.pi.clamp_min(torch.finfo(self.pi.dtype).tiny).log()
@@ -116,12 +116,21 @@ class MixtureOfGaussianKeys(Mixer):
     ``bias``. See the module docstring for the decisions.
     """
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, num_keys: int = 2,
-                 mixture: str = "learnable", rope: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        num_keys: int = 2,
+        mixture: str = "learnable",
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         _check_mixture_options(num_keys, mixture)
         self.num_keys = num_keys
-        self.sigma2 = self.head_dim ** 0.5
+        self.sigma2 = self.head_dim**0.5
         self.qkv = nn.Linear(d_model, (2 + num_keys) * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
         self.prior = _MixturePrior(num_heads, num_keys, mixture)
@@ -130,14 +139,14 @@ class MixtureOfGaussianKeys(Mixer):
     def _forward(self, x, mask, state, return_state):
         B, L, _ = x.shape
         M = self.num_keys
-        q, k, v = project_heads(self.qkv(x), self.num_heads, M, self.rope)   # k: [B, H, L, M, Dh]
+        q, k, v = project_heads(self.qkv(x), self.num_heads, M, self.rope)  # k: [B, H, L, M, Dh]
         if M == 1:
             k = k.unsqueeze(3)
         # log(pi_r N(q | k_jr, s^2)) + const_i = [q, 1] . [k / s^2, log pi_r - |k|^2 / (2 s^2)]
         bias = self.prior.log_pi().to(x.dtype)[None, :, None, :] - k.square().sum(-1) / (2 * self.sigma2)
         keys = rearrange(torch.cat([k / self.sigma2, bias.unsqueeze(-1)], -1), "b h l m d -> b h (l m) d")
-        queries = torch.cat([q, torch.ones_like(q[..., :1])], -1)              # [B, H, L, Dh + 1]
-        values = v.repeat_interleave(M, dim=2)                                  # [B, H, L M, Dh]
+        queries = torch.cat([q, torch.ones_like(q[..., :1])], -1)  # [B, H, L, Dh + 1]
+        values = v.repeat_interleave(M, dim=2)  # [B, H, L M, Dh]
         em = self.prior.mixture == "soft_em" and self.training
         if em:  # one-hot component channels: their outputs are sum_j A_ij gamma_ijr
             onehot = torch.eye(M, dtype=v.dtype, device=v.device).repeat(L, 1)  # [L M, M]
@@ -145,12 +154,13 @@ class MixtureOfGaussianKeys(Mixer):
         if mask is None and self.causal:
             # query i duplicated at positions i M .. i M + M - 1; the last copy sees exactly the keys
             # (j <= i, all r) under the fused causal mask
-            o = F.scaled_dot_product_attention(queries.repeat_interleave(M, dim=2), keys, values,
-                                               is_causal=True, scale=1.0)[:, :, M - 1 :: M]
+            o = F.scaled_dot_product_attention(
+                queries.repeat_interleave(M, dim=2), keys, values, is_causal=True, scale=1.0
+            )[:, :, M - 1 :: M]
         else:
-            allowed = allowed_keys(mask, L, L, self.causal, x.device)           # [B|1, 1, L, L] or None
+            allowed = allowed_keys(mask, L, L, self.causal, x.device)  # [B|1, 1, L, L] or None
             if allowed is not None:
-                allowed = allowed.repeat_interleave(M, dim=-1)                  # [B|1, 1, L, L M]
+                allowed = allowed.repeat_interleave(M, dim=-1)  # [B|1, 1, L, L M]
             o = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, scale=1.0)
         if em:
             self._em_update(o[..., -M:].detach(), mask)
@@ -161,7 +171,7 @@ class MixtureOfGaussianKeys(Mixer):
     def _em_update(self, resp: torch.Tensor, mask: torch.Tensor | None) -> None:
         """M-step of the shared prior: pi_r = mean over real queries of sum_j A_ij gamma_ijr."""
         if mask is None:
-            pi = resp.mean(dim=(0, 2))                                          # [H, M]
+            pi = resp.mean(dim=(0, 2))  # [H, M]
         else:
             w = mask[:, None, :, None].to(resp.dtype)
             pi = (resp * w).sum(dim=(0, 2)) / w.sum(dim=(0, 2))
@@ -188,19 +198,29 @@ class MixtureOfLinearKeys(FeatureMapAttention):
     pi is learnable (softmax of per-head logits).
     """
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, num_keys: int = 2,
-                 chunk_size: int = 128, rope: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        num_keys: int = 2,
+        chunk_size: int = 128,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         _check_mixture_options(num_keys, "learnable")
-        super().__init__(d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope,
-                         bias=bias, n_keys=num_keys)
+        super().__init__(
+            d_model, num_heads=num_heads, causal=causal, chunk_size=chunk_size, rope=rope, bias=bias, n_keys=num_keys
+        )
         self.num_keys = num_keys
         self.prior = _MixturePrior(num_heads, num_keys, "learnable")
 
     def _features(self, q, k, mask, state):
         if self.num_keys == 1:
             k = k.unsqueeze(3)
-        pi = self.prior().to(q.dtype)                                           # [H, M]
-        fk = torch.einsum("bhlmd,hm->bhld", elu_feature_map(k), pi)             # mixed key kt_j
+        pi = self.prior().to(q.dtype)  # [H, M]
+        fk = torch.einsum("bhlmd,hm->bhld", elu_feature_map(k), pi)  # mixed key kt_j
         initial = None if state is None else (state["S"], state["z"])
         return elu_feature_map(q), _mask_keys(fk, mask), initial, {}
 

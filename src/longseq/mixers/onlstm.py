@@ -39,11 +39,25 @@ def cumax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.cumsum(torch.softmax(z, dim=dim), dim=dim)
 
 
-@register("onlstm", family="recurrent", paper="Shen et al. 2019, Ordered Neurons: Integrating Tree Structures "
-          "into Recurrent Neural Networks", complexity="O(N)", causal=True, bidirectional=False, step=True)
+@register(
+    "onlstm",
+    family="recurrent",
+    paper="Shen et al. 2019, Ordered Neurons: Integrating Tree Structures into Recurrent Neural Networks",
+    complexity="O(N)",
+    causal=True,
+    bidirectional=False,
+    step=True,
+)
 class ONLSTM(Mixer):
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = True, hidden_size: int | None = None,
-                 chunk_size: int = 8):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = True,
+        hidden_size: int | None = None,
+        chunk_size: int = 8,
+    ):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not causal:
             raise ValueError("onlstm is causal only")
@@ -52,7 +66,7 @@ class ONLSTM(Mixer):
             raise ValueError(f"hidden_size={H} must be a positive multiple of chunk_size={chunk_size}")
         self.chunk_size = int(chunk_size)
         self.n_chunks = H // chunk_size
-        G = 2 * self.n_chunks + 4 * H           # master forget, master input, then o, ĉ, i, f
+        G = 2 * self.n_chunks + 4 * H  # master forget, master input, then o, ĉ, i, f
         self.ih = nn.Linear(d_model, G)
         self.hh = nn.Linear(H, G, bias=False)
         self.out = nn.Linear(H, d_model)
@@ -69,31 +83,31 @@ class ONLSTM(Mixer):
         """One step from the input projection ``gx [B, G]``: ``(h, c, distance [B])``."""
         Dm, C, H = self.n_chunks, self.chunk_size, self.hidden_size
         g = gx + self.hh(h)
-        mf, mi, rest = g[:, :Dm], g[:, Dm:2 * Dm], g[:, 2 * Dm:]
-        f_master = cumax(mf)                                         # [B, Dm]
-        i_master = 1.0 - cumax(mi)                                   # [B, Dm]
-        o, chat, i, f = rest.view(-1, 4, Dm, C).unbind(1)            # each [B, Dm, C]
+        mf, mi, rest = g[:, :Dm], g[:, Dm : 2 * Dm], g[:, 2 * Dm :]
+        f_master = cumax(mf)  # [B, Dm]
+        i_master = 1.0 - cumax(mi)  # [B, Dm]
+        o, chat, i, f = rest.view(-1, 4, Dm, C).unbind(1)  # each [B, Dm, C]
         o, chat, i, f = torch.sigmoid(o), torch.tanh(chat), torch.sigmoid(i), torch.sigmoid(f)
-        w = (f_master * i_master)[:, :, None]                        # ω [B, Dm, 1]
+        w = (f_master * i_master)[:, :, None]  # ω [B, Dm, 1]
         f_hat = f * w + (f_master[:, :, None] - w)
         i_hat = i * w + (i_master[:, :, None] - w)
         c = (f_hat * c.view(-1, Dm, C) + i_hat * chat).reshape(-1, H)
         h = (o.reshape(-1, H)) * torch.tanh(c)
-        return h, c, Dm - f_master.sum(-1)                           # d_t = D_m − Σ_k f̃_tk (eq. 14)
+        return h, c, Dm - f_master.sum(-1)  # d_t = D_m − Σ_k f̃_tk (eq. 14)
 
     def _forward(self, x, mask, state, return_state):
         B, L, _ = x.shape
         if state is None:
             state = self._init_state(B, x.device, x.dtype)
         h, c = state["h"], state["c"]
-        gx = self.ih(x)                                              # [B, L, G]
+        gx = self.ih(x)  # [B, L, G]
         hs, ds = [], []
         for t in range(L):
             h, c, d = self.cell(gx[:, t], h, c)
             hs.append(h)
             ds.append(d)
-        self._last_distances = torch.stack(ds, 1).detach()           # [B, L]
-        y = self.out(torch.stack(hs, 1))                             # [B, L, d_model]
+        self._last_distances = torch.stack(ds, 1).detach()  # [B, L]
+        y = self.out(torch.stack(hs, 1))  # [B, L, d_model]
         return y, ({"h": h, "c": c} if return_state else None)
 
     def state_size(self, seq_len: int) -> int:
@@ -109,4 +123,4 @@ class ONLSTM(Mixer):
     def trees_from_distances(distances: torch.Tensor, lengths) -> list[list]:
         """Constituents (span tuples, :mod:`longseq.trees`) per sequence: the split between words
         ``k`` and ``k + 1`` is scored by ``d_{k+1}``."""
-        return [trees.split_by_distance(distances[b, 1:int(n)].tolist()) for b, n in enumerate(lengths)]
+        return [trees.split_by_distance(distances[b, 1 : int(n)].tolist()) for b, n in enumerate(lengths)]

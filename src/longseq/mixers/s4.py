@@ -71,7 +71,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..ops.fftconv.fft import fft_conv
 from ..ops.gelu_linear import gelu_linear
-from ..ops.s4_conv import dplr_kernel as _dplr_kernel, s4_conv
+from ..ops.s4_conv import dplr_kernel as _dplr_kernel
+from ..ops.s4_conv import s4_conv
 from ..optim import set_optim
 from ..ssm.hippo import dplr_legs
 from ..utils.validate import check_int
@@ -92,8 +93,13 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 
 def _real_embed(d: torch.Tensor) -> torch.Tensor:
     """Real ``[..., N, N]`` matrix of ``x -> d x`` (complex diagonal ``d [..., N/2]``) on ``[Re x; Im x]``."""
-    return torch.cat([torch.cat([torch.diag_embed(d.real), torch.diag_embed(-d.imag)], -1),
-                      torch.cat([torch.diag_embed(d.imag), torch.diag_embed(d.real)], -1)], -2)
+    return torch.cat(
+        [
+            torch.cat([torch.diag_embed(d.real), torch.diag_embed(-d.imag)], -1),
+            torch.cat([torch.diag_embed(d.imag), torch.diag_embed(d.real)], -1),
+        ],
+        -2,
+    )
 
 
 def _row(c: torch.Tensor) -> torch.Tensor:
@@ -136,9 +142,21 @@ POINTWISE_ROWS = 2048  # rows (positions) per chunk of the position-wise part
 class S4(Mixer):
     """DPLR (HiPPO-LegS) SSM per channel; kernel by Cauchy + Woodbury, output by FFT convolution."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, pointwise: bool = True, ssm_lr: float = 1e-3,
-                 chunk_size: int = 256, l_max: int = 1024, channel_chunk: int = 16) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        d_state: int = 64,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        pointwise: bool = True,
+        ssm_lr: float = 1e-3,
+        chunk_size: int = 256,
+        l_max: int = 1024,
+        channel_chunk: int = 16,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
             raise ValueError(f"s4: d_state must be an even int >= 2, got {d_state!r}")
@@ -152,14 +170,14 @@ class S4(Mixer):
         self.d_state, self.state_chunk, self.kernel_block = d_state, chunk_size, channel_chunk
         dirs = 1 if causal else 2
         Lam, P, B, _ = dplr_legs(d_state)  # [N/2] each, complex128
-        self.log_A_real = nn.Parameter(torch.log(-Lam.real).float().repeat(H, 1))           # [H, N/2]
-        self.A_imag = nn.Parameter(Lam.imag.float().repeat(H, 1))                           # [H, N/2]
-        self.P = nn.Parameter(torch.view_as_real(P).float().repeat(H, 1, 1))                # [H, N/2, 2]
-        self.B = nn.Parameter(torch.view_as_real(B).float().repeat(H, 1, 1))                # [H, N/2, 2]
-        self.C = nn.Parameter(torch.randn(dirs, H, N2, 2) * math.sqrt(0.5))                 # C̃ [dirs, H, N/2, 2]
-        self.D = nn.Parameter(torch.randn(H))                                               # [H]
+        self.log_A_real = nn.Parameter(torch.log(-Lam.real).float().repeat(H, 1))  # [H, N/2]
+        self.A_imag = nn.Parameter(Lam.imag.float().repeat(H, 1))  # [H, N/2]
+        self.P = nn.Parameter(torch.view_as_real(P).float().repeat(H, 1, 1))  # [H, N/2, 2]
+        self.B = nn.Parameter(torch.view_as_real(B).float().repeat(H, 1, 1))  # [H, N/2, 2]
+        self.C = nn.Parameter(torch.randn(dirs, H, N2, 2) * math.sqrt(0.5))  # C̃ [dirs, H, N/2, 2]
+        self.D = nn.Parameter(torch.randn(H))  # [H]
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt)                                                  # [H]
+        self.log_dt = nn.Parameter(log_dt)  # [H]
         for p in (self.log_A_real, self.A_imag, self.P, self.B, self.log_dt):
             set_optim(p, lr=ssm_lr, weight_decay=0.0)
         self.out = nn.Linear(H, H) if pointwise else None
@@ -185,11 +203,11 @@ class S4(Mixer):
         ``Ā = (2/Δ - A)^{-1}(2/Δ + A) = (4/Δ) A_1 - I`` and ``B̄ = 2 A_1 B``: O(N^2), no solve.
         """
         N2 = Lam.shape[-1]
-        q = torch.cat([P.real, P.imag], -1)                                   # [H, N]
-        d = 1 / ((2 / dt)[:, None] - Lam)                                     # diagonal inverse  [H, N/2]
-        G = _real_embed(d)                                                    # [H, N, N]
-        Gq = (G @ q[..., None]).squeeze(-1)                                   # [H, N]
-        qG = (q[:, None, :] @ G).squeeze(-2)                                  # [H, N]
+        q = torch.cat([P.real, P.imag], -1)  # [H, N]
+        d = 1 / ((2 / dt)[:, None] - Lam)  # diagonal inverse  [H, N/2]
+        G = _real_embed(d)  # [H, N, N]
+        Gq = (G @ q[..., None]).squeeze(-1)  # [H, N]
+        qG = (q[:, None, :] @ G).squeeze(-2)  # [H, N]
         A1 = G - 2 * Gq[:, :, None] * qG[:, None, :] / (1 + 2 * (q * Gq).sum(-1))[:, None, None]
         eye = torch.eye(2 * N2, dtype=dt.dtype, device=dt.device)
         Abar = (4 / dt)[:, None, None] * A1 - eye
@@ -222,8 +240,10 @@ class S4(Mixer):
             return self._C_cache[1]
         Lam, P, B, Ct, dt = self.ssm(dtype)
         Abar, _ = self.dense_discrete(Lam, P, B, dt)
-        M = torch.eye(Abar.shape[-1], dtype=dtype, device=Abar.device) - torch.linalg.matrix_power(Abar, int(self.l_max))
-        C = _unrow(torch.linalg.solve(M.transpose(-1, -2), _row(Ct[0])))   # r_C (I - Ā^ℓ) = r_C̃
+        M = torch.eye(Abar.shape[-1], dtype=dtype, device=Abar.device) - torch.linalg.matrix_power(
+            Abar, int(self.l_max)
+        )
+        C = _unrow(torch.linalg.solve(M.transpose(-1, -2), _row(Ct[0])))  # r_C (I - Ā^ℓ) = r_C̃
         self._C_cache = None if torch.is_grad_enabled() else (key, C)
         return C
 
@@ -251,9 +271,9 @@ class S4(Mixer):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         x0 = None if state is None else state["x"]
         if x0 is None:
-            y = self._conv_blocks(x.to(dtype))                                # [B, L, H]
+            y = self._conv_blocks(x.to(dtype))  # [B, L, H]
         else:
-            u = x.to(dtype).transpose(1, 2)                                   # [B, H, L]
+            u = x.to(dtype).transpose(1, 2)  # [B, H, L]
             k, ks = self.kernel(u.shape[-1], dtype, x0)
             y = (fft_conv(u, k[0], None if self.causal else k[1]) + self.D.to(dtype)[:, None] * u + ks).transpose(1, 2)
         new_state = {"x": self._advance_state(x.to(dtype).transpose(1, 2), x0)} if return_state else None
@@ -271,18 +291,18 @@ class S4(Mixer):
     def _advance_state(self, u: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         """``Ā^L x0 + Σ_m Ā^m B̄ u_{L-1-m}`` (real coordinates, chunks of ``state_chunk`` steps)."""
         Lam, P, B, _, dt = self.ssm(u.dtype)
-        Abar, Bbar = self.dense_discrete(Lam, P, B, dt)                      # [H, N, N], [H, N]
+        Abar, Bbar = self.dense_discrete(Lam, P, B, dt)  # [H, N, N], [H, N]
         Bsz, H, L = u.shape
         T = min(self.state_chunk, L)
-        S, Apow = Bbar[:, None, :], Abar                                      # S[:, m] = Ā^m B̄
+        S, Apow = Bbar[:, None, :], Abar  # S[:, m] = Ā^m B̄
         while S.shape[1] < T:
             S = torch.cat([S, S @ Apow.transpose(-1, -2)], 1)
             Apow = Apow @ Apow
-        S = S[:, :T]                                                          # [H, T, N]
+        S = S[:, :T]  # [H, T, N]
         n = -(-L // T)
-        u = F.pad(u, (n * T - L, 0)).reshape(Bsz, H, n, T).flip(-1)          # zeros in front: no effect
-        contrib = torch.einsum("hmn,bhim->bhin", S, u)                        # [B, H, n, N]
-        AT_t = torch.linalg.matrix_power(Abar, T).transpose(-1, -2)          # (Ā^T)^T, for row vectors
+        u = F.pad(u, (n * T - L, 0)).reshape(Bsz, H, n, T).flip(-1)  # zeros in front: no effect
+        contrib = torch.einsum("hmn,bhim->bhin", S, u)  # [B, H, n, N]
+        AT_t = torch.linalg.matrix_power(Abar, T).transpose(-1, -2)  # (Ā^T)^T, for row vectors
         z = torch.zeros_like(contrib[:, :, 0])
         for i in range(n):  # loop over L/T chunks, not over time steps
             z = (z.unsqueeze(-2) @ AT_t).squeeze(-2) + contrib[:, :, i]
@@ -294,7 +314,7 @@ class S4(Mixer):
 
     def _step(self, x_t, state):
         dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
-        u = x_t.to(dtype)                                                     # [B, H]
+        u = x_t.to(dtype)  # [B, H]
         Lam, P, B, _, dt = self.ssm(dtype)
         C = self.output_matrix(dtype)
         x, Pc = state["x"], P.conj()

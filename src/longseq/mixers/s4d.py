@@ -101,7 +101,7 @@ class _DiagonalSSM(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         y, state = self.ssm(x.transpose(1, 2), None if state is None else state["x"], return_state)
-        y = gelu_linear(y.transpose(1, 2), self.out, glu=True)                 # [B, L, d]
+        y = gelu_linear(y.transpose(1, 2), self.out, glu=True)  # [B, L, d]
         return y, ({"x": state} if return_state else None)
 
     def _init_state(self, batch_size, device, dtype):
@@ -129,12 +129,34 @@ class _DiagonalSSM(Mixer):
 class S4D(_DiagonalSSM):
     """S4D layer (see the module docstring). ``d_state`` is the real state size N (N/2 modes)."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64, init: str = "lin",
-                 disc: str = "zoh", dt_min: float = 1e-3, dt_max: float = 1e-1, ssm_lr: float | None = 1e-3,
-                 method: str = "chunked") -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        d_state: int = 64,
+        init: str = "lin",
+        disc: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        ssm_lr: float | None = 1e-3,
+        method: str = "chunked",
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        self._setup(DiagSSMKernel(d_model, d_state, channels=1 if causal else 2, init=init, disc=disc,
-                                  dt_min=dt_min, dt_max=dt_max, lr=ssm_lr), method)
+        self._setup(
+            DiagSSMKernel(
+                d_model,
+                d_state,
+                channels=1 if causal else 2,
+                init=init,
+                disc=disc,
+                dt_min=dt_min,
+                dt_max=dt_max,
+                lr=ssm_lr,
+            ),
+            method,
+        )
 
 
 def _dss_flops(L, d, h, causal):
@@ -156,12 +178,34 @@ def _dss_flops(L, d, h, causal):
 class DSS(_DiagonalSSM):
     """DSS layer (see the module docstring). ``d_state`` is the number N of complex modes."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64,
-                 variant: str = "exp", l_max: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 ssm_lr: float | None = 1e-3, method: str = "fft") -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        d_state: int = 64,
+        variant: str = "exp",
+        l_max: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        ssm_lr: float | None = 1e-3,
+        method: str = "fft",
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
-        self._setup(DSSKernel(d_model, d_state, channels=1 if causal else 2, variant=variant, l_max=l_max,
-                              dt_min=dt_min, dt_max=dt_max, lr=ssm_lr), method)
+        self._setup(
+            DSSKernel(
+                d_model,
+                d_state,
+                channels=1 if causal else 2,
+                variant=variant,
+                l_max=l_max,
+                dt_min=dt_min,
+                dt_max=dt_max,
+                lr=ssm_lr,
+            ),
+            method,
+        )
 
     def _forward(self, x, mask, state, return_state):
         if self.method != "fft" or state is not None or return_state:

@@ -60,7 +60,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.gelu_linear import gelu_linear
-from ..ops.s5 import readout_matrix as _readout_matrix, rows_view as _rows, s5_ssm, ssm_input as _input
+from ..ops.s5 import readout_matrix as _readout_matrix
+from ..ops.s5 import rows_view as _rows
+from ..ops.s5 import s5_ssm
+from ..ops.s5 import ssm_input as _input
 from ..ops.scan.chunk import linear_scan
 from ..optim import set_optim
 from ..ssm.hippo import legs_normal_eig
@@ -90,7 +93,7 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 
 
 def _gate_rows(d: int) -> int:
-    return max(64, (1 << 19) // d)         # ~512K elements (2 MB float32) per [rows, d] buffer
+    return max(64, (1 << 19) // d)  # ~512K elements (2 MB float32) per [rows, d] buffer
 
 
 @register(
@@ -108,9 +111,20 @@ def _gate_rows(d: int) -> int:
 class S5(Mixer):
     """MIMO diagonal SSM (``H -> H`` through ``P`` states) with ZOH and a parallel scan."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, d_state: int = 64, blocks: int = 4,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, activation: str = "half_glu1", ssm_lr: float = 1e-3,
-                 chunk_size: int = 64) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        d_state: int = 64,
+        blocks: int = 4,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        activation: str = "half_glu1",
+        ssm_lr: float = 1e-3,
+        chunk_size: int = 64,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_int("blocks", blocks, min=1, owner="s5")
         if not isinstance(d_state, int) or d_state < 2 or d_state % (2 * blocks) != 0:
@@ -129,13 +143,13 @@ class S5(Mixer):
         Vinv = V.conj().T  # V is unitary: V^{-1} = V*; [P/2, P]
         B = torch.randn(P, H, dtype=torch.float64) / math.sqrt(H)  # lecun normal
         C = nn.init.trunc_normal_(torch.empty(dirs, H, P, dtype=torch.float64), std=1.0, a=-2.0, b=2.0)
-        self.Lambda_re = nn.Parameter(Lam.real.float())                              # [P/2]
-        self.Lambda_im = nn.Parameter(Lam.imag.float())                              # [P/2]
-        self.B = nn.Parameter(torch.view_as_real(Vinv @ B.to(V.dtype)).float())      # [P/2, H, 2]
-        self.C = nn.Parameter(torch.view_as_real(C.to(V.dtype) @ V).float())         # [dirs, H, P/2, 2]
-        self.D = nn.Parameter(torch.randn(H))                                        # [H]
+        self.Lambda_re = nn.Parameter(Lam.real.float())  # [P/2]
+        self.Lambda_im = nn.Parameter(Lam.imag.float())  # [P/2]
+        self.B = nn.Parameter(torch.view_as_real(Vinv @ B.to(V.dtype)).float())  # [P/2, H, 2]
+        self.C = nn.Parameter(torch.view_as_real(C.to(V.dtype) @ V).float())  # [dirs, H, P/2, 2]
+        self.D = nn.Parameter(torch.randn(H))  # [H]
         log_dt = torch.rand(P // 2) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt)                                           # [P/2]
+        self.log_dt = nn.Parameter(log_dt)  # [P/2]
         for p in (self.Lambda_re, self.Lambda_im, self.B, self.log_dt):
             set_optim(p, lr=ssm_lr, weight_decay=0.0)
         self.gate = nn.Linear(H, H) if activation.startswith("half_glu") else None
@@ -168,26 +182,26 @@ class S5(Mixer):
     # ------------------------------------------------------------------ Mixer API
     def _forward(self, x, mask, state, return_state):
         dt = self._compute_dtype(x)
-        u = x.to(dt)                                                  # [B, L, H]
+        u = x.to(dt)  # [B, L, H]
         Lbar, Bbar = self.discrete(dt)
-        if state is None and not return_state:                        # the memory-lean fused path
+        if state is None and not return_state:  # the memory-lean fused path
             y = s5_ssm(u, Lbar, Bbar, self.C.to(dt), self.D.to(dt), self.chunk)
             return self._post(y.to(x.dtype)), None
-        Bu = _input(u, Bbar)                                          # [B, L, P/2]
+        Bu = _input(u, Bbar)  # [B, L, P/2]
         h0 = None if state is None else state["h"]
-        h, h_last = linear_scan(Lbar, Bu, h0, chunk=self.chunk)       # [B, L, P/2]
+        h, h_last = linear_scan(Lbar, Bu, h0, chunk=self.chunk)  # [B, L, P/2]
         y = self._readout(h, 0, dt)
         if not self.causal:
             h_rev, _ = linear_scan(Lbar, Bu, reverse=True, chunk=self.chunk)
             y = y + self._readout(h_rev, 1, dt)
-        y = self._post(torch.addcmul(y, self.D.to(dt), u).to(x.dtype))   # y + D u, one [B, L, H] buffer
+        y = self._post(torch.addcmul(y, self.D.to(dt), u).to(x.dtype))  # y + D u, one [B, L, H] buffer
         return y, ({"h": h_last} if return_state else None)
 
     def _step(self, x_t, state):
         dt = self._compute_dtype(x_t)
-        u = x_t.to(dt)                                                # [B, H]
+        u = x_t.to(dt)  # [B, H]
         Lbar, Bbar = self.discrete(dt)
-        h = Lbar * state["h"] + u.to(Bbar.dtype) @ Bbar.T             # [B, P/2]
+        h = Lbar * state["h"] + u.to(Bbar.dtype) @ Bbar.T  # [B, P/2]
         y = self._post((self._readout(h, 0, dt) + self.D.to(dt) * u).to(x_t.dtype))
         return y, {"h": h}
 

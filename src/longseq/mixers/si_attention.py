@@ -36,13 +36,14 @@ from .base import Mixer, register
 from .softmax import allowed_keys, attention_flops, rotate_and_cache
 
 
-def relu_normalised_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                              allowed: torch.Tensor | None) -> torch.Tensor:
+def relu_normalised_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None
+) -> torch.Tensor:
     """q: [B, H, Lq, Dh], k/v: [B, H, Lk, Dh], allowed: bool [B|1, 1, Lq, Lk] or None -> [B, H, Lq, Dh]."""
-    scores = torch.einsum("bhid,bhjd->bhij", q, k).relu()        # [B, H, Lq, Lk]
+    scores = torch.einsum("bhid,bhjd->bhij", q, k).relu()  # [B, H, Lq, Lk]
     if allowed is not None:
         scores = scores * allowed.to(scores.dtype)
-    den = scores.sum(-1, keepdim=True)                           # [B, H, Lq, 1]
+    den = scores.sum(-1, keepdim=True)  # [B, H, Lq, 1]
     attn = scores / torch.where(den > 0, den, torch.ones_like(den))
     return torch.einsum("bhij,bhjd->bhid", attn, v)
 
@@ -72,9 +73,9 @@ class ScaleInvariantAttention(Mixer):
         B, L, _ = x.shape
         q, k, v = (rearrange(f(x), "b l (h d) -> b h l d", h=self.num_heads) for f in (self.q, self.k, self.v))
         q, k, v, new_state = rotate_and_cache(q, k, v, self.rope, state)
-        causal = self.causal and L > 1                           # one new token sees the whole cache
+        causal = self.causal and L > 1  # one new token sees the whole cache
         allowed = allowed_keys(mask, L, k.shape[2], causal, x.device)
-        o = relu_normalised_attention(q, k, v, allowed)          # [B, H, L, Dh]
+        o = relu_normalised_attention(q, k, v, allowed)  # [B, H, L, Dh]
         return self.out(rearrange(o, "b h l d -> b l (h d)")), new_state
 
     def _init_state(self, batch_size, device, dtype):

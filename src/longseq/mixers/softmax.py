@@ -36,7 +36,7 @@ from .base import Mixer, register
 
 
 def attention_flops(L: int, d: int, h: int, causal: bool) -> float:
-    proj = 2 * L * d * 4 * d                  # q, k, v and output projections
+    proj = 2 * L * d * 4 * d  # q, k, v and output projections
     core = 2 * 2 * L * L * d * (0.5 if causal else 1.0)  # QK^T and AV
     return float(proj + core)
 
@@ -51,13 +51,12 @@ def allowed_keys(mask: torch.Tensor | None, L_q: int, L_k: int, causal: bool, de
     if mask is None and not causal:
         return None
     q_pos = torch.arange(L_k - L_q, L_k, device=device)[:, None]  # [Lq, 1]
-    k_pos = torch.arange(L_k, device=device)[None, :]              # [1, Lk]
+    k_pos = torch.arange(L_k, device=device)[None, :]  # [1, Lk]
     allowed = (k_pos <= q_pos) if causal else torch.ones(L_q, L_k, dtype=torch.bool, device=device)
-    allowed = allowed[None, None]                                   # [1, 1, Lq, Lk]
+    allowed = allowed[None, None]  # [1, 1, Lq, Lk]
     if mask is not None:
         allowed = allowed & mask[:, None, None, :]
     return allowed | (k_pos == q_pos)[None, None]
-
 
 
 def rotate_and_cache(q, k, v, rope, state):
@@ -71,6 +70,7 @@ def rotate_and_cache(q, k, v, rope, state):
         return q, k, v, None
     k, v, new_state = kv_append(state, k, v)
     return q, k, v, new_state
+
 
 @register(
     "softmax",
@@ -86,9 +86,20 @@ class SoftmaxAttention(Mixer):
     """Multi-head softmax attention through SDPA, with optional RoPE, logit position terms
     (``relpos``) and a KV cache for ``step``."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, rope: bool = False,
-                 dropout: float = 0.0, bias: bool = False, relpos: Any = None, proj: str = "dense",
-                 proj_options: dict | None = None, proj_out: bool = True) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        rope: bool = False,
+        dropout: float = 0.0,
+        bias: bool = False,
+        relpos: Any = None,
+        proj: str = "dense",
+        proj_options: dict | None = None,
+        proj_out: bool = True,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         # proj: linear kind of the q/k/v (and, with proj_out, output) projections (nn.linear.make_linear)
         popts = dict(proj_options or {})
@@ -104,8 +115,7 @@ class SoftmaxAttention(Mixer):
         p = self.dropout if self.training else 0.0
         if bias is not None:
             allowed = bias if allowed is None else torch.where(allowed, bias, float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, is_causal=is_causal,
-                                              scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, is_causal=is_causal, scale=scale)
 
     def _forward(self, x, mask, state, return_state):
         B, L, _ = x.shape
@@ -114,9 +124,9 @@ class SoftmaxAttention(Mixer):
         L_k = k.shape[2]
         bias, scale = self.relpos(q, k, self.qkv) if self.relpos is not None else (None, None)
         if mask is None and self.causal and L_k == L and bias is None:
-            o = self._attend(q, k, v, None, True)          # fused causal path
+            o = self._attend(q, k, v, None, True)  # fused causal path
         else:
-            causal = self.causal and L > 1                  # one new token sees the whole cache
+            causal = self.causal and L > 1  # one new token sees the whole cache
             o = self._attend(q, k, v, allowed_keys(mask, L, L_k, causal, x.device), False, bias, scale)
         return self.out(rearrange(o, "b h l d -> b l (h d)")), new_state
 

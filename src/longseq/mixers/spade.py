@@ -63,9 +63,19 @@ def spade_flops(L: int, d: int, h: int, causal: bool, window: int = 128, ssm: st
 class SPADE(Mixer):
     """An SSM (S4 or S4D) and sliding-window attention in parallel, merged by concat+projection or a weighted sum."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, window: int = 128,
-                 rope: bool = False, ssm: str = "s4", ssm_options: dict | None = None, combine: str = "concat",
-                 ssm_weight: float = 0.5) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        window: int = 128,
+        rope: bool = False,
+        ssm: str = "s4",
+        ssm_options: dict | None = None,
+        combine: str = "concat",
+        ssm_weight: float = 0.5,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         check_choice("ssm", ssm, SSMS, owner="spade")
         check_choice("combine", combine, COMBINES, owner="spade")
@@ -95,7 +105,7 @@ class SPADE(Mixer):
 
     def _forward(self, x, mask, state, return_state):
         if state is None:
-            g = self.ssm(x, mask)                                                   # [B, L, d]
+            g = self.ssm(x, mask)  # [B, L, d]
             l = self.local(g if self.combine == "stack" else x, mask)
             return (l if self.combine == "stack" else self._merge(g, l)), None
         g, s_ssm = self.ssm(x, state=state["ssm"], return_state=True)
@@ -104,14 +114,16 @@ class SPADE(Mixer):
         return y, {"ssm": s_ssm, "local": s_loc}
 
     def _step(self, x_t, state):
-        g, s_ssm = self.ssm.step(x_t, state["ssm"])                                 # [B, d]
+        g, s_ssm = self.ssm.step(x_t, state["ssm"])  # [B, d]
         l, s_loc = self.local.step(g if self.combine == "stack" else x_t, state["local"])
         y = l if self.combine == "stack" else self._merge(g, l)
         return y, {"ssm": s_ssm, "local": s_loc}
 
     def _init_state(self, batch_size, device, dtype):
-        return {"ssm": self.ssm.init_state(batch_size, device, dtype),
-                "local": self.local.init_state(batch_size, device, dtype)}
+        return {
+            "ssm": self.ssm.init_state(batch_size, device, dtype),
+            "local": self.local.init_state(batch_size, device, dtype),
+        }
 
     def state_size(self, seq_len):
         return self.ssm.state_size(seq_len) + self.local.state_size(seq_len)

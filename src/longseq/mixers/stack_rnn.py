@@ -101,15 +101,22 @@ class _ControllerRNN(Mixer):
             h, c = self.cell(torch.cat([x[:, s], r.to(x.dtype)], dim=-1), (h, c))
             ys.append(h)
             t += 1
-        y = self.out(torch.stack(ys, dim=1))                                   # [B, L, d_model]
+        y = self.out(torch.stack(ys, dim=1))  # [B, L, d_model]
         return y, ({"h": h, "c": c, "t": t, "stack": stack} if return_state else None)
 
     def state_size(self, seq_len: int) -> int:
         return 2 * self.hidden_size
 
 
-@register("lstm", family="recurrent", paper="Hochreiter & Schmidhuber 1997, Long Short-Term Memory "
-          "(the stack-RNN papers' baseline)", complexity="O(N)", causal=True, bidirectional=False, step=True)
+@register(
+    "lstm",
+    family="recurrent",
+    paper="Hochreiter & Schmidhuber 1997, Long Short-Term Memory (the stack-RNN papers' baseline)",
+    complexity="O(N)",
+    causal=True,
+    bidirectional=False,
+    step=True,
+)
 class LSTMMixer(_ControllerRNN):
     """The stack RNNs' controller alone: ``y_t = W_o h_t`` with ``(h_t, c_t) = LSTM(x_t, ...)``."""
 
@@ -118,19 +125,32 @@ class LSTMMixer(_ControllerRNN):
         self._init_params()
 
 
-@register("superposition_stack", family="stack RNN", paper="Joulin & Mikolov 2015, Inferring Algorithmic "
-          "Patterns with Stack-Augmented Recurrent Nets", complexity="O(N^2)", causal=True, bidirectional=False,
-          step=True)
+@register(
+    "superposition_stack",
+    family="stack RNN",
+    paper="Joulin & Mikolov 2015, Inferring Algorithmic Patterns with Stack-Augmented Recurrent Nets",
+    complexity="O(N^2)",
+    causal=True,
+    bidirectional=False,
+    step=True,
+)
 class SuperpositionStackRNN(_ControllerRNN):
     """LSTM + superposition stack of ``stack_size``-dimensional elements (:mod:`longseq.ops.stack.superposition`)."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = True, hidden_size: int | None = None,
-                 stack_size: int = 10):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = True,
+        hidden_size: int | None = None,
+        stack_size: int = 10,
+    ):
         if stack_size < 1:
             raise ValueError(f"stack_size must be >= 1, got {stack_size}")
         self.stack_size = int(stack_size)
         super().__init__(d_model, num_heads=num_heads, causal=causal, hidden_size=hidden_size)
-        self.actions = nn.Linear(self.hidden_size, 3)                  # push, pop, no-op
+        self.actions = nn.Linear(self.hidden_size, 3)  # push, pop, no-op
         self.push_value = nn.Linear(self.hidden_size, self.stack_size)
         self._init_params()
 
@@ -138,14 +158,14 @@ class SuperpositionStackRNN(_ControllerRNN):
         return self.stack_size
 
     def _init_stack(self, batch, device, dtype):
-        return torch.zeros(batch, self.stack_size, 0, device=device, dtype=dtype)   # [B, m, height]
+        return torch.zeros(batch, self.stack_size, 0, device=device, dtype=dtype)  # [B, m, height]
 
     def _initial_reading(self, stack, batch, device, dtype):
         return torch.zeros(batch, self.stack_size, device=device, dtype=dtype)
 
     def _advance(self, stack, h):
-        a = torch.softmax(self.actions(h), dim=-1)                       # [B, 3]
-        v = torch.sigmoid(self.push_value(h))                            # [B, m]
+        a = torch.softmax(self.actions(h), dim=-1)  # [B, 3]
+        v = torch.sigmoid(self.push_value(h))  # [B, m]
         stack = superposition_update(stack.to(h.dtype), a[:, 0], a[:, 1], a[:, 2], v)
         return stack, stack[:, :, 0]
 
@@ -153,8 +173,15 @@ class SuperpositionStackRNN(_ControllerRNN):
         return 2 * self.hidden_size + self.stack_size * seq_len
 
 
-@register("ns_rnn", family="stack RNN", paper=_PAPER_2020 + "; " + _PAPER_2022,
-          complexity="O(N^3) (window D: O(N·D^2))", causal=True, bidirectional=False, step=True)
+@register(
+    "ns_rnn",
+    family="stack RNN",
+    paper=_PAPER_2020 + "; " + _PAPER_2022,
+    complexity="O(N^3) (window D: O(N·D^2))",
+    causal=True,
+    bidirectional=False,
+    step=True,
+)
 class NondeterministicStackRNN(_ControllerRNN):
     """LSTM + nondeterministic stack (Lang's algorithm, :mod:`longseq.ops.stack.lang`).
 
@@ -164,9 +191,19 @@ class NondeterministicStackRNN(_ControllerRNN):
 
     _normalize_default = True
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = True, hidden_size: int | None = None,
-                 num_states: int = 2, stack_symbols: int = 3, normalize: bool | None = None,
-                 state_reading: bool | None = None, window: int | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = True,
+        hidden_size: int | None = None,
+        num_states: int = 2,
+        stack_symbols: int = 3,
+        normalize: bool | None = None,
+        state_reading: bool | None = None,
+        window: int | None = None,
+    ):
         if num_states < 1 or stack_symbols < 1:
             raise ValueError(f"num_states and stack_symbols must be >= 1, got {num_states}, {stack_symbols}")
         if window is not None and (not isinstance(window, int) or window < 1):
@@ -181,8 +218,10 @@ class NondeterministicStackRNN(_ControllerRNN):
         self._init_params()
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, Q={self.Q}, S={self.S}, normalize={self.normalize}, "
-                f"state_reading={self.state_reading}, window={self.window}")
+        return (
+            f"{super().extra_repr()}, Q={self.Q}, S={self.S}, normalize={self.normalize}, "
+            f"state_reading={self.state_reading}, window={self.window}"
+        )
 
     def _reading_size(self) -> int:
         return self.Q * self.S if self.state_reading else self.S
@@ -200,8 +239,9 @@ class NondeterministicStackRNN(_ControllerRNN):
         logits = self.actions(h).to(torch.float64).view(-1, N, 2 * N + Q)
         push, repl, pop = logits.split([N, N, Q], dim=-1)
         B = h.shape[0]
-        return scale_actions(push.reshape(B, Q, S, Q, S), repl.reshape(B, Q, S, Q, S), pop.reshape(B, Q, S, Q),
-                             self.normalize)
+        return scale_actions(
+            push.reshape(B, Q, S, Q, S), repl.reshape(B, Q, S, Q, S), pop.reshape(B, Q, S, Q), self.normalize
+        )
 
     def _advance(self, stack, h):
         stack = stack.update(*self.action_weights(h))
@@ -213,8 +253,15 @@ class NondeterministicStackRNN(_ControllerRNN):
         return 2 * self.hidden_size + n * (n + 1) // 2 * N * N + (n + 2) * N
 
 
-@register("rns_rnn", family="stack RNN", paper=_PAPER_2022, complexity="O(N^3) (window D: O(N·D^2))",
-          causal=True, bidirectional=False, step=True)
+@register(
+    "rns_rnn",
+    family="stack RNN",
+    paper=_PAPER_2022,
+    complexity="O(N^3) (window D: O(N·D^2))",
+    causal=True,
+    bidirectional=False,
+    step=True,
+)
 class RenormalizingNSRNN(NondeterministicStackRNN):
     """The RNS-RNN: :class:`NondeterministicStackRNN` with ``normalize=False`` by default
     (unnormalised positive weights, reading over PDA states and top symbols)."""

@@ -64,49 +64,74 @@ class _Conv(nn.Module):
         return y[:, 1:] if self.shift else y
 
 
-def dependency_distribution(distance: torch.Tensor, height: torch.Tensor, s_block: torch.Tensor | float = 1.0,
-                            s_head: torch.Tensor | float = 1.0):
+def dependency_distribution(
+    distance: torch.Tensor,
+    height: torch.Tensor,
+    s_block: torch.Tensor | float = 1.0,
+    s_head: torch.Tensor | float = 1.0,
+):
     """``p_D(j | i) [B, L, L]`` (parent of ``i``) and ``p(l, r | i) [B, L, L, L]`` from distances
     ``[B, L]`` (``δ_k``: between ``k`` and ``k+1``) and heights ``[B, L]`` (module docstring)."""
     B, L = height.shape
-    gamma = torch.sigmoid((height[:, :, None] - distance[:, None, :]) * s_block)            # [B, i, k]
+    gamma = torch.sigmoid((height[:, :, None] - distance[:, None, :]) * s_block)  # [B, i, k]
     ones = torch.ones_like(gamma)
     # F_i(l) = min_{l <= k < i} γ_ik: reverse cumulative min of (γ below the diagonal, 1 on and above)
-    Fl = (gamma.tril(-1) + ones.triu(0)).flip(-1).cummin(-1).values.flip(-1)               # [B, i, l]
+    Fl = (gamma.tril(-1) + ones.triu(0)).flip(-1).cummin(-1).values.flip(-1)  # [B, i, l]
     p_left = (Fl - F.pad(Fl[:, :, :-1], (1, 0), value=0.0)).tril(0)
     # G_i(r) = min_{i <= k < r} γ_ik: exclusive forward cumulative min of (γ on/above the diagonal, 1 below)
     Gm = F.pad((gamma.triu(0) + ones.tril(-1))[:, :, :-1], (1, 0), value=1.0).cummin(-1).values
     p_right = (Gm - F.pad(Gm[:, :, 1:], (0, 1), value=0.0)).triu(0)
-    block = p_left[:, :, :, None] * p_right[:, :, None, :]                                  # [B, i, l, r]
+    block = p_left[:, :, :, None] * p_right[:, :, None, :]  # [B, i, l, r]
     idx = torch.arange(L, device=height.device)
-    inside = (idx[:, None, None] <= idx[None, None, :]) & (idx[None, None, :] <= idx[None, :, None])   # [l, r, j]
+    inside = (idx[:, None, None] <= idx[None, None, :]) & (idx[None, None, :] <= idx[None, :, None])  # [l, r, j]
     logits = (height * s_head)[:, None, None, :].expand(B, L, L, L).masked_fill(~inside, -1e3 * BIG)
-    head_p = torch.softmax(logits, dim=-1)                     # [B, l, r, j] (rows l > r are unused: block = 0)
+    head_p = torch.softmax(logits, dim=-1)  # [B, l, r, j] (rows l > r are unused: block = 0)
     parent = torch.einsum("bilr,blrj->bij", block, head_p)
     parent = parent.masked_fill(torch.eye(L, dtype=torch.bool, device=height.device), 0.0)
     return parent, block
 
 
-@register("structformer", family="syntactic attention", paper="Shen et al. 2021, StructFormer: Joint "
-          "Unsupervised Induction of Dependency and Constituency Structure from Masked Language Modeling",
-          complexity="O(N^3) (parse), O(N^2) attention", causal=False, bidirectional=True, step=False)
+@register(
+    "structformer",
+    family="syntactic attention",
+    paper="Shen et al. 2021, StructFormer: Joint "
+    "Unsupervised Induction of Dependency and Constituency Structure from Masked Language Modeling",
+    complexity="O(N^3) (parse), O(N^2) attention",
+    causal=False,
+    bidirectional=True,
+    step=False,
+)
 class StructFormerAttention(Mixer):
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, conv_size: int = 9,
-                 parser_layers: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        conv_size: int = 9,
+        parser_layers: int = 2,
+        dropout: float = 0.0,
+    ):
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if causal:
             raise ValueError("structformer is bidirectional only")
         if conv_size < 1 or parser_layers < 0:
             raise ValueError(f"conv_size must be >= 1 and parser_layers >= 0, got {conv_size}, {parser_layers}")
         d = d_model
-        self.parser = nn.ModuleList([nn.Sequential(_Conv(d, conv_size), nn.LayerNorm(d, elementwise_affine=False),
-                                                   nn.Tanh()) for _ in range(parser_layers)])
-        self.distance_ff = nn.Sequential(_Conv(d, 2), nn.LayerNorm(d, elementwise_affine=False), nn.Tanh(),
-                                         nn.Linear(d, 1))
-        self.height_ff = nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d, elementwise_affine=False), nn.Tanh(),
-                                       nn.Linear(d, 1))
+        self.parser = nn.ModuleList(
+            [
+                nn.Sequential(_Conv(d, conv_size), nn.LayerNorm(d, elementwise_affine=False), nn.Tanh())
+                for _ in range(parser_layers)
+            ]
+        )
+        self.distance_ff = nn.Sequential(
+            _Conv(d, 2), nn.LayerNorm(d, elementwise_affine=False), nn.Tanh(), nn.Linear(d, 1)
+        )
+        self.height_ff = nn.Sequential(
+            nn.Linear(d, d), nn.LayerNorm(d, elementwise_affine=False), nn.Tanh(), nn.Linear(d, 1)
+        )
         self.scaler = nn.Parameter(torch.zeros(2))
-        self.rel_weight = nn.Parameter(torch.randn(num_heads, 2) * 0.1)     # [H, (parent, child)]
+        self.rel_weight = nn.Parameter(torch.randn(num_heads, 2) * 0.1)  # [H, (parent, child)]
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
         self.drop = nn.Dropout(dropout)
@@ -116,7 +141,7 @@ class StructFormerAttention(Mixer):
         """``(δ [B, L], τ [B, L])`` after the calibration margin (module docstring)."""
         B, L, _ = x.shape
         mask = torch.ones(B, L, dtype=torch.bool, device=x.device) if mask is None else mask
-        nxt = F.pad(mask[:, 1:], (0, 1), value=False)                       # a real token follows
+        nxt = F.pad(mask[:, 1:], (0, 1), value=False)  # a real token follows
         h = x
         for layer in self.parser:
             h = layer(h.masked_fill(~mask[:, :, None], 0.0))
@@ -129,7 +154,7 @@ class StructFormerAttention(Mixer):
         right = torch.relu(distance[:, None, :] - hmax)
         margin = torch.minimum(left, right).triu(0)
         valid = torch.cat([nxt[:, None, :], mask[:, None, :].expand(B, L - 1, L)], dim=1)
-        margin = margin.masked_fill(~valid, 0.0).flatten(1).amax(-1)        # [B] (per sequence)
+        margin = margin.masked_fill(~valid, 0.0).flatten(1).amax(-1)  # [B] (per sequence)
         return distance - margin[:, None], height
 
     def dependency(self, x: torch.Tensor, mask: torch.Tensor | None = None):
@@ -142,11 +167,11 @@ class StructFormerAttention(Mixer):
     def _forward(self, x, mask, state, return_state):
         B, L, d = x.shape
         H, Dh = self.num_heads, self.head_dim
-        parent = self.dependency(x, mask)                                    # [B, i, j]
-        w = torch.softmax(self.rel_weight, dim=-1)                           # [H, 2]
-        dep = (w[None, :, 0, None, None] * parent[:, None] + w[None, :, 1, None, None] * parent.transpose(1, 2)[:, None])
-        q, k, v = self.qkv(x).view(B, L, 3, H, Dh).permute(2, 0, 3, 1, 4)   # each [B, H, L, Dh]
-        logits = q @ k.transpose(-1, -2) / math.sqrt(Dh)                     # [B, H, L, L]
+        parent = self.dependency(x, mask)  # [B, i, j]
+        w = torch.softmax(self.rel_weight, dim=-1)  # [H, 2]
+        dep = w[None, :, 0, None, None] * parent[:, None] + w[None, :, 1, None, None] * parent.transpose(1, 2)[:, None]
+        q, k, v = self.qkv(x).view(B, L, 3, H, Dh).permute(2, 0, 3, 1, 4)  # each [B, H, L, Dh]
+        logits = q @ k.transpose(-1, -2) / math.sqrt(Dh)  # [B, H, L, L]
         if mask is not None:
             logits = logits.masked_fill(~mask[:, None, None, :], -math.inf)
         a = self.drop(torch.sigmoid(logits) * dep)
@@ -164,7 +189,7 @@ class StructFormerAttention(Mixer):
         out_trees, out_heads = [], []
         for b, n in enumerate(lengths):
             n = int(n)
-            out_trees.append(trees.split_by_distance(distance[b, :n - 1].tolist()))
+            out_trees.append(trees.split_by_distance(distance[b, : n - 1].tolist()))
             heads = parent[b, :n, :n].argmax(-1)
             heads[int(height[b, :n].argmax())] = -1
             out_heads.append(heads.tolist())

@@ -62,17 +62,17 @@ from ..ops.long_short import causal_long_short_attention
 from ..utils.validate import check_int
 from .base import Mixer, register
 
-
 # Queries per super-block of the causal kernel (rounded down to a multiple of the window, at least
 # one window): 1024 keeps each block's tensors a few MB at d_model 256 (cache-sized, few ops).
 QUERY_BLOCK = 1024
 
 
-def transformer_ls_flops(L: int, d: int, h: int, causal: bool, window: int = 128, rank: int | None = None,
-                         chunk: int = 16) -> float:
+def transformer_ls_flops(
+    L: int, d: int, h: int, causal: bool, window: int = 128, rank: int | None = None, chunk: int = 16
+) -> float:
     rank = (1 if causal else 32) if rank is None else rank
-    proj = 2 * L * d * 4 * d + 2 * L * d * h * rank                # q, k, v, out and W_P
-    compress = 2 * 2 * L * rank * d                                # P^T K, P^T V
+    proj = 2 * L * d * 4 * d + 2 * L * d * h * rank  # q, k, v, out and W_P
+    compress = 2 * 2 * L * rank * d  # P^T K, P^T V
     keys = (L / chunk * rank / 2 + window) if causal else (rank + 2 * window)
     return float(proj + compress + 2 * 2 * L * keys * d)
 
@@ -90,25 +90,36 @@ def transformer_ls_flops(L: int, d: int, h: int, causal: bool, window: int = 128
 class LongShortAttention(Mixer):
     """Dynamic low-rank projection + segment-wise sliding window under one softmax, with DualLN."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, window: int = 128,
-                 rank: int | None = None, chunk_size: int = 16, rope: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        window: int = 128,
+        rank: int | None = None,
+        chunk_size: int = 16,
+        rope: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         if not isinstance(window, int) or window < 2 or window % 2:
             raise ValueError(f"transformer_ls: window must be an even int >= 2, got {window!r}")
         check_int("chunk_size", chunk_size, min=1, owner="transformer_ls")
         rank = (1 if causal else 32) if rank is None else rank
         if not isinstance(rank, int) or rank <= 0 or (causal and rank > chunk_size):
-            raise ValueError(f"transformer_ls: rank must be a positive int (<= chunk_size={chunk_size} when causal), "
-                             f"got {rank!r}")
+            raise ValueError(
+                f"transformer_ls: rank must be a positive int (<= chunk_size={chunk_size} when causal), got {rank!r}"
+            )
         self.window, self.rank, self.chunk = window, rank, chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
-        self.proj = nn.Linear(d_model, num_heads * rank, bias=bias)    # W_P (dconv_fc)
+        self.proj = nn.Linear(d_model, num_heads * rank, bias=bias)  # W_P (dconv_fc)
         self.out = nn.Linear(d_model, d_model, bias=bias)
-        self.ln_long = nn.LayerNorm(d_model)                            # LN_L
-        self.ln_short = nn.LayerNorm(d_model)                           # LN_S
+        self.ln_long = nn.LayerNorm(d_model)  # LN_L
+        self.ln_short = nn.LayerNorm(d_model)  # LN_S
         self.rope = RotaryEmbedding(self.head_dim) if rope else None
         for w in (*self.qkv.weight.chunk(3), self.out.weight):
-            nn.init.xavier_normal_(w)                                   # as in the official code
+            nn.init.xavier_normal_(w)  # as in the official code
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", window={self.window}, rank={self.rank}, chunk_size={self.chunk}"
@@ -120,7 +131,7 @@ class LongShortAttention(Mixer):
     def _inputs(self, x: torch.Tensor, offset: int):
         """q (rotated for the window part and plain), raw k, v, normalised window k, v: ``[B, H, L, Dh]``;
         projection logits ``[B, H, L, r]``."""
-        q, k, v = self.qkv(x).chunk(3, dim=-1)                          # [B, L, d]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # [B, L, d]
         kw, vw = self._heads(self.ln_short(k)), self._heads(self.ln_short(v))
         q = self._heads(q)
         qw = q
@@ -137,7 +148,7 @@ class LongShortAttention(Mixer):
         """
         p = logits.masked_fill(~valid[..., None], torch.finfo(logits.dtype).min).softmax(dim=-2)
         keep = valid[..., None].to(k.dtype)
-        kb = p.transpose(-1, -2) @ (k * keep)                          # [B, H, ..., r, Dh]
+        kb = p.transpose(-1, -2) @ (k * keep)  # [B, H, ..., r, Dh]
         vb = p.transpose(-1, -2) @ (v * keep)
         return self._norm_long(kb), self._norm_long(vb)
 
@@ -149,10 +160,10 @@ class LongShortAttention(Mixer):
     @staticmethod
     def _attend_long(q, k, v, allowed, scale):
         """Softmax attention over the long-range keys with its log-sum-exp (for the exact merge)."""
-        s = (q @ k.transpose(-1, -2)) * scale                           # [B, H, L, M]
+        s = (q @ k.transpose(-1, -2)) * scale  # [B, H, L, M]
         if allowed is not None:
             s = s.masked_fill(~allowed, torch.finfo(s.dtype).min)
-        lse = torch.logsumexp(s, dim=-1)                                # [B, H, L]
+        lse = torch.logsumexp(s, dim=-1)  # [B, H, L]
         return torch.exp(s - lse[..., None]) @ v, lse
 
     # ------------------------------------------------------------------ forward
@@ -162,8 +173,8 @@ class LongShortAttention(Mixer):
         B, L, _ = x.shape
         q, qw, k, v, kw, vw, logits = self._inputs(x, 0)
         valid = torch.ones(B, L, dtype=torch.bool, device=x.device) if mask is None else mask
-        kb, vb = self._compress(k, v, logits, valid[:, None])           # [B, H, r, Dh]
-        scale = self.head_dim ** -0.5
+        kb, vb = self._compress(k, v, logits, valid[:, None])  # [B, H, r, Dh]
+        scale = self.head_dim**-0.5
         o_long, lse_long = self._attend_long(q, kb, vb, None, scale)
         # Segment window: query half-block i (segment i // 2) sees half-blocks 2s-1 .. 2s+2.
         half = self.window // 2
@@ -185,44 +196,50 @@ class LongShortAttention(Mixer):
 
         # short-term keys: the last w tokens, with the cached w - 1 before this input
         n_w = state["win_k"].shape[2]
-        kw_all = torch.cat([state["win_k"], kw], 2)                     # [B, H, n_w + L, Dh]
+        kw_all = torch.cat([state["win_k"], kw], 2)  # [B, H, n_w + L, Dh]
         vw_all = torch.cat([state["win_v"], vw], 2)
         win_ok = None if mask is None else torch.cat([mask.new_ones(B, n_w), mask], 1)
 
         # long-range keys: compressed keys of every completed chunk (chunks aligned to absolute positions)
         n_c = state["cur_k"].shape[2]
-        k_raw = torch.cat([state["cur_k"], k], 2)                        # [B, H, n_c + L, Dh]
+        k_raw = torch.cat([state["cur_k"], k], 2)  # [B, H, n_c + L, Dh]
         v_raw = torch.cat([state["cur_v"], v], 2)
-        lg_raw = torch.cat([state["cur_p"], logits], 2)                  # [B, H, n_c + L, r]
-        full = (n_c + L) // l                                            # completed chunks
+        lg_raw = torch.cat([state["cur_p"], logits], 2)  # [B, H, n_c + L, r]
+        full = (n_c + L) // l  # completed chunks
         valid = torch.ones(B, full * l, dtype=torch.bool, device=x.device)
         if mask is not None:
             valid = torch.cat([mask.new_ones(B, n_c), mask], 1)[:, : full * l]
         chunked = lambda t: t[:, :, : full * l].unflatten(2, (full, l))  # noqa: E731  [B, H, G, l, *]
         valid_c = valid.view(B, 1, full, l)
         kb, vb = self._compress(chunked(k_raw), chunked(v_raw), chunked(lg_raw), valid_c)  # [B, H, G, r, Dh]
-        k_long = torch.cat([state["mem_k"], kb.flatten(2, 3)], 2)        # [B, H, M, Dh]
+        k_long = torch.cat([state["mem_k"], kb.flatten(2, 3)], 2)  # [B, H, M, Dh]
         v_long = torch.cat([state["mem_v"], vb.flatten(2, 3)], 2)
         # query i (relative position n_c + i) sees compressed key j iff its chunk is earlier and has a
         # real token; the memory's chunks (index -1) are all earlier
         n_mem = state["mem_k"].shape[2]
-        key_chunk = torch.cat([torch.full((n_mem,), -1, device=x.device),
-                               torch.arange(full, device=x.device).repeat_interleave(r)])    # [M]
-        q_chunk = torch.arange(n_c, n_c + L, device=x.device) // l                          # [L]
+        key_chunk = torch.cat(
+            [torch.full((n_mem,), -1, device=x.device), torch.arange(full, device=x.device).repeat_interleave(r)]
+        )  # [M]
+        q_chunk = torch.arange(n_c, n_c + L, device=x.device) // l  # [L]
         long_ok = None
         if mask is not None:
             long_ok = torch.cat([mask.new_ones(B, n_mem), valid_c.any(-1)[:, 0].repeat_interleave(r, -1)], 1)
-        block = w * max(1, QUERY_BLOCK // w)                             # queries per super-block
-        o = causal_long_short_attention(q, qw, k_long, v_long, kw_all, vw_all, q_chunk, key_chunk, long_ok, win_ok,
-                                        n_w, w, block)                   # [B, H, L, Dh]
+        block = w * max(1, QUERY_BLOCK // w)  # queries per super-block
+        o = causal_long_short_attention(
+            q, qw, k_long, v_long, kw_all, vw_all, q_chunk, key_chunk, long_ok, win_ok, n_w, w, block
+        )  # [B, H, L, Dh]
         y = self.out(rearrange(o, "b h l d -> b l (h d)"))
         new_state = None
         if return_state:
             new_state = {
-                "win_k": kw_all[:, :, -(w - 1):] if w > 1 else kw_all[:, :, :0],
-                "win_v": vw_all[:, :, -(w - 1):] if w > 1 else vw_all[:, :, :0],
-                "cur_k": k_raw[:, :, full * l:], "cur_v": v_raw[:, :, full * l:], "cur_p": lg_raw[:, :, full * l:],
-                "mem_k": k_long, "mem_v": v_long, "pos": pos + L,
+                "win_k": kw_all[:, :, -(w - 1) :] if w > 1 else kw_all[:, :, :0],
+                "win_v": vw_all[:, :, -(w - 1) :] if w > 1 else vw_all[:, :, :0],
+                "cur_k": k_raw[:, :, full * l :],
+                "cur_v": v_raw[:, :, full * l :],
+                "cur_p": lg_raw[:, :, full * l :],
+                "mem_k": k_long,
+                "mem_v": v_long,
+                "pos": pos + L,
             }
         return y, new_state
 
@@ -230,8 +247,16 @@ class LongShortAttention(Mixer):
     def _init_state(self, batch_size, device, dtype):
         z = lambda n: torch.zeros(batch_size, self.num_heads, 0, n, device=device, dtype=dtype)  # noqa: E731
         Dh = self.head_dim
-        return {"win_k": z(Dh), "win_v": z(Dh), "cur_k": z(Dh), "cur_v": z(Dh), "cur_p": z(self.rank),
-                "mem_k": z(Dh), "mem_v": z(Dh), "pos": 0}
+        return {
+            "win_k": z(Dh),
+            "win_v": z(Dh),
+            "cur_k": z(Dh),
+            "cur_v": z(Dh),
+            "cur_p": z(self.rank),
+            "mem_k": z(Dh),
+            "mem_v": z(Dh),
+            "pos": 0,
+        }
 
     def state_size(self, seq_len):
         win = 2 * min(seq_len, self.window - 1) * self.d_model

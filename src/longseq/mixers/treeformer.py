@@ -99,7 +99,7 @@ __all__ = ["route", "tf_attention", "tc_attention", "treeformer_bootstrap"]
 def _tf_flops(L: int, d: int, h: int, causal: bool, depth: int = 4) -> float:
     """Projections, routing of q and k through ``depth`` hyperplanes, attention within leaves of
     a balanced tree (L / 2^depth keys each)."""
-    keys = max(L / 2 ** depth, 1.0)
+    keys = max(L / 2**depth, 1.0)
     return float(2 * L * d * 4 * d + 2 * L * 2 * depth * d + 2 * 2 * L * keys * d)
 
 
@@ -119,17 +119,17 @@ def route(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, depth: int):
     """
     B, H, L, Dh = x.shape
     n_int = w.shape[1]
-    head = (torch.arange(H, device=x.device) * n_int)[None, :, None]        # [1, H, 1] table offset
+    head = (torch.arange(H, device=x.device) * n_int)[None, :, None]  # [1, H, 1] table offset
     xf, table, bias = x.reshape(-1, Dh), w.reshape(H * n_int, Dh), b.reshape(H * n_int)
     node = torch.zeros(B, H, L, dtype=torch.long, device=x.device)
     g = torch.ones(B, H, L, dtype=x.dtype, device=x.device)
     nodes, member = [node], [g]
     for _ in range(depth):
-        idx = (node + head).reshape(-1, 1)                                   # [B*H*L, 1]
+        idx = (node + head).reshape(-1, 1)  # [B*H*L, 1]
         s = (path_logits(xf, table, idx)[:, 0] + bias[idx[:, 0]]).view(B, H, L)
         right = s > 0
-        c = torch.sigmoid(torch.where(right, s, -s))                         # chosen branch
-        g = g * (1.0 + (c - c.detach()))                                     # straight-through
+        c = torch.sigmoid(torch.where(right, s, -s))  # chosen branch
+        g = g * (1.0 + (c - c.detach()))  # straight-through
         node = 2 * node + 1 + right.long()
         nodes.append(node)
         member.append(g)
@@ -141,7 +141,7 @@ def _node_means(x, idx, weight, n_total):
     """Membership-weighted mean of ``x: [M, Dh]`` per node; ``idx``/``weight``: [M, P] -> [T, Dh], [T]."""
     x_sum = x.new_zeros(n_total, x.shape[1])
     w_sum = weight.new_zeros(n_total).index_add(0, idx.flatten(), weight.flatten())
-    for n in range(idx.shape[1]):                      # one level at a time: O(M Dh) temporaries
+    for n in range(idx.shape[1]):  # one level at a time: O(M Dh) temporaries
         x_sum = x_sum.index_add(0, idx[:, n], weight[:, n, None] * x)
     # forward: integer key counts; empty nodes (count 0) are masked by the caller
     return x_sum / w_sum.clamp_min(1.0)[:, None], w_sum
@@ -151,8 +151,8 @@ def tc_attention(q, k, v, q_nodes, q_member, k_nodes, k_member, key_mask, n_node
     """TC-attention over path-node aggregates. q/k/v: [G, L, Dh]; *_nodes/*_member: [G, L, h+1];
     key_mask: [G, L] bool (True = real key) or None. Returns [G, L, Dh]."""
     G, L, Dh = q.shape
-    offset = (torch.arange(G, device=q.device) * n_nodes)[:, None, None]     # [G, 1, 1]
-    k_idx = (k_nodes + offset).flatten(0, 1)                                 # [G*L, h+1] global node ids
+    offset = (torch.arange(G, device=q.device) * n_nodes)[:, None, None]  # [G, 1, 1]
+    k_idx = (k_nodes + offset).flatten(0, 1)  # [G*L, h+1] global node ids
     q_idx = (q_nodes + offset).flatten(0, 1)
     wk = k_member if key_mask is None else k_member * key_mask[..., None].to(k_member.dtype)
     wk = wk.flatten(0, 1)
@@ -160,12 +160,12 @@ def tc_attention(q, k, v, q_nodes, q_member, k_nodes, k_member, key_mask, n_node
     k_bar, count = _node_means(k.flatten(0, 1), k_idx, wk, G * n_nodes)
     v_bar, _ = _node_means(v.flatten(0, 1), k_idx, wk, G * n_nodes)
 
-    empty = count.detach()[q_idx] == 0                                       # [G*L, h+1]
-    logits = path_logits(q.flatten(0, 1), k_bar, q_idx) * Dh ** -0.5
+    empty = count.detach()[q_idx] == 0  # [G*L, h+1]
+    logits = path_logits(q.flatten(0, 1), k_bar, q_idx) * Dh**-0.5
     logits = logits.masked_fill(empty, float("-inf"))
     m = logits.detach().amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = q_member.flatten(0, 1) * torch.exp(logits - m)                       # [G*L, h+1]
+    e = q_member.flatten(0, 1) * torch.exp(logits - m)  # [G*L, h+1]
     z = e.sum(-1, keepdim=True)
     p = e / torch.where(z > 0, z, torch.ones_like(z))
     return path_mix(p, v_bar, q_idx).view(G, L, Dh)
@@ -193,45 +193,45 @@ def tf_attention(q, k, v, q_leaf, q_member, k_leaf, k_member, mask, n_leaves: in
     C = block_size
     Lp = -(-L // C) * C
     nb = Lp // C
-    no_key, no_query = n_leaves, n_leaves + 1                # sentinels: never equal to each other
+    no_key, no_query = n_leaves, n_leaves + 1  # sentinels: never equal to each other
     if mask is not None:
         k_leaf = torch.where(mask, k_leaf, torch.full_like(k_leaf, no_key))
         q_leaf = torch.where(mask, q_leaf, torch.full_like(q_leaf, no_query))
 
     # sort by leaf (stable: ties keep sequence order)
-    k_leaf_s, k_ord = torch.sort(_pad_to(k_leaf, Lp, no_key), dim=1, stable=True)      # [G, Lp]
+    k_leaf_s, k_ord = torch.sort(_pad_to(k_leaf, Lp, no_key), dim=1, stable=True)  # [G, Lp]
     q_leaf_s, q_ord = torch.sort(_pad_to(q_leaf, Lp, no_query), dim=1, stable=True)
     gather3 = lambda t, idx: torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, Dh))  # noqa: E731
-    k_s = gather3(_pad_to(k, Lp, 0.0), k_ord)                                          # [G, Lp, Dh]
+    k_s = gather3(_pad_to(k, Lp, 0.0), k_ord)  # [G, Lp, Dh]
     v_s = gather3(_pad_to(v, Lp, 0.0), k_ord)
     q_s = gather3(_pad_to(q, Lp, 0.0), q_ord)
-    km_s = torch.gather(_pad_to(k_member, Lp, 1.0), 1, k_ord)                           # [G, Lp]
+    km_s = torch.gather(_pad_to(k_member, Lp, 1.0), 1, k_ord)  # [G, Lp]
 
     # key range [start, end) of each query's leaf in the sorted keys, then per query block
-    start = torch.searchsorted(k_leaf_s, q_leaf_s, right=False)                        # [G, Lp]
+    start = torch.searchsorted(k_leaf_s, q_leaf_s, right=False)  # [G, Lp]
     end = torch.searchsorted(k_leaf_s, q_leaf_s, right=True)
-    end = torch.where(q_leaf_s == no_query, torch.zeros_like(end), end)   # no range for padding
-    start_b = start.view(G, nb, C)[:, :, 0]                  # sorted leaves => ranges are sorted
+    end = torch.where(q_leaf_s == no_query, torch.zeros_like(end), end)  # no range for padding
+    start_b = start.view(G, nb, C)[:, :, 0]  # sorted leaves => ranges are sorted
     end_b = end.view(G, nb, C).amax(-1)
     kb0 = torch.div(start_b, C, rounding_mode="floor")
-    n_kb = torch.where(end_b > start_b, -(-end_b // C) - kb0, torch.zeros_like(kb0))    # [G, nb]
+    n_kb = torch.where(end_b > start_b, -(-end_b // C) - kb0, torch.zeros_like(kb0))  # [G, nb]
 
     # (query block, key block) pairs, flattened over groups
     n_kb = n_kb.flatten()
-    qb = torch.repeat_interleave(torch.arange(G * nb, device=q.device), n_kb)          # [P]
+    qb = torch.repeat_interleave(torch.arange(G * nb, device=q.device), n_kb)  # [P]
     first = torch.cumsum(n_kb, 0) - n_kb
     kb = kb0.flatten()[qb] + torch.arange(qb.numel(), device=q.device) - first[qb]
-    kb = kb + torch.div(qb, nb, rounding_mode="floor") * nb                            # global id
+    kb = kb + torch.div(qb, nb, rounding_mode="floor") * nb  # global id
 
-    Qp = q_s.reshape(G * nb, C, Dh)[qb]                                                # [P, C, Dh]
+    Qp = q_s.reshape(G * nb, C, Dh)[qb]  # [P, C, Dh]
     Kp = k_s.reshape(G * nb, C, Dh)[kb]
     Vp = v_s.reshape(G * nb, C, Dh)[kb]
     same = q_leaf_s.reshape(G * nb, C)[qb][:, :, None] == k_leaf_s.reshape(G * nb, C)[kb][:, None, :]
-    scores = torch.einsum("pid,pjd->pij", Qp, Kp) * Dh ** -0.5                         # [P, C, C]
+    scores = torch.einsum("pid,pjd->pij", Qp, Kp) * Dh**-0.5  # [P, C, C]
     scores = scores.masked_fill(~same, float("-inf"))
 
     # segment softmax over all pairs of a query block
-    row_max = scores.detach().amax(-1)                                                 # [P, C]
+    row_max = scores.detach().amax(-1)  # [P, C]
     m = row_max.new_full((G * nb, C), float("-inf"))
     m = m.scatter_reduce(0, qb[:, None].expand(-1, C), row_max, "amax", include_self=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
@@ -249,8 +249,9 @@ def tf_attention(q, k, v, q_leaf, q_member, k_leaf, k_member, mask, n_leaves: in
 class _Treeformer(Mixer):
     """Shared projections and per-head trees of the two Treeformer layers."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4,
-                 bias: bool = False) -> None:
+    def __init__(
+        self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4, bias: bool = False
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal)
         name = self.spec.name
         if causal:
@@ -259,7 +260,7 @@ class _Treeformer(Mixer):
         self.depth = depth
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
-        n_internal = 2 ** depth - 1
+        n_internal = 2**depth - 1
         self.tree_w = nn.Parameter(torch.randn(num_heads, n_internal, self.head_dim) / math.sqrt(self.head_dim))
         self.tree_b = nn.Parameter(torch.zeros(num_heads, n_internal))
 
@@ -269,7 +270,7 @@ class _Treeformer(Mixer):
     def _project_and_route(self, x, mask):
         """-> q, k, v [B*H, L, Dh]; path node ids and memberships [B*H, L, h+1]; mask [B*H, L] | None."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
-        q_route = route(q, self.tree_w, self.tree_b, self.depth)              # [B, H, L, h+1] x 2
+        q_route = route(q, self.tree_w, self.tree_b, self.depth)  # [B, H, L, h+1] x 2
         k_route = route(k, self.tree_w, self.tree_b, self.depth)
         flat = [t.flatten(0, 1) for t in (q, k, v, *q_route, *k_route)]
         if mask is not None:
@@ -278,14 +279,24 @@ class _Treeformer(Mixer):
 
     def _attend_tc(self, x, mask):
         q, k, v, qn, qm, kn, km, mask = self._project_and_route(x, mask)
-        o = tc_attention(q, k, v, qn, qm, kn, km, mask, 2 ** (self.depth + 1) - 1)      # [B*H, L, Dh]
+        o = tc_attention(q, k, v, qn, qm, kn, km, mask, 2 ** (self.depth + 1) - 1)  # [B*H, L, Dh]
         return self.out(rearrange(o, "(b h) l d -> b l (h d)", h=self.num_heads))
 
     def _attend_tf(self, x, mask, block_size):
         q, k, v, qn, qm, kn, km, mask = self._project_and_route(x, mask)
-        first_leaf = 2 ** self.depth - 1                                         # heap id of leaf 0
-        o = tf_attention(q, k, v, qn[..., -1] - first_leaf, qm[..., -1], kn[..., -1] - first_leaf, km[..., -1],
-                         mask, 2 ** self.depth, block_size)                      # [B*H, L, Dh]
+        first_leaf = 2**self.depth - 1  # heap id of leaf 0
+        o = tf_attention(
+            q,
+            k,
+            v,
+            qn[..., -1] - first_leaf,
+            qm[..., -1],
+            kn[..., -1] - first_leaf,
+            km[..., -1],
+            mask,
+            2**self.depth,
+            block_size,
+        )  # [B*H, L, Dh]
         return self.out(rearrange(o, "(b h) l d -> b l (h d)", h=self.num_heads))
 
 
@@ -302,8 +313,9 @@ class _Treeformer(Mixer):
 class TreeformerTC(_Treeformer):
     """TC-attention: each query attends over the mean keys/values of the h + 1 nodes on its path."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4,
-                 bias: bool = False) -> None:
+    def __init__(
+        self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4, bias: bool = False
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, depth=depth, bias=bias)
 
     def _forward(self, x, mask, state, return_state):
@@ -323,8 +335,17 @@ class TreeformerTC(_Treeformer):
 class TreeformerTF(_Treeformer):
     """TF-attention: each query attends to the keys of its own leaf; ``tc_steps`` bootstraps from TC."""
 
-    def __init__(self, d_model: int, *, num_heads: int = 1, causal: bool = False, depth: int = 4, block_size: int = 64,
-                 tc_steps: int = 0, bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int = 1,
+        causal: bool = False,
+        depth: int = 4,
+        block_size: int = 64,
+        tc_steps: int = 0,
+        bias: bool = False,
+    ) -> None:
         super().__init__(d_model, num_heads=num_heads, causal=causal, depth=depth, bias=bias)
         check_int("block_size", block_size, min=1, owner="treeformer_tf")
         check_int("tc_steps", tc_steps, min=0, owner="treeformer_tf")

@@ -11,6 +11,24 @@ from .finetune import LoadReport, classifier_from_pretrained, freeze_embeddings,
 from .masked_lm import MaskedLM
 from .presets import PRESETS, build_preset, preset_config
 
-__all__ = ["Backbone", "Block", "CausalLM", "LayerSpec", "LoadReport", "LongseqModel", "MaskedLM", "ModelConfig",
-           "PRESETS", "SequenceClassifier", "build_preset", "classifier_from_pretrained", "freeze_embeddings",
-           "layer_plan", "layerwise_lr_decay", "load", "load_encoder", "parse_layers", "preset_config"]
+__all__ = [
+    "Backbone",
+    "Block",
+    "CausalLM",
+    "LayerSpec",
+    "LoadReport",
+    "LongseqModel",
+    "MaskedLM",
+    "ModelConfig",
+    "PRESETS",
+    "SequenceClassifier",
+    "build_preset",
+    "classifier_from_pretrained",
+    "freeze_embeddings",
+    "layer_plan",
+    "layerwise_lr_decay",
+    "load",
+    "load_encoder",
+    "parse_layers",
+    "preset_config",
+]

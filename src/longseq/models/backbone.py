@@ -54,9 +54,18 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError(f"token ids must lie in [0, {vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
 
 
-def layer_plan(mixer, n_layers: int | None, mixer_options: dict | None, causal: bool | None,
-               layers: list | None = None, *, num_heads: int = 1, ffn: str = "mlp", ffn_mult: float = 4.0,
-               ffn_options: dict | None = None) -> list[dict[str, Any]]:
+def layer_plan(
+    mixer,
+    n_layers: int | None,
+    mixer_options: dict | None,
+    causal: bool | None,
+    layers: list | None = None,
+    *,
+    num_heads: int = 1,
+    ffn: str = "mlp",
+    ffn_mult: float = 4.0,
+    ffn_options: dict | None = None,
+) -> list[dict[str, Any]]:
     """Resolve each layer's mixer, options, causal flag, heads and feed-forward from the shorthand
     (``mixer``/``mixer_options``) or ``layers`` (:func:`longseq.models.config.resolve_layers`).
     ``causal=None``: bidirectional where the mixer allows it, else causal. ``num_heads`` reaches
@@ -68,18 +77,36 @@ def layer_plan(mixer, n_layers: int | None, mixer_options: dict | None, causal: 
         if c is None:
             c = not s.bidirectional
         heads = spec_.num_heads if spec_.num_heads is not None else num_heads
-        plan.append({"name": spec_.mixer, "options": dict(spec_.options), "causal": bool(c),
-                     "num_heads": heads if s.heads else 1,
-                     "ffn": spec_.ffn if spec_.ffn is not None else ffn,
-                     "ffn_mult": spec_.ffn_mult if spec_.ffn_mult is not None else ffn_mult,
-                     "ffn_options": spec_.ffn_options if spec_.ffn_options is not None else ffn_options})
+        plan.append(
+            {
+                "name": spec_.mixer,
+                "options": dict(spec_.options),
+                "causal": bool(c),
+                "num_heads": heads if s.heads else 1,
+                "ffn": spec_.ffn if spec_.ffn is not None else ffn,
+                "ffn_mult": spec_.ffn_mult if spec_.ffn_mult is not None else ffn_mult,
+                "ffn_options": spec_.ffn_options if spec_.ffn_options is not None else ffn_options,
+            }
+        )
     return plan
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, *, mixer: str, mixer_options: dict, num_heads: int, causal: bool,
-                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0,
-                 shortcuts: bool = True, ffn_options: dict | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        mixer: str,
+        mixer_options: dict,
+        num_heads: int,
+        causal: bool,
+        norm: str = "layernorm",
+        ffn: str = "mlp",
+        ffn_mult: float = 4.0,
+        dropout: float = 0.0,
+        shortcuts: bool = True,
+        ffn_options: dict | None = None,
+    ):
         super().__init__()
         self.shortcuts = shortcuts
         self.norm1 = make_norm(norm, d_model)
@@ -90,8 +117,11 @@ class Block(nn.Module):
             self.norm2 = make_norm(norm, d_model)
             if ffn == "tat" and ffn_options:
                 raise ValueError(f"ffn='tat' takes no ffn_options, got {sorted(ffn_options)}")
-            self.ffn = (TATFeedForward(d_model, ffn_mult, dropout) if ffn == "tat"
-                        else FeedForward(d_model, ffn, ffn_mult, dropout, ffn_options))
+            self.ffn = (
+                TATFeedForward(d_model, ffn_mult, dropout)
+                if ffn == "tat"
+                else FeedForward(d_model, ffn, ffn_mult, dropout, ffn_options)
+            )
 
     def _ffn(self, x, mask):
         """The FFN; the padding mask reaches FeedForward (MoE routing statistics skip padding)."""
@@ -129,26 +159,54 @@ class Block(nn.Module):
 class Backbone(nn.Module):
     """Token embedding + positions + blocks + final norm: ``ids [B, L] -> hidden [B, L, d_model]``."""
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int | None = None, *, mixer="softmax",
-                 mixer_options=None, num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm",
-                 ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
-                 max_len: int | None = None, shortcuts: bool = True, position_options: dict | None = None,
-                 embedding: str = "token", embedding_options: dict | None = None,
-                 ffn_options: dict | None = None, layers: list | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        n_layers: int | None = None,
+        *,
+        mixer="softmax",
+        mixer_options=None,
+        num_heads: int = 1,
+        causal: bool | None = None,
+        norm: str = "layernorm",
+        ffn: str = "mlp",
+        ffn_mult: float = 4.0,
+        dropout: float = 0.0,
+        position: str = "none",
+        max_len: int | None = None,
+        shortcuts: bool = True,
+        position_options: dict | None = None,
+        embedding: str = "token",
+        embedding_options: dict | None = None,
+        ffn_options: dict | None = None,
+        layers: list | None = None,
+    ):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
         if position == "learned" and not max_len:
             raise ValueError("position='learned' needs max_len (the longest sequence the table covers)")
         self.d_model, self.position, self.max_len = d_model, position, max_len
-        plan = layer_plan(mixer, n_layers, mixer_options, causal, layers, num_heads=num_heads, ffn=ffn,
-                          ffn_mult=ffn_mult, ffn_options=ffn_options)
+        plan = layer_plan(
+            mixer,
+            n_layers,
+            mixer_options,
+            causal,
+            layers,
+            num_heads=num_heads,
+            ffn=ffn,
+            ffn_mult=ffn_mult,
+            ffn_options=ffn_options,
+        )
         n_layers = len(plan)
         if position == "rope":
             with_rope = [p for p in plan if "rope" in mixers.spec(p["name"]).cls.options()]
             if not with_rope:
-                raise ValueError("position='rope' but no layer's mixer has a 'rope' option "
-                                 f"(mixers: {sorted({p['name'] for p in plan})})")
+                raise ValueError(
+                    "position='rope' but no layer's mixer has a 'rope' option "
+                    f"(mixers: {sorted({p['name'] for p in plan})})"
+                )
             for p in with_rope:
                 p["options"] = {**p["options"], "rope": True}
         if position_options and position not in LOGIT_POSITIONS:
@@ -156,8 +214,10 @@ class Backbone(nn.Module):
         if position in LOGIT_POSITIONS:
             with_relpos = [p for p in plan if "relpos" in mixers.spec(p["name"]).cls.options()]
             if not with_relpos:
-                raise ValueError(f"position={position!r} but no layer's mixer has a 'relpos' option "
-                                 f"(mixers: {sorted({p['name'] for p in plan})})")
+                raise ValueError(
+                    f"position={position!r} but no layer's mixer has a 'relpos' option "
+                    f"(mixers: {sorted({p['name'] for p in plan})})"
+                )
             self.relpos = RelativePositions(position, d_model, num_heads, max_len=max_len, **(position_options or {}))
             for p in with_relpos:
                 p["options"] = {**p["options"], "relpos": self.relpos}
@@ -171,13 +231,23 @@ class Backbone(nn.Module):
             self.pos_embed = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=p["num_heads"], causal=p["causal"],
-                  norm=norm, ffn=p["ffn"], ffn_mult=p["ffn_mult"], dropout=dropout, shortcuts=shortcuts,
-                  ffn_options=p["ffn_options"])
+            Block(
+                d_model,
+                mixer=p["name"],
+                mixer_options=p["options"],
+                num_heads=p["num_heads"],
+                causal=p["causal"],
+                norm=norm,
+                ffn=p["ffn"],
+                ffn_mult=p["ffn_mult"],
+                dropout=dropout,
+                shortcuts=shortcuts,
+                ffn_options=p["ffn_options"],
+            )
             for p in plan
         )
         if any(p["ffn"] == "tat" for p in plan):
-            configure_tat_(self.blocks)   # leaky-ReLU slope for this depth (TAT, Zhang et al. 2022)
+            configure_tat_(self.blocks)  # leaky-ReLU slope for this depth (TAT, Zhang et al. 2022)
         self.norm = make_norm(norm, d_model)
 
     @property

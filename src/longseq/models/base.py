@@ -74,31 +74,55 @@ class LongseqModel(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / WEIGHTS_FILE, lambda tmp: save_model(self, tmp))
-        meta = {"class": type(self).__name__, "schema": SCHEMA, "config": self.config,
-                "weights_sha256": sha256_file(d / WEIGHTS_FILE)}
+        meta = {
+            "class": type(self).__name__,
+            "schema": SCHEMA,
+            "config": self.config,
+            "weights_sha256": sha256_file(d / WEIGHTS_FILE),
+        }
         atomic_write(d / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
         return d
 
 
-_SI_UNSUPPORTED = {"shortcuts": True, "position_options": None, "ffn_options": None, "embedding": "token",
-                   "embedding_options": None}
+_SI_UNSUPPORTED = {
+    "shortcuts": True,
+    "position_options": None,
+    "ffn_options": None,
+    "embedding": "token",
+    "embedding_options": None,
+}
 
 
 def make_backbone(cfg: ModelConfig, causal: bool | None):
     """The backbone of ``cfg``: :class:`~longseq.models.backbone.Backbone`, or SIBERT's
     :class:`~longseq.models.sibert.SIBackbone` with ``scale_invariant`` (which has none of the
     options in ``_SI_UNSUPPORTED``: asking for both is refused)."""
-    common = dict(layers=[sp.to_dict() for sp in cfg.layers], num_heads=cfg.num_heads, causal=causal,
-                  norm=cfg.norm, ffn=cfg.ffn, ffn_mult=cfg.ffn_mult, dropout=cfg.dropout, position=cfg.position,
-                  max_len=cfg.max_len)
+    common = dict(
+        layers=[sp.to_dict() for sp in cfg.layers],
+        num_heads=cfg.num_heads,
+        causal=causal,
+        norm=cfg.norm,
+        ffn=cfg.ffn,
+        ffn_mult=cfg.ffn_mult,
+        dropout=cfg.dropout,
+        position=cfg.position,
+        max_len=cfg.max_len,
+    )
     if cfg.scale_invariant:
         bad = sorted(k for k, default in _SI_UNSUPPORTED.items() if getattr(cfg, k) not in (default, {}))
         if bad:
             raise ValueError(f"scale_invariant=True (SIBERT) does not support {', '.join(bad)}")
         return SIBackbone(cfg.vocab_size, cfg.d_model, **common)
-    return Backbone(cfg.vocab_size, cfg.d_model, shortcuts=cfg.shortcuts, position_options=cfg.position_options,
-                    embedding=cfg.embedding, embedding_options=cfg.embedding_options, ffn_options=cfg.ffn_options,
-                    **common)
+    return Backbone(
+        cfg.vocab_size,
+        cfg.d_model,
+        shortcuts=cfg.shortcuts,
+        position_options=cfg.position_options,
+        embedding=cfg.embedding,
+        embedding_options=cfg.embedding_options,
+        ffn_options=cfg.ffn_options,
+        **common,
+    )
 
 
 def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LongseqModel:
@@ -115,15 +139,17 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
         raise ValueError(f"{cfg_path} is corrupt ({e}); expected keys class, config, weights_sha256") from None
     if cls_name not in _MODEL_CLASSES:
         raise ValueError(f"{cfg_path}: unknown model class {cls_name!r}; known: {', '.join(sorted(_MODEL_CLASSES))}")
-    if "schema" not in meta:          # written before ModelConfig: constructor keywords, maybe old option names
+    if "schema" not in meta:  # written before ModelConfig: constructor keywords, maybe old option names
         config = upgrade_options(config, source=str(cfg_path))
     elif meta["schema"] > SCHEMA:
         raise ValueError(f"{cfg_path} has config schema {meta['schema']}, newer than this longseq reads ({SCHEMA})")
     config = pin_old_defaults(config, meta.get("schema", 1))
     actual = sha256_file(w_path)
     if actual != digest:
-        raise ValueError(f"{w_path} does not match the checksum recorded in {CONFIG_FILE} "
-                         f"(expected {digest[:12]}…, found {actual[:12]}…): the file is truncated or modified")
+        raise ValueError(
+            f"{w_path} does not match the checksum recorded in {CONFIG_FILE} "
+            f"(expected {digest[:12]}…, found {actual[:12]}…): the file is truncated or modified"
+        )
     model = _MODEL_CLASSES[cls_name](**config)
     try:
         missing, unexpected = load_model(model, str(w_path), strict=True, device=str(map_location))

@@ -37,31 +37,67 @@ class CausalLM(LongseqModel):
     nn/embeddings.py) and is left as is; SIBERT's output temperature: see models/sibert.py.
     """
 
-    def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int | None = None, *,
-                 mixer: str | list = "softmax", mixer_options: dict | None = None, num_heads: int = 1,
-                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0,
-                 position: str = "none", max_len: int | None = None, tie_embeddings: bool = True,
-                 scale_invariant: bool = False, shortcuts: bool = True, position_options: dict | None = None,
-                 embedding: str = "token", embedding_options: dict | None = None,
-                 ffn_options: dict | None = None, layers: list | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        n_layers: int | None = None,
+        *,
+        mixer: str | list = "softmax",
+        mixer_options: dict | None = None,
+        num_heads: int = 1,
+        norm: str = "layernorm",
+        ffn: str = "mlp",
+        ffn_mult: float = 4.0,
+        dropout: float = 0.0,
+        position: str = "none",
+        max_len: int | None = None,
+        tie_embeddings: bool = True,
+        scale_invariant: bool = False,
+        shortcuts: bool = True,
+        position_options: dict | None = None,
+        embedding: str = "token",
+        embedding_options: dict | None = None,
+        ffn_options: dict | None = None,
+        layers: list | None = None,
+    ) -> None:
         super().__init__()
-        cfg = ModelConfig.from_dict(dict(
-            vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer, mixer_options=mixer_options,
-            layers=layers, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout,
-            position=position, max_len=max_len, tie_embeddings=tie_embeddings, scale_invariant=scale_invariant,
-            shortcuts=shortcuts, position_options=position_options, embedding=embedding,
-            embedding_options=embedding_options, ffn_options=ffn_options), kind="lm")
+        cfg = ModelConfig.from_dict(
+            dict(
+                vocab_size=vocab_size,
+                d_model=d_model,
+                n_layers=n_layers,
+                mixer=mixer,
+                mixer_options=mixer_options,
+                layers=layers,
+                num_heads=num_heads,
+                norm=norm,
+                ffn=ffn,
+                ffn_mult=ffn_mult,
+                dropout=dropout,
+                position=position,
+                max_len=max_len,
+                tie_embeddings=tie_embeddings,
+                scale_invariant=scale_invariant,
+                shortcuts=shortcuts,
+                position_options=position_options,
+                embedding=embedding,
+                embedding_options=embedding_options,
+                ffn_options=ffn_options,
+            ),
+            kind="lm",
+        )
         if embedding == "patches":
             raise ValueError("embedding='patches' is an image front-end for classifiers; a causal LM cannot use it")
         self.model_config, self.config = cfg, cfg.to_dict()
         self.scale_invariant = scale_invariant
         self.backbone = make_backbone(cfg, causal=True)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        if tie_embeddings and embedding != "token":   # logits = E (W h) through the narrower H-SoftPOS table
+        if tie_embeddings and embedding != "token":  # logits = E (W h) through the narrower H-SoftPOS table
             self.lm_head = self.backbone.embed.tied_head(d_model)
         elif tie_embeddings:
             self.lm_head.weight = self.backbone.embed.weight
-            if not scale_invariant:                   # SIBERT normalises E: its scale does not matter
+            if not scale_invariant:  # SIBERT normalises E: its scale does not matter
                 std = math.sqrt(2.0 / (5.0 * d_model))
                 nn.init.normal_(self.backbone.embed.weight, std=std)
                 if position == "learned":
@@ -90,16 +126,24 @@ class CausalLM(LongseqModel):
         return self._logits(h), state
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, use_cache: bool | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Continue ``input_ids: [B, L]`` by ``max_new_tokens``; ``temperature=0`` is greedy.
 
         Returns ``[B, L + max_new_tokens]``. ``use_cache=None`` uses recurrent decoding when every
         layer supports ``step``.
         """
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"generate expects a non-empty prompt of shape [batch, length], got {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"generate expects a non-empty prompt of shape [batch, length], got {tuple(input_ids.shape)}"
+            )
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if use_cache is None:

@@ -27,7 +27,7 @@ def pool(h: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
     if how == "mean":
         m = mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-    last = (mask.long().sum(1) - 1).clamp_min(0)          # index of the last real token
+    last = (mask.long().sum(1) - 1).clamp_min(0)  # index of the last real token
     return h[torch.arange(h.shape[0], device=h.device), last]
 
 
@@ -35,30 +35,72 @@ def pool(h: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
 class SequenceClassifier(LongseqModel):
     """Backbone -> pooling -> head (see :class:`~longseq.models.config.ModelConfig`)."""
 
-    def __init__(self, vocab_size: int, num_classes: int, d_model: int = 128, n_layers: int | None = None, *,
-                 mixer: str | list = "softmax", mixer_options: dict | None = None, num_heads: int = 1,
-                 causal: bool | None = None, pooling: str = "mean", norm: str = "layernorm", ffn: str = "mlp",
-                 ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none", max_len: int | None = None,
-                 pair: bool = False, scale_invariant: bool = False, shortcuts: bool = True,
-                 position_options: dict | None = None, embedding: str = "token",
-                 embedding_options: dict | None = None, ffn_options: dict | None = None,
-                 layers: list | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        d_model: int = 128,
+        n_layers: int | None = None,
+        *,
+        mixer: str | list = "softmax",
+        mixer_options: dict | None = None,
+        num_heads: int = 1,
+        causal: bool | None = None,
+        pooling: str = "mean",
+        norm: str = "layernorm",
+        ffn: str = "mlp",
+        ffn_mult: float = 4.0,
+        dropout: float = 0.0,
+        position: str = "none",
+        max_len: int | None = None,
+        pair: bool = False,
+        scale_invariant: bool = False,
+        shortcuts: bool = True,
+        position_options: dict | None = None,
+        embedding: str = "token",
+        embedding_options: dict | None = None,
+        ffn_options: dict | None = None,
+        layers: list | None = None,
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
-        cfg = ModelConfig.from_dict(dict(
-            vocab_size=vocab_size, num_classes=num_classes, d_model=d_model, n_layers=n_layers, mixer=mixer,
-            mixer_options=mixer_options, layers=layers, num_heads=num_heads, causal=causal, pooling=pooling,
-            norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout, position=position, max_len=max_len, pair=pair,
-            scale_invariant=scale_invariant, shortcuts=shortcuts, position_options=position_options,
-            embedding=embedding, embedding_options=embedding_options, ffn_options=ffn_options), kind="classifier")
+        cfg = ModelConfig.from_dict(
+            dict(
+                vocab_size=vocab_size,
+                num_classes=num_classes,
+                d_model=d_model,
+                n_layers=n_layers,
+                mixer=mixer,
+                mixer_options=mixer_options,
+                layers=layers,
+                num_heads=num_heads,
+                causal=causal,
+                pooling=pooling,
+                norm=norm,
+                ffn=ffn,
+                ffn_mult=ffn_mult,
+                dropout=dropout,
+                position=position,
+                max_len=max_len,
+                pair=pair,
+                scale_invariant=scale_invariant,
+                shortcuts=shortcuts,
+                position_options=position_options,
+                embedding=embedding,
+                embedding_options=embedding_options,
+                ffn_options=ffn_options,
+            ),
+            kind="classifier",
+        )
         self.model_config, self.config = cfg, cfg.to_dict()
         self.pooling, self.pair = pooling, pair
         self.embedding = embedding
         self.backbone = make_backbone(cfg, causal=causal)
         if scale_invariant:
-            self.head = SIHead(4 * d_model if pair else d_model, num_classes, hidden=d_model if pair else None,
-                               norm=norm)
+            self.head = SIHead(
+                4 * d_model if pair else d_model, num_classes, hidden=d_model if pair else None, norm=norm
+            )
         elif pair:
             self.head = nn.Sequential(nn.Linear(4 * d_model, d_model), nn.GELU(), nn.Linear(d_model, num_classes))
         else:
@@ -67,7 +109,7 @@ class SequenceClassifier(LongseqModel):
     def encode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled representation ``[B, d_model]`` of ``ids: [B, L]``."""
         h = self.backbone(ids, mask)
-        if self.embedding == "patches":   # pool over the patch sequence
+        if self.embedding == "patches":  # pool over the patch sequence
             mask = self.backbone.output_mask(mask)
         return pool(h, mask, self.pooling)
 
@@ -84,5 +126,6 @@ class SequenceClassifier(LongseqModel):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), targets)
+
 
 MODEL_KINDS["classifier"] = SequenceClassifier

@@ -103,8 +103,9 @@ def _as_layer(e: Any, i: int) -> LayerSpec:
     return LayerSpec.from_dict(e, where=f"layer {i}")
 
 
-def resolve_layers(mixer: Any = "softmax", n_layers: int | None = 2, mixer_options: dict | None = None,
-                   layers: list | None = None) -> list[LayerSpec]:
+def resolve_layers(
+    mixer: Any = "softmax", n_layers: int | None = 2, mixer_options: dict | None = None, layers: list | None = None
+) -> list[LayerSpec]:
     """The per-layer specs of the shorthand (``mixer``, ``n_layers``, ``mixer_options``) or of
     ``layers``, with the shared ``mixer_options`` distributed (see the module docstring)."""
     if layers is not None:
@@ -125,7 +126,7 @@ def resolve_layers(mixer: Any = "softmax", n_layers: int | None = 2, mixer_optio
         raise ValueError("a model needs at least one layer")
     specs = [_as_layer(e, i) for i, e in enumerate(entries)]
     for s in specs:
-        mixers.spec(s.mixer)                       # unknown names fail here, listing the registry
+        mixers.spec(s.mixer)  # unknown names fail here, listing the registry
     shared = dict(mixer_options or {})
     if shared:
         accepts = [set(mixers.spec(s.mixer).cls.options()) | set(RENAMED_OPTIONS.get(s.mixer, {})) for s in specs]
@@ -161,10 +162,10 @@ class ModelConfig:
     embedding_options: dict[str, Any] | None = None
     shortcuts: bool = True
     scale_invariant: bool = False
-    tie_embeddings: bool = True                  # lm only
-    causal: bool | None = None                   # classifier only (an lm is causal)
-    pooling: str = "mean"                        # classifier only
-    pair: bool = False                           # classifier only
+    tie_embeddings: bool = True  # lm only
+    causal: bool | None = None  # classifier only (an lm is causal)
+    pooling: str = "mean"  # classifier only
+    pair: bool = False  # classifier only
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -188,8 +189,11 @@ class ModelConfig:
             d["num_classes"] = self.num_classes
         d.update(d_model=self.d_model, n_layers=self.n_layers, layers=[s.to_dict() for s in self.layers])
         skip = {"vocab_size", "num_classes", "d_model", "layers", "kind"}
-        skip |= {"lm": {"causal", "pooling", "pair"}, "classifier": {"tie_embeddings"},
-                 "mlm": {"causal", "pooling", "pair", "tie_embeddings"}}[self.kind]
+        skip |= {
+            "lm": {"causal", "pooling", "pair"},
+            "classifier": {"tie_embeddings"},
+            "mlm": {"causal", "pooling", "pair", "tie_embeddings"},
+        }[self.kind]
         for f in fields(self):
             if f.name not in skip:
                 d[f.name] = getattr(self, f.name)
@@ -241,7 +245,7 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"cannot read a model configuration from {p}: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: a model configuration is a JSON object, got {type(data).__name__}")
-    if "config" in data and "class" in data:           # written by model.save
+    if "config" in data and "class" in data:  # written by model.save
         kind = {"CausalLM": "lm", "SequenceClassifier": "classifier", "MaskedLM": "mlm"}.get(data["class"])
         old, schema = "schema" not in data, data.get("schema", 1)
         data = dict(data["config"])
@@ -258,7 +262,7 @@ def upgrade_options(config: dict[str, Any], source: str = "config") -> dict[str,
     with a ``FutureWarning`` naming each. Works on both the shorthand and the ``layers`` form."""
     config = dict(config)
     notes: list[str] = []
-    mixers.names()                                 # registers every mixer (and its renamed options)
+    mixers.names()  # registers every mixer (and its renamed options)
 
     def fix(name: str, opts: dict | None) -> dict | None:
         if not opts:
@@ -275,23 +279,33 @@ def upgrade_options(config: dict[str, Any], source: str = "config") -> dict[str,
     if config.get("layers") is not None:
         config["layers"] = [
             {**e, "options": fix(e["mixer"], e.get("options"))} if isinstance(e, dict) and "mixer" in e else e
-            for e in config["layers"]]
+            for e in config["layers"]
+        ]
     mixer = config.get("mixer")
     if isinstance(mixer, (list, tuple)):
         config["mixer"] = [
             {"name": e["name"], **fix(e["name"], {k: v for k, v in e.items() if k != "name"})}
-            if isinstance(e, dict) and "name" in e else e for e in mixer]
+            if isinstance(e, dict) and "name" in e
+            else e
+            for e in mixer
+        ]
     if config.get("mixer_options"):
-        names = [e if isinstance(e, str) else e.get("name") for e in
-                 (mixer if isinstance(mixer, (list, tuple)) else [mixer or "softmax"])]
+        names = [
+            e if isinstance(e, str) else e.get("name")
+            for e in (mixer if isinstance(mixer, (list, tuple)) else [mixer or "softmax"])
+        ]
         shared = dict(config["mixer_options"])
         for n in names:
             if isinstance(n, str):
                 shared = fix(n, shared)
         config["mixer_options"] = shared
     if notes:
-        warnings.warn(f"{source}: renamed mixer option(s) mapped to the current names ({'; '.join(sorted(set(notes)))}); "
-                      "save the model again to store the new names", FutureWarning, stacklevel=3)
+        warnings.warn(
+            f"{source}: renamed mixer option(s) mapped to the current names ({'; '.join(sorted(set(notes)))}); "
+            "save the model again to store the new names",
+            FutureWarning,
+            stacklevel=3,
+        )
     return config
 
 
@@ -307,16 +321,25 @@ def pin_old_defaults(config: dict[str, Any], schema: int) -> dict[str, Any]:
     if not pins:
         return config
     if config.get("layers") is not None:
-        config["layers"] = [{**e, "options": {**pins.get(e["mixer"], {}), **(e.get("options") or {})}}
-                            if isinstance(e, dict) and "mixer" in e else e for e in config["layers"]]
+        config["layers"] = [
+            {**e, "options": {**pins.get(e["mixer"], {}), **(e.get("options") or {})}}
+            if isinstance(e, dict) and "mixer" in e
+            else e
+            for e in config["layers"]
+        ]
         return config
     mixer = config.get("mixer") or "softmax"
     if isinstance(mixer, str) and mixer in pins:
         config["mixer_options"] = {**pins[mixer], **(config.get("mixer_options") or {})}
     elif isinstance(mixer, (list, tuple)):
         config["mixer"] = [
-            {"name": e, **pins[e]} if isinstance(e, str) and e in pins
-            else {**pins.get(e.get("name"), {}), **e} if isinstance(e, dict) else e for e in mixer]
+            {"name": e, **pins[e]}
+            if isinstance(e, str) and e in pins
+            else {**pins.get(e.get("name"), {}), **e}
+            if isinstance(e, dict)
+            else e
+            for e in mixer
+        ]
     return config
 
 

@@ -39,11 +39,32 @@ from ..optim import scale_lr
 from .base import CONFIG_FILE, LongseqModel, load
 
 # config keys that define the encoder (everything the backbone is built from)
-ENCODER_KEYS = ("vocab_size", "d_model", "n_layers", "layers", "num_heads", "norm", "ffn", "ffn_mult",
-                "position", "max_len", "shortcuts", "position_options", "ffn_options", "embedding",
-                "embedding_options", "scale_invariant")
-_DEFAULTS = {"shortcuts": True, "position_options": None, "ffn_options": None, "embedding": "token",
-             "embedding_options": None, "scale_invariant": False}
+ENCODER_KEYS = (
+    "vocab_size",
+    "d_model",
+    "n_layers",
+    "layers",
+    "num_heads",
+    "norm",
+    "ffn",
+    "ffn_mult",
+    "position",
+    "max_len",
+    "shortcuts",
+    "position_options",
+    "ffn_options",
+    "embedding",
+    "embedding_options",
+    "scale_invariant",
+)
+_DEFAULTS = {
+    "shortcuts": True,
+    "position_options": None,
+    "ffn_options": None,
+    "embedding": "token",
+    "embedding_options": None,
+    "scale_invariant": False,
+}
 
 
 @dataclass
@@ -54,12 +75,13 @@ class LoadReport:
     initialised: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "loaded": self.loaded, "skipped": self.skipped,
-                "initialised": self.initialised}
+        return {"source": self.source, "loaded": self.loaded, "skipped": self.skipped, "initialised": self.initialised}
 
     def __str__(self) -> str:
-        lines = [f"encoder from {self.source}: {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped, "
-                 f"{len(self.initialised)} newly initialised"]
+        lines = [
+            f"encoder from {self.source}: {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped, "
+            f"{len(self.initialised)} newly initialised"
+        ]
         for what, names in (("loaded", self.loaded), ("skipped", self.skipped), ("initialised", self.initialised)):
             lines += [f"  {what:<11} {n}" for n in names]
         return "\n".join(lines)
@@ -73,8 +95,10 @@ def resolve_source(source) -> LongseqModel:
     if (p / "model" / CONFIG_FILE).is_file():
         p = p / "model"
     if not (p / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"--init-from {str(source)!r}: neither a saved model directory ({CONFIG_FILE}) nor a "
-                                f"run directory with model/{CONFIG_FILE} (has the pre-training run finished?)")
+        raise FileNotFoundError(
+            f"--init-from {str(source)!r}: neither a saved model directory ({CONFIG_FILE}) nor a "
+            f"run directory with model/{CONFIG_FILE} (has the pre-training run finished?)"
+        )
     return load(p)
 
 
@@ -84,32 +108,39 @@ def _encoder_config(model) -> dict:
 
 
 def _norm(v):
-    return json.loads(json.dumps(v)) if v is not None else None     # tuples vs lists, as saved
+    return json.loads(json.dumps(v)) if v is not None else None  # tuples vs lists, as saved
 
 
 def check_compatible(model, source) -> None:
     """``ValueError`` naming the first difference between the two encoders (config, then tensors)."""
     a, b = _encoder_config(model), _encoder_config(source)
     for k in ENCODER_KEYS:
-        if k == "layers" and a["n_layers"] == b["n_layers"]:       # name the first differing layer setting
+        if k == "layers" and a["n_layers"] == b["n_layers"]:  # name the first differing layer setting
             for i, (la, lb) in enumerate(zip(_norm(a[k]) or [], _norm(b[k]) or [])):
                 for key in sorted(set(la) | set(lb)):
                     if la.get(key) != lb.get(key):
-                        raise ValueError(f"encoder architecture differs at 'layers[{i}].{key}': the model has "
-                                         f"{la.get(key)!r}, the pre-trained encoder has {lb.get(key)!r}")
+                        raise ValueError(
+                            f"encoder architecture differs at 'layers[{i}].{key}': the model has "
+                            f"{la.get(key)!r}, the pre-trained encoder has {lb.get(key)!r}"
+                        )
         if _norm(a[k]) != _norm(b[k]):
-            raise ValueError(f"encoder architecture differs at {k!r}: the model has {a[k]!r}, the pre-trained "
-                             f"encoder has {b[k]!r}")
+            raise ValueError(
+                f"encoder architecture differs at {k!r}: the model has {a[k]!r}, the pre-trained encoder has {b[k]!r}"
+            )
     shape = lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__  # noqa: E731
     ma = [(n, shape(t)) for n, t in model.backbone.state_dict().items()]
     mb = [(n, shape(t)) for n, t in source.backbone.state_dict().items()]
     for (na, sa), (nb, sb) in zip(ma, mb):
         if na != nb:
-            raise ValueError(f"encoder tensors differ: the model has backbone.{na}, the pre-trained encoder has "
-                             f"backbone.{nb} at the same position")
+            raise ValueError(
+                f"encoder tensors differ: the model has backbone.{na}, the pre-trained encoder has "
+                f"backbone.{nb} at the same position"
+            )
         if sa != sb:
-            raise ValueError(f"encoder tensor backbone.{na} has shape {list(sa)} in the model but {list(sb)} in the "
-                             f"pre-trained encoder")
+            raise ValueError(
+                f"encoder tensor backbone.{na} has shape {list(sa)} in the model but {list(sb)} in the "
+                f"pre-trained encoder"
+            )
     if len(ma) != len(mb):
         extra = ma[len(mb)][0] if len(ma) > len(mb) else mb[len(ma)][0]
         raise ValueError(f"encoder tensor counts differ ({len(ma)} vs {len(mb)}): first unmatched backbone.{extra}")
@@ -124,7 +155,7 @@ def load_encoder(model: nn.Module, source) -> LoadReport:
     label = source if isinstance(source, (str, os.PathLike)) else type(src).__name__
     report = LoadReport(str(label))
     enc = src.backbone.state_dict()
-    with torch.no_grad():     # strict: every key checked above; extra states (BigBird's seed) included
+    with torch.no_grad():  # strict: every key checked above; extra states (BigBird's seed) included
         model.backbone.load_state_dict(enc, strict=True)
     report.loaded = [f"backbone.{n}" for n in enc]
     loaded = set(report.loaded)
@@ -135,8 +166,9 @@ def load_encoder(model: nn.Module, source) -> LoadReport:
     return report
 
 
-def classifier_like(source, num_classes: int, *, pooling: str = "mean", pair: bool = False,
-                    dropout: float | None = None, **overrides):
+def classifier_like(
+    source, num_classes: int, *, pooling: str = "mean", pair: bool = False, dropout: float | None = None, **overrides
+):
     """A freshly initialised :class:`SequenceClassifier` with ``source``'s encoder architecture
     (vocabulary included): the from-scratch twin of a fine-tuned model."""
     from .classifier import SequenceClassifier
@@ -150,10 +182,10 @@ def classifier_like(source, num_classes: int, *, pooling: str = "mean", pair: bo
         cfg.pop("embedding", None)
         cfg.pop("embedding_options", None)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "mixer" in overrides or "mixer_options" in overrides:   # a stack of its own: the overrides state it
+    if "mixer" in overrides or "mixer_options" in overrides:  # a stack of its own: the overrides state it
         overrides.setdefault("mixer", [sp["mixer"] for sp in cfg["layers"]])
         cfg.pop("layers")
-    elif "n_layers" in overrides:                              # the source's layers, cycled to the new depth
+    elif "n_layers" in overrides:  # the source's layers, cycled to the new depth
         cfg["layers"] = [cfg["layers"][i % len(cfg["layers"])] for i in range(overrides["n_layers"])]
     cfg.update(overrides)
     if dropout is not None:
@@ -163,8 +195,9 @@ def classifier_like(source, num_classes: int, *, pooling: str = "mean", pair: bo
     return SequenceClassifier(src.config["vocab_size"], num_classes, pooling=pooling, pair=pair, **cfg)
 
 
-def classifier_from_pretrained(source, num_classes: int, *, pooling: str = "mean", pair: bool = False,
-                               dropout: float | None = None, **overrides):
+def classifier_from_pretrained(
+    source, num_classes: int, *, pooling: str = "mean", pair: bool = False, dropout: float | None = None, **overrides
+):
     """A :class:`SequenceClassifier` with ``source``'s encoder architecture and weights; returns
     ``(classifier, report)``. ``overrides`` change encoder settings (then the architectures must
     still match, else ``ValueError``); ``dropout`` may differ freely."""
@@ -187,10 +220,10 @@ def layerwise_lr_decay(model: nn.Module, decay: float) -> dict[str, float]:
     scales = {}
     for name, p in model.named_parameters():
         if name.startswith("backbone.") and id(p) not in depth_of and not name.startswith("backbone.norm."):
-            d = n + 1                                          # embeddings, position tables
+            d = n + 1  # embeddings, position tables
         else:
-            d = depth_of.get(id(p), 0)                         # head and the final norm: 0
-        s = decay ** d
+            d = depth_of.get(id(p), 0)  # head and the final norm: 0
+        s = decay**d
         scales[name] = s
         if s != 1.0:
             scale_lr(p, s)

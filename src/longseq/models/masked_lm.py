@@ -41,27 +41,63 @@ class MaskedLM(LongseqModel):
     """Bidirectional stack -> BERT's MLM head tied to the token table (``kind="mlm"`` of
     :class:`~longseq.models.config.ModelConfig`)."""
 
-    def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int | None = None, *,
-                 mixer: str | list = "softmax", mixer_options: dict | None = None, num_heads: int = 1,
-                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0,
-                 position: str = "none", max_len: int | None = None, shortcuts: bool = True,
-                 position_options: dict | None = None, ffn_options: dict | None = None,
-                 layers: list | None = None, scale_invariant: bool = False, embedding: str = "token",
-                 embedding_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        n_layers: int | None = None,
+        *,
+        mixer: str | list = "softmax",
+        mixer_options: dict | None = None,
+        num_heads: int = 1,
+        norm: str = "layernorm",
+        ffn: str = "mlp",
+        ffn_mult: float = 4.0,
+        dropout: float = 0.0,
+        position: str = "none",
+        max_len: int | None = None,
+        shortcuts: bool = True,
+        position_options: dict | None = None,
+        ffn_options: dict | None = None,
+        layers: list | None = None,
+        scale_invariant: bool = False,
+        embedding: str = "token",
+        embedding_options: dict | None = None,
+    ) -> None:
         super().__init__()
         if scale_invariant or embedding != "token" or embedding_options:
-            raise ValueError("MaskedLM takes the plain token embedding (no scale_invariant, embedding options "
-                             f"or embedding={embedding!r})")
-        cfg = ModelConfig.from_dict(dict(
-            vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer, mixer_options=mixer_options,
-            layers=layers, num_heads=num_heads, norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout,
-            position=position, max_len=max_len, shortcuts=shortcuts, position_options=position_options,
-            ffn_options=ffn_options), kind="mlm")
+            raise ValueError(
+                "MaskedLM takes the plain token embedding (no scale_invariant, embedding options "
+                f"or embedding={embedding!r})"
+            )
+        cfg = ModelConfig.from_dict(
+            dict(
+                vocab_size=vocab_size,
+                d_model=d_model,
+                n_layers=n_layers,
+                mixer=mixer,
+                mixer_options=mixer_options,
+                layers=layers,
+                num_heads=num_heads,
+                norm=norm,
+                ffn=ffn,
+                ffn_mult=ffn_mult,
+                dropout=dropout,
+                position=position,
+                max_len=max_len,
+                shortcuts=shortcuts,
+                position_options=position_options,
+                ffn_options=ffn_options,
+            ),
+            kind="mlm",
+        )
         for i, sp in enumerate(cfg.layers):
             if not mixers.spec(sp.mixer).bidirectional:
-                raise ValueError(f"MaskedLM needs bidirectional mixers; layer {i}'s mixer {sp.mixer!r} is causal "
-                                 f"only (bidirectional mixers: "
-                                 f"{', '.join(n for n in mixers.names() if mixers.spec(n).bidirectional)})")
+                raise ValueError(
+                    f"MaskedLM needs bidirectional mixers; layer {i}'s mixer {sp.mixer!r} is causal "
+                    f"only (bidirectional mixers: "
+                    f"{', '.join(n for n in mixers.names() if mixers.spec(n).bidirectional)})"
+                )
         self.model_config, self.config = cfg, cfg.to_dict()
         self.backbone = make_backbone(cfg, causal=False)
         self.mlm_transform = nn.Linear(d_model, d_model)
@@ -77,9 +113,9 @@ class MaskedLM(LongseqModel):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``ids: [B, L]`` -> logits ``[B, L, vocab_size]``."""
-        h = self.backbone(ids, mask)                                            # [B, L, D]
-        t = self.mlm_norm(F.gelu(self.mlm_transform(h)))                        # [B, L, D]
-        return F.linear(t, self.backbone.embed.weight, self.mlm_bias)           # [B, L, V]
+        h = self.backbone(ids, mask)  # [B, L, D]
+        t = self.mlm_norm(F.gelu(self.mlm_transform(h)))  # [B, L, D]
+        return F.linear(t, self.backbone.embed.weight, self.mlm_bias)  # [B, L, V]
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the masked positions (targets != -100)."""

@@ -42,8 +42,9 @@ from .classifier import SequenceClassifier
 PRESETS = ("spade", "h3_hybrid", "anthe")
 
 
-def _spade(n_layers: int, *, window: int = 128, ssm: str = "s4", combine: str = "concat",
-           ssm_options: dict | None = None) -> dict:
+def _spade(
+    n_layers: int, *, window: int = 128, ssm: str = "s4", combine: str = "concat", ssm_options: dict | None = None
+) -> dict:
     local = {"name": "local", "window": window, "rope": True}
     bottom = {"name": "spade", "window": window, "rope": True, "ssm": ssm, "combine": combine}
     if ssm_options:
@@ -56,8 +57,13 @@ def h3_attention_layers(n_layers: int) -> list[int]:
     return sorted({min(1, n_layers - 1), n_layers // 2})
 
 
-def _h3_hybrid(n_layers: int, *, attn_layers: list[int] | tuple[int, ...] | None = None,
-               attention: str = "softmax", h3_options: dict | None = None) -> dict:
+def _h3_hybrid(
+    n_layers: int,
+    *,
+    attn_layers: list[int] | tuple[int, ...] | None = None,
+    attention: str = "softmax",
+    h3_options: dict | None = None,
+) -> dict:
     idx = h3_attention_layers(n_layers) if attn_layers is None else sorted(set(attn_layers))
     bad = [i for i in idx if not isinstance(i, int) or not 0 <= i < n_layers]
     if bad:
@@ -67,14 +73,24 @@ def _h3_hybrid(n_layers: int, *, attn_layers: list[int] | tuple[int, ...] | None
     return {"mixer": [dict(attn) if i in idx else dict(h3) for i in range(n_layers)], "position": "none"}
 
 
-def _anthe(n_layers: int, *, tc_attention: float = 0.07, tc_ffn: float = 0.005, tc_length: int = 2,
-           levels: int = 2) -> dict:
-    kgv = {"name": "kgv", "bias": True, "proj": "tensor_chain",          # Keras Dense layers have biases
-           "proj_options": {"ratio": tc_attention, "length": tc_length}}
-    return {"mixer": [dict(kgv) for _ in range(n_layers)], "embedding": "hsoftpos",
-            "embedding_options": {"levels": levels}, "ffn": "swiglu",
-            "ffn_options": {"linear": "tensor_chain", "ratio": tc_ffn, "length": tc_length},
-            "position": "none", "tie_embeddings": False}
+def _anthe(
+    n_layers: int, *, tc_attention: float = 0.07, tc_ffn: float = 0.005, tc_length: int = 2, levels: int = 2
+) -> dict:
+    kgv = {
+        "name": "kgv",
+        "bias": True,
+        "proj": "tensor_chain",  # Keras Dense layers have biases
+        "proj_options": {"ratio": tc_attention, "length": tc_length},
+    }
+    return {
+        "mixer": [dict(kgv) for _ in range(n_layers)],
+        "embedding": "hsoftpos",
+        "embedding_options": {"levels": levels},
+        "ffn": "swiglu",
+        "ffn_options": {"linear": "tensor_chain", "ratio": tc_ffn, "length": tc_length},
+        "position": "none",
+        "tie_embeddings": False,
+    }
 
 
 _BUILDERS = {"spade": _spade, "h3_hybrid": _h3_hybrid, "anthe": _anthe}
@@ -101,13 +117,24 @@ def preset_config(name: str, n_layers: int = 2, **options) -> dict[str, Any]:
         raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
     unknown = sorted(set(options) - set(preset_options(name)))
     if unknown:
-        raise ValueError(f"model preset {name!r} got unknown option(s) {unknown}; its options are: "
-                         + ", ".join(f"{k}={v!r}" for k, v in preset_options(name).items()))
+        raise ValueError(
+            f"model preset {name!r} got unknown option(s) {unknown}; its options are: "
+            + ", ".join(f"{k}={v!r}" for k, v in preset_options(name).items())
+        )
     return {"n_layers": n_layers, **fn(n_layers, **options)}
 
 
-def build_preset(name: str, vocab_size: int, *, num_classes: int | None = None, d_model: int = 128,
-                 n_layers: int = 2, num_heads: int = 1, preset_options: dict | None = None, **overrides):
+def build_preset(
+    name: str,
+    vocab_size: int,
+    *,
+    num_classes: int | None = None,
+    d_model: int = 128,
+    n_layers: int = 2,
+    num_heads: int = 1,
+    preset_options: dict | None = None,
+    **overrides,
+):
     """A :class:`CausalLM` (``num_classes=None``) or :class:`SequenceClassifier` configured by preset
     ``name``; ``overrides`` are further model keyword arguments and win over the preset's."""
     cfg = {**preset_config(name, n_layers, **(preset_options or {})), **overrides}

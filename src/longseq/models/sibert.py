@@ -55,7 +55,7 @@ from .config import resolve_layers
 SI_MIXERS = ("si_attention",)
 _ATTENTION_ALIASES = ("softmax", "softmax_naive")
 NORMS = ("layernorm", "rmsnorm")
-_FLOOR = 1e-12            # variance floor of n(): only zero vectors ever reach it
+_FLOOR = 1e-12  # variance floor of n(): only zero vectors ever reach it
 # Fixed output temperature (times 1/sqrt(d)): initial logits of std sqrt(2/5) ~ 0.63, the scale the
 # standard models start at (models/causal_lm.py), so a fresh model predicts close to uniform.
 SI_TEMPERATURE = math.sqrt(2.0 / 5.0)
@@ -91,8 +91,19 @@ class SIFeedForward(nn.Module):
 class SIBlock(nn.Module):
     """``h = n(x + n(Mixer(x)))``, ``x' = n(h + n(FFN(h)))`` (FFN omitted for mixers that bring one)."""
 
-    def __init__(self, d_model: int, *, mixer: str, mixer_options: dict, num_heads: int, causal: bool,
-                 norm: str = "layernorm", ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        mixer: str,
+        mixer_options: dict,
+        num_heads: int,
+        causal: bool,
+        norm: str = "layernorm",
+        ffn: str = "mlp",
+        ffn_mult: float = 4.0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.norm = norm
         self.mixer = mixers.build(mixer, d_model, num_heads=num_heads, causal=causal, **mixer_options)
@@ -123,13 +134,22 @@ def _si_mixer(name: str) -> str:
     """The scale-invariant mixer standing in for ``name`` (softmax -> si_attention)."""
     name = "si_attention" if name in _ATTENTION_ALIASES else name
     if name not in SI_MIXERS:
-        raise ValueError(f"scale_invariant=True: mixer {name!r} is not scale invariant; use one of "
-                         f"{', '.join(SI_MIXERS + _ATTENTION_ALIASES)} (softmax layers become si_attention)")
+        raise ValueError(
+            f"scale_invariant=True: mixer {name!r} is not scale invariant; use one of "
+            f"{', '.join(SI_MIXERS + _ATTENTION_ALIASES)} (softmax layers become si_attention)"
+        )
     return name
 
 
-def si_plan(mixer, n_layers: int | None, mixer_options: dict | None, causal: bool | None,
-            layers: list | None = None, *, num_heads: int = 1) -> list[dict]:
+def si_plan(
+    mixer,
+    n_layers: int | None,
+    mixer_options: dict | None,
+    causal: bool | None,
+    layers: list | None = None,
+    *,
+    num_heads: int = 1,
+) -> list[dict]:
     """:func:`layer_plan` with attention layers mapped to ``si_attention``; other mixers rejected."""
     specs = resolve_layers(mixer, n_layers, mixer_options, layers)
     for sp in specs:
@@ -141,26 +161,46 @@ class SIBackbone(nn.Module):
     """Scale-invariant counterpart of :class:`~longseq.models.backbone.Backbone` (same interface):
     ``ids [B, L] -> hidden [B, L, d_model]``, the hidden states normalised by ``n``."""
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int | None = None, *, mixer="si_attention",
-                 mixer_options=None, num_heads: int = 1, causal: bool | None = None, norm: str = "layernorm",
-                 ffn: str = "mlp", ffn_mult: float = 4.0, dropout: float = 0.0, position: str = "none",
-                 max_len: int | None = None, layers: list | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        n_layers: int | None = None,
+        *,
+        mixer="si_attention",
+        mixer_options=None,
+        num_heads: int = 1,
+        causal: bool | None = None,
+        norm: str = "layernorm",
+        ffn: str = "mlp",
+        ffn_mult: float = 4.0,
+        dropout: float = 0.0,
+        position: str = "none",
+        max_len: int | None = None,
+        layers: list | None = None,
+    ):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position scheme {position!r}; choose one of: {', '.join(POSITIONS)}")
         if position == "learned" and not max_len:
             raise ValueError("position='learned' needs max_len (the longest sequence the table covers)")
         if norm not in NORMS:
-            raise ValueError(f"scale_invariant=True needs a normalisation: norm must be one of {', '.join(NORMS)} "
-                             f"(used without affine parameters), got {norm!r}")
+            raise ValueError(
+                f"scale_invariant=True needs a normalisation: norm must be one of {', '.join(NORMS)} "
+                f"(used without affine parameters), got {norm!r}"
+            )
         if ffn not in ("mlp", "none"):
-            raise ValueError(f"scale_invariant=True uses the ReLU MLP (positively homogeneous): ffn must be "
-                             f"'mlp' or 'none', got {ffn!r}")
+            raise ValueError(
+                f"scale_invariant=True uses the ReLU MLP (positively homogeneous): ffn must be "
+                f"'mlp' or 'none', got {ffn!r}"
+            )
         self.d_model, self.position, self.max_len, self.norm_kind = d_model, position, max_len, norm
         plan = si_plan(mixer, n_layers, mixer_options, causal, layers, num_heads=num_heads)
         if any(p["ffn"] != ffn or p["ffn_mult"] != ffn_mult or p["ffn_options"] for p in plan):
-            raise ValueError("scale_invariant=True (SIBERT) has one ReLU MLP for every layer: per-layer ffn settings "
-                             "are not supported")
+            raise ValueError(
+                "scale_invariant=True (SIBERT) has one ReLU MLP for every layer: per-layer ffn settings "
+                "are not supported"
+            )
         if position == "rope":
             for p in plan:
                 p["options"] = {**p["options"], "rope": True}
@@ -170,8 +210,17 @@ class SIBackbone(nn.Module):
             self.pos_embed = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            SIBlock(d_model, mixer=p["name"], mixer_options=p["options"], num_heads=p["num_heads"], causal=p["causal"],
-                    norm=norm, ffn=ffn, ffn_mult=ffn_mult, dropout=dropout)
+            SIBlock(
+                d_model,
+                mixer=p["name"],
+                mixer_options=p["options"],
+                num_heads=p["num_heads"],
+                causal=p["causal"],
+                norm=norm,
+                ffn=ffn,
+                ffn_mult=ffn_mult,
+                dropout=dropout,
+            )
             for p in plan
         )
 
@@ -183,7 +232,7 @@ class SIBackbone(nn.Module):
         L = ids.shape[-1]
         if self.max_len is not None and offset + L > self.max_len:
             raise ValueError(f"sequence length {offset + L} exceeds the model's max_len={self.max_len}")
-        x = si_norm(self.embed(ids), self.norm_kind)                               # [B, L, D]
+        x = si_norm(self.embed(ids), self.norm_kind)  # [B, L, D]
         if self.position == "sinusoidal":
             x = si_norm(x + sinusoidal_table(L, self.d_model, offset, ids.device, x.dtype), self.norm_kind)
         elif self.position == "learned":

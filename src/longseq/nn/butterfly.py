@@ -55,7 +55,7 @@ def flat_butterfly_mask(n: int, n_factors: int | None = None, device=None) -> to
     f = _check_factors(n, n_factors)
     mask = torch.eye(n, dtype=torch.bool, device=device)
     for s in range(f):
-        mask |= butterfly_factor_mask(n, 2 ** s, device)
+        mask |= butterfly_factor_mask(n, 2**s, device)
     return mask
 
 
@@ -64,9 +64,9 @@ def butterfly_neighbors(n: int, n_factors: int | None = None, device=None) -> to
     (the non-zeros of row ``i`` of :func:`flat_butterfly_mask`); partners ``>= n`` are replaced by
     ``i`` itself, so that rows keep one width (callers dedupe)."""
     f = _check_factors(n, n_factors)
-    i = torch.arange(n, device=device)[:, None]                              # [n, 1]
-    strides = 2 ** torch.arange(f, device=device)[None, :]                   # [1, f]
-    partners = i ^ strides                                                   # [n, f]
+    i = torch.arange(n, device=device)[:, None]  # [n, 1]
+    strides = 2 ** torch.arange(f, device=device)[None, :]  # [1, f]
+    partners = i ^ strides  # [n, f]
     partners = torch.where(partners < n, partners, i)
     return torch.cat([i, partners], dim=1)
 
@@ -97,7 +97,7 @@ def flat_block_butterfly_layout(
             raise ValueError(f"{name}={size} must be divisible by butterfly_size={butterfly_size} and block={block}")
     coarse = flat_butterfly_mask(butterfly_size, n_factors)
     fine = coarse.repeat_interleave(out_features // butterfly_size, 0)
-    fine = fine.repeat_interleave(in_features // butterfly_size, 1)          # [out, in]
+    fine = fine.repeat_interleave(in_features // butterfly_size, 1)  # [out, in]
     if global_size > 0:
         fine[:global_size] = True
         fine[:, :global_size] = True

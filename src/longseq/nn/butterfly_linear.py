@@ -53,8 +53,18 @@ GATES = ("token", "none")
 class ButterflyLinear(nn.Module):
     """Flat block butterfly sparse + low-rank linear layer ``[..., d_in] -> [..., d_out]``."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, block: int = 32,
-                 butterfly_size: int = 16, n_factors: int = 2, rank: int = 32, gate: str = "token"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        block: int = 32,
+        butterfly_size: int = 16,
+        n_factors: int = 2,
+        rank: int = 32,
+        gate: str = "token",
+    ):
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"butterfly gate must be one of {GATES}, got {gate!r}")
@@ -64,10 +74,10 @@ class ButterflyLinear(nn.Module):
             raise ValueError(f"butterfly block must be a positive int, got {block!r}")
         self.in_features, self.out_features, self.block, self.rank = in_features, out_features, block, rank
         layout = flat_block_butterfly_layout(out_features, in_features, butterfly_size, n_factors, block)
-        rows, cols = layout.nonzero(as_tuple=True)                     # block coordinates, row-major
-        self.register_buffer("rows", rows, persistent=False)           # [nnz]
-        self.register_buffer("cols", cols, persistent=False)           # [nnz]
-        self.register_buffer("layout", layout, persistent=False)       # [out/block, in/block]
+        rows, cols = layout.nonzero(as_tuple=True)  # block coordinates, row-major
+        self.register_buffer("rows", rows, persistent=False)  # [nnz]
+        self.register_buffer("cols", cols, persistent=False)  # [nnz]
+        self.register_buffer("layout", layout, persistent=False)  # [out/block, in/block]
         self._build_tables(layout, rows, cols)
         self.blocks = nn.Parameter(torch.empty(len(rows), block, block))  # [nnz, out_blk, in_blk]
         self.lr_v = nn.Parameter(torch.empty(rank, in_features)) if rank else None
@@ -77,7 +87,7 @@ class ButterflyLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        fan_in = self.layout.sum(1)[self.rows].double() * self.block   # [nnz]: inputs read by the block's row
+        fan_in = self.layout.sum(1)[self.rows].double() * self.block  # [nnz]: inputs read by the block's row
         bound = (1.0 / fan_in.sqrt()).to(self.blocks.dtype)[:, None, None]
         with torch.no_grad():
             self.blocks.uniform_(-1, 1).mul_(bound)
@@ -93,28 +103,28 @@ class ButterflyLinear(nn.Module):
         serves the whole group. Groups of unequal size fall back to one block row per group; rows
         with fewer blocks than the widest are padded with a zero block (index ``nnz``)."""
         R, nnz = layout.shape[0], len(rows)
-        patterns, group_id = torch.unique(layout, dim=0, return_inverse=True)   # [G, C], [R]
+        patterns, group_id = torch.unique(layout, dim=0, return_inverse=True)  # [G, C], [R]
         sizes = torch.bincount(group_id)
         if sizes.min() != sizes.max():
             patterns, group_id, sizes = layout, torch.arange(R), torch.ones(R, dtype=torch.long)
         G, g = len(patterns), int(sizes[0])
-        order = torch.argsort(group_id, stable=True)                              # block rows by group
-        group_rows = order.view(G, g)                                             # [G, g]
+        order = torch.argsort(group_id, stable=True)  # block rows by group
+        group_rows = order.view(G, g)  # [G, g]
         k = int(patterns.sum(1).max())
         col_of = torch.zeros(G, k, dtype=torch.long)
         for q in range(G):
             c = patterns[q].nonzero().squeeze(1)
             col_of[q, : len(c)] = c
-        index = torch.full_like(layout, nnz, dtype=torch.long)                   # [R, C] -> stored block
+        index = torch.full_like(layout, nnz, dtype=torch.long)  # [R, C] -> stored block
         index[rows, cols] = torch.arange(nnz)
-        block_of = torch.gather(index[group_rows.reshape(-1)], 1,
-                                col_of.repeat_interleave(g, 0)).view(G, g, k)     # [G, g, k]
+        block_of = torch.gather(index[group_rows.reshape(-1)], 1, col_of.repeat_interleave(g, 0)).view(
+            G, g, k
+        )  # [G, g, k]
         block_of = torch.where(torch.arange(k)[None, None] < patterns.sum(1)[:, None, None], block_of, nnz)
-        self.register_buffer("col_of", col_of, persistent=False)                 # [G, k]
-        self.register_buffer("block_of", block_of, persistent=False)             # [G, g, k]
+        self.register_buffer("col_of", col_of, persistent=False)  # [G, k]
+        self.register_buffer("block_of", block_of, persistent=False)  # [G, g, k]
         inverse = torch.argsort(order)
-        self.register_buffer("out_order", None if torch.equal(order, torch.arange(R)) else inverse,
-                             persistent=False)
+        self.register_buffer("out_order", None if torch.equal(order, torch.arange(R)) else inverse, persistent=False)
 
     def sparse(self, x: torch.Tensor) -> torch.Tensor:
         """``(M ⊙ W_s) x`` by block gathering: ``x [N, d_in] -> [N, d_out]``. Each group of block rows
@@ -122,23 +132,23 @@ class ButterflyLinear(nn.Module):
         batched matmul over groups, contraction ``k * block``, output ``g * block`` wide."""
         N, b = x.shape[0], self.block
         G, g, k = self.block_of.shape
-        xg = x.reshape(N, -1, b).transpose(0, 1)[self.col_of]         # [G, k, N, b]  gathered input slices
-        xg = xg.permute(0, 2, 1, 3).reshape(G, N, k * b)               # [G, N, k*i]
-        w = torch.cat([self.blocks, self.blocks.new_zeros(1, b, b)])   # [nnz + 1, o, i] (last: padding)
+        xg = x.reshape(N, -1, b).transpose(0, 1)[self.col_of]  # [G, k, N, b]  gathered input slices
+        xg = xg.permute(0, 2, 1, 3).reshape(G, N, k * b)  # [G, N, k*i]
+        w = torch.cat([self.blocks, self.blocks.new_zeros(1, b, b)])  # [nnz + 1, o, i] (last: padding)
         w = w[self.block_of].permute(0, 2, 4, 1, 3).reshape(G, k * b, g * b)  # [G, k*i, g*o]
-        y = torch.bmm(xg, w.to(x.dtype))                               # [G, N, g*o]
-        y = y.transpose(0, 1).reshape(N, G * g, b)                     # [N, R (grouped order), b]
+        y = torch.bmm(xg, w.to(x.dtype))  # [G, N, g*o]
+        y = y.transpose(0, 1).reshape(N, G * g, b)  # [N, R (grouped order), b]
         if self.out_order is not None:
-            y = y[:, self.out_order]                                   # back to block-row order
+            y = y[:, self.out_order]  # back to block-row order
         return y.reshape(N, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x = x.reshape(-1, self.in_features)                            # [N, d_in]
+        x = x.reshape(-1, self.in_features)  # [N, d_in]
         y = self.sparse(x)
         if self.rank:
-            low = (x @ self.lr_v.to(x.dtype).t()) @ self.lr_u.to(x.dtype).t()   # [N, d_out]
-            g = torch.sigmoid(self.gate(x)) if self.gate is not None else 0.5   # [N, 1]
+            low = (x @ self.lr_v.to(x.dtype).t()) @ self.lr_u.to(x.dtype).t()  # [N, d_out]
+            g = torch.sigmoid(self.gate(x)) if self.gate is not None else 0.5  # [N, 1]
             y = torch.lerp(y, low, g)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
@@ -174,6 +184,8 @@ class ButterflyLinear(nn.Module):
         return float(n_tokens * per_token)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, "
-                f"nnz_blocks={self.blocks.shape[0]}, density={self.density:.3f}, rank={self.rank}, "
-                f"gate={self.gate is not None}, bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, "
+            f"nnz_blocks={self.blocks.shape[0]}, density={self.density:.3f}, rank={self.rank}, "
+            f"gate={self.gate is not None}, bias={self.bias is not None}"
+        )

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("espa", "uspa")
-DEFAULT_FINAL = {"espa": 0.005, "uspa": 0.8}   # gamma_L (E-SPA), rho_L (U-SPA)
+DEFAULT_FINAL = {"espa": 0.005, "uspa": 0.8}  # gamma_L (E-SPA), rho_L (U-SPA)
 TAT_ETA = 0.9
 
 
@@ -60,7 +60,7 @@ def kernel_parameter(kind: str, layer: int, n_layers: int, final: float) -> floa
     if kind == "espa":
         if final <= 0:
             raise ValueError(f"E-SPA needs gamma_L > 0, got {final}")
-        innovation = (1.0 - math.exp(-2.0 * final)) ** (layer / n_layers)   # 1 - exp(-2 gamma_l)
+        innovation = (1.0 - math.exp(-2.0 * final)) ** (layer / n_layers)  # 1 - exp(-2 gamma_l)
         return -0.5 * math.log(1.0 - innovation)
     if kind == "uspa":
         if not 0 < final < 1:
@@ -93,7 +93,7 @@ def bias_and_scale(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``A [n, n]`` lower-triangular, positive -> ``(B [n, n], D [n])`` with
     ``diag(D) softmax(B + causal mask) = A``. ``B`` is 0 above the diagonal (masked anyway)."""
     tri = torch.ones_like(A, dtype=torch.bool).tril()
-    D = A.sum(-1)                                                  # [n]
+    D = A.sum(-1)  # [n]
     P = (A / D[:, None]).clamp_min(torch.finfo(A.dtype).tiny)
     B = torch.where(tri, P.log(), torch.zeros_like(P))
     return B, D
@@ -111,6 +111,7 @@ def tat_slope(n_nonlinear: int, eta: float = TAT_ETA) -> float:
 
     The composed value falls monotonically from ReLU (s = 0) to the identity (s = 1, value 0);
     a stack too shallow to reach ``eta`` even with ReLU gets ``s = 0``."""
+
     def composed(s):
         c = 0.0
         for _ in range(n_nonlinear):

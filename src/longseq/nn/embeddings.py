@@ -63,7 +63,7 @@ def anthe_sinusoidal(length: int, d: int, offset: int = 0, device=None, dtype=to
     n_sin, n_cos = (d + 1) // 2, d // 2
     pos = torch.arange(offset, offset + length, device=device, dtype=torch.float64)[:, None]
     rates = 10000.0 ** (-torch.arange(n_sin, device=device, dtype=torch.float64) / (d / 2))
-    ang = pos * rates                                                           # [L, n_sin]
+    ang = pos * rates  # [L, n_sin]
     return torch.cat([ang.sin(), ang[:, :n_cos].cos()], -1).to(dtype)
 
 
@@ -90,15 +90,17 @@ class HSoftPOS(nn.Module):
             raise ValueError(f"hsoftpos: kernel_size must be a positive int, got {kernel_size!r}")
         local = d_model // (2 * levels)
         if local < 1:
-            raise ValueError(f"hsoftpos: d_model={d_model} is too small for levels={levels} (needs d_model >= {2 * levels})")
+            raise ValueError(
+                f"hsoftpos: d_model={d_model} is too small for levels={levels} (needs d_model >= {2 * levels})"
+            )
         self.d_model, self.levels, self.kernel_size = d_model, levels, kernel_size
         self.local_dim = local
         self.embed_dim = d_model - local * (2 * levels - 1)
         self.table = nn.Embedding(vocab_size, self.embed_dim)
-        nn.init.normal_(self.table.weight, std=self.embed_dim ** -0.5)
+        nn.init.normal_(self.table.weight, std=self.embed_dim**-0.5)
         self.convs = nn.ModuleList()
         for i in range(levels - 1):
-            conv = nn.Conv1d(self.embed_dim if i == 0 else local, local, kernel_size, dilation=2 ** i)
+            conv = nn.Conv1d(self.embed_dim if i == 0 else local, local, kernel_size, dilation=2**i)
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
             self.convs.append(conv)
@@ -113,27 +115,31 @@ class HSoftPOS(nn.Module):
 
     def receptive(self, i: int) -> int:
         """Past inputs convolution ``i`` needs: ``(kernel - 1) * 2^i``."""
-        return (self.kernel_size - 1) * 2 ** i
+        return (self.kernel_size - 1) * 2**i
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict:
         """Zero buffers: the last ``receptive(i)`` inputs of each convolution, ``[B, r_i, C_in]``."""
         p = self.table.weight
         device, dtype = device or p.device, dtype or p.dtype
-        return {"buf": [torch.zeros(batch_size, self.receptive(i), c.in_channels, device=device, dtype=dtype)
-                        for i, c in enumerate(self.convs)]}
+        return {
+            "buf": [
+                torch.zeros(batch_size, self.receptive(i), c.in_channels, device=device, dtype=dtype)
+                for i, c in enumerate(self.convs)
+            ]
+        }
 
     def forward(self, ids: torch.Tensor, offset: int = 0, state: dict | None = None):
         """``ids [B, L]`` -> ``(x [B, L, d_model], new_state)``; ``state=None`` starts from zeros
         and returns no state."""
         B, L = ids.shape
         x = self.table(ids) * math.sqrt(self.embed_dim)
-        x = x + anthe_sinusoidal(L, self.embed_dim, offset, ids.device, x.dtype)     # x_0 [B, L, e]
+        x = x + anthe_sinusoidal(L, self.embed_dim, offset, ids.device, x.dtype)  # x_0 [B, L, e]
         bufs = state["buf"] if state is not None else self.init_state(B, ids.device, x.dtype)["buf"]
         outs, new_bufs = [self.spos[0](x)], []
         for i, conv in enumerate(self.convs):
-            full = torch.cat([bufs[i].to(x.dtype), x], 1)                            # [B, r_i + L, C_in]
-            new_bufs.append(full[:, full.shape[1] - self.receptive(i):])
-            x = conv(full.transpose(1, 2)).transpose(1, 2)                          # x_{i+1} [B, L, l]
+            full = torch.cat([bufs[i].to(x.dtype), x], 1)  # [B, r_i + L, C_in]
+            new_bufs.append(full[:, full.shape[1] - self.receptive(i) :])
+            x = conv(full.transpose(1, 2)).transpose(1, 2)  # x_{i+1} [B, L, l]
             outs.append(self.spos[i + 1](x))
         return torch.cat(outs, -1), ({"buf": new_bufs} if state is not None else None)
 
@@ -156,8 +162,17 @@ class TiedHead(nn.Module):
 class PatchEmbedding(nn.Module):
     """ViT patch embedding of square images given as raster-order pixel tokens ``[B, side^2]``."""
 
-    def __init__(self, vocab_size: int, d_model: int, *, patch_size: int = 4, cls_token: bool = True,
-                 pixel: str = "value", pixel_dim: int = 8, image_size: int | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        *,
+        patch_size: int = 4,
+        cls_token: bool = True,
+        pixel: str = "value",
+        pixel_dim: int = 8,
+        image_size: int | None = None,
+    ):
         super().__init__()
         if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
             raise ValueError(f"patches: patch_size must be a positive int, got {patch_size!r}")
@@ -183,8 +198,10 @@ class PatchEmbedding(nn.Module):
     def _side(self, L: int) -> int:
         side = self.image_size or math.isqrt(L)
         if side * side != L:
-            raise ValueError(f"patches: a sequence of {L} pixels is not a {side}x{side} image "
-                             "(pass image_size, or feed square images in raster order)")
+            raise ValueError(
+                f"patches: a sequence of {L} pixels is not a {side}x{side} image "
+                "(pass image_size, or feed square images in raster order)"
+            )
         return side
 
     def _grid(self, t: torch.Tensor) -> torch.Tensor:
@@ -200,10 +217,10 @@ class PatchEmbedding(nn.Module):
             raise ValueError("patches: the patch embedding has no recurrent mode (no state, no offset)")
         dtype = self.proj.weight.dtype
         if self.pixel_embed is None:
-            pix = (ids.to(dtype) / max(self.vocab_size - 1, 1))[..., None]          # [B, L, 1]
+            pix = (ids.to(dtype) / max(self.vocab_size - 1, 1))[..., None]  # [B, L, 1]
         else:
-            pix = self.pixel_embed(ids)                                             # [B, L, pixel_dim]
-        x = self.proj(self._grid(pix))                                              # [B, P, d_model]
+            pix = self.pixel_embed(ids)  # [B, L, pixel_dim]
+        x = self.proj(self._grid(pix))  # [B, P, d_model]
         if self.cls is not None:
             x = torch.cat([self.cls.to(x.dtype).expand(x.shape[0], 1, -1), x], 1)
         return x, None
@@ -212,7 +229,7 @@ class PatchEmbedding(nn.Module):
         """Pixel mask ``[B, L]`` -> patch mask ``[B, P (+1)]``: a patch is real if any pixel is."""
         if mask is None:
             return None
-        m = self._grid(mask[..., None].float()).amax(-1) > 0                         # [B, P]
+        m = self._grid(mask[..., None].float()).amax(-1) > 0  # [B, P]
         if self.cls is not None:
             m = torch.cat([m.new_ones(m.shape[0], 1), m], 1)
         return m
@@ -227,7 +244,9 @@ def make_embedding(kind: str, vocab_size: int, d_model: int, **options) -> nn.Mo
     classes = {"hsoftpos": HSoftPOS, "patches": PatchEmbedding}
     if kind not in classes:
         raise ValueError(f"unknown embedding {kind!r}; choose one of: {', '.join(EMBEDDINGS)}")
-    allowed = [k for k in inspect.signature(classes[kind].__init__).parameters if k not in ("self", "vocab_size", "d_model")]
+    allowed = [
+        k for k in inspect.signature(classes[kind].__init__).parameters if k not in ("self", "vocab_size", "d_model")
+    ]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"embedding {kind!r} got unknown option(s) {unknown}; its options are: {', '.join(allowed)}")

@@ -28,10 +28,10 @@ def kv_append(state: dict, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tens
         vb = torch.cat([vb[:, :, :n], vb.new_zeros(*vb.shape[:2], cap - n, vb.shape[3])], dim=2)
     if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
         # Keep autograd exact: build the cache out of place when gradients flow through it.
-        kb = torch.cat([kb[:, :, :n], k, kb[:, :, n + L:]], dim=2)
-        vb = torch.cat([vb[:, :, :n], v, vb[:, :, n + L:]], dim=2)
+        kb = torch.cat([kb[:, :, :n], k, kb[:, :, n + L :]], dim=2)
+        vb = torch.cat([vb[:, :, :n], v, vb[:, :, n + L :]], dim=2)
     else:
-        kb[:, :, n:n + L] = k
-        vb[:, :, n:n + L] = v
+        kb[:, :, n : n + L] = k
+        vb[:, :, n : n + L] = v
     new = {"k": kb, "v": vb, "len": n + L}
     return kb[:, :, : n + L], vb[:, :, : n + L], new

@@ -46,8 +46,9 @@ class FeedForward(nn.Module):
 
     KINDS = ("mlp", "swiglu", "geglu", "moe")
 
-    def __init__(self, d_model: int, kind: str = "mlp", mult: float = 4.0, dropout: float = 0.0,
-                 options: dict | None = None):
+    def __init__(
+        self, d_model: int, kind: str = "mlp", mult: float = 4.0, dropout: float = 0.0, options: dict | None = None
+    ):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown feed-forward {kind!r}; choose one of: {', '.join(self.KINDS)}")
@@ -56,7 +57,9 @@ class FeedForward(nn.Module):
         if kind == "moe":
             from .moe import SwitchFeedForward
 
-            allowed = [n for n, p in inspect.signature(SwitchFeedForward).parameters.items() if p.kind is p.KEYWORD_ONLY]
+            allowed = [
+                n for n, p in inspect.signature(SwitchFeedForward).parameters.items() if p.kind is p.KEYWORD_ONLY
+            ]
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise ValueError(f"unknown ffn option(s) {unknown} for ffn='moe'; allowed: {allowed}")

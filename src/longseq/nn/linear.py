@@ -34,8 +34,11 @@ def make_linear(kind: str, d_in: int, d_out: int, bias: bool = True, **opts) -> 
     if kind not in classes:
         raise ValueError(f"unknown linear kind {kind!r}; choose one of: {', '.join(classes)}")
     cls = classes[kind]
-    allowed = [] if cls is nn.Linear else [
-        n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    allowed = (
+        []
+        if cls is nn.Linear
+        else [n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    )
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for linear kind {kind!r}; allowed: {allowed or 'none'}")
@@ -61,7 +64,7 @@ def make_fused_linear(kind: str, d_in: int, d_outs: list[int], bias: bool = True
     """``d_in -> sum(d_outs)``: one ``nn.Linear`` for ``dense`` (the usual fused q/k/v weight), else a
     :class:`ConcatLinear` of one ``kind`` layer per part."""
     if kind == "dense":
-        make_linear(kind, d_in, 1, bias, **opts)             # validates the options
+        make_linear(kind, d_in, 1, bias, **opts)  # validates the options
         return nn.Linear(d_in, sum(d_outs), bias=bias)
     return ConcatLinear([make_linear(kind, d_in, d, bias, **opts) for d in d_outs])
 

@@ -61,10 +61,10 @@ def switch_route(logits: torch.Tensor, valid: torch.Tensor, capacity: int | None
     ``position [T]`` (slot index within the expert, in token order), ``keep [T]`` (valid and
     within capacity) and the capacity used (``None`` = max load, nothing dropped).
     """
-    probs = logits.softmax(dim=-1)                                      # [T, E]
-    gate, expert = probs.max(dim=-1)                                    # [T], [T]
-    onehot = F.one_hot(expert, logits.shape[-1]) * valid[:, None]      # [T, E] (padding: zero row)
-    position = (onehot.cumsum(0) * onehot).sum(-1) - 1                  # [T]: earlier tokens first
+    probs = logits.softmax(dim=-1)  # [T, E]
+    gate, expert = probs.max(dim=-1)  # [T], [T]
+    onehot = F.one_hot(expert, logits.shape[-1]) * valid[:, None]  # [T, E] (padding: zero row)
+    position = (onehot.cumsum(0) * onehot).sum(-1) - 1  # [T]: earlier tokens first
     if capacity is None:
         capacity = max(int(onehot.sum(0).max()), 1)
     keep = valid & (position < capacity)
@@ -79,18 +79,31 @@ class SwitchFeedForward(nn.Module):
     (``mlp`` | ``swiglu`` | ``geglu``), ``router_jitter`` (0).
     """
 
-    def __init__(self, d_model: int, mult: float = 4.0, dropout: float = 0.0, *, num_experts: int = 4,
-                 capacity_factor: float = 1.25, eval_capacity_factor: float | None = None,
-                 aux_loss_weight: float = 1e-2, z_loss_weight: float = 0.0, expert: str = "mlp",
-                 router_jitter: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        mult: float = 4.0,
+        dropout: float = 0.0,
+        *,
+        num_experts: int = 4,
+        capacity_factor: float = 1.25,
+        eval_capacity_factor: float | None = None,
+        aux_loss_weight: float = 1e-2,
+        z_loss_weight: float = 0.0,
+        expert: str = "mlp",
+        router_jitter: float = 0.0,
+    ):
         super().__init__()
         if not isinstance(num_experts, int) or isinstance(num_experts, bool) or num_experts < 1:
             raise ValueError(f"moe num_experts must be a positive int, got {num_experts!r}")
         for name, cf in (("capacity_factor", capacity_factor), ("eval_capacity_factor", eval_capacity_factor)):
             if cf is not None and not (isinstance(cf, (int, float)) and cf > 0):
                 raise ValueError(f"moe {name} must be a positive number or None, got {cf!r}")
-        for name, w in (("aux_loss_weight", aux_loss_weight), ("z_loss_weight", z_loss_weight),
-                        ("router_jitter", router_jitter)):
+        for name, w in (
+            ("aux_loss_weight", aux_loss_weight),
+            ("z_loss_weight", z_loss_weight),
+            ("router_jitter", router_jitter),
+        ):
             if not (isinstance(w, (int, float)) and w >= 0):
                 raise ValueError(f"moe {name} must be a non-negative number, got {w!r}")
         if expert not in EXPERT_KINDS:
@@ -103,7 +116,7 @@ class SwitchFeedForward(nn.Module):
             hidden = max(1, int(2 * hidden / 3))
         self.hidden = hidden
         E = num_experts
-        self.router = nn.Parameter(torch.empty(E, d_model))              # W_r, kept float32
+        self.router = nn.Parameter(torch.empty(E, d_model))  # W_r, kept float32
         self.w1 = nn.Parameter(torch.empty(E, d_model, hidden))
         self.b1 = nn.Parameter(torch.empty(E, hidden))
         if expert != "mlp":
@@ -117,8 +130,11 @@ class SwitchFeedForward(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.router, 0.0, math.sqrt(0.1 / self.d_model))
-        for w, b, fan_in in ((self.w1, self.b1, self.d_model), (self.w2, self.b2, self.hidden),
-                             *(((self.w3, self.b3, self.d_model),) if self.expert != "mlp" else ())):
+        for w, b, fan_in in (
+            (self.w1, self.b1, self.d_model),
+            (self.w2, self.b2, self.hidden),
+            *(((self.w3, self.b3, self.d_model),) if self.expert != "mlp" else ()),
+        ):
             bound = 1.0 / math.sqrt(fan_in)
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -131,7 +147,7 @@ class SwitchFeedForward(nn.Module):
     def experts(self, h: torch.Tensor) -> torch.Tensor:
         """All experts on their own slots: ``h [E, C, d] -> [E, C, d]``."""
         dt = h.dtype
-        a = torch.baddbmm(self.b1.to(dt)[:, None], h, self.w1.to(dt))           # [E, C, hidden]
+        a = torch.baddbmm(self.b1.to(dt)[:, None], h, self.w1.to(dt))  # [E, C, hidden]
         if self.expert == "mlp":
             a = F.gelu(a)
         else:
@@ -141,34 +157,34 @@ class SwitchFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         shape, E = x.shape, self.num_experts
-        xf = x.reshape(-1, shape[-1])                                           # [T, d]
+        xf = x.reshape(-1, shape[-1])  # [T, d]
         T = xf.shape[0]
         valid = torch.ones(T, dtype=torch.bool, device=x.device) if mask is None else mask.reshape(-1).bool()
         n_real = T if mask is None else int(valid.sum())
 
-        r_dtype = torch.promote_types(x.dtype, torch.float32)                  # float32 at least
+        r_dtype = torch.promote_types(x.dtype, torch.float32)  # float32 at least
         r_in = xf.to(r_dtype)
         if self.training and self.router_jitter > 0:
             r_in = r_in * torch.empty_like(r_in).uniform_(1 - self.router_jitter, 1 + self.router_jitter)
-        logits = r_in @ self.router.to(r_dtype).t()                             # [T, E] float32
+        logits = r_in @ self.router.to(r_dtype).t()  # [T, E] float32
         probs, expert, gate, position, keep, C = switch_route(logits, valid, self.capacity(n_real))
 
         # auxiliary losses over real tokens (eq. 4-6; ST-MoE eq. 5)
         vf = valid.to(r_dtype)
         denom = vf.sum().clamp_min(1.0)
-        f = (F.one_hot(expert, E).to(r_dtype) * vf[:, None]).sum(0) / denom         # [E] dispatch fractions
-        P = (probs * vf[:, None]).sum(0) / denom                                # [E] mean router prob
+        f = (F.one_hot(expert, E).to(r_dtype) * vf[:, None]).sum(0) / denom  # [E] dispatch fractions
+        P = (probs * vf[:, None]).sum(0) / denom  # [E] mean router prob
         self.load_balancing_loss = self.aux_loss_weight * E * (f * P).sum()
         self.z_loss = self.z_loss_weight * (logits.logsumexp(-1).pow(2) * vf).sum() / denom
         self.aux_loss = self.load_balancing_loss + self.z_loss
         self.dropped_fraction = ((valid & ~keep).float().sum() / denom).detach()
 
         # dispatch: kept token t -> slot expert*C + position; everything else -> a discarded slot E*C
-        slot = torch.where(keep, expert * C + position, torch.full_like(expert, E * C))   # [T]
-        buf = xf.new_zeros(E * C + 1, shape[-1]).index_add(0, slot, xf)         # [E*C + 1, d]
-        out = self.experts(buf[: E * C].view(E, C, -1)).reshape(E * C, -1)      # [E*C, d]
-        out = torch.cat([out, out.new_zeros(1, out.shape[-1])])                 # slot E*C -> 0
-        y = out[slot] * (gate * keep).to(x.dtype)[:, None]                      # [T, d]
+        slot = torch.where(keep, expert * C + position, torch.full_like(expert, E * C))  # [T]
+        buf = xf.new_zeros(E * C + 1, shape[-1]).index_add(0, slot, xf)  # [E*C + 1, d]
+        out = self.experts(buf[: E * C].view(E, C, -1)).reshape(E * C, -1)  # [E*C, d]
+        out = torch.cat([out, out.new_zeros(1, out.shape[-1])])  # slot E*C -> 0
+        y = out[slot] * (gate * keep).to(x.dtype)[:, None]  # [T, d]
         return y.reshape(shape)
 
     def flops(self, n_tokens: int) -> float:
@@ -179,6 +195,8 @@ class SwitchFeedForward(nn.Module):
         return float(2 * n_tokens * self.d_model * self.num_experts + 2 * slots * n_mats * self.d_model * self.hidden)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, num_experts={self.num_experts}, hidden={self.hidden}, expert={self.expert}, "
-                f"capacity_factor={self.capacity_factor}, eval_capacity_factor={self.eval_capacity_factor}, "
-                f"aux_loss_weight={self.aux_loss_weight}, z_loss_weight={self.z_loss_weight}")
+        return (
+            f"d_model={self.d_model}, num_experts={self.num_experts}, hidden={self.hidden}, expert={self.expert}, "
+            f"capacity_factor={self.capacity_factor}, eval_capacity_factor={self.eval_capacity_factor}, "
+            f"aux_loss_weight={self.aux_loss_weight}, z_loss_weight={self.z_loss_weight}"
+        )

@@ -73,7 +73,7 @@ def log_bucket(rel: torch.Tensor, buckets: int, max_position: int) -> torch.Tens
     """DeBERTa-v2 log buckets of integer offsets ``rel``: exact for ``|rel| <= buckets // 2``,
     logarithmic beyond, reaching ``buckets - 1`` at ``|rel| = max_position - 1``."""
     mid = buckets // 2
-    a = rel.abs().to(torch.float64).clamp_min(mid)          # the log branch is used only where |rel| > mid
+    a = rel.abs().to(torch.float64).clamp_min(mid)  # the log branch is used only where |rel| > mid
     log_pos = mid + torch.ceil(torch.log(a / mid) / math.log((max_position - 1) / mid) * (mid - 1))
     return torch.where(rel.abs() <= mid, rel, (torch.sign(rel) * log_pos).to(rel.dtype))
 
@@ -91,9 +91,19 @@ class RelativePositions(nn.Module):
     (DeBERTa v2), ``rank`` and ``max_len`` (DIET-ABS), ``num_segments`` (DIET segment term).
     """
 
-    def __init__(self, scheme: str, d_model: int, num_heads: int, *, max_len: int | None = None,
-                 span: int | None = None, buckets: int = 256, max_position: int = 512, rank: int = 16,
-                 num_segments: int = 0):
+    def __init__(
+        self,
+        scheme: str,
+        d_model: int,
+        num_heads: int,
+        *,
+        max_len: int | None = None,
+        span: int | None = None,
+        buckets: int = 256,
+        max_position: int = 512,
+        rank: int = 16,
+        num_segments: int = 0,
+    ):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"unknown position scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
@@ -102,8 +112,10 @@ class RelativePositions(nn.Module):
             if int(v) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v}")
         if scheme == "deberta_v2" and (buckets < 4 or max_position <= buckets // 2 + 1):
-            raise ValueError(f"deberta_v2 needs buckets >= 4 and max_position > buckets // 2 + 1, "
-                             f"got buckets={buckets}, max_position={max_position}")
+            raise ValueError(
+                f"deberta_v2 needs buckets >= 4 and max_position > buckets // 2 + 1, "
+                f"got buckets={buckets}, max_position={max_position}"
+            )
         if scheme.startswith("diet") and num_segments < 0:
             raise ValueError(f"num_segments must be >= 0, got {num_segments}")
         if scheme == "diet_abs" and not max_len:
@@ -113,18 +125,18 @@ class RelativePositions(nn.Module):
         self.num_segments = int(num_segments) if scheme.startswith("diet") else 0
         self.max_len = max_len
         if scheme.startswith("deberta"):
-            self.half = self.buckets if scheme == "deberta_v2" else self.span   # att_span: P has 2 * half rows
+            self.half = self.buckets if scheme == "deberta_v2" else self.span  # att_span: P has 2 * half rows
             self.table = nn.Parameter(torch.randn(2 * self.half, d_model) * 0.02)  # [2k, d]
             self.norm = nn.LayerNorm(d_model) if scheme == "deberta_v2" else None
         elif scheme == "diet_abs":
-            self.p_q = nn.Parameter(torch.randn(num_heads, max_len, rank) * rank ** -0.5)  # [H, N_max, r]
-            self.p_k = nn.Parameter(torch.randn(num_heads, max_len, rank) * rank ** -0.5)  # [H, N_max, r]
+            self.p_q = nn.Parameter(torch.randn(num_heads, max_len, rank) * rank**-0.5)  # [H, N_max, r]
+            self.p_k = nn.Parameter(torch.randn(num_heads, max_len, rank) * rank**-0.5)  # [H, N_max, r]
 
     def extra_repr(self) -> str:
         return f"scheme={self.scheme}, span={self.span}"
 
     def content_scale(self) -> float:
-        return (3 * self.head_dim) ** -0.5 if self.scheme.startswith("deberta") else self.head_dim ** -0.5
+        return (3 * self.head_dim) ** -0.5 if self.scheme.startswith("deberta") else self.head_dim**-0.5
 
     def table_index(self, rel: torch.Tensor) -> torch.Tensor:
         """DeBERTa row of offset ``rel``: ``clamp(bucket(rel) + k, 0, 2k - 1)``."""
@@ -148,13 +160,13 @@ class PositionLayer(nn.Module):
             self._shared = (shared,)  # owned (and moved, saved) by the model; not a submodule here
         d, H, s = shared.num_heads * shared.head_dim, shared.num_heads, shared.scheme
         if s == "deberta":
-            self.pos_q = nn.Linear(d, d, bias=True)    # W_q,r
-            self.pos_k = nn.Linear(d, d, bias=False)   # W_k,r
+            self.pos_q = nn.Linear(d, d, bias=True)  # W_q,r
+            self.pos_k = nn.Linear(d, d, bias=False)  # W_k,r
         elif s == "diet_rel":
             self.rel = nn.Parameter(torch.zeros(H, 2 * shared.span + 1))  # [H, 2k + 1]
         if shared.num_segments:
             self.seg = nn.Parameter(torch.zeros(H, shared.num_segments, shared.num_segments))
-        self.segment_ids: torch.Tensor | None = None   # set by `segments(...)` for one forward
+        self.segment_ids: torch.Tensor | None = None  # set by `segments(...)` for one forward
 
     @property
     def src(self) -> RelativePositions:
@@ -171,7 +183,7 @@ class PositionLayer(nn.Module):
             bias = self._diet_abs(src, L_q, L_k, q.dtype)
         else:
             idx = query_key_offsets(L_q, L_k, q.device).clamp(-src.span, src.span) + src.span
-            bias = self.rel.to(q.dtype)[:, idx][None]                              # [1, H, Lq, Lk]
+            bias = self.rel.to(q.dtype)[:, idx][None]  # [1, H, Lq, Lk]
         if self.segment_ids is not None:
             bias = bias + self._segment_bias(L_q, L_k, q.dtype)
         return bias, src.content_scale()
@@ -179,39 +191,41 @@ class PositionLayer(nn.Module):
     def _deberta(self, src, q, k, qkv):
         B, H, L_q, _ = q.shape
         L_k = k.shape[2]
-        rel = query_key_offsets(L_q, L_k, q.device)                 # [Lq, Lk], i - j
+        rel = query_key_offsets(L_q, L_k, q.device)  # [Lq, Lk], i - j
         # Rows reachable by these offsets: δ is monotone in the offset, so bound it by the ends.
-        ends = src.table_index(torch.tensor([1 - L_q, L_k - 1, 1 - L_k, L_q - 1]))   # c2p and p2c extremes
+        ends = src.table_index(torch.tensor([1 - L_q, L_k - 1, 1 - L_k, L_q - 1]))  # c2p and p2c extremes
         lo, hi = int(ends.min()), int(ends.max())
-        P = src.table[lo:hi + 1]                                     # [R, d]
+        P = src.table[lo : hi + 1]  # [R, d]
         if src.norm is not None:
             P = src.norm(P)
         if src.scheme == "deberta_v2":
-            q_r, k_r, _ = qkv(P).chunk(3, dim=-1)                    # share_att_key
+            q_r, k_r, _ = qkv(P).chunk(3, dim=-1)  # share_att_key
         else:
             q_r, k_r = self.pos_q(P), self.pos_k(P)
-        q_r = rearrange(q_r.to(q.dtype), "r (h d) -> h r d", h=H)    # [H, R, Dh]
+        q_r = rearrange(q_r.to(q.dtype), "r (h d) -> h r d", h=H)  # [H, R, Dh]
         k_r = rearrange(k_r.to(q.dtype), "r (h d) -> h r d", h=H)
-        c2p = torch.einsum("bhid,hrd->bhir", q, k_r)                 # [B, H, Lq, R]
+        c2p = torch.einsum("bhid,hrd->bhir", q, k_r)  # [B, H, Lq, R]
         c2p = c2p.gather(-1, (src.table_index(rel) - lo).expand(B, H, L_q, L_k))
-        p2c = torch.einsum("bhjd,hrd->bhjr", k, q_r)                 # [B, H, Lk, R]
+        p2c = torch.einsum("bhjd,hrd->bhjr", k, q_r)  # [B, H, Lk, R]
         p2c = p2c.gather(-1, (src.table_index(-rel.T) - lo).expand(B, H, L_k, L_q))  # [j, i] -> δ(j, i)
         return (c2p + p2c.transpose(-1, -2)) * src.content_scale()
 
     def _diet_abs(self, src, L_q, L_k, dtype):
         if L_k > src.max_len:
             raise ValueError(f"sequence length {L_k} exceeds diet_abs max_len={src.max_len}")
-        p_q = src.p_q[:, L_k - L_q:L_k].to(dtype)                   # [H, Lq, r]
-        p_k = src.p_k[:, :L_k].to(dtype)                             # [H, Lk, r]
-        return torch.einsum("hir,hjr->hij", p_q, p_k)[None]          # [1, H, Lq, Lk]
+        p_q = src.p_q[:, L_k - L_q : L_k].to(dtype)  # [H, Lq, r]
+        p_k = src.p_k[:, :L_k].to(dtype)  # [H, Lk, r]
+        return torch.einsum("hir,hjr->hij", p_q, p_k)[None]  # [1, H, Lq, Lk]
 
     def _segment_bias(self, L_q, L_k, dtype):
-        s = self.segment_ids                                          # [B, L]
+        s = self.segment_ids  # [B, L]
         if L_q != L_k or s.shape[1] != L_k:
-            raise ValueError(f"segment_ids of length {s.shape[1]} apply to one stateless forward of that "
-                             f"length (got {L_q} queries, {L_k} keys)")
+            raise ValueError(
+                f"segment_ids of length {s.shape[1]} apply to one stateless forward of that "
+                f"length (got {L_q} queries, {L_k} keys)"
+            )
         n = self.src.num_segments
-        flat = s[:, :, None] * n + s[:, None, :]                     # [B, L, L] pair index
+        flat = s[:, :, None] * n + s[:, None, :]  # [B, L, L] pair index
         return self.seg.to(dtype).flatten(1)[:, flat].transpose(0, 1)  # [B, H, L, L]
 
 
@@ -223,14 +237,17 @@ def make_position_layer(relpos, d_model: int, num_heads: int) -> PositionLayer |
         return None
     if isinstance(relpos, RelativePositions):
         if relpos.num_heads * relpos.head_dim != d_model or relpos.num_heads != num_heads:
-            raise ValueError(f"relpos tables are for d_model={relpos.num_heads * relpos.head_dim}, "
-                             f"num_heads={relpos.num_heads}; the mixer has {d_model}, {num_heads}")
+            raise ValueError(
+                f"relpos tables are for d_model={relpos.num_heads * relpos.head_dim}, "
+                f"num_heads={relpos.num_heads}; the mixer has {d_model}, {num_heads}"
+            )
         return relpos.layer(owned=False)
     if isinstance(relpos, str):
         relpos = {"scheme": relpos}
     if not isinstance(relpos, dict) or "scheme" not in relpos:
-        raise ValueError(f"relpos must be None, one of {SCHEMES}, a dict with a 'scheme' key or a "
-                         f"RelativePositions, got {relpos!r}")
+        raise ValueError(
+            f"relpos must be None, one of {SCHEMES}, a dict with a 'scheme' key or a RelativePositions, got {relpos!r}"
+        )
     opts = {k: v for k, v in relpos.items() if k != "scheme"}
     if relpos["scheme"] == "diet_abs":
         opts.setdefault("max_len", DEFAULT_SPAN)

@@ -87,8 +87,17 @@ class TensorChainLinear(nn.Module):
     that of ``nn.Linear``).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, ratio: float = 0.2,
-                 length: int = 2, bond: int | None = None, init_std: float | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        ratio: float = 0.2,
+        length: int = 2,
+        bond: int | None = None,
+        init_std: float | None = None,
+    ):
         super().__init__()
         if not isinstance(length, int) or isinstance(length, bool) or length < 2:
             raise ValueError(f"tensor_chain length must be an int >= 2, got {length!r}")
@@ -107,7 +116,7 @@ class TensorChainLinear(nn.Module):
         self.init_std = init_std if init_std is not None else 1.0 / math.sqrt(3 * in_features)
         bonds = [1] + [bond] * (length - 1) + [1]
         self.cores = nn.ParameterList(
-            nn.Parameter(torch.empty(i, bonds[k], bonds[k + 1], o))          # [i_k, b_{k-1}, b_k, o_k]
+            nn.Parameter(torch.empty(i, bonds[k], bonds[k + 1], o))  # [i_k, b_{k-1}, b_k, o_k]
             for k, (i, o) in enumerate(zip(self.in_factors, self.out_factors))
         )
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
@@ -115,7 +124,7 @@ class TensorChainLinear(nn.Module):
 
     def reset_parameters(self) -> None:
         K = self.length
-        core_std = (self.init_std ** 2 / self.bond ** (K - 1)) ** (1.0 / (2 * K))
+        core_std = (self.init_std**2 / self.bond ** (K - 1)) ** (1.0 / (2 * K))
         for g in self.cores:
             nn.init.normal_(g, 0.0, core_std)
         if self.bias is not None:
@@ -124,16 +133,16 @@ class TensorChainLinear(nn.Module):
 
     def weight(self) -> torch.Tensor:
         """The reconstructed kernel ``W [d_in, d_out]`` (``y = x W``; note: transposed w.r.t. ``nn.Linear.weight``)."""
-        w = self.cores[0][:, 0]                                     # [I, b, O] with I = i_1, O = o_1
-        for g in self.cores[1:]:                                    # g: [i, b, c, o]
-            w = torch.einsum("xby,ibcz->xicyz", w, g)               # [I, i, c, O, o]
+        w = self.cores[0][:, 0]  # [I, b, O] with I = i_1, O = o_1
+        for g in self.cores[1:]:  # g: [i, b, c, o]
+            w = torch.einsum("xby,ibcz->xicyz", w, g)  # [I, i, c, O, o]
             I, i, c, O, o = w.shape
             w = w.reshape(I * i, c, O * o)
-        return w[:, 0]                                              # [d_in, d_out]
+        return w[:, 0]  # [d_in, d_out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight().to(x.dtype)
-        y = x @ w                                                   # [..., d_out]
+        y = x @ w  # [..., d_out]
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
     @property
@@ -158,6 +167,8 @@ class TensorChainLinear(nn.Module):
         return float(rebuild + dense + (n_tokens * self.out_features if self.bias is not None else 0))
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, length={self.length}, "
-                f"in_factors={self.in_factors}, out_factors={self.out_factors}, bond={self.bond}, "
-                f"ratio={self.true_ratio:.4f}, bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, length={self.length}, "
+            f"in_factors={self.in_factors}, out_factors={self.out_factors}, bond={self.bond}, "
+            f"ratio={self.true_ratio:.4f}, bias={self.bias is not None}"
+        )

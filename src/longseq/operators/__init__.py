@@ -30,5 +30,17 @@ def build_operator(name: str, dim: int, **options) -> OperatorModel:
     raise ValueError(f"unknown operator {name!r}; operators: {', '.join(OPERATORS)}")
 
 
-__all__ = ["FNO", "FNO1d", "FNO2d", "LowRankOperator", "OPERATORS", "OperatorModel", "SpectralConv1d",
-           "SpectralConv2d", "UNet2d", "build_operator", "grid_coordinates", "relative_l2"]
+__all__ = [
+    "FNO",
+    "FNO1d",
+    "FNO2d",
+    "LowRankOperator",
+    "OPERATORS",
+    "OperatorModel",
+    "SpectralConv1d",
+    "SpectralConv2d",
+    "UNet2d",
+    "build_operator",
+    "grid_coordinates",
+    "relative_l2",
+]

@@ -29,14 +29,28 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
 class UNet2d(OperatorModel):
     """Small U-Net on the unit-square node grid (module docstring)."""
 
-    def __init__(self, *, width: int = 16, levels: int = 3, in_channels: int = 1, out_channels: int = 1,
-                 grid: str | None = None, normalizer: dict | None = None):
+    def __init__(
+        self,
+        *,
+        width: int = 16,
+        levels: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        grid: str | None = None,
+        normalizer: dict | None = None,
+    ):
         super().__init__(2, in_channels, out_channels, grid, normalizer)
         if width < 1 or levels < 1:
             raise ValueError(f"UNet2d: width and levels must be >= 1, got {width}, {levels}")
-        self.config = dict(width=width, levels=levels, in_channels=in_channels, out_channels=out_channels,
-                           grid=self.grid, normalizer=self.norm)
-        chans = [width * 2 ** l for l in range(levels)]
+        self.config = dict(
+            width=width,
+            levels=levels,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            grid=self.grid,
+            normalizer=self.norm,
+        )
+        chans = [width * 2**l for l in range(levels)]
         self.down = nn.ModuleList()
         cin = in_channels + 2
         for c in chans:
@@ -51,8 +65,8 @@ class UNet2d(OperatorModel):
         self.out = nn.Conv2d(chans[0], out_channels, 1)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x, squeeze = self._features(inputs, mask)                  # [B, N1, N2, F]
-        h = x.movedim(-1, 1)                                       # [B, F, N1, N2]
+        x, squeeze = self._features(inputs, mask)  # [B, N1, N2, F]
+        h = x.movedim(-1, 1)  # [B, F, N1, N2]
         skips = []
         for block in self.down:
             h = block(h)

@@ -16,8 +16,10 @@ from .fno import relative_l2
 # LNO 0.0520 / 0.0461 / 0.0445 at 85 / 141 / 211 - the per-resolution Darcy figures are from memory).
 PUBLISHED = {
     "burgers": {"fno": {256: 0.0018, 512: 0.0018, 1024: 0.0018, 2048: 0.0018, 4096: 0.0018, 8192: 0.0018}},
-    "darcy": {"fno": {85: 0.0108, 141: 0.0109, 211: 0.0109, 421: 0.0098},
-              "lowrank": {85: 0.0520, 141: 0.0461, 211: 0.0445}},
+    "darcy": {
+        "fno": {85: 0.0108, 141: 0.0109, 211: 0.0109, 421: 0.0098},
+        "lowrank": {85: 0.0520, 141: 0.0461, 211: 0.0445},
+    },
 }
 
 
@@ -38,8 +40,9 @@ def relative_l2_at(model: torch.nn.Module, split, batch_size: int = 20) -> float
     return total / max(count, 1)
 
 
-def resolution_table(model: torch.nn.Module, task, resolutions=None, split: str = "test",
-                     batch_size: int = 20) -> dict[int, float]:
+def resolution_table(
+    model: torch.nn.Module, task, resolutions=None, split: str = "test", batch_size: int = 20
+) -> dict[int, float]:
     """``{s: relative L2}`` on ``split`` of a :class:`~longseq.tasks.operator_tasks.RegressionTask`
     at each resolution (default: all the task provides)."""
     res = task.resolutions() if resolutions is None else list(resolutions)
@@ -54,13 +57,17 @@ def seconds_per_sample(model: torch.nn.Module, inputs: torch.Tensor, batch_size:
     for _ in range(repeats):
         t0 = time.perf_counter()
         for i in range(0, inputs.shape[0], batch_size):
-            model(inputs[i: i + batch_size])
+            model(inputs[i : i + batch_size])
         best = min(best, time.perf_counter() - t0)
     return best / inputs.shape[0]
 
 
-def markdown_table(rows: dict[str, dict[int, float]], train_resolution: int, published: dict | None = None,
-                   params: dict[str, int] | None = None) -> str:
+def markdown_table(
+    rows: dict[str, dict[int, float]],
+    train_resolution: int,
+    published: dict | None = None,
+    params: dict[str, int] | None = None,
+) -> str:
     """Rows = models, columns = resolutions; the training resolution marked with ``*``."""
     res = sorted({s for r in rows.values() for s in r})
     head = "| model | params | " + " | ".join(f"s={s}{'*' if s == train_resolution else ''}" for s in res) + " |"

@@ -84,7 +84,9 @@ class OperatorModel(LongseqModel):
         norm = {**dict(in_mean=0.0, in_std=1.0, out_mean=0.0, out_std=1.0), **(normalizer or {})}
         unknown = sorted(set(norm) - set(_NORM_KEYS))
         if unknown or norm["in_std"] <= 0 or norm["out_std"] <= 0:
-            raise ValueError(f"{type(self).__name__}: normalizer takes {_NORM_KEYS} with positive stds, got {normalizer}")
+            raise ValueError(
+                f"{type(self).__name__}: normalizer takes {_NORM_KEYS} with positive stds, got {normalizer}"
+            )
         self.dim, self.in_channels, self.out_channels, self.grid = dim, in_channels, out_channels, grid
         self.norm = {k: float(norm[k]) for k in _NORM_KEYS}
 
@@ -98,8 +100,10 @@ class OperatorModel(LongseqModel):
         x = inputs.unsqueeze(-1) if squeeze else inputs
         if x.dim() != self.dim + 2 or x.shape[-1] != self.in_channels:
             axes = ", ".join(["N"] * self.dim)
-            raise ValueError(f"{type(self).__name__}: expected inputs [B, {axes}] or [B, {axes}, {self.in_channels}], "
-                             f"got shape {tuple(inputs.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}: expected inputs [B, {axes}] or [B, {axes}, {self.in_channels}], "
+                f"got shape {tuple(inputs.shape)}"
+            )
         if min(x.shape[1:-1]) < 1:
             raise ValueError(f"{type(self).__name__}: empty grid {tuple(inputs.shape)}")
         x = (x - self.norm["in_mean"]) / self.norm["in_std"]
@@ -138,40 +142,62 @@ class _Projection(nn.Module):
 class FNO(OperatorModel):
     """Fourier neural operator on a 1D or 2D grid (module docstring for the defaults and decisions)."""
 
-    def __init__(self, dim: int = 1, *, modes: int = 16, width: int = 64, n_layers: int = 4, in_channels: int = 1,
-                 out_channels: int = 1, proj_width: int = 128, padding: float | None = None, grid: str | None = None,
-                 normalizer: dict | None = None):
+    def __init__(
+        self,
+        dim: int = 1,
+        *,
+        modes: int = 16,
+        width: int = 64,
+        n_layers: int = 4,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        proj_width: int = 128,
+        padding: float | None = None,
+        grid: str | None = None,
+        normalizer: dict | None = None,
+    ):
         super().__init__(dim, in_channels, out_channels, grid, normalizer)
         if min(modes, width, n_layers, proj_width) < 1:
-            raise ValueError(f"FNO: modes, width, n_layers and proj_width must be >= 1, got {modes}, {width}, "
-                             f"{n_layers}, {proj_width}")
+            raise ValueError(
+                f"FNO: modes, width, n_layers and proj_width must be >= 1, got {modes}, {width}, "
+                f"{n_layers}, {proj_width}"
+            )
         padding = (0.0 if dim == 1 else 9 / 84) if padding is None else float(padding)
         if not 0 <= padding <= 1:
             raise ValueError(f"FNO: padding is a fraction of the domain in [0, 1], got {padding}")
-        self.config = dict(dim=dim, modes=modes, width=width, n_layers=n_layers, in_channels=in_channels,
-                           out_channels=out_channels, proj_width=proj_width, padding=padding, grid=self.grid,
-                           normalizer=self.norm)
+        self.config = dict(
+            dim=dim,
+            modes=modes,
+            width=width,
+            n_layers=n_layers,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            proj_width=proj_width,
+            padding=padding,
+            grid=self.grid,
+            normalizer=self.norm,
+        )
         self.padding = padding
-        self.lift = nn.Linear(in_channels + dim, width)                                   # P
+        self.lift = nn.Linear(in_channels + dim, width)  # P
         if dim == 1:
             self.spectral = nn.ModuleList(SpectralConv1d(width, width, modes) for _ in range(n_layers))
         else:
             self.spectral = nn.ModuleList(SpectralConv2d(width, width, modes, modes) for _ in range(n_layers))
         self.pointwise = nn.ModuleList(Pointwise(width, width) for _ in range(n_layers))  # W
-        self.project = _Projection(width, proj_width, out_channels)                       # Q
+        self.project = _Projection(width, proj_width, out_channels)  # Q
 
     def pad_cells(self, n: int) -> int:
         return int(round(self.padding * (n - 1)))
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x, squeeze = self._features(inputs, mask)                  # [B, *grid, C_in + dim]
-        v = self.lift(x).movedim(-1, 1)                            # [B, width, *grid]
+        x, squeeze = self._features(inputs, mask)  # [B, *grid, C_in + dim]
+        v = self.lift(x).movedim(-1, 1)  # [B, width, *grid]
         grid = v.shape[2:]
         pads = [self.pad_cells(n) for n in grid]
-        if any(pads):                                              # zero cells after the last node of each axis
+        if any(pads):  # zero cells after the last node of each axis
             v = F.pad(v, [p for n in reversed(pads) for p in (0, n)])
         for i, (k, w) in enumerate(zip(self.spectral, self.pointwise)):
-            v = k(v) + w(v)                                        # K v + W v
+            v = k(v) + w(v)  # K v + W v
             if i < len(self.spectral) - 1:
                 v = F.gelu(v)
         if any(pads):
@@ -197,4 +223,3 @@ class FNO2d(FNO):
         kw.pop("dim", None)
         super().__init__(2, modes=modes, width=width, **kw)
         self.config.pop("dim")
-

@@ -41,25 +41,45 @@ class LowRankKernel(nn.Module):
 
     def forward(self, v: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         B, N, d = v.shape
-        phi = self.phi(feats).view(B, N, self.rank, d)             # [B, N, r, d_v]
-        psi = self.psi(feats).view(B, N, self.rank, d)             # [B, N, r, d_v]
-        coef = torch.einsum("bnrd,bnd->br", psi, v) / N            # <psi_j, v>: [B, r]
-        return torch.einsum("bnrd,br->bnd", phi, coef)             # [B, N, d_v]
+        phi = self.phi(feats).view(B, N, self.rank, d)  # [B, N, r, d_v]
+        psi = self.psi(feats).view(B, N, self.rank, d)  # [B, N, r, d_v]
+        coef = torch.einsum("bnrd,bnd->br", psi, v) / N  # <psi_j, v>: [B, r]
+        return torch.einsum("bnrd,br->bnd", phi, coef)  # [B, N, d_v]
 
 
 @model_class
 class LowRankOperator(OperatorModel):
     """Low-rank neural operator on a 1D or 2D grid (module docstring)."""
 
-    def __init__(self, dim: int = 1, *, width: int = 64, rank: int = 4, n_layers: int = 4, kernel_width: int = 64,
-                 in_channels: int = 1, out_channels: int = 1, proj_width: int = 128, grid: str | None = None,
-                 normalizer: dict | None = None):
+    def __init__(
+        self,
+        dim: int = 1,
+        *,
+        width: int = 64,
+        rank: int = 4,
+        n_layers: int = 4,
+        kernel_width: int = 64,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        proj_width: int = 128,
+        grid: str | None = None,
+        normalizer: dict | None = None,
+    ):
         super().__init__(dim, in_channels, out_channels, grid, normalizer)
         if min(width, rank, n_layers, kernel_width, proj_width) < 1:
             raise ValueError("LowRankOperator: width, rank, n_layers, kernel_width and proj_width must be >= 1")
-        self.config = dict(dim=dim, width=width, rank=rank, n_layers=n_layers, kernel_width=kernel_width,
-                           in_channels=in_channels, out_channels=out_channels, proj_width=proj_width, grid=self.grid,
-                           normalizer=self.norm)
+        self.config = dict(
+            dim=dim,
+            width=width,
+            rank=rank,
+            n_layers=n_layers,
+            kernel_width=kernel_width,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            proj_width=proj_width,
+            grid=self.grid,
+            normalizer=self.norm,
+        )
         feats = in_channels + dim
         self.lift = nn.Linear(feats, width)
         self.kernels = nn.ModuleList(LowRankKernel(feats, width, rank, kernel_width) for _ in range(n_layers))
@@ -67,10 +87,10 @@ class LowRankOperator(OperatorModel):
         self.project = _Projection(width, proj_width, out_channels)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x, squeeze = self._features(inputs, mask)                  # [B, *grid, F]
+        x, squeeze = self._features(inputs, mask)  # [B, *grid, F]
         grid = x.shape[1:-1]
-        feats = x.flatten(1, -2)                                   # [B, N, F]
-        v = self.lift(feats)                                       # [B, N, d_v]
+        feats = x.flatten(1, -2)  # [B, N, F]
+        v = self.lift(feats)  # [B, N, d_v]
         for i, (k, w) in enumerate(zip(self.kernels, self.pointwise)):
             v = k(v, feats) + w(v)
             if i < len(self.kernels) - 1:

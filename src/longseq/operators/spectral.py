@@ -37,8 +37,10 @@ from torch import nn
 
 def _check(x: torch.Tensor, dims: int, channels: int, who: str) -> None:
     if x.dim() != dims + 2:
-        raise ValueError(f"{who}: expected input [batch, channels, {', '.join('n' * dims)}] "
-                         f"({dims + 2} dims), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{who}: expected input [batch, channels, {', '.join('n' * dims)}] "
+            f"({dims + 2} dims), got shape {tuple(x.shape)}"
+        )
     if x.shape[1] != channels:
         raise ValueError(f"{who}: expected {channels} input channels, got {x.shape[1]}")
 
@@ -55,8 +57,10 @@ class SpectralConv1d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, modes: int):
         super().__init__()
         if min(in_channels, out_channels, modes) < 1:
-            raise ValueError(f"SpectralConv1d: in_channels, out_channels and modes must be >= 1, "
-                             f"got {in_channels}, {out_channels}, {modes}")
+            raise ValueError(
+                f"SpectralConv1d: in_channels, out_channels and modes must be >= 1, "
+                f"got {in_channels}, {out_channels}, {modes}"
+            )
         self.in_channels, self.out_channels, self.modes = in_channels, out_channels, modes
         self.weight = _complex_weight(in_channels, out_channels, modes, scale=1.0 / (in_channels * out_channels))
 
@@ -67,11 +71,11 @@ class SpectralConv1d(nn.Module):
         _check(x, 1, self.in_channels, "SpectralConv1d")
         n = x.shape[-1]
         k = self.kept_modes(n)
-        x_ft = torch.fft.rfft(x, dim=-1)[..., :k]                            # [B, Ci, k] complex
-        w = torch.view_as_complex(self.weight)[..., :k]                      # [Ci, Co, k]
-        out_ft = torch.einsum("bik,iok->bok", x_ft, w)                       # [B, Co, k]
-        out_ft = F.pad(out_ft, (0, n // 2 + 1 - k))                          # zeros above k: [B, Co, N//2+1]
-        return torch.fft.irfft(out_ft, n=n, dim=-1)                          # [B, Co, N]
+        x_ft = torch.fft.rfft(x, dim=-1)[..., :k]  # [B, Ci, k] complex
+        w = torch.view_as_complex(self.weight)[..., :k]  # [Ci, Co, k]
+        out_ft = torch.einsum("bik,iok->bok", x_ft, w)  # [B, Co, k]
+        out_ft = F.pad(out_ft, (0, n // 2 + 1 - k))  # zeros above k: [B, Co, N//2+1]
+        return torch.fft.irfft(out_ft, n=n, dim=-1)  # [B, Co, N]
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}"
@@ -85,12 +89,14 @@ class SpectralConv2d(nn.Module):
         super().__init__()
         modes2 = modes1 if modes2 is None else modes2
         if min(in_channels, out_channels, modes1, modes2) < 1:
-            raise ValueError(f"SpectralConv2d: channels and modes must be >= 1, got {in_channels}, {out_channels}, "
-                             f"{modes1}, {modes2}")
+            raise ValueError(
+                f"SpectralConv2d: channels and modes must be >= 1, got {in_channels}, {out_channels}, "
+                f"{modes1}, {modes2}"
+            )
         self.in_channels, self.out_channels, self.modes1, self.modes2 = in_channels, out_channels, modes1, modes2
         scale = 1.0 / (in_channels * out_channels)
-        self.weight1 = _complex_weight(in_channels, out_channels, modes1, modes2, scale=scale)   # freqs 0..m1-1
-        self.weight2 = _complex_weight(in_channels, out_channels, modes1, modes2, scale=scale)   # freqs -m1..-1
+        self.weight1 = _complex_weight(in_channels, out_channels, modes1, modes2, scale=scale)  # freqs 0..m1-1
+        self.weight2 = _complex_weight(in_channels, out_channels, modes1, modes2, scale=scale)  # freqs -m1..-1
 
     def kept_modes(self, n1: int, n2: int) -> tuple[int, int, int]:
         """(rows of non-negative first-axis frequencies, rows of negative ones, columns) kept on an n1 x n2 grid."""
@@ -102,14 +108,14 @@ class SpectralConv2d(nn.Module):
         _check(x, 2, self.in_channels, "SpectralConv2d")
         n1, n2 = x.shape[-2:]
         pos, neg, k2 = self.kept_modes(n1, n2)
-        x_ft = torch.fft.rfft2(x, dim=(-2, -1))                              # [B, Ci, N1, N2//2+1]
+        x_ft = torch.fft.rfft2(x, dim=(-2, -1))  # [B, Ci, N1, N2//2+1]
         out_ft = x_ft.new_zeros(x.shape[0], self.out_channels, n1, n2 // 2 + 1)
-        w1 = torch.view_as_complex(self.weight1)[:, :, :pos, :k2]                     # [Ci, Co, pos, k2]
+        w1 = torch.view_as_complex(self.weight1)[:, :, :pos, :k2]  # [Ci, Co, pos, k2]
         out_ft[:, :, :pos, :k2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, :pos, :k2], w1)
         if neg:
-            w2 = torch.view_as_complex(self.weight2)[:, :, self.modes1 - neg:, :k2]   # frequency -f <-> index m1 - f
-            out_ft[:, :, n1 - neg:, :k2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, n1 - neg:, :k2], w2)
-        return torch.fft.irfft2(out_ft, s=(n1, n2), dim=(-2, -1))            # [B, Co, N1, N2]
+            w2 = torch.view_as_complex(self.weight2)[:, :, self.modes1 - neg :, :k2]  # frequency -f <-> index m1 - f
+            out_ft[:, :, n1 - neg :, :k2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, n1 - neg :, :k2], w2)
+        return torch.fft.irfft2(out_ft, s=(n1, n2), dim=(-2, -1))  # [B, Co, N1, N2]
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, modes=({self.modes1}, {self.modes2})"

@@ -43,8 +43,25 @@ from .linear_attention import (
     linear_attention_recurrent,
 )
 
-OPS = ("linear_attention", "block_sparse", "favor", "scan", "vandermonde", "cauchy", "fftconv", "diag_ssm",
-       "s5", "s4_conv", "h3", "gss_gate", "long_short", "tree_routing", "gelu_linear", "hmm", "stack")
+OPS = (
+    "linear_attention",
+    "block_sparse",
+    "favor",
+    "scan",
+    "vandermonde",
+    "cauchy",
+    "fftconv",
+    "diag_ssm",
+    "s5",
+    "s4_conv",
+    "h3",
+    "gss_gate",
+    "long_short",
+    "tree_routing",
+    "gelu_linear",
+    "hmm",
+    "stack",
+)
 """Every op folder of this package."""
 
 

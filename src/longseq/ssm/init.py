@@ -54,7 +54,7 @@ def diagonal_init(N: int, init: str = "lin") -> tuple[torch.Tensor, torch.Tensor
 def _legs(N: int) -> tuple[torch.Tensor, torch.Tensor]:
     from .hippo import dplr_legs  # imported lazily: only this init needs the eigensolver
 
-    with torch.device("cpu"):   # cached: never let an ambient default device (e.g. "meta") into the cache
+    with torch.device("cpu"):  # cached: never let an ambient default device (e.g. "meta") into the cache
         A, _, B, _ = dplr_legs(N, conj_sym=True)
     return A, B
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops.vandermonde.chunk import vandermonde
 from ..optim import set_optim
 from .discretize import DISCRETIZATIONS, discretize
 from .init import diagonal_init, log_dt_init
-from ..ops.vandermonde.chunk import vandermonde
 
 __all__ = [
     "DiagSSMKernel",
@@ -63,12 +63,22 @@ class DiagSSMKernel(nn.Module):
     ``lr=None`` keeps the global learning rate (still without weight decay).
     """
 
-    def __init__(self, H: int, N: int = 64, *, channels: int = 1, init: str = "lin", disc: str = "zoh",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: float | None = 1e-3):
+    def __init__(
+        self,
+        H: int,
+        N: int = 64,
+        *,
+        channels: int = 1,
+        init: str = "lin",
+        disc: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        lr: float | None = 1e-3,
+    ):
         super().__init__()
         if disc not in DISCRETIZATIONS:
             raise ValueError(f"disc must be one of {', '.join(DISCRETIZATIONS)}; got {disc!r}")
-        A, B = diagonal_init(N, init)                                   # [N/2] each
+        A, B = diagonal_init(N, init)  # [N/2] each
         self.disc = disc
         self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max).to(torch.get_default_dtype()))
         self.log_A_real = nn.Parameter(torch.log(-A.real).expand(H, -1).to(torch.get_default_dtype()).clone())
@@ -121,23 +131,35 @@ class DSSKernel(nn.Module):
     U[log dt_min, log dt_max]`` per channel. Λ and Δ get learning rate ``lr``, no weight decay.
     """
 
-    def __init__(self, H: int, N: int = 64, *, channels: int = 1, variant: str = "exp",
-                 l_max: int | None = None, init: str = "legs",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: float | None = 1e-3):
+    def __init__(
+        self,
+        H: int,
+        N: int = 64,
+        *,
+        channels: int = 1,
+        variant: str = "exp",
+        l_max: int | None = None,
+        init: str = "legs",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        lr: float | None = 1e-3,
+    ):
         super().__init__()
         if variant not in ("exp", "softmax"):
             raise ValueError(f"variant must be 'exp' or 'softmax'; got {variant!r}")
         if variant == "softmax" and not (isinstance(l_max, int) and l_max > 0):
-            raise ValueError("variant='softmax' needs l_max (a positive int): the length its softmax "
-                             f"normalises over; got l_max={l_max!r}")
+            raise ValueError(
+                "variant='softmax' needs l_max (a positive int): the length its softmax "
+                f"normalises over; got l_max={l_max!r}"
+            )
         if not isinstance(N, int) or N < 1:
             raise ValueError(f"d_state must be a positive int, got {N!r}")
-        Lam, _ = diagonal_init(2 * N, init)                                  # [N]
+        Lam, _ = diagonal_init(2 * N, init)  # [N]
         self.variant, self.l_max = variant, l_max
         f = torch.get_default_dtype()
         self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max).to(f))
         re = torch.log(-Lam.real) if variant == "exp" else Lam.real
-        self.Lambda_re = nn.Parameter(re.expand(H, -1).to(f).clone())      # log(-Re Λ) for exp
+        self.Lambda_re = nn.Parameter(re.expand(H, -1).to(f).clone())  # log(-Re Λ) for exp
         self.Lambda_im = nn.Parameter(Lam.imag.expand(H, -1).to(f).clone())
         self.W = _complex_param(torch.randn(channels, H, N, dtype=torch.complex128))
         tag = {"weight_decay": 0.0} if lr is None else {"lr": lr, "weight_decay": 0.0}
@@ -151,7 +173,7 @@ class DSSKernel(nn.Module):
     def _lambda(self, dtype):
         re = self.Lambda_re.to(dtype)
         re = -torch.exp(re) if self.variant == "exp" else re
-        return torch.complex(re, self.Lambda_im.to(dtype))                  # [H, N]
+        return torch.complex(re, self.Lambda_im.to(dtype))  # [H, N]
 
     def modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w [C, H, N], log_z [H, N])`` of eq. (1)-(2) (``variant="exp"`` only)."""
@@ -159,7 +181,7 @@ class DSSKernel(nn.Module):
             raise ValueError("DSS variant='softmax' has no recurrent form; use variant='exp'")
         dtype = _real_dtype(self.log_dt)
         lam = self._lambda(dtype)
-        log_z = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1) * lam      # ΛΔ
+        log_z = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1) * lam  # ΛΔ
         return _as_complex(self.W, dtype) * torch.expm1(log_z) / lam, log_z
 
     def kernel(self, L: int) -> torch.Tensor:
@@ -174,11 +196,11 @@ class DSSKernel(nn.Module):
             return self.modes()
         dtype = _real_dtype(self.log_dt)
         lam = self._lambda(dtype)
-        lamdt = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1) * lam         # [H, N]
+        lamdt = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1) * lam  # [H, N]
         grow = lamdt.real > 0
-        log_z = torch.where(grow, -lamdt, lamdt)                             # |z| <= 1
-        S = torch.expm1(log_z * self.l_max) / torch.expm1(log_z)             # sum_{l < l_max} z^l
-        w = _as_complex(self.W, dtype) / (lam * S)                           # [C, H, N]
+        log_z = torch.where(grow, -lamdt, lamdt)  # |z| <= 1
+        S = torch.expm1(log_z * self.l_max) / torch.expm1(log_z)  # sum_{l < l_max} z^l
+        w = _as_complex(self.W, dtype) / (lam * S)  # [C, H, N]
         zero = torch.zeros((), dtype=w.dtype, device=w.device)
         return torch.where(grow, zero, w), torch.where(grow, w, zero), log_z
 
@@ -204,8 +226,8 @@ class SharedDSSKernel(nn.Module):
     def __init__(self, H: int, N: int = 512, *, channels: int = 1, lr: float | None = 1e-3):
         super().__init__()
         f = torch.get_default_dtype()
-        self.Lambda_re = nn.Parameter(torch.randn(N, dtype=f))      # Re Λ = -exp(Λ_re)
-        self.Lambda_im = nn.Parameter(torch.randn(N, dtype=f))      # Im Λ = exp(Λ_im)
+        self.Lambda_re = nn.Parameter(torch.randn(N, dtype=f))  # Re Λ = -exp(Λ_re)
+        self.Lambda_im = nn.Parameter(torch.randn(N, dtype=f))  # Im Λ = exp(Λ_im)
         self.C = nn.Parameter(torch.randn(channels, H, N, 2, dtype=f))  # real, imaginary
         tag = {"weight_decay": 0.0} if lr is None else {"lr": lr, "weight_decay": 0.0}
         for p in (self.Lambda_re, self.Lambda_im):

@@ -106,12 +106,14 @@ def orthogonal_random_features(num_features: int, dim: int, generator: torch.Gen
         q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
         blocks.append(q.T[: min(left, dim)])
         left -= dim
-    rows = torch.cat(blocks, 0)                                                  # [r, dim]
+    rows = torch.cat(blocks, 0)  # [r, dim]
     scale = torch.randn(num_features, dim, generator=generator).norm(dim=-1, keepdim=True)
-    return (rows * scale).T.contiguous()                                         # [dim, r]
+    return (rows * scale).T.contiguous()  # [dim, r]
 
 
-def check_inputs(ids: torch.Tensor, mask: torch.Tensor | None, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def check_inputs(
+    ids: torch.Tensor, mask: torch.Tensor | None, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validate ``ids: [B, L]`` (and the prefix ``mask: [B, L]``); returns ids with padded positions
     set to 0 (so they can index the emission table) and the boolean mask."""
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
@@ -131,16 +133,21 @@ def check_inputs(ids: torch.Tensor, mask: torch.Tensor | None, vocab_size: int) 
             raise ValueError(f"empty sequence: mask row {bad} has no tokens; every sequence needs length >= 1")
         prefix = torch.arange(L, device=ids.device)[None] < lengths[:, None]
         if not bool((prefix == mask).all()):
-            raise ValueError("mask must be a prefix mask (True for the tokens, then False for the padding) in every row")
+            raise ValueError(
+                "mask must be a prefix mask (True for the tokens, then False for the padding) in every row"
+            )
         ids = ids.masked_fill(~mask, 0)
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= vocab_size:
-        raise ValueError(f"token ids out of range: found ids in [{lo}, {hi}], allowed 0 <= id < vocab_size={vocab_size}")
+        raise ValueError(
+            f"token ids out of range: found ids in [{lo}, {hi}], allowed 0 <= id < vocab_size={vocab_size}"
+        )
     return ids, mask
 
 
-def viterbi_decode(log_init: torch.Tensor, log_trans: torch.Tensor, log_em: torch.Tensor,
-                   mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def viterbi_decode(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_em: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Max-product (Viterbi) decoding. ``log_trans: [N, N]``, ``log_em: [B, L, N]``.
 
     Returns ``(states [B, L]`` with -1 at padded positions, ``best log joint p(x, z*) [B])``."""
@@ -150,11 +157,11 @@ def viterbi_decode(log_init: torch.Tensor, log_trans: torch.Tensor, log_em: torc
     scores = log_em.new_empty(B)
     for b in range(B):
         n = int(lengths[b])
-        delta = log_init + log_em[b, 0]                                          # [N]
+        delta = log_init + log_em[b, 0]  # [N]
         back = []
         for t in range(1, n):
-            cand = delta[:, None] + log_trans                                    # [N(from), N(to)]
-            best, arg = cand.max(0)                                              # [N]
+            cand = delta[:, None] + log_trans  # [N(from), N(to)]
+            best, arg = cand.max(0)  # [N]
             back.append(arg)
             delta = best + log_em[b, t]
         score, z = delta.max(0)
@@ -179,8 +186,17 @@ class HMM(nn.Module):
     ``learn_projection``: train the feature projection W (official run setting) or keep it fixed.
     """
 
-    def __init__(self, num_states: int, vocab_size: int, *, rank: int | None = None, feature_map: str = "exp",
-                 emb_dim: int = 128, init_std: float | None = 0.3, learn_projection: bool = True):
+    def __init__(
+        self,
+        num_states: int,
+        vocab_size: int,
+        *,
+        rank: int | None = None,
+        feature_map: str = "exp",
+        emb_dim: int = 128,
+        init_std: float | None = 0.3,
+        learn_projection: bool = True,
+    ):
         super().__init__()
         for name, v in (("num_states", num_states), ("vocab_size", vocab_size), ("emb_dim", emb_dim)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -188,7 +204,9 @@ class HMM(nn.Module):
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise ValueError(f"rank must be None (full rank) or a positive integer, got {rank!r}")
         if init_std is not None and not (isinstance(init_std, (int, float)) and init_std > 0):
-            raise ValueError(f"init_std must be None (Xavier, as the official code) or a positive number, got {init_std!r}")
+            raise ValueError(
+                f"init_std must be None (Xavier, as the official code) or a positive number, got {init_std!r}"
+            )
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"unknown feature_map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
         self.num_states, self.vocab_size, self.rank, self.feature_map = num_states, vocab_size, rank, feature_map
@@ -196,21 +214,21 @@ class HMM(nn.Module):
         h = emb_dim
         self.start_emb = nn.Parameter(torch.empty(1, h))
         self.start_mlp = nn.Sequential(nn.Linear(h, h), _ResLayer(h), _ResLayer(h))
-        self.state_emb = nn.Parameter(torch.empty(num_states, h))                # e_i ("from")
+        self.state_emb = nn.Parameter(torch.empty(num_states, h))  # e_i ("from")
         self.trans_mlp = nn.Sequential(nn.Linear(h, h), _ResLayer(h), _ResLayer(h))
-        self.next_state_emb = nn.Parameter(torch.empty(num_states, h))           # e'_j ("to")
-        self.preterminal_emb = nn.Parameter(torch.empty(num_states, h))          # p_i
+        self.next_state_emb = nn.Parameter(torch.empty(num_states, h))  # e'_j ("to")
+        self.preterminal_emb = nn.Parameter(torch.empty(num_states, h))  # p_i
         self.terminal_mlp = nn.Sequential(_ResLayer(h), _ResLayer(h))
-        self.word_emb = nn.Parameter(torch.empty(vocab_size, h))                 # w_v
+        self.word_emb = nn.Parameter(torch.empty(vocab_size, h))  # w_v
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
-        if init_std is not None:                 # see the module docstring, "Initialisation"
+        if init_std is not None:  # see the module docstring, "Initialisation"
             for p in (self.start_emb, self.state_emb, self.next_state_emb, self.preterminal_emb, self.word_emb):
                 nn.init.normal_(p, 0.0, init_std)
         self.learn_projection = bool(learn_projection)
         if rank is not None:
-            W = orthogonal_random_features(rank, h)                              # [h, r]
+            W = orthogonal_random_features(rank, h)  # [h, r]
             if self.learn_projection:
                 self.projection = nn.Parameter(W)
             else:
@@ -233,26 +251,26 @@ class HMM(nn.Module):
         (``U`` already divided by the row normalisers d)."""
         if self.rank is None:
             raise ValueError("low_rank_factors() needs a low-rank HMM (rank=r); this one is full rank")
-        lu = self._log_features(self.trans_mlp(self.state_emb))                  # [N, r] log phi(U)
-        lv = self._log_features(self.next_state_emb)                             # [N, r] log phi(V)
-        ls = self._log_features(self.start_mlp(self.start_emb))                  # [1, r] log phi(s)
-        shift = lv.max(0, keepdim=True).values.detach()                          # [1, r]
+        lu = self._log_features(self.trans_mlp(self.state_emb))  # [N, r] log phi(U)
+        lv = self._log_features(self.next_state_emb)  # [N, r] log phi(V)
+        ls = self._log_features(self.start_mlp(self.start_emb))  # [1, r] log phi(s)
+        shift = lv.max(0, keepdim=True).values.detach()  # [1, r]
         lv = lv - shift
         lu, ls = lu + shift, ls + shift
-        log_colsum = lv.logsumexp(0, keepdim=True)                               # [1, r] log sum_j phi(V_j)
-        lu = lu - (lu + log_colsum).logsumexp(-1, keepdim=True)                  # [N, r] rows / d_i
-        log_init = (ls.T + lv.T).logsumexp(0)                                    # [N] log phi(s).phi(V_j)
+        log_colsum = lv.logsumexp(0, keepdim=True)  # [1, r] log sum_j phi(V_j)
+        lu = lu - (lu + log_colsum).logsumexp(-1, keepdim=True)  # [N, r] rows / d_i
+        log_init = (ls.T + lv.T).logsumexp(0)  # [N] log phi(s).phi(V_j)
         return log_init.log_softmax(-1), lu.exp(), lv.exp()
 
     def _transition(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(log_initial [N], mats)`` with ``A = prod(mats)``: ``[A]`` (full) or ``[U, V^T]`` (rank r)."""
         if self.rank is None:
-            s = self.start_mlp(self.start_emb)                                   # [1, h]
-            log_init = (s @ self.next_state_emb.T).log_softmax(-1)[0]            # [N]
-            A = (self.trans_mlp(self.state_emb) @ self.next_state_emb.T).softmax(-1)   # [N, N]
+            s = self.start_mlp(self.start_emb)  # [1, h]
+            log_init = (s @ self.next_state_emb.T).log_softmax(-1)[0]  # [N]
+            A = (self.trans_mlp(self.state_emb) @ self.next_state_emb.T).softmax(-1)  # [N, N]
             return log_init, [A]
         log_init, U, V = self.low_rank_factors()
-        return log_init, [U, V.T]                                                # [N, r], [r, N]
+        return log_init, [U, V.T]  # [N, r], [r, N]
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log_initial [N], log_transition [N, N], log_emission [N, V])``, materialised (for rank r,
@@ -268,7 +286,7 @@ class HMM(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def _observed_emissions(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.log_emission().T[ids]                                         # [B, L, N]
+        return self.log_emission().T[ids]  # [B, L, N]
 
     def log_likelihood(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Exact ``log p(x)`` per sequence ``[B]`` for ``ids: [B, L]`` (``mask: [B, L]``, True = token)."""
@@ -284,8 +302,7 @@ class HMM(nn.Module):
         return viterbi_decode(log_init, log_trans, log_em.T[ids], mask)
 
     @torch.no_grad()
-    def generate(self, n: int, length: int, generator: torch.Generator | None = None,
-                 return_states: bool = False):
+    def generate(self, n: int, length: int, generator: torch.Generator | None = None, return_states: bool = False):
         """Sample ``n`` sequences of ``length`` tokens: ``[n, length]`` (and the states with
         ``return_states``). Low rank: each transition row is ``U_z V^T`` (O(N r) per step)."""
         if n < 1 or length < 1:
@@ -313,6 +330,6 @@ class HMM(nn.Module):
         forward vector (filtering distribution) after token t."""
         ids, _ = check_inputs(ids, None, self.vocab_size)
         log_init, mats = self._transition()
-        log_o = self.log_emission()                                              # [N, V]
-        _, P = hmm_forward(log_init, log_o.T[ids], mats, want_pred=True)         # [B, L, N] p(z_{t+1} | x_<=t)
-        return (P @ log_o.exp()).clamp_min(torch.finfo(P.dtype).tiny).log()      # [B, L, V]
+        log_o = self.log_emission()  # [N, V]
+        _, P = hmm_forward(log_init, log_o.T[ids], mats, want_pred=True)  # [B, L, N] p(z_{t+1} | x_<=t)
+        return (P @ log_o.exp()).clamp_min(torch.finfo(P.dtype).tiny).log()  # [B, L, V]

@@ -81,12 +81,14 @@ def chart_layout(L: int):
       ``c_spans`` [P_c, 2] the continuous spans (i, i + w);
       ``cc`` [T, 4] (local parent, i, j, l): children [i, j) and [j, l) (rule 1);
       ``fill`` [T, 4] (local parent, child item, a, b): gap filler [a, b) (rule 2)."""
-    items = [(i, j, k, l) for i in range(L) for j in range(i + 1, L) for k in range(j + 1, L) for l in range(k + 1, L + 1)]
+    items = [
+        (i, j, k, l) for i in range(L) for j in range(i + 1, L) for k in range(j + 1, L) for l in range(k + 1, L + 1)
+    ]
     index = {it: n for n, it in enumerate(items)}
     by_width = {}
     for w in range(2, L + 1):
         d_items, split, att = [], [], []
-        for (i, j, k, l) in items:
+        for i, j, k, l in items:
             if (j - i) + (l - k) != w:
                 continue
             p = len(d_items)
@@ -105,8 +107,14 @@ def chart_layout(L: int):
             cc += [(p, i, j, l) for j in range(i + 1, l)]
             fill += [(p, index[(i, a, b, l)], a, b) for a in range(i + 1, l) for b in range(a + 1, l)]
         mk = lambda x, c: np.asarray(x, np.int64).reshape(-1, c)  # noqa: E731
-        by_width[w] = dict(d_items=mk(d_items, 1)[:, 0], split=mk(split, 4), att=mk(att, 5), c_spans=mk(c_spans, 2),
-                           cc=mk(cc, 4), fill=mk(fill, 4))
+        by_width[w] = dict(
+            d_items=mk(d_items, 1)[:, 0],
+            split=mk(split, 4),
+            att=mk(att, 5),
+            c_spans=mk(c_spans, 2),
+            cc=mk(cc, 4),
+            fill=mk(fill, 4),
+        )
     return items, by_width
 
 
@@ -116,8 +124,9 @@ def _combine(parent: torch.Tensor, n_parent: int, vals: list[torch.Tensor], scal
     normalised ``(vec [B, P, r], log scale [B, P])``."""
     v, s = torch.cat(vals, 1), torch.cat(scales, 1)
     B = v.shape[0]
-    m = s.new_full((B, n_parent), -float("inf")).scatter_reduce(1, parent.unsqueeze(0).expand(B, -1), s.detach(), "amax",
-                                                                 include_self=True)
+    m = s.new_full((B, n_parent), -float("inf")).scatter_reduce(
+        1, parent.unsqueeze(0).expand(B, -1), s.detach(), "amax", include_self=True
+    )
     w = (s - m[:, parent]).exp()
     out = v.new_zeros(B, n_parent, v.shape[-1]).index_add(1, parent, v * w[..., None])
     return _norm(out, m)
@@ -137,11 +146,11 @@ def inside_lcfrs(log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission, ids, lengths, s
     items, layout = chart_layout(L)
     nI = len(items)
     # r x r maps from an item's pre-U vector to the projections its parents use
-    c2cl, c2cr = Uc.t() @ Lc[:m], Uc.t() @ Wc[:m]                       # [rc, rc]
-    c2dl, c2dw = Uc.t() @ Ld[:m], Uc.t() @ Wd[:m]                       # [rc, rd]
-    d2fill = Ud.t() @ Lc[Sc:]                                           # [rd, rc]
-    d2att = torch.einsum("dr,qds->qrs", Ud, Ld[Sc:].view(4, d, rd))      # [4, rd, rd]
-    e, se = _emissions(log_emission, ids, lengths)                               # [B, L, p], [B, L]
+    c2cl, c2cr = Uc.t() @ Lc[:m], Uc.t() @ Wc[:m]  # [rc, rc]
+    c2dl, c2dw = Uc.t() @ Ld[:m], Uc.t() @ Wd[:m]  # [rc, rd]
+    d2fill = Ud.t() @ Lc[Sc:]  # [rd, rc]
+    d2att = torch.einsum("dr,qds->qrs", Ud, Ld[Sc:].view(4, d, rd))  # [4, rd, rd]
+    e, se = _emissions(log_emission, ids, lengths)  # [B, L, p], [B, L]
     ar = torch.arange(L, device=dev)
     if span_weight is not None:
         se = se + span_weight[0][:, ar, ar + 1]
@@ -165,15 +174,15 @@ def inside_lcfrs(log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission, ids, lengths, s
         if len(lay["d_items"]):
             sp, at = T(lay["split"]), T(lay["att"])
             i, j, k, l = sp.unbind(1)
-            vals = [Pdl[:, i, j] * Pdw[:, k, l]]                        # rule 3
+            vals = [Pdl[:, i, j] * Pdw[:, k, l]]  # rule 3
             scales = [sc_c[:, i, j] + sc_c[:, k, l]]
             parent = [torch.arange(len(sp), device=dev)]
             if len(at):
                 p, q, child, a, b = at.unbind(1)
-                vals.append(Datt[:, child, q] * Pdw[:, a, b])           # rules 4-7
+                vals.append(Datt[:, child, q] * Pdw[:, a, b])  # rules 4-7
                 scales.append(sc_d[:, child] + sc_c[:, a, b])
                 parent.append(p)
-            v, s = _combine(torch.cat(parent), len(sp), vals, scales)   # s_d [B, P_d, rd]
+            v, s = _combine(torch.cat(parent), len(sp), vals, scales)  # s_d [B, P_d, rd]
             di = T(lay["d_items"])
             if span_weight is not None:
                 s = s + span_weight[1][:, di]
@@ -182,14 +191,14 @@ def inside_lcfrs(log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission, ids, lengths, s
             sc_d[:, di] = s
         cc, fl = T(lay["cc"]), T(lay["fill"])
         p, i, j, l = cc.unbind(1)
-        vals, scales, parent = [Pcl[:, i, j] * Pcr[:, j, l]], [sc_c[:, i, j] + sc_c[:, j, l]], [p]   # rule 1
+        vals, scales, parent = [Pcl[:, i, j] * Pcr[:, j, l]], [sc_c[:, i, j] + sc_c[:, j, l]], [p]  # rule 1
         if len(fl):
             p2, child, a, b = fl.unbind(1)
-            vals.append(Dfill[:, child] * Pcr[:, a, b])                  # rule 2
+            vals.append(Dfill[:, child] * Pcr[:, a, b])  # rule 2
             scales.append(sc_d[:, child] + sc_c[:, a, b])
             parent.append(p2)
         cs = T(lay["c_spans"])
-        v, s = _combine(torch.cat(parent), len(cs), vals, scales)       # s_c [B, P_c, rc]
+        v, s = _combine(torch.cat(parent), len(cs), vals, scales)  # s_c [B, P_c, rc]
         i, l = cs.unbind(1)
         if span_weight is not None:
             s = s + span_weight[0][:, i, l]
@@ -214,18 +223,22 @@ def mbr_lcfrs(mc: np.ndarray, md: np.ndarray, n: int, L: int) -> list[tuple]:
     for i in range(n):
         bc[(i, i + 1)] = 0.0
     for w in range(2, n + 1):
-        for (i, j, k, l) in items:
+        for i, j, k, l in items:
             if l > n or (j - i) + (l - k) != w:
                 continue
             best, arg = bc[(i, j)] + bc[(k, l)], ("split",)
             for s in range(i + 1, j):
-                for cand, a in ((bd[(s, j, k, l)] + bc[(i, s)], ("att", (s, j, k, l), (i, s))),
-                                (bd[(i, s, k, l)] + bc[(s, j)], ("att", (i, s, k, l), (s, j)))):
+                for cand, a in (
+                    (bd[(s, j, k, l)] + bc[(i, s)], ("att", (s, j, k, l), (i, s))),
+                    (bd[(i, s, k, l)] + bc[(s, j)], ("att", (i, s, k, l), (s, j))),
+                ):
                     if cand > best:
                         best, arg = cand, a
             for s in range(k + 1, l):
-                for cand, a in ((bd[(i, j, s, l)] + bc[(k, s)], ("att", (i, j, s, l), (k, s))),
-                                (bd[(i, j, k, s)] + bc[(s, l)], ("att", (i, j, k, s), (s, l)))):
+                for cand, a in (
+                    (bd[(i, j, s, l)] + bc[(k, s)], ("att", (i, j, s, l), (k, s))),
+                    (bd[(i, j, k, s)] + bc[(s, l)], ("att", (i, j, k, s), (s, l))),
+                ):
                     if cand > best:
                         best, arg = cand, a
             bd[(i, j, k, l)] = best + md[index[(i, j, k, l)]]
@@ -273,25 +286,46 @@ class LCFRS2(nn.Module):
     emb_dim=256, max_length=20)``: see the module docstring. ``rank`` is used for both the
     continuous-parent and the discontinuous-parent decompositions."""
 
-    def __init__(self, num_nonterminals: int, num_discontinuous: int, num_preterminals: int, vocab_size: int, *,
-                 rank: int = 32, emb_dim: int = 256, max_length: int = 20):
+    def __init__(
+        self,
+        num_nonterminals: int,
+        num_discontinuous: int,
+        num_preterminals: int,
+        vocab_size: int,
+        *,
+        rank: int = 32,
+        emb_dim: int = 256,
+        max_length: int = 20,
+    ):
         super().__init__()
-        for name, v in (("num_nonterminals", num_nonterminals), ("num_discontinuous", num_discontinuous),
-                        ("num_preterminals", num_preterminals), ("vocab_size", vocab_size), ("rank", rank),
-                        ("emb_dim", emb_dim), ("max_length", max_length)):
+        for name, v in (
+            ("num_nonterminals", num_nonterminals),
+            ("num_discontinuous", num_discontinuous),
+            ("num_preterminals", num_preterminals),
+            ("vocab_size", vocab_size),
+            ("rank", rank),
+            ("emb_dim", emb_dim),
+            ("max_length", max_length),
+        ):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"LCFRS2: {name} must be a positive int, got {v!r}")
-        self.m, self.d, self.p, self.V, self.rank, self.max_length = (num_nonterminals, num_discontinuous,
-                                                                      num_preterminals, vocab_size, rank, max_length)
+        self.m, self.d, self.p, self.V, self.rank, self.max_length = (
+            num_nonterminals,
+            num_discontinuous,
+            num_preterminals,
+            vocab_size,
+            rank,
+            max_length,
+        )
         self.root_emb = nn.Parameter(torch.randn(1, emb_dim) * 0.1)
         self.c_emb = nn.Parameter(torch.randn(num_nonterminals, emb_dim) * 0.1)
         self.d_emb = nn.Parameter(torch.randn(num_discontinuous, emb_dim) * 0.1)
         self.t_emb = nn.Parameter(torch.randn(num_preterminals, emb_dim) * 0.1)
-        self.q_emb = nn.Parameter(torch.randn(4, emb_dim) * 0.1)           # attachment types of rules 4-7
+        self.q_emb = nn.Parameter(torch.randn(4, emb_dim) * 0.1)  # attachment types of rules 4-7
         self.root_mlp = _mlp(emb_dim, num_nonterminals)
         self.term_mlp = _mlp(emb_dim, vocab_size)
-        self.proj_c = nn.Parameter(torch.randn(emb_dim, rank) * emb_dim ** -0.5)
-        self.proj_d = nn.Parameter(torch.randn(emb_dim, rank) * emb_dim ** -0.5)
+        self.proj_c = nn.Parameter(torch.randn(emb_dim, rank) * emb_dim**-0.5)
+        self.proj_d = nn.Parameter(torch.randn(emb_dim, rank) * emb_dim**-0.5)
         layer = lambda: nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())  # noqa: E731
         self.uc, self.lc, self.wc, self.ud, self.ld, self.wd = (layer() for _ in range(6))
         # Kim et al. 2019 (compound-pcfg code): every matrix, embeddings included, Xavier-uniform.
@@ -303,7 +337,7 @@ class LCFRS2(nn.Module):
         """``(log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission)`` (module docstring)."""
         log_root = self.root_mlp(self.root_emb).log_softmax(-1)[0]
         log_emission = self.term_mlp(self.t_emb).log_softmax(-1)
-        cont = torch.cat([self.c_emb, self.t_emb])                           # [S_c, D]
+        cont = torch.cat([self.c_emb, self.t_emb])  # [S_c, D]
         att = (self.d_emb[None] + self.q_emb[:, None]).reshape(4 * self.d, -1)
         Uc = (self.uc(self.c_emb) @ self.proj_c).softmax(-1)
         Lc = (self.lc(torch.cat([cont, self.d_emb])) @ self.proj_c).softmax(0)
@@ -319,11 +353,14 @@ class LCFRS2(nn.Module):
         ``emission [p, V]`` (probabilities, not logs)."""
         log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission = self.factors()
         Sc = self.m + self.p
-        return {"root": log_root.exp(), "emission": log_emission.exp(),
-                "cc": torch.einsum("ar,br,cr->abc", Uc, Lc[:Sc], Wc),
-                "fill": torch.einsum("ar,br,cr->abc", Uc, Lc[Sc:], Wc),
-                "split": torch.einsum("ar,br,cr->abc", Ud, Ld[:Sc], Wd),
-                "att": torch.einsum("ar,qbr,cr->aqbc", Ud, Ld[Sc:].view(4, self.d, -1), Wd)}
+        return {
+            "root": log_root.exp(),
+            "emission": log_emission.exp(),
+            "cc": torch.einsum("ar,br,cr->abc", Uc, Lc[:Sc], Wc),
+            "fill": torch.einsum("ar,br,cr->abc", Uc, Lc[Sc:], Wc),
+            "split": torch.einsum("ar,br,cr->abc", Ud, Ld[:Sc], Wd),
+            "att": torch.einsum("ar,qbr,cr->aqbc", Ud, Ld[Sc:].view(4, self.d, -1), Wd),
+        }
 
     def _inside(self, ids, lengths, span_weight=None):
         log_root, Uc, Lc, Wc, Ud, Ld, Wd, log_emission = self.factors()
@@ -332,19 +369,19 @@ class LCFRS2(nn.Module):
     def log_likelihood(self, ids: torch.Tensor, lengths) -> torch.Tensor:
         """log p(sentence) ``[B]`` (sum over all derivations of the kept rule set)."""
         lengths = check_batch(ids, lengths, self.V, self.max_length)
-        return self._inside(ids[:, :int(lengths.max())], lengths)
+        return self._inside(ids[:, : int(lengths.max())], lengths)
 
     def span_marginals(self, ids: torch.Tensor, lengths):
         """``(continuous [B, L+1, L+1], discontinuous [B, n_items])`` posterior marginals; the
         discontinuous items are ``chart_layout(L)[0]`` with L the longest length in the batch."""
         lengths = check_batch(ids, lengths, self.V, self.max_length)
-        ids = ids[:, :int(lengths.max())]
+        ids = ids[:, : int(lengths.max())]
         B, L = ids.shape
         with torch.enable_grad():
-            wc = torch.zeros(B, L + 1, L + 1, device=ids.device, dtype=self.root_emb.dtype,
-                             requires_grad=True)
-            wd = torch.zeros(B, max(len(chart_layout(L)[0]), 1), device=ids.device, dtype=self.root_emb.dtype,
-                             requires_grad=True)
+            wc = torch.zeros(B, L + 1, L + 1, device=ids.device, dtype=self.root_emb.dtype, requires_grad=True)
+            wd = torch.zeros(
+                B, max(len(chart_layout(L)[0]), 1), device=ids.device, dtype=self.root_emb.dtype, requires_grad=True
+            )
             ll = self._inside(ids, lengths, (wc, wd))
             gc, gd = torch.autograd.grad(ll.sum(), (wc, wd))
         return gc, gd

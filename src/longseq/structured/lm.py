@@ -23,13 +23,35 @@ from .hmm import HMM
 
 @model_class
 class HMMLanguageModel(LongseqModel):
-    def __init__(self, vocab_size: int, num_states: int = 256, *, rank: int | None = None, feature_map: str = "exp",
-                 emb_dim: int = 128, init_std: float | None = 0.3, learn_projection: bool = True):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_states: int = 256,
+        *,
+        rank: int | None = None,
+        feature_map: str = "exp",
+        emb_dim: int = 128,
+        init_std: float | None = 0.3,
+        learn_projection: bool = True,
+    ):
         super().__init__()
-        self.config = {"vocab_size": vocab_size, "num_states": num_states, "rank": rank, "feature_map": feature_map,
-                           "emb_dim": emb_dim, "init_std": init_std}
-        self.hmm = HMM(num_states, vocab_size, rank=rank, feature_map=feature_map, emb_dim=emb_dim,
-                       init_std=init_std, learn_projection=learn_projection)
+        self.config = {
+            "vocab_size": vocab_size,
+            "num_states": num_states,
+            "rank": rank,
+            "feature_map": feature_map,
+            "emb_dim": emb_dim,
+            "init_std": init_std,
+        }
+        self.hmm = HMM(
+            num_states,
+            vocab_size,
+            rank=rank,
+            feature_map=feature_map,
+            emb_dim=emb_dim,
+            init_std=init_std,
+            learn_projection=learn_projection,
+        )
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``ids: [B, L]`` -> next-token log-probabilities ``[B, L, V]``. Padding (``mask`` False) can

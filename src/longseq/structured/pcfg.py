@@ -45,7 +45,6 @@ Viterbi decoding of the neural grammar is not implemented here (the issue allows
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -78,8 +77,10 @@ def check_batch(ids: torch.Tensor, lengths, vocab_size: int, max_length: int) ->
     if ids.shape[0] == 0:
         raise ValueError("empty batch: ids has no sentences")
     if int(lengths.min()) < 2:
-        raise ValueError(f"sentence lengths must be >= 2 (a binary grammar derives no empty or one-word "
-                         f"sentence), got min length {int(lengths.min())}")
+        raise ValueError(
+            f"sentence lengths must be >= 2 (a binary grammar derives no empty or one-word "
+            f"sentence), got min length {int(lengths.min())}"
+        )
     if int(lengths.max()) > ids.shape[1]:
         raise ValueError(f"a length ({int(lengths.max())}) exceeds the ids width {ids.shape[1]}")
     if int(lengths.max()) > max_length:
@@ -103,7 +104,7 @@ def _emissions(log_emission: torch.Tensor, ids: torch.Tensor, lengths: torch.Ten
     """Per-word preterminal likelihoods, scaled: (e [B, L, PT] with max 1, log scale [B, L]).
     Padding positions (t >= length) get e = 1, scale 0: no span of a sentence reaches them, and
     finite values there keep NaN out of the backward pass (0 * nan = nan)."""
-    le = log_emission[:, ids.clamp(0, log_emission.shape[1] - 1)].permute(1, 2, 0)   # [B, L, PT]
+    le = log_emission[:, ids.clamp(0, log_emission.shape[1] - 1)].permute(1, 2, 0)  # [B, L, PT]
     pad = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]  # [B, L]
     le = le.masked_fill(pad[..., None], 0.0)
     m = le.detach().amax(-1)
@@ -120,10 +121,10 @@ def inside_full(log_root, log_binary, log_emission, ids, lengths, span_weight=No
     T = log_binary.exp()
     T_nn, T_np = T[:, :NT, :NT].reshape(NT, -1), T[:, :NT, NT:].reshape(NT, -1)
     T_pn, T_pp = T[:, NT:, :NT].reshape(NT, -1), T[:, NT:, NT:].reshape(NT, -1)
-    e, se = _emissions(log_emission, ids, lengths)                                  # [B, L, P], [B, L]
+    e, se = _emissions(log_emission, ids, lengths)  # [B, L, P], [B, L]
     if span_weight is not None:
         se = se + span_weight[:, torch.arange(L), torch.arange(L) + 1]
-    beta = e.new_zeros(B, L + 1, L + 1, NT)                                # [B, i, j, NT]
+    beta = e.new_zeros(B, L + 1, L + 1, NT)  # [B, i, j, NT]
     scale = e.new_zeros(B, L + 1, L + 1)
     for w in range(2, L + 1):
         I = L - w + 1
@@ -133,22 +134,22 @@ def inside_full(log_root, log_binary, log_emission, ids, lengths, span_weight=No
             v = (e[:, :-1, :, None] * e[:, 1:, None, :]).reshape(B, I, -1) @ T_pp.t()
             terms.append((v, se[:, :-1] + se[:, 1:]))
         else:
-            rgt = beta[:, i + 1, i + w]                                     # [B, I, NT]
+            rgt = beta[:, i + 1, i + w]  # [B, I, NT]
             v = (e[:, :I, :, None] * rgt[:, :, None, :]).reshape(B, I, -1) @ T_pn.t()
             terms.append((v, se[:, :I] + scale[:, i + 1, i + w]))
             lft = beta[:, i, i + w - 1]
-            v = (lft[:, :, :, None] * e[:, w - 1:, None, :]).reshape(B, I, -1) @ T_np.t()
-            terms.append((v, scale[:, i, i + w - 1] + se[:, w - 1:]))
+            v = (lft[:, :, :, None] * e[:, w - 1 :, None, :]).reshape(B, I, -1) @ T_np.t()
+            terms.append((v, scale[:, i, i + w - 1] + se[:, w - 1 :]))
         if w >= 4:
-            d = torch.arange(2, w - 1, device=ids.device)                   # left widths
-            k = i[:, None] + d[None, :]                                     # [I, D]
+            d = torch.arange(2, w - 1, device=ids.device)  # left widths
+            k = i[:, None] + d[None, :]  # [I, D]
             lft, rgt = beta[:, i[:, None], k], beta[:, k, (i + w)[:, None]]  # [B, I, D, NT]
-            s = scale[:, i[:, None], k] + scale[:, k, (i + w)[:, None]]     # [B, I, D]
+            s = scale[:, i[:, None], k] + scale[:, k, (i + w)[:, None]]  # [B, I, D]
             m = s.detach().amax(-1)
             wk = (s - m[..., None]).exp()
             outer = torch.einsum("bid,bidx,bidy->bixy", wk, lft, rgt).reshape(B, I, -1)
             terms.append((outer @ T_nn.t(), m))
-        m = torch.stack([t[1] for t in terms]).detach().amax(0)            # [B, I]
+        m = torch.stack([t[1] for t in terms]).detach().amax(0)  # [B, I]
         v = sum(t[0] * (t[1] - m).exp()[..., None] for t in terms)
         if span_weight is not None:
             m = m + span_weight[:, i, i + w]
@@ -156,7 +157,7 @@ def inside_full(log_root, log_binary, log_emission, ids, lengths, span_weight=No
         beta[:, i, i + w] = v
         scale[:, i, i + w] = m
     b = torch.arange(B, device=ids.device)
-    top = beta[b, 0, lengths]                                               # [B, NT]
+    top = beta[b, 0, lengths]  # [B, NT]
     return (top * log_root.exp()).sum(-1).log() + scale[b, 0, lengths]
 
 
@@ -169,9 +170,9 @@ def inside_rank(log_root, U, V, W, log_emission, ids, lengths, span_weight=None)
     e, se = _emissions(log_emission, ids, lengths)
     if span_weight is not None:
         se = se + span_weight[:, torch.arange(L), torch.arange(L) + 1]
-    UV, UW = U.t() @ V[:NT], U.t() @ W[:NT]                                 # [r, r]
-    lp = e.new_zeros(B, L + 1, L + 1, r)                                    # left projections
-    rp = e.new_zeros(B, L + 1, L + 1, r)                                    # right projections
+    UV, UW = U.t() @ V[:NT], U.t() @ W[:NT]  # [r, r]
+    lp = e.new_zeros(B, L + 1, L + 1, r)  # left projections
+    rp = e.new_zeros(B, L + 1, L + 1, r)  # right projections
     scale = e.new_zeros(B, L + 1, L + 1)
     ar = torch.arange(L, device=ids.device)
     lp[:, ar, ar + 1] = e @ V[NT:]
@@ -183,14 +184,14 @@ def inside_rank(log_root, U, V, W, log_emission, ids, lengths, span_weight=None)
         I = L - w + 1
         i = torch.arange(I, device=ids.device)
         d = torch.arange(1, w, device=ids.device)
-        k = i[:, None] + d[None, :]                                         # [I, w-1]
-        s = scale[:, i[:, None], k] + scale[:, k, (i + w)[:, None]]         # [B, I, w-1]
+        k = i[:, None] + d[None, :]  # [I, w-1]
+        s = scale[:, i[:, None], k] + scale[:, k, (i + w)[:, None]]  # [B, I, w-1]
         m = s.detach().amax(-1)
         wk = (s - m[..., None]).exp()
         v = torch.einsum("bid,bidr,bidr->bir", wk, lp[:, i[:, None], k], rp[:, k, (i + w)[:, None]])
         if span_weight is not None:
             m = m + span_weight[:, i, i + w]
-        v, m = _norm(v, m)                                                  # s(i, i+w) [B, I, r]
+        v, m = _norm(v, m)  # s(i, i+w) [B, I, r]
         lp[:, i, i + w] = v @ UV
         rp[:, i, i + w] = v @ UW
         scale[:, i, i + w] = m
@@ -209,7 +210,7 @@ def mbr_tree(marginals: np.ndarray, n: int) -> list[tuple[tuple[int, int]]]:
     for w in range(2, n + 1):
         for i in range(n - w + 1):
             j = i + w
-            cand = best[i, i + 1:j] + best[i + 1:j, j]
+            cand = best[i, i + 1 : j] + best[i + 1 : j, j]
             k = int(np.argmax(cand))
             best[i, j] = marginals[i, j] + cand[k]
             split[i, j] = i + 1 + k
@@ -230,17 +231,35 @@ class PCFG(nn.Module):
     max_length=40)``: see the module docstring. ``rank=None`` is the full-rank neural PCFG,
     ``rank=r`` the TD-PCFG with the rank-space inside algorithm."""
 
-    def __init__(self, num_nonterminals: int, num_preterminals: int, vocab_size: int, *, rank: int | None = None,
-                 emb_dim: int = 256, max_length: int = 40):
+    def __init__(
+        self,
+        num_nonterminals: int,
+        num_preterminals: int,
+        vocab_size: int,
+        *,
+        rank: int | None = None,
+        emb_dim: int = 256,
+        max_length: int = 40,
+    ):
         super().__init__()
-        for name, v in (("num_nonterminals", num_nonterminals), ("num_preterminals", num_preterminals),
-                        ("vocab_size", vocab_size), ("emb_dim", emb_dim), ("max_length", max_length)):
+        for name, v in (
+            ("num_nonterminals", num_nonterminals),
+            ("num_preterminals", num_preterminals),
+            ("vocab_size", vocab_size),
+            ("emb_dim", emb_dim),
+            ("max_length", max_length),
+        ):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"PCFG: {name} must be a positive int, got {v!r}")
         if rank is not None and (not isinstance(rank, int) or rank < 1):
             raise ValueError(f"PCFG: rank must be None (full rank) or a positive int, got {rank!r}")
-        self.NT, self.PT, self.V, self.rank, self.max_length = (num_nonterminals, num_preterminals, vocab_size,
-                                                                rank, max_length)
+        self.NT, self.PT, self.V, self.rank, self.max_length = (
+            num_nonterminals,
+            num_preterminals,
+            vocab_size,
+            rank,
+            max_length,
+        )
         S = num_nonterminals + num_preterminals
         self.root_emb = nn.Parameter(torch.randn(1, emb_dim) * 0.1)
         self.nt_emb = nn.Parameter(torch.randn(num_nonterminals, emb_dim) * 0.1)
@@ -250,7 +269,7 @@ class PCFG(nn.Module):
         if rank is None:
             self.rule_mlp = nn.Linear(emb_dim, S * S)
         else:
-            self.rank_proj = nn.Parameter(torch.randn(emb_dim, rank) * emb_dim ** -0.5)
+            self.rank_proj = nn.Parameter(torch.randn(emb_dim, rank) * emb_dim**-0.5)
             self.parent_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())
             self.left_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())
             self.right_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.ReLU())
@@ -261,15 +280,15 @@ class PCFG(nn.Module):
 
     # -- rules --------------------------------------------------------------------------------
     def _root_emission(self):
-        log_root = self.root_mlp(self.root_emb).log_softmax(-1)[0]          # [NT]
-        log_emission = self.term_mlp(self.t_emb).log_softmax(-1)            # [PT, V]
+        log_root = self.root_mlp(self.root_emb).log_softmax(-1)[0]  # [NT]
+        log_emission = self.term_mlp(self.t_emb).log_softmax(-1)  # [PT, V]
         return log_root, log_emission
 
     def factors(self):
         """Rank model only: ``(U [NT, r], V [S, r], W [S, r])`` (TD-PCFG, module docstring)."""
         if self.rank is None:
             raise ValueError("factors() exists only for a low-rank PCFG (rank=r)")
-        sym = torch.cat([self.nt_emb, self.t_emb])                           # [S, D]
+        sym = torch.cat([self.nt_emb, self.t_emb])  # [S, D]
         U = (self.parent_mlp(self.nt_emb) @ self.rank_proj).softmax(-1)
         V = (self.left_mlp(sym) @ self.rank_proj).softmax(0)
         W = (self.right_mlp(sym) @ self.rank_proj).softmax(0)
@@ -299,15 +318,21 @@ class PCFG(nn.Module):
     def log_likelihood(self, ids: torch.Tensor, lengths) -> torch.Tensor:
         """log p(sentence) ``[B]`` for ``ids [B, L]`` (right-padded) and ``lengths [B]``."""
         lengths = check_batch(ids, lengths, self.V, self.max_length)
-        return self._inside(ids[:, :int(lengths.max())], lengths)
+        return self._inside(ids[:, : int(lengths.max())], lengths)
 
     def span_marginals(self, ids: torch.Tensor, lengths) -> torch.Tensor:
         """``[B, L+1, L+1]``: posterior probability that span [i, j) is a constituent."""
         lengths = check_batch(ids, lengths, self.V, self.max_length)
-        ids = ids[:, :int(lengths.max())]
+        ids = ids[:, : int(lengths.max())]
         with torch.enable_grad():
-            sw = torch.zeros(ids.shape[0], ids.shape[1] + 1, ids.shape[1] + 1, device=ids.device,
-                             dtype=self.root_emb.dtype, requires_grad=True)
+            sw = torch.zeros(
+                ids.shape[0],
+                ids.shape[1] + 1,
+                ids.shape[1] + 1,
+                device=ids.device,
+                dtype=self.root_emb.dtype,
+                requires_grad=True,
+            )
             ll = self._inside(ids, lengths, sw)
             (g,) = torch.autograd.grad(ll.sum(), sw)
         return g
@@ -319,9 +344,19 @@ class PCFG(nn.Module):
         return [mbr_tree(marg[b], int(n)) for b, n in enumerate(lengths)]
 
 
-def bench_pcfg(num_nonterminals: int, rank: int | None, *, num_preterminals: int | None = None,
-               vocab_size: int = 1000, batch_size: int = 4, length: int = 20, repeats: int = 3,
-               emb_dim: int = 256, seed: int = 0, device: str = "cpu") -> dict:
+def bench_pcfg(
+    num_nonterminals: int,
+    rank: int | None,
+    *,
+    num_preterminals: int | None = None,
+    vocab_size: int = 1000,
+    batch_size: int = 4,
+    length: int = 20,
+    repeats: int = 3,
+    emb_dim: int = 256,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """Time of one training step (inside + backward) of a PCFG on random sentences.
 
     ``num_preterminals`` defaults to 2 x nonterminals (Yang et al. 2021's NT:PT ratio).
@@ -347,5 +382,12 @@ def bench_pcfg(num_nonterminals: int, rank: int | None, *, num_preterminals: int
             times.append(time.perf_counter() - t0)
         model.zero_grad(set_to_none=True)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    return {"num_nonterminals": num_nonterminals, "num_preterminals": pt, "rank": rank, "batch_size": batch_size,
-            "length": length, "seconds_per_batch": float(np.median(times)), "peak_mb": peak}
+    return {
+        "num_nonterminals": num_nonterminals,
+        "num_preterminals": pt,
+        "rank": rank,
+        "batch_size": batch_size,
+        "length": length,
+        "seconds_per_batch": float(np.median(times)),
+        "peak_mb": peak,
+    }

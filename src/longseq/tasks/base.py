@@ -59,11 +59,11 @@ class Split:
 @dataclass
 class TaskMeta:
     name: str
-    kind: str                    # one of KINDS: "classification" | "lm" | "regression" | "parsing" | "mlm"
+    kind: str  # one of KINDS: "classification" | "lm" | "regression" | "parsing" | "mlm"
     vocab_size: int
-    seq_len: int                 # longest input length
+    seq_len: int  # longest input length
     num_classes: int | None = None
-    metric: str = "accuracy"     # "accuracy" | "bpb" (bits per byte) ...
+    metric: str = "accuracy"  # "accuracy" | "bpb" (bits per byte) ...
     preset: str = "quick"
     seed: int = 0
     pad_id: int = 0
@@ -138,10 +138,11 @@ def check_setting(task: str, key: str, value: Any, default: Any) -> None:
     """A task setting must have its preset value's type (bool, int, float, str; a None default or
     value is left to the builder, which checks it itself); integer settings the preset sets positive (sizes, counts,
     lengths) must stay positive; floats must be finite."""
+
     def bad(what: str) -> ValueError:
         return ValueError(f"task {task!r} setting {key} must be {what}, got {value!r}")
 
-    if default is None or value is None:      # None: "unset" / "no limit", the builder decides
+    if default is None or value is None:  # None: "unset" / "no limit", the builder decides
         return
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -154,8 +155,12 @@ def check_setting(task: str, key: str, value: Any, default: Any) -> None:
         if value < 0:
             raise bad("an integer >= 0")
     elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-                or value in (float("inf"), float("-inf")):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != value
+            or value in (float("inf"), float("-inf"))
+        ):
             raise bad("a finite number")
         if default >= 0 and value < 0:
             raise bad("a number >= 0")

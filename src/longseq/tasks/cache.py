@@ -43,7 +43,7 @@ import torch
 from .base import Split
 
 FORMAT_VERSION = 1
-FULL_VERIFY_BYTES = 1 << 30    # entries larger than this are checked by size only unless verify="full"
+FULL_VERIFY_BYTES = 1 << 30  # entries larger than this are checked by size only unless verify="full"
 MANIFEST = "manifest.json"
 
 
@@ -75,8 +75,9 @@ def _canonical(obj: Any) -> str:
 
 
 def entry_key(name: str, preset: str, seed: int, cfg: dict, source: str = "") -> str:
-    blob = _canonical({"name": name, "preset": preset, "seed": seed, "config": cfg,
-                       "source": source, "format": FORMAT_VERSION})
+    blob = _canonical(
+        {"name": name, "preset": preset, "seed": seed, "config": cfg, "source": source, "format": FORMAT_VERSION}
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -102,8 +103,12 @@ def _write_entry(tmp: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> No
             raise ValueError(f"array {key!r} has dtype object; only plain numeric arrays can be cached")
         path = tmp / f"{key}.npy"
         np.save(path, arr, allow_pickle=False)
-        info[key] = {"shape": list(arr.shape), "dtype": arr.dtype.str, "bytes": path.stat().st_size,
-                     "sha256": _sha256_file(path)}
+        info[key] = {
+            "shape": list(arr.shape),
+            "dtype": arr.dtype.str,
+            "bytes": path.stat().st_size,
+            "sha256": _sha256_file(path),
+        }
     manifest = dict(manifest, arrays=info, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     with open(tmp / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True, default=str)
@@ -136,7 +141,9 @@ def load_entry(path: Path, expect: dict | None = None, verify: str = "auto") -> 
         if not file.is_file():
             raise CacheError(f"{path}: array file {file.name} is missing")
         if file.stat().st_size != a["bytes"]:
-            raise CacheError(f"{path}: {file.name} has {file.stat().st_size} bytes, manifest says {a['bytes']} (truncated?)")
+            raise CacheError(
+                f"{path}: {file.name} has {file.stat().st_size} bytes, manifest says {a['bytes']} (truncated?)"
+            )
         if full and _sha256_file(file) != a["sha256"]:
             raise CacheError(f"{path}: {file.name} fails its sha256 check (corrupt)")
         try:
@@ -144,14 +151,25 @@ def load_entry(path: Path, expect: dict | None = None, verify: str = "auto") -> 
         except (ValueError, OSError) as e:
             raise CacheError(f"{path}: cannot load {file.name} ({e})") from e
         if list(arr.shape) != a["shape"] or arr.dtype.str != a["dtype"]:
-            raise CacheError(f"{path}: {file.name} is {arr.dtype.str}{list(arr.shape)}, manifest says {a['dtype']}{a['shape']}")
+            raise CacheError(
+                f"{path}: {file.name} is {arr.dtype.str}{list(arr.shape)}, manifest says {a['dtype']}{a['shape']}"
+            )
         out[key] = arr
     return out
 
 
-def cached(name: str, preset: str, seed: int, cfg: dict, build_fn: Callable[[], dict[str, np.ndarray]], *,
-           source: str = "", on_corrupt: str = "rebuild", verify: str = "auto",
-           enabled: bool = True) -> dict[str, np.ndarray]:
+def cached(
+    name: str,
+    preset: str,
+    seed: int,
+    cfg: dict,
+    build_fn: Callable[[], dict[str, np.ndarray]],
+    *,
+    source: str = "",
+    on_corrupt: str = "rebuild",
+    verify: str = "auto",
+    enabled: bool = True,
+) -> dict[str, np.ndarray]:
     """Load the arrays for (name, preset, seed, cfg, source) from the cache, building and storing
     them with ``build_fn()`` on a miss. Returns ``{array name: read-only np.memmap}``.
 
@@ -162,8 +180,7 @@ def cached(name: str, preset: str, seed: int, cfg: dict, build_fn: Callable[[], 
     if not enabled:
         return build_fn()
     path = entry_path(name, preset, seed, cfg, source)
-    expect = {"task": name, "preset": preset, "seed": seed, "config": cfg, "source": source,
-              "format": FORMAT_VERSION}
+    expect = {"task": name, "preset": preset, "seed": seed, "config": cfg, "source": source, "format": FORMAT_VERSION}
     if path.exists():
         try:
             return load_entry(path, expect, verify)
@@ -180,7 +197,7 @@ def cached(name: str, preset: str, seed: int, cfg: dict, build_fn: Callable[[], 
         try:
             os.rename(tmp, path)
         except OSError:
-            if not path.exists():      # a concurrent builder won the race: keep its entry
+            if not path.exists():  # a concurrent builder won the race: keep its entry
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -207,9 +224,11 @@ class CompactSplit(Split):
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], split: str) -> "CompactSplit":
         """Wrap ``arrays[f"{split}_inputs"]``, ``..._targets`` and optional ``..._lengths`` without copying."""
+
         def get(key):
             a = arrays.get(f"{split}_{key}")
             return None if a is None else torch.from_numpy(a)
+
         return cls(get("inputs"), get("targets"), get("lengths"))
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:

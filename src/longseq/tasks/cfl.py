@@ -73,10 +73,11 @@ def mean_to_continue_prob(mean: float) -> float:
 # ------------------------------------------------------------------------------------------- grammars
 # A grammar is (start, [(lhs, rhs, weight), ...]): nonterminals are str, terminals int.
 
+
 def marked_reversal_grammar(symbol_types: int = 2, mean_length: float = 60):
     p = mean_to_continue_prob(mean_length)
     rules = [("S", (a, "S", a), p / symbol_types) for a in range(symbol_types)]
-    rules.append(("S", (symbol_types,), 1 - p))       # '#' = symbol_types
+    rules.append(("S", (symbol_types,), 1 - p))  # '#' = symbol_types
     return "S", rules
 
 
@@ -91,8 +92,12 @@ def padded_reversal_grammar(symbol_types: int = 2, mean_content_length: float = 
     p, g = mean_to_continue_prob(mean_content_length), mean_to_continue_prob(mean_padding_length)
     rules = []
     for a in range(symbol_types):
-        rules += [("S", (a, "S", a), p / symbol_types), ("S", (f"T{a}",), (1 - p) / symbol_types),
-                  (f"T{a}", (a, f"T{a}"), g), (f"T{a}", (), 1 - g)]
+        rules += [
+            ("S", (a, "S", a), p / symbol_types),
+            ("S", (f"T{a}",), (1 - p) / symbol_types),
+            (f"T{a}", (a, f"T{a}"), g),
+            (f"T{a}", (), 1 - g),
+        ]
     return "S", rules
 
 
@@ -106,8 +111,14 @@ def dyck_grammar(bracket_types: int = 2, mean_bracket_splits: float = 1, mean_ne
     return "S", rules
 
 
-def hardest_cfl_grammar(mean_num_commas=0.5, mean_short_filler_length=0.5, mean_long_filler_length=2,
-                        semicolon_probability=0.25, mean_bracket_splits=1.5, mean_nesting_depth=3):
+def hardest_cfl_grammar(
+    mean_num_commas=0.5,
+    mean_short_filler_length=0.5,
+    mean_long_filler_length=2,
+    semicolon_probability=0.25,
+    mean_bracket_splits=1.5,
+    mean_nesting_depth=3,
+):
     """Greibach's hardest CFL as the official ``HardestCFLGrammar`` (symbols ``()[],;$`` = 0..6)."""
     lpar, rpar, lsq, rsq, comma, semi, dollar = range(7)
     c = mean_to_continue_prob(mean_num_commas)
@@ -119,11 +130,15 @@ def hardest_cfl_grammar(mean_num_commas=0.5, mean_short_filler_length=0.5, mean_
     rules = [
         ("S'", ("R", dollar, "Q", "S", "L", semi), 1.0),
         ("L", ("L'", comma, "U"), 1.0),
-        ("L'", (comma, "V", "L'"), c), ("L'", (), 1 - c),
+        ("L'", (comma, "V", "L'"), c),
+        ("L'", (), 1 - c),
         ("R", ("U", comma, "R'"), 1.0),
-        ("R'", ("R'", "V", comma), c), ("R'", (), 1 - c),
-        ("U", ("W", "U"), u), ("U", (), 1 - u),
-        ("V", ("W", "V"), v), ("V", ("W",), 1 - v),
+        ("R'", ("R'", "V", comma), c),
+        ("R'", (), 1 - c),
+        ("U", ("W", "U"), u),
+        ("U", (), 1 - u),
+        ("V", ("W", "V"), v),
+        ("V", ("W",), 1 - v),
     ]
     rules += [("W", (a,), 1.0) for a in (lpar, rpar, lsq, rsq, dollar)]
     rules += [("Q", ("L", semi, "R"), q), ("Q", (), 1 - q), ("S", ("S", "Q", "T"), s), ("S", ("T",), 1 - s)]
@@ -133,6 +148,7 @@ def hardest_cfl_grammar(mean_num_commas=0.5, mean_short_filler_length=0.5, mean_
 
 
 # ---------------------------------------------------------------------------------------------- PCFG
+
 
 class PCFG:
     """A PCFG with exact length-conditioned sampling and inside probabilities (float64).
@@ -175,7 +191,7 @@ class PCFG:
         for lhs, rhs, w in rules:
             p, a = w / totals[lhs], self.index[lhs]
             syms = [nt(s) for s in rhs]
-            while len(syms) > 2:               # binarise: A -> X1 N, N -> X2 ...
+            while len(syms) > 2:  # binarise: A -> X1 N, N -> X2 ...
                 self.index[f"@{fresh}"] = n = len(self.index)
                 fresh += 1
                 binary.append((a, syms[0], n, p))
@@ -193,7 +209,7 @@ class PCFG:
         self.bin_b = np.array([r[1] for r in binary], dtype=np.int64)
         self.bin_c = np.array([r[2] for r in binary], dtype=np.int64)
         self.bin_p = np.array([r[3] for r in binary], dtype=np.float64)
-        self.lhs_matrix = np.zeros((len(binary), X))              # [R, X]: rule r -> its left side
+        self.lhs_matrix = np.zeros((len(binary), X))  # [R, X]: rule r -> its left side
         self.lhs_matrix[np.arange(len(binary)), self.bin_a] = self.bin_p
         # e = P(X =>* eps): least fixed point
         e = np.zeros(X)
@@ -214,11 +230,11 @@ class PCFG:
             M[a, b] += p
         np.add.at(M, (self.bin_a, self.bin_b), self.bin_p * e[self.bin_c])
         np.add.at(M, (self.bin_a, self.bin_c), self.bin_p * e[self.bin_b])
-        self.Minv = np.linalg.inv(np.eye(X) - M)                 # [X, X]
-        self.term_vec = np.zeros((num_terminals, X))             # b_1 from one terminal
+        self.Minv = np.linalg.inv(np.eye(X) - M)  # [X, X]
+        self.term_vec = np.zeros((num_terminals, X))  # b_1 from one terminal
         for a, t in term:
             self.term_vec[t, a] += 1.0
-        self.I = np.zeros((1, X))                                 # I[ℓ, X], grown on demand
+        self.I = np.zeros((1, X))  # I[ℓ, X], grown on demand
         self.I[0] = e
         self._options: dict[tuple[int, int], tuple] = {}
 
@@ -231,7 +247,7 @@ class PCFG:
             if ell == 1:
                 b += self.term_vec.sum(0)
             if len(self.bin_a):
-                conv = (I[1:ell, self.bin_b] * I[ell - 1:0:-1, self.bin_c]).sum(0)   # c = 1..ℓ-1
+                conv = (I[1:ell, self.bin_b] * I[ell - 1 : 0 : -1, self.bin_c]).sum(0)  # c = 1..ℓ-1
                 np.add.at(b, self.bin_a, self.bin_p * conv)
             I = np.vstack([I, (self.Minv @ b)[None]])
         self.I = I
@@ -277,7 +293,7 @@ class PCFG:
         while stack:
             x, n = stack.pop()
             if n == 0:
-                continue                  # an empty yield: its derivation does not matter
+                continue  # an empty yield: its derivation does not matter
             opts, cw = self._choices(x, n)
             kind, b, c, k = opts[int(np.searchsorted(cw, rng.random() * cw[-1], side="right").clip(max=len(cw) - 1))]
             if kind == 0:
@@ -295,26 +311,27 @@ class PCFG:
         strings = np.asarray(strings, dtype=np.int64)
         N, n = strings.shape
         X = self.num_nt
-        T = np.zeros((n + 1, n + 1, N, X))            # T[i, w, string, X] = β[X, i, i + w]
+        T = np.zeros((n + 1, n + 1, N, X))  # T[i, w, string, X] = β[X, i, i + w]
         T[:, 0] = self.e
         Rr = len(self.bin_a)
         for w in range(1, n + 1):
             ns = n - w + 1
             if w == 1:
-                b = self.term_vec[strings.T]          # [n, N, X]
+                b = self.term_vec[strings.T]  # [n, N, X]
             else:
                 b = np.zeros((ns, N, X))
                 if Rr:
                     m = np.arange(1, w)
-                    ii = np.arange(ns)[:, None] + m[None, :]               # [ns, w-1]
-                    left = T[:ns, 1:w][..., self.bin_b]                     # [ns, w-1, N, R]
-                    right = T[ii, w - m[None, :]][..., self.bin_c]         # [ns, w-1, N, R]
-                    b = (left * right).sum(1) @ self.lhs_matrix            # [ns, N, X]
+                    ii = np.arange(ns)[:, None] + m[None, :]  # [ns, w-1]
+                    left = T[:ns, 1:w][..., self.bin_b]  # [ns, w-1, N, R]
+                    right = T[ii, w - m[None, :]][..., self.bin_c]  # [ns, w-1, N, R]
+                    b = (left * right).sum(1) @ self.lhs_matrix  # [ns, N, X]
             T[:ns, w] = b @ self.Minv.T
         return T[0, n, :, self.start]
 
 
 # ---------------------------------------------------------------------------------------------- task
+
 
 @dataclass
 class CFLSplit(Split):
@@ -328,36 +345,69 @@ class CFLSplit(Split):
         return float(self.nll.sum() / (self.lengths + 1).sum())
 
 
-_PAPER = dict(train_lengths=(40, 80), val_lengths=(40, 80), test_lengths=(40, 100),
-              n_train=10_000, n_val=1_000, n_test_per_length=100)
-_QUICK = dict(train_lengths=(40, 80), val_lengths=(40, 80), test_lengths=(40, 100),
-              n_train=2_000, n_val=200, n_test_per_length=5)
+_PAPER = dict(
+    train_lengths=(40, 80),
+    val_lengths=(40, 80),
+    test_lengths=(40, 100),
+    n_train=10_000,
+    n_val=1_000,
+    n_test_per_length=100,
+)
+_QUICK = dict(
+    train_lengths=(40, 80), val_lengths=(40, 80), test_lengths=(40, 100), n_train=2_000, n_val=200, n_test_per_length=5
+)
 _GRAMMAR_OPTS = {
     "marked_reversal": dict(symbol_types=2, mean_length=60),
     "unmarked_reversal": dict(symbol_types=2, mean_length=60),
     "padded_reversal": dict(symbol_types=2, mean_content_length=60, mean_padding_length=30),
     "dyck": dict(bracket_types=2, mean_bracket_splits=1, mean_nesting_depth=40),
-    "hardest_cfl": dict(mean_num_commas=0.5, mean_short_filler_length=0.5, mean_long_filler_length=2,
-                        semicolon_probability=0.25, mean_bracket_splits=1.5, mean_nesting_depth=3),
+    "hardest_cfl": dict(
+        mean_num_commas=0.5,
+        mean_short_filler_length=0.5,
+        mean_long_filler_length=2,
+        semicolon_probability=0.25,
+        mean_bracket_splits=1.5,
+        mean_nesting_depth=3,
+    ),
 }
 PRESETS = {name: {"paper": {**_PAPER, **g}, "quick": {**_QUICK, **g}} for name, g in _GRAMMAR_OPTS.items()}
 # The paper's model: one LSTM layer of 20 units; Adam, lr log-uniform in [5e-4, 1e-2], batch 10,
 # gradient clipping 5 (train_on_task.bash). Here: a fixed lr and a step budget.
 MODEL_DEFAULTS = dict(d_model=32, n_layers=1, num_heads=1, ffn="none", tie_embeddings=False)
 TRAIN_DEFAULTS = {
-    "quick": dict(steps=1_000, batch_size=10, lr=5e-3, warmup=0, weight_decay=0.0, grad_clip=5.0,
-                  eval_every=250, eval_batch_size=64),
-    "paper": dict(steps=200_000, batch_size=10, lr=3e-3, warmup=0, weight_decay=0.0, grad_clip=5.0,
-                  eval_every=1_000, eval_batch_size=64),
+    "quick": dict(
+        steps=1_000,
+        batch_size=10,
+        lr=5e-3,
+        warmup=0,
+        weight_decay=0.0,
+        grad_clip=5.0,
+        eval_every=250,
+        eval_batch_size=64,
+    ),
+    "paper": dict(
+        steps=200_000,
+        batch_size=10,
+        lr=3e-3,
+        warmup=0,
+        weight_decay=0.0,
+        grad_clip=5.0,
+        eval_every=1_000,
+        eval_batch_size=64,
+    ),
 }
 
 
 def grammar(name: str, cfg: dict) -> PCFG:
     opts = {k: cfg[k] for k in _GRAMMAR_OPTS[name]}
     start, rules = globals()[f"{name}_grammar"](**opts)
-    k = {"marked_reversal": opts.get("symbol_types", 2) + 1, "unmarked_reversal": opts.get("symbol_types", 2),
-         "padded_reversal": opts.get("symbol_types", 2), "dyck": 2 * opts.get("bracket_types", 2),
-         "hardest_cfl": 7}[name]
+    k = {
+        "marked_reversal": opts.get("symbol_types", 2) + 1,
+        "unmarked_reversal": opts.get("symbol_types", 2),
+        "padded_reversal": opts.get("symbol_types", 2),
+        "dyck": 2 * opts.get("bracket_types", 2),
+        "hardest_cfl": 7,
+    }[name]
     return PCFG(start, rules, k)
 
 
@@ -376,8 +426,15 @@ def _check(name: str, cfg: dict) -> None:
             raise ValueError(f"{name}: {key} must be >= 1, got {cfg[key]}")
 
 
-def sample_split(g: PCFG, lengths: list[int], rng: np.random.Generator, *, n: int | None = None,
-                 per_length: int | None = None, with_nll: bool = True) -> CFLSplit:
+def sample_split(
+    g: PCFG,
+    lengths: list[int],
+    rng: np.random.Generator,
+    *,
+    n: int | None = None,
+    per_length: int | None = None,
+    with_nll: bool = True,
+) -> CFLSplit:
     """``n`` strings with lengths uniform over ``lengths``, or ``per_length`` strings of each length."""
     if per_length is not None:
         lens = np.repeat(np.asarray(lengths, dtype=np.int64), per_length)
@@ -392,9 +449,9 @@ def sample_split(g: PCFG, lengths: list[int], rng: np.random.Generator, *, n: in
     mask = np.zeros((len(lens), L), dtype=bool)
     for r, s in enumerate(strings):
         ell = len(s)
-        inputs[r, 0], inputs[r, 1:ell + 1] = bos, s
+        inputs[r, 0], inputs[r, 1 : ell + 1] = bos, s
         targets[r, :ell], targets[r, ell] = s, eos
-        mask[r, :ell + 1] = True
+        mask[r, : ell + 1] = True
     nll = None
     if with_nll:
         nll = np.zeros(len(lens))
@@ -404,8 +461,13 @@ def sample_split(g: PCFG, lengths: list[int], rng: np.random.Generator, *, n: in
                 pw = g.inside(np.array([strings[r] for r in rows], dtype=np.int64).reshape(len(rows), ell))
                 nll[rows] = -np.log(pw) + math.log(I[ell, g.start]) + math.log(len(lengths))
         nll = torch.from_numpy(nll)
-    return CFLSplit(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(mask),
-                    nll=nll, lengths=torch.from_numpy(lens))
+    return CFLSplit(
+        torch.from_numpy(inputs),
+        torch.from_numpy(targets),
+        torch.from_numpy(mask),
+        nll=nll,
+        lengths=torch.from_numpy(lens),
+    )
 
 
 def _build(name: str, preset: str, seed: int, overrides: dict) -> Task:
@@ -413,8 +475,9 @@ def _build(name: str, preset: str, seed: int, overrides: dict) -> Task:
     _check(name, cfg)
     g = grammar(name, cfg)
     splits, bounds = {}, {}
-    for stream, (split, key) in enumerate((("train", "train_lengths"), ("validation", "val_lengths"),
-                                           ("test", "test_lengths"))):
+    for stream, (split, key) in enumerate(
+        (("train", "train_lengths"), ("validation", "val_lengths"), ("test", "test_lengths"))
+    ):
         lo, hi = (int(v) for v in cfg[key])
         valid = g.valid_lengths(lo, hi)
         if not valid:
@@ -423,8 +486,9 @@ def _build(name: str, preset: str, seed: int, overrides: dict) -> Task:
         if split == "test":
             s = sample_split(g, valid, rng, per_length=int(cfg["n_test_per_length"]))
         else:
-            s = sample_split(g, valid, rng, n=int(cfg["n_train" if split == "train" else "n_val"]),
-                             with_nll=split != "train")
+            s = sample_split(
+                g, valid, rng, n=int(cfg["n_train" if split == "train" else "n_val"]), with_nll=split != "train"
+            )
         if len(s) == 0:
             raise ValueError(f"{name}: the {split} split is empty; raise its size setting")
         splits[split] = s
@@ -432,14 +496,23 @@ def _build(name: str, preset: str, seed: int, overrides: dict) -> Task:
             bounds[split] = s.lower_bound()
     k = g.num_terminals
     L = max(s.inputs.shape[1] for s in splits.values())
-    meta = TaskMeta(name, "lm", k + 2, L, metric="ce_gap", preset=preset, seed=seed, pad_id=k,
-                    description=f"DuSell & Chiang 2020 CFL language modelling: {name.replace('_', ' ')} "
-                                "(metric: cross-entropy minus the exact lower bound, nats/symbol)",
-                    extra={"config": cfg, "lower_bound": bounds, "eos_id": k, "bos_id": k + 1,
-                           "symbols": k})
+    meta = TaskMeta(
+        name,
+        "lm",
+        k + 2,
+        L,
+        metric="ce_gap",
+        preset=preset,
+        seed=seed,
+        pad_id=k,
+        description=f"DuSell & Chiang 2020 CFL language modelling: {name.replace('_', ' ')} "
+        "(metric: cross-entropy minus the exact lower bound, nats/symbol)",
+        extra={"config": cfg, "lower_bound": bounds, "eos_id": k, "bos_id": k + 1, "symbols": k},
+    )
     key = preset if preset in TRAIN_DEFAULTS else "quick"
-    return Task(meta, splits["train"], splits["validation"], splits["test"], dict(MODEL_DEFAULTS),
-                dict(TRAIN_DEFAULTS[key]))
+    return Task(
+        meta, splits["train"], splits["validation"], splits["test"], dict(MODEL_DEFAULTS), dict(TRAIN_DEFAULTS[key])
+    )
 
 
 def _make(name: str):

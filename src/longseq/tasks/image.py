@@ -35,8 +35,12 @@ from .cache import CompactSplit, cached, source_fingerprint
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
-FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 PRESETS = {
@@ -45,7 +49,7 @@ PRESETS = {
 }
 MODEL_DEFAULTS = {
     "quick": dict(d_model=64, n_layers=2, num_heads=2, pooling="mean"),
-    "lra": dict(d_model=128, n_layers=4, num_heads=4, pooling="mean"),   # S4 uses 6 x 512, LN
+    "lra": dict(d_model=128, n_layers=4, num_heads=4, pooling="mean"),  # S4 uses 6 x 512, LN
 }
 TRAIN_DEFAULTS = {
     "quick": dict(steps=600, batch_size=32, lr=3e-3, warmup=50, weight_decay=0.05),
@@ -65,9 +69,12 @@ def find_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
         else:
             missing.append(f"{stem}.gz")
     if missing:
-        hint = (f"install the Debian package {DEBIAN_PACKAGE!r} (apt-get install -y {DEBIAN_PACKAGE}, or "
-                f"scripts/install_data.sh), or set data_dir=DIR" if data_dir is None else
-                f"set data_dir to a directory holding {', '.join(s + '.gz' for s in FILES.values())}")
+        hint = (
+            f"install the Debian package {DEBIAN_PACKAGE!r} (apt-get install -y {DEBIAN_PACKAGE}, or "
+            f"scripts/install_data.sh), or set data_dir=DIR"
+            if data_dir is None
+            else f"set data_dir to a directory holding {', '.join(s + '.gz' for s in FILES.values())}"
+        )
         raise FileNotFoundError(f"image: Fashion-MNIST file(s) {', '.join(missing)} not found in {str(d)!r}: {hint}")
     return out
 
@@ -80,7 +87,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path}: not a uint8 idx file")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says {shape} but holds {data.size} bytes")
@@ -92,13 +99,13 @@ def to_sequences(images: np.ndarray, downsample: int, side: int, perm: np.ndarra
     n, h, w = images.shape
     if downsample > 1:
         h, w = h // downsample, w // downsample
-        x = images[:, :h * downsample, :w * downsample].reshape(n, h, downsample, w, downsample)
+        x = images[:, : h * downsample, : w * downsample].reshape(n, h, downsample, w, downsample)
         images = np.rint(x.mean(axis=(2, 4))).astype(np.uint8)
     if side < max(h, w):
         raise ValueError(f"image: side={side} is smaller than the {h}x{w} image")
     top, left = (side - h) // 2, (side - w) // 2
     out = np.zeros((n, side, side), dtype=np.uint8)
-    out[:, top:top + h, left:left + w] = images
+    out[:, top : top + h, left : left + w] = images
     out = out.reshape(n, side * side)
     return out if perm is None else out[:, perm]
 
@@ -110,17 +117,24 @@ def image_arrays(files: dict[str, Path], cfg: dict, seed: int) -> dict[str, np.n
         raise ValueError("image: images and labels disagree in count")
     n_val, n_train, n_test = int(cfg["n_val"]), int(cfg["n_train"]), int(cfg["n_test"])
     if n_val + n_train > len(tr_x) or n_test > len(te_x) or min(n_val, n_train, n_test) < 1:
-        raise ValueError(f"image: n_train + n_val must be <= {len(tr_x)} and n_test <= {len(te_x)} (all >= 1), "
-                         f"got {n_train} + {n_val}, {n_test}")
+        raise ValueError(
+            f"image: n_train + n_val must be <= {len(tr_x)} and n_test <= {len(te_x)} (all >= 1), "
+            f"got {n_train} + {n_val}, {n_test}"
+        )
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x696D6167]))
     order = rng.permutation(len(tr_x))
-    val_idx, train_idx = order[:n_val], order[n_val:n_val + n_train]
+    val_idx, train_idx = order[:n_val], order[n_val : n_val + n_train]
     side = int(cfg["side"])
     perm = rng.permutation(side * side) if cfg["permute"] else None
     seq = lambda x: to_sequences(x, int(cfg["downsample"]), side, perm)  # noqa: E731
-    return {"train_inputs": seq(tr_x[train_idx]), "train_targets": tr_y[train_idx].astype(np.int64),
-            "validation_inputs": seq(tr_x[val_idx]), "validation_targets": tr_y[val_idx].astype(np.int64),
-            "test_inputs": seq(te_x[:n_test]), "test_targets": te_y[:n_test].astype(np.int64)}
+    return {
+        "train_inputs": seq(tr_x[train_idx]),
+        "train_targets": tr_y[train_idx].astype(np.int64),
+        "validation_inputs": seq(tr_x[val_idx]),
+        "validation_targets": tr_y[val_idx].astype(np.int64),
+        "test_inputs": seq(te_x[:n_test]),
+        "test_targets": te_y[:n_test].astype(np.int64),
+    }
 
 
 @register_task("image")
@@ -129,16 +143,35 @@ def build_image(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     if int(cfg["downsample"]) not in (1, 2, 4):
         raise ValueError(f"image: downsample must be 1, 2 or 4, got {cfg['downsample']!r}")
     files = find_files(cfg["data_dir"])
-    data_fp = source_fingerprint(*files.values())       # sha256 over the four idx files
+    data_fp = source_fingerprint(*files.values())  # sha256 over the four idx files
     key = dict(cfg, data_dir=str(Path(files["train_images"]).parent.resolve()))
-    arrays = cached("image", preset, seed, key, lambda: image_arrays(files, cfg, seed),
-                    source=source_fingerprint(__file__) + data_fp)
+    arrays = cached(
+        "image",
+        preset,
+        seed,
+        key,
+        lambda: image_arrays(files, cfg, seed),
+        source=source_fingerprint(__file__) + data_fp,
+    )
     splits = {s: CompactSplit.from_arrays(arrays, s) for s in ("train", "validation", "test")}
     L = int(cfg["side"]) ** 2
     counts = {s: np.bincount(np.asarray(arrays[f"{s}_targets"]), minlength=10).tolist() for s in splits}
-    meta = TaskMeta("image", "classification", 256, L, num_classes=10, preset=preset, seed=seed,
-                    description=f"sequential Fashion-MNIST, {int(cfg['side'])}x{int(cfg['side'])} pixel tokens",
-                    extra={"config": cfg, "source_fingerprint": data_fp, "classes": list(CLASSES), "class_counts": counts})
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(MODEL_DEFAULTS.get(preset, MODEL_DEFAULTS["lra"])),
-                dict(TRAIN_DEFAULTS.get(preset, TRAIN_DEFAULTS["lra"])))
+    meta = TaskMeta(
+        "image",
+        "classification",
+        256,
+        L,
+        num_classes=10,
+        preset=preset,
+        seed=seed,
+        description=f"sequential Fashion-MNIST, {int(cfg['side'])}x{int(cfg['side'])} pixel tokens",
+        extra={"config": cfg, "source_fingerprint": data_fp, "classes": list(CLASSES), "class_counts": counts},
+    )
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(MODEL_DEFAULTS.get(preset, MODEL_DEFAULTS["lra"])),
+        dict(TRAIN_DEFAULTS.get(preset, TRAIN_DEFAULTS["lra"])),
+    )

@@ -43,14 +43,16 @@ from .cache import CompactSplit, cached, progress, source_fingerprint
 PAD, DIGIT0, OP0, CLOSE = 0, 1, 11, 15
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 VOCAB = ["<pad>"] + [str(d) for d in range(10)] + list(OPERATORS) + ["]"]
-VOCAB_SIZE = len(VOCAB)   # 16
-_TAG = 0x6C6F7073         # "lops": separates this task's random stream from others with one seed
+VOCAB_SIZE = len(VOCAB)  # 16
+_TAG = 0x6C6F7073  # "lops": separates this task's random stream from others with one seed
 
 PRESETS = {
-    "quick": dict(n_train=20_000, n_val=1_000, n_test=1_000, min_length=50, max_length=250,
-                  max_depth=10, max_args=10, p_op=0.25),
-    "lra": dict(n_train=96_000, n_val=2_000, n_test=2_000, min_length=500, max_length=2000,
-                max_depth=10, max_args=10, p_op=0.25),
+    "quick": dict(
+        n_train=20_000, n_val=1_000, n_test=1_000, min_length=50, max_length=250, max_depth=10, max_args=10, p_op=0.25
+    ),
+    "lra": dict(
+        n_train=96_000, n_val=2_000, n_test=2_000, min_length=500, max_length=2000, max_depth=10, max_args=10, p_op=0.25
+    ),
 }
 MODEL_DEFAULTS = {
     # Learned positions: without any, attention sees a bag of tokens and cannot parse the nesting
@@ -76,13 +78,12 @@ def _grow(rng: np.random.Generator, n_trees: int, max_depth: int, max_args: int,
     ``(parent index into the previous level, is_op, n_args, token)``; level 0 holds the roots and
     the children of a node are contiguous and ordered in the next level."""
     levels = []
-    parent = np.arange(n_trees)       # the roots' "parent" is their tree id
+    parent = np.arange(n_trees)  # the roots' "parent" is their tree id
     for depth in range(1, max_depth + 1):
         n = parent.shape[0]
         is_op = rng.random(n) < p_op if depth < max_depth else np.zeros(n, dtype=bool)
         n_args = np.where(is_op, rng.integers(2, max_args + 1, size=n), 0)
-        token = np.where(is_op, OP0 + rng.integers(0, len(OPERATORS), size=n),
-                         DIGIT0 + rng.integers(0, 10, size=n))
+        token = np.where(is_op, OP0 + rng.integers(0, len(OPERATORS), size=n), DIGIT0 + rng.integers(0, 10, size=n))
         levels.append((parent, is_op, n_args, token))
         if not is_op.any():
             break
@@ -138,9 +139,9 @@ def _write_tokens(levels, sizes, keep: np.ndarray, width: int) -> np.ndarray:
         if d == 0:
             pos, tree = np.zeros(len(parent), dtype=np.int64), parent
         else:
-            first = _group_starts(levels[d - 1][2])[parent]            # index of the first sibling
-            before = np.cumsum(size) - size                     # sizes of all earlier nodes at this level
-            pos = pos[parent] + 1 + before - before[first]      # after the operator token + earlier siblings
+            first = _group_starts(levels[d - 1][2])[parent]  # index of the first sibling
+            before = np.cumsum(size) - size  # sizes of all earlier nodes at this level
+            pos = pos[parent] + 1 + before - before[first]  # after the operator token + earlier siblings
             tree = tree[parent]
         sel = keep[tree]
         rows, p = row_of_tree[tree[sel]], pos[sel]
@@ -150,8 +151,18 @@ def _write_tokens(levels, sizes, keep: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def generate(n: int, seed: int, *, min_length: int, max_length: int, max_depth: int = 10,
-             max_args: int = 10, p_op: float = 0.25, batch_trees: int = 8192, show_progress: bool = True):
+def generate(
+    n: int,
+    seed: int,
+    *,
+    min_length: int,
+    max_length: int,
+    max_depth: int = 10,
+    max_args: int = 10,
+    p_op: float = 0.25,
+    batch_trees: int = 8192,
+    show_progress: bool = True,
+):
     """``n`` distinct expressions with ``min_length < length < max_length`` in generation order.
     Returns ``(tokens uint8 [n, max_length - 1], lengths int32 [n], labels int64 [n])``."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _TAG]))
@@ -161,7 +172,7 @@ def generate(n: int, seed: int, *, min_length: int, max_length: int, max_depth: 
     bar = progress(total=n, desc="listops", unit="expr") if show_progress else None
     rounds = 0
     while len(seen) < n:
-        levels = _grow(rng, min(batch_trees, 256 << rounds), max_depth, max_args, p_op)   # grow batches
+        levels = _grow(rng, min(batch_trees, 256 << rounds), max_depth, max_args, p_op)  # grow batches
         rounds += 1
         sizes = _sizes(levels)
         length = sizes[0]
@@ -184,8 +195,11 @@ def generate(n: int, seed: int, *, min_length: int, max_length: int, max_depth: 
             bar.update(len(seen) - bar.n)
     if bar is not None:
         bar.close()
-    return (np.stack(rows) if rows else np.zeros((0, width), np.uint8),
-            np.asarray(lens, dtype=np.int32), np.asarray(labels, dtype=np.int64))
+    return (
+        np.stack(rows) if rows else np.zeros((0, width), np.uint8),
+        np.asarray(lens, dtype=np.int32),
+        np.asarray(labels, dtype=np.int64),
+    )
 
 
 def _check(cfg: dict) -> None:
@@ -193,7 +207,9 @@ def _check(cfg: dict) -> None:
         if cfg[key] < 0:
             raise ValueError(f"listops: {key} must be >= 0, got {cfg[key]}")
     if not 1 <= cfg["min_length"] < cfg["max_length"] - 1:
-        raise ValueError(f"listops: need 1 <= min_length < max_length - 1, got {cfg['min_length']}, {cfg['max_length']}")
+        raise ValueError(
+            f"listops: need 1 <= min_length < max_length - 1, got {cfg['min_length']}, {cfg['max_length']}"
+        )
     if cfg["max_depth"] < 2 or cfg["max_args"] < 2:
         raise ValueError("listops: max_depth and max_args must be >= 2")
     if not 0 < cfg["p_op"] < 1:
@@ -211,24 +227,44 @@ def build_listops(preset: str = "quick", seed: int = 0, cache: bool | None = Non
 
     def build_arrays():
         tokens, lengths, labels = generate(
-            total, seed, min_length=cfg["min_length"], max_length=cfg["max_length"], max_depth=cfg["max_depth"],
-            max_args=cfg["max_args"], p_op=cfg["p_op"], show_progress=total > 5_000)
+            total,
+            seed,
+            min_length=cfg["min_length"],
+            max_length=cfg["max_length"],
+            max_depth=cfg["max_depth"],
+            max_args=cfg["max_args"],
+            p_op=cfg["p_op"],
+            show_progress=total > 5_000,
+        )
         out, start = {}, 0
         for split, n in sizes.items():
-            out[f"{split}_inputs"] = tokens[start:start + n]
-            out[f"{split}_lengths"] = lengths[start:start + n]
-            out[f"{split}_targets"] = labels[start:start + n]
+            out[f"{split}_inputs"] = tokens[start : start + n]
+            out[f"{split}_lengths"] = lengths[start : start + n]
+            out[f"{split}_targets"] = labels[start : start + n]
             start += n
         return out
 
     use_cache = total > 5_000 if cache is None else bool(cache)
-    arrays = cached("listops", preset, seed, cfg, build_arrays, source=source_fingerprint(__file__),
-                    enabled=use_cache)
+    arrays = cached("listops", preset, seed, cfg, build_arrays, source=source_fingerprint(__file__), enabled=use_cache)
     splits = {k: CompactSplit.from_arrays(arrays, k) for k in sizes}
-    meta = TaskMeta("listops", "classification", VOCAB_SIZE, cfg["max_length"] - 1, num_classes=10,
-                    preset=preset, seed=seed, pad_id=PAD,
-                    description="ListOps (LRA generator): evaluate a nested MIN/MAX/MED/SM expression",
-                    extra={"config": cfg, "vocab": VOCAB})
+    meta = TaskMeta(
+        "listops",
+        "classification",
+        VOCAB_SIZE,
+        cfg["max_length"] - 1,
+        num_classes=10,
+        preset=preset,
+        seed=seed,
+        pad_id=PAD,
+        description="ListOps (LRA generator): evaluate a nested MIN/MAX/MED/SM expression",
+        extra={"config": cfg, "vocab": VOCAB},
+    )
     mkey = preset if preset in MODEL_DEFAULTS else "quick"
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(MODEL_DEFAULTS[mkey]), dict(TRAIN_DEFAULTS[mkey]))
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(MODEL_DEFAULTS[mkey]),
+        dict(TRAIN_DEFAULTS[mkey]),
+    )

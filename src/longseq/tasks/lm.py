@@ -54,6 +54,7 @@ from .cache import cached, data_dir, source_fingerprint
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 _TEST_DIRS = {"test", "tests", "idle_test"}
 
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic): a cheap bijective hash."""
     x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
@@ -120,8 +121,8 @@ class ByteWindowSplit(Split):
     def batch(self, index) -> dict[str, torch.Tensor]:
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
-        o = self.offsets(np.atleast_1d(index))                          # [B]
-        pos = o[:, None] + np.arange(self.seq_len + 1)                  # [B, L+1]
+        o = self.offsets(np.atleast_1d(index))  # [B]
+        pos = o[:, None] + np.arange(self.seq_len + 1)  # [B, L+1]
         valid = pos < len(self.data)
         window = self.data[np.minimum(pos, len(self.data) - 1)].astype(np.int64)
         inputs = np.where(valid[:, :-1], window[:, :-1], 0)
@@ -148,7 +149,7 @@ class _LazyTargets:
         return (len(self.split), self.split.seq_len)
 
     def __getitem__(self, key) -> torch.Tensor:
-        index = np.arange(len(self.split))[key]          # slice, int or index array
+        index = np.arange(len(self.split))[key]  # slice, int or index array
         out = self.split.batch(np.atleast_1d(index))["targets"]
         return out[0] if np.ndim(index) == 0 else out
 
@@ -160,8 +161,9 @@ class _LazyTargets:
 def stdlib_root(root: str | os.PathLike | None = None) -> Path:
     path = Path(root) if root is not None else Path(sysconfig.get_paths()["stdlib"])
     if not path.is_dir():
-        raise FileNotFoundError(f"standard-library directory {str(path)!r} does not exist "
-                                f"(set root=DIR to a directory of .py files)")
+        raise FileNotFoundError(
+            f"standard-library directory {str(path)!r} does not exist (set root=DIR to a directory of .py files)"
+        )
     return path
 
 
@@ -210,8 +212,10 @@ GCIDE_PACKAGE = "dict-gcide"
 
 
 def gcide_candidates() -> list[Path]:
-    return [Path("/usr/share/dictd/gcide.dict.dz"),
-            data_dir() / "sources" / "dict-gcide" / "usr" / "share" / "dictd" / "gcide.dict.dz"]
+    return [
+        Path("/usr/share/dictd/gcide.dict.dz"),
+        data_dir() / "sources" / "dict-gcide" / "usr" / "share" / "dictd" / "gcide.dict.dz",
+    ]
 
 
 def find_gcide(path: str | os.PathLike | None = None) -> Path:
@@ -227,7 +231,8 @@ def find_gcide(path: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(
         f"lm_dict needs GCIDE from the Debian package {GCIDE_PACKAGE!r} (looked in {looked}). Run "
         f"scripts/install_data.sh (apt-get download dict-gcide && dpkg -x dict-gcide_*.deb "
-        f"\"$LONGSEQ_DATA/sources/dict-gcide\"), or pass path=FILE (gcide.dict.dz or plain text).")
+        f'"$LONGSEQ_DATA/sources/dict-gcide"), or pass path=FILE (gcide.dict.dz or plain text).'
+    )
 
 
 def read_text_bytes(path: Path) -> bytes:
@@ -282,14 +287,21 @@ def _lm_task(name, corpus, cfg, preset, seed, description, extra) -> Task:
     L = int(cfg["seq_len"])
     if L < 1 or int(cfg["train_windows"]) < 1:
         raise ValueError(f"{name}: seq_len and train_windows must be >= 1")
-    splits = {"train": ByteWindowSplit(corpus["train"], L, windows=int(cfg["train_windows"]), seed=seed),
-              "validation": ByteWindowSplit(corpus["validation"], L),
-              "test": ByteWindowSplit(corpus["test"], L)}
+    splits = {
+        "train": ByteWindowSplit(corpus["train"], L, windows=int(cfg["train_windows"]), seed=seed),
+        "validation": ByteWindowSplit(corpus["validation"], L),
+        "test": ByteWindowSplit(corpus["test"], L),
+    }
     extra = dict(extra, config=cfg, split_bytes={k: int(len(v)) for k, v in corpus.items()})
-    meta = TaskMeta(name, "lm", 256, L, metric="bpb", preset=preset, seed=seed, description=description,
-                    extra=extra)
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(_LM_MODEL.get(preset, _LM_MODEL["lra"])), dict(_LM_TRAIN.get(preset, _LM_TRAIN["lra"])))
+    meta = TaskMeta(name, "lm", 256, L, metric="bpb", preset=preset, seed=seed, description=description, extra=extra)
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(_LM_MODEL.get(preset, _LM_MODEL["lra"])),
+        dict(_LM_TRAIN.get(preset, _LM_TRAIN["lra"])),
+    )
 
 
 @register_task("lm_code")
@@ -300,13 +312,23 @@ def build_lm_code(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     fp = corpus_fingerprint(root, files)
     key = {"root": str(root.resolve()), "include_tests": bool(cfg["include_tests"]), "corpus": fp}
     # the bytes depend on the corpus only (not the preset or seed): one cache entry for all of them
-    corpus = cached("lm_code", "all", 0, key, lambda: stdlib_corpus(root, files),
-                    source=source_fingerprint(__file__))
+    corpus = cached("lm_code", "all", 0, key, lambda: stdlib_corpus(root, files), source=source_fingerprint(__file__))
     nfiles = {s: sum(file_split(f) == s for f in files) for s in ("train", "validation", "test")}
-    extra = {"corpus_fingerprint": fp, "root": str(root), "num_files": nfiles,
-             "corpus_bytes": {k: int(len(v)) for k, v in corpus.items()}}
-    return _lm_task("lm_code", _truncate(corpus, cfg), cfg, preset, seed,
-                    "byte-level LM on the CPython standard library (files split 90/5/5 by sha1 of path)", extra)
+    extra = {
+        "corpus_fingerprint": fp,
+        "root": str(root),
+        "num_files": nfiles,
+        "corpus_bytes": {k: int(len(v)) for k, v in corpus.items()},
+    }
+    return _lm_task(
+        "lm_code",
+        _truncate(corpus, cfg),
+        cfg,
+        preset,
+        seed,
+        "byte-level LM on the CPython standard library (files split 90/5/5 by sha1 of path)",
+        extra,
+    )
 
 
 @register_task("lm_dict")
@@ -315,10 +337,25 @@ def build_lm_dict(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     path = find_gcide(cfg["path"])
     st = path.stat()
     src = source_fingerprint(path) if st.st_size < (1 << 28) else f"{path}:{st.st_size}"
-    corpus = cached("lm_dict", "all", 0, {"source_file": src},
-                    lambda: contiguous_split(np.frombuffer(read_text_bytes(path), dtype=np.uint8).copy()),
-                    source=source_fingerprint(__file__))
-    extra = {"source": str(path), "source_fingerprint": src,
-             "corpus_bytes": {k: int(len(v)) for k, v in corpus.items()}}
-    return _lm_task("lm_dict", _truncate(corpus, cfg), cfg, preset, seed,
-                    "byte-level LM on GCIDE (Webster 1913 + WordNet), contiguous 90/5/5 split", extra)
+    corpus = cached(
+        "lm_dict",
+        "all",
+        0,
+        {"source_file": src},
+        lambda: contiguous_split(np.frombuffer(read_text_bytes(path), dtype=np.uint8).copy()),
+        source=source_fingerprint(__file__),
+    )
+    extra = {
+        "source": str(path),
+        "source_fingerprint": src,
+        "corpus_bytes": {k: int(len(v)) for k, v in corpus.items()},
+    }
+    return _lm_task(
+        "lm_dict",
+        _truncate(corpus, cfg),
+        cfg,
+        preset,
+        seed,
+        "byte-level LM on GCIDE (Webster 1913 + WordNet), contiguous 90/5/5 split",
+        extra,
+    )

@@ -32,8 +32,15 @@ import torch
 
 from .base import Split, Task, TaskMeta, register_task, resolve_preset
 
-RELATIONS = ("equivalence", "forward_entailment", "reverse_entailment", "negation", "alternation", "cover",
-             "independence")
+RELATIONS = (
+    "equivalence",
+    "forward_entailment",
+    "reverse_entailment",
+    "negation",
+    "alternation",
+    "cover",
+    "independence",
+)
 VARS = 6
 NOT, AND, OR, LP, RP = 7, 8, 9, 10, 11
 VOCAB = 12
@@ -135,8 +142,8 @@ def _split(xs, ys, labels, L: int, n_ops: np.ndarray) -> Split:
     inputs = np.zeros((N, 2, L), dtype=np.int64)
     mask = np.zeros((N, 2, L), dtype=bool)
     for r, (a, b) in enumerate(zip(xs, ys)):
-        inputs[r, 0, :len(a)], inputs[r, 1, :len(b)] = a, b
-        mask[r, 0, :len(a)], mask[r, 1, :len(b)] = True, True
+        inputs[r, 0, : len(a)], inputs[r, 1, : len(b)] = a, b
+        mask[r, 0, : len(a)], mask[r, 1, : len(b)] = True, True
     s = Split(torch.from_numpy(inputs), torch.from_numpy(labels), torch.from_numpy(mask))
     s.n_ops = torch.from_numpy(np.asarray(n_ops, dtype=np.int64))
     return s
@@ -150,8 +157,10 @@ def build_logic_inference(preset: str = "quick", seed: int = 0, **overrides) -> 
         if int(cfg[k]) < 1:
             raise ValueError(f"logic_inference: {k} must be >= 1, got {cfg[k]}")
     if not 1 <= int(cfg["train_max_ops"]) <= int(cfg["test_max_ops"]) <= 30:
-        raise ValueError("logic_inference: need 1 <= train_max_ops <= test_max_ops <= 30, got "
-                         f"{cfg['train_max_ops']}, {cfg['test_max_ops']}")
+        raise ValueError(
+            "logic_inference: need 1 <= train_max_ops <= test_max_ops <= 30, got "
+            f"{cfg['train_max_ops']}, {cfg['test_max_ops']}"
+        )
     tag = 0x6C6F6769
     raw = {}
     for stream, split in enumerate(("train", "validation", "test")):
@@ -164,10 +173,19 @@ def build_logic_inference(preset: str = "quick", seed: int = 0, **overrides) -> 
         raw[split] = (*sample_pairs(rng, counts), counts)
     L = max(len(t) for xs, ys, _, _ in raw.values() for t in xs + ys)
     splits = {k: _split(xs, ys, lab, L, c) for k, (xs, ys, lab, c) in raw.items()}
-    meta = TaskMeta("logic_inference", "classification", VOCAB, L, num_classes=len(RELATIONS), preset=preset,
-                    seed=seed, description="propositional logic inference (Bowman et al. 2015): 7 relations; "
-                    f"train <= {cfg['train_max_ops']} operators, test 1..{cfg['test_max_ops']}",
-                    extra={"config": cfg, "pair": True, "relations": list(RELATIONS)})
+    meta = TaskMeta(
+        "logic_inference",
+        "classification",
+        VOCAB,
+        L,
+        num_classes=len(RELATIONS),
+        preset=preset,
+        seed=seed,
+        description="propositional logic inference (Bowman et al. 2015): 7 relations; "
+        f"train <= {cfg['train_max_ops']} operators, test 1..{cfg['test_max_ops']}",
+        extra={"config": cfg, "pair": True, "relations": list(RELATIONS)},
+    )
     key = preset if preset in TRAIN_DEFAULTS else "quick"
-    return Task(meta, splits["train"], splits["validation"], splits["test"], dict(MODEL_DEFAULTS),
-                dict(TRAIN_DEFAULTS[key]))
+    return Task(
+        meta, splits["train"], splits["validation"], splits["test"], dict(MODEL_DEFAULTS), dict(TRAIN_DEFAULTS[key])
+    )

@@ -58,13 +58,26 @@ def _check_rates(mask_rate: float, mask_prob: float, random_prob: float) -> None
     if not 0.0 < mask_rate <= 1.0:
         raise ValueError(f"mask_rate must lie in (0, 1], got {mask_rate!r}")
     if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1.0:
-        raise ValueError(f"mask_prob and random_prob must be >= 0 with a sum <= 1 (the rest is kept), "
-                         f"got {mask_prob!r} and {random_prob!r}")
+        raise ValueError(
+            f"mask_prob and random_prob must be >= 0 with a sum <= 1 (the rest is kept), "
+            f"got {mask_prob!r} and {random_prob!r}"
+        )
 
 
-def mask_row(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator, *, mask_rate: float = 0.15,
-             mask_prob: float = 0.8, random_prob: float = 0.1, span: bool = False, span_p: float = 0.2,
-             max_span: int = 10, mask_id: int = MASK_ID, num_random: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def mask_row(
+    ids: np.ndarray,
+    maskable: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    mask_rate: float = 0.15,
+    mask_prob: float = 0.8,
+    random_prob: float = 0.1,
+    span: bool = False,
+    span_p: float = 0.2,
+    max_span: int = 10,
+    mask_id: int = MASK_ID,
+    num_random: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
     """BERT (or SpanBERT) masking of one sequence.
 
     ``ids``: int64 ``[L]``; ``maskable``: bool ``[L]`` (False at padding and special tokens).
@@ -77,8 +90,8 @@ def mask_row(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator, *,
         return inputs, targets
     n = min(cand.size, max(1, int(round(mask_rate * cand.size))))
     if not span:
-        chosen = rng.choice(cand, size=n, replace=False)                       # [n]
-        groups = [chosen[i:i + 1] for i in range(n)]
+        chosen = rng.choice(cand, size=n, replace=False)  # [n]
+        groups = [chosen[i : i + 1] for i in range(n)]
     else:
         taken = np.zeros(L, dtype=bool)
         groups, covered, tries = [], 0, 0
@@ -93,7 +106,7 @@ def mask_row(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator, *,
             taken[pos] = True
             groups.append(pos)
             covered += pos.size
-    u = rng.random(len(groups))                                                # one decision per group
+    u = rng.random(len(groups))  # one decision per group
     for g, r in zip(groups, u):
         targets[g] = ids[g]
         if r < mask_prob:
@@ -110,15 +123,26 @@ class MaskedSplit(Split):
     whose ``IGNORE`` entries mark padding); the mask of window ``i`` is drawn from
     ``np.random.default_rng([seed, salt, i])``."""
 
-    def __init__(self, base: Split, *, seed: int, salt: int, mask_rate: float = 0.15, mask_prob: float = 0.8,
-                 random_prob: float = 0.1, span: bool = False, max_span: int = 10,
-                 special_ids: tuple[int, ...] = ()):
+    def __init__(
+        self,
+        base: Split,
+        *,
+        seed: int,
+        salt: int,
+        mask_rate: float = 0.15,
+        mask_prob: float = 0.8,
+        random_prob: float = 0.1,
+        span: bool = False,
+        max_span: int = 10,
+        special_ids: tuple[int, ...] = (),
+    ):
         _check_rates(mask_rate, mask_prob, random_prob)
         if not isinstance(max_span, int) or max_span < 1:
             raise ValueError(f"max_span must be a positive int, got {max_span!r}")
         self.base, self.seed, self.salt = base, int(seed), int(salt)
-        self.opts = dict(mask_rate=mask_rate, mask_prob=mask_prob, random_prob=random_prob, span=span,
-                         max_span=max_span)
+        self.opts = dict(
+            mask_rate=mask_rate, mask_prob=mask_prob, random_prob=random_prob, span=span, max_span=max_span
+        )
         self.special_ids = tuple(int(s) for s in special_ids)
         self.mask = None
 
@@ -144,7 +168,7 @@ class MaskedSplit(Split):
             index = index.cpu().numpy()
         index = np.atleast_1d(np.asarray(index, dtype=np.int64))
         b = self.base.batch(index)
-        ids = b["inputs"].numpy()                                              # [B, L]
+        ids = b["inputs"].numpy()  # [B, L]
         real = b["mask"].numpy() if "mask" in b else (b["targets"].numpy() != IGNORE)
         maskable = real & ~np.isin(ids, self.special_ids) if self.special_ids else real.copy()
         inputs, targets = np.empty_like(ids), np.empty_like(ids)
@@ -218,8 +242,9 @@ _MLM_TRAIN = {
 _MAX_LEN = 4096
 
 
-def _mlm_task(name: str, corpus: dict[str, np.ndarray], cfg: dict, preset: str, seed: int, description: str,
-              extra: dict) -> Task:
+def _mlm_task(
+    name: str, corpus: dict[str, np.ndarray], cfg: dict, preset: str, seed: int, description: str, extra: dict
+) -> Task:
     from .lm import ByteWindowSplit
 
     L = int(cfg["seq_len"])
@@ -234,14 +259,24 @@ def _mlm_task(name: str, corpus: dict[str, np.ndarray], cfg: dict, preset: str, 
         data = corpus[s]
         cap = cfg["max_train_bytes"] if s == "train" else cfg["max_eval_bytes"]
         data = data if cap is None else data[: int(cap)]
-        base = (ByteWindowSplit(data, L, windows=int(cfg["train_windows"]), seed=seed) if s == "train"
-                else _EvalWindows(ByteWindowSplit(data, L)))
+        base = (
+            ByteWindowSplit(data, L, windows=int(cfg["train_windows"]), seed=seed)
+            if s == "train"
+            else _EvalWindows(ByteWindowSplit(data, L))
+        )
         splits[s] = MaskedSplit(base, seed=seed, salt=_SPLIT_SALT[s], **masking)
     extra = dict(extra, config=cfg, mask_id=MASK_ID, split_bytes={k: int(len(v)) for k, v in corpus.items()})
-    meta = TaskMeta(name, "mlm", MLM_VOCAB, L, metric="masked_bpb", preset=preset, seed=seed,
-                    description=description, extra=extra)
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(_MLM_MODEL.get(preset, _MLM_MODEL["lra"])), dict(_MLM_TRAIN.get(preset, _MLM_TRAIN["lra"])))
+    meta = TaskMeta(
+        name, "mlm", MLM_VOCAB, L, metric="masked_bpb", preset=preset, seed=seed, description=description, extra=extra
+    )
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(_MLM_MODEL.get(preset, _MLM_MODEL["lra"])),
+        dict(_MLM_TRAIN.get(preset, _MLM_TRAIN["lra"])),
+    )
 
 
 def _presets(**source) -> dict[str, dict]:
@@ -265,13 +300,20 @@ def build_mlm_text(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     export = export_kjv(cfg["source"])
     fp = hashlib.sha256(export).hexdigest()
 
-    def corpus_bytes():   # the chapters' text (verse references dropped, as in the `text` task)
+    def corpus_bytes():  # the chapters' text (verse references dropped, as in the `text` task)
         text = b"\n\n".join(t for _, _, t in parse_chapters(export))
         return contiguous_split(np.frombuffer(text, dtype=np.uint8).copy())
 
     corpus = cached("mlm_text", "all", 0, {"source": fp}, corpus_bytes, source=source_fingerprint(__file__) + fp)
-    return _mlm_task("mlm_text", corpus, cfg, preset, seed,
-                     "byte-level masked LM on the King James Bible (contiguous 90/5/5)", {"source_fingerprint": fp})
+    return _mlm_task(
+        "mlm_text",
+        corpus,
+        cfg,
+        preset,
+        seed,
+        "byte-level masked LM on the King James Bible (contiguous 90/5/5)",
+        {"source_fingerprint": fp},
+    )
 
 
 @register_task("mlm_dict")
@@ -281,8 +323,15 @@ def build_mlm_dict(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     cfg = resolve_preset("mlm_dict", MLM_DICT_PRESETS, preset, overrides)
     lm = build_lm_dict("full", seed, path=cfg["path"], max_train_bytes=None, max_eval_bytes=None)
     corpus = {s: getattr(lm, s).data for s in ("train", "validation", "test")}
-    return _mlm_task("mlm_dict", corpus, cfg, preset, seed, "byte-level masked LM on GCIDE (contiguous 90/5/5)",
-                     {"source": lm.meta.extra["source"]})
+    return _mlm_task(
+        "mlm_dict",
+        corpus,
+        cfg,
+        preset,
+        seed,
+        "byte-level masked LM on GCIDE (contiguous 90/5/5)",
+        {"source": lm.meta.extra["source"]},
+    )
 
 
 @register_task("mlm_code")
@@ -290,12 +339,19 @@ def build_mlm_code(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     from .lm import build_lm_code
 
     cfg = resolve_preset("mlm_code", MLM_CODE_PRESETS, preset, overrides)
-    lm = build_lm_code("full", seed, root=cfg["root"], include_tests=cfg["include_tests"], max_train_bytes=None,
-                       max_eval_bytes=None)
+    lm = build_lm_code(
+        "full", seed, root=cfg["root"], include_tests=cfg["include_tests"], max_train_bytes=None, max_eval_bytes=None
+    )
     corpus = {s: getattr(lm, s).data for s in ("train", "validation", "test")}
-    return _mlm_task("mlm_code", corpus, cfg, preset, seed,
-                     "byte-level masked LM on the CPython standard library (files split 90/5/5 by sha1 of path)",
-                     {"corpus_fingerprint": lm.meta.extra["corpus_fingerprint"]})
+    return _mlm_task(
+        "mlm_code",
+        corpus,
+        cfg,
+        preset,
+        seed,
+        "byte-level masked LM on the CPython standard library (files split 90/5/5 by sha1 of path)",
+        {"corpus_fingerprint": lm.meta.extra["corpus_fingerprint"]},
+    )
 
 
 def expected_masked(n_maskable: int, mask_rate: float = 0.15) -> int:

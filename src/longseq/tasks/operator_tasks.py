@@ -57,18 +57,48 @@ PRESETS = {
 TRAIN_DEFAULTS = {
     # the paper's optimiser: Adam, lr 1e-3, weight decay 1e-4, batch 20 (the official scripts decay the
     # lr by 0.5 every 100 of 500 epochs; the trainer's cosine schedule decays to min_lr_ratio * lr instead)
-    "burgers": dict(steps=10_000, batch_size=20, lr=1e-3, weight_decay=1e-4, betas=(0.9, 0.999), warmup=0,
-                    min_lr_ratio=0.0, grad_clip=None, eval_every=500, eval_batch_size=50, checkpoint_every=1000),
-    "darcy": dict(steps=2_500, batch_size=20, lr=1e-3, weight_decay=1e-4, betas=(0.9, 0.999), warmup=0,
-                  min_lr_ratio=0.0, grad_clip=None, eval_every=250, eval_batch_size=20, checkpoint_every=500),
+    "burgers": dict(
+        steps=10_000,
+        batch_size=20,
+        lr=1e-3,
+        weight_decay=1e-4,
+        betas=(0.9, 0.999),
+        warmup=0,
+        min_lr_ratio=0.0,
+        grad_clip=None,
+        eval_every=500,
+        eval_batch_size=50,
+        checkpoint_every=1000,
+    ),
+    "darcy": dict(
+        steps=2_500,
+        batch_size=20,
+        lr=1e-3,
+        weight_decay=1e-4,
+        betas=(0.9, 0.999),
+        warmup=0,
+        min_lr_ratio=0.0,
+        grad_clip=None,
+        eval_every=250,
+        eval_batch_size=20,
+        checkpoint_every=500,
+    ),
 }
 MODEL_DEFAULTS = {
     # FNO sec. 5.1 / fourier_1d.py (k_max 16, width 64); the LNO at the FNO's width, rank 4
-    "burgers": dict(operator="fno", normalize=False, options={
-        "fno": dict(modes=16, width=64), "lowrank": dict(width=64, rank=4)}),
+    "burgers": dict(
+        operator="fno", normalize=False, options={"fno": dict(modes=16, width=64), "lowrank": dict(width=64, rank=4)}
+    ),
     # FNO sec. 5.2 / fourier_2d.py (k_max 12, width 32, inputs and outputs normalised)
-    "darcy": dict(operator="fno", normalize=True, options={
-        "fno": dict(modes=12, width=32), "lowrank": dict(width=32, rank=4, kernel_width=32), "unet": dict(width=16, levels=3)}),
+    "darcy": dict(
+        operator="fno",
+        normalize=True,
+        options={
+            "fno": dict(modes=12, width=32),
+            "lowrank": dict(width=32, rank=4, kernel_width=32),
+            "unet": dict(width=16, levels=3),
+        },
+    ),
 }
 
 
@@ -76,7 +106,7 @@ MODEL_DEFAULTS = {
 class RegressionTask(Task):
     """A :class:`Task` whose samples exist at several resolutions: ``split_at(name, s)``."""
 
-    full: dict = field(default_factory=dict)      # split -> (inputs, targets) at the finest resolution
+    full: dict = field(default_factory=dict)  # split -> (inputs, targets) at the finest resolution
 
     def resolutions(self) -> list[int]:
         return list(self.meta.extra["resolutions"])
@@ -85,17 +115,18 @@ class RegressionTask(Task):
         if split not in self.full:
             raise ValueError(f"unknown split {split!r}; splits: {', '.join(self.full)}")
         if resolution not in self.meta.extra["resolutions"]:
-            raise ValueError(f"task {self.meta.name!r} has no resolution {resolution}; "
-                             f"available: {self.meta.extra['resolutions']}")
+            raise ValueError(
+                f"task {self.meta.name!r} has no resolution {resolution}; available: {self.meta.extra['resolutions']}"
+            )
         x, y = self.full[split]
         return Split(*(_subsample(t, self.meta.extra["dim"], resolution) for t in (x, y)))
 
 
 def _subsample(t: torch.Tensor, dim: int, s: int) -> torch.Tensor:
     n = t.shape[-1]
-    if dim == 1:                                    # periodic grid x_j = j / n: every (n/s)-th point
+    if dim == 1:  # periodic grid x_j = j / n: every (n/s)-th point
         return t[:, :: n // s].contiguous()
-    r = (n - 1) // (s - 1)                          # closed grid with both boundaries: every r-th node
+    r = (n - 1) // (s - 1)  # closed grid with both boundaries: every r-th node
     return t[:, ::r, ::r].contiguous()
 
 
@@ -106,15 +137,20 @@ def _resolutions(dim: int, native: int) -> list[int]:
             out.append(s)
             s //= 2
         return sorted(out)
-    return sorted((native - 1) // r + 1 for r in range(1, native) if (native - 1) % r == 0 and (native - 1) // r + 1 >= 9)
+    return sorted(
+        (native - 1) // r + 1 for r in range(1, native) if (native - 1) % r == 0 and (native - 1) // r + 1 >= 9
+    )
 
 
-def _finish(name: str, preset: str, seed: int, cfg: dict, dim: int, native: int, arrays: dict, desc: str) -> RegressionTask:
+def _finish(
+    name: str, preset: str, seed: int, cfg: dict, dim: int, native: int, arrays: dict, desc: str
+) -> RegressionTask:
     res = cfg["resolution"]
     resolutions = _resolutions(dim, native)
     if res not in resolutions:
-        raise ValueError(f"task {name!r}: resolution {res} is not a subsampling of the {native}-point grid; "
-                         f"allowed: {resolutions}")
+        raise ValueError(
+            f"task {name!r}: resolution {res} is not a subsampling of the {native}-point grid; allowed: {resolutions}"
+        )
     full = {}
     for split in ("train", "validation", "test"):
         x = torch.from_numpy(np.asarray(arrays[f"{split}_inputs"], dtype=np.float32))
@@ -122,15 +158,38 @@ def _finish(name: str, preset: str, seed: int, cfg: dict, dim: int, native: int,
         full[split] = (x, y)
     splits = {k: Split(*(_subsample(t, dim, res) for t in v)) for k, v in full.items()}
     xt, yt = splits["train"].inputs, splits["train"].targets
-    meta = TaskMeta(name=name, kind="regression", vocab_size=0, seq_len=res, metric="rel_l2", preset=preset,
-                    seed=seed, description=desc,
-                    extra={"dim": dim, "resolution": res, "resolutions": resolutions, "native": native,
-                           "normalizer": {"in_mean": float(xt.mean()), "in_std": float(xt.std()),
-                                          "out_mean": float(yt.mean()), "out_std": float(yt.std())},
-                           "config": dict(cfg)})
-    return RegressionTask(meta, splits["train"], splits["validation"], splits["test"],
-                          model_defaults=dict(MODEL_DEFAULTS[name]), train_defaults=dict(TRAIN_DEFAULTS[name]),
-                          full=full)
+    meta = TaskMeta(
+        name=name,
+        kind="regression",
+        vocab_size=0,
+        seq_len=res,
+        metric="rel_l2",
+        preset=preset,
+        seed=seed,
+        description=desc,
+        extra={
+            "dim": dim,
+            "resolution": res,
+            "resolutions": resolutions,
+            "native": native,
+            "normalizer": {
+                "in_mean": float(xt.mean()),
+                "in_std": float(xt.std()),
+                "out_mean": float(yt.mean()),
+                "out_std": float(yt.std()),
+            },
+            "config": dict(cfg),
+        },
+    )
+    return RegressionTask(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        model_defaults=dict(MODEL_DEFAULTS[name]),
+        train_defaults=dict(TRAIN_DEFAULTS[name]),
+        full=full,
+    )
 
 
 def generate_burgers(cfg: dict, seed: int) -> dict[str, np.ndarray]:
@@ -141,7 +200,7 @@ def generate_burgers(cfg: dict, seed: int) -> dict[str, np.ndarray]:
         u1 = np.empty_like(u0)
         chunk = 50
         for i in progress(range(0, num, chunk), desc=f"burgers {split}", unit="x50"):
-            u1[i: i + chunk] = pde.burgers_etdrk4(u0[i: i + chunk], nu=cfg["nu"], dt=cfg["dt"])
+            u1[i : i + chunk] = pde.burgers_etdrk4(u0[i : i + chunk], nu=cfg["nu"], dt=cfg["dt"])
         out[f"{split}_inputs"], out[f"{split}_targets"] = u0.astype(np.float32), u1.astype(np.float32)
     return out
 
@@ -155,22 +214,30 @@ def generate_darcy(cfg: dict, seed: int) -> dict[str, np.ndarray]:
         u = np.empty_like(a)
         chunk = 16
         for i in progress(range(0, num, chunk), desc=f"darcy {split}", unit="x16"):
-            u[i: i + chunk] = pde.darcy_solve(a[i: i + chunk])
+            u[i : i + chunk] = pde.darcy_solve(a[i : i + chunk])
         out[f"{split}_inputs"], out[f"{split}_targets"] = a.astype(np.float32), u.astype(np.float32)
     return out
 
 
 def _source() -> str:
-    return source_fingerprint(pde.__file__)        # the solvers; editing this module does not invalidate the data
+    return source_fingerprint(pde.__file__)  # the solvers; editing this module does not invalidate the data
 
 
 @register_task("burgers")
 def build_burgers(preset: str = "quick", seed: int = 0, cache: bool = True, **overrides) -> RegressionTask:
     cfg = resolve_preset("burgers", PRESETS["burgers"], preset, overrides)
-    gen = {k: v for k, v in cfg.items() if k != "resolution"}         # the resolution does not change the data
+    gen = {k: v for k, v in cfg.items() if k != "resolution"}  # the resolution does not change the data
     arrays = cached("burgers", preset, seed, gen, lambda: generate_burgers(cfg, seed), source=_source(), enabled=cache)
-    return _finish("burgers", preset, seed, cfg, 1, cfg["n"], arrays,
-                   "1D viscous Burgers (nu = %g): u(x, 0) -> u(x, 1) (FNO sec. 5.1)" % cfg["nu"])
+    return _finish(
+        "burgers",
+        preset,
+        seed,
+        cfg,
+        1,
+        cfg["n"],
+        arrays,
+        "1D viscous Burgers (nu = %g): u(x, 0) -> u(x, 1) (FNO sec. 5.1)" % cfg["nu"],
+    )
 
 
 @register_task("darcy")
@@ -178,5 +245,6 @@ def build_darcy(preset: str = "quick", seed: int = 0, cache: bool = True, **over
     cfg = resolve_preset("darcy", PRESETS["darcy"], preset, overrides)
     gen = {k: v for k, v in cfg.items() if k != "resolution"}
     arrays = cached("darcy", preset, seed, gen, lambda: generate_darcy(cfg, seed), source=_source(), enabled=cache)
-    return _finish("darcy", preset, seed, cfg, 2, cfg["s_solve"], arrays,
-                   "2D Darcy flow -div(a grad u) = 1, a -> u (FNO sec. 5.2)")
+    return _finish(
+        "darcy", preset, seed, cfg, 2, cfg["s_solve"], arrays, "2D Darcy flow -div(a grad u) = 1, a -> u (FNO sec. 5.2)"
+    )

@@ -67,21 +67,65 @@ import numpy as np
 from .base import Task, TaskMeta, register_task, resolve_preset
 from .cache import CompactSplit, cached, progress, source_fingerprint
 
-_TAG = 0x70617468         # "path"
-ANGLES = 48               # quantised headings
-SUB = 4                   # paddle ends and marker centres snap to a 1/SUB pixel grid
+_TAG = 0x70617468  # "path"
+ANGLES = 48  # quantised headings
+SUB = 4  # paddle ends and marker centres snap to a 1/SUB pixel grid
 CHUNK = 1000
 
 # LRA TFDS builder docstrings (/ snakes2_wrapper defaults), contour length 14 ("hard").
 PARAMS = {
-    32: dict(paddle_length=2.0, paddle_thickness=0.5, margins=(1.0,), marker_radius=1.5, seed_distance=7.0,
-             padding=1, continuity=1.0, antialias=2, distractor_total=20, snake_contrast=2.0, paddle_contrast=0.75),
-    64: dict(paddle_length=5.0, paddle_thickness=1.0, margins=(1.0,), marker_radius=2.5, seed_distance=12.0,
-             padding=1, continuity=1.8, antialias=2, distractor_total=22, snake_contrast=0.8, paddle_contrast=1.0),
-    128: dict(paddle_length=5.0, paddle_thickness=1.5, margins=(2.0, 3.0), marker_radius=3.0, seed_distance=20.0,
-              padding=1, continuity=1.8, antialias=2, distractor_total=35, snake_contrast=0.9, paddle_contrast=1.0),
-    256: dict(paddle_length=5.0, paddle_thickness=2.0, margins=(3.0,), marker_radius=5.0, seed_distance=27.0,
-              padding=22, continuity=1.8, antialias=2, distractor_total=30, snake_contrast=1.0, paddle_contrast=1.0),
+    32: dict(
+        paddle_length=2.0,
+        paddle_thickness=0.5,
+        margins=(1.0,),
+        marker_radius=1.5,
+        seed_distance=7.0,
+        padding=1,
+        continuity=1.0,
+        antialias=2,
+        distractor_total=20,
+        snake_contrast=2.0,
+        paddle_contrast=0.75,
+    ),
+    64: dict(
+        paddle_length=5.0,
+        paddle_thickness=1.0,
+        margins=(1.0,),
+        marker_radius=2.5,
+        seed_distance=12.0,
+        padding=1,
+        continuity=1.8,
+        antialias=2,
+        distractor_total=22,
+        snake_contrast=0.8,
+        paddle_contrast=1.0,
+    ),
+    128: dict(
+        paddle_length=5.0,
+        paddle_thickness=1.5,
+        margins=(2.0, 3.0),
+        marker_radius=3.0,
+        seed_distance=20.0,
+        padding=1,
+        continuity=1.8,
+        antialias=2,
+        distractor_total=35,
+        snake_contrast=0.9,
+        paddle_contrast=1.0,
+    ),
+    256: dict(
+        paddle_length=5.0,
+        paddle_thickness=2.0,
+        margins=(3.0,),
+        marker_radius=5.0,
+        seed_distance=27.0,
+        padding=22,
+        continuity=1.8,
+        antialias=2,
+        distractor_total=30,
+        snake_contrast=1.0,
+        paddle_contrast=1.0,
+    ),
 }
 
 PRESETS = {
@@ -116,8 +160,8 @@ def _coverage(pix: np.ndarray, aa: int, inside) -> np.ndarray:
     """Fraction of the ``aa × aa`` samples of each pixel (top-left corners ``pix [P, 2]``) for
     which ``inside(points [..., 2]) -> bool`` holds."""
     g = (np.arange(aa) + 0.5) / aa
-    sub = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)      # [aa², 2] (y, x)
-    return inside(pix[:, None, :] + sub[None, :, :]).mean(1)               # [P]
+    sub = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)  # [aa², 2] (y, x)
+    return inside(pix[:, None, :] + sub[None, :, :]).mean(1)  # [P]
 
 
 def _stamp(bbox_lo, bbox_hi, aa: int, inside):
@@ -133,7 +177,7 @@ def _segment_stamp(a: np.ndarray, b: np.ndarray, half_width: float, aa: int):
     """A thick segment from ``a`` to ``b`` (pixel coordinates relative to pixel (0, 0))."""
     d = b - a
 
-    def inside(q):                                                          # distance to segment <= hw
+    def inside(q):  # distance to segment <= hw
         t = np.clip(((q - a) @ d) / (d @ d), 0, 1)
         return np.linalg.norm(q - (a + t[..., None] * d), axis=-1) <= half_width
 
@@ -148,8 +192,10 @@ def _fan(fy: int, fx: int, length: float, margin: float, half_width: float, aa: 
     concatenated ``dy, dx, cov`` with ``starts [ANGLES]`` and ``counts [ANGLES]`` delimiting each
     heading's pixels (for a one-gather feasibility test of every heading)."""
     pivot = np.array([fy, fx]) / SUB
-    parts = [_segment_stamp(pivot + margin / 2 * _unit(h), pivot + (margin / 2 + length) * _unit(h), half_width, aa)
-             for h in range(ANGLES)]
+    parts = [
+        _segment_stamp(pivot + margin / 2 * _unit(h), pivot + (margin / 2 + length) * _unit(h), half_width, aa)
+        for h in range(ANGLES)
+    ]
     counts = np.array([len(pt[0]) for pt in parts])
     dy, dx, cov = (np.concatenate(x) for x in zip(*parts))
     return dy, dx, cov, np.cumsum(counts) - counts, counts
@@ -182,7 +228,7 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------- growing
 def _unit(heading: int) -> np.ndarray:
     theta = 2 * math.pi * heading / ANGLES
-    return np.array([math.sin(theta), math.cos(theta)])     # (y, x)
+    return np.array([math.sin(theta), math.cos(theta)])  # (y, x)
 
 
 def _snap(p) -> tuple[int, int, int, int]:
@@ -201,14 +247,14 @@ class _Canvas:
         self.hw = max(p["paddle_thickness"] / 2, 0.75 / p["antialias"])
         self.pad = int(math.ceil(p["paddle_length"] + max(p["margins"]) + self.hw + p["marker_radius"])) + 2
         size = res + 2 * self.pad
-        self.blocked = np.ones((size, size), dtype=bool)         # other snakes' pixels dilated by gap
+        self.blocked = np.ones((size, size), dtype=bool)  # other snakes' pixels dilated by gap
         inner = slice(self.pad + p["padding"], self.pad + res - p["padding"])
         self.blocked[inner, inner] = False
         self.image = np.zeros((size, size), dtype=np.float32)
         turn = np.minimum(np.arange(ANGLES), ANGLES - np.arange(ANGLES)) * 2 * math.pi / ANGLES
-        self.turn_w = np.cos(np.minimum(turn * p["continuity"], math.pi / 2)) ** 2   # weight of each turn
+        self.turn_w = np.cos(np.minimum(turn * p["continuity"], math.pi / 2)) ** 2  # weight of each turn
         self.turn_w[self.turn_w < 1e-9] = 0.0
-        self.turn_w = np.stack([np.roll(self.turn_w, h) for h in range(ANGLES)])      # [heading, next heading]
+        self.turn_w = np.stack([np.roll(self.turn_w, h) for h in range(ANGLES)])  # [heading, next heading]
 
     def grow(self, start, n_paddles: int, tries: int = 20):
         """A snake of ``n_paddles`` from pivot ``start`` (image coordinates): ``(paddles, head,
@@ -218,17 +264,17 @@ class _Canvas:
         for _ in range(tries):
             pivot = np.asarray(start, dtype=float) + self.pad
             heading, paddles = None, []
-            blocked = self.blocked.copy()                        # + own paddles before the previous one
+            blocked = self.blocked.copy()  # + own paddles before the previous one
             for i in range(n_paddles):
                 py, px, fy, fx = _snap(pivot)
                 pivot = np.array([py + fy / SUB, px + fx / SUB])
                 dy, dx, cov, starts, counts = _fan(fy, fx, L, m, self.hw, self.p["antialias"])
-                bad = np.logical_or.reduceat(blocked[py + dy, px + dx], starts)      # [ANGLES]
+                bad = np.logical_or.reduceat(blocked[py + dy, px + dx], starts)  # [ANGLES]
                 w = np.ones(ANGLES) if heading is None else self.turn_w[heading].copy()
                 w[bad] = 0.0
                 total = w.sum()
                 if total <= 0:
-                    break                                        # no free heading: retry the snake
+                    break  # no free heading: retry the snake
                 h = int(np.searchsorted(np.cumsum(w), self.rng.random() * total, side="right"))
                 h = min(h, ANGLES - 1)
                 sl = slice(starts[h], starts[h] + counts[h])
@@ -280,7 +326,7 @@ def _image(rng: np.random.Generator, res: int, contour_length: int, p: dict):
     n_distract = max(1, contour_length // 3)
     gain = p["snake_contrast"] * p["paddle_contrast"]
     border = p["marker_radius"] + 1
-    while True:                                                 # restart the image on failure
+    while True:  # restart the image on failure
         label = int(rng.integers(2))
         canvas = _Canvas(res, p, float(rng.choice(p["margins"])), rng)
         start_a = canvas.random_point(border)
@@ -295,7 +341,7 @@ def _image(rng: np.random.Generator, res: int, contour_length: int, p: dict):
         canvas.commit(a_paddles, gain)
         canvas.commit(a_discs, 1.0)
         b = None
-        for _ in range(20):                                     # B starts seed_distance from A
+        for _ in range(20):  # B starts seed_distance from A
             start_b = start_a + p["seed_distance"] * _unit(int(rng.integers(ANGLES)))
             if not (p["padding"] + border <= start_b.min() and start_b.max() < res - p["padding"] - border):
                 continue
@@ -311,7 +357,7 @@ def _image(rng: np.random.Generator, res: int, contour_length: int, p: dict):
         canvas.commit(b[0], gain)
         canvas.commit(b_discs, 1.0)
         for _ in range(p["distractor_total"] // n_distract):
-            for _ in range(5):                                  # dropped after 5 failed tries
+            for _ in range(5):  # dropped after 5 failed tries
                 start = canvas.free_point()
                 d = None if start is None else canvas.grow(start, n_distract, tries=1)
                 if d is not None:
@@ -334,8 +380,16 @@ def _chunk(args):
     return images, labels, marks
 
 
-def generate(n: int, seed: int, *, resolution: int = 32, contour_length: int = 14, workers: int | None = None,
-             show_progress: bool = True, stream: int = 0):
+def generate(
+    n: int,
+    seed: int,
+    *,
+    resolution: int = 32,
+    contour_length: int = 14,
+    workers: int | None = None,
+    show_progress: bool = True,
+    stream: int = 0,
+):
     """``n`` images in chunks of ``CHUNK``: ``(pixels uint8 [n, res²], labels int64 [n], markers
     int64 [n, 2, 2])``. ``stream`` selects an independent sequence of chunks (one per split).
     ``workers`` processes (default: ``$LONGSEQ_WORKERS`` or 1); the result does not depend on it."""
@@ -343,15 +397,17 @@ def generate(n: int, seed: int, *, resolution: int = 32, contour_length: int = 1
         raise ValueError(f"pathfinder: resolution must be one of {sorted(PARAMS)}, got {resolution}")
     if contour_length < 2:
         raise ValueError(f"pathfinder: contour_length must be >= 2, got {contour_length}")
-    jobs = [(seed, stream * 1_000_000 + k, min(CHUNK, n - s), resolution, contour_length)
-            for k, s in enumerate(range(0, n, CHUNK))]
+    jobs = [
+        (seed, stream * 1_000_000 + k, min(CHUNK, n - s), resolution, contour_length)
+        for k, s in enumerate(range(0, n, CHUNK))
+    ]
     workers = int(os.environ.get("LONGSEQ_WORKERS", "1")) if workers is None else workers
     bar = progress(total=n, desc=f"pathfinder-{resolution}", unit="img") if show_progress else None
     parts = []
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"   # children run numpy only
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"  # children run numpy only
         with mp.get_context(method).Pool(workers) as pool:
             for out in pool.imap(_chunk, jobs):
                 parts.append(out)
@@ -382,32 +438,56 @@ def _build(name: str, preset: str, seed: int, cache: bool | None, workers: int |
     def build_arrays():
         out = {}
         for stream, (split, n) in enumerate(sizes.items()):
-            pix, labels, marks = generate(n, seed, resolution=res, contour_length=cfg["contour_length"],
-                                          workers=workers, show_progress=total > 2_000, stream=stream)
+            pix, labels, marks = generate(
+                n,
+                seed,
+                resolution=res,
+                contour_length=cfg["contour_length"],
+                workers=workers,
+                show_progress=total > 2_000,
+                stream=stream,
+            )
             out.update({f"{split}_inputs": pix, f"{split}_targets": labels, f"{split}_markers": marks})
         return out
 
     use_cache = total > 2_000 if cache is None else bool(cache)
     arrays = cached(name, preset, seed, cfg, build_arrays, source=source_fingerprint(__file__), enabled=use_cache)
     splits = {k: CompactSplit.from_arrays(arrays, k) for k in sizes}
-    meta = TaskMeta(name, "classification", 256, res * res, num_classes=2, preset=preset, seed=seed, pad_id=0,
-                    description=f"Pathfinder {res}x{res}: are the two markers on one dashed path? (pixels in raster order)",
-                    extra={"config": cfg, "resolution": res, "gap": int(math.floor(max(PARAMS[res]["margins"]))) + 1})
+    meta = TaskMeta(
+        name,
+        "classification",
+        256,
+        res * res,
+        num_classes=2,
+        preset=preset,
+        seed=seed,
+        pad_id=0,
+        description=f"Pathfinder {res}x{res}: are the two markers on one dashed path? (pixels in raster order)",
+        extra={"config": cfg, "resolution": res, "gap": int(math.floor(max(PARAMS[res]["margins"]))) + 1},
+    )
     key = preset if preset in MODEL_DEFAULTS else "quick"
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(MODEL_DEFAULTS[key]), dict(TRAIN_DEFAULTS[name][key]))
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(MODEL_DEFAULTS[key]),
+        dict(TRAIN_DEFAULTS[name][key]),
+    )
 
 
 @register_task("pathfinder")
-def build_pathfinder(preset: str = "quick", seed: int = 0, cache: bool | None = None, workers: int | None = None,
-                     **overrides) -> Task:
+def build_pathfinder(
+    preset: str = "quick", seed: int = 0, cache: bool | None = None, workers: int | None = None, **overrides
+) -> Task:
     """``build("pathfinder", preset="quick"|"lra", seed=0, resolution=32, ...)``; see the module docstring.
     ``cache=None`` caches on disk above 2,000 images; ``workers`` processes generate (default 1)."""
     return _build("pathfinder", preset, seed, cache, workers, overrides)
 
 
 @register_task("pathx")
-def build_pathx(preset: str = "quick", seed: int = 0, cache: bool | None = None, workers: int | None = None,
-                **overrides) -> Task:
+def build_pathx(
+    preset: str = "quick", seed: int = 0, cache: bool | None = None, workers: int | None = None, **overrides
+) -> Task:
     """Path-X: Pathfinder at 128×128 (``lra``); ``quick`` is 64×64. Same settings as ``pathfinder``."""
     return _build("pathx", preset, seed, cache, workers, overrides)

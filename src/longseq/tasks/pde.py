@@ -48,31 +48,32 @@ import numpy as np
 def grf_periodic_1d_variance(n: int, sigma: float = 25.0, tau: float = 5.0, gamma: float = 2.0) -> np.ndarray:
     """Variance lambda_k of the KL coefficients for k = 0 .. n//2 - 1 (the modes sampled on n points)."""
     k = np.arange(n // 2)
-    return sigma ** 2 * (4 * np.pi ** 2 * k ** 2 + tau ** 2) ** (-gamma)
+    return sigma**2 * (4 * np.pi**2 * k**2 + tau**2) ** (-gamma)
 
 
-def grf_periodic_1d(num: int, n: int, rng: np.random.Generator, sigma: float = 25.0, tau: float = 5.0,
-                    gamma: float = 2.0) -> np.ndarray:
+def grf_periodic_1d(
+    num: int, n: int, rng: np.random.Generator, sigma: float = 25.0, tau: float = 5.0, gamma: float = 2.0
+) -> np.ndarray:
     """``num`` samples of N(0, sigma^2 (-Delta + tau^2)^(-gamma)) on x_j = j / n, j < n: ``[num, n]``.
 
     u(x) = sqrt(lam_0) xi_0 + sum_{k>=1} sqrt(2 lam_k) (xi_k cos 2 pi k x + eta_k sin 2 pi k x),
     evaluated exactly at the grid points by an inverse real FFT (Nyquist mode left out)."""
     if n < 2 or n % 2:
         raise ValueError(f"grf_periodic_1d: n must be an even number >= 2, got {n}")
-    lam = grf_periodic_1d_variance(n, sigma, tau, gamma)                     # [n/2]
+    lam = grf_periodic_1d_variance(n, sigma, tau, gamma)  # [n/2]
     xi = rng.standard_normal((num, n // 2))
     eta = rng.standard_normal((num, n // 2))
-    coef = np.zeros((num, n // 2 + 1), dtype=np.complex128)                  # rfft convention: sum_j u_j e^{-2 pi i k j/n}
+    coef = np.zeros((num, n // 2 + 1), dtype=np.complex128)  # rfft convention: sum_j u_j e^{-2 pi i k j/n}
     coef[:, 0] = n * np.sqrt(lam[0]) * xi[:, 0]
     # sqrt2 (xi cos + eta sin) = sqrt2 Re((xi - i eta) e^{i theta}); irfft gives (2/n) Re(c e^{i theta})
-    coef[:, 1: n // 2] = n * np.sqrt(lam[1:] / 2) * (xi[:, 1:] - 1j * eta[:, 1:])
+    coef[:, 1 : n // 2] = n * np.sqrt(lam[1:] / 2) * (xi[:, 1:] - 1j * eta[:, 1:])
     return np.fft.irfft(coef, n=n, axis=-1)
 
 
 def grf_neumann_2d_variance(k_max: int, tau: float = 3.0, alpha: float = 2.0) -> np.ndarray:
     """Variance of the KL coefficient of cos(pi k1 x) cos(pi k2 y) (normalised), ``[k_max, k_max]``."""
     k = np.arange(k_max)
-    return (np.pi ** 2 * (k[:, None] ** 2 + k[None, :] ** 2) + tau ** 2) ** (-alpha)
+    return (np.pi**2 * (k[:, None] ** 2 + k[None, :] ** 2) + tau**2) ** (-alpha)
 
 
 def neumann_basis(s: int, k_max: int) -> np.ndarray:
@@ -83,16 +84,17 @@ def neumann_basis(s: int, k_max: int) -> np.ndarray:
     return c[None, :] * np.cos(np.pi * x[:, None] * k[None, :])
 
 
-def grf_neumann_2d(num: int, s: int, rng: np.random.Generator, tau: float = 3.0, alpha: float = 2.0,
-                   k_max: int | None = None) -> np.ndarray:
+def grf_neumann_2d(
+    num: int, s: int, rng: np.random.Generator, tau: float = 3.0, alpha: float = 2.0, k_max: int | None = None
+) -> np.ndarray:
     """``num`` samples of N(0, (-Delta + tau^2)^(-alpha)) with zero Neumann conditions on the s x s
     node grid of [0,1]^2, KL expansion truncated at ``k_max`` modes per axis (default s): ``[num, s, s]``."""
     if s < 2:
         raise ValueError(f"grf_neumann_2d: s must be >= 2, got {s}")
     k_max = s if k_max is None else k_max
-    sd = np.sqrt(grf_neumann_2d_variance(k_max, tau, alpha))                 # [K, K]
-    phi = neumann_basis(s, k_max)                                            # [s, K]
-    xi = rng.standard_normal((num, k_max, k_max)) * sd                       # [num, K, K]
+    sd = np.sqrt(grf_neumann_2d_variance(k_max, tau, alpha))  # [K, K]
+    phi = neumann_basis(s, k_max)  # [s, K]
+    xi = rng.standard_normal((num, k_max, k_max)) * sd  # [num, K, K]
     return np.einsum("ik,nkl,jl->nij", phi, xi, phi, optimize=True)
 
 
@@ -105,17 +107,18 @@ def darcy_coefficient(z: np.ndarray, high: float = 12.0, low: float = 3.0) -> np
 def _etdrk4_coefficients(L: np.ndarray, dt: float, m: int = 32):
     """Kassam & Trefethen (2005) coefficients for a diagonal linear part ``L`` (contour integral)."""
     E, E2 = np.exp(dt * L), np.exp(dt * L / 2)
-    r = np.exp(1j * np.pi * (np.arange(1, m + 1) - 0.5) / m)                 # [m] points on the unit circle
-    LR = dt * L[:, None] + r[None, :]                                        # [K, m]
+    r = np.exp(1j * np.pi * (np.arange(1, m + 1) - 0.5) / m)  # [m] points on the unit circle
+    LR = dt * L[:, None] + r[None, :]  # [K, m]
     Q = dt * np.real(np.mean((np.exp(LR / 2) - 1) / LR, axis=1))
-    f1 = dt * np.real(np.mean((-4 - LR + np.exp(LR) * (4 - 3 * LR + LR ** 2)) / LR ** 3, axis=1))
-    f2 = dt * np.real(np.mean((2 + LR + np.exp(LR) * (-2 + LR)) / LR ** 3, axis=1))
-    f3 = dt * np.real(np.mean((-4 - 3 * LR - LR ** 2 + np.exp(LR) * (4 - LR)) / LR ** 3, axis=1))
+    f1 = dt * np.real(np.mean((-4 - LR + np.exp(LR) * (4 - 3 * LR + LR**2)) / LR**3, axis=1))
+    f2 = dt * np.real(np.mean((2 + LR + np.exp(LR) * (-2 + LR)) / LR**3, axis=1))
+    f3 = dt * np.real(np.mean((-4 - 3 * LR - LR**2 + np.exp(LR) * (4 - LR)) / LR**3, axis=1))
     return E, E2, Q, f1, f2, f3
 
 
-def burgers_etdrk4(u0: np.ndarray, nu: float = 0.1, t_end: float = 1.0, dt: float = 1e-3,
-                   batch: int = 64) -> np.ndarray:
+def burgers_etdrk4(
+    u0: np.ndarray, nu: float = 0.1, t_end: float = 1.0, dt: float = 1e-3, batch: int = 64
+) -> np.ndarray:
     """Solve u_t + (u^2/2)_x = nu u_xx on the periodic unit interval from ``u0`` ``[num, n]`` (values
     at x_j = j / n) to ``t_end``; returns ``[num, n]``. Pseudo-spectral + ETDRK4 (module docstring)."""
     u0 = np.asarray(u0, dtype=np.float64)
@@ -124,18 +127,18 @@ def burgers_etdrk4(u0: np.ndarray, nu: float = 0.1, t_end: float = 1.0, dt: floa
     if nu <= 0 or dt <= 0 or t_end < 0:
         raise ValueError(f"burgers_etdrk4: need nu > 0, dt > 0, t_end >= 0; got nu={nu}, dt={dt}, t_end={t_end}")
     n = u0.shape[1]
-    k = np.arange(n // 2 + 1)                                                # rfft wavenumbers
+    k = np.arange(n // 2 + 1)  # rfft wavenumbers
     L = -nu * (2 * np.pi * k) ** 2
-    g = -0.5j * (2 * np.pi * k) * (k < n / 3)                                # -(1/2) d/dx, 2/3-rule dealiasing
+    g = -0.5j * (2 * np.pi * k) * (k < n / 3)  # -(1/2) d/dx, 2/3-rule dealiasing
     steps = max(1, int(round(t_end / dt)))
     E, E2, Q, f1, f2, f3 = _etdrk4_coefficients(L, t_end / steps)
 
-    def nonlin(v):                                                           # v: [b, n/2+1] -> N(v)
+    def nonlin(v):  # v: [b, n/2+1] -> N(v)
         return g * np.fft.rfft(np.fft.irfft(v, n=n, axis=-1) ** 2, axis=-1)
 
     out = np.empty_like(u0)
     for i in range(0, u0.shape[0], batch):
-        v = np.fft.rfft(u0[i: i + batch], axis=-1)                           # [b, n/2+1]
+        v = np.fft.rfft(u0[i : i + batch], axis=-1)  # [b, n/2+1]
         for _ in range(steps):
             Nv = nonlin(v)
             a = E2 * v + Q * Nv
@@ -145,7 +148,7 @@ def burgers_etdrk4(u0: np.ndarray, nu: float = 0.1, t_end: float = 1.0, dt: floa
             c = E2 * a + Q * (2 * Nb - Nv)
             Nc = nonlin(c)
             v = E * v + Nv * f1 + 2 * (Na + Nb) * f2 + Nc * f3
-        out[i: i + batch] = np.fft.irfft(v, n=n, axis=-1)
+        out[i : i + batch] = np.fft.irfft(v, n=n, axis=-1)
     return out
 
 
@@ -154,7 +157,7 @@ def burgers_cole_hopf(x: np.ndarray, t: float, nu: float = 0.1, c: float = 2.0, 
     solution phi = c + e^{-nu (2 pi k)^2 t} cos(2 pi k x) (c > 1):
     u = 2 nu (2 pi k) e^{-nu (2 pi k)^2 t} sin(2 pi k x) / (c + e^{-nu (2 pi k)^2 t} cos(2 pi k x))."""
     w = 2 * np.pi * k
-    e = np.exp(-nu * w ** 2 * t)
+    e = np.exp(-nu * w**2 * t)
     return 2 * nu * w * e * np.sin(w * x) / (c + e * np.cos(w * x))
 
 
@@ -165,24 +168,30 @@ def _dst1(x: np.ndarray, axis: int) -> np.ndarray:
     x = np.moveaxis(x, axis, -1)
     n = x.shape[-1]
     zeros = np.zeros(x.shape[:-1] + (1,))
-    ext = np.concatenate([zeros, x, zeros, -x[..., ::-1]], axis=-1)          # [..., 2(n+1)]
-    y = -np.fft.rfft(ext, axis=-1).imag[..., 1: n + 1] / 2
+    ext = np.concatenate([zeros, x, zeros, -x[..., ::-1]], axis=-1)  # [..., 2(n+1)]
+    y = -np.fft.rfft(ext, axis=-1).imag[..., 1 : n + 1] / 2
     return np.moveaxis(y, -1, axis)
 
 
 def darcy_operator(a: np.ndarray, u: np.ndarray, h: float) -> np.ndarray:
     """Apply the 5-point operator -div(a grad .) to interior values ``u`` ``[b, n, n]`` (zero on the
     boundary) with node coefficients ``a`` ``[b, n+2, n+2]``; faces get the mean of their two nodes."""
-    up = np.pad(u, ((0, 0), (1, 1), (1, 1)))                                 # [b, n+2, n+2] with the zero boundary
-    ax = 0.5 * (a[:, 1:, 1:-1] + a[:, :-1, 1:-1])                            # faces between rows i, i+1: [b, n+1, n]
-    ay = 0.5 * (a[:, 1:-1, 1:] + a[:, 1:-1, :-1])                            # faces between cols j, j+1: [b, n, n+1]
-    fx = ax * (up[:, 1:, 1:-1] - up[:, :-1, 1:-1])                           # a du/dx * h on the faces
+    up = np.pad(u, ((0, 0), (1, 1), (1, 1)))  # [b, n+2, n+2] with the zero boundary
+    ax = 0.5 * (a[:, 1:, 1:-1] + a[:, :-1, 1:-1])  # faces between rows i, i+1: [b, n+1, n]
+    ay = 0.5 * (a[:, 1:-1, 1:] + a[:, 1:-1, :-1])  # faces between cols j, j+1: [b, n, n+1]
+    fx = ax * (up[:, 1:, 1:-1] - up[:, :-1, 1:-1])  # a du/dx * h on the faces
     fy = ay * (up[:, 1:-1, 1:] - up[:, 1:-1, :-1])
-    return -((fx[:, 1:] - fx[:, :-1]) + (fy[:, :, 1:] - fy[:, :, :-1])) / h ** 2
+    return -((fx[:, 1:] - fx[:, :-1]) + (fy[:, :, 1:] - fy[:, :, :-1])) / h**2
 
 
-def darcy_solve(a: np.ndarray, f: float | np.ndarray = 1.0, tol: float = 1e-10, max_iter: int = 500,
-                batch: int = 16, return_iters: bool = False):
+def darcy_solve(
+    a: np.ndarray,
+    f: float | np.ndarray = 1.0,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+    batch: int = 16,
+    return_iters: bool = False,
+):
     """Solve -div(a grad u) = f, u = 0 on the boundary, for node coefficients ``a`` ``[num, s, s]`` on the
     s x s grid of [0,1]^2; returns u ``[num, s, s]`` (zeros on the boundary). ``f`` is a scalar or an
     ``[num, s, s]`` array (its interior values are used). PCG with a fast-Poisson preconditioner, stopped
@@ -195,35 +204,38 @@ def darcy_solve(a: np.ndarray, f: float | np.ndarray = 1.0, tol: float = 1e-10, 
     num, s = a.shape[0], a.shape[1]
     n, h = s - 2, 1.0 / (s - 1)
     p = np.arange(1, n + 1)
-    lam1 = (4 / h ** 2) * np.sin(np.pi * p / (2 * (n + 1))) ** 2
+    lam1 = (4 / h**2) * np.sin(np.pi * p / (2 * (n + 1))) ** 2
     out = np.zeros_like(a)
     iters = []
     for i0 in range(0, num, batch):
-        ab = a[i0: i0 + batch]
+        ab = a[i0 : i0 + batch]
         b = ab.shape[0]
-        c = np.exp(np.log(ab).mean(axis=(1, 2)))[:, None, None]               # preconditioner's constant coefficient
-        lam = c * (lam1[:, None] + lam1[None, :])[None]                      # [b, n, n]
-        scale = (2.0 / (n + 1)) ** 2                                         # DST-I is its own inverse up to this
+        c = np.exp(np.log(ab).mean(axis=(1, 2)))[:, None, None]  # preconditioner's constant coefficient
+        lam = c * (lam1[:, None] + lam1[None, :])[None]  # [b, n, n]
+        scale = (2.0 / (n + 1)) ** 2  # DST-I is its own inverse up to this
 
         def precond(r):
             return scale * _dst1(_dst1(_dst1(_dst1(r, 1), 2) / lam, 1), 2)
 
-        rhs = (np.broadcast_to(np.asarray(f, dtype=np.float64), (num, s, s))[i0: i0 + b, 1:-1, 1:-1]
-               if np.ndim(f) else np.full((b, n, n), float(f)))
+        rhs = (
+            np.broadcast_to(np.asarray(f, dtype=np.float64), (num, s, s))[i0 : i0 + b, 1:-1, 1:-1]
+            if np.ndim(f)
+            else np.full((b, n, n), float(f))
+        )
         x = np.zeros((b, n, n))
         r = rhs.copy()
         z = precond(r)
         d = z.copy()
         rz = np.sum(r * z, axis=(1, 2))
-        norm_f = np.sqrt(np.sum(rhs ** 2, axis=(1, 2)))
-        active = np.ones(b, dtype=bool)                                     # samples still iterating
+        norm_f = np.sqrt(np.sum(rhs**2, axis=(1, 2)))
+        active = np.ones(b, dtype=bool)  # samples still iterating
         for it in range(1, max_iter + 1):
             Ad = darcy_operator(ab, d, h)
             dAd = np.sum(d * Ad, axis=(1, 2))
-            alpha = np.where(active, rz / np.where(active, dAd, 1.0), 0.0)   # converged samples stay put
+            alpha = np.where(active, rz / np.where(active, dAd, 1.0), 0.0)  # converged samples stay put
             x += alpha[:, None, None] * d
             r -= alpha[:, None, None] * Ad
-            res = np.sqrt(np.sum(r ** 2, axis=(1, 2))) / np.maximum(norm_f, 1e-300)
+            res = np.sqrt(np.sum(r**2, axis=(1, 2))) / np.maximum(norm_f, 1e-300)
             active &= res >= tol
             if not active.any():
                 break
@@ -232,8 +244,10 @@ def darcy_solve(a: np.ndarray, f: float | np.ndarray = 1.0, tol: float = 1e-10, 
             d = z + np.where(active, rz_new / np.where(active, rz, 1.0), 0.0)[:, None, None] * d
             rz = rz_new
         else:
-            raise RuntimeError(f"darcy_solve: PCG did not reach tol {tol} in {max_iter} iterations "
-                               f"(worst relative residual {res.max():.2e})")
+            raise RuntimeError(
+                f"darcy_solve: PCG did not reach tol {tol} in {max_iter} iterations "
+                f"(worst relative residual {res.max():.2e})"
+            )
         iters.append(it)
-        out[i0: i0 + b, 1:-1, 1:-1] = x
+        out[i0 : i0 + b, 1:-1, 1:-1] = x
     return (out, iters) if return_iters else out

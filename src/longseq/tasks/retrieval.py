@@ -51,7 +51,7 @@ PRESETS = {
 }
 MODEL_DEFAULTS = {
     "quick": dict(d_model=64, n_layers=1, num_heads=2, pooling="mean"),
-    "lra": dict(d_model=128, n_layers=4, num_heads=4, pooling="mean"),   # S4 uses 6 x 256, BN
+    "lra": dict(d_model=128, n_layers=4, num_heads=4, pooling="mean"),  # S4 uses 6 x 256, BN
 }
 TRAIN_DEFAULTS = {
     "quick": dict(steps=600, batch_size=32, lr=3e-3, warmup=50, weight_decay=0.05),
@@ -77,10 +77,13 @@ class PairSplit(Split):
 
     def batch(self, index) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-        ids = self.pairs[index].long()                                   # [B, 2]
-        inputs = self.chunks[ids.reshape(-1)].reshape(*ids.shape, -1).long()   # [B, 2, L]
-        return {"inputs": inputs, "targets": self.labels[index].long(),
-                "mask": torch.ones(inputs.shape, dtype=torch.bool)}
+        ids = self.pairs[index].long()  # [B, 2]
+        inputs = self.chunks[ids.reshape(-1)].reshape(*ids.shape, -1).long()  # [B, 2, L]
+        return {
+            "inputs": inputs,
+            "targets": self.labels[index].long(),
+            "mask": torch.ones(inputs.shape, dtype=torch.bool),
+        }
 
     def fingerprint(self, n: int = 16) -> str:
         b = self.batch(torch.arange(min(n, len(self))))
@@ -91,15 +94,15 @@ class PairSplit(Split):
 
 
 def file_chunks(data: bytes, seq_len: int) -> list[bytes]:
-    return [data[i:i + seq_len] for i in range(0, len(data) - seq_len + 1, seq_len)]
+    return [data[i : i + seq_len] for i in range(0, len(data) - seq_len + 1, seq_len)]
 
 
 def sample_pairs(rng: np.random.Generator, file_of: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` pairs (half same-file) over chunk ids ``0..len(file_of)-1``; ``file_of`` sorted by file.
     Returns ``(pairs [n, 2] int64, labels [n] int64)``."""
     C = len(file_of)
-    first = np.searchsorted(file_of, file_of, side="left")               # first chunk of each chunk's file
-    count = np.searchsorted(file_of, file_of, side="right") - first      # chunks in that file (>= 2)
+    first = np.searchsorted(file_of, file_of, side="left")  # first chunk of each chunk's file
+    count = np.searchsorted(file_of, file_of, side="right") - first  # chunks in that file (>= 2)
     n_pos = n // 2
     a = rng.integers(0, C, size=n)
     b = np.empty(n, dtype=np.int64)
@@ -131,8 +134,10 @@ def retrieval_arrays(root, files: list[str], seq_len: int, sizes: dict[str, int]
                 chunks += cs
                 file_of += [fid] * len(cs)
         if len(set(file_of)) < 2:
-            raise ValueError(f"retrieval: the {split} split has fewer than 2 files with >= 2 chunks of "
-                             f"{seq_len} bytes; use a smaller seq_len or a larger root")
+            raise ValueError(
+                f"retrieval: the {split} split has fewer than 2 files with >= 2 chunks of "
+                f"{seq_len} bytes; use a smaller seq_len or a larger root"
+            )
         offset = len(chunks) - len(file_of)
         pairs, labels = sample_pairs(rng, np.asarray(file_of), sizes[split])
         out[f"{split}_pairs"] = (pairs + offset).astype(np.int32)
@@ -155,18 +160,44 @@ def build_retrieval(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     files = stdlib_files(root, bool(cfg["include_tests"]))
     fp = corpus_fingerprint(root, files)
     key = dict(cfg, root=str(root.resolve()), corpus=fp)
-    arrays = cached("retrieval", preset, seed, key, lambda: retrieval_arrays(root, files, L, sizes, seed),
-                    source=source_fingerprint(__file__))
+    arrays = cached(
+        "retrieval",
+        preset,
+        seed,
+        key,
+        lambda: retrieval_arrays(root, files, L, sizes, seed),
+        source=source_fingerprint(__file__),
+    )
     chunks = torch.from_numpy(arrays["chunks"])
-    splits = {s: PairSplit(chunks, torch.from_numpy(arrays[f"{s}_pairs"]), torch.from_numpy(arrays[f"{s}_labels"]))
-              for s in SPLITS}
-    extra = {"pair": True, "config": cfg, "corpus_fingerprint": fp, "root": str(root),
-             "files": {s: int(arrays[f"{s}_files"][0]) for s in SPLITS},
-             "chunks": {s: int(arrays[f"{s}_files"][1]) for s in SPLITS},
-             "positive_fraction": {s: float(arrays[f"{s}_labels"].mean()) for s in SPLITS}}
-    meta = TaskMeta("retrieval", "classification", 256, L, num_classes=2, preset=preset, seed=seed,
-                    description="do two byte chunks come from the same CPython stdlib module? (two-tower)",
-                    extra=extra)
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(MODEL_DEFAULTS.get(preset, MODEL_DEFAULTS["lra"])),
-                dict(TRAIN_DEFAULTS.get(preset, TRAIN_DEFAULTS["lra"])))
+    splits = {
+        s: PairSplit(chunks, torch.from_numpy(arrays[f"{s}_pairs"]), torch.from_numpy(arrays[f"{s}_labels"]))
+        for s in SPLITS
+    }
+    extra = {
+        "pair": True,
+        "config": cfg,
+        "corpus_fingerprint": fp,
+        "root": str(root),
+        "files": {s: int(arrays[f"{s}_files"][0]) for s in SPLITS},
+        "chunks": {s: int(arrays[f"{s}_files"][1]) for s in SPLITS},
+        "positive_fraction": {s: float(arrays[f"{s}_labels"].mean()) for s in SPLITS},
+    }
+    meta = TaskMeta(
+        "retrieval",
+        "classification",
+        256,
+        L,
+        num_classes=2,
+        preset=preset,
+        seed=seed,
+        description="do two byte chunks come from the same CPython stdlib module? (two-tower)",
+        extra=extra,
+    )
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(MODEL_DEFAULTS.get(preset, MODEL_DEFAULTS["lra"])),
+        dict(TRAIN_DEFAULTS.get(preset, TRAIN_DEFAULTS["lra"])),
+    )

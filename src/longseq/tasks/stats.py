@@ -28,8 +28,9 @@ def _lengths(split: Split) -> np.ndarray:
     if lengths is not None:
         return np.asarray(lengths, dtype=np.int64)
     if split.mask is not None:
-        return np.concatenate([split.mask[i:i + CHUNK].sum(1).numpy() for i in range(0, len(split), CHUNK)]
-                              or [np.zeros(0, np.int64)])
+        return np.concatenate(
+            [split.mask[i : i + CHUNK].sum(1).numpy() for i in range(0, len(split), CHUNK)] or [np.zeros(0, np.int64)]
+        )
     return np.full(len(split), split.inputs.shape[1], dtype=np.int64)
 
 
@@ -51,7 +52,7 @@ def split_stats(split: Split, kind: str, num_classes: int | None) -> dict:
         out["class_fractions"] = (counts / max(1, len(y))).round(4).tolist()
         out["majority_baseline"] = float(counts.max() / len(y)) if len(y) else None
     else:
-        per = [(split.targets[i:i + CHUNK] != IGNORE).sum(1).numpy() for i in range(0, len(split), CHUNK)]
+        per = [(split.targets[i : i + CHUNK] != IGNORE).sum(1).numpy() for i in range(0, len(split), CHUNK)]
         out["targets_per_example"] = _summary(np.concatenate(per) if per else np.zeros(0), median=False)
     return out
 
@@ -61,8 +62,16 @@ def stats(task: Task) -> dict:
     m = task.meta
     with torch.no_grad():
         splits = {name: split_stats(s, m.kind, m.num_classes) for name, s in task.splits().items()}
-    out = {"task": m.name, "kind": m.kind, "preset": m.preset, "seed": m.seed, "vocab_size": m.vocab_size,
-           "seq_len": m.seq_len, "num_classes": m.num_classes, "splits": splits}
-    if m.kind == "parsing":     # unlabeled sentence F1 of reference parsers (oracle, branching baselines)
+    out = {
+        "task": m.name,
+        "kind": m.kind,
+        "preset": m.preset,
+        "seed": m.seed,
+        "vocab_size": m.vocab_size,
+        "seq_len": m.seq_len,
+        "num_classes": m.num_classes,
+        "splits": splits,
+    }
+    if m.kind == "parsing":  # unlabeled sentence F1 of reference parsers (oracle, branching baselines)
         out["baselines"] = m.extra.get("baselines", {})
     return out

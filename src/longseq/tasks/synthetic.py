@@ -61,13 +61,13 @@ PRESETS = {
 }
 MODEL_DEFAULTS = {
     "quick": dict(d_model=64, n_layers=2, num_heads=2),
-    "lra": dict(d_model=32, n_layers=2, num_heads=1),         # H3's lm_simple size
+    "lra": dict(d_model=32, n_layers=2, num_heads=1),  # H3's lm_simple size
     "long": dict(d_model=128, n_layers=2, num_heads=2),
     "long16k": dict(d_model=128, n_layers=2, num_heads=2),
 }
 TRAIN_DEFAULTS = {
     "quick": dict(steps=2_000, batch_size=32, lr=2e-3, warmup=100, weight_decay=0.1),
-    "lra": dict(steps=62_500, batch_size=32, lr=5e-4, warmup=1_000, weight_decay=0.1),   # 400 epochs of 5,000
+    "lra": dict(steps=62_500, batch_size=32, lr=5e-4, warmup=1_000, weight_decay=0.1),  # 400 epochs of 5,000
     "long": dict(steps=10_000, batch_size=16, lr=1e-3, warmup=500, weight_decay=0.1),
     "long16k": dict(steps=10_000, batch_size=4, lr=1e-3, warmup=500, weight_decay=0.1),
 }
@@ -81,7 +81,7 @@ def induction_head(rng, n: int, vocab_size: int, seq_len: int):
     """``(inputs [n, seq_len + 1], answers [n])``; the answer is due at the last position."""
     trig = vocab_size - 2
     seq = rng.integers(0, vocab_size - 2, size=(n, seq_len + 1))
-    pos = rng.integers(0, seq_len - 1, size=n)            # trigger at pos, answer at pos + 1 < seq_len
+    pos = rng.integers(0, seq_len - 1, size=n)  # trigger at pos, answer at pos + 1 < seq_len
     rows = np.arange(n)
     seq[rows, pos] = trig
     seq[:, -1] = trig
@@ -92,13 +92,13 @@ def assoc_recall(rng, n: int, vocab_size: int, seq_len: int):
     """``(inputs [n, seq_len], answers [n])``: ``k v`` pairs, then ``=> q``."""
     K = (vocab_size - 2) // 2
     n_pairs = seq_len // 2 - 1
-    values = K + rng.integers(0, K, size=(n, K))          # each sequence's key -> value map
+    values = K + rng.integers(0, K, size=(n, K))  # each sequence's key -> value map
     keys = rng.integers(0, K, size=(n, n_pairs))
     rows = np.arange(n)[:, None]
     seq = np.zeros((n, seq_len), dtype=np.int64)
-    seq[:, 0:2 * n_pairs:2] = keys
-    seq[:, 1:2 * n_pairs:2] = values[rows, keys]
-    query = keys[np.arange(n), rng.integers(0, n_pairs, size=n)]   # a key present in the context
+    seq[:, 0 : 2 * n_pairs : 2] = keys
+    seq[:, 1 : 2 * n_pairs : 2] = values[rows, keys]
+    query = keys[np.arange(n), rng.integers(0, n_pairs, size=n)]  # a key present in the context
     seq[:, -2] = vocab_size - 2
     seq[:, -1] = query
     return seq, values[np.arange(n), query]
@@ -107,7 +107,7 @@ def assoc_recall(rng, n: int, vocab_size: int, seq_len: int):
 def selective_copy(rng, n: int, vocab_size: int, seq_len: int, n_copy: int):
     """``(inputs [n, seq_len + n_copy], data tokens [n, n_copy])``."""
     seq = np.zeros((n, seq_len + n_copy), dtype=np.int64)
-    pos = np.sort(np.argsort(rng.random((n, seq_len)), axis=1)[:, :n_copy], axis=1)   # distinct positions
+    pos = np.sort(np.argsort(rng.random((n, seq_len)), axis=1)[:, :n_copy], axis=1)  # distinct positions
     data = rng.integers(1, vocab_size - 1, size=(n, n_copy))
     np.put_along_axis(seq, pos, data, axis=1)
     seq[:, seq_len:] = vocab_size - 1
@@ -131,7 +131,7 @@ def _split(seq: np.ndarray, answers: np.ndarray) -> Split:
     """Inputs as given; targets IGNORE except the last ``answers.shape[1]`` positions."""
     answers = answers.reshape(len(seq), -1)
     targets = np.full(seq.shape, IGNORE, dtype=np.int64)
-    targets[:, seq.shape[1] - answers.shape[1]:] = answers
+    targets[:, seq.shape[1] - answers.shape[1] :] = answers
     return Split(torch.from_numpy(np.ascontiguousarray(seq)), torch.from_numpy(targets))
 
 
@@ -148,14 +148,29 @@ def _build(name: str, preset: str, seed: int, overrides: dict) -> Task:
             seq, ans = globals()[name](rng, n, cfg["vocab_size"], cfg["seq_len"])
         splits[split] = _split(seq, ans)
     L = splits["train"].inputs.shape[1]
-    meta = TaskMeta(name, "lm", cfg["vocab_size"], L, preset=preset, seed=seed,
-                    description={"induction_head": "induction head (H3): recall the token after the trigger",
-                                 "assoc_recall": "associative recall (H3): the value of the queried key",
-                                 "selective_copy": "selective copying (Mamba): copy the data tokens in order"}[name],
-                    extra={"config": cfg})
+    meta = TaskMeta(
+        name,
+        "lm",
+        cfg["vocab_size"],
+        L,
+        preset=preset,
+        seed=seed,
+        description={
+            "induction_head": "induction head (H3): recall the token after the trigger",
+            "assoc_recall": "associative recall (H3): the value of the queried key",
+            "selective_copy": "selective copying (Mamba): copy the data tokens in order",
+        }[name],
+        extra={"config": cfg},
+    )
     key = preset if preset in MODEL_DEFAULTS else "quick"
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(MODEL_DEFAULTS[key]), dict(TRAIN_DEFAULTS[key]))
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(MODEL_DEFAULTS[key]),
+        dict(TRAIN_DEFAULTS[key]),
+    )
 
 
 @register_task("induction_head")

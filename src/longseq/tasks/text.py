@@ -59,10 +59,12 @@ DEBIAN_PACKAGE = "bible-kjv"
 EXPORT_RANGE = "gen1:1-rev22:21"
 
 # Book abbreviations as the Debian `bible` program prints them, in canonical order.
-BOOKS = ("Ge Exo Lev Num Deu Josh Jdgs Ruth 1Sm 2Sm 1Ki 2Ki 1Chr 2Chr Ezra Neh Est Job Psa Prv Eccl SSol "
-         "Isa Jer Lam Eze Dan Hos Joel Amos Obad Jonah Mic Nahum Hab Zep Hag Zec Mal "
-         "Mat Mark Luke John Acts Rom 1Cor 2Cor Gal Eph Phi Col 1Th 2Th 1Tim 2Tim Titus Phmn Heb Jas "
-         "1Pet 2Pet 1Jn 2Jn 3Jn Jude Rev").split()
+BOOKS = (
+    "Ge Exo Lev Num Deu Josh Jdgs Ruth 1Sm 2Sm 1Ki 2Ki 1Chr 2Chr Ezra Neh Est Job Psa Prv Eccl SSol "
+    "Isa Jer Lam Eze Dan Hos Joel Amos Obad Jonah Mic Nahum Hab Zep Hag Zec Mal "
+    "Mat Mark Luke John Acts Rom 1Cor 2Cor Gal Eph Phi Col 1Th 2Th 1Tim 2Tim Titus Phmn Heb Jas "
+    "1Pet 2Pet 1Jn 2Jn 3Jn Jude Rev"
+).split()
 GROUPS = ("Law", "History", "Wisdom", "Prophets", "Gospels+Acts", "Epistles", "Revelation")
 # first book index of each group (Law starts at Genesis = 0)
 _GROUP_STARTS = (0, 5, 17, 22, 39, 44, 65)
@@ -78,7 +80,7 @@ PRESETS = {
 }
 MODEL_DEFAULTS = {
     "quick": dict(d_model=64, n_layers=2, num_heads=2, pooling="mean"),
-    "lra": dict(d_model=64, n_layers=4, num_heads=4, pooling="mean"),      # S4 Text: 4 x 64
+    "lra": dict(d_model=64, n_layers=4, num_heads=4, pooling="mean"),  # S4 Text: 4 x 64
     "lra_group": dict(d_model=64, n_layers=4, num_heads=4, pooling="mean"),
 }
 TRAIN_DEFAULTS = {
@@ -104,7 +106,8 @@ def export_kjv(source: str | os.PathLike | None = None) -> bytes:
         raise FileNotFoundError(
             f"text needs the King James Bible from the Debian package {DEBIAN_PACKAGE!r} (its `bible` program "
             f"is not on PATH): apt-get install -y {DEBIAN_PACKAGE} (or scripts/install_data.sh), or set "
-            f"source=FILE to the output of `bible -f {EXPORT_RANGE}`")
+            f"source=FILE to the output of `bible -f {EXPORT_RANGE}`"
+        )
     out = subprocess.run([exe, "-f", EXPORT_RANGE], capture_output=True, check=True, stdin=subprocess.DEVNULL)
     return out.stdout
 
@@ -118,8 +121,10 @@ def parse_chapters(export: bytes) -> list[tuple[int, int, bytes]]:
             continue
         m = _VERSE.match(line)
         if m is None or m.group(1) not in index:
-            raise ValueError(f"text: line {n} of the export is not '<Book><chapter>:<verse> <text>' "
-                             f"with a known book abbreviation: {line[:60]!r}")
+            raise ValueError(
+                f"text: line {n} of the export is not '<Book><chapter>:<verse> <text>' "
+                f"with a known book abbreviation: {line[:60]!r}"
+            )
         chapters.setdefault((index[m.group(1)], int(m.group(2))), []).append(m.group(4).encode("latin-1"))
     if not chapters:
         raise ValueError("text: the export holds no verses")
@@ -136,8 +141,8 @@ def _stratified_split(rng, labels: np.ndarray, frac=(0.8, 0.1, 0.1)) -> dict[str
         n_val = max(int(round(n * frac[1])), 1 if n >= 3 else 0)
         n_test = max(int(round(n * frac[2])), 1 if n >= 3 else 0)
         out["validation"].append(idx[:n_val])
-        out["test"].append(idx[n_val:n_val + n_test])
-        out["train"].append(idx[n_val + n_test:])
+        out["test"].append(idx[n_val : n_val + n_test])
+        out["train"].append(idx[n_val + n_test :])
     return {k: np.sort(np.concatenate(v)) for k, v in out.items()}
 
 
@@ -147,7 +152,7 @@ def _documents(texts: list[bytes], labels: np.ndarray, seq_len: int, window: boo
         if not window:
             pieces = [t[:seq_len]]
         else:
-            pieces = [t[i:i + seq_len] for i in range(0, len(t), seq_len)]
+            pieces = [t[i : i + seq_len] for i in range(0, len(t), seq_len)]
             pieces = pieces[:1] + [p for p in pieces[1:] if len(p) >= seq_len // 4]
         docs += pieces
         ys += [y] * len(pieces)
@@ -199,7 +204,7 @@ def text_arrays(export: bytes, cfg: dict, seed: int) -> dict[str, np.ndarray]:
             docs, ys = [docs[i] for i in keep], ys[keep]
         x = np.zeros((len(docs), L), dtype=np.uint8)
         for i, d in enumerate(docs):
-            x[i, :len(d)] = np.frombuffer(d, dtype=np.uint8)
+            x[i, : len(d)] = np.frombuffer(d, dtype=np.uint8)
         out[f"{split}_inputs"] = x
         out[f"{split}_targets"] = ys
         out[f"{split}_lengths"] = np.asarray([len(d) for d in docs], dtype=np.int32)
@@ -220,19 +225,40 @@ def build_text(preset: str = "quick", seed: int = 0, **overrides) -> Task:
     export = export_kjv(cfg["source"])
     data_fp = hashlib.sha256(export).hexdigest()
     key = dict(cfg, source=data_fp)
-    arrays = cached("text", preset, seed, key, lambda: text_arrays(export, cfg, seed),
-                    source=source_fingerprint(__file__) + data_fp)
+    arrays = cached(
+        "text", preset, seed, key, lambda: text_arrays(export, cfg, seed), source=source_fingerprint(__file__) + data_fp
+    )
     splits = {s: CompactSplit.from_arrays(arrays, s) for s in ("train", "validation", "test")}
     names = TESTAMENTS if cfg["label"] == "testament" else GROUPS
     k = len(names)
     counts = {s: np.bincount(np.asarray(arrays[f"{s}_targets"]), minlength=k).tolist() for s in splits}
     chapter_labels = np.asarray(arrays["chapter_labels"])
-    extra = {"config": cfg, "source_fingerprint": data_fp, "classes": list(names), "class_counts": counts,
-             "chapter_counts": {s: np.bincount(chapter_labels[np.asarray(arrays[f"{s}_chapters"])],
-                                               minlength=k).tolist() for s in splits},
-             "majority_baseline": {s: max(c) / sum(c) for s, c in counts.items()}}
-    meta = TaskMeta("text", "classification", 256, int(cfg["seq_len"]), num_classes=k, preset=preset, seed=seed,
-                    description=f"KJV chapter -> {cfg['label']} from bytes", extra=extra)
-    return Task(meta, splits["train"], splits["validation"], splits["test"],
-                dict(MODEL_DEFAULTS.get(preset, MODEL_DEFAULTS["lra"])),
-                dict(TRAIN_DEFAULTS.get(preset, TRAIN_DEFAULTS["lra"])))
+    extra = {
+        "config": cfg,
+        "source_fingerprint": data_fp,
+        "classes": list(names),
+        "class_counts": counts,
+        "chapter_counts": {
+            s: np.bincount(chapter_labels[np.asarray(arrays[f"{s}_chapters"])], minlength=k).tolist() for s in splits
+        },
+        "majority_baseline": {s: max(c) / sum(c) for s, c in counts.items()},
+    }
+    meta = TaskMeta(
+        "text",
+        "classification",
+        256,
+        int(cfg["seq_len"]),
+        num_classes=k,
+        preset=preset,
+        seed=seed,
+        description=f"KJV chapter -> {cfg['label']} from bytes",
+        extra=extra,
+    )
+    return Task(
+        meta,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        dict(MODEL_DEFAULTS.get(preset, MODEL_DEFAULTS["lra"])),
+        dict(TRAIN_DEFAULTS.get(preset, TRAIN_DEFAULTS["lra"])),
+    )

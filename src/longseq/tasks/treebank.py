@@ -53,11 +53,43 @@ PAD = 0
 
 LEXICON: dict[str, list[str]] = {
     "Det": ["the", "a", "every", "some", "this"],
-    "N": ["dog", "cat", "man", "woman", "child", "teacher", "book", "house", "garden", "river",
-          "city", "car", "letter", "song", "friend", "doctor", "bird", "table", "window", "story"],
+    "N": [
+        "dog",
+        "cat",
+        "man",
+        "woman",
+        "child",
+        "teacher",
+        "book",
+        "house",
+        "garden",
+        "river",
+        "city",
+        "car",
+        "letter",
+        "song",
+        "friend",
+        "doctor",
+        "bird",
+        "table",
+        "window",
+        "story",
+    ],
     "Adj": ["old", "small", "happy", "red", "quiet", "tall", "young", "strange", "bright", "lazy"],
-    "Vt": ["saw", "liked", "found", "chased", "visited", "wrote", "read", "helped", "met", "watched",
-           "carried", "followed"],
+    "Vt": [
+        "saw",
+        "liked",
+        "found",
+        "chased",
+        "visited",
+        "wrote",
+        "read",
+        "helped",
+        "met",
+        "watched",
+        "carried",
+        "followed",
+    ],
     "Vi": ["slept", "laughed", "arrived", "left", "sang", "smiled", "waited", "ran", "danced", "fell"],
     "Vs": ["thinks", "says", "knows", "believes", "hopes"],
     "P": ["in", "on", "near", "with", "under", "behind", "from", "about"],
@@ -73,32 +105,51 @@ LEXICON: dict[str, list[str]] = {
 # kind says how blocks combine: "cc" A(xy) <- B(x) C(y); "fill" A(xyz) <- D(x,z) C(y);
 # "split" D(x, y) <- B(x) C(y).
 PCFG_RULES = [
-    ("S", "NP", "VP", 0.85, "cc"), ("S", "NP", "Vi", 0.15, "cc"),
-    ("NP", "Det", "N", 0.55, "cc"), ("NP", "Det", "Nbar", 0.15, "cc"),
-    ("NP", "NP", "PP", 0.15, "cc"), ("NP", "NP", "RC", 0.15, "cc"),
-    ("Nbar", "Adj", "N", 0.8, "cc"), ("Nbar", "Adj", "Nbar", 0.2, "cc"),
-    ("VP", "Vt", "NP", 0.5, "cc"), ("VP", "Vi", "Adv", 0.15, "cc"), ("VP", "Vi", "PP", 0.1, "cc"),
-    ("VP", "VP", "PP", 0.15, "cc"), ("VP", "Vs", "SBAR", 0.1, "cc"),
+    ("S", "NP", "VP", 0.85, "cc"),
+    ("S", "NP", "Vi", 0.15, "cc"),
+    ("NP", "Det", "N", 0.55, "cc"),
+    ("NP", "Det", "Nbar", 0.15, "cc"),
+    ("NP", "NP", "PP", 0.15, "cc"),
+    ("NP", "NP", "RC", 0.15, "cc"),
+    ("Nbar", "Adj", "N", 0.8, "cc"),
+    ("Nbar", "Adj", "Nbar", 0.2, "cc"),
+    ("VP", "Vt", "NP", 0.5, "cc"),
+    ("VP", "Vi", "Adv", 0.15, "cc"),
+    ("VP", "Vi", "PP", 0.1, "cc"),
+    ("VP", "VP", "PP", 0.15, "cc"),
+    ("VP", "Vs", "SBAR", 0.1, "cc"),
     ("PP", "P", "NP", 1.0, "cc"),
-    ("RC", "Rel", "VP", 0.8, "cc"), ("RC", "Rel", "Vi", 0.2, "cc"),
+    ("RC", "Rel", "VP", 0.8, "cc"),
+    ("RC", "Rel", "Vi", 0.2, "cc"),
     ("SBAR", "Comp", "S", 1.0, "cc"),
 ]
 LCFRS_RULES = [
-    ("S", "NP", "VP", 0.7, "cc"), ("S", "NP", "Vi", 0.1, "cc"), ("S", "d:NPX", "Vi", 0.1, "fill"),
+    ("S", "NP", "VP", 0.7, "cc"),
+    ("S", "NP", "Vi", 0.1, "cc"),
+    ("S", "d:NPX", "Vi", 0.1, "fill"),
     ("S", "d:NPX", "VP", 0.1, "fill"),
     ("d:NPX", "NP", "RC", 1.0, "split"),
-    ("NP", "Det", "N", 0.6, "cc"), ("NP", "Det", "Nbar", 0.15, "cc"),
-    ("NP", "NP", "PP", 0.15, "cc"), ("NP", "NP", "RC", 0.1, "cc"),
-    ("Nbar", "Adj", "N", 0.8, "cc"), ("Nbar", "Adj", "Nbar", 0.2, "cc"),
-    ("VP", "Vt", "NP", 0.4, "cc"), ("VP", "Vi", "Adv", 0.1, "cc"), ("VP", "Vi", "PP", 0.1, "cc"),
-    ("VP", "VP", "PP", 0.1, "cc"), ("VP", "d:VPRT", "NP", 0.3, "fill"),
+    ("NP", "Det", "N", 0.6, "cc"),
+    ("NP", "Det", "Nbar", 0.15, "cc"),
+    ("NP", "NP", "PP", 0.15, "cc"),
+    ("NP", "NP", "RC", 0.1, "cc"),
+    ("Nbar", "Adj", "N", 0.8, "cc"),
+    ("Nbar", "Adj", "Nbar", 0.2, "cc"),
+    ("VP", "Vt", "NP", 0.4, "cc"),
+    ("VP", "Vi", "Adv", 0.1, "cc"),
+    ("VP", "Vi", "PP", 0.1, "cc"),
+    ("VP", "VP", "PP", 0.1, "cc"),
+    ("VP", "d:VPRT", "NP", 0.3, "fill"),
     ("d:VPRT", "Vp", "Prt", 1.0, "split"),
     ("PP", "P", "NP", 1.0, "cc"),
-    ("RC", "Rel", "VP", 0.6, "cc"), ("RC", "Rel", "Vi", 0.4, "cc"),
+    ("RC", "Rel", "VP", 0.6, "cc"),
+    ("RC", "Rel", "Vi", 0.4, "cc"),
 ]
 GRAMMARS = {"pcfg_synth": PCFG_RULES, "lcfrs_synth": LCFRS_RULES}
-PRETERMINALS = {"pcfg_synth": ["Det", "N", "Adj", "Vt", "Vi", "Vs", "P", "Rel", "Comp", "Adv"],
-                "lcfrs_synth": ["Det", "N", "Adj", "Vt", "Vi", "P", "Rel", "Adv", "Vp", "Prt"]}
+PRETERMINALS = {
+    "pcfg_synth": ["Det", "N", "Adj", "Vt", "Vi", "Vs", "P", "Rel", "Comp", "Adv"],
+    "lcfrs_synth": ["Det", "N", "Adj", "Vt", "Vi", "P", "Rel", "Adv", "Vp", "Prt"],
+}
 _TAGS = {"pcfg_synth": 0x70636667, "lcfrs_synth": 0x6C636672}
 
 PRESETS = {
@@ -146,7 +197,7 @@ def _sample(rng: random.Random, tables, max_length: int):
 
     def gen(sym):
         """Returns a list of blocks, each a list of leaf ids."""
-        if sym not in rule_cum:                        # preterminal: a Zipf-weighted word
+        if sym not in rule_cum:  # preterminal: a Zipf-weighted word
             if len(words) >= max_length:
                 raise _TooLong
             words.append(LEXICON[sym][pick(word_cum[sym])])
@@ -158,7 +209,7 @@ def _sample(rng: random.Random, tables, max_length: int):
             blocks = [a[0] + b[0]]
         elif kind == "split":
             blocks = [a[0], b[0]]
-        else:                                          # fill: D(x, z) + C(y) -> x y z
+        else:  # fill: D(x, z) + C(y) -> x y z
             blocks = [a[0] + b[0] + a[1]]
         cons.append(frozenset(x for blk in blocks for x in blk))
         return blocks
@@ -171,7 +222,7 @@ def _to_constituents(root: list[int], cons: list[frozenset]) -> list[T.Constitue
     """Leaf-id sets -> ``longseq.trees`` constituents over sentence positions, root first, words last."""
     pos = {leaf: i for i, leaf in enumerate(root)}
     out = []
-    for c in reversed(cons):                           # the root was appended last
+    for c in reversed(cons):  # the root was appended last
         p = sorted(pos[x] for x in c)
         blocks, start = [], p[0]
         for a, b in zip(p, p[1:]):
@@ -201,7 +252,7 @@ def generate(name: str, n: int, seed: int, min_length: int, max_length: int):
         if len(words) < min_length:
             continue
         sent = [words[x] for x in root]
-        ids[s, :len(sent)] = [vocab[w] for w in sent]
+        ids[s, : len(sent)] = [vocab[w] for w in sent]
         lengths[s] = len(sent)
         for c in _to_constituents(root, cons):
             (i, j), (k, l) = c[0], (c[1] if len(c) > 1 else (-1, -1))
@@ -230,9 +281,10 @@ class ParsingSplit(CompactSplit):
         idx = range(len(self)) if index is None else [int(i) for i in torch.as_tensor(index).reshape(-1)]
         out = []
         for s in idx:
-            rows = self._spans[self._start[s]:self._start[s + 1]]
-            out.append([((int(i), int(j)),) if k < 0 else ((int(i), int(j)), (int(k), int(l)))
-                        for _, i, j, k, l in rows])
+            rows = self._spans[self._start[s] : self._start[s + 1]]
+            out.append(
+                [((int(i), int(j)),) if k < 0 else ((int(i), int(j)), (int(k), int(l))) for _, i, j, k, l in rows]
+            )
         return out
 
 
@@ -268,7 +320,7 @@ def viterbi_cfg(ids: np.ndarray, n: int, tables) -> list[T.Constituent]:
         for i in range(n - w + 1):
             j = i + w
             ks = np.arange(i + 1, j)
-            cand = logp[None, :] + best[i, ks][:, Bc] + best[ks, j][:, Cc]     # [splits, rules]
+            cand = logp[None, :] + best[i, ks][:, Bc] + best[ks, j][:, Cc]  # [splits, rules]
             flat = cand.argmax(0)
             score = cand[flat, np.arange(len(logp))]
             for r in np.argsort(-score):
@@ -295,8 +347,10 @@ def viterbi_cfg(ids: np.ndarray, n: int, tables) -> list[T.Constituent]:
 def _baselines(name: str, split: ParsingSplit) -> dict:
     n = [int(x) for x in split.lengths]
     gold = split.trees()
-    out = {"right_branching": T.corpus_f1([T.right_branching(m) for m in n], gold, n)["sentence_f1"],
-           "left_branching": T.corpus_f1([T.left_branching(m) for m in n], gold, n)["sentence_f1"]}
+    out = {
+        "right_branching": T.corpus_f1([T.right_branching(m) for m in n], gold, n)["sentence_f1"],
+        "left_branching": T.corpus_f1([T.left_branching(m) for m in n], gold, n)["sentence_f1"],
+    }
     if name == "pcfg_synth":
         tables = _cfg_tables(name)
         ids = split.inputs.numpy()
@@ -315,8 +369,9 @@ def _build(name: str, presets: dict, preset: str, seed: int, cache, overrides) -
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"{name}: {key} must be a positive int, got {cfg[key]!r}")
     if not 2 <= cfg["min_length"] <= cfg["max_length"] <= 60:
-        raise ValueError(f"{name}: need 2 <= min_length <= max_length <= 60, got "
-                         f"{cfg['min_length']}, {cfg['max_length']}")
+        raise ValueError(
+            f"{name}: need 2 <= min_length <= max_length <= 60, got {cfg['min_length']}, {cfg['max_length']}"
+        )
     sizes = {"train": cfg["n_train"], "validation": cfg["n_val"], "test": cfg["n_test"]}
 
     def build_arrays():
@@ -324,8 +379,8 @@ def _build(name: str, presets: dict, preset: str, seed: int, cache, overrides) -
         out, start = {}, 0
         for split, m in sizes.items():
             sel = (spans[:, 0] >= start) & (spans[:, 0] < start + m)
-            out[f"{split}_inputs"] = ids[start:start + m]
-            out[f"{split}_lengths"] = lengths[start:start + m]
+            out[f"{split}_inputs"] = ids[start : start + m]
+            out[f"{split}_lengths"] = lengths[start : start + m]
             out[f"{split}_spans"] = spans[sel] - np.array([start, 0, 0, 0, 0], np.int32)
             start += m
         return out
@@ -341,12 +396,23 @@ def _build(name: str, presets: dict, preset: str, seed: int, cache, overrides) -
         splits[split] = ParsingSplit(inputs, targets, lengths, np.asarray(arrays[f"{split}_spans"]))
     vocab = vocabulary(name)
     baselines = {s: _baselines(name, splits[s]) for s in ("validation", "test")}
-    desc = ("sentences of a fixed English-like PCFG with gold binary trees (unsupervised parsing)"
-            if name == "pcfg_synth" else
-            "sentences of a fixed LCFRS-2 grammar (verb-particle, extraposition) with gold discontinuous trees")
-    meta = TaskMeta(name, "parsing", len(vocab), cfg["max_length"], metric="sentence_f1", preset=preset, seed=seed,
-                    pad_id=PAD, description=desc,
-                    extra={"config": cfg, "vocab": vocab, "baselines": baselines})
+    desc = (
+        "sentences of a fixed English-like PCFG with gold binary trees (unsupervised parsing)"
+        if name == "pcfg_synth"
+        else "sentences of a fixed LCFRS-2 grammar (verb-particle, extraposition) with gold discontinuous trees"
+    )
+    meta = TaskMeta(
+        name,
+        "parsing",
+        len(vocab),
+        cfg["max_length"],
+        metric="sentence_f1",
+        preset=preset,
+        seed=seed,
+        pad_id=PAD,
+        description=desc,
+        extra={"config": cfg, "vocab": vocab, "baselines": baselines},
+    )
     return Task(meta, splits["train"], splits["validation"], splits["test"], {}, {})
 
 

@@ -52,7 +52,7 @@ class DistContext:
     rank: int = 0
     world: int = 1
     fsdp: bool = False
-    owns_group: bool = False   # the trainer created the process group (and destroys it when done)
+    owns_group: bool = False  # the trainer created the process group (and destroys it when done)
 
     @property
     def active(self) -> bool:
@@ -73,8 +73,10 @@ def world_size() -> int:
 def rank_batch(batch_size: int, world: int) -> int:
     """Per-rank batch of a global ``batch_size``; a clear error when it does not divide."""
     if batch_size % world:
-        raise ValueError(f"batch_size {batch_size} is the global batch (per micro-batch) and must be divisible by "
-                         f"the number of processes ({world}); per-rank batch = batch_size / world")
+        raise ValueError(
+            f"batch_size {batch_size} is the global batch (per micro-batch) and must be divisible by "
+            f"the number of processes ({world}); per-rank batch = batch_size / world"
+        )
     return batch_size // world
 
 
@@ -83,7 +85,7 @@ def shard(indices: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if not ctx.active:
         return indices
     b = rank_batch(len(indices), ctx.world)
-    return indices[ctx.rank * b: (ctx.rank + 1) * b]
+    return indices[ctx.rank * b : (ctx.rank + 1) * b]
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -104,8 +106,9 @@ def setup(device: torch.device, *, fsdp: bool = False, timeout_s: float = 300.0)
     owns = not dist.is_initialized()
     if owns:
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            backend, timeout=timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None
+        )
     return DistContext(dist.get_rank(), dist.get_world_size(), fsdp, owns), device
 
 
@@ -115,6 +118,7 @@ def teardown(ctx: DistContext) -> None:
 
 
 # --- wrapping -------------------------------------------------------------------------------------
+
 
 def _layers(model: nn.Module) -> list[nn.Module]:
     """Elements of the outermost ``nn.ModuleList`` stacks (transformer blocks): the FSDP units."""
@@ -148,7 +152,7 @@ def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     mesh = init_device_mesh(device.type, (ctx.world,))
     for layer in _layers(model):
         fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)   # moves the shards to the mesh's device
+    fully_shard(model, mesh=mesh)  # moves the shards to the mesh's device
     return model
 
 
@@ -176,6 +180,7 @@ def grad_sync(net: nn.Module, ctx: DistContext, sync: bool):
 
 # --- loss and metrics --------------------------------------------------------------------------------
 
+
 def global_mean(loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Rescale this rank's mean ``loss`` over its targets (those != IGNORE) by ``n_r * world / N``:
     averaged over ranks (as DDP/FSDP average gradients) it is the mean over the global batch."""
@@ -185,7 +190,7 @@ def global_mean(loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
     n_total = n_local.clone()
     dist.all_reduce(n_total)
     n_local, n_total = int(n_local), int(n_total)
-    if n_local == 0:                               # nothing to learn here; keep every parameter in the graph
+    if n_local == 0:  # nothing to learn here; keep every parameter in the graph
         return logits.sum() * 0.0
     return loss * (n_local * ctx.world / n_total)
 
@@ -205,6 +210,7 @@ def grad_norm_value(norm: torch.Tensor) -> float:
 
 
 # --- state: full state dicts on rank 0, loaded into any world size -----------------------------------
+
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -248,7 +254,7 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state_dict: dict, net: nn.M
 
         def local(p, v):
             if not (torch.is_tensor(v) and hasattr(p, "device_mesh") and v.shape == p.shape):
-                return v                           # e.g. Adam's scalar step count
+                return v  # e.g. Adam's scalar step count
             return distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
 
         state = {i: {k: local(params[i], v) for k, v in s.items()} for i, s in state_dict["state"].items()}
@@ -257,8 +263,7 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state_dict: dict, net: nn.M
 
 
 def _rng_state() -> dict:
-    return {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def rng_states() -> list[dict] | None:

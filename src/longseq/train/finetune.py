@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import classifier_from_pretrained, freeze_embeddings as _freeze, layerwise_lr_decay
+from ..models import classifier_from_pretrained, layerwise_lr_decay
+from ..models import freeze_embeddings as _freeze
 from ..models.finetune import LoadReport
 from ..tasks.base import Task
 
 
-def finetune_model(task: Task, init_from, *, layer_lr_decay: float | None = None, freeze_embeddings: bool = False,
-                   **overrides: Any) -> tuple[Any, LoadReport]:
+def finetune_model(
+    task: Task, init_from, *, layer_lr_decay: float | None = None, freeze_embeddings: bool = False, **overrides: Any
+) -> tuple[Any, LoadReport]:
     """``(SequenceClassifier with the pre-trained encoder, LoadReport)`` for ``task`` (see the module docstring)."""
     m = task.meta
     if m.kind != "classification":
@@ -31,12 +33,14 @@ def finetune_model(task: Task, init_from, *, layer_lr_decay: float | None = None
     over = {k: v for k, v in overrides.items() if v is not None}
     pooling = over.pop("pooling", task.model_defaults.get("pooling", "mean"))
     dropout = over.pop("dropout", None)
-    model, report = classifier_from_pretrained(init_from, m.num_classes, pooling=pooling,
-                                               pair=bool(m.extra.get("pair", False)), dropout=dropout, **over)
+    model, report = classifier_from_pretrained(
+        init_from, m.num_classes, pooling=pooling, pair=bool(m.extra.get("pair", False)), dropout=dropout, **over
+    )
     vocab = model.config["vocab_size"]
     if vocab < m.vocab_size:
-        raise ValueError(f"the pre-trained encoder's vocabulary ({vocab}) is smaller than task {m.name!r}'s "
-                         f"({m.vocab_size})")
+        raise ValueError(
+            f"the pre-trained encoder's vocabulary ({vocab}) is smaller than task {m.name!r}'s ({m.vocab_size})"
+        )
     if layer_lr_decay is not None:
         layerwise_lr_decay(model, layer_lr_decay)
     if freeze_embeddings:

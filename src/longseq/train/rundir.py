@@ -59,8 +59,19 @@ CHANGEABLE = ("steps", "eval_every", "log_every", "checkpoint_every", "eval_batc
 # Keys of the identity that never make a difference to the results (or are expected to change).
 # ``train.fsdp`` and ``distributed``: a checkpoint resumes under any number of processes and either
 # strategy; ``cli`` / ``arena``: the caller's labels, whose content the task and model records hold.
-IGNORED = ("train.threads", "train.device", "train.progress", "train.dist_timeout", "train.fsdp", "distributed",
-           "code_version", "created", "resumed", "cli", "arena")
+IGNORED = (
+    "train.threads",
+    "train.device",
+    "train.progress",
+    "train.dist_timeout",
+    "train.fsdp",
+    "distributed",
+    "code_version",
+    "created",
+    "resumed",
+    "cli",
+    "arena",
+)
 
 # Sections compared only when both records have them: ``task_options`` (the CLI's ``--task-option``
 # values; the Python API passes a built task, whose meta and data fingerprints are compared anyway).
@@ -86,7 +97,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:     # exists, owned by someone else
+    except PermissionError:  # exists, owned by someone else
         return True
     return True
 
@@ -102,8 +113,12 @@ class DirLock:
         self.held = False
 
     def _record(self) -> dict:
-        return {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid()),
-                "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "start": _proc_start(os.getpid()),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
 
     def _stale(self, info: dict | None) -> str | None:
         """Why the lock held by ``info`` is stale, or None if its process may still be writing."""
@@ -128,7 +143,7 @@ class DirLock:
             with storage(self.path):
                 tmp.write_text(json.dumps(self._record()))
                 try:
-                    os.link(tmp, self.path)        # atomic: fails if the lock exists
+                    os.link(tmp, self.path)  # atomic: fails if the lock exists
                     self.held = True
                     return self
                 except FileExistsError:
@@ -138,16 +153,21 @@ class DirLock:
             try:
                 info = json.loads(self.path.read_text())
             except FileNotFoundError:
-                continue                            # released meanwhile: try again
+                continue  # released meanwhile: try again
             except (OSError, ValueError):
                 info = None
             why = self._stale(info)
             if why is None:
-                who = f"process {info.get('pid')} on {info.get('host')} (since {info.get('since')})" if info else \
-                    "another process"
-                raise RunDirError(f"{self.dir} is in use by {who}: two {self.what}s cannot write one directory; "
-                                  f"wait for it to finish or choose another --out (if no process is writing there, "
-                                  f"delete {self.path})")
+                who = (
+                    f"process {info.get('pid')} on {info.get('host')} (since {info.get('since')})"
+                    if info
+                    else "another process"
+                )
+                raise RunDirError(
+                    f"{self.dir} is in use by {who}: two {self.what}s cannot write one directory; "
+                    f"wait for it to finish or choose another --out (if no process is writing there, "
+                    f"delete {self.path})"
+                )
             warnings.warn(f"removed the stale lock {self.path} ({why})", RuntimeWarning, stacklevel=2)
             self.path.unlink(missing_ok=True)
         raise RunDirError(f"could not take the lock {self.path}: it keeps reappearing")
@@ -184,8 +204,11 @@ def clean_temp_files(directory: str | os.PathLike, recursive: bool = True) -> li
         except OSError:
             pass
     if found:
-        warnings.warn(f"removed {len(found)} temp file(s) of interrupted writes ({size / 1e6:.1f} MB) in {d}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"removed {len(found)} temp file(s) of interrupted writes ({size / 1e6:.1f} MB) in {d}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return found
 
 
@@ -199,8 +222,9 @@ def check_out_dir(directory: str | os.PathLike, *, resume: bool, overwrite: bool
     (unless ``overwrite``); ``resume`` together with ``overwrite``. Cheap: call before any work."""
     d = Path(directory)
     if resume and overwrite:
-        raise RunDirError("--resume and --overwrite contradict each other: resume continues the run in "
-                          f"{d}, overwrite replaces it")
+        raise RunDirError(
+            f"--resume and --overwrite contradict each other: resume continues the run in {d}, overwrite replaces it"
+        )
     for parent in (d, *d.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -209,8 +233,10 @@ def check_out_dir(directory: str | os.PathLike, *, resume: bool, overwrite: bool
     if not resume and not overwrite and d.is_dir():
         files = existing_run_files(d)
         if files:
-            raise RunDirError(f"{d} already holds a run ({', '.join(files)}); continue it with --resume, "
-                              "replace it with --overwrite, or choose another --out")
+            raise RunDirError(
+                f"{d} already holds a run ({', '.join(files)}); continue it with --resume, "
+                "replace it with --overwrite, or choose another --out"
+            )
 
 
 def clear_run(directory: str | os.PathLike) -> None:
@@ -257,7 +283,7 @@ def identity_diff(stored: dict, current: dict, allow_changes: Iterable[str] = ()
 
     Keys under :data:`IGNORED` are skipped; ``train.K`` for K in ``allow_changes`` goes to ``allowed``."""
     stored, current = jsonable(stored), jsonable(current)
-    for k in BOTH_OR_NEITHER:      # sections only some callers record (the CLI's task options)
+    for k in BOTH_OR_NEITHER:  # sections only some callers record (the CLI's task options)
         if (k in stored) != (k in current):
             stored.pop(k, None)
             current.pop(k, None)
@@ -277,8 +303,9 @@ def check_allow_changes(names: Iterable[str]) -> list[str]:
     names = [n.strip().replace("-", "_") for n in names if n.strip()]
     bad = sorted(set(names) - set(CHANGEABLE))
     if bad:
-        raise ValueError(f"--allow-change: {', '.join(bad)} cannot change on resume; changeable settings: "
-                         f"{', '.join(CHANGEABLE)}")
+        raise ValueError(
+            f"--allow-change: {', '.join(bad)} cannot change on resume; changeable settings: {', '.join(CHANGEABLE)}"
+        )
     return names
 
 
@@ -299,7 +326,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 # ---------------------------------------------------------------------------- checkpoints
 CHECKPOINT_FORMAT = "longseq.checkpoint/2"
-_TRAILER = b"\nlongseq-sha256:"          # + 64 hex digits + b"\n" after the zip that torch.save wrote
+_TRAILER = b"\nlongseq-sha256:"  # + 64 hex digits + b"\n" after the zip that torch.save wrote
 
 
 def _dump(obj: dict, tmp: str) -> None:
@@ -328,11 +355,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     data, expected = raw, None
     cut = raw.rfind(_TRAILER)
     if cut >= 0 and len(raw) - cut == len(_TRAILER) + 65:
-        data, expected = raw[:cut], raw[cut + len(_TRAILER):-1].decode("ascii", "replace")
+        data, expected = raw[:cut], raw[cut + len(_TRAILER) : -1].decode("ascii", "replace")
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, wrong format, pickled code...
-        raise ValueError(f"checkpoint {path} is corrupt or not a longseq checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a longseq checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not (isinstance(ckpt, dict) and "model" in ckpt and "step" in ckpt):
         raise ValueError(f"checkpoint {path} is corrupt or not a longseq checkpoint (unexpected content)")
     if ckpt.get("format") == CHECKPOINT_FORMAT or expected is not None:
@@ -340,9 +369,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         if expected is None:
             raise ValueError(f"checkpoint {path} is corrupt: its sha256 trailer is missing or damaged")
         if actual != expected:
-            raise ValueError(f"checkpoint {path} is corrupt: its content does not match the recorded sha256 "
-                             f"(expected {expected[:12]}…, found {actual[:12]}…); delete it to restart the run, "
-                             "or restore it from a copy")
+            raise ValueError(
+                f"checkpoint {path} is corrupt: its content does not match the recorded sha256 "
+                f"(expected {expected[:12]}…, found {actual[:12]}…); delete it to restart the run, "
+                "or restore it from a copy"
+            )
     ckpt.pop("format", None)
     return ckpt
 
@@ -370,15 +401,19 @@ def read_metrics(path: str | os.PathLike, repair: bool = True) -> list[dict]:
             if i == len(lines) - 1:
                 damaged = ln
                 break
-            raise ValueError(f"{path} is damaged at line {i + 1} ({e}); only a damaged last line can be repaired") \
-                from None
+            raise ValueError(
+                f"{path} is damaged at line {i + 1} ({e}); only a damaged last line can be repaired"
+            ) from None
         if rec is not None:
             records.append(rec)
     if damaged is not None or (raw and not raw.endswith(b"\n")):
         if damaged is not None:
-            warnings.warn(f"{path}: damaged last line ({len(damaged)} bytes) removed: the file is truncated at the "
-                          f"last complete record (step {records[-1]['step'] if records else 0})", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{path}: damaged last line ({len(damaged)} bytes) removed: the file is truncated at the "
+                f"last complete record (step {records[-1]['step'] if records else 0})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if repair:
             write_metrics(path, records)
     return records

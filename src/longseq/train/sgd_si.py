@@ -53,8 +53,10 @@ class SGDSI(torch.optim.Optimizer):
         if lr <= 0:
             raise ValueError(f"sgd_si: lr must be > 0, got {lr}")
         if weight_decay <= 0:
-            raise ValueError(f"sgd_si: weight_decay must be > 0 (the recipe is SGD + weight decay; the "
-                             f"clipping threshold is proportional to sqrt(weight_decay)), got {weight_decay}")
+            raise ValueError(
+                f"sgd_si: weight_decay must be > 0 (the recipe is SGD + weight decay; the "
+                f"clipping threshold is proportional to sqrt(weight_decay)), got {weight_decay}"
+            )
         if clip is not None and clip <= 0:
             raise ValueError(f"sgd_si: si_clip must be > 0 or None (no clipping), got {clip}")
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, clip=clip))
@@ -64,7 +66,9 @@ class SGDSI(torch.optim.Optimizer):
     def _hyper(self) -> tuple[float, float, float | None]:
         settings = {(g["lr"], g["weight_decay"], g["clip"]) for g in self.param_groups}
         if len(settings) != 1:
-            raise ValueError(f"sgd_si: all parameter groups must share lr, weight_decay and clip, got {sorted(settings)}")
+            raise ValueError(
+                f"sgd_si: all parameter groups must share lr, weight_decay and clip, got {sorted(settings)}"
+            )
         return settings.pop()
 
     @torch.no_grad()
@@ -92,8 +96,14 @@ class SGDSI(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.98), si_clip: float | None = 2.0) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    optimizer: str,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.98),
+    si_clip: float | None = 2.0,
+) -> torch.optim.Optimizer:
     """The trainer's optimiser by name (see the module docstring)."""
     if optimizer == "adamw":
         return torch.optim.AdamW(param_groups(model, lr, weight_decay), lr=lr, betas=betas)
@@ -101,8 +111,12 @@ def build_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: f
         return torch.optim.SGD(param_groups(model, lr, weight_decay), lr=lr)
     if optimizer == "sgd_si":
         params = [p for p in model.parameters() if p.requires_grad]
-        return SGDSI([{"params": params, "names": [n for n, p in model.named_parameters() if p.requires_grad]}],
-                     lr=lr, weight_decay=weight_decay, clip=si_clip)
+        return SGDSI(
+            [{"params": params, "names": [n for n, p in model.named_parameters() if p.requires_grad]}],
+            lr=lr,
+            weight_decay=weight_decay,
+            clip=si_clip,
+        )
     raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 

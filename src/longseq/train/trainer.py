@@ -38,12 +38,28 @@ from torch import nn
 
 from ..models.base import LongseqModel
 from ..tasks.base import IGNORE, Split, Task
-from .distributed import (
-    DistContext, all_reduce_sum, full_model_state, full_optimizer_state, global_mean, grad_norm_value, grad_sync,
-    load_optimizer_state, rank_batch, rank_seed, restore_rng, rng_states, save_model, setup, shard, teardown, unwrap,
-    world_size, wrap,
-)
 from . import rundir
+from .distributed import (
+    DistContext,
+    all_reduce_sum,
+    full_model_state,
+    full_optimizer_state,
+    global_mean,
+    grad_norm_value,
+    grad_sync,
+    load_optimizer_state,
+    rank_batch,
+    rank_seed,
+    restore_rng,
+    rng_states,
+    save_model,
+    setup,
+    shard,
+    teardown,
+    unwrap,
+    world_size,
+    wrap,
+)
 from .sgd_si import build_optimizer, check_optimizer
 
 CHECKPOINT = "checkpoint.pt"
@@ -57,9 +73,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
     warmup: int = 100
-    min_lr_ratio: float = 0.1          # cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     grad_clip: float | None = 1.0
-    grad_accum: int = 1                # micro-batches per step (batch_size is per micro-batch)
+    grad_accum: int = 1  # micro-batches per step (batch_size is per micro-batch)
     eval_every: int = 250
     eval_batch_size: int = 128
     eval_max_batches: int | None = None  # cap evaluation cost on large splits (None = whole split)
@@ -69,10 +85,10 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
     progress: bool = True
-    fsdp: bool = False                 # several processes: shard model/optimizer with FSDP instead of DDP
-    dist_timeout: float = 300.0        # several processes: seconds a rank waits for its peers before failing
-    optimizer: str = "adamw"           # adamw | sgd | sgd_si (SIBERT's SGD + WD + clipping: train/sgd_si.py)
-    si_clip: float | None = 2.0        # sgd_si: clip the gradient norm at si_clip * sqrt(2 wd / lr) * ||W||
+    fsdp: bool = False  # several processes: shard model/optimizer with FSDP instead of DDP
+    dist_timeout: float = 300.0  # several processes: seconds a rank waits for its peers before failing
+    optimizer: str = "adamw"  # adamw | sgd | sgd_si (SIBERT's SGD + WD + clipping: train/sgd_si.py)
+    si_clip: float | None = 2.0  # sgd_si: clip the gradient norm at si_clip * sqrt(2 wd / lr) * ||W||
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -99,6 +115,7 @@ _POSITIVE_INT = ("steps", "batch_size", "grad_accum", "eval_every", "log_every",
 def check_settings(d: dict) -> None:
     """Check the trainer settings present in ``d`` (a partial dict is fine: the CLI checks the flags the
     user gave before any work starts); ``ValueError`` naming the setting and what is allowed."""
+
     def num(k, v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -170,7 +187,7 @@ def batch_indices(n: int, batch_size: int, counter: int, seed: int) -> torch.Ten
     while taken < batch_size:
         epoch, pos = divmod(counter + taken, n)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        chunk = perm[pos: pos + batch_size - taken]
+        chunk = perm[pos : pos + batch_size - taken]
         out.append(chunk)
         taken += len(chunk)
     return torch.cat(out)
@@ -186,8 +203,16 @@ def run_model(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches: int | None = None,
-             device=None, metric: str = "accuracy", *, ctx: DistContext | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    batch_size: int = 128,
+    max_batches: int | None = None,
+    device=None,
+    metric: str = "accuracy",
+    *,
+    ctx: DistContext | None = None,
+) -> dict[str, float]:
     """Loss and accuracy summed over examples (LM: over target tokens), not averaged per batch.
     Regression tasks (float targets, metric ``rel_l2``): the model's per-sample loss averaged over
     examples, reported as ``loss`` and ``rel_l2``, without accuracy.
@@ -199,29 +224,30 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
     was_training = model.training
     model.eval()
     loss_sum, correct, count, bound_sum = 0.0, 0, 0, 0.0
-    nll = getattr(split, "nll", None)   # CFL tasks: each string's exact -log p(w) (tasks/cfl.py)
+    nll = getattr(split, "nll", None)  # CFL tasks: each string's exact -log p(w) (tasks/cfl.py)
     n_batches = math.ceil(len(split) / batch_size)
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
     own: list[int | None] = list(range(ctx.rank, n_batches, ctx.world))
-    if ctx.active and ctx.fsdp:    # each forward all-gathers parameters: every rank runs as many
+    if ctx.active and ctx.fsdp:  # each forward all-gathers parameters: every rank runs as many
         own += [None] * (math.ceil(n_batches / ctx.world) - len(own))
     for b in own:
-        if b is None:              # a filler forward on the first batch, not counted
+        if b is None:  # a filler forward on the first batch, not counted
             run_model(model, _to(split.batch(torch.arange(min(batch_size, len(split)))), device))
             continue
         idx = torch.arange(b * batch_size, min(len(split), (b + 1) * batch_size))
         batch = _to(split.batch(idx), device)
         logits, _ = run_model(model, batch)
         t = batch["targets"]
-        if t.is_floating_point():                  # regression (operator tasks): the model's mean loss per sample
+        if t.is_floating_point():  # regression (operator tasks): the model's mean loss per sample
             n = t.shape[0]
             lp = model.loss(logits, t).float() * n
-        elif logits.dim() == 3:                    # LM: [B, L, V] against [B, L]
+        elif logits.dim() == 3:  # LM: [B, L, V] against [B, L]
             keep = t != IGNORE
             n = int(keep.sum())
-            lp = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), t.flatten(),
-                                                   ignore_index=IGNORE, reduction="sum")
+            lp = torch.nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), t.flatten(), ignore_index=IGNORE, reduction="sum"
+            )
             correct += int(((logits.argmax(-1) == t) & keep).sum())
         else:
             n = t.shape[0]
@@ -236,26 +262,35 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 128, max_batches:
         correct, count = int(correct), int(count)
     model.train(was_training)
     out = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
-    if metric == "rel_l2":                         # regression: the loss is the relative L2 error; no accuracy
+    if metric == "rel_l2":  # regression: the loss is the relative L2 error; no accuracy
         del out["accuracy"]
         out["rel_l2"] = out["loss"]
-    if metric in ("bpb", "masked_bpb"):           # bits per (masked, for kind "mlm") byte
+    if metric in ("bpb", "masked_bpb"):  # bits per (masked, for kind "mlm") byte
         out[metric] = out["loss"] / math.log(2)
-    if metric == "ce_gap" and nll is not None:   # cross-entropy minus the exact lower bound (nats/symbol)
+    if metric == "ce_gap" and nll is not None:  # cross-entropy minus the exact lower bound (nats/symbol)
         out["lower_bound"] = bound_sum / max(count, 1)
         out["ce_gap"] = out["loss"] - out["lower_bound"]
     return out
 
 
-def _save_checkpoint(path: Path, model, opt, sched, step: int, cfg: TrainConfig, *, pending: dict | None = None,
-                     identity: dict | None = None) -> None:
+def _save_checkpoint(
+    path: Path,
+    model,
+    opt,
+    sched,
+    step: int,
+    cfg: TrainConfig,
+    *,
+    pending: dict | None = None,
+    identity: dict | None = None,
+) -> None:
     """Write the checkpoint of ``model`` (possibly DDP-wrapped or FSDP-sharded: then every rank
     calls this, the state is gathered and rank 0 writes plain state dicts plus every rank's RNG).
     ``pending``: train losses of steps not yet logged (a checkpoint between two log records, e.g. on
     Ctrl-C); ``identity``: the run's resolved configuration (``config.json``), checked on resume.
     The file carries the sha256 of its content (:func:`longseq.train.rundir.save_checkpoint`)."""
     model_state, opt_state, rng_ranks = full_model_state(model), full_optimizer_state(model, opt), rng_states()
-    if model_state is None:        # not rank 0
+    if model_state is None:  # not rank 0
         return
     ckpt = {
         "step": step,
@@ -287,8 +322,11 @@ class _Metrics:
         cut by a kill is repaired with a warning (:func:`longseq.train.rundir.read_metrics`)."""
         if self.path is None or not self.path.exists():
             return
-        keep = [r for r in rundir.read_metrics(self.path, repair=False)   # test records: the run's end only
-                if r["step"] <= step and r.get("split") != "test"]
+        keep = [
+            r
+            for r in rundir.read_metrics(self.path, repair=False)  # test records: the run's end only
+            if r["step"] <= step and r.get("split") != "test"
+        ]
         rundir.write_metrics(self.path, keep)
 
     def log(self, record: dict) -> None:
@@ -337,14 +375,25 @@ def _identity(task: Task, model: nn.Module, cfg: TrainConfig, run_config: dict |
     for name, split in task.splits().items():
         try:
             data[name] = split.fingerprint()
-        except Exception:            # lazily generated splits without stored tensors
+        except Exception:  # lazily generated splits without stored tensors
             pass
-    record = {"task": {"name": m.name, "preset": m.preset, "seed": m.seed, "kind": m.kind,
-                       "vocab_size": m.vocab_size, "seq_len": m.seq_len, "num_classes": m.num_classes,
-                       "data": data},
-              "model": {"class": type(model).__name__, **getattr(model, "config", {})},
-              "train": asdict(cfg), **(run_config or {}), "code_version": rundir.code_version(),
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record = {
+        "task": {
+            "name": m.name,
+            "preset": m.preset,
+            "seed": m.seed,
+            "kind": m.kind,
+            "vocab_size": m.vocab_size,
+            "seq_len": m.seq_len,
+            "num_classes": m.num_classes,
+            "data": data,
+        },
+        "model": {"class": type(model).__name__, **getattr(model, "config", {})},
+        "train": asdict(cfg),
+        **(run_config or {}),
+        "code_version": rundir.code_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if ctx.active:
         record["distributed"] = {"world_size": ctx.world, "strategy": "fsdp" if ctx.fsdp else "ddp"}
     return rundir.jsonable(record)
@@ -354,8 +403,10 @@ def _check_resume(out: Path, stored: dict | None, ckpt: dict | None, current: di
     """Compare the current settings with the run's ``config.json`` and the checkpoint's own record;
     refuse differences (listed) except ``allow_changes``; return the identity to keep."""
     problems = []
-    for where, rec in ((out / rundir.CONFIG, stored),
-                       (out / CHECKPOINT, json.loads(ckpt["identity"]) if ckpt and "identity" in ckpt else None)):
+    for where, rec in (
+        (out / rundir.CONFIG, stored),
+        (out / CHECKPOINT, json.loads(ckpt["identity"]) if ckpt and "identity" in ckpt else None),
+    ):
         if rec is None:
             continue
         refused, _ = rundir.identity_diff(rec, current, allow_changes)
@@ -363,26 +414,38 @@ def _check_resume(out: Path, stored: dict | None, ckpt: dict | None, current: di
             problems.append(f"{where} differs from this command in: " + "; ".join(refused))
     if problems:
         raise rundir.RunDirError(
-            f"--resume refused: the run in {out} was made with other settings. " + " ".join(problems)
+            f"--resume refused: the run in {out} was made with other settings. "
+            + " ".join(problems)
             + f". Resume with the run's settings, or start a new run elsewhere (or --overwrite it); "
-              f"settings a resume may change with --allow-change: {', '.join(rundir.CHANGEABLE)}")
+            f"settings a resume may change with --allow-change: {', '.join(rundir.CHANGEABLE)}"
+        )
     if stored is None:
         return current
     if stored.get("code_version") != current["code_version"]:
-        warnings.warn(f"{out}: the run was made with longseq {stored.get('code_version')}, this is "
-                      f"{current['code_version']}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{out}: the run was made with longseq {stored.get('code_version')}, this is {current['code_version']}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     _, allowed = rundir.identity_diff(stored, current, allow_changes)
     if not allowed:
         return stored
     kept = dict(stored, train=current["train"])
-    kept["resumed"] = list(stored.get("resumed", [])) + [{"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                          "changed": allowed}]
+    kept["resumed"] = list(stored.get("resumed", [])) + [{"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "changed": allowed}]
     return kept
 
 
-def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.PathLike | None = None,
-          resume: bool = False, run_config: dict | None = None, *, overwrite: bool = False,
-          allow_changes: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+def train(
+    model: nn.Module,
+    task: Task,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    run_config: dict | None = None,
+    *,
+    overwrite: bool = False,
+    allow_changes: tuple[str, ...] | list[str] = (),
+) -> dict[str, Any]:
     """Train ``model`` on ``task``; returns the final metrics (validation and test).
 
     Under ``torchrun`` (or in a process group the caller initialised) every rank calls this with
@@ -396,7 +459,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | os.Path
     process) stops after the current step with a checkpoint and raises :class:`TrainingInterrupted`."""
     cfg.validate()
     allow_changes = rundir.check_allow_changes(allow_changes)
-    rank_batch(cfg.batch_size, world_size())   # a clear error before any process group is joined
+    rank_batch(cfg.batch_size, world_size())  # a clear error before any process group is joined
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         rundir.check_out_dir(out, resume=resume, overwrite=overwrite)
@@ -439,11 +502,12 @@ def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, 
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
-            raise rundir.RunDirError(f"--resume: {out / CHECKPOINT} does not fit this model: "
-                                     f"{str(e).splitlines()[0]}") from None
+            raise rundir.RunDirError(
+                f"--resume: {out / CHECKPOINT} does not fit this model: {str(e).splitlines()[0]}"
+            ) from None
     model_cls, model_config = type(model), getattr(model, "config", None)
     rebuild = (lambda: model_cls(**model_config)) if model_config is not None else None
-    net = wrap(model, ctx, device)     # what forward/backward run through (model itself on one process)
+    net = wrap(model, ctx, device)  # what forward/backward run through (model itself on one process)
     opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.si_clip)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start = 0
@@ -460,8 +524,13 @@ def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, 
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and ctx.is_main), desc=f"{task.meta.name}",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        disable=not (cfg.progress and ctx.is_main),
+        desc=f"{task.meta.name}",
+        dynamic_ncols=True,
+    )
     n_train = len(task.train)
     t_last, tokens_since = time.perf_counter(), 0
     losses, aux_losses = list(pending.get("losses", [])), list(pending.get("aux_losses", []))
@@ -470,8 +539,16 @@ def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, 
     for step in range(start, cfg.steps):
         if stop.requested:
             if out is not None and saved != step:
-                _save_checkpoint(out / CHECKPOINT, net, opt, sched, step, cfg, identity=identity,
-                                 **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}))
+                _save_checkpoint(
+                    out / CHECKPOINT,
+                    net,
+                    opt,
+                    sched,
+                    step,
+                    cfg,
+                    identity=identity,
+                    **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}),
+                )
             bar.close()
             where = f"; checkpoint {out / CHECKPOINT}: continue with --resume" if out is not None else ""
             raise TrainingInterrupted(f"interrupted after step {step} of {cfg.steps}{where}")
@@ -490,13 +567,15 @@ def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, 
             if isinstance(aux, torch.Tensor):
                 step_aux += float(aux.detach()) / cfg.grad_accum
             tokens_since += batch["inputs"].numel() * ctx.world
-        if ctx.active:                 # the global batch's loss (the same value on every rank)
+        if ctx.active:  # the global batch's loss (the same value on every rank)
             step_loss, step_aux = (v / ctx.world for v in all_reduce_sum([step_loss, step_aux], ctx, device))
         if not math.isfinite(step_loss):
-            raise FloatingPointError(f"non-finite training loss {step_loss} at step {step + 1}; "
-                                     "lower the learning rate or enable gradient clipping")
+            raise FloatingPointError(
+                f"non-finite training loss {step_loss} at step {step + 1}; "
+                "lower the learning rate or enable gradient clipping"
+            )
         grad_norm = None
-        if cfg.grad_clip and cfg.optimizer != "sgd_si":     # sgd_si clips relative to ||W|| itself
+        if cfg.grad_clip and cfg.optimizer != "sgd_si":  # sgd_si clips relative to ||W|| itself
             grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
         opt.step()
         if cfg.optimizer == "sgd_si" and opt.last_grad_norm is not None:
@@ -509,18 +588,30 @@ def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, 
         bar.update(1)
         if done % cfg.log_every == 0 or done == cfg.steps:
             dt = time.perf_counter() - t_last
-            rec = {"step": done, "split": "train", "loss": sum(losses) / len(losses),
-                   "lr": sched.get_last_lr()[0], "tokens_per_s": tokens_since / max(dt, 1e-9)}
+            rec = {
+                "step": done,
+                "split": "train",
+                "loss": sum(losses) / len(losses),
+                "lr": sched.get_last_lr()[0],
+                "tokens_per_s": tokens_since / max(dt, 1e-9),
+            }
             if grad_norm is not None:
                 rec["grad_norm"] = grad_norm
-            if aux_losses:             # modules' auxiliary losses (MoE balancing), included in "loss"
+            if aux_losses:  # modules' auxiliary losses (MoE balancing), included in "loss"
                 rec["aux_loss"] = sum(aux_losses) / len(aux_losses)
             metrics.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             t_last, tokens_since, losses, aux_losses = time.perf_counter(), 0, [], []
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            ev = evaluate(unwrap(net), task.validation, cfg.eval_batch_size, cfg.eval_max_batches, device,
-                          task.meta.metric, ctx=ctx)
+            ev = evaluate(
+                unwrap(net),
+                task.validation,
+                cfg.eval_batch_size,
+                cfg.eval_max_batches,
+                device,
+                task.meta.metric,
+                ctx=ctx,
+            )
             rec = {"step": done, "split": "validation", **ev}
             metrics.log(rec)
             history.append(rec)
@@ -528,15 +619,30 @@ def _train(model, task, cfg, out, resume, run_config, overwrite, allow_changes, 
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k != "count")
                 bar.write(f"step {done}: validation {shown}")
         if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            _save_checkpoint(out / CHECKPOINT, net, opt, sched, done, cfg, identity=identity,
-                             **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}))
+            _save_checkpoint(
+                out / CHECKPOINT,
+                net,
+                opt,
+                sched,
+                done,
+                cfg,
+                identity=identity,
+                **({"pending": {"losses": losses, "aux_losses": aux_losses}} if losses else {}),
+            )
             saved = done
-    stop.restore()                 # Ctrl-C during the final evaluation interrupts at once
+    stop.restore()  # Ctrl-C during the final evaluation interrupts at once
     bar.close()
 
     final = {
-        split: evaluate(unwrap(net), getattr(task, split), cfg.eval_batch_size, cfg.eval_max_batches, device,
-                        task.meta.metric, ctx=ctx)
+        split: evaluate(
+            unwrap(net),
+            getattr(task, split),
+            cfg.eval_batch_size,
+            cfg.eval_max_batches,
+            device,
+            task.meta.metric,
+            ctx=ctx,
+        )
         for split in ("validation", "test")
     }
     final.update(steps=cfg.steps, num_parameters=sum(p.numel() for p in model.parameters()))

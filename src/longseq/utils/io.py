@@ -85,6 +85,7 @@ def storage(path: str | os.PathLike):
     except RuntimeError as e:  # torch.save's C++ writer: "PytorchStreamWriter failed writing file ..."
         msg = str(e)
         if "write" in msg.lower() and "fail" in msg.lower():
-            raise StorageError(errno.EIO, f"cannot write {path}: the write failed (disk full?): "
-                                          f"{msg.splitlines()[0]}", str(path)) from None
+            raise StorageError(
+                errno.EIO, f"cannot write {path}: the write failed (disk full?): {msg.splitlines()[0]}", str(path)
+            ) from None
         raise

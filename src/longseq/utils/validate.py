@@ -12,8 +12,9 @@ def _who(owner: str | None) -> str:
     return f"{owner}: " if owner else ""
 
 
-def check_int(name: str, value: Any, *, min: int | None = None, max: int | None = None,
-              owner: str | None = None) -> int:
+def check_int(
+    name: str, value: Any, *, min: int | None = None, max: int | None = None, owner: str | None = None
+) -> int:
     """An ``int`` (not a bool) within ``[min, max]`` (either bound may be omitted)."""
     ok = isinstance(value, int) and not isinstance(value, bool)
     if ok and min is not None and value < min:
@@ -31,8 +32,16 @@ def check_int(name: str, value: Any, *, min: int | None = None, max: int | None 
     return value
 
 
-def check_number(name: str, value: Any, *, min: float | None = None, max: float | None = None,
-                 min_open: bool = False, max_open: bool = False, owner: str | None = None) -> float:
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+    owner: str | None = None,
+) -> float:
     """A finite real number within the bounds (``min_open``/``max_open``: strict inequality)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and min is not None and (value <= min if min_open else value < min):

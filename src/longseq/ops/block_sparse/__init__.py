@@ -7,5 +7,13 @@ from .naive import block_mask, local_mask, masked_attention_naive
 TWINS: dict = {}
 """No autograd Function here (the blocked kernels are differentiated by autograd)."""
 
-__all__ = ["local_attention", "block_gather_attention", "merge_attention", "dedupe_blocks",
-           "masked_attention_naive", "local_mask", "block_mask", "TWINS"]
+__all__ = [
+    "local_attention",
+    "block_gather_attention",
+    "merge_attention",
+    "dedupe_blocks",
+    "masked_attention_naive",
+    "local_mask",
+    "block_mask",
+    "TWINS",
+]

@@ -67,10 +67,14 @@ def _spans(x: torch.Tensor, blk: int, before: int, after: int, fill) -> torch.Te
     """``x: [..., Lp, D] -> [..., Lp / blk, (before + 1 + after) * blk, D]``: row ``c`` holds positions
     ``(c - before) * blk`` to ``(c + after + 1) * blk - 1`` of ``x`` (``fill`` outside ``[0, Lp)``)."""
     Lp, D = x.shape[-2:]
-    xp = torch.cat([x.new_full((*x.shape[:-2], before * blk, D), fill), x,
-                    x.new_full((*x.shape[:-2], after * blk, D), fill)], dim=-2)
-    shifted = [xp[..., s * blk: s * blk + Lp, :].unflatten(-2, (Lp // blk, blk))  # [..., n, blk, D]
-               for s in range(before + 1 + after)]
+    xp = torch.cat(
+        [x.new_full((*x.shape[:-2], before * blk, D), fill), x, x.new_full((*x.shape[:-2], after * blk, D), fill)],
+        dim=-2,
+    )
+    shifted = [
+        xp[..., s * blk : s * blk + Lp, :].unflatten(-2, (Lp // blk, blk))  # [..., n, blk, D]
+        for s in range(before + 1 + after)
+    ]
     return torch.cat(shifted, dim=-2)
 
 
@@ -101,19 +105,19 @@ def local_attention(
     blk = min(block_size or window, L)
     n = -(-L // blk)
     look = min(-(-(window - 1) // blk), n - 1)  # key blocks needed on each side
-    scale = Dh ** -0.5 if scale is None else scale
+    scale = Dh**-0.5 if scale is None else scale
     Lp = n * blk
     q, k, v = (_pad_len(t, blk, 2) for t in (q, k, v))
     qb = rearrange(q, "b h (n i) d -> b h n i d", i=blk)  # [B, H, n, blk, Dh]
-    valid = _key_valid(key_mask, B, L, Lp, q.device)       # [B|1, Lp]
+    valid = _key_valid(key_mask, B, L, Lp, q.device)  # [B|1, Lp]
 
     before, after = look, (0 if causal else look)
-    kb = _spans(k, blk, before, after, 0.0)                      # [B, H, n, S*blk, Dh]
-    vb = _spans(v, blk, before, after, 0.0)                      # [B, H, n, S*blk, Dh]
+    kb = _spans(k, blk, before, after, 0.0)  # [B, H, n, S*blk, Dh]
+    vb = _spans(v, blk, before, after, 0.0)  # [B, H, n, S*blk, Dh]
     kvalid = _spans(valid[..., None], blk, before, after, False)[..., 0]  # [B|1, n, S*blk]
     pos = torch.arange(Lp, device=q.device)
     k_pos = _spans(pos[:, None], blk, before, after, -2 * (Lp + window))[..., 0]  # [n, S*blk]
-    rel = pos.view(n, blk, 1) - k_pos[:, None, :]                             # [n, blk, S*blk]: i - j
+    rel = pos.view(n, blk, 1) - k_pos[:, None, :]  # [n, blk, S*blk]: i - j
     near = ((rel >= 0) & (rel < window)) if causal else (rel.abs() < window)
     allowed = near & kvalid[:, None, :, None, :]  # [B|1, 1, n, blk, S*blk]
     o, lse = _attend(qb, kb, vb, allowed, scale, return_lse)
@@ -123,7 +127,7 @@ def local_attention(
 # --------------------------------------------------------------------------- block gather
 def dedupe_blocks(key_blocks: torch.Tensor) -> torch.Tensor:
     """Replace repeated entries of each row (last dim) and negative entries by -1."""
-    same = key_blocks[..., :, None] == key_blocks[..., None, :]          # [..., m, m]
+    same = key_blocks[..., :, None] == key_blocks[..., None, :]  # [..., m, m]
     earlier = torch.ones(same.shape[-2:], dtype=torch.bool, device=same.device).tril(-1)
     repeated = (same & earlier).any(-1)
     return key_blocks.masked_fill(repeated | (key_blocks < 0), -1)
@@ -156,22 +160,22 @@ def block_gather_attention(
     n = -(-L // blk)
     if key_blocks.dim() != 4 or key_blocks.shape[2] != n:
         raise ValueError(f"key_blocks must be [B|1, H|1, {n}, m], got {tuple(key_blocks.shape)}")
-    scale = Dh ** -0.5 if scale is None else scale
+    scale = Dh**-0.5 if scale is None else scale
     q, k, v = (_pad_len(t, blk, 2) for t in (q, k, v))
-    qb = rearrange(q, "b h (n i) d -> b h n i d", i=blk)                              # [B, H, n, blk, Dh]
+    qb = rearrange(q, "b h (n i) d -> b h n i d", i=blk)  # [B, H, n, blk, Dh]
     valid = None
     if key_mask is not None or n * blk != L:
-        valid = _key_valid(key_mask, B, L, n * blk, q.device).view(-1, n, blk)       # [B|1, n, blk]
-    tbl = dedupe_blocks(key_blocks.to(q.device, torch.long))                          # [B|1, H|1, n, m]
-    k, v = (rearrange(t, "b h (n i) d -> (b h n) (i d)", i=blk) for t in (k, v))      # [B*H*n, blk*Dh]
+        valid = _key_valid(key_mask, B, L, n * blk, q.device).view(-1, n, blk)  # [B|1, n, blk]
+    tbl = dedupe_blocks(key_blocks.to(q.device, torch.long))  # [B|1, H|1, n, m]
+    k, v = (rearrange(t, "b h (n i) d -> (b h n) (i d)", i=blk) for t in (k, v))  # [B*H*n, blk*Dh]
     # Group the query blocks by their number c of distinct key blocks (the most over batch and
     # heads) and run each group at its own width: empty entries cost nothing where all rows agree.
-    rows = tbl.sort(dim=-1, descending=True).values         # [B|1, H|1, n, m], distinct blocks first
+    rows = tbl.sort(dim=-1, descending=True).values  # [B|1, H|1, n, m], distinct blocks first
     count = (rows >= 0).sum(-1).amax(dim=(0, 1)).clamp(min=1)  # [n]
     outs, lses, order = [], [], []
     for c in sorted(set(count.tolist())):
-        ids = (count == c).nonzero().flatten()              # the r query blocks with c key blocks
-        sub = rows[:, :, ids, :c].expand(B, H, -1, -1)      # [B, H, r, c]
+        ids = (count == c).nonzero().flatten()  # the r query blocks with c key blocks
+        sub = rows[:, :, ids, :c].expand(B, H, -1, -1)  # [B, H, r, c]
         kg, vg = (_gather(t, sub, Dh).unflatten(2, (ids.numel(), -1)) for t in (k, v))  # [B, H, r, c*blk, Dh]
         o, lse = _gathered_attend(qb.index_select(2, ids), kg, vg, sub, ids, valid, causal, scale, return_lse)
         outs.append(o)
@@ -204,15 +208,15 @@ def _gathered_attend(qb, kg, vg, tbl, q_blocks, valid, causal, scale, return_lse
     idx = tbl.clamp(min=0)
     allowed = None
     if valid is not None or bool((tbl < 0).any()):
-        allowed = (tbl >= 0)[..., None].expand(B, H, r, c, blk)                                   # [B, H, r, c, blk]
+        allowed = (tbl >= 0)[..., None].expand(B, H, r, c, blk)  # [B, H, r, c, blk]
         if valid is not None:
             n = valid.shape[1]
             allowed = allowed & valid.expand(B, n, blk)[torch.arange(B, device=qb.device)[:, None, None, None], idx]
-        allowed = allowed.flatten(-2)[:, :, :, None, :]                                         # [B, H, r, 1, c*blk]
+        allowed = allowed.flatten(-2)[:, :, :, None, :]  # [B, H, r, 1, c*blk]
     if causal:
-        q_pos = q_blocks[:, None] * blk + torch.arange(blk, device=qb.device)                  # [r, blk]
-        k_pos = (idx[..., None] * blk + torch.arange(blk, device=qb.device)).flatten(-2)       # [B, H, r, c*blk]
-        later = k_pos[:, :, :, None, :] > q_pos[:, :, None]                                    # [B, H, r, blk, c*blk]
+        q_pos = q_blocks[:, None] * blk + torch.arange(blk, device=qb.device)  # [r, blk]
+        k_pos = (idx[..., None] * blk + torch.arange(blk, device=qb.device)).flatten(-2)  # [B, H, r, c*blk]
+        later = k_pos[:, :, :, None, :] > q_pos[:, :, None]  # [B, H, r, blk, c*blk]
         allowed = ~later if allowed is None else allowed & ~later
     return _attend(qb, kg, vg, allowed, scale, return_lse)
 

@@ -50,8 +50,7 @@ import torch
 
 from ..vandermonde.chunk import vandermonde
 
-__all__ = ["cauchy_roots_of_unity", "cauchy_sequences", "roots_of_unity", "vandermonde_real",
-           "woodbury_irfft"]
+__all__ = ["cauchy_roots_of_unity", "cauchy_sequences", "roots_of_unity", "vandermonde_real", "woodbury_irfft"]
 
 
 def roots_of_unity(L: int, dtype=torch.complex64, device=None) -> torch.Tensor:
@@ -72,9 +71,9 @@ def cauchy_sequences(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int
 
     ``v [..., H, N2]`` complex, ``mu [H, N2]`` complex with ``Re mu < 0``, ``dt [H]``.
     """
-    log_a = 2 * torch.atanh(mu)                                           # log ā  [H, N2]
-    W = v * (dt[:, None] / ((1 - mu) * -torch.expm1(L * log_a)))          # [..., H, N2]
-    return vandermonde_real(W, log_a, L)                                  # [..., H, L]
+    log_a = 2 * torch.atanh(mu)  # log ā  [H, N2]
+    W = v * (dt[:, None] / ((1 - mu) * -torch.expm1(L * log_a)))  # [..., H, N2]
+    return vandermonde_real(W, log_a, L)  # [..., H, L]
 
 
 def cauchy_roots_of_unity(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, L: int) -> torch.Tensor:
@@ -95,23 +94,25 @@ class _WoodburyIrfft(torch.autograd.Function):
     def forward(ctx, ga, gb, gc, gd, L):
         if ga.shape[-1] != L:
             raise ValueError(f"woodbury_irfft: the sequences must have length L={L}, got {ga.shape[-1]}")
-        Rb, Rc, Rd = (torch.fft.rfft(g, n=L) for g in (gb, gc, gd))       # [., H, L//2+1]
+        Rb, Rc, Rd = (torch.fft.rfft(g, n=L) for g in (gb, gc, gd))  # [., H, L//2+1]
         s = (1 + roots_of_unity(L, Rb.dtype, Rb.device)) / 2
         e = s / (1 + s * Rd)
         ctx.save_for_backward(Rb, Rc, e)
         ctx.L, ctx.shapes = L, (ga.shape, gb.shape, gc.shape, gd.shape)
-        return ga - torch.fft.irfft(Rb * (Rc * e), n=L)                   # irfft(rfft(g_a)) = g_a
+        return ga - torch.fft.irfft(Rb * (Rc * e), n=L)  # irfft(rfft(g_a)) = g_a
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dk):
         Rb, Rc, e = ctx.saved_tensors
-        G = torch.fft.rfft(dk, n=ctx.L)                                   # dK̂
-        q = Rc * e                                                        # s R_c / (1 + s R_d)
-        m = G * Rb.conj()                                                 # -dq
+        G = torch.fft.rfft(dk, n=ctx.L)  # dK̂
+        q = Rc * e  # s R_c / (1 + s R_d)
+        m = G * Rb.conj()  # -dq
         # dR_b, -dR_c, dR_d (signs on the smaller, unbroadcast factors; dg_c negated after irfft); dg_a = dk
         grads = (G * (-q).conj(), m * e.conj(), m * (q * e).conj())
-        dg = [torch.fft.irfft(_sum_to(g, shape[:-1] + (g.shape[-1],)), n=ctx.L) for g, shape in zip(grads, ctx.shapes[1:])]
+        dg = [
+            torch.fft.irfft(_sum_to(g, shape[:-1] + (g.shape[-1],)), n=ctx.L) for g, shape in zip(grads, ctx.shapes[1:])
+        ]
         dg[1].neg_()
         return (_sum_to(dk, ctx.shapes[0]), *dg, None)
 

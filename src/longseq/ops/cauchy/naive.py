@@ -21,11 +21,13 @@ def cauchy_naive(v: torch.Tensor, mu: torch.Tensor, dt: torch.Tensor, omega: tor
     return dt[:, None] * r
 
 
-def woodbury_irfft_naive(ga: torch.Tensor, gb: torch.Tensor, gc: torch.Tensor, gd: torch.Tensor, L: int) -> torch.Tensor:
+def woodbury_irfft_naive(
+    ga: torch.Tensor, gb: torch.Tensor, gc: torch.Tensor, gd: torch.Tensor, L: int
+) -> torch.Tensor:
     """``irfft(R_a - R_b s R_c / (1 + s R_d), n=L)`` with ``R_x = rfft(g_x, n=L)``, ``s = (1 + ω)/2``,
     ``ω_k = exp(-2πi k/L)``: real ``g_x [..., H, L]`` (broadcastable) -> real ``[..., H, L]``, by autograd."""
     k = torch.arange(L // 2 + 1, dtype=torch.float64, device=ga.device)
-    omega = torch.polar(torch.ones_like(k), -2 * math.pi * k / L)        # [L//2+1]
+    omega = torch.polar(torch.ones_like(k), -2 * math.pi * k / L)  # [L//2+1]
     Ra, Rb, Rc, Rd = (torch.fft.rfft(g, n=L) for g in (ga, gb, gc, gd))
     s = ((1 + omega) / 2).to(Ra.dtype)
     return torch.fft.irfft(Ra - Rb * s * Rc / (1 + s * Rd), n=L)

@@ -42,8 +42,15 @@ import torch.nn.functional as F
 
 from ..vandermonde.chunk import powers
 
-__all__ = ["diag_ssm_chunked", "chunked_forward", "chunked_backward", "fir_conv", "fir_chunks",
-           "fir_chunks_backward", "DEFAULT_CHUNK"]
+__all__ = [
+    "diag_ssm_chunked",
+    "chunked_forward",
+    "chunked_backward",
+    "fir_conv",
+    "fir_chunks",
+    "fir_chunks_backward",
+    "DEFAULT_CHUNK",
+]
 
 DEFAULT_CHUNK = 64
 """Chunk length ``T``: the coefficient matrices grow like ``H T (T + 4N)``, the carried states like
@@ -57,15 +64,15 @@ def _toeplitz(k: torch.Tensor, k_back: torch.Tensor | None, T: int) -> torch.Ten
     ``k [H, T]`` (lags 0 .. T-1), ``k_back [H, >= T-1]`` or None (causal).
     """
     back = k.new_zeros(k.shape[0], T - 1) if k_back is None else k_back[:, : T - 1].flip(-1)
-    ext = torch.cat([back, k], dim=-1)                                   # [H, 2T-1], lag 0 at T-1
-    return ext.unfold(-1, T, 1).flip(1)                                  # [H, t, s] = ext[T-1 + s-t]
+    ext = torch.cat([back, k], dim=-1)  # [H, 2T-1], lag 0 at T-1
+    return ext.unfold(-1, T, 1).flip(1)  # [H, t, s] = ext[T-1 + s-t]
 
 
 def _to_chunks(u: torch.Tensor, T: int, front: torch.Tensor | None = None):
     """``u [..., H, L]`` -> ``[H, M, J, T]`` (``M`` = batch, zero-padded at the end; ``front``
     ``[..., H, F]`` is put before ``u``), the work dtype is ``u``'s."""
     H = u.shape[-2]
-    uh = u.movedim(-2, 0).reshape(H, -1, u.shape[-1])                    # [H, M, L]
+    uh = u.movedim(-2, 0).reshape(H, -1, u.shape[-1])  # [H, M, L]
     if front is not None:
         uh = torch.cat([front.movedim(-2, 0).reshape(H, -1, front.shape[-1]).to(uh.dtype), uh], dim=-1)
     n = uh.shape[-1]
@@ -106,29 +113,29 @@ def _scan_(X: torch.Tensor, a: torch.Tensor, reverse: bool = False) -> torch.Ten
         return X
     b = _blocks(J)
     nb, r = J // b, J % b
-    main = (X[:, :, J - nb * b :] if reverse else X[:, :, : nb * b]).unflatten(2, (nb, b))   # [H, M, nb, b, C]
-    ab = a[:, None, None, :]                                                 # [H, 1, 1, C]
+    main = (X[:, :, J - nb * b :] if reverse else X[:, :, : nb * b]).unflatten(2, (nb, b))  # [H, M, nb, b, C]
+    ab = a[:, None, None, :]  # [H, 1, 1, C]
     steps = range(b - 2, -1, -1) if reverse else range(1, b)
-    for i in steps:                                                          # (i) inside the blocks
+    for i in steps:  # (i) inside the blocks
         main[:, :, :, i].addcmul_(ab, main[:, :, :, i + 1 if reverse else i - 1])
     if nb > 1:
-        pw = torch.cumprod(a.unsqueeze(1).expand(-1, b, -1), dim=1)          # a^(i+1)  [H, b, C]
-        ends = main[:, :, :, 0 if reverse else b - 1]                        # [H, M, nb, C]
+        pw = torch.cumprod(a.unsqueeze(1).expand(-1, b, -1), dim=1)  # a^(i+1)  [H, b, C]
+        ends = main[:, :, :, 0 if reverse else b - 1]  # [H, M, nb, C]
         F_ = torch.empty_like(ends)
         blocks = range(nb - 1, -1, -1) if reverse else range(nb)
         prev = None
-        for m in blocks:                                                     # (ii) over the blocks
+        for m in blocks:  # (ii) over the blocks
             if prev is None:
                 F_[:, :, m] = ends[:, :, m]
             else:
                 torch.addcmul(ends[:, :, m], pw[:, None, b - 1], F_[:, :, prev], out=F_[:, :, m])
             prev = m
-        if reverse:                                                          # (iii) a^(steps from the entry)
+        if reverse:  # (iii) a^(steps from the entry)
             main[:, :, :-1].addcmul_(pw.flip(1)[:, None, None], F_[:, :, 1:, None])
         else:
             main[:, :, 1:].addcmul_(pw[:, None, None], F_[:, :, :-1, None])
     tail = range(r - 1, -1, -1) if reverse else range(nb * b, J)
-    for j in tail:                                                           # the remainder
+    for j in tail:  # the remainder
         X[:, :, j].addcmul_(a.unsqueeze(1), X[:, :, j + 1 if reverse else j - 1])
     return X
 
@@ -180,32 +187,32 @@ class _Coef(NamedTuple):
     bidirectional: forward modes then backward ones), every ``[H, T(+1), .]`` table with the chunk
     position ``t`` before the mode (so that ``[H, T, 2C]`` real views of complex tables are free)."""
 
-    Z: torch.Tensor            # [H, T+1, N] complex, z^t
-    A: torch.Tensor            # [H, T, T]   (1), the Toeplitz matrix of K (+ K', D)
-    P: torch.Tensor            # [H, T, 2C]  (2), (Re, Im) of z^{T-1-t} (and z^t backwards)
-    Qt: torch.Tensor           # [H, T, 2C]  (4) transposed, (Re, -Im) of w z^{t+1} (and w' z^{T-1-t})
-    a: torch.Tensor            # [H, C]      (3), z^T
+    Z: torch.Tensor  # [H, T+1, N] complex, z^t
+    A: torch.Tensor  # [H, T, T]   (1), the Toeplitz matrix of K (+ K', D)
+    P: torch.Tensor  # [H, T, 2C]  (2), (Re, Im) of z^{T-1-t} (and z^t backwards)
+    Qt: torch.Tensor  # [H, T, 2C]  (4) transposed, (Re, -Im) of w z^{t+1} (and w' z^{T-1-t})
+    a: torch.Tensor  # [H, C]      (3), z^T
 
 
 def _coefficients(w, log_z, w_back, D, T) -> _Coef:
     """:class:`_Coef` from ``w, log_z [H, N]``, ``w_back [H, N]`` or None, ``D [H]`` or None: one table
     of powers and one product ``V = w z^t``; ``K_t = Re sum_n V_{t,n}`` (``t < T``) and (4) are read off ``V``."""
-    Z = powers(log_z, T + 1, positions_first=True)                                # [H, T+1, N]
+    Z = powers(log_z, T + 1, positions_first=True)  # [H, T+1, N]
     V = w.unsqueeze(1) * Z
     sign = torch.tensor([1.0, -1.0], dtype=V.real.dtype, device=V.device)
-    k = V.real[:, :T].sum(-1)                                                     # [H, T]
+    k = V.real[:, :T].sum(-1)  # [H, T]
     if D is not None:
         k[:, 0] += D
-    P = [torch.view_as_real(Z[:, :T].flip(1))]                                    # z^{T-1-t}
-    Qt = [torch.view_as_real(V[:, 1:]) * sign]                                    # w z^{t+1}
+    P = [torch.view_as_real(Z[:, :T].flip(1))]  # z^{T-1-t}
+    Qt = [torch.view_as_real(V[:, 1:]) * sign]  # w z^{t+1}
     k_back = None
     if w_back is not None:
         Vb = w_back.unsqueeze(1) * Z[:, :T]
         k_back = Vb.real[:, : T - 1].sum(-1)
-        P.append(torch.view_as_real(Z[:, :T]))                                    # z^t
-        Qt.append(torch.view_as_real(Vb.flip(1)) * sign)                          # w' z^{T-1-t}
+        P.append(torch.view_as_real(Z[:, :T]))  # z^t
+        Qt.append(torch.view_as_real(Vb.flip(1)) * sign)  # w' z^{T-1-t}
     a = Z[:, T].repeat(1, len(P))
-    P, Qt = (t[0] if len(t) == 1 else torch.cat(t, dim=2) for t in (P, Qt))      # [H, T, C, 2]
+    P, Qt = (t[0] if len(t) == 1 else torch.cat(t, dim=2) for t in (P, Qt))  # [H, T, C, 2]
     return _Coef(Z, _toeplitz(k, k_back, T), P.flatten(2), Qt.flatten(2), a)
 
 
@@ -219,22 +226,22 @@ def _coefficients_backward(cf: _Coef, w, w_back, has_D, dext, gQt, gP, ga, need_
     Z = cf.Z
     T = Z.shape[1] - 1
     N = Z.shape[2]
-    gV = torch.zeros_like(Z)                                                      # d V = d (w z^t)
-    gV[:, :T] += dext[:, T - 1 :].unsqueeze(-1)                                   # K_t = Re sum_n V_t
-    if gQt is not None:                                                           # (Re, -Im) V_{t+1}
+    gV = torch.zeros_like(Z)  # d V = d (w z^t)
+    gV[:, :T] += dext[:, T - 1 :].unsqueeze(-1)  # K_t = Re sum_n V_t
+    if gQt is not None:  # (Re, -Im) V_{t+1}
         gV[:, 1:] += torch.view_as_complex(gQt[..., : 2 * N].unflatten(-1, (N, 2))).conj()
     gw = (gV * Z.conj()).sum(1)
     gZ = gV.mul_(w.conj().unsqueeze(1))
     gwb = None
-    if w_back is not None:                                                        # V' = w' z^t, t < T
+    if w_back is not None:  # V' = w' z^t, t < T
         gVb = torch.zeros_like(Z[:, :T])
         gVb[:, : T - 1] += dext[:, : T - 1].flip(-1).unsqueeze(-1)
         if gQt is not None:
             gVb += torch.view_as_complex(gQt[..., 2 * N :].unflatten(-1, (N, 2))).conj().flip(1)
         gwb = (gVb * Z[:, :T].conj()).sum(1)
         gZ[:, :T] += gVb.mul_(w_back.conj().unsqueeze(1))
-    if gP is not None:                                                            # P = (Re, Im) Z
-        gPc = torch.view_as_complex(gP.unflatten(-1, (-1, 2)))                   # [H, T, C]
+    if gP is not None:  # P = (Re, Im) Z
+        gPc = torch.view_as_complex(gP.unflatten(-1, (-1, 2)))  # [H, T, C]
         gZ[:, :T] += gPc[..., :N].flip(1)
         if w_back is not None:
             gZ[:, :T] += gPc[..., N:]
@@ -251,9 +258,9 @@ def _diagonal_sums(R: torch.Tensor) -> torch.Tensor:
     """``R [H, P, T]`` -> ``[H, P + T - 1]``: entry ``i`` sums the diagonal ``p - s = i - (T - 1)``,
     through one strided view of ``R`` padded with ``T - 1`` zero rows on each side."""
     H, P, T = R.shape
-    buf = F.pad(R, (0, 0, T - 1, T - 1))                                          # [H, P + 2T - 2, T]
+    buf = F.pad(R, (0, 0, T - 1, T - 1))  # [H, P + 2T - 2, T]
     n = P + T - 1
-    return buf.as_strided((H, n, T), (buf.stride(0), T, T + 1)).sum(-1)          # [h, a, s] = buf[s + a, s]
+    return buf.as_strided((H, n, T), (buf.stride(0), T, T + 1)).sum(-1)  # [h, a, s] = buf[s + a, s]
 
 
 def _as_real(E: torch.Tensor) -> torch.Tensor:
@@ -280,11 +287,11 @@ def chunked_forward(ub, w, log_z, w_back, D, E0, M, T, out=None):
     H, N = log_z.shape
     J = ub.shape[1] // M
     cf = _coefficients(w, log_z, w_back, D, T)
-    y = torch.bmm(ub, cf.A, out=out)                                              # (1)
+    y = torch.bmm(ub, cf.A, out=out)  # (1)
     E_last = torch.zeros(H, M, N, dtype=cf.Z.dtype, device=ub.device) if E0 is None else E0
     if J > 1 or E0 is not None:
-        E = _carry(_as_complex(torch.bmm(ub, cf.P), M), cf.a, E0, N)              # (2), (3)
-        y.baddbmm_(_as_real(E), cf.Qt.transpose(1, 2))                            # (4)
+        E = _carry(_as_complex(torch.bmm(ub, cf.P), M), cf.a, E0, N)  # (2), (3)
+        y.baddbmm_(_as_real(E), cf.Qt.transpose(1, 2))  # (4)
         E_last = E[:, :, J - 1, :N].clone()
     return y, E_last
 
@@ -297,23 +304,23 @@ def chunked_backward(ub, w, log_z, w_back, D, E0, gy, gE_last, M, T, need_log_z,
     H, N = log_z.shape
     J = ub.shape[1] // M
     cf = _coefficients(w, log_z.detach(), w_back, D, T)
-    du = torch.bmm(gy, cf.A.transpose(1, 2))                                      # (1)
+    du = torch.bmm(gy, cf.A.transpose(1, 2))  # (1)
     y = torch.bmm(ub, cf.A) if want_y else None
-    dext = _diagonal_sums(torch.bmm(ub.transpose(1, 2), gy)).flip(-1)             # d taps, lag 0 at T-1
+    dext = _diagonal_sums(torch.bmm(ub.transpose(1, 2), gy)).flip(-1)  # d taps, lag 0 at T-1
     gQt = gP = ga = dE0 = None
     if J > 1 or E0 is not None:
-        E = _carry(_as_complex(torch.bmm(ub, cf.P), M), cf.a, E0, N)              # (2), (3) again
+        E = _carry(_as_complex(torch.bmm(ub, cf.P), M), cf.a, E0, N)  # (2), (3) again
         Er = _as_real(E)
         if want_y:
             y.baddbmm_(Er, cf.Qt.transpose(1, 2))
-        gQt = torch.bmm(gy.transpose(1, 2), Er)                                   # (4)  [H, T, 2C]
+        gQt = torch.bmm(gy.transpose(1, 2), Er)  # (4)  [H, T, 2C]
         dE = _as_complex(torch.bmm(gy, cf.Qt), M)
         dE[:, :, J - 1, :N] += gE_last
-        dS, ga, dE0 = _carry_adjoint(dE, cf.a, E, N)                              # (3)
+        dS, ga, dE0 = _carry_adjoint(dE, cf.a, E, N)  # (3)
         del dE, E, Er
         dS = _as_real(dS)
-        du.baddbmm_(dS, cf.P.transpose(1, 2))                                     # (2)
-        gP = torch.bmm(ub.transpose(1, 2), dS)                                    # [H, T, 2C]
+        du.baddbmm_(dS, cf.P.transpose(1, 2))  # (2)
+        gP = torch.bmm(ub.transpose(1, 2), dS)  # [H, T, 2C]
         if E0 is None:
             dE0 = None
     gw, glz, gwb, gD = _coefficients_backward(cf, w, w_back, D is not None, dext, gQt, gP, ga, need_log_z)
@@ -340,8 +347,7 @@ class _DiagChunked(torch.autograd.Function):
         y = torch.empty_like(ub)
         E_last = ub.new_empty(H, M, N, dtype=log_z.dtype)
         for c in (slice(h, h + g) for h in range(0, H, g)):
-            _, E_last[c] = chunked_forward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), M, T,
-                                           out=y[c])
+            _, E_last[c] = chunked_forward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), M, T, out=y[c])
         ctx.save_for_backward(ub, w, log_z, w_back, D, E0)
         ctx.M, ctx.T, ctx.g = M, T, g
         return y, E_last
@@ -354,11 +360,21 @@ class _DiagChunked(torch.autograd.Function):
         gy = gy.contiguous()
         if gE_last is None:
             gE_last = torch.zeros(H, ctx.M, log_z.shape[1], dtype=log_z.dtype, device=ub.device)
-        grads = [torch.empty_like(ub), torch.empty_like(w), torch.empty_like(log_z), _like(w_back), _like(D),
-                 _like(E0)]
+        grads = [torch.empty_like(ub), torch.empty_like(w), torch.empty_like(log_z), _like(w_back), _like(D), _like(E0)]
         for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
-            parts = chunked_backward(ub[c], w[c], log_z[c], _at(w_back, c), _at(D, c), _at(E0, c), gy[c],
-                                      gE_last[c], ctx.M, ctx.T, ctx.needs_input_grad[2])[:6]
+            parts = chunked_backward(
+                ub[c],
+                w[c],
+                log_z[c],
+                _at(w_back, c),
+                _at(D, c),
+                _at(E0, c),
+                gy[c],
+                gE_last[c],
+                ctx.M,
+                ctx.T,
+                ctx.needs_input_grad[2],
+            )[:6]
             for out, part in zip(grads, parts):
                 if out is not None and part is not None:
                     out[c] = part
@@ -375,10 +391,17 @@ def _like(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else torch.empty_like(t)
 
 
-def diag_ssm_chunked(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *,
-                     w_back: torch.Tensor | None = None, D: torch.Tensor | None = None,
-                     state: torch.Tensor | None = None, return_state: bool = False,
-                     chunk: int = DEFAULT_CHUNK):
+def diag_ssm_chunked(
+    u: torch.Tensor,
+    w: torch.Tensor,
+    log_z: torch.Tensor,
+    *,
+    w_back: torch.Tensor | None = None,
+    D: torch.Tensor | None = None,
+    state: torch.Tensor | None = None,
+    return_state: bool = False,
+    chunk: int = DEFAULT_CHUNK,
+):
     """The diagonal SSM by (1)-(4): ``u [..., H, L]`` real, ``w, log_z [H, N]`` complex.
 
     ``w_back [H, N]``: bidirectional, adds the strict-future kernel ``K'_m = Re sum_n w'_n z_n^m``
@@ -392,15 +415,15 @@ def diag_ssm_chunked(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *,
     *batch, H, L = u.shape
     N = log_z.shape[-1]
     T = min(chunk, L)
-    uc = _to_chunks(u.to(log_z.real.dtype), T)                          # [H, M, J, T]
+    uc = _to_chunks(u.to(log_z.real.dtype), T)  # [H, M, J, T]
     M, J = uc.shape[1], uc.shape[2]
-    ub = uc.flatten(1, 2)                                                # [H, M J, T]
+    ub = uc.flatten(1, 2)  # [H, M J, T]
 
     E0 = None if state is None else state.movedim(-2, 0).reshape(H, M, N).to(log_z.dtype)
     Dw = None if D is None else D.to(uc.dtype)
     y, E_last = _DiagChunked.apply(ub, w, log_z, w_back, Dw, E0, M, T)
     new_state = None
-    if return_state:                                                     # x_{L-1}: last (partial) chunk
+    if return_state:  # x_{L-1}: last (partial) chunk
         Tc = L - (J - 1) * T
         P = torch.view_as_real(powers(log_z, Tc, positions_first=True).flip(-2)).flatten(-2)  # z^{Tc-1-t} [H, Tc, 2N]
         x = torch.view_as_complex(torch.bmm(uc[:, :, J - 1, :Tc], P).unflatten(-1, (N, 2)))  # [H, M, N]
@@ -443,13 +466,13 @@ def fir_chunks_backward(uc: torch.Tensor, k: torch.Tensor, gc: torch.Tensor, out
     n = k.shape[-1]
     low, up = _fir_matrices(k.to(uc.dtype), T)
     g = gc.reshape(H, M * J, T)
-    r_cur = torch.bmm(uc.reshape(H, M * J, T).transpose(1, 2), g)                 # [H, T, T]
+    r_cur = torch.bmm(uc.reshape(H, M * J, T).transpose(1, 2), g)  # [H, T, T]
     if J > 1:
         r_prev = torch.matmul(uc[:, :, :-1].transpose(-1, -2), gc[:, :, 1:]).sum(1)
     else:
         r_prev = torch.zeros_like(r_cur)
-    sums = _diagonal_sums(torch.cat([r_prev, r_cur], dim=1))                       # [H, 3T-1]
-    dk = sums[:, T : 2 * T].flip(-1)[:, :n].to(k.dtype)                            # lag s + T - p at 2T-1-lag
+    sums = _diagonal_sums(torch.cat([r_prev, r_cur], dim=1))  # [H, 3T-1]
+    dk = sums[:, T : 2 * T].flip(-1)[:, :n].to(k.dtype)  # lag s + T - p at 2T-1-lag
     du = torch.bmm(g, low.transpose(1, 2), out=None if out is None else out.view(H, M * J, T)).view(H, M, J, T)
     if J > 1:
         du[:, :, :-1] += torch.matmul(gc[:, :, 1:], up.transpose(1, 2).unsqueeze(1))
@@ -479,9 +502,9 @@ def fir_conv(u: torch.Tensor, k: torch.Tensor, prev: torch.Tensor | None = None)
     """
     *batch, H, L = u.shape
     T = k.shape[-1]
-    front = u.new_zeros(*batch, H, T if prev is None else 1)            # a chunk before u
+    front = u.new_zeros(*batch, H, T if prev is None else 1)  # a chunk before u
     if prev is not None:
         front = torch.cat([front, prev.to(u.dtype)], dim=-1)
-    uc = _to_chunks(u, T, front)                                         # [H, M, J+1, T]
+    uc = _to_chunks(u, T, front)  # [H, M, J+1, T]
     y = _FIR.apply(uc, k.to(u.dtype))[:, :, 1:]
     return _from_chunks(y, torch.Size(batch), L, u.dtype)

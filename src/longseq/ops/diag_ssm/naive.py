@@ -15,18 +15,25 @@ import torch.nn.functional as F
 __all__ = ["diag_ssm_naive", "fir_conv_naive"]
 
 
-def diag_ssm_naive(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, *, w_back: torch.Tensor | None = None,
-                   D: torch.Tensor | None = None, state: torch.Tensor | None = None):
+def diag_ssm_naive(
+    u: torch.Tensor,
+    w: torch.Tensor,
+    log_z: torch.Tensor,
+    *,
+    w_back: torch.Tensor | None = None,
+    D: torch.Tensor | None = None,
+    state: torch.Tensor | None = None,
+):
     """``u [..., H, L]`` real, ``w, log_z, w_back [H, N]`` complex, ``D [H]``, ``state [..., H, N]``
     -> ``(y [..., H, L], x_{L-1} [..., H, N])``, one Python loop over time."""
     L = u.shape[-1]
     x = torch.zeros(*u.shape[:-1], w.shape[-1], dtype=w.dtype, device=u.device) if state is None else state
     ys = []
     for t in range(L):
-        x = torch.exp(log_z) * x + u[..., t, None]                      # [..., H, N]
+        x = torch.exp(log_z) * x + u[..., t, None]  # [..., H, N]
         ys.append((w * x).real.sum(-1))
-    y = torch.stack(ys, -1)                                             # [..., H, L]
-    if w_back is not None:                                              # the strict future, backwards in time
+    y = torch.stack(ys, -1)  # [..., H, L]
+    if w_back is not None:  # the strict future, backwards in time
         xb, yb = torch.zeros_like(x), []
         for t in range(L - 1, -1, -1):
             yb.append((w_back * xb).real.sum(-1))

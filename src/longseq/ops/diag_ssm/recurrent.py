@@ -12,4 +12,3 @@ def diag_step(u_t: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, x: torch.
     """One step: ``u_t [..., H]``, state ``x [..., H, N]`` -> ``(y_t [..., H], x)``."""
     x = torch.exp(log_z) * x + u_t.unsqueeze(-1)
     return (w * x).real.sum(-1), x
-

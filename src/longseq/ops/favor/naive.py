@@ -22,14 +22,20 @@ from ..linear_attention.naive import linear_attention_naive
 __all__ = ["favor_softmax_features_naive", "favor_attention_bidirectional_naive"]
 
 
-def favor_softmax_features_naive(x: torch.Tensor, w: torch.Tensor, *, is_query: bool, mask: torch.Tensor | None = None,
-                                 running_max: torch.Tensor | None = None):
+def favor_softmax_features_naive(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    *,
+    is_query: bool,
+    mask: torch.Tensor | None = None,
+    running_max: torch.Tensor | None = None,
+):
     """``x [B, H, L, d]``, ``w [m, d]``, ``mask [B, L]`` (True = real key) -> ``(phi [B, H, L, m], stabiliser)``."""
     d, m = x.shape[-1], w.shape[0]
-    xs = x * d ** -0.25
-    logits = xs @ w.T                                                   # [B, H, L, m]
+    xs = x * d**-0.25
+    logits = xs @ w.T  # [B, H, L, m]
     if is_query:
-        stab = logits.amax(-1, keepdim=True).detach()                   # [B, H, L, 1]
+        stab = logits.amax(-1, keepdim=True).detach()  # [B, H, L, 1]
         return torch.exp(logits - stab) / math.sqrt(m), stab
     logits = logits - (xs * xs).sum(-1, keepdim=True) / 2
     if mask is not None:
@@ -40,8 +46,9 @@ def favor_softmax_features_naive(x: torch.Tensor, w: torch.Tensor, *, is_query: 
     return torch.exp(logits - stab[:, :, None, None]) / math.sqrt(m), stab
 
 
-def favor_attention_bidirectional_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
-                                        mask: torch.Tensor | None = None) -> torch.Tensor:
+def favor_attention_bidirectional_naive(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """``q, k, v [B, H, L, d]``, ``w [m, d]``, ``mask [B, L]`` -> ``o [B, H, L, d]``."""
     fq, _ = favor_softmax_features_naive(q, w, is_query=True)
     fk, _ = favor_softmax_features_naive(k, w, is_query=False, mask=mask)

@@ -34,8 +34,16 @@ from ..diag_ssm.chunk import diag_ssm_chunked
 from ..diag_ssm.recurrent import diag_step
 from ..vandermonde.chunk import vandermonde, vandermonde_transposed
 
-__all__ = ["fast_fft_size", "fft_conv", "kernel_conv", "circular_kernel", "with_skip", "diag_ssm_conv", "ssm_apply",
-           "grouped_kernel_conv"]
+__all__ = [
+    "fast_fft_size",
+    "fft_conv",
+    "kernel_conv",
+    "circular_kernel",
+    "with_skip",
+    "diag_ssm_conv",
+    "ssm_apply",
+    "grouped_kernel_conv",
+]
 
 
 def fast_fft_size(n: int) -> int:
@@ -92,8 +100,8 @@ class _FFTConv(torch.autograd.Function):
         g = _channel_group(B, n)
         y = torch.empty_like(u)
         for c in (slice(h, h + g) for h in range(0, H, g)):
-            K = torch.fft.rfft(circular_kernel(k[:, c], _at(D, c), n, L), n=n)       # [g, n/2+1]
-            U = torch.fft.rfft(u[:, c], n=n)                                        # [B, g, n/2+1]
+            K = torch.fft.rfft(circular_kernel(k[:, c], _at(D, c), n, L), n=n)  # [g, n/2+1]
+            U = torch.fft.rfft(u[:, c], n=n)  # [B, g, n/2+1]
             y[:, c] = torch.fft.irfft(U.mul_(K), n=n)[..., :L]
         ctx.save_for_backward(u, k, D)
         ctx.n, ctx.g = n, g
@@ -108,13 +116,13 @@ class _FFTConv(torch.autograd.Function):
         need_k = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         dk = torch.zeros_like(k) if need_k else None
         for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
-            G = torch.fft.rfft(grad[:, c], n=n)                                     # [B, g, n/2+1]
+            G = torch.fft.rfft(grad[:, c], n=n)  # [B, g, n/2+1]
             if du is not None:
                 K = torch.fft.rfft(circular_kernel(k[:, c], _at(D, c), n, L), n=n).conj_physical_()
                 du[:, c] = torch.fft.irfft(G * K, n=n)[..., :L]
             if need_k:
                 G.mul_(torch.fft.rfft(u[:, c], n=n).conj_physical_())
-                full = torch.fft.irfft(G.sum(0), n=n)                               # [g, n]
+                full = torch.fft.irfft(G.sum(0), n=n)  # [g, n]
                 dk[0, c] = full[:, : k.shape[-1]]
                 if k.shape[0] == 2 and L > 1:
                     dk[1, c, : L - 1] = full[:, n - L + 1 :].flip(-1)
@@ -163,8 +171,8 @@ class _GroupedKernelConv(torch.autograd.Function):
         g = _channel_group(B, n)
         y = torch.empty_like(u)
         for c in (slice(h, h + g) for h in range(0, H, g)):
-            K = torch.fft.rfft(circular_kernel(kernel_fn(c, L, *params), _at(D, c), n, L), n=n)   # [g, n/2+1]
-            U = torch.fft.rfft(u[:, :, c].transpose(1, 2), n=n)                               # [B, g, n/2+1]
+            K = torch.fft.rfft(circular_kernel(kernel_fn(c, L, *params), _at(D, c), n, L), n=n)  # [g, n/2+1]
+            U = torch.fft.rfft(u[:, :, c].transpose(1, 2), n=n)  # [B, g, n/2+1]
             y[:, :, c] = torch.fft.irfft(U.mul_(K), n=n)[..., :L].transpose(1, 2)
         ctx.save_for_backward(u, D, *params)
         ctx.kernel_fn, ctx.n, ctx.g = kernel_fn, n, g
@@ -181,19 +189,19 @@ class _GroupedKernelConv(torch.autograd.Function):
         dD = torch.zeros_like(D) if need_D else None
         dp = [torch.zeros_like(p) if need else None for p, need in zip(params, need_p)]
         for c in (slice(h, h + ctx.g) for h in range(0, H, ctx.g)):
-            with torch.enable_grad():                                      # this group's kernel, again
+            with torch.enable_grad():  # this group's kernel, again
                 ps = [p.detach().requires_grad_(need) for p, need in zip(params, need_p)]
-                k = ctx.kernel_fn(c, L, *ps)                                                  # [C, g, L]
-            G = torch.fft.rfft(grad[:, :, c].transpose(1, 2), n=n)                           # [B, g, n/2+1]
+                k = ctx.kernel_fn(c, L, *ps)  # [C, g, L]
+            G = torch.fft.rfft(grad[:, :, c].transpose(1, 2), n=n)  # [B, g, n/2+1]
             if du is not None:
                 K = torch.fft.rfft(circular_kernel(k.detach(), _at(D, c), n, L), n=n).conj_physical_()
                 du[:, :, c] = torch.fft.irfft(G * K, n=n)[..., :L].transpose(1, 2)
             if any(need_p) or need_D:
                 G.mul_(torch.fft.rfft(u[:, :, c].transpose(1, 2), n=n).conj_physical_())
-                full = torch.fft.irfft(G.sum(0), n=n)                                        # d k_full [g, n]
+                full = torch.fft.irfft(G.sum(0), n=n)  # d k_full [g, n]
                 if need_D:
                     dD[c] = full[:, 0]
-                if any(need_p):                                            # d k_full -> d k -> params
+                if any(need_p):  # d k_full -> d k -> params
                     dk = torch.zeros_like(k)
                     dk[0] = full[:, :L]
                     if k.shape[0] == 2 and L > 1:
@@ -204,8 +212,9 @@ class _GroupedKernelConv(torch.autograd.Function):
         return (du, dD, None, None, *dp)
 
 
-def grouped_kernel_conv(u: torch.Tensor, kernel_fn, params: tuple[torch.Tensor, ...],
-                        D: torch.Tensor | None = None) -> torch.Tensor:
+def grouped_kernel_conv(
+    u: torch.Tensor, kernel_fn, params: tuple[torch.Tensor, ...], D: torch.Tensor | None = None
+) -> torch.Tensor:
     """``y = K * u (+ D u)`` for channels-last ``u [..., L, H]``, where the stacked kernels
     ``k [C, H, L] = kernel_fn(slice(None), L, *params)`` (C = 1: causal (1); C = 2: ``k[1]`` over the
     strict future (2)) are built a channel group at a time from the small tensors ``params``
@@ -217,8 +226,9 @@ def grouped_kernel_conv(u: torch.Tensor, kernel_fn, params: tuple[torch.Tensor, 
     *batch, L, H = u.shape
     dtype = u.dtype
     work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    y = _GroupedKernelConv.apply(u.to(work).reshape(-1, L, H), None if D is None else D.to(work),
-                                 kernel_fn, fast_fft_size(2 * L), *params)
+    y = _GroupedKernelConv.apply(
+        u.to(work).reshape(-1, L, H), None if D is None else D.to(work), kernel_fn, fast_fft_size(2 * L), *params
+    )
     return y.view(*batch, L, H).to(dtype)
 
 
@@ -240,8 +250,16 @@ def with_skip(k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([k[..., :1] + D.unsqueeze(-1).to(k.dtype), k[..., 1:]], dim=-1)
 
 
-def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: torch.Tensor | None = None,
-                  *, D: torch.Tensor | None = None, return_state: bool = False, block_size: int | None = None):
+def diag_ssm_conv(
+    u: torch.Tensor,
+    w: torch.Tensor,
+    log_z: torch.Tensor,
+    state: torch.Tensor | None = None,
+    *,
+    D: torch.Tensor | None = None,
+    return_state: bool = False,
+    block_size: int | None = None,
+):
     """Causal diagonal SSM ``x_l = z x_{l-1} + u_l, y_l = Re sum_n w_n x_{l,n}`` from ``x_{-1} = state``.
 
     ``u [..., H, L]`` real, ``w, log_z [H, N]`` complex, ``state [..., H, N]`` complex or None
@@ -249,20 +267,20 @@ def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: 
     blocks of that length and the state is carried between them (O(L) memory, FFT size 2T).
     """
     L = u.shape[-1]
-    if L == 1 and state is not None:                       # the recurrent step
+    if L == 1 and state is not None:  # the recurrent step
         y, x = diag_step(u[..., 0].to(log_z.real.dtype), w, log_z, state)
         y = y.unsqueeze(-1).to(u.dtype)
         return (y if D is None else y + D.unsqueeze(-1) * u), x
     T = L if block_size is None else min(block_size, L)
-    k = with_skip(vandermonde(w, log_z, T), D)             # [H, T]
+    k = with_skip(vandermonde(w, log_z, T), D)  # [H, T]
     ys = []
     for start in range(0, L, T):
-        uc = u[..., start : start + T]                     # [..., H, Tc]
+        uc = u[..., start : start + T]  # [..., H, Tc]
         y = fft_conv(uc, k)
-        if state is not None:                              # + Re sum_n w z^{t+1} x_{start-1}
+        if state is not None:  # + Re sum_n w z^{t+1} x_{start-1}
             y = y + vandermonde(w * torch.exp(log_z) * state, log_z, uc.shape[-1]).to(y.dtype)
         last = start + T >= L
-        if not last or return_state:                       # x_{end} = z^Tc x_{start-1} + sum z^{..} u
+        if not last or return_state:  # x_{end} = z^Tc x_{start-1} + sum z^{..} u
             x = vandermonde_transposed(uc.to(log_z.real.dtype), log_z)
             if state is not None:
                 x = x + torch.exp(log_z * uc.shape[-1]) * state
@@ -271,8 +289,17 @@ def diag_ssm_conv(u: torch.Tensor, w: torch.Tensor, log_z: torch.Tensor, state: 
     return torch.cat(ys, dim=-1), (state if return_state else None)
 
 
-def ssm_apply(kernel, u: torch.Tensor, D: torch.Tensor, causal: bool, state: torch.Tensor | None = None,
-              *, return_state: bool = False, block_size: int | None = None, method: str = "fft"):
+def ssm_apply(
+    kernel,
+    u: torch.Tensor,
+    D: torch.Tensor,
+    causal: bool,
+    state: torch.Tensor | None = None,
+    *,
+    return_state: bool = False,
+    block_size: int | None = None,
+    method: str = "fft",
+):
     """``SSM(u) + D u`` for a kernel module (:class:`~longseq.ssm.kernels.DiagSSMKernel`, ``DSSKernel``).
 
     ``u [..., H, L]``. ``method="fft"`` (default), and kernels without a recurrent form
@@ -292,12 +319,13 @@ def ssm_apply(kernel, u: torch.Tensor, D: torch.Tensor, causal: bool, state: tor
         if not causal and (state is not None or return_state):
             raise ValueError("state/step need a causal SSM (the bidirectional form has no recurrent state)")
         w, log_z = kernel.modes()
-        return diag_ssm_chunked(u, w[0], log_z, w_back=None if causal else w[1], D=D, state=state,
-                                return_state=return_state)
+        return diag_ssm_chunked(
+            u, w[0], log_z, w_back=None if causal else w[1], D=D, state=state, return_state=return_state
+        )
     if causal and recurrent:
         w, log_z = kernel.modes()
         return diag_ssm_conv(u, w[0], log_z, state, D=D, return_state=return_state, block_size=block_size)
     if state is not None or return_state:
         raise ValueError("this SSM kernel has no recurrent form (state/step need a causal 'exp'/S4D kernel)")
-    k = kernel.kernel(u.shape[-1])                                      # [C, H, L]
+    k = kernel.kernel(u.shape[-1])  # [C, H, L]
     return kernel_conv(u, k[:1] if causal else k, D), None

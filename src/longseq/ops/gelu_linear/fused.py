@@ -27,6 +27,7 @@ from torch import nn
 
 __all__ = ["gelu_linear"]
 
+
 class _GeluLinear(torch.autograd.Function):
     """The heads of the module docstring for ``y [R, d]``, in row blocks, keeping only ``y``."""
 
@@ -37,7 +38,7 @@ class _GeluLinear(torch.autograd.Function):
         for r in range(0, y.shape[0], rows):
             yr = y[r : r + rows]
             h = F.gelu(yr)
-            z = F.linear(h, weight, bias)                                       # [rows, d_out (x2)]
+            z = F.linear(h, weight, bias)  # [rows, d_out (x2)]
             if head == "linear":
                 out[r : r + rows] = z
             elif head == "glu":
@@ -59,11 +60,11 @@ class _GeluLinear(torch.autograd.Function):
             yr, dz = y[r : r + ctx.rows], g[r : r + ctx.rows]
             h = F.gelu(yr)
             dm = None
-            if head == "glu":                                                   # d GLU / d (a, gate)
+            if head == "glu":  # d GLU / d (a, gate)
                 a, gate = F.linear(h, weight, bias).chunk(2, dim=-1)
                 s = torch.sigmoid(gate)
                 dz = torch.cat([dz * s, dz * a * s * (1 - s)], dim=-1)
-            elif head != "linear":                                              # d (m s(z)) / d (m, z)
+            elif head != "linear":  # d (m s(z)) / d (m, z)
                 s = torch.sigmoid(F.linear(h, weight, bias))
                 m = h if head == "gate_output" else yr
                 dz, dm = dz * m * s * (1 - s), dz * s
@@ -84,8 +85,9 @@ class _GeluLinear(torch.autograd.Function):
         return dy, dw, (db if ctx.needs_input_grad[2] else None), None, None
 
 
-def gelu_linear(y: torch.Tensor, linear: nn.Linear, *, glu: bool = False, gate: str | None = None,
-                rows: int | None = None) -> torch.Tensor:
+def gelu_linear(
+    y: torch.Tensor, linear: nn.Linear, *, glu: bool = False, gate: str | None = None, rows: int | None = None
+) -> torch.Tensor:
     """``linear(GELU(y))`` for ``y [..., d]``, keeping only ``y`` for the backward: its ``GLU`` with
     ``glu=True``, or ``GELU(y) * sigmoid(.)`` / ``y * sigmoid(.)`` with ``gate="output"`` /
     ``gate="input"`` (see the module docstring). ``rows``: block size (default: blocks of ~8 MB
@@ -95,7 +97,7 @@ def gelu_linear(y: torch.Tensor, linear: nn.Linear, *, glu: bool = False, gate: 
     if glu and gate is not None:
         raise ValueError("gelu_linear: glu=True and a gate are exclusive")
     head = "glu" if glu else ("linear" if gate is None else f"gate_{gate}")
-    y2 = y.reshape(-1, y.shape[-1]).contiguous()                               # [R, d]
+    y2 = y.reshape(-1, y.shape[-1]).contiguous()  # [R, d]
     rows = rows or max(256, (1 << 21) // linear.weight.shape[0])
     bias = None if linear.bias is None else linear.bias.to(y.dtype)
     out = _GeluLinear.apply(y2, linear.weight.to(y.dtype), bias, rows, head)

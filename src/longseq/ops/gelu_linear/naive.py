@@ -13,7 +13,9 @@ from torch import nn
 __all__ = ["gelu_linear_naive"]
 
 
-def gelu_linear_naive(y: torch.Tensor, linear: nn.Linear, *, glu: bool = False, gate: str | None = None) -> torch.Tensor:
+def gelu_linear_naive(
+    y: torch.Tensor, linear: nn.Linear, *, glu: bool = False, gate: str | None = None
+) -> torch.Tensor:
     """``y [..., d]`` -> ``[..., d_out]``; the same arguments as :func:`.fused.gelu_linear` (no row blocks)."""
     h = F.gelu(y)
     z = F.linear(h, linear.weight.to(y.dtype), None if linear.bias is None else linear.bias.to(y.dtype))

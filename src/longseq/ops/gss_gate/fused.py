@@ -13,8 +13,15 @@ import torch.nn.functional as F
 __all__ = ["gated_out"]
 
 
-def gated_out(x: torch.Tensor, y1: torch.Tensor, Wv: torch.Tensor, bv: torch.Tensor, Wc1: torch.Tensor,
-              Wo: torch.Tensor, bo: torch.Tensor) -> torch.Tensor:
+def gated_out(
+    x: torch.Tensor,
+    y1: torch.Tensor,
+    Wv: torch.Tensor,
+    bv: torch.Tensor,
+    Wc1: torch.Tensor,
+    Wo: torch.Tensor,
+    bo: torch.Tensor,
+) -> torch.Tensor:
     """``out [R, d] = (y1 W_c1^T ⊙ GELU(x W_v^T + b_v)) W_o^T + b_o`` for ``x [R, E]``, ``y1 = [y, 1] [R, H + 1]``,
     ``W_c1 = [W_c, b_c] [F, H + 1]``: the autograd function when a gradient is needed, else the same
     chunked forward without saving anything."""
@@ -25,7 +32,7 @@ def gated_out(x: torch.Tensor, y1: torch.Tensor, Wv: torch.Tensor, bv: torch.Ten
 
 
 def _chunk_rows(F_dim: int) -> int:
-    return max(1, (1 << 20) // F_dim)        # ~1M elements (4 MB float32) per [rows, F] buffer
+    return max(1, (1 << 20) // F_dim)  # ~1M elements (4 MB float32) per [rows, F] buffer
 
 
 class _GatedOut(torch.autograd.Function):
@@ -56,13 +63,13 @@ class _GatedOut(torch.autograd.Function):
         bufs = x.new_empty(5, min(c, x.shape[0]), Wv.shape[0])
         for s in range(0, x.shape[0], c):
             g_c, x_c, y_c = g[s : s + c], x[s : s + c], y1[s : s + c]
-            a_c, v, uc, dp, t = bufs[:, : x_c.shape[0]]                           # [c, F] each
+            a_c, v, uc, dp, t = bufs[:, : x_c.shape[0]]  # [c, F] each
             torch.addmm(bv, x_c, Wv.T, out=a_c)
             torch.ops.aten.gelu.out(a_c, out=v)
             torch.mm(y_c, Wc1.T, out=uc)
             dWo.addmm_(g_c.T, torch.mul(uc, v, out=t))
-            torch.mm(g_c, Wo, out=dp)                                          # dP
-            duc = torch.mul(dp, v, out=t)                                      # dU_c = dP V
+            torch.mm(g_c, Wo, out=dp)  # dP
+            duc = torch.mul(dp, v, out=t)  # dU_c = dP V
             dWc1.addmm_(duc.T, y_c)
             if dy1 is not None:
                 torch.mm(duc, Wc1, out=dy1[s : s + c])

@@ -25,15 +25,27 @@ from ..diag_ssm.chunk import (
 __all__ = ["h3_core"]
 
 
-def h3_core(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, taps: torch.Tensor, w: torch.Tensor,
-            log_z: torch.Tensor, D: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor, head_dim: int,
-            chunk: int) -> torch.Tensor:
+def h3_core(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    taps: torch.Tensor,
+    w: torch.Tensor,
+    log_z: torch.Tensor,
+    D: torch.Tensor,
+    Wo: torch.Tensor,
+    bo: torch.Tensor,
+    head_dim: int,
+    chunk: int,
+) -> torch.Tensor:
     """``x [B, L, d]`` -> ``[B, L, d]``: ``W [3d, d]``, ``b [3d]`` (``W_Q, W_K, W_V`` stacked), ``taps [d, N]``
     (shift SSM with its skip at lag 0), ``w, log_z [d/head_dim, N/2]`` complex, ``D [d/head_dim]``, the
     output projection ``Wo [d, d]``, ``bo [d]``; ``chunk`` the SSMs' chunk length (``>= N``). No state."""
     if x.dtype != log_z.real.dtype:
-        raise ValueError(f"h3_core: x must have the modes' real dtype {log_z.real.dtype} (float32 or float64), "
-                         f"got {x.dtype}; half-precision inputs go through the mixer's plain path")
+        raise ValueError(
+            f"h3_core: x must have the modes' real dtype {log_z.real.dtype} (float32 or float64), "
+            f"got {x.dtype}; half-precision inputs go through the mixer's plain path"
+        )
     B, L, _ = x.shape
     return _H3Core.apply(x, W, b, taps, w, log_z, D, Wo, bo, head_dim, _heads_per_group(head_dim, B, L), chunk)
 
@@ -41,12 +53,12 @@ def h3_core(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, taps: torch.Tenso
 def _core(q, k, v, taps, w, log_z, D, hd):
     """Algorithm 1 between the projections for a group of heads: ``q, k, v [B, c, L]`` (``c`` channels
     = heads x ``hd``), ``taps [c, N]`` (shift SSM with its skip), ``w, log_z [heads, N/2]``, ``D [heads]``."""
-    kp = fir_conv(k, taps)                                                   # K' = SSM_shift(K)
-    if hd == 1:                                                              # K'V^T is elementwise
-        y, _ = diag_ssm_chunked(kp * v, w, log_z, D=D)                       # [B, c, L]
+    kp = fir_conv(k, taps)  # K' = SSM_shift(K)
+    if hd == 1:  # K'V^T is elementwise
+        y, _ = diag_ssm_chunked(kp * v, w, log_z, D=D)  # [B, c, L]
         return q * y
     kv = rearrange(kp, "b (h i) l -> b i 1 h l", i=hd) * rearrange(v, "b (h j) l -> b 1 j h l", j=hd)
-    y, _ = diag_ssm_chunked(kv, w, log_z, D=D)                               # [B, dh, dh, H, L]
+    y, _ = diag_ssm_chunked(kv, w, log_z, D=D)  # [B, dh, dh, H, L]
     return rearrange((rearrange(q, "b (h i) l -> b i 1 h l", i=hd) * y).sum(1), "b j h l -> b (h j) l")
 
 
@@ -55,7 +67,7 @@ def _core_chunks(q, k, v, taps, w, log_z, D, T, out):
     positions padded at the end change nothing before them: everything is causal), written into
     ``out`` (contiguous, the same shape)."""
     c, B, J, _ = q.shape
-    u = fir_chunks(k, taps).mul_(v)                                          # K' V  (hd = 1)
+    u = fir_chunks(k, taps).mul_(v)  # K' V  (hd = 1)
     chunked_forward(u.view(c, B * J, T), w, log_z, None, D, None, B, T, out=out.view(c, B * J, T))
     out.mul_(q)
 
@@ -71,17 +83,18 @@ def _core_chunks_backward(q, k, v, taps, w, log_z, D, go, T):
     u = kp * v
     dy = go * q
     zero = w.new_zeros(c, B, w.shape[-1])
-    du, dw, dlz, _, dD, _, y = chunked_backward(u.view(c, B * J, T), w, log_z, None, D, None,
-                                                 dy.view(c, B * J, T), zero, B, T, True, want_y=True)
+    du, dw, dlz, _, dD, _, y = chunked_backward(
+        u.view(c, B * J, T), w, log_z, None, D, None, dy.view(c, B * J, T), zero, B, T, True, want_y=True
+    )
     del dy
     y, du = y.view_as(q), du.view_as(q)
-    q.mul_(y)                                                                # O = Q Y
-    go.mul_(y)                                                               # dQ = dO Y
+    q.mul_(y)  # O = Q Y
+    go.mul_(y)  # dQ = dO Y
     del y
-    torch.mul(du, v, out=u)                                                  # dK' = d(K'V) V
-    torch.mul(du, kp, out=v)                                                 # dV = d(K'V) K'
+    torch.mul(du, v, out=u)  # dK' = d(K'V) V
+    torch.mul(du, kp, out=v)  # dV = d(K'V) K'
     del kp, du
-    _, dtaps = fir_chunks_backward(k, taps, u, out=k)                        # dK (k is read first)
+    _, dtaps = fir_chunks_backward(k, taps, u, out=k)  # dK (k is read first)
     return dtaps, dw, dlz, dD
 
 
@@ -126,20 +139,21 @@ class _H3Core(torch.autograd.Function):
     def forward(ctx, x, W, b, taps, w, log_z, D, Wo, bo, hd, heads, T):
         B, L, d = x.shape
         Lp = -(-L // T) * T
-        x2 = (x if Lp == L else F.pad(x, (0, 0, 0, Lp - L))).reshape(-1, d)             # [B L', d]
+        x2 = (x if Lp == L else F.pad(x, (0, 0, 0, Lp - L))).reshape(-1, d)  # [B L', d]
         qkv = torch.addmm(b.unsqueeze(1), W, x2.T).view(3, d, B, Lp)
         o = x.new_empty(d, B, Lp)
         for h, c in _head_groups(w.shape[0], hd, heads):
-            q, k, v = qkv[:, c].unbind(0)                                                   # [c, B, L']
+            q, k, v = qkv[:, c].unbind(0)  # [c, B, L']
             if hd == 1:
                 q, k, v, oc = (t.view(-1, B, Lp // T, T) for t in (q, k, v, o[c]))
                 _core_chunks(q, k, v, taps[c], w[h], log_z[h], D[h], T, out=oc)
             else:
-                o[c] = _core(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), taps[c], w[h],
-                             log_z[h], D[h], hd).transpose(0, 1)
+                o[c] = _core(
+                    q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), taps[c], w[h], log_z[h], D[h], hd
+                ).transpose(0, 1)
         out = torch.addmm(bo, o.view(d, -1).T, Wo.T).view(B, Lp, d)
         ctx.save_for_backward(x2, W, b, taps, w, log_z, D, Wo)
-        ctx.qkv = qkv                        # an intermediate: the backward overwrites it, then drops it
+        ctx.qkv = qkv  # an intermediate: the backward overwrites it, then drops it
         ctx.hd, ctx.heads, ctx.T, ctx.L = hd, heads, T, L
         return out[:, :L] if Lp > L else out
 
@@ -151,30 +165,32 @@ class _H3Core(torch.autograd.Function):
         BLp, d = x2.shape
         T, hd, Lp = ctx.T, ctx.hd, -(-ctx.L // ctx.T) * ctx.T
         B = BLp // Lp
-        if qkv is None:              # a second backward through a retained graph: the first consumed it
+        if qkv is None:  # a second backward through a retained graph: the first consumed it
             qkv = torch.addmm(b.unsqueeze(1), W, x2.T).view(3, d, B, Lp)
-        g2 = (g if Lp == ctx.L else F.pad(g, (0, 0, 0, Lp - ctx.L))).reshape(-1, d)    # [B L', d]
+        g2 = (g if Lp == ctx.L else F.pad(g, (0, 0, 0, Lp - ctx.L))).reshape(-1, d)  # [B L', d]
         dparams = [torch.zeros_like(t) for t in (taps, w, log_z, D)]
-        gO = torch.mm(Wo.T, g2.T).view(d, B, Lp)                                           # dO, then dQ
+        gO = torch.mm(Wo.T, g2.T).view(d, B, Lp)  # dO, then dQ
         for h, c in _head_groups(w.shape[0], hd, ctx.heads):
             params = (taps[c], w[h], log_z[h], D[h])
-            q, k, v = qkv[:, c].unbind(0)                                                   # [c, B, L']
-            if hd == 1:                    # in place: q -> O, gO -> dQ, k -> dK, v -> dV
-                dparts = _core_chunks_backward(*(t.view(-1, B, Lp // T, T) for t in (q, k, v)), *params,
-                                               gO[c].view(-1, B, Lp // T, T), T)
+            q, k, v = qkv[:, c].unbind(0)  # [c, B, L']
+            if hd == 1:  # in place: q -> O, gO -> dQ, k -> dK, v -> dV
+                dparts = _core_chunks_backward(
+                    *(t.view(-1, B, Lp // T, T) for t in (q, k, v)), *params, gO[c].view(-1, B, Lp // T, T), T
+                )
             else:
                 o, dq, dk, dv, *dparts = _core_autograd_backward(
-                    *(t.transpose(0, 1) for t in (q, k, v)), *params, gO[c].transpose(0, 1), hd)
+                    *(t.transpose(0, 1) for t in (q, k, v)), *params, gO[c].transpose(0, 1), hd
+                )
                 for dst, src in zip((q, gO[c], k, v), (o, dq, dk, dv)):
                     dst.copy_(src.transpose(0, 1))
                 del o, dq, dk, dv
             del q, k, v
-            for out, part, i in zip(dparams, dparts, (c, h, h, h)):                         # taps by channel
+            for out, part, i in zip(dparams, dparts, (c, h, h, h)):  # taps by channel
                 out[i] = part
         # every group done: qkv holds (O, dK, dV) and gO holds dQ — one matmul each for the weights
         O, dkv, dq = qkv[0].view(d, -1), qkv[1:].view(2 * d, -1), gO.view(d, -1)
         dWo = torch.mm(g2.T, O.T)
-        dx = torch.mm(dq.T, W[:d]).addmm_(dkv.T, W[d:])                                    # [B L', d]
+        dx = torch.mm(dq.T, W[:d]).addmm_(dkv.T, W[d:])  # [B L', d]
         dW = torch.cat([torch.mm(dq, x2), torch.mm(dkv, x2)])
         db = torch.cat([dq.sum(1), dkv.sum(1)])
         del qkv, gO, O, dkv, dq

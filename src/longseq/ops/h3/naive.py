@@ -19,13 +19,23 @@ from ..diag_ssm.naive import diag_ssm_naive, fir_conv_naive
 __all__ = ["h3_core_naive"]
 
 
-def h3_core_naive(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, taps: torch.Tensor, w: torch.Tensor,
-                  log_z: torch.Tensor, D: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor, head_dim: int) -> torch.Tensor:
+def h3_core_naive(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    taps: torch.Tensor,
+    w: torch.Tensor,
+    log_z: torch.Tensor,
+    D: torch.Tensor,
+    Wo: torch.Tensor,
+    bo: torch.Tensor,
+    head_dim: int,
+) -> torch.Tensor:
     """The arguments of :func:`.fused.h3_core` (no chunk length): ``x [B, L, d]`` -> ``[B, L, d]``."""
     d, hd = x.shape[-1], head_dim
-    q, k, v = (rearrange(t, "b l d -> b d l") for t in (x @ W.T + b).split(d, -1))     # [B, d, L] each
-    kp = fir_conv_naive(k, taps)                                                        # K' [B, d, L]
+    q, k, v = (rearrange(t, "b l d -> b d l") for t in (x @ W.T + b).split(d, -1))  # [B, d, L] each
+    kp = fir_conv_naive(k, taps)  # K' [B, d, L]
     kv = rearrange(kp, "b (h i) l -> b i 1 h l", i=hd) * rearrange(v, "b (h j) l -> b 1 j h l", j=hd)
-    y, _ = diag_ssm_naive(kv, w, log_z, D=D)                                            # [B, dh, dh, H, L]
-    o = (rearrange(q, "b (h i) l -> b i 1 h l", i=hd) * y).sum(1)                       # [B, dh, H, L]
+    y, _ = diag_ssm_naive(kv, w, log_z, D=D)  # [B, dh, dh, H, L]
+    o = (rearrange(q, "b (h i) l -> b i 1 h l", i=hd) * y).sum(1)  # [B, dh, H, L]
     return rearrange(o, "b j h l -> b l (h j)") @ Wo.T + bo

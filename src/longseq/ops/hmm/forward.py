@@ -34,20 +34,20 @@ class _HMMForward(torch.autograd.Function):
     def forward(ctx, log_init, log_em, mask, want_pred, *mats):
         B, L, N = log_em.shape
         tiny = torch.finfo(log_em.dtype).tiny
-        pred = log_init.exp().expand(B, N).contiguous()                          # [B, N] pred_0
-        alphas = log_em.new_empty(L, B, N)                                       # alpha_t
-        preds = log_em.new_empty(L, B, N)                                        # pred_t (before emission)
-        inter = [log_em.new_empty(L, B, M.shape[1]) for M in mats[:-1]]          # h_{j,t}, j = 1..k-1
-        P = log_em.new_empty(B, L, N) if want_pred else None                     # pred_{t+1}
+        pred = log_init.exp().expand(B, N).contiguous()  # [B, N] pred_0
+        alphas = log_em.new_empty(L, B, N)  # alpha_t
+        preds = log_em.new_empty(L, B, N)  # pred_t (before emission)
+        inter = [log_em.new_empty(L, B, M.shape[1]) for M in mats[:-1]]  # h_{j,t}, j = 1..k-1
+        P = log_em.new_empty(B, L, N) if want_pred else None  # pred_{t+1}
         cs = log_em.new_empty(L, B)
         ms = log_em.new_empty(L, B)
         logz = log_em.new_zeros(B)
         alpha = None
         for t in range(L):
-            e = log_em[:, t]                                                     # [B, N]
-            m = e.max(-1).values                                                 # [B]
+            e = log_em[:, t]  # [B, N]
+            m = e.max(-1).values  # [B]
             u = pred * (e - m[:, None]).exp()
-            c = u.sum(-1).clamp_min(tiny)                                        # [B]
+            c = u.sum(-1).clamp_min(tiny)  # [B]
             new = u / c[:, None]
             step = c.log() + m
             if mask is None or t == 0:
@@ -76,15 +76,15 @@ class _HMMForward(torch.autograd.Function):
     def backward(ctx, gz, gP):
         log_init, log_em, mask, alphas, preds, cs, ms, *rest = ctx.saved_tensors
         k = ctx.n_mats
-        inter, mats = rest[: k - 1], rest[k - 1:]
+        inter, mats = rest[: k - 1], rest[k - 1 :]
         L, B, N = alphas.shape
         want_pred = ctx.want_pred and gP is not None and gP.numel() > 0
         if gz is None:
             gz = log_em.new_zeros(B)
-        g_em = torch.zeros_like(log_em)                                          # [B, L, N]
-        hbar = [log_em.new_zeros(L, B, M.shape[1]) for M in mats]               # adjoints of h_{j,t}
-        pred_bar_next = None                                                     # adjoint of pred_{t+1}
-        carry = log_em.new_zeros(B, N)                                           # pass-through of padded steps
+        g_em = torch.zeros_like(log_em)  # [B, L, N]
+        hbar = [log_em.new_zeros(L, B, M.shape[1]) for M in mats]  # adjoints of h_{j,t}
+        pred_bar_next = None  # adjoint of pred_{t+1}
+        carry = log_em.new_zeros(B, N)  # pass-through of padded steps
         for t in range(L - 1, -1, -1):
             pb = None
             if want_pred:
@@ -97,7 +97,7 @@ class _HMMForward(torch.autograd.Function):
                 for j in range(k - 1, -1, -1):
                     hbar[j][t] = hb
                     hb = hb @ mats[j].T
-                abar = abar + hb                                                 # [B, N]
+                abar = abar + hb  # [B, N]
             alpha, c = alphas[t], cs[t]
             w = (log_em[:, t] - ms[t][:, None]).exp()
             u = preds[t] * w
@@ -107,19 +107,24 @@ class _HMMForward(torch.autograd.Function):
                 ubar = torch.where(keep, ubar, torch.zeros_like(ubar))
                 carry = torch.where(keep, torch.zeros_like(abar), abar)
             g_em[:, t] = ubar * u
-            pred_bar_next = ubar * w                                             # adjoint of pred_t
+            pred_bar_next = ubar * w  # adjoint of pred_t
         pi = log_init.exp()
-        g_init = pred_bar_next.sum(0) * pi                                       # d/dlog_init
+        g_init = pred_bar_next.sum(0) * pi  # d/dlog_init
         # weight gradients, once: M_j bar = sum_t h_{j-1,t}^T hbar_{j,t}
         g_mats = []
         for j in range(k):
-            h_prev = alphas if j == 0 else inter[j - 1]                          # [L, B, d_in]
+            h_prev = alphas if j == 0 else inter[j - 1]  # [L, B, d_in]
             g_mats.append(h_prev.reshape(L * B, -1).T @ hbar[j].reshape(L * B, -1))
         return (g_init, g_em, None, None, *g_mats)
 
 
-def hmm_forward(log_init: torch.Tensor, log_em: torch.Tensor, mats: list[torch.Tensor],
-                mask: torch.Tensor | None = None, want_pred: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def hmm_forward(
+    log_init: torch.Tensor,
+    log_em: torch.Tensor,
+    mats: list[torch.Tensor],
+    mask: torch.Tensor | None = None,
+    want_pred: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``log_init: [N]``, ``log_em: [B, L, N]``, ``mats``: the transition as a product of matrices
     (``[A]`` full rank, ``[U, V^T]`` low rank), ``mask: [B, L]`` prefix mask or None.
 

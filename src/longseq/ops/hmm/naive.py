@@ -14,21 +14,22 @@ from __future__ import annotations
 import torch
 
 
-def hmm_forward_naive(log_init: torch.Tensor, log_em: torch.Tensor, mask: torch.Tensor | None,
-                      mats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def hmm_forward_naive(
+    log_init: torch.Tensor, log_em: torch.Tensor, mask: torch.Tensor | None, mats: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logZ [B], P [B, L, N])`` of the scaled forward recursion in the module docstring, one time step
     at a time under autograd. ``log_init [N]``, ``log_em [B, L, N]`` (log p(x_t | z) per state),
     ``mask [B, L]`` (True = real token; the first position is always real), ``mats``: the transition as
     one ``[N, N]`` matrix or its factors ``[N, r]``, ``[r, N]``."""
     B, L, N = log_em.shape
     tiny = torch.finfo(log_em.dtype).tiny
-    pred = log_init.exp().expand(B, N)                                           # [B, N]
+    pred = log_init.exp().expand(B, N)  # [B, N]
     alpha = None
     logz = log_em.new_zeros(B)
     preds = []
     for t in range(L):
-        e = log_em[:, t]                                                         # [B, N]
-        m = e.max(-1, keepdim=True).values.detach()                              # [B, 1]
+        e = log_em[:, t]  # [B, N]
+        m = e.max(-1, keepdim=True).values.detach()  # [B, 1]
         u = pred * (e - m).exp()
         c = u.sum(-1, keepdim=True).clamp_min(tiny)
         new = u / c
@@ -41,7 +42,7 @@ def hmm_forward_naive(log_init: torch.Tensor, log_em: torch.Tensor, mask: torch.
             logz = logz + torch.where(keep, step, torch.zeros_like(step))
         pred = alpha
         for M in mats:
-            pred = pred @ M                                                      # [B, N] -> ... -> [B, N]
+            pred = pred @ M  # [B, N] -> ... -> [B, N]
         preds.append(pred)
     return logz, torch.stack(preds, 1)
 

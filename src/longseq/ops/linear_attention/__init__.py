@@ -9,5 +9,10 @@ from .recurrent import linear_attention_recurrent
 TWINS: dict = {}
 """No autograd Function here (the fast forms are differentiated by autograd)."""
 
-__all__ = ["linear_attention_naive", "linear_attention_chunk", "linear_attention_recurrent",
-           "linear_attention_bidirectional", "TWINS"]
+__all__ = [
+    "linear_attention_naive",
+    "linear_attention_chunk",
+    "linear_attention_recurrent",
+    "linear_attention_bidirectional",
+    "TWINS",
+]

@@ -40,7 +40,7 @@ def _normalise(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor
     underflows (below sqrt(tiny) of the dtype), so that neither 0/0 nor 1/den^2 overflow occurs.
     A NaN denominator (NaN/inf in the input) is not an underflow: it propagates, never becomes 0."""
     den = (den + eps).unsqueeze(-1)
-    ok = ~(den <= torch.finfo(den.dtype).tiny ** 0.5)   # NaN compares False: kept, so NaN propagates
+    ok = ~(den <= torch.finfo(den.dtype).tiny ** 0.5)  # NaN compares False: kept, so NaN propagates
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
@@ -57,9 +57,9 @@ def linear_attention_bidirectional(q, k, v, *, eps: float = 1e-6):
     denominator come from one product ``q [k^T v, sum_j k_j]`` (and one gradient for q).
     """
     Dv = v.shape[-1]
-    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)            # [B, H, L, Dv + 1]
-    S = k.transpose(-1, -2) @ v1                                     # [B, H, Dk, Dv + 1]
-    num = q @ S                                                      # [B, H, L, Dv + 1]
+    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)  # [B, H, L, Dv + 1]
+    S = k.transpose(-1, -2) @ v1  # [B, H, Dk, Dv + 1]
+    num = q @ S  # [B, H, L, Dv + 1]
     return _normalise(num[..., :Dv], num[..., Dv], eps)
 
 
@@ -69,8 +69,14 @@ def exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_attention_chunk(
-    q, k, v, *, chunk_size: int = 64, eps: float = 1e-6,
-    initial_state: State | None = None, output_final_state: bool = False,
+    q,
+    k,
+    v,
+    *,
+    chunk_size: int = 64,
+    eps: float = 1e-6,
+    initial_state: State | None = None,
+    output_final_state: bool = False,
 ):
     """Chunk-parallel causal linear attention; returns ``(o [B, H, L, Dv], final_state | None)``.
 
@@ -85,22 +91,20 @@ def linear_attention_chunk(
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     qc, kc, vc = (rearrange(t, "b h (n c) d -> b h n c d", c=C) for t in (q, k, v))
 
-    kv = kc.transpose(-1, -2) @ vc                                   # [B, H, N, Dk, Dv]
-    ks = kc.sum(3)                                                   # [B, H, N, Dk]
-    S_prev = exclusive_cumsum(kv)                                    # state before each chunk
+    kv = kc.transpose(-1, -2) @ vc  # [B, H, N, Dk, Dv]
+    ks = kc.sum(3)  # [B, H, N, Dk]
+    S_prev = exclusive_cumsum(kv)  # state before each chunk
     z_prev = exclusive_cumsum(ks)
     if initial_state is not None:
         S0, z0 = initial_state
         S_prev, z_prev = S_prev + S0[:, :, None], z_prev + z0[:, :, None]
 
-    A = (qc @ kc.transpose(-1, -2)).tril()                           # [B, H, N, C, C]
-    num = A @ vc + qc @ S_prev                                       # [B, H, N, C, Dv]
-    den = A.sum(-1) + (qc @ z_prev.unsqueeze(-1)).squeeze(-1)        # [B, H, N, C]
+    A = (qc @ kc.transpose(-1, -2)).tril()  # [B, H, N, C, C]
+    num = A @ vc + qc @ S_prev  # [B, H, N, C, Dv]
+    den = A.sum(-1) + (qc @ z_prev.unsqueeze(-1)).squeeze(-1)  # [B, H, N, C]
     o = rearrange(_normalise(num, den, eps), "b h n c d -> b h (n c) d")[:, :, :L]
 
     final = None
     if output_final_state:
         final = (S_prev[:, :, -1] + kv[:, :, -1], z_prev[:, :, -1] + ks[:, :, -1])
     return o, final
-
-

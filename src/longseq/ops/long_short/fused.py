@@ -15,10 +15,21 @@ from torch.autograd.function import once_differentiable
 __all__ = ["causal_long_short_attention"]
 
 
-def causal_long_short_attention(q: torch.Tensor, qw: torch.Tensor, kl: torch.Tensor, vl: torch.Tensor,
-                                kw: torch.Tensor, vw: torch.Tensor, q_chunk: torch.Tensor, key_chunk: torch.Tensor,
-                                long_ok: torch.Tensor | None, win_ok: torch.Tensor | None, n_w: int, window: int,
-                                block: int) -> torch.Tensor:
+def causal_long_short_attention(
+    q: torch.Tensor,
+    qw: torch.Tensor,
+    kl: torch.Tensor,
+    vl: torch.Tensor,
+    kw: torch.Tensor,
+    vw: torch.Tensor,
+    q_chunk: torch.Tensor,
+    key_chunk: torch.Tensor,
+    long_ok: torch.Tensor | None,
+    win_ok: torch.Tensor | None,
+    n_w: int,
+    window: int,
+    block: int,
+) -> torch.Tensor:
     """``o [B, H, L, Dh]``: queries ``q`` (long-range scores) and ``qw`` (window scores) ``[B, H, L, Dh]``;
     long-range keys/values ``kl, vl [B, H, M, Dh]`` sorted by ``key_chunk [M]`` (the chunk each was
     compressed from; query ``i`` of chunk ``q_chunk[i]`` sees those with ``key_chunk < q_chunk[i]`` and
@@ -53,26 +64,26 @@ class _CausalLongShort(torch.autograd.Function):
         L, (n_w, w, block) = q.shape[2], sizes
         Lp = -(-L // w) * w
         scale = q.shape[-1] ** -0.5
-        q, qw = _pad_rows(q * scale, Lp), _pad_rows(qw * scale, Lp)    # [B, H, Lp, Dh]
-        kwp, vwp, okp = _pad_window(kw, vw, win_ok, n_w, L, w)          # [B, H, Np, Dh], [B|1, Np]
+        q, qw = _pad_rows(q * scale, Lp), _pad_rows(qw * scale, Lp)  # [B, H, Lp, Dh]
+        kwp, vwp, okp = _pad_window(kw, vw, win_ok, n_w, L, w)  # [B, H, Np, Dh], [B|1, Np]
         o = q.new_empty(q.shape)
         rowmax, inv_sum = q.new_empty(q.shape[:-1] + (1,)), q.new_empty(q.shape[:-1] + (1,))
         for blk in _super_blocks(L, Lp, block, q_chunk, key_chunk, long_ok, n_w, w, kwp, vwp, okp):
             s_l, s_w = blk.scores(q, qw, kl)
-            m = s_w.amax(-1).flatten(-2, -1).unsqueeze(-1)                # [B, H, n, 1]
+            m = s_w.amax(-1).flatten(-2, -1).unsqueeze(-1)  # [B, H, n, 1]
             if s_l is not None:
                 m = torch.maximum(m, s_l.amax(-1, keepdim=True))
-            m.clamp_min_(torch.finfo(m.dtype).min)                       # finite for empty rows
+            m.clamp_min_(torch.finfo(m.dtype).min)  # finite for empty rows
             p_l, p_w = blk.probs(s_l, s_w, m)
             total = p_w.sum(-1).flatten(-2, -1).unsqueeze(-1)
             if p_l is not None:
                 total += p_l.sum(-1, keepdim=True)
             inv = torch.where(total > 0, 1 / total.clamp_min(torch.finfo(total.dtype).tiny), 0.0)
             p_w.mul_(inv.unflatten(2, p_w.shape[2:4]))
-            o_b = (p_w @ blk.v_span).flatten(2, 3)                        # [B, H, n, Dh]
+            o_b = (p_w @ blk.v_span).flatten(2, 3)  # [B, H, n, Dh]
             if p_l is not None:
-                o_b += p_l.mul_(inv) @ vl[:, :, :blk.M]
-            o[:, :, blk.i0:blk.i1], rowmax[:, :, blk.i0:blk.i1], inv_sum[:, :, blk.i0:blk.i1] = o_b, m, inv
+                o_b += p_l.mul_(inv) @ vl[:, :, : blk.M]
+            o[:, :, blk.i0 : blk.i1], rowmax[:, :, blk.i0 : blk.i1], inv_sum[:, :, blk.i0 : blk.i1] = o_b, m, inv
         ctx.save_for_backward(q, qw, kl, vl, kw, vw, q_chunk, key_chunk, long_ok, win_ok, o, rowmax, inv_sum)
         ctx.sizes = sizes
         return o[:, :, :L]
@@ -84,7 +95,7 @@ class _CausalLongShort(torch.autograd.Function):
         (n_w, w, block), L, Lp = ctx.sizes, kw.shape[2] - ctx.sizes[0], q.shape[2]
         kwp, vwp, okp = _pad_window(kw, vw, win_ok, n_w, L, w)
         do = _pad_rows(do, Lp)
-        D = (do * o).sum(-1, keepdim=True)                              # [B, H, Lp, 1]
+        D = (do * o).sum(-1, keepdim=True)  # [B, H, Lp, 1]
         dq, dqw = torch.empty_like(q), torch.empty_like(qw)
         dkl, dvl, dkwp, dvwp = (torch.zeros_like(t) for t in (kl, vl, kwp, vwp))
         for blk in _super_blocks(L, Lp, block, q_chunk, key_chunk, long_ok, n_w, w, kwp, vwp, okp):
@@ -93,7 +104,7 @@ class _CausalLongShort(torch.autograd.Function):
             m, inv = rowmax[:, :, i0:i1], inv_sum[:, :, i0:i1]
             p_l, p_w = blk.probs(s_l, s_w, m)
             do_b, D_b = do[:, :, i0:i1], D[:, :, i0:i1]
-            do_w = do_b.unflatten(2, p_w.shape[2:4])                      # [B, H, n / w, w, Dh]
+            do_w = do_b.unflatten(2, p_w.shape[2:4])  # [B, H, n / w, w, Dh]
             p_w.mul_(inv.unflatten(2, p_w.shape[2:4]))
             ds_w = (do_w @ blk.v_span.transpose(-1, -2)).sub_(D_b.unflatten(2, p_w.shape[2:4])).mul_(p_w)
             dqw[:, :, i0:i1] = (ds_w @ blk.k_span).flatten(2, 3)
@@ -110,8 +121,15 @@ class _CausalLongShort(torch.autograd.Function):
         scale = q.shape[-1] ** -0.5
         f = _front_pad(n_w, w)
         window = slice(f, f + n_w + L)
-        return (dq[:, :, :L].mul_(scale), dqw[:, :, :L].mul_(scale), dkl, dvl, dkwp[:, :, window],
-                dvwp[:, :, window], *([None] * 5))
+        return (
+            dq[:, :, :L].mul_(scale),
+            dqw[:, :, :L].mul_(scale),
+            dkl,
+            dvl,
+            dkwp[:, :, window],
+            dvwp[:, :, window],
+            *([None] * 5),
+        )
 
 
 def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -131,8 +149,14 @@ def _pad_window(kw, vw, win_ok, n_w, L, w):
     B = kw.shape[0]
     ok = win_ok if win_ok is not None else torch.ones(1, n_w + L, dtype=torch.bool, device=kw.device)
     okp = torch.cat([ok.new_zeros(ok.shape[0], f), ok, ok.new_zeros(ok.shape[0], back)], 1)
-    pad = lambda t: torch.cat([t.new_zeros(B, t.shape[1], f, t.shape[3]), t,  # noqa: E731
-                               t.new_zeros(B, t.shape[1], back, t.shape[3])], 2)
+    pad = lambda t: torch.cat(
+        [
+            t.new_zeros(B, t.shape[1], f, t.shape[3]),
+            t,  # noqa: E731
+            t.new_zeros(B, t.shape[1], back, t.shape[3]),
+        ],
+        2,
+    )
     return pad(kw), pad(vw), okp
 
 
@@ -144,37 +168,39 @@ class _SuperBlock:
 
     def __init__(self, i0, i1, L, q_chunk, key_chunk, long_ok, n_w, w, kwp, vwp, okp):
         self.i0, self.i1, self.w = i0, i1, w
-        last = q_chunk[min(i1, L) - 1]                                   # chunk of the last real query
-        self.M = int((key_chunk < last).sum())                           # keys sorted by chunk
+        last = q_chunk[min(i1, L) - 1]  # chunk of the last real query
+        self.M = int((key_chunk < last).sum())  # keys sorted by chunk
         self.M0 = 0 if long_ok is not None else int((key_chunk < q_chunk[i0]).sum())
         self.allowed_long = None
         if self.M > self.M0:
-            qc = q_chunk[i0:min(i1, L)]
+            qc = q_chunk[i0 : min(i1, L)]
             qc = torch.cat([qc, qc.new_full((i1 - i0 - qc.shape[0],), int(qc[-1]))])  # padded rows: as the last
-            allowed = key_chunk[None, self.M0:self.M] < qc[:, None]                  # [n, M - M0]
+            allowed = key_chunk[None, self.M0 : self.M] < qc[:, None]  # [n, M - M0]
             if long_ok is not None:
-                allowed = allowed[None] & long_ok[:, None, self.M0:self.M]
-            self.allowed_long = allowed.view(-1, 1, *allowed.shape[-2:])             # [B|1, 1, n, M - M0]
+                allowed = allowed[None] & long_ok[:, None, self.M0 : self.M]
+            self.allowed_long = allowed.view(-1, 1, *allowed.shape[-2:])  # [B|1, 1, n, M - M0]
         n_sub = (i1 - i0) // w
-        self.b0 = (n_w + i0 + _front_pad(n_w, w)) // w - 1                # first key block of the spans
-        spans = lambda t: torch.cat([t[:, :, self.b0:self.b0 + n_sub], t[:, :, self.b0 + 1:self.b0 + n_sub + 1]],  # noqa: E731
-                                    dim=3)
-        blocks = lambda t: t.unflatten(2, (-1, w))                      # noqa: E731  [B, H, Np / w, w, Dh]
+        self.b0 = (n_w + i0 + _front_pad(n_w, w)) // w - 1  # first key block of the spans
+        spans = lambda t: torch.cat(
+            [t[:, :, self.b0 : self.b0 + n_sub], t[:, :, self.b0 + 1 : self.b0 + n_sub + 1]],  # noqa: E731
+            dim=3,
+        )
+        blocks = lambda t: t.unflatten(2, (-1, w))  # noqa: E731  [B, H, Np / w, w, Dh]
         self.k_span, self.v_span = spans(blocks(kwp)), spans(blocks(vwp))  # [B, H, n_sub, 2 w, Dh]
         ok = spans(okp.unflatten(1, (-1, w))[:, None, ..., None])[..., 0]  # [B|1, 1, n_sub, 2 w]
         c = torch.arange(2 * w, device=okp.device)
-        rel = w + torch.arange(w, device=okp.device)[:, None] - c          # query - key position
-        self.allowed_win = ((rel >= 0) & (rel < w)) & ok[..., None, :]     # [B|1, 1, n_sub, w, 2 w]
+        rel = w + torch.arange(w, device=okp.device)[:, None] - c  # query - key position
+        self.allowed_win = ((rel >= 0) & (rel < w)) & ok[..., None, :]  # [B|1, 1, n_sub, w, 2 w]
 
     def scores(self, q, qw, kl):
         """``(q K_bar^T [B, H, n, M] or None, q_w K_span^T [B, H, n / w, w, 2 w])``, -inf where not allowed."""
-        self.qw_sub = qw[:, :, self.i0:self.i1].unflatten(2, (-1, self.w))
+        self.qw_sub = qw[:, :, self.i0 : self.i1].unflatten(2, (-1, self.w))
         s_w = (self.qw_sub @ self.k_span.transpose(-1, -2)).masked_fill_(~self.allowed_win, float("-inf"))
         if self.M == 0:
             return None, s_w
-        s_l = q[:, :, self.i0:self.i1] @ kl[:, :, :self.M].transpose(-1, -2)
+        s_l = q[:, :, self.i0 : self.i1] @ kl[:, :, : self.M].transpose(-1, -2)
         if self.allowed_long is not None:
-            s_l[..., self.M0:].masked_fill_(~self.allowed_long, float("-inf"))
+            s_l[..., self.M0 :].masked_fill_(~self.allowed_long, float("-inf"))
         return s_l, s_w
 
     def probs(self, s_l, s_w, m):
@@ -184,15 +210,15 @@ class _SuperBlock:
             return None, p_w
         p_l = s_l.sub_(m).clamp_min_(-80.0).exp_()
         if self.allowed_long is not None:
-            p_l[..., self.M0:].masked_fill_(~self.allowed_long, 0.0)
+            p_l[..., self.M0 :].masked_fill_(~self.allowed_long, 0.0)
         return p_l, p_w
 
     def add_span_grads(self, g_padded, g_span):
         """Add ``g_span [B, H, n_sub, 2 w, Dh]`` (gradients of the spans' keys) to the padded keys'."""
-        blocks = g_padded.unflatten(2, (-1, self.w))                    # a view
+        blocks = g_padded.unflatten(2, (-1, self.w))  # a view
         n_sub = g_span.shape[2]
-        blocks[:, :, self.b0:self.b0 + n_sub] += g_span[..., :self.w, :]
-        blocks[:, :, self.b0 + 1:self.b0 + n_sub + 1] += g_span[..., self.w:, :]
+        blocks[:, :, self.b0 : self.b0 + n_sub] += g_span[..., : self.w, :]
+        blocks[:, :, self.b0 + 1 : self.b0 + n_sub + 1] += g_span[..., self.w :, :]
 
 
 def _super_blocks(L, Lp, block, q_chunk, key_chunk, long_ok, n_w, w, kwp, vwp, okp):

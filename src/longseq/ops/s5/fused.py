@@ -16,14 +16,17 @@ from ..scan.chunk import lti_scan
 __all__ = ["s5_ssm", "ssm_input", "input_matrix", "readout_matrix", "rows_view"]
 
 
-def s5_ssm(u: torch.Tensor, Lbar: torch.Tensor, Bbar: torch.Tensor, C: torch.Tensor, D: torch.Tensor,
-           chunk: int = 64) -> torch.Tensor:
+def s5_ssm(
+    u: torch.Tensor, Lbar: torch.Tensor, Bbar: torch.Tensor, C: torch.Tensor, D: torch.Tensor, chunk: int = 64
+) -> torch.Tensor:
     """``y [B, L, H] = Σ_d 2 Re(C̃_d h^d) + D u`` for ``u [B, L, H]``, ``Λ̄ [P/2]`` and ``B̄ [P/2, H]``
     complex, ``C [dirs, H, P/2, 2]`` (real and imaginary parts), ``D [H]``; ``dirs = 2`` adds the
     backward-in-time scan. No state in or out (the stateful path is :func:`longseq.ops.scan.chunk.linear_scan`)."""
     if u.dtype != Lbar.real.dtype:
-        raise ValueError(f"s5_ssm: u must have the real dtype of Λ̄, {Lbar.real.dtype} (float32 or float64), got {u.dtype}; "
-                         "the mixer runs half-precision inputs in float32")
+        raise ValueError(
+            f"s5_ssm: u must have the real dtype of Λ̄, {Lbar.real.dtype} (float32 or float64), got {u.dtype}; "
+            "the mixer runs half-precision inputs in float32"
+        )
     return _S5SSM.apply(u, Lbar, Bbar, C, D, chunk)
 
 
@@ -67,15 +70,15 @@ class _S5SSM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, Lbar, Bbar, C, D, chunk):
         B, L, H = u.shape
-        u2 = u.reshape(-1, H)                                                        # [BL, H]
-        Bu = ssm_input(u, Bbar)                                                          # [B, L, P/2]
+        u2 = u.reshape(-1, H)  # [BL, H]
+        Bu = ssm_input(u, Bbar)  # [B, L, P/2]
         hs = [lti_scan(Lbar, Bu, chunk=chunk)]
         if C.shape[0] == 2:
             hs.append(lti_scan(Lbar, Bu, reverse=True, chunk=chunk))
         del Bu
-        y = u2 * D                                                                    # D u, then + readouts
+        y = u2 * D  # D u, then + readouts
         for h, Cd in zip(hs, C):
-            y.addmm_(rows_view(h), readout_matrix(Cd))                                   # + 2 Re(C̃ h)
+            y.addmm_(rows_view(h), readout_matrix(Cd))  # + 2 Re(C̃ h)
         ctx.save_for_backward(u, Lbar, Bbar, C, D, *hs)
         ctx.chunk = chunk
         return y.view(B, L, H)
@@ -90,18 +93,18 @@ class _S5SSM(torch.autograd.Function):
         dC = torch.empty_like(C)
         dBu, dLbar = None, torch.zeros_like(Lbar)
         for d, (h, Cd) in enumerate(zip(hs, C)):
-            dM = rows_view(h).T @ g2                                                      # [2 P/2, H]
+            dM = rows_view(h).T @ g2  # [2 P/2, H]
             dC[d] = 2 * torch.stack([dM[0::2].T, -dM[1::2].T], -1)
             dh = torch.view_as_complex((g2 @ readout_matrix(Cd).T).view(B, L, P, 2))  # [B, L, P/2]
-            gd = lti_scan(Lbar.conj(), dh, reverse=d == 0, chunk=ctx.chunk)          # adjoint states
+            gd = lti_scan(Lbar.conj(), dh, reverse=d == 0, chunk=ctx.chunk)  # adjoint states
             del dh
-            if d == 0:   # h_{t-1} of the forward scan meets g_t
+            if d == 0:  # h_{t-1} of the forward scan meets g_t
                 dLbar += (gd[:, 1:] * h[:, :-1].conj()).sum((0, 1))
-            else:        # h_{t+1} of the backward scan meets g_t
+            else:  # h_{t+1} of the backward scan meets g_t
                 dLbar += (gd[:, :-1] * h[:, 1:].conj()).sum((0, 1))
             dBu = gd if dBu is None else dBu.add_(gd)
             del gd
-        dBu2 = rows_view(dBu)                                                             # [BL, 2 P/2]
+        dBu2 = rows_view(dBu)  # [BL, 2 P/2]
         du = (g2 * D).addmm_(dBu2, input_matrix(Bbar).T).view(B, L, H)
         dBbar = torch.view_as_complex((u2.T @ dBu2).view(H, P, 2).permute(1, 0, 2).contiguous())
         dD = sum((g2[r : r + 1024] * u2[r : r + 1024]).sum(0) for r in range(0, g2.shape[0], 1024))

@@ -13,20 +13,21 @@ import torch
 __all__ = ["s5_ssm_naive"]
 
 
-def s5_ssm_naive(u: torch.Tensor, Lbar: torch.Tensor, Bbar: torch.Tensor, C: torch.Tensor,
-                 D: torch.Tensor) -> torch.Tensor:
+def s5_ssm_naive(
+    u: torch.Tensor, Lbar: torch.Tensor, Bbar: torch.Tensor, C: torch.Tensor, D: torch.Tensor
+) -> torch.Tensor:
     """``u [B, L, H]`` real, ``Λ̄ [P/2]``, ``B̄ [P/2, H]`` complex, ``C [dirs, H, P/2, 2]`` real
     (real and imaginary parts of ``C̃``), ``D [H]`` -> ``y [B, L, H]``."""
-    Ct = torch.view_as_complex(C.contiguous())                      # [dirs, H, P/2]
-    Bu = torch.einsum("ph,blh->blp", Bbar, u.to(Bbar.dtype))         # [B, L, P/2]
-    y = u * D                                                       # [B, L, H]
+    Ct = torch.view_as_complex(C.contiguous())  # [dirs, H, P/2]
+    Bu = torch.einsum("ph,blh->blp", Bbar, u.to(Bbar.dtype))  # [B, L, P/2]
+    y = u * D  # [B, L, H]
     L = u.shape[1]
     for d in range(Ct.shape[0]):
-        h = torch.zeros_like(Bu[:, 0])                              # [B, P/2]
+        h = torch.zeros_like(Bu[:, 0])  # [B, P/2]
         hs = [None] * L
-        for t in (range(L) if d == 0 else range(L - 1, -1, -1)):
+        for t in range(L) if d == 0 else range(L - 1, -1, -1):
             h = Lbar * h + Bu[:, t]
             hs[t] = h
-        H_ = torch.stack(hs, 1)                                     # [B, L, P/2]
+        H_ = torch.stack(hs, 1)  # [B, L, P/2]
         y = y + 2 * torch.einsum("hp,blp->blh", Ct[d], H_).real
     return y

@@ -88,8 +88,14 @@ def linear_scan(
     return h, h[..., -1, :]
 
 
-def lti_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *, reverse: bool = False,
-             chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+def lti_scan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    *,
+    reverse: bool = False,
+    chunk: int = DEFAULT_CHUNK,
+) -> torch.Tensor:
     """States ``h [..., L, P]`` of ``h_t = a h_{t-1} + b_t`` for a constant decay ``a [P]``, without
     autograd (the chunked Toeplitz products of :class:`_LinearScanConst`): for custom backward passes
     that run the recurrence and its adjoint themselves. ``reverse``: ``h_t = a h_{t+1} + b_t``."""
@@ -151,19 +157,19 @@ def _scan_const(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, chunk: int) 
     n = -(-L // T)
     if n * T > L:  # b = 0 after the end: the extra states are dropped
         b = torch.cat([b, b.new_zeros(b.shape[:-2] + (n * T - L, P))], -2)
-    pows = torch.cat([torch.ones_like(a)[None], torch.cumprod(a.expand(T, P), 0)])   # a^t, t = 0..T  [T+1, P]
+    pows = torch.cat([torch.ones_like(a)[None], torch.cumprod(a.expand(T, P), 0)])  # a^t, t = 0..T  [T+1, P]
     t = torch.arange(T, device=b.device)
-    lag = t[:, None] - t[None, :]                                                     # [T, T]
-    M = pows[lag.clamp(min=0)] * (lag >= 0)[..., None]                                # a^{t-s} (t >= s)  [T, T, P]
-    bc = b.reshape(b.shape[:-2] + (n, T, P))                                          # [..., n, T, P]
-    h = torch.einsum("tsp,...nsp->...ntp", M, bc)                                     # from zero, per chunk
+    lag = t[:, None] - t[None, :]  # [T, T]
+    M = pows[lag.clamp(min=0)] * (lag >= 0)[..., None]  # a^{t-s} (t >= s)  [T, T, P]
+    bc = b.reshape(b.shape[:-2] + (n, T, P))  # [..., n, T, P]
+    h = torch.einsum("tsp,...nsp->...ntp", M, bc)  # from zero, per chunk
     if n > 1:  # chunk-end states -> state entering each chunk (log-depth scan over n)
-        last = h[..., -1, :]                                                          # [..., n, P]
+        last = h[..., -1, :]  # [..., n, P]
         ends = _scan(pows[T].expand(last.shape), last, h0, max(2, min(chunk, 64)))
-        enter = torch.cat([h0.unsqueeze(-2), ends[..., :-1, :]], -2)                   # [..., n, P]
+        enter = torch.cat([h0.unsqueeze(-2), ends[..., :-1, :]], -2)  # [..., n, P]
     else:
         enter = h0.unsqueeze(-2)
-    h = h.addcmul_(pows[1:], enter.unsqueeze(-2))                                     # + a^{t+1} h_enter
+    h = h.addcmul_(pows[1:], enter.unsqueeze(-2))  # + a^{t+1} h_enter
     return h.reshape(b.shape)[..., :L, :]
 
 

@@ -52,8 +52,7 @@ import torch
 TINY = 1e-300
 
 
-def scale_actions(logits_push: torch.Tensor, logits_repl: torch.Tensor, logits_pop: torch.Tensor,
-                  normalize: bool):
+def scale_actions(logits_push: torch.Tensor, logits_repl: torch.Tensor, logits_pop: torch.Tensor, normalize: bool):
     """Transition weights from logits ``[B, Q, S, Q, S]`` (push, repl) and ``[B, Q, S, Q]`` (pop).
 
     ``normalize=True`` (NS-RNN 2020): for each ``(q, x)`` a softmax over all ``2N + |Q|``
@@ -64,11 +63,11 @@ def scale_actions(logits_push: torch.Tensor, logits_repl: torch.Tensor, logits_p
     N = Q * S
     flat = torch.cat([logits_push.reshape(B, N, N), logits_repl.reshape(B, N, N), logits_pop.reshape(B, N, Q)], -1)
     if normalize:
-        w = torch.softmax(flat, dim=-1)                                       # [B, N, 2N + Q]
+        w = torch.softmax(flat, dim=-1)  # [B, N, 2N + Q]
     else:
-        c = torch.logsumexp(flat, dim=-1).amax(-1).detach()                   # [B]
+        c = torch.logsumexp(flat, dim=-1).amax(-1).detach()  # [B]
         w = torch.exp(flat - c[:, None, None])
-    return w[..., :N], w[..., N:2 * N], w[..., 2 * N:]
+    return w[..., :N], w[..., N : 2 * N], w[..., 2 * N :]
 
 
 class LangStack:
@@ -85,13 +84,12 @@ class LangStack:
         self.cols, self.alpha, self.j, self.Q, self.S, self.window = cols, alpha, j, Q, S, window
 
     @classmethod
-    def initial(cls, batch: int, Q: int, S: int, window: int | None, device=None,
-                dtype=torch.float64) -> "LangStack":
+    def initial(cls, batch: int, Q: int, S: int, window: int | None, device=None, dtype=torch.float64) -> "LangStack":
         N = Q * S
-        W = 1 if window is None else window        # limited stack: columns padded to D rows (i = t-D..t-1)
-        g = torch.zeros(batch, W, N, N, device=device, dtype=dtype)            # γ[-1→0] in the last row
+        W = 1 if window is None else window  # limited stack: columns padded to D rows (i = t-D..t-1)
+        g = torch.zeros(batch, W, N, N, device=device, dtype=dtype)  # γ[-1→0] in the last row
         g[:, -1, 0, 0] = 1.0
-        a = torch.zeros(batch, W + 1, N, device=device, dtype=dtype)           # α[-1], α[0] in the last rows
+        a = torch.zeros(batch, W + 1, N, device=device, dtype=dtype)  # α[-1], α[0] in the last rows
         a[:, -2:, 0] = 1.0
         return cls([g], a, 0, Q, S, window)
 
@@ -107,37 +105,37 @@ class LangStack:
         B = push.shape[0]
         j = self.j + 1
         lo = self.lo(j)
-        prev = self.cols[-1]                                  # γ[·→j-1], rows lo(j-1)..j-2   [B, W', N, N]
+        prev = self.cols[-1]  # γ[·→j-1], rows lo(j-1)..j-2   [B, W', N, N]
         prev_lo = self.lo(j - 1)
         parts = []
-        if j - 2 >= lo:                                       # rows lo..j-2 of the replace/pop terms
-            rows = prev[:, lo - prev_lo:]                     # γ[i→j-1], i = lo..j-2          [B, I+1, N, N]
-            term = rows @ repl[:, None]                       # replace                          [B, I+1, N, N]
-            n_pop = (j - 2) - lo                              # rows lo..j-3 have a pop term
+        if j - 2 >= lo:  # rows lo..j-2 of the replace/pop terms
+            rows = prev[:, lo - prev_lo :]  # γ[i→j-1], i = lo..j-2          [B, I+1, N, N]
+            term = rows @ repl[:, None]  # replace                          [B, I+1, N, N]
+            n_pop = (j - 2) - lo  # rows lo..j-3 have a pop term
             if n_pop > 0:
                 # γ'[k→j-1] = γ[k→j-1] · pop for k = lo+1..j-2 (rows 1.. of prev)             [B, K, (t,y), r]
                 gp = (rows[:, 1:] @ pop[:, None]).view(B, n_pop, Q, S, Q)
                 # Σ_k γ[i→k] γ'[k→j-1], one k at a time: each product reads a stored column (no
                 # stacked O(j²) copy is kept for backward, so autograd memory stays O(n² N²))
-                popt = term.new_zeros(B, n_pop, N, Q, S)                                      # [B, I, qx, r, y]
+                popt = term.new_zeros(B, n_pop, N, Q, S)  # [B, I, qx, r, y]
                 for c, k in enumerate(range(lo + 1, j - 1)):
-                    g = self._col_rows(k, lo).view(B, -1, N, Q, S)                           # γ[i→k], i = lo..k-1
+                    g = self._col_rows(k, lo).view(B, -1, N, Q, S)  # γ[i→k], i = lo..k-1
                     # Σ_t g[b,i,qx,t,y] γ'[b,t,y,r] by broadcasting: the product saves only views of
                     # stored tensors for backward (an einsum would save permuted O(k) copies: O(n³))
-                    prod = (g[..., None] * gp[:, c, None, None]).sum(3)                        # [B, m, qx, y, r]
+                    prod = (g[..., None] * gp[:, c, None, None]).sum(3)  # [B, m, qx, y, r]
                     popt[:, : g.shape[1]] += prod.transpose(-1, -2)
                 term = term + torch.cat([popt.view(B, n_pop, N, N), term.new_zeros(B, 1, N, N)], dim=1)
             parts.append(term)
-        parts.append(push[:, None])                           # row j-1: push
-        col = torch.cat(parts, dim=1)                         # γ[i→j], i = lo..j-1              [B, W, N, N]
-        a_lo = self.lo(j - 1)                                 # self.alpha rows: a_lo..j-1
-        a = self.alpha[:, lo - a_lo:]                         # α[i], i = lo..j-1                [B, W, N]
-        new = torch.einsum("bin,binm->bm", a, col)            # α[j]                             [B, N]
-        z = new.sum(-1).detach().clamp_min(TINY)              # common rescaling (module docstring)
+        parts.append(push[:, None])  # row j-1: push
+        col = torch.cat(parts, dim=1)  # γ[i→j], i = lo..j-1              [B, W, N, N]
+        a_lo = self.lo(j - 1)  # self.alpha rows: a_lo..j-1
+        a = self.alpha[:, lo - a_lo :]  # α[i], i = lo..j-1                [B, W, N]
+        new = torch.einsum("bin,binm->bm", a, col)  # α[j]                             [B, N]
+        z = new.sum(-1).detach().clamp_min(TINY)  # common rescaling (module docstring)
         alpha = torch.cat([a, new[:, None]], dim=1) / z[:, None, None]
         cols = self.cols + [col]
-        if self.window is not None:                           # keep the columns t ≥ j+1-D (used by later steps)
-            cols = cols[-self.window:]
+        if self.window is not None:  # keep the columns t ≥ j+1-D (used by later steps)
+            cols = cols[-self.window :]
         return LangStack(cols, alpha, j, Q, S, self.window)
 
     def _update_window(self, push: torch.Tensor, repl: torch.Tensor, pop: torch.Tensor) -> "LangStack":
@@ -152,34 +150,34 @@ class LangStack:
         N = Q * S
         B = push.shape[0]
         j = self.j + 1
-        prev = self.cols[-1]                                  # γ[i→j-1], i = j-1-D..j-2        [B, D, N, N]
-        rows = prev[:, 1:]                                    # i = j-D..j-2                    [B, D-1, N, N]
-        term = rows @ repl[:, None]                           # replace                          [B, D-1, N, N]
+        prev = self.cols[-1]  # γ[i→j-1], i = j-1-D..j-2        [B, D, N, N]
+        rows = prev[:, 1:]  # i = j-D..j-2                    [B, D-1, N, N]
+        term = rows @ repl[:, None]  # replace                          [B, D-1, N, N]
         K = D - 2
         if K > 0:
-            gp = (rows[:, 1:] @ pop[:, None]).view(B, K, Q, S, Q)          # γ'[k→j-1], k = j-D+1..j-2
-            have = self.cols[-1 - K: -1] if K > 0 else []                  # columns k = j-D+1..j-2 that exist
+            gp = (rows[:, 1:] @ pop[:, None]).view(B, K, Q, S, Q)  # γ'[k→j-1], k = j-D+1..j-2
+            have = self.cols[-1 - K : -1] if K > 0 else []  # columns k = j-D+1..j-2 that exist
             missing = K - len(have)
-            C = torch.stack(([prev.new_zeros(prev.shape)] * missing) + list(have), dim=1)   # [B, K, D, N, N]
+            C = torch.stack(([prev.new_zeros(prev.shape)] * missing) + list(have), dim=1)  # [B, K, D, N, N]
             E = N * N
             C = C.contiguous()
             G = C.as_strided((B, K, K, E), (C.stride(0), E, (D - 1) * E, 1), C.storage_offset() + (D - 1) * E)
-            tri = torch.ones(K, K, dtype=torch.bool, device=C.device).triu(0)             # i_idx <= k_idx
-            G = (G * tri[None, :, :, None]).view(B, K, K, N, Q, S)                         # [B, i, k, qx, t, y]
-            popt = torch.einsum("bikntz,bktzr->binrz", G, gp).reshape(B, K, N, N)          # rows i = j-D..j-3
+            tri = torch.ones(K, K, dtype=torch.bool, device=C.device).triu(0)  # i_idx <= k_idx
+            G = (G * tri[None, :, :, None]).view(B, K, K, N, Q, S)  # [B, i, k, qx, t, y]
+            popt = torch.einsum("bikntz,bktzr->binrz", G, gp).reshape(B, K, N, N)  # rows i = j-D..j-3
             term = term + torch.cat([popt, term.new_zeros(B, 1, N, N)], dim=1)
-        col = torch.cat([term, push[:, None]], dim=1)         # γ[i→j], i = j-D..j-1            [B, D, N, N]
-        a = self.alpha[:, 1:]                                 # α[i], i = j-D..j-1              [B, D, N]
-        new = torch.einsum("bin,binm->bm", a, col)            # α[j]
+        col = torch.cat([term, push[:, None]], dim=1)  # γ[i→j], i = j-D..j-1            [B, D, N, N]
+        a = self.alpha[:, 1:]  # α[i], i = j-D..j-1              [B, D, N]
+        new = torch.einsum("bin,binm->bm", a, col)  # α[j]
         z = new.sum(-1).detach().clamp_min(TINY)
         alpha = torch.cat([a, new[:, None]], dim=1) / z[:, None, None]
         return LangStack((self.cols + [col])[-D:], alpha, j, Q, S, D)
 
     def _col_rows(self, k: int, lo: int) -> torch.Tensor:
         """Rows ``i = lo..k-1`` of the column ``γ[·→k]``: ``[B, k - lo, N, N]`` (a view)."""
-        col = self.cols[len(self.cols) - 1 - (self.j - k)]       # time k
+        col = self.cols[len(self.cols) - 1 - (self.j - k)]  # time k
         klo = self.lo(k)
-        return col[:, lo - klo: k - klo]
+        return col[:, lo - klo : k - klo]
 
     def alpha_j(self) -> torch.Tensor:
         """``α[j]`` (up to the common rescaling): ``[B, N]``."""

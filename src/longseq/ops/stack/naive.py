@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 
 
-def brute_force_alpha(push: torch.Tensor, repl: torch.Tensor, pop: torch.Tensor,
-                      window: int | None = None) -> torch.Tensor:
+def brute_force_alpha(
+    push: torch.Tensor, repl: torch.Tensor, pop: torch.Tensor, window: int | None = None
+) -> torch.Tensor:
     """``push, repl [n, Q, S, Q, S]``, ``pop [n, Q, S, Q]`` (one sequence, steps 1..n) ->
     ``α [n + 1, Q, S]`` for times 0..n (float64).
 
@@ -26,7 +27,7 @@ def brute_force_alpha(push: torch.Tensor, repl: torch.Tensor, pop: torch.Tensor,
     configs = {(0, ((0, -1),)): torch.ones((), dtype=torch.float64)}
     out = [_alpha(configs, Q, S)]
     for j in range(n):
-        t = j + 1                                   # the time reached by this step
+        t = j + 1  # the time reached by this step
         nxt: dict = {}
         for (q, stack), w in configs.items():
             x, i_top = stack[-1]

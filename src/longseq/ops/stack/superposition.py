@@ -19,12 +19,13 @@ from __future__ import annotations
 import torch
 
 
-def superposition_update(elements: torch.Tensor, push: torch.Tensor, pop: torch.Tensor, noop: torch.Tensor,
-                         value: torch.Tensor) -> torch.Tensor:
+def superposition_update(
+    elements: torch.Tensor, push: torch.Tensor, pop: torch.Tensor, noop: torch.Tensor, value: torch.Tensor
+) -> torch.Tensor:
     """``elements [B, m, H]``, action probabilities ``[B]`` each, ``value [B, m]`` -> ``[B, m, H + 1]``."""
     B, m, H = elements.shape
     zero = elements.new_zeros(B, m, 1)
-    pushed = torch.cat([value[:, :, None], elements], dim=2)            # [B, m, H + 1]
-    popped = torch.cat([elements[:, :, 1:], zero, zero], dim=2)         # [B, m, H + 1]
-    kept = torch.cat([elements, zero], dim=2)                           # [B, m, H + 1]
+    pushed = torch.cat([value[:, :, None], elements], dim=2)  # [B, m, H + 1]
+    popped = torch.cat([elements[:, :, 1:], zero, zero], dim=2)  # [B, m, H + 1]
+    kept = torch.cat([elements, zero], dim=2)  # [B, m, H + 1]
     return push[:, None, None] * pushed + pop[:, None, None] * popped + noop[:, None, None] * kept

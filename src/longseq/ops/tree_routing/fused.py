@@ -30,12 +30,12 @@ class _PathLogits(torch.autograd.Function):
     (one level at a time forward and backward: O(M Dh) temporaries instead of O(M P Dh))."""
 
     @staticmethod
-    def forward(ctx, q, table, idx):                  # q: [M, Dh], table: [T, Dh], idx: [M, P]
+    def forward(ctx, q, table, idx):  # q: [M, Dh], table: [T, Dh], idx: [M, P]
         ctx.save_for_backward(q, table, idx)
         return torch.stack([(q * table[idx[:, n]]).sum(-1) for n in range(idx.shape[1])], -1)
 
     @staticmethod
-    def backward(ctx, grad):                           # grad: [M, P]
+    def backward(ctx, grad):  # grad: [M, P]
         q, table, idx = ctx.saved_tensors
         grad_q, grad_t = torch.zeros_like(q), torch.zeros_like(table)
         for n in range(idx.shape[1]):
@@ -48,7 +48,7 @@ class _PathMix(torch.autograd.Function):
     """``out[m] = sum_n p[m, n] table[idx[m, n]]`` without storing the gathered rows."""
 
     @staticmethod
-    def forward(ctx, p, table, idx):                  # p: [M, P], table: [T, Dh], idx: [M, P]
+    def forward(ctx, p, table, idx):  # p: [M, P], table: [T, Dh], idx: [M, P]
         ctx.save_for_backward(p, table, idx)
         out = p.new_zeros(p.shape[0], table.shape[1])
         for n in range(idx.shape[1]):
@@ -56,7 +56,7 @@ class _PathMix(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):                           # grad: [M, Dh]
+    def backward(ctx, grad):  # grad: [M, Dh]
         p, table, idx = ctx.saved_tensors
         grad_t = torch.zeros_like(table)
         grad_p = torch.stack([(grad * table[idx[:, n]]).sum(-1) for n in range(idx.shape[1])], -1)

@@ -10,7 +10,7 @@ __all__ = ["path_logits_naive", "path_mix_naive"]
 
 def path_logits_naive(q: torch.Tensor, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``out[m, n] = q[m] . table[idx[m, n]]`` -> ``[M, P]``."""
-    return (q[:, None, :] * table[idx]).sum(-1)                         # table[idx]: [M, P, Dh]
+    return (q[:, None, :] * table[idx]).sum(-1)  # table[idx]: [M, P, Dh]
 
 
 def path_mix_naive(p: torch.Tensor, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

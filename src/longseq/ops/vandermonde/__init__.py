@@ -7,5 +7,12 @@ from .naive import vandermonde_naive, vandermonde_transposed_naive
 TWINS = {_Vandermonde: (vandermonde, vandermonde_naive)}
 """Each autograd Function of this op -> (its public entry point, the naive reference it is tested against)."""
 
-__all__ = ["vandermonde", "vandermonde_transposed", "powers", "NEGLIGIBLE", "vandermonde_naive",
-           "vandermonde_transposed_naive", "TWINS"]
+__all__ = [
+    "vandermonde",
+    "vandermonde_transposed",
+    "powers",
+    "NEGLIGIBLE",
+    "vandermonde_naive",
+    "vandermonde_transposed_naive",
+    "TWINS",
+]

@@ -55,9 +55,9 @@ def powers(log_z: torch.Tensor, n: int, stride: int = 1, positions_first: bool =
     """
     if n <= 64:
         return _exact_powers(log_z, n, stride, positions_first)
-    b = 1 << ((n - 1).bit_length() + 1) // 2                                # ~sqrt(n), a power of two
-    hi = _exact_powers(log_z, -(-n // b), stride * b, positions_first)       # z^(stride b j)  [..., N, n/b]
-    lo = _exact_powers(log_z, b, stride, positions_first)                    # z^(stride k)    [..., N, b]
+    b = 1 << ((n - 1).bit_length() + 1) // 2  # ~sqrt(n), a power of two
+    hi = _exact_powers(log_z, -(-n // b), stride * b, positions_first)  # z^(stride b j)  [..., N, n/b]
+    lo = _exact_powers(log_z, b, stride, positions_first)  # z^(stride k)    [..., N, b]
     if positions_first:
         return (hi.unsqueeze(-2) * lo.unsqueeze(-3)).flatten(-3, -2)[..., :n, :]
     return (hi.unsqueeze(-1) * lo.unsqueeze(-2)).flatten(-2)[..., :n]
@@ -67,9 +67,9 @@ def _exact_powers(log_z: torch.Tensor, n: int, stride: int, positions_first: boo
     """``exp(stride i log z)`` for ``i < n``: real ``exp``, ``cos``, ``sin`` (complex ``exp`` is several
     times slower on CPUs), the phase in float64 reduced modulo 2π."""
     i = torch.arange(n, device=log_z.device, dtype=torch.float64) * stride
-    if positions_first:                                                      # [..., n, N]
+    if positions_first:  # [..., n, N]
         i, log_z = i.unsqueeze(-1), log_z.unsqueeze(-2)
-    else:                                                                    # [..., N, n]
+    else:  # [..., N, n]
         log_z = log_z.unsqueeze(-1)
     mag = torch.exp(log_z.real * i.to(log_z.real.dtype))
     phase = torch.remainder(log_z.imag.double() * i, 2 * math.pi).to(mag.dtype)
@@ -91,10 +91,10 @@ def _plan(log_z: torch.Tensor, T: int, J: int) -> tuple[torch.Tensor | None, lis
     skipped, the modes then stay in place), and runs ``(j0, j1, m)``: chunks ``j0 <= j < j1`` get
     contributions from the first ``m`` sorted modes only — in every group, those with
     ``|z|^{jT} >= e^-70`` (one small host read of the ``J`` per-chunk counts)."""
-    rate = -log_z.real.detach()                                          # [G, N] >= 0
+    rate = -log_z.real.detach()  # [G, N] >= 0
     rate, order = torch.sort(rate, dim=-1)
-    lag = torch.arange(J, device=rate.device, dtype=rate.dtype) * T      # lag jT of each chunk
-    alive = (rate[:, None, :] * lag[:, None] < NEGLIGIBLE).sum(-1).amax(0).tolist()   # [J]
+    lag = torch.arange(J, device=rate.device, dtype=rate.dtype) * T  # lag jT of each chunk
+    alive = (rate[:, None, :] * lag[:, None] < NEGLIGIBLE).sum(-1).amax(0).tolist()  # [J]
     runs, j0 = [], 0
     for j in range(1, J + 1):
         if j == J or alive[j] != alive[j0]:
@@ -118,12 +118,12 @@ def _factors(w, log_z, order, T, J):
     G, S, N = w.shape
     if order is not None:
         log_z = log_z.gather(-1, order)
-        w = w.gather(-1, order.unsqueeze(1).expand(G, S, N))                # sorted modes
-    P = powers(log_z, T)                                                    # [G, N, T]   z^t
-    Z = powers(log_z, J, stride=T, positions_first=True)                    # [G, J, N]   z^{jT}
-    q = (w.unsqueeze(2) * Z.unsqueeze(1)).contiguous()                      # [G, S, J, N]
-    Qs = torch.view_as_real(q).flatten(-2)                                  # [G, S, J, 2N] (Re, Im) per mode
-    Ps = torch.stack([P.real, -P.imag], 2).flatten(1, 2)                    # [G, 2N, T]    (Re, -Im) per mode
+        w = w.gather(-1, order.unsqueeze(1).expand(G, S, N))  # sorted modes
+    P = powers(log_z, T)  # [G, N, T]   z^t
+    Z = powers(log_z, J, stride=T, positions_first=True)  # [G, J, N]   z^{jT}
+    q = (w.unsqueeze(2) * Z.unsqueeze(1)).contiguous()  # [G, S, J, N]
+    Qs = torch.view_as_real(q).flatten(-2)  # [G, S, J, 2N] (Re, Im) per mode
+    Ps = torch.stack([P.real, -P.imag], 2).flatten(1, 2)  # [G, 2N, T]    (Re, -Im) per mode
     return w, P, Z, Qs, Ps
 
 
@@ -148,14 +148,15 @@ class _Vandermonde(torch.autograd.Function):
         for c in (slice(h, h + g) for h in range(0, G, g)):
             _, _, _, Qs, Ps = _factors(w[c], log_z[c], _at(order, c), T, J)
             n = Qs.shape[0]
-            if runs == [(0, J, N)]:                                         # nothing skipped: one matmul
+            if runs == [(0, J, N)]:  # nothing skipped: one matmul
                 K = torch.bmm(Qs.view(n, S * J, 2 * N), Ps).view(n, S, J, T)
             else:
                 K = Qs.new_zeros(n, S, J, T)
                 for j0, j1, m in runs:
-                    K[:, :, j0:j1] = torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(n, -1, 2 * m),
-                                               Ps[:, : 2 * m]).view(n, S, j1 - j0, T)
-            if out is None:                                                 # one slice: a view, no copy
+                    K[:, :, j0:j1] = torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(n, -1, 2 * m), Ps[:, : 2 * m]).view(
+                        n, S, j1 - j0, T
+                    )
+            if out is None:  # one slice: a view, no copy
                 out = K.flatten(-2)[..., :L]
             else:
                 out[c] = K.flatten(-2)[..., :L]
@@ -179,8 +180,8 @@ class _Vandermonde(torch.autograd.Function):
             w, P, Z, Qs, Ps = _factors(w_all[c], log_z_all[c], _at(order, c), T, J)
             n = w.shape[0]
             dK = dK_all[c] if J * T == L else F.pad(dK_all[c], (0, J * T - L))
-            dK = dK.unflatten(-1, (J, T))                                       # [g, S, J, T]
-            if runs == [(0, J, N)]:                                         # nothing skipped: two matmuls
+            dK = dK.unflatten(-1, (J, T))  # [g, S, J, T]
+            if runs == [(0, J, N)]:  # nothing skipped: two matmuls
                 dKr = dK.reshape(n, S * J, T)
                 dQs = torch.bmm(dKr, Ps.transpose(1, 2)).view(n, S, J, 2 * N)
                 dPs = torch.bmm(Qs.view(n, S * J, 2 * N).transpose(1, 2), dKr)
@@ -189,18 +190,18 @@ class _Vandermonde(torch.autograd.Function):
                 dQs, dPs = torch.zeros_like(Qs), torch.zeros_like(Ps)
                 runs_left = runs
             for j0, j1, m in runs_left:
-                dKr = dK[:, :, j0:j1].reshape(n, -1, T)                          # [g, S jn, T]
+                dKr = dK[:, :, j0:j1].reshape(n, -1, T)  # [g, S jn, T]
                 dQs[:, :, j0:j1, : 2 * m] = torch.bmm(dKr, Ps[:, : 2 * m].transpose(1, 2)).view(n, S, j1 - j0, 2 * m)
                 dPs[:, : 2 * m] += torch.bmm(Qs[:, :, j0:j1, : 2 * m].reshape(n, -1, 2 * m).transpose(1, 2), dKr)
             del dK, Qs, Ps
-            dq = torch.view_as_complex(dQs.view(n, S, J, N, 2))               # [g, S, J, N]
-            dP = torch.complex(dPs[:, 0::2], -dPs[:, 1::2])                     # [g, N, T]
-            dw = (dq * Z.conj().unsqueeze(1)).sum(2)                            # [g, S, N]
-            dZ = (dq * w.conj().unsqueeze(2)).sum(1)                            # [g, J, N]
+            dq = torch.view_as_complex(dQs.view(n, S, J, N, 2))  # [g, S, J, N]
+            dP = torch.complex(dPs[:, 0::2], -dPs[:, 1::2])  # [g, N, T]
+            dw = (dq * Z.conj().unsqueeze(1)).sum(2)  # [g, S, N]
+            dZ = (dq * w.conj().unsqueeze(2)).sum(1)  # [g, J, N]
             dlog_z = (dP * P.conj() * t).sum(-1) + (dZ * Z.conj() * jT[:, None]).sum(1)
             if order is None:
                 dw_all[c], dlog_z_all[c] = dw, dlog_z
-            else:                                                           # undo the sort
+            else:  # undo the sort
                 dw_all[c] = torch.empty_like(dw).scatter_(-1, order[c].unsqueeze(1).expand(n, S, N), dw)
                 dlog_z_all[c] = torch.empty_like(dlog_z).scatter_(-1, order[c], dlog_z)
         return dw_all, dlog_z_all, None
@@ -243,13 +244,13 @@ def vandermonde_transposed(u: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor
     (2) (``L - 1 - l = j T + t``), so nothing of size ``N L`` is materialised (autograd backward).
     """
     L = u.shape[-1]
-    ug, lz, how = _groups(u.to(log_z.real.dtype), log_z)                                      # [G, S, L], [G, N]
+    ug, lz, how = _groups(u.to(log_z.real.dtype), log_z)  # [G, S, L], [G, N]
     G, S, _ = ug.shape
     T, J = _split(L, S)
-    u_rev = F.pad(ug.flip(-1), (0, J * T - L)).unflatten(-1, (J, T))     # [G, S, J, T]
-    P = powers(lz, T)                                                   # [G, N, T]
+    u_rev = F.pad(ug.flip(-1), (0, J * T - L)).unflatten(-1, (J, T))  # [G, S, J, T]
+    P = powers(lz, T)  # [G, N, T]
     R = torch.bmm(u_rev.reshape(G, -1, T), torch.cat([P.real, P.imag], dim=1).transpose(1, 2))  # [G, S J, 2N]
     N = lz.shape[-1]
     R = torch.complex(R[..., :N], R[..., N:]).view(G, S, J, N)
-    x = (R * powers(lz, J, stride=T, positions_first=True).unsqueeze(1)).sum(2)   # [G, S, N]
+    x = (R * powers(lz, J, stride=T, positions_first=True).unsqueeze(1)).sum(2)  # [G, S, N]
     return _ungroup(x, how)

@@ -16,7 +16,7 @@ def vandermonde_naive(w: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Ten
     """``K[..., h, l] = Re sum_n w[..., h, n] z[h, n]^l`` for ``l < L``: ``w [..., H, N]`` complex,
     ``log_z [H, N]`` (per channel) or ``[N]`` (shared) -> real ``[..., H, L]``."""
     lags = torch.arange(L, dtype=log_z.real.dtype, device=log_z.device)
-    Z = torch.exp(log_z.unsqueeze(-1) * lags)                           # [H|, N, L]
+    Z = torch.exp(log_z.unsqueeze(-1) * lags)  # [H|, N, L]
     return (w.unsqueeze(-1) * Z).real.sum(-2)
 
 
@@ -25,5 +25,5 @@ def vandermonde_transposed_naive(u: torch.Tensor, log_z: torch.Tensor) -> torch.
     ``u [..., H, L]`` real -> complex ``[..., H, N]``."""
     L = u.shape[-1]
     lags = torch.arange(L - 1, -1, -1, dtype=log_z.real.dtype, device=log_z.device)
-    Z = torch.exp(log_z.unsqueeze(-1) * lags)                           # [H|, N, L]: z^(L-1-l)
+    Z = torch.exp(log_z.unsqueeze(-1) * lags)  # [H|, N, L]: z^(L-1-l)
     return (Z * u.to(Z.dtype).unsqueeze(-2)).sum(-1)
