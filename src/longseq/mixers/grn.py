@@ -89,6 +89,7 @@ def shift(t: torch.Tensor, k: int) -> torch.Tensor:
     bidirectional=True,
     step=False,
     flops=grn_flops,
+    heads=False,
 )
 class GraphRecurrentNetwork(Mixer):
     """S-LSTM: token nodes with a window of neighbours and one sentence node, T gated steps."""

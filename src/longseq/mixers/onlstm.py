@@ -47,6 +47,7 @@ def cumax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     causal=True,
     bidirectional=False,
     step=True,
+    heads=False,
 )
 class ONLSTM(Mixer):
     def __init__(

@@ -116,6 +116,7 @@ class _ControllerRNN(Mixer):
     causal=True,
     bidirectional=False,
     step=True,
+    heads=False,
 )
 class LSTMMixer(_ControllerRNN):
     """The stack RNNs' controller alone: ``y_t = W_o h_t`` with ``(h_t, c_t) = LSTM(x_t, ...)``."""
@@ -133,6 +134,7 @@ class LSTMMixer(_ControllerRNN):
     causal=True,
     bidirectional=False,
     step=True,
+    heads=False,
 )
 class SuperpositionStackRNN(_ControllerRNN):
     """LSTM + superposition stack of ``stack_size``-dimensional elements (:mod:`longseq.ops.stack.superposition`)."""
@@ -181,6 +183,7 @@ class SuperpositionStackRNN(_ControllerRNN):
     causal=True,
     bidirectional=False,
     step=True,
+    heads=False,
 )
 class NondeterministicStackRNN(_ControllerRNN):
     """LSTM + nondeterministic stack (Lang's algorithm, :mod:`longseq.ops.stack.lang`).
@@ -261,6 +264,7 @@ class NondeterministicStackRNN(_ControllerRNN):
     causal=True,
     bidirectional=False,
     step=True,
+    heads=False,
 )
 class RenormalizingNSRNN(NondeterministicStackRNN):
     """The RNS-RNN: :class:`NondeterministicStackRNN` with ``normalize=False`` by default
