@@ -12,12 +12,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "src" / "longseq"
 
 # What each top-level part of longseq may import (besides itself). Lowest first; "" = the root
 # package (longseq/__init__.py), which only the command line imports.
-BASE = {"utils", "_discover", "_version"}
+# papers: the BibTeX list of the implemented papers (stdlib only), readable from every layer
+BASE = {"utils", "_discover", "_version", "papers"}
 KERNELS = BASE | {"optim", "trees", "nn", "ssm", "ops"}
 ALLOWED = {
     "utils": set(),
     "_discover": set(),
     "_version": set(),
+    "papers": set(),
     "optim": BASE,
     "trees": BASE,
     "nn": BASE | {"optim"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 
@@ -24,7 +25,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to the ``sys.stderr`` of the moment (not the one at set-up), bare message."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # not setStream: that flushes the previous stream, which may be closed
+        super().emit(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """The CLI's output of the library's progress messages: the ``longseq`` loggers' records at
+    ``level`` and above, as bare lines on stderr (what the library printed before it logged).
+    Idempotent; a program that imports longseq as a library configures logging itself."""
+    root = logging.getLogger("longseq")
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import shutil
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -70,8 +70,14 @@ DEMO: dict[str, Any] = {
 }
 
 
+_logger = logging.getLogger(__name__)
+
+
 def _log_default(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Progress lines go to the ``longseq.arena.runner`` logger (the CLI shows INFO on stderr);
+    lines that report an error or a failure at WARNING."""
+    failed = " error:" in msg or " failed" in msg
+    _logger.log(logging.WARNING if failed else logging.INFO, msg)
 
 
 # ---------------------------------------------------------------------------- selection

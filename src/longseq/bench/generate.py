@@ -12,7 +12,7 @@ whole generation. A mixer without a recurrent step reports its prefill (a plain 
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import asdict, dataclass
 
@@ -67,7 +67,7 @@ def run_generate(
     from .. import mixers
 
     cfg = config or GenerateConfig()
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logging.getLogger(__name__).info  # the CLI shows INFO on stderr
     options = options or {}
     try:
         import longseq.models  # noqa: F401

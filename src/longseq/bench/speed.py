@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import platform
@@ -305,7 +306,7 @@ def run_targets(
     """Measure every target at every length of ``cfg`` (after the fp32 matmul peak unless
     ``matmul=False``); the returned dict is what ``results.json`` holds. ``on_update(res)`` is
     called after each measurement (the CLI saves partial results with it)."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logging.getLogger(__name__).info  # the CLI shows INFO on stderr
     device = cfg.resolved_device()
     res = {
         "schema": SCHEMA,

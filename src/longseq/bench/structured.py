@@ -19,7 +19,7 @@ Outputs (``--out DIR``): ``results.json`` (the rows, the configuration and the m
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,7 +91,7 @@ def run_structured(config: StructuredConfig | None = None, *, log=None, on_updat
     over minutes moves every rank alike: ``speedup_vs_full`` is then the median of the per-round
     ratios (range in ``speedup_range``) and ``step_ms`` summarises the per-round medians."""
     cfg = config or StructuredConfig()
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logging.getLogger(__name__).info  # the CLI shows INFO on stderr
     fam = FAMILIES[cfg.family]
     device = cfg.resolved_device()
     res = {

@@ -1,4 +1,5 @@
-"""``longseq info RUN_DIR``: configuration and metrics of a training run."""
+"""``longseq info RUN_DIR``: configuration and metrics of a training run; ``longseq info MIXER``: a
+registered mixer's spec and the BibTeX entries of its papers (``longseq/papers.bib``)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="show the configuration and metrics of a run directory")
-    p.add_argument("run_dir")
+    p = sub.add_parser(
+        "info", help="show the configuration and metrics of a run directory, or a mixer's spec and BibTeX entries"
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR_OR_MIXER", help="a run directory, or a registered mixer name")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     d = Path(args.run_dir)
+    if not d.exists():
+        from .. import mixers
+
+        if args.run_dir in mixers.names():
+            return _mixer_info(args.run_dir, as_json=args.json)
     if not (d / "config.json").is_file():
-        raise FileNotFoundError(f"{d} is not a run directory (no config.json)")
+        raise FileNotFoundError(
+            f"{d} is not a run directory (no config.json)"
+            + ("" if d.exists() else " and not a registered mixer name (see `longseq list`)")
+        )
     config = json.loads((d / "config.json").read_text())
     final = json.loads((d / "final.json").read_text()) if (d / "final.json").is_file() else None
     evals = []
@@ -60,3 +71,41 @@ def _mixers(model_config: dict) -> str:
         for e in layers
     ]
     return ",".join(parts)
+
+
+def _mixer_info(name: str, *, as_json: bool) -> int:
+    """Print a mixer's spec (its declared capabilities and constructor options) and its BibTeX entries."""
+    import inspect
+
+    from .. import mixers, papers
+
+    s = mixers.spec(name)
+    options = {
+        k: (None if v.default is inspect.Parameter.empty else v.default)
+        for k, v in inspect.signature(s.cls.__init__).parameters.items()
+        if k not in ("self", "d_model") and v.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    keys = papers.keys_for(name)
+    if as_json:
+        spec = {
+            k: getattr(s, k)
+            for k in ("name", "family", "paper", "complexity", "causal", "bidirectional", "step", "heads", "has_ffn")
+        }
+        entries = papers.bib_entries()
+        print(
+            json.dumps(
+                {"spec": spec, "options": options, "bibtex": {k: entries[k]["text"] for k in keys}},
+                indent=2,
+                default=repr,
+            )
+        )
+        return 0
+    modes = "/".join(m for m, ok in (("causal", s.causal), ("bidirectional", s.bidirectional)) if ok)
+    print(f"mixer      {s.name} ({s.family}, {s.complexity})")
+    print(f"paper      {s.paper}")
+    print(f"modes      {modes}; recurrent step: {'yes' if s.step else 'no'}; heads: {'yes' if s.heads else 'no'}")
+    print("options    " + ", ".join(f"{k}={v!r}" for k, v in options.items()))
+    print(f"bibtex     {', '.join(keys)}")
+    print()
+    print(papers.bibtex_for(name))
+    return 0

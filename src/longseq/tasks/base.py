@@ -32,15 +32,39 @@ KINDS = ("classification", "lm", "regression", "parsing", "mlm")
 
 
 @dataclass
-class Split:
-    """One split held as tensors; subclasses may generate batches lazily (e.g. LM windows)."""
+class Split(torch.utils.data.Dataset):
+    """One split held as tensors; subclasses may generate batches lazily (e.g. LM windows).
+
+    A split is a map-style ``torch.utils.data.Dataset``: ``split[i]`` is example ``i`` as a dict of
+    tensors (``split.batch([i])`` without its batch dimension), so ``DataLoader(split, batch_size=B)``
+    gives the batches ``split.batch(index)`` gives, collated by PyTorch's default collate. A split
+    whose batches carry ``mask`` only when some position is padding (:class:`longseq.tasks.mlm.MaskedSplit`)
+    sets ``item_mask = True``: its examples always carry a (possibly all-True) ``mask``, so every
+    example has the same keys and collates.
+    """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor | None = None
+    # examples always carry ``mask`` (all True where the batch would omit it); see the docstring
+    item_mask = False
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if isinstance(i, torch.Tensor):
+            i = i.item() if i.numel() == 1 and not i.is_floating_point() else i
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"a split is indexed by one int example index, got {type(i).__name__}; use batch(index)")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"example index {i} out of range for a split of {n} examples")
+        b = self.batch(torch.tensor([int(i) % n]))
+        item = {k: v[0] for k, v in b.items()}
+        if self.item_mask and "mask" not in item:
+            item["mask"] = torch.ones(item["inputs"].shape, dtype=torch.bool)
+        return item
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {"inputs": self.inputs[index], "targets": self.targets[index]}

@@ -121,7 +121,10 @@ class MaskedSplit(Split):
 
     ``base.batch(index)`` must give ``inputs`` ``[B, L]`` (and, for an LM window split, ``targets``
     whose ``IGNORE`` entries mark padding); the mask of window ``i`` is drawn from
-    ``np.random.default_rng([seed, salt, i])``."""
+    ``np.random.default_rng([seed, salt, i])``. Its batches carry ``mask`` only when some position
+    is padding, so its examples (``split[i]``, the Dataset protocol) always carry one (``item_mask``)."""
+
+    item_mask = True
 
     def __init__(
         self,
