@@ -84,6 +84,7 @@ from einops import rearrange
 from torch import nn
 
 from ..ops.diag_ssm.chunk import DEFAULT_CHUNK, diag_ssm_chunked, fir_conv
+from ..ops.diag_ssm.recurrent import diag_step
 from ..ops.fftconv.fft import diag_ssm_conv, fft_conv, with_skip
 from ..ops.h3 import h3_core
 from ..ssm.discretize import DISCRETIZATIONS
@@ -189,6 +190,24 @@ class H3(Mixer):
         y = (rearrange(q, "b (h i) l -> b i 1 h l", i=self.hd) * y).sum(1)  # [B, dh, H, L]
         y = self.out(rearrange(y, "b j h l -> b l (h j)"))
         return y, ({"k": prev, "x": xs} if return_state else None)
+
+    def _step(self, x_t, state):
+        """One token: the ``L = 1`` case of :meth:`_forward` on ``[B, d]`` rows -- the same
+        elementwise operations (shift-SSM FIR taps, ``k v^T``, the diagonal step of eq. (1),
+        ``q``-contraction), without einops' length axis, so fewer Python-level ops per token."""
+        B, hd, nh = x_t.shape[0], self.hd, self.nh
+        w, log_z = self.kernel.modes()  # cached while decoding (no autograd)
+        q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)  # [B, d] each
+        taps = with_skip(self.shift_C, self.shift_D)  # [d, N]: C_0 + D_k at lag 0
+        ext = torch.cat([state["k"].to(k.dtype), k.unsqueeze(-1)], dim=-1)  # [B, d, N]: k_{t-N+1} .. k_t
+        k = torch.einsum("bdn,dn->bd", ext.flip(-1), taps)  # [B, d] shift-SSM output K'
+        kv = k.view(B, nh, hd).transpose(1, 2).unsqueeze(2) * v.view(B, nh, hd).transpose(1, 2).unsqueeze(1)
+        # kv [B, i, j, H] = K'_{h i} V_{h j}
+        y, xs = diag_step(kv.to(log_z.real.dtype), w[0], log_z, state["x"])  # [B, i, j, H], [B, i, j, H, N/2]
+        y = y.to(kv.dtype) + self.D * kv  # + D u (the skip of diag_ssm_conv)
+        y = (q.view(B, nh, hd).transpose(1, 2).unsqueeze(2) * y).sum(1)  # [B, j, H]
+        y = self.out(y.transpose(1, 2).reshape(B, self.d_model))  # [B, (h j)] -> [B, d]
+        return y, {"k": ext[..., 1:], "x": xs}
 
     def _init_state(self, batch_size, device, dtype):
         w, _ = self.kernel.modes()

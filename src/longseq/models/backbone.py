@@ -159,10 +159,13 @@ class Block(nn.Module):
         return (x, state) if return_state else x
 
     def step(self, x_t, state, carry=None):
+        """One token ``x_t [B, d_model]``. Dropout is the identity in eval mode (decoding), so the
+        step skips its module call then (one Python dispatch less per residual branch)."""
+        add = self._add if self.training else (lambda x, h: x + h if self.shortcuts else h)
         h, state = self.mixer.step(self.norm1(x_t), state, **self._carry_kw(carry))
-        x_t = self._add(x_t, h)
+        x_t = add(x_t, h)
         if self.ffn is not None:
-            x_t = self._add(x_t, self._ffn(self.norm2(x_t), None))
+            x_t = add(x_t, self._ffn(self.norm2(x_t), None))
         return x_t, state
 
 

@@ -49,6 +49,32 @@ def _as_complex(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.view_as_complex(p.to(dtype).contiguous())
 
 
+def _param_key(module: nn.Module, *extra) -> tuple:
+    """What a function of ``module``'s own parameters depends on: storage, in-place version, dtype,
+    device of each (``load_state_dict``, optimiser steps and ``.to()`` all change the key)."""
+    return (*extra, *((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters(recurse=False)))
+
+
+def _no_grad_cached(module: nn.Module, fn, *extra):
+    """``fn()``, reused while the parameters are unchanged -- only when autograd is off (decoding).
+
+    The recurrent step recomputes the discretisation from the parameters on every token (an
+    ``exp``/``log`` over ``[H, N/2]`` complex modes per layer); without gradients the result is a
+    pure function of the parameters, so it is cached on the module and recomputed when any
+    parameter's storage or version changes. With gradients on, ``fn()`` runs every time (the
+    graph must reach the parameters).
+    """
+    if torch.is_grad_enabled():
+        return fn()
+    key = _param_key(module, *extra)
+    hit = module.__dict__.get("_modes_cache")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    val = fn()
+    module.__dict__["_modes_cache"] = (key, val)
+    return val
+
+
 class DiagSSMKernel(nn.Module):
     """S4D: ``H`` diagonal SSMs of state size ``N`` (``N/2`` conjugate-pair modes), ``C`` channels.
 
@@ -96,7 +122,12 @@ class DiagSSMKernel(nn.Module):
         return A, _as_complex(self.B, dtype), _as_complex(self.C, dtype), torch.exp(self.log_dt.to(dtype))
 
     def modes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(w [C, H, N/2], log_z [H, N/2])`` of eq. (1)-(2): ``w = 2 C dB``, ``log z = log dA``."""
+        """``(w [C, H, N/2], log_z [H, N/2])`` of eq. (1)-(2): ``w = 2 C dB``, ``log z = log dA``.
+
+        Cached while autograd is off and the parameters are unchanged (see :func:`_no_grad_cached`)."""
+        return _no_grad_cached(self, self._modes, self.disc)
+
+    def _modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         A, B, C, dt = self.continuous()
         log_z, dB = discretize(A, B, dt, self.disc)
         return 2 * C * dB, log_z
