@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._kv import parse_kv
+from ._kv import parse_kv, parse_mixer
 
 
 def finetune_from_args(args, task):
@@ -19,7 +19,7 @@ def finetune_from_args(args, task):
         raise ValueError(
             "--model-preset cannot be combined with --init-from (the architecture comes from the pre-trained encoder)"
         )
-    mixer = None if args.mixer is None else args.mixer.split(",") if "," in args.mixer else args.mixer
+    mixer = parse_mixer(args.mixer)  # a name or a per-layer stack, as for a new model
     over = dict(
         mixer=mixer,
         d_model=args.d_model,

@@ -26,3 +26,15 @@ def per_name(items: list[str] | None, what: str) -> dict[str, dict]:
             raise ValueError(f"{what} must look like NAME.KEY=VALUE, got {k}={v!r}")
         out.setdefault(name, {})[key] = v
     return out
+
+
+def parse_mixer(text: str | None):
+    """``--mixer``: a name (every layer), or a stack ``'s4d(d_state=64)*3,softmax(rope=true)'``
+    (one entry per layer: :func:`longseq.models.config.parse_layers`)."""
+    from ..models.config import parse_layers
+
+    if text is None:
+        return None
+    if any(c in text for c in ",(*"):
+        return parse_layers(text)
+    return text.strip()

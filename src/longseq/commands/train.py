@@ -6,19 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._kv import parse_kv  # noqa: F401  (re-exported: other code imports it from here)
-
-
-def parse_mixer(text: str | None):
-    """``--mixer``: a name (every layer), or a stack ``'s4d(d_state=64)*3,softmax(rope=true)'``
-    (one entry per layer: :func:`longseq.models.config.parse_layers`)."""
-    from ..models.config import parse_layers
-
-    if text is None:
-        return None
-    if any(c in text for c in ",(*"):
-        return parse_layers(text)
-    return text.strip()
+from ._kv import parse_kv, parse_mixer  # noqa: F401  (re-exported: other code imports them from here)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
