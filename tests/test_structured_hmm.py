@@ -342,3 +342,24 @@ def json_rows(path):
     import json
 
     return len(json.loads(path.read_text())["rows"])
+
+
+def test_saved_hmm_language_model_loads_after_import_longseq(tmp_path):
+    """``longseq.load`` restores an HMM LM in a fresh process that only ran ``import longseq`` (the
+    model class registers when longseq.structured is imported, which the root package does)."""
+    import subprocess
+    import sys
+
+    from longseq.structured import build_hmm_lm
+
+    torch.manual_seed(0)
+    model = build_hmm_lm(7, {"num_states": 4, "rank": 2, "emb_dim": 8})
+    model.save(tmp_path / "hmm")
+    code = (
+        "import sys, longseq; m = longseq.load(sys.argv[1]); "
+        "print(type(m).__name__, sum(p.numel() for p in m.parameters()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "hmm")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["HMMLanguageModel", str(sum(p.numel() for p in model.parameters()))]
